@@ -1,0 +1,102 @@
+// A bounded FIFO whose consumer can poll(2) a file descriptor: fd() is readable while items wait.
+// The producer asks has_room() before it takes on more work (backpressure: it stops reading its
+// input rather than dropping), and can poll space_fd(), made readable when a full queue drains
+// below half. Thread-safe: any number of producers and consumers.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/event_fd.h"
+#include "base/thread_annotations.h"
+
+namespace tether::base {
+
+template <typename T>
+class PollableQueue {
+ public:
+  explicit PollableQueue(std::size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {}
+
+  int fd() const { return ready_.fd(); }
+  int space_fd() const { return space_.fd(); }
+  std::size_t capacity() const { return capacity_; }
+
+  bool has_room() const {
+    std::lock_guard lock(mu_);
+    return items_.size() < capacity_;
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mu_);
+    return items_.size();
+  }
+
+  // Appends even when full: callers check has_room() first where backpressure applies; status
+  // events and the last lines of a dead bridge are few and must not be lost.
+  void push(T item) {
+    bool was_empty;
+    {
+      std::lock_guard lock(mu_);
+      was_empty = items_.empty();
+      items_.push_back(std::move(item));
+      if (items_.size() > high_water_) high_water_ = items_.size();
+    }
+    if (was_empty) {
+      ready_.notify();
+      cv_.notify_all();
+    }
+  }
+
+  // Everything waiting, oldest first; clears fd()'s readiness. Never blocks.
+  std::vector<T> drain() {
+    std::vector<T> out;
+    ready_.clear();
+    bool freed;
+    {
+      std::lock_guard lock(mu_);
+      freed = items_.size() >= capacity_ / 2;
+      out.reserve(items_.size());
+      for (auto& item : items_) out.push_back(std::move(item));
+      items_.clear();
+    }
+    if (freed) space_.notify();
+    return out;
+  }
+
+  // The oldest item, waiting until `deadline`; nothing at expiry.
+  std::optional<T> pop(Deadline deadline = Deadline::never()) {
+    std::unique_lock lock(mu_);
+    auto ready = [&] { return !items_.empty(); };
+    if (deadline.is_never()) cv_.wait(lock, ready);
+    else if (!cv_.wait_until(lock, deadline.when(), ready)) return std::nullopt;
+    bool freed = items_.size() == capacity_ / 2 + 1 || items_.size() == capacity_;
+    T item = std::move(items_.front());
+    items_.pop_front();
+    if (items_.empty()) ready_.clear();
+    lock.unlock();
+    if (freed) space_.notify();
+    return item;
+  }
+
+  // Called by the producer before it polls space_fd().
+  void clear_space() { space_.clear(); }
+  std::size_t high_water() const {
+    std::lock_guard lock(mu_);
+    return high_water_;
+  }
+
+ private:
+  const std::size_t capacity_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<T> items_ GUARDED_BY(mu_);
+  std::size_t high_water_ GUARDED_BY(mu_) = 0;
+  EventFd ready_;
+  EventFd space_;
+};
+
+}  // namespace tether::base

@@ -1,0 +1,271 @@
+#include "proc/child.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/close_range.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "base/signals.h"
+
+extern char** environ;
+
+namespace tether::proc {
+namespace {
+
+using base::UniqueFd;
+
+struct Pipe {
+  UniqueFd r, w;
+};
+
+std::optional<Pipe> make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return std::nullopt;
+  return Pipe{UniqueFd(p[0]), UniqueFd(p[1])};
+}
+
+// PATH lookup done in the parent: between fork and exec only async-signal-safe calls are allowed.
+std::string resolve(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::size_t start = 0;
+  while (start <= dirs.size()) {
+    std::size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    std::string dir = dirs.substr(start, end - start);
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    struct stat st;
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(candidate.c_str(), X_OK) == 0)
+      return candidate;
+    start = end + 1;
+  }
+  return {};
+}
+
+std::vector<std::string> build_env(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string_view entry(*e);
+    auto name = entry.substr(0, entry.find('='));
+    bool overridden = false;
+    for (const auto& x : extra)
+      if (std::string_view(x).substr(0, x.find('=')) == name) overridden = true;
+    if (!overridden) env.emplace_back(entry);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+// Places `fd` at `target` for the child, clearing close-on-exec. Async-signal-safe.
+bool place_fd(int fd, int target) {
+  if (fd == target) return ::fcntl(fd, F_SETFD, 0) == 0;
+  return ::dup2(fd, target) == target;
+}
+
+[[noreturn]] void child_fail(int err_fd, int step) {
+  int payload[2] = {step, errno};
+  [[maybe_unused]] auto n = ::write(err_fd, payload, sizeof payload);
+  ::_exit(127);
+}
+
+const char* step_name(int step) {
+  switch (step) {
+    case 1: return "set up the process group of";
+    case 2: return "set up stdio for";
+    case 3: return "change directory to the cwd of";
+    default: return "exec";
+  }
+}
+
+}  // namespace
+
+ExitStatus ExitStatus::from_wait_status(int status) {
+  ExitStatus s;
+  if (WIFSIGNALED(status)) {
+    s.signaled = true;
+    s.signal = WTERMSIG(status);
+    s.core_dumped = WCOREDUMP(status);
+  } else {
+    s.code = WEXITSTATUS(status);
+  }
+  return s;
+}
+
+std::string ExitStatus::describe() const {
+  if (!signaled) return "exit status " + std::to_string(code);
+  std::string s = "killed by " + base::signal_name(signal);
+  if (core_dumped) s += " (core dumped)";
+  return s;
+}
+
+std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildFds& fds) {
+  if (options.argv.empty()) return SpawnError{EINVAL, "no bridge command given"};
+  std::string path = resolve(options.argv[0]);
+  if (path.empty()) return SpawnError{ENOENT, options.argv[0] + ": command not found"};
+
+  std::vector<std::string> env = build_env(options.extra_env);
+  std::vector<char*> argv, envp;
+  for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
+
+  auto in = make_pipe(), out = make_pipe(), err = make_pipe(), report = make_pipe();
+  if (!in || !out || !err || !report) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
+
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return SpawnError{errno, std::string("fork: ") + strerror(errno)};
+  if (pid == 0) {
+    // Child: async-signal-safe calls only from here to exec.
+    const int rep = report->w.get();
+    if (::setpgid(0, 0) != 0) child_fail(rep, 1);
+    // Die with the spawning thread's process; re-check the parent in case it already died.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for KILL/STOP
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    if (!place_fd(in->r.get(), 0) || !place_fd(out->w.get(), 1) || !place_fd(err->w.get(), 2))
+      child_fail(rep, 2);
+    // Nothing but 0, 1 and 2 crosses exec, whatever tether inherited without close-on-exec.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    if (cwd && ::chdir(cwd) != 0) child_fail(rep, 3);
+    ::execve(path.c_str(), argv.data(), envp.data());
+    child_fail(rep, 4);
+  }
+
+  // Parent. Also set the group here, so it exists before spawn() returns whatever the scheduling.
+  ::setpgid(pid, pid);
+  Child child(pid);
+  report->w.reset();
+  in->r.reset();
+  out->w.reset();
+  err->w.reset();
+  int payload[2];
+  ssize_t n;
+  do n = ::read(report->r.get(), payload, sizeof payload); while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof payload)) {
+    child.reap();
+    std::string what = std::string(step_name(payload[0])) + " " + options.argv[0] + ": " + strerror(payload[1]);
+    if (payload[0] == 3) what = "cannot change directory to " + options.cwd + ": " + strerror(payload[1]);
+    return SpawnError{payload[1], what};
+  }
+
+  UniqueFd pidfd(::pidfd_open(pid, 0));
+  if (!pidfd) {
+    int e = errno;
+    child.signal_group(SIGKILL);
+    child.reap();
+    return SpawnError{e, std::string("pidfd_open: ") + strerror(e) + " (tether needs Linux 5.3 or later)"};
+  }
+  ::fcntl(pidfd.get(), F_SETFD, FD_CLOEXEC);
+  for (auto* fd : {&in->w, &out->r, &err->r}) base::set_nonblocking(fd->get());
+  fds.stdin_w = std::move(in->w);
+  fds.stdout_r = std::move(out->r);
+  fds.stderr_r = std::move(err->r);
+  fds.pidfd = std::move(pidfd);
+  return child;
+}
+
+Child::Child(Child&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)), pgid_(std::exchange(o.pgid_, -1)), status_(o.status_) {}
+
+Child::~Child() {
+  if (pid_ < 0) return;
+  if (!status_) {
+    signal_group(SIGKILL);
+    reap();
+  }
+  reap_group_members();
+}
+
+void Child::signal_group(int sig) const {
+  if (pgid_ > 0) ::kill(-pgid_, sig);
+}
+
+std::optional<ExitStatus> Child::try_reap() {
+  if (status_ || pid_ < 0) return status_;
+  int st = 0;
+  pid_t r;
+  do r = ::waitpid(pid_, &st, WNOHANG); while (r < 0 && errno == EINTR);
+  if (r == pid_) status_ = ExitStatus::from_wait_status(st);
+  return status_;
+}
+
+ExitStatus Child::reap() {
+  if (status_) return *status_;
+  int st = 0;
+  pid_t r;
+  do r = ::waitpid(pid_, &st, 0); while (r < 0 && errno == EINTR);
+  status_ = r == pid_ ? ExitStatus::from_wait_status(st) : ExitStatus{};
+  return *status_;
+}
+
+bool Child::group_alive() const { return pgid_ > 0 && ::kill(-pgid_, 0) == 0; }
+
+void Child::reap_group_members() {
+  // Grandchildren re-parented to us (we are a subreaper) keep the bridge's group id: reap them.
+  if (pgid_ <= 0) return;
+  int st;
+  while (::waitpid(-pgid_, &st, WNOHANG) > 0) {
+  }
+}
+
+void Child::clean_up_group(base::Duration term_wait) {
+  reap_group_members();
+  if (!group_alive()) return;
+  signal_group(SIGTERM);
+  signal_group(SIGCONT);  // a stopped process would otherwise never see the SIGTERM
+  auto deadline = base::Deadline::after(term_wait);
+  // Polling is the only way to watch processes that are not our children; the group is normally
+  // empty after the first round.
+  while (!deadline.expired()) {
+    reap_group_members();
+    if (!group_alive()) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  signal_group(SIGKILL);
+  auto kill_deadline = base::Deadline::after(std::chrono::milliseconds(500));
+  while (!kill_deadline.expired()) {
+    reap_group_members();
+    if (!group_alive()) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+LadderStep stop_ladder(Child& child, base::Duration grace, base::Duration term_wait,
+                       const LadderHooks& hooks) {
+  LadderStep step = LadderStep::exited_on_eof;
+  hooks.close_stdin();
+  if (!hooks.wait_exit(base::Deadline::after(grace))) {
+    step = LadderStep::terminated;
+    child.signal_group(SIGTERM);
+    child.signal_group(SIGCONT);
+    if (!hooks.wait_exit(base::Deadline::after(term_wait))) {
+      step = LadderStep::killed;
+      child.signal_group(SIGKILL);
+    }
+  }
+  child.reap();
+  return step;
+}
+
+void become_subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
+
+}  // namespace tether::proc

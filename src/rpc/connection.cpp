@@ -1,0 +1,489 @@
+#include "rpc/connection.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "base/byte_ring.h"
+#include "base/event_fd.h"
+#include "base/thread_annotations.h"
+#include "rpc/line_framer.h"
+#include "rpc/trace.h"
+
+namespace tether::rpc {
+namespace {
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+// Per wake-up, how much stderr we read before looking at the other fds again.
+constexpr std::size_t kStderrBurst = 256 * 1024;
+// After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
+constexpr auto kExitDrain = std::chrono::milliseconds(100);
+
+}  // namespace
+
+struct Connection::State {
+  ConnectionFds fds;
+  ConnectionOptions opt;
+  PendingTable pending;
+  base::EventFd wake;
+
+  // Outbound lines, handed to the dispatcher. Callers never write the fd themselves.
+  std::mutex out_mu;
+  std::deque<std::string> outbound GUARDED_BY(out_mu);
+  bool close_stdin_requested GUARDED_BY(out_mu) = false;
+  bool stop_requested GUARDED_BY(out_mu) = false;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  DeathCause death GUARDED_BY(mu) = DeathCause::none;
+  bool exited GUARDED_BY(mu) = false;
+  base::ByteRing ring GUARDED_BY(mu){4096};
+  Counters counters GUARDED_BY(mu);
+
+  std::atomic<base::TimePoint::rep> last_rx{base::Clock::now().time_since_epoch().count()};
+
+  // Dispatcher-thread-only state.
+  LineFramer framer;
+  std::string out_buf;          // bytes taken from `outbound`, not yet written
+  std::size_t out_off = 0;
+  bool stdout_open = true;
+  bool stderr_open = true;
+  std::uint64_t local_in = 0, local_out = 0, local_invalid = 0, local_notrpc = 0, local_unknown = 0,
+                local_stderr = 0;
+
+  std::thread thread;
+
+  State(ConnectionFds f, ConnectionOptions o) : fds(std::move(f)), opt(std::move(o)), framer(opt.max_line) {}
+
+  void enqueue(std::string line) {
+    bool was_empty;
+    {
+      std::lock_guard lock(out_mu);
+      was_empty = outbound.empty();
+      outbound.push_back(std::move(line));
+    }
+    if (was_empty) wake.notify();
+  }
+
+  void set_death(DeathCause cause) {
+    {
+      std::lock_guard lock(mu);
+      if (death != DeathCause::none) return;
+      death = cause;
+    }
+    cv.notify_all();
+    if (opt.on_change) opt.on_change();
+  }
+
+  void set_exited() {
+    {
+      std::lock_guard lock(mu);
+      if (death == DeathCause::none) death = DeathCause::exited;
+      exited = true;
+    }
+    cv.notify_all();
+    if (opt.on_change) opt.on_change();
+  }
+
+  void publish_counters() {
+    std::lock_guard lock(mu);
+    counters.frames_in = local_in;
+    counters.frames_out = local_out;
+    counters.invalid_json = local_invalid;
+    counters.not_jsonrpc = local_notrpc;
+    counters.oversize_lines = framer.oversize_dropped();
+    counters.unknown_responses = local_unknown;
+    counters.stderr_bytes = local_stderr;
+  }
+
+  void note(std::string_view text) {
+    if (opt.trace) opt.trace->note(opt.generation, text);
+  }
+
+  void handle_line(std::string_view line) {
+    ++local_in;
+    if (opt.trace) opt.trace->frame(opt.generation, Direction::from_bridge, line);
+    auto msg = parse_line(line);
+    if (!msg) {
+      ++local_invalid;
+      note("skipped a line that is not JSON");
+      return;
+    }
+    Classified c = classify(*msg);
+    switch (c.kind) {
+      case MessageKind::invalid:
+        ++local_notrpc;
+        note(std::string("skipped a line that is not JSON-RPC: ") + std::string(c.why));
+        return;
+      case MessageKind::response: {
+        auto id = our_id((*msg)["id"]);
+        Reply reply;
+        if (auto r = msg->find("result"); r != msg->end()) {
+          reply.status = Reply::Status::result;
+          reply.value = std::move(*r);
+        } else {
+          reply.status = Reply::Status::error;
+          reply.value = std::move((*msg)["error"]);
+        }
+        if (!id || !pending.complete(*id, std::move(reply))) {
+          ++local_unknown;
+          note("dropped a response to an id we are not waiting for");
+        }
+        return;
+      }
+      case MessageKind::request:
+      case MessageKind::notification: {
+        Event ev;
+        ev.kind = c.kind == MessageKind::request ? Event::Kind::request : Event::Kind::notification;
+        ev.generation = opt.generation;
+        ev.message = std::move(*msg);
+        opt.events->push(std::move(ev));
+        return;
+      }
+    }
+  }
+
+  // Hands complete lines to their consumers while the event queue has room (or unconditionally,
+  // for the last lines of a dead process). Returns false when it stopped for lack of room.
+  bool process_lines(bool force) {
+    while (force || opt.events->has_room()) {
+      auto line = framer.next();
+      if (!line) return true;
+      handle_line(*line);
+    }
+    return false;
+  }
+
+  // Reads one chunk of stdout. Returns false at EOF or on a read error.
+  bool read_stdout() {
+    char buf[kReadChunk];
+    ssize_t n = ::read(fds.stdout_r.get(), buf, sizeof buf);
+    if (n > 0) {
+      last_rx.store(base::Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+      framer.push(std::string_view(buf, static_cast<std::size_t>(n)));
+      return true;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    return false;
+  }
+
+  void on_stdout_eof() {
+    stdout_open = false;
+    if (auto rest = framer.finish()) {
+      framer.push(*rest + "\n");
+    }
+    process_lines(true);
+    fds.stdout_r.reset();
+    note("bridge closed its stdout");
+    set_death(DeathCause::stdout_eof);
+  }
+
+  void drain_stderr() {
+    char buf[kReadChunk];
+    std::size_t total = 0;
+    while (total < kStderrBurst) {
+      ssize_t n = ::read(fds.stderr_r.get(), buf, sizeof buf);
+      if (n > 0) {
+        std::string_view bytes(buf, static_cast<std::size_t>(n));
+        total += bytes.size();
+        local_stderr += bytes.size();
+        {
+          std::lock_guard lock(mu);
+          ring.append(bytes);
+        }
+        if (opt.stderr_copy_fd >= 0) {
+          // A copy that cannot keep up loses bytes rather than stall the dispatcher.
+          [[maybe_unused]] auto w = ::write(opt.stderr_copy_fd, bytes.data(), bytes.size());
+        }
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      stderr_open = false;  // EOF or error
+      fds.stderr_r.reset();
+      return;
+    }
+  }
+
+  void take_outbound(bool& stop, bool& close_in) {
+    std::deque<std::string> lines;
+    {
+      std::lock_guard lock(out_mu);
+      lines.swap(outbound);
+      stop = stop_requested;
+      close_in = close_stdin_requested;
+    }
+    for (auto& line : lines) {
+      ++local_out;
+      if (opt.trace) opt.trace->frame(opt.generation, Direction::to_bridge, line);
+      if (!fds.stdin_w) continue;  // stdin closed: nothing more reaches the bridge
+      out_buf.append(line);
+      out_buf.push_back('\n');
+    }
+  }
+
+  void flush_stdin() {
+    while (out_off < out_buf.size() && fds.stdin_w) {
+      ssize_t n = ::write(fds.stdin_w.get(), out_buf.data() + out_off, out_buf.size() - out_off);
+      if (n > 0) {
+        out_off += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      // EPIPE: nobody reads the bridge's stdin any more, so the bridge is dead to us.
+      fds.stdin_w.reset();
+      note("bridge's stdin is closed (EPIPE)");
+      set_death(DeathCause::stdin_closed);
+    }
+    if (out_off == out_buf.size()) {
+      out_buf.clear();
+      out_off = 0;
+    }
+  }
+
+  // After the exit fd fired: take what the process left in its pipes, bounded in time, then stop.
+  void final_drain() {
+    auto deadline = base::Deadline::after(kExitDrain);
+    while ((stdout_open || stderr_open) && !deadline.expired()) {
+      pollfd p[2];
+      nfds_t n = 0;
+      if (stdout_open) p[n++] = {fds.stdout_r.get(), POLLIN, 0};
+      if (stderr_open) p[n++] = {fds.stderr_r.get(), POLLIN, 0};
+      int r = ::poll(p, n, deadline.poll_timeout_ms());
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      for (nfds_t i = 0; i < n; ++i) {
+        if (!p[i].revents) continue;
+        if (p[i].fd == fds.stdout_r.get()) {
+          if (!read_stdout()) {
+            on_stdout_eof();
+          } else {
+            process_lines(true);
+          }
+        } else {
+          drain_stderr();
+        }
+      }
+    }
+    if (stdout_open) {
+      // A grandchild still holds stdout: whatever it sends now is not the bridge's.
+      if (auto rest = framer.finish()) {
+        framer.push(*rest + "\n");
+      }
+      process_lines(true);
+    }
+  }
+
+  void run() {
+    ::pthread_setname_np(::pthread_self(), opt.thread_name.substr(0, 15).c_str());
+    bool exit_open = fds.exit_fd.valid();
+    for (;;) {
+      bool stop = false, close_in = false;
+      take_outbound(stop, close_in);
+      if (stop) break;
+      if (close_in && fds.stdin_w) {
+        fds.stdin_w.reset();
+        out_buf.clear();
+        out_off = 0;
+        note("closed the bridge's stdin");
+      }
+      flush_stdin();
+
+      bool blocked = stdout_open && !process_lines(false);  // lines waiting for room in the queue
+      if (blocked) opt.events->clear_space();
+      if (blocked && opt.events->has_room()) continue;  // room appeared in between
+
+      pollfd p[6];
+      nfds_t n = 0;
+      int i_wake = -1, i_out = -1, i_space = -1, i_err = -1, i_in = -1, i_exit = -1;
+      p[i_wake = static_cast<int>(n++)] = {wake.fd(), POLLIN, 0};
+      if (stdout_open && !blocked) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), POLLIN, 0};
+      if (blocked) p[i_space = static_cast<int>(n++)] = {opt.events->space_fd(), POLLIN, 0};
+      if (stderr_open) p[i_err = static_cast<int>(n++)] = {fds.stderr_r.get(), POLLIN, 0};
+      if (fds.stdin_w && !out_buf.empty()) p[i_in = static_cast<int>(n++)] = {fds.stdin_w.get(), POLLOUT, 0};
+      if (exit_open) p[i_exit = static_cast<int>(n++)] = {fds.exit_fd.get(), POLLIN, 0};
+
+      publish_counters();
+      int r = ::poll(p, n, -1);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        break;  // cannot happen with valid fds; stopping is the only safe answer
+      }
+      if (p[i_wake].revents) wake.clear();
+      if (i_space >= 0 && p[i_space].revents) opt.events->clear_space();
+      if (i_err >= 0 && p[i_err].revents) drain_stderr();
+      if (i_in >= 0 && p[i_in].revents) flush_stdin();
+      if (i_out >= 0 && p[i_out].revents) {
+        if (!read_stdout()) on_stdout_eof();
+        else process_lines(false);
+      }
+      if (i_exit >= 0 && p[i_exit].revents) {
+        exit_open = false;
+        final_drain();
+        publish_counters();
+        note("bridge process exited");
+        set_exited();
+        break;
+      }
+    }
+    publish_counters();
+  }
+};
+
+Connection::Connection(ConnectionFds fds, ConnectionOptions options)
+    : s_(std::make_unique<State>(std::move(fds), std::move(options))) {
+  s_->thread = std::thread([state = s_.get()] { state->run(); });
+}
+
+Connection::~Connection() {
+  {
+    std::lock_guard lock(s_->out_mu);
+    s_->stop_requested = true;
+  }
+  s_->wake.notify();
+  s_->thread.join();
+  // Whoever still waits learns that this connection is gone.
+  Reply gone;
+  gone.status = Reply::Status::closed;
+  gone.value = {{"code", "bridge_exited"}, {"message", "the connection to the bridge was closed"}};
+  s_->pending.close(gone);
+}
+
+namespace {
+struct Waiter {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Reply> reply;
+};
+}  // namespace
+
+Reply Connection::call(std::string_view method, json params, base::Deadline deadline) {
+  auto w = std::make_shared<Waiter>();
+  std::int64_t id = s_->pending.add([w](Reply r) {
+    {
+      std::lock_guard lock(w->mu);
+      w->reply = std::move(r);
+    }
+    w->cv.notify_one();
+  });
+  {
+    std::lock_guard lock(w->mu);
+    if (w->reply) return std::move(*w->reply);  // completed at once: the table is closed
+  }
+  s_->enqueue(dump(make_request(id, method, std::move(params))));
+  std::unique_lock lock(w->mu);
+  auto done = [&] { return w->reply.has_value(); };
+  if (deadline.is_never()) {
+    w->cv.wait(lock, done);
+  } else if (!w->cv.wait_until(lock, deadline.when(), done)) {
+    lock.unlock();
+    Reply timeout;
+    timeout.status = Reply::Status::timeout;
+    s_->pending.complete(id, std::move(timeout));  // loses to a reply that got there first
+    lock.lock();
+    w->cv.wait(lock, done);
+  }
+  return std::move(*w->reply);
+}
+
+std::int64_t Connection::call_async(std::string_view method, json params, Completion done) {
+  auto fired = std::make_shared<std::atomic<bool>>(false);
+  std::int64_t id = s_->pending.add([fired, done = std::move(done)](Reply r) {
+    fired->store(true);
+    done(std::move(r));
+  });
+  if (!fired->load()) s_->enqueue(dump(make_request(id, method, std::move(params))));
+  return id;
+}
+
+std::int64_t Connection::call_queued(std::string_view method, json params) {
+  auto events = s_->opt.events;
+  auto gen = s_->opt.generation;
+  return call_async(method, std::move(params), [events, gen](Reply r) {
+    Event ev;
+    ev.kind = Event::Kind::response;
+    ev.generation = gen;
+    ev.call_id = r.id;
+    ev.reply = std::move(r);
+    events->push(std::move(ev));
+  });
+}
+
+bool Connection::cancel(std::int64_t id) {
+  Reply r;
+  r.status = Reply::Status::cancelled;
+  return s_->pending.complete(id, std::move(r));
+}
+
+void Connection::notify(std::string_view method, json params) {
+  s_->enqueue(dump(make_notification(method, std::move(params))));
+}
+
+void Connection::respond(const json& id, json result) {
+  s_->enqueue(dump(make_result(id, std::move(result))));
+}
+
+void Connection::respond_error(const json& id, int code, std::string_view message, json data) {
+  s_->enqueue(dump(make_error(id, code, message, std::move(data))));
+}
+
+void Connection::close_stdin() {
+  {
+    std::lock_guard lock(s_->out_mu);
+    s_->close_stdin_requested = true;
+  }
+  s_->wake.notify();
+}
+
+bool Connection::wait_exited(base::Deadline deadline) {
+  std::unique_lock lock(s_->mu);
+  auto done = [&] { return s_->exited; };
+  if (deadline.is_never()) {
+    s_->cv.wait(lock, done);
+    return true;
+  }
+  return s_->cv.wait_until(lock, deadline.when(), done);
+}
+
+bool Connection::exited() const {
+  std::lock_guard lock(s_->mu);
+  return s_->exited;
+}
+
+DeathCause Connection::death() const {
+  std::lock_guard lock(s_->mu);
+  return s_->death;
+}
+
+void Connection::fail_pending(const Reply& reply) { s_->pending.close(reply); }
+
+std::string Connection::stderr_tail() const {
+  std::lock_guard lock(s_->mu);
+  return s_->ring.contents();
+}
+
+std::string Connection::stderr_last_line() const {
+  std::lock_guard lock(s_->mu);
+  return s_->ring.last_line();
+}
+
+Counters Connection::counters() const {
+  std::lock_guard lock(s_->mu);
+  return s_->counters;
+}
+
+base::TimePoint Connection::last_received() const {
+  return base::TimePoint(base::Duration(s_->last_rx.load(std::memory_order_relaxed)));
+}
+
+std::uint64_t Connection::generation() const { return s_->opt.generation; }
+
+}  // namespace tether::rpc

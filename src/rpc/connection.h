@@ -1,0 +1,109 @@
+// One JSON-RPC connection to one bridge process (one generation), served by one dispatcher thread
+// that owns every fd of that process: it reads stdout through the line framer, drains stderr into
+// a 4 KiB ring, writes stdin from an outbound queue, and watches the exit fd (a pidfd). This layer
+// never forks, execs or reaps: the supervisor hands it the fds and decides what a death means.
+//
+// Thread contract: thread-safe. Any thread may call, notify, respond and query; only the
+// dispatcher thread touches the fds. No call blocks the dispatcher and no lock is held across a
+// write.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/clock.h"
+#include "base/pollable_queue.h"
+#include "base/unique_fd.h"
+#include "rpc/message.h"
+#include "rpc/pending_table.h"
+
+namespace tether::rpc {
+
+class Trace;
+
+// What a bridge sent that is not an answer to a blocking call, in wire order: its requests and
+// notifications, the responses to call_queued(), and status events written by the supervisor.
+struct Event {
+  enum class Kind { notification, request, response, status };
+  Kind kind = Kind::notification;
+  std::uint64_t generation = 0;
+  json message;               // notification, request: the whole message; status: the payload
+  std::int64_t call_id = 0;   // response: the id call_queued() returned
+  Reply reply;                // response
+};
+using EventQueue = base::PollableQueue<Event>;
+
+// Why the connection can no longer carry messages; the first one noticed wins.
+enum class DeathCause { none, exited, stdout_eof, stdin_closed };
+
+struct Counters {
+  std::uint64_t frames_in = 0;
+  std::uint64_t frames_out = 0;
+  std::uint64_t invalid_json = 0;       // lines that are not JSON (or not UTF-8)
+  std::uint64_t not_jsonrpc = 0;        // JSON that is not a JSON-RPC message
+  std::uint64_t oversize_lines = 0;     // lines over max_line, drained and dropped
+  std::uint64_t unknown_responses = 0;  // responses to ids we are not waiting for
+  std::uint64_t stderr_bytes = 0;
+};
+
+struct ConnectionFds {
+  base::UniqueFd stdin_w, stdout_r, stderr_r, exit_fd;  // exit_fd: readable once the process exited
+};
+
+struct ConnectionOptions {
+  std::uint64_t generation = 1;
+  std::size_t max_line = std::size_t{64} << 20;
+  std::shared_ptr<EventQueue> events;   // required
+  std::shared_ptr<Trace> trace;         // optional
+  int stderr_copy_fd = -1;              // also copy stderr bytes here (--bridge-stderr pass|FILE)
+  std::string thread_name = "tether-disp";
+  // Runs on the dispatcher thread, with no lock held, each time death() or exited() changes.
+  std::function<void()> on_change;
+};
+
+class Connection {
+ public:
+  Connection(ConnectionFds fds, ConnectionOptions options);  // starts the dispatcher thread
+  ~Connection();  // stops and joins the dispatcher; closes the fds
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Sends a request and waits for its reply until `deadline` (then Status::timeout; a late
+  // response is counted as unknown and dropped).
+  Reply call(std::string_view method, json params, base::Deadline deadline);
+  // Sends a request; `done` runs exactly once, on the dispatcher thread or (when the connection is
+  // already dead) on the caller's. It must not block.
+  std::int64_t call_async(std::string_view method, json params, Completion done);
+  // Sends a request whose reply arrives as an Event::response in the event queue, in wire order
+  // with the notifications before it (a prompt's final response never overtakes its updates).
+  std::int64_t call_queued(std::string_view method, json params);
+  // Ends a waiting request with Status::cancelled; false if it already completed.
+  bool cancel(std::int64_t id);
+  void notify(std::string_view method, json params);
+  void respond(const json& id, json result);
+  void respond_error(const json& id, int code, std::string_view message, json data = nullptr);
+
+  // Asks the dispatcher to close the bridge's stdin (its cue to exit).
+  void close_stdin();
+  // Waits until the process exit was seen and its last output drained; true if so.
+  bool wait_exited(base::Deadline deadline);
+  bool exited() const;
+  DeathCause death() const;
+  // Fails every waiting request with `reply` and every later one at once (the death path).
+  void fail_pending(const Reply& reply);
+
+  std::string stderr_tail() const;       // the last 4 KiB
+  std::string stderr_last_line() const;
+  Counters counters() const;
+  base::TimePoint last_received() const;  // when stdout last produced bytes
+  std::uint64_t generation() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace tether::rpc

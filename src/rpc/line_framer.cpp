@@ -1,0 +1,73 @@
+#include "rpc/line_framer.h"
+
+#include <cstring>
+
+namespace tether::rpc {
+
+void LineFramer::compact() {
+  if (start_ == 0) return;
+  if (start_ == buf_.size()) {
+    buf_.clear();
+  } else if (start_ >= 64 * 1024 && start_ * 2 >= buf_.size()) {
+    buf_.erase(0, start_);
+  } else {
+    return;
+  }
+  tail_start_ -= start_;
+  start_ = 0;
+}
+
+void LineFramer::push(std::string_view bytes) {
+  compact();
+  if (discarding_) {
+    auto nl = bytes.find('\n');
+    if (nl == std::string_view::npos) return;
+    bytes.remove_prefix(nl + 1);
+    discarding_ = false;
+  }
+  const std::size_t old = buf_.size();
+  buf_.append(bytes);
+  const void* last = ::memrchr(buf_.data() + old, '\n', bytes.size());
+  if (last) tail_start_ = static_cast<std::size_t>(static_cast<const char*>(last) - buf_.data()) + 1;
+  // The partial line after the last newline is the only thing that can grow without bound.
+  while (buf_.size() - tail_start_ > max_line_) {
+    buf_.resize(tail_start_);
+    ++oversize_;
+    discarding_ = true;
+    // Bytes after tail_start_ have been removed; nothing further to examine in this push.
+  }
+}
+
+std::optional<std::string_view> LineFramer::next() {
+  while (start_ < tail_start_) {
+    const char* begin = buf_.data() + start_;
+    const char* nl = static_cast<const char*>(std::memchr(begin, '\n', tail_start_ - start_));
+    std::size_t len = static_cast<std::size_t>(nl - begin);
+    start_ += len + 1;
+    if (len > 0 && begin[len - 1] == '\r') --len;
+    if (len > max_line_) {  // a complete line that arrived in one piece, too long
+      ++oversize_;
+      continue;
+    }
+    std::string_view line(begin, len);
+    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
+    return line;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> LineFramer::finish() {
+  if (discarding_) {
+    discarding_ = false;
+    buf_.clear();
+    start_ = tail_start_ = 0;
+    return std::nullopt;
+  }
+  std::string rest = buf_.substr(tail_start_);
+  buf_.resize(tail_start_);
+  if (!rest.empty() && rest.back() == '\r') rest.pop_back();
+  if (rest.find_first_not_of(" \t") == std::string::npos) return std::nullopt;
+  return rest;
+}
+
+}  // namespace tether::rpc

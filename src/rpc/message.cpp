@@ -1,0 +1,68 @@
+#include "rpc/message.h"
+
+namespace tether::rpc {
+
+std::optional<json> parse_line(std::string_view line) {
+  json value = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) return std::nullopt;
+  return value;
+}
+
+Classified classify(const json& msg) {
+  if (!msg.is_object()) return {MessageKind::invalid, "not a JSON object"};
+  // "jsonrpc":"2.0" is required by the spec, but peers that omit it are common; a wrong value is not.
+  if (auto v = msg.find("jsonrpc"); v != msg.end() && *v != "2.0")
+    return {MessageKind::invalid, "jsonrpc is not \"2.0\""};
+  auto method = msg.find("method");
+  auto id = msg.find("id");
+  bool has_id = id != msg.end();
+  if (has_id && !(id->is_string() || id->is_number() || id->is_null()))
+    return {MessageKind::invalid, "id is not a string, number or null"};
+  if (method != msg.end()) {
+    if (!method->is_string()) return {MessageKind::invalid, "method is not a string"};
+    if (auto p = msg.find("params"); p != msg.end() && !(p->is_object() || p->is_array()))
+      return {MessageKind::invalid, "params is not an object or array"};
+    return {has_id ? MessageKind::request : MessageKind::notification, {}};
+  }
+  bool has_result = msg.contains("result");
+  auto error = msg.find("error");
+  bool has_error = error != msg.end();
+  if (has_result == has_error) return {MessageKind::invalid, "neither a request nor a response"};
+  if (!has_id) return {MessageKind::invalid, "response without an id"};
+  if (has_error && !(error->is_object() && error->contains("code") && (*error)["code"].is_number_integer()))
+    return {MessageKind::invalid, "error is not an object with an integer code"};
+  return {MessageKind::response, {}};
+}
+
+std::optional<std::int64_t> our_id(const json& id) {
+  if (id.is_number_integer()) return id.get<std::int64_t>();
+  return std::nullopt;
+}
+
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+json make_request(std::int64_t id, std::string_view method, json params) {
+  json msg = {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}};
+  if (!params.is_null()) msg["params"] = std::move(params);
+  return msg;
+}
+
+json make_notification(std::string_view method, json params) {
+  json msg = {{"jsonrpc", "2.0"}, {"method", method}};
+  if (!params.is_null()) msg["params"] = std::move(params);
+  return msg;
+}
+
+json make_result(const json& id, json result) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}};
+}
+
+json make_error(const json& id, int code, std::string_view message, json data) {
+  json err = {{"code", code}, {"message", message}};
+  if (!data.is_null()) err["data"] = std::move(data);
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"error", std::move(err)}};
+}
+
+}  // namespace tether::rpc

@@ -1,0 +1,52 @@
+// JSON-RPC 2.0 messages: parsing one line, classifying it, and building the lines we send.
+// Decoding exceptions are caught here and nowhere else in rpc/.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace tether::rpc {
+
+using json = nlohmann::json;
+
+enum class MessageKind {
+  request,       // method + id: the peer asks us; must be answered exactly once
+  notification,  // method, no id
+  response,      // result or error + id: an answer to one of our requests
+  invalid,       // JSON, but not a JSON-RPC message (counted, skipped)
+};
+
+struct Classified {
+  MessageKind kind = MessageKind::invalid;
+  std::string_view why;  // for invalid: what is wrong, for --trace and counters
+};
+
+// Parses one line; nothing when it is not valid JSON (invalid UTF-8 included).
+std::optional<json> parse_line(std::string_view line);
+Classified classify(const json& msg);
+
+// Our request ids are integers we hand out; a response id that is not one (a string, a float,
+// null) cannot match a request of ours.
+std::optional<std::int64_t> our_id(const json& id);
+
+// One compact line, without the newline; invalid UTF-8 from a bridge is replaced, never thrown.
+std::string dump(const json& value);
+
+json make_request(std::int64_t id, std::string_view method, json params);
+json make_notification(std::string_view method, json params);
+json make_result(const json& id, json result);
+json make_error(const json& id, int code, std::string_view message, json data = nullptr);
+
+// JSON-RPC error codes tether uses.
+inline constexpr int kParseError = -32700;
+inline constexpr int kInvalidRequest = -32600;
+inline constexpr int kMethodNotFound = -32601;
+inline constexpr int kInvalidParams = -32602;
+inline constexpr int kInternalError = -32603;
+inline constexpr int kRequestCancelled = -32800;
+
+}  // namespace tether::rpc

@@ -1,0 +1,176 @@
+// The supervised bridge: spawns the bridge process, hands its fds to one rpc::Connection per
+// generation, notices its death (exit, stdout EOF, EPIPE, missed heartbeats), fails every waiter
+// with a typed BridgeExited, and restarts it within the restart budget. This is the only layer that
+// sees both processes (proc/) and messages (rpc/).
+//
+// Thread contract: thread-safe. Each Bridge owns one supervisor thread, which spawns, signals and
+// reaps (it outlives every child, as PR_SET_PDEATHSIG requires); the dispatcher thread of the
+// current generation owns the fds.
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/restart_policy.h"
+#include "base/thread_annotations.h"
+#include "proc/child.h"
+#include "rpc/connection.h"
+
+namespace tether::supervisor {
+
+using rpc::json;
+
+// Lifecycle states; transitions happen in one place (Bridge::transition).
+enum class State { starting, ready, backoff, stopping, exited, failed };
+const char* to_string(State s);
+
+// Why a generation ended.
+enum class ExitReason {
+  exited,          // the process exited (status known)
+  stdout_closed,   // it closed stdout but kept running
+  stdin_closed,    // EPIPE writing its stdin
+  hung,            // missed heartbeats
+  spawn_failed,    // could not be started at all
+  stopped,         // we stopped it (tether is done with it)
+  restarted,       // we stopped it to restart it (manual restart, cancel escalation)
+};
+
+// The typed error every waiter of a dead generation receives.
+struct BridgeExited {
+  ExitReason reason = ExitReason::exited;
+  std::optional<proc::ExitStatus> status;
+  std::string stderr_tail;
+  std::uint64_t generation = 0;
+  std::string detail;  // spawn error text, or why we stopped it
+
+  // {"code":"bridge_exited"|"bridge_hung","message":…,"exitStatus":…,"signal":…,"stderrTail":…,
+  //  "generation":…}
+  json to_json() const;
+};
+
+// The one function that writes the sentence users see about why a bridge stopped.
+std::string describe(const BridgeExited& e);
+
+struct BridgeOptions {
+  std::vector<std::string> argv;
+  std::string cwd;
+  base::RestartPolicyConfig restart;
+  bool auto_restart = true;            // false: a dead bridge stays dead until restart()
+  base::Duration heartbeat{0};         // 0: off
+  base::Duration grace = std::chrono::seconds(2);
+  base::Duration term_wait = std::chrono::seconds(2);
+  std::size_t max_line = std::size_t{64} << 20;
+  std::size_t queue_capacity = 1024;
+  std::shared_ptr<rpc::Trace> trace;
+  int stderr_copy_fd = -1;
+  std::vector<std::string> extra_env;
+};
+
+struct BridgeStatus {
+  State state = State::starting;
+  std::uint64_t generation = 0;
+  pid_t pid = -1;
+  std::size_t restarts_in_window = 0;
+  std::size_t restarts_total = 0;
+  base::Duration uptime{0};
+  std::string stderr_tail;
+  rpc::Counters counters;
+  std::optional<BridgeExited> last_exit;
+};
+
+class Bridge {
+ public:
+  explicit Bridge(BridgeOptions options);
+  ~Bridge();  // stop()
+  Bridge(const Bridge&) = delete;
+  Bridge& operator=(const Bridge&) = delete;
+
+  // Starts the supervisor thread and waits for the first generation to be running. On failure
+  // (cannot spawn), the BridgeExited that says why.
+  std::optional<BridgeExited> start();
+  // Waits until a generation is running (true) or the bridge failed or stopped (false).
+  bool wait_ready(base::Deadline deadline);
+
+  // Requests to the current generation. While no generation runs, they fail at once with the
+  // last exit (code "restart_limit" once the budget is spent).
+  rpc::Reply call(std::string_view method, json params, base::Deadline deadline);
+  // The reply arrives as an rpc::Event::response in events(); `generation` receives the
+  // generation it was sent to (0 when none was running: then the failure is in the queue too).
+  std::int64_t call_queued(std::string_view method, json params, std::uint64_t* generation);
+  bool cancel(std::uint64_t generation, std::int64_t id);
+  void notify(std::string_view method, json params);
+  // Answers a request of `generation`; dropped when that generation is gone.
+  void respond(std::uint64_t generation, const json& id, json result);
+  void respond_error(std::uint64_t generation, const json& id, int code, std::string_view message);
+
+  // Every event of every generation in wire order, and status events
+  // ({"state":…,"generation":…,"pid"?,"error"?,"message"?}) from the supervisor.
+  const std::shared_ptr<rpc::EventQueue>& events() const { return events_; }
+  BridgeStatus status() const;
+
+  // Manual restart: forgets the restart history, stops the current generation, starts a new one.
+  void restart();
+  // Ends the current generation through the stop ladder as if it had died (`why` is told to
+  // waiters); the restart policy then applies as for a crash.
+  void recycle(std::string why);
+  // Stops for good: the stop ladder, no restart. Idempotent.
+  void stop();
+
+ private:
+  enum class Request { none, restart, recycle, stop };
+
+  void run();
+  void transition(State to, json extra = json::object());
+  bool run_generation();  // false: stop requested
+  BridgeExited end_generation(proc::Child& child, rpc::Connection& conn, ExitReason reason,
+                              std::string detail);
+  std::optional<Request> wait_backoff(base::Duration delay);
+  void heartbeat_tick(rpc::Connection& conn, bool& hung);
+  rpc::Reply closed_reply() const;
+
+  const BridgeOptions opt_;
+  const std::shared_ptr<rpc::EventQueue> events_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  State state_ GUARDED_BY(mu_) = State::starting;
+  Request request_ GUARDED_BY(mu_) = Request::none;
+  std::string recycle_why_ GUARDED_BY(mu_);
+  bool started_ GUARDED_BY(mu_) = false;
+  bool conn_changed_ GUARDED_BY(mu_) = false;  // the dispatcher reported a death or exit
+  std::shared_ptr<rpc::Connection> conn_ GUARDED_BY(mu_);
+  std::uint64_t generation_ GUARDED_BY(mu_) = 0;
+  pid_t pid_ GUARDED_BY(mu_) = -1;
+  base::TimePoint started_at_ GUARDED_BY(mu_);
+  base::RestartPolicy policy_ GUARDED_BY(mu_);
+  std::size_t restarts_total_ GUARDED_BY(mu_) = 0;
+  std::optional<BridgeExited> last_exit_ GUARDED_BY(mu_);
+  std::string last_stderr_ GUARDED_BY(mu_);
+  bool gave_up_ GUARDED_BY(mu_) = false;
+  std::string give_up_message_ GUARDED_BY(mu_);
+
+  // Heartbeat state: supervisor thread only, except ping_answered_ (set by the ping's completion).
+  base::TimePoint hb_last_rx_{};
+  base::TimePoint hb_ping_sent_{};
+  std::int64_t hb_ping_id_ = 0;
+  bool hb_ping_out_ = false;
+  bool hb_armed_ = false;
+  int hb_misses_ = 0;
+  std::shared_ptr<std::atomic<int>> hb_answered_ = std::make_shared<std::atomic<int>>(0);
+
+  std::thread thread_;
+};
+
+// The sentence for giving up: names the count, the window, the last cause and the stderr tail.
+std::string give_up_message(std::size_t restarts, base::Duration window, const BridgeExited& last);
+
+}  // namespace tether::supervisor
