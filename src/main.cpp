@@ -1,1 +1,48 @@
-int main() { return 0; }
+// tether's entry point: CLI11 wiring only. Parse, pick the subcommand, return its exit code.
+#include <CLI/CLI.hpp>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cli/call.h"
+#include "cli/common.h"
+#include "proc/child.h"
+#include "tether_config.h"
+
+int main(int argc, char** argv) {
+  using namespace tether;
+  // Before any thread exists: signals are read from a signalfd by each front-end.
+  cli::block_signals();
+  proc::become_subreaper();
+
+  // Everything after the first `--` is the bridge command, never parsed as tether's options.
+  std::vector<std::string> bridge;
+  int own_argc = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--") {
+      own_argc = i;
+      bridge.assign(argv + i + 1, argv + argc);
+      break;
+    }
+  }
+
+  CLI::App app{"tether: a supervisor for AI-agent bridges that speak JSON-RPC over stdio", "tether"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("tether ") + TETHER_VERSION);
+  app.footer("Run `tether COMMAND --help` for a command's options; `man tether` for the whole story.");
+
+  std::map<std::string, std::function<int()>> runs;
+  runs["call"] = cli::setup_call(app, bridge);
+
+  try {
+    app.parse(own_argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : cli::kExitUsage;  // CLI11's own codes become 64
+  }
+  for (CLI::App* sub : app.get_subcommands()) {
+    auto it = runs.find(sub->get_name());
+    if (it != runs.end()) return it->second();
+  }
+  return cli::kExitUsage;
+}

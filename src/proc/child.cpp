@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -103,7 +103,7 @@ ExitStatus ExitStatus::from_wait_status(int status) {
 }
 
 std::string ExitStatus::describe() const {
-  if (!signaled) return "exit status " + std::to_string(code);
+  if (!signaled) return "status " + std::to_string(code);
   std::string s = "killed by " + base::signal_name(signal);
   if (core_dumped) s += " (core dumped)";
   return s;
@@ -167,7 +167,8 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
     return SpawnError{payload[1], what};
   }
 
-  UniqueFd pidfd(::pidfd_open(pid, 0));
+  // The raw syscall: glibc 2.36's <sys/pidfd.h> lacks C linkage for C++ callers.
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (!pidfd) {
     int e = errno;
     child.signal_group(SIGKILL);

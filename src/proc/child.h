@@ -38,7 +38,7 @@ struct ExitStatus {
   bool core_dumped = false;
 
   static ExitStatus from_wait_status(int status);
-  // "exit status 3", "killed by SIGSEGV (core dumped)".
+  // "status 3", "killed by SIGSEGV (core dumped)".
   std::string describe() const;
 };
 

@@ -71,7 +71,8 @@ std::string describe(const BridgeExited& e) {
   }
   if (e.reason != ExitReason::exited && e.reason != ExitReason::spawn_failed && e.status &&
       e.reason != ExitReason::stopped && e.reason != ExitReason::restarted)
-    s += " (then " + e.status->describe() + ")";
+    s += e.status->signaled ? " (it was then " + e.status->describe() + ")"
+                            : " (it then exited with " + e.status->describe() + ")";
   std::string last = last_lines(e.stderr_tail, 1);
   if (!last.empty()) s += "; its last stderr line: " + last;
   return s;

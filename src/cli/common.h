@@ -1,0 +1,92 @@
+// What every front-end shares: the common options (parsed once, for every subcommand), exit
+// codes, signal handling, the bridge command lookup, and the config file.
+#pragma once
+
+#include <csignal>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/unique_fd.h"
+#include "supervisor/bridge.h"
+
+namespace CLI {
+class App;
+}
+
+namespace tether::cli {
+
+// Exit statuses (DESIGN §7, after sysexits.h).
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitNotClean = 1,     // the agent answered but not cleanly; or some items / requests failed
+  kExitUsage = 64,
+  kExitDataErr = 65,     // malformed input data
+  kExitUnavailable = 69, // bridge cannot start, handshake failed, restart limit reached, died
+  kExitSoftware = 70,    // internal error
+  kExitIoErr = 74,
+  kExitTimeout = 75,
+  kExitProtocol = 76,    // the bridge does not speak what we expect
+  kExitConfig = 78,
+};
+
+struct CommonOptions {
+  std::string cwd;                        // --cwd (default: the current directory)
+  std::size_t max_restarts = 3;           // --max-restarts
+  double restart_window = 60;             // --restart-window SECS
+  double restart_delay = 0.5;             // --restart-delay SECS
+  double heartbeat = 0;                   // --heartbeat SECS (0 = off)
+  int retries = 1;                        // --retries
+  double timeout = 0;                     // --timeout SECS (0 = none)
+  std::string bridge_stderr = "tail";     // --bridge-stderr tail|pass|FILE
+  std::string trace;                      // --trace FILE
+  std::string permission;                 // --permission ask|allow|deny ("" = the front-end's default)
+  bool allow_fs = false;                  // --allow-fs
+  std::string color = "auto";             // --color auto|always|never
+  bool quiet = false;                     // -q
+  int verbose = 0;                        // -v (repeatable)
+  std::string config;                     // --config FILE
+  std::size_t max_line = std::size_t{64} << 20;  // --max-line BYTES
+
+  std::vector<std::string> bridge;        // words after `--`
+};
+
+// Adds the common options to a subcommand. Each subcommand gets its own copy of the struct.
+void add_common_options(CLI::App& app, CommonOptions& options);
+
+// Fills in what the command line left unset from the config file, then resolves the bridge
+// command: the words after `--`; else TETHER_BRIDGE (split into words, no shell); else
+// `bridge = [...]` in the config file; else the built-in demo agent (this binary + "demo-agent").
+// On error (bad config file, unreadable cwd, bad option value), a sentence and the exit code.
+struct SetupError {
+  std::string message;
+  int exit_code = kExitConfig;
+};
+std::optional<SetupError> finish_options(CommonOptions& options);
+
+// Bridge options from common options. `auto_restart` is the front-end's choice.
+// On error (cannot open --trace or the --bridge-stderr file) a SetupError.
+std::optional<SetupError> make_bridge_options(const CommonOptions& options, bool auto_restart,
+                                              supervisor::BridgeOptions& out);
+
+// Blocks SIGINT, SIGTERM, SIGHUP, SIGWINCH (read them from signal_fd()) and ignores SIGPIPE.
+// Call in main() before any thread starts.
+void block_signals();
+// A signalfd for the blocked signals; each front-end polls it in its loop.
+base::UniqueFd open_signal_fd();
+// Reads one pending signal from the signalfd; 0 if none.
+int read_signal(int signal_fd);
+// Ends the process with `sig` after cleanup (default disposition, unblocked, raised), so the
+// parent sees the signal: SIGINT -> 130, SIGPIPE -> 141, SIGTERM -> 143.
+[[noreturn]] void reraise(int sig);
+
+// Writes all of `data` to fd 1; false on EPIPE or another error (errno set).
+bool write_stdout(std::string_view data);
+
+// Path of the running tether binary (/proc/self/exe).
+std::string self_exe();
+
+// "tether: <message>" on stderr.
+void error_line(std::string_view message);
+
+}  // namespace tether::cli

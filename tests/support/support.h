@@ -1,0 +1,44 @@
+// Helpers shared by the tests: waiting on a condition with a deadline (tests never sleep to
+// synchronize), and checks that a test left no zombie children and no leaked fds behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace tether::test {
+
+// Polls `cond` until it holds or `limit` passes; true if it held. Use for conditions that have no
+// event to wait on (another process's state); fail loudly with CHECK/REQUIRE at expiry.
+bool eventually(const std::function<bool()>& cond,
+                std::chrono::milliseconds limit = std::chrono::milliseconds(5000));
+
+// The fds this process has open right now.
+std::set<int> open_fds();
+// Children of this process that are zombies (exited, not reaped).
+std::vector<pid_t> zombie_children();
+// Direct children of this process (any state).
+std::vector<pid_t> children();
+bool process_exists(pid_t pid);  // false also for a zombie
+
+// Absolute path of a built fake bridge (tests/fakes), from TETHER_FAKES_DIR set by meson.
+std::string fake(const std::string& name);
+// Absolute path of the built tether binary, from TETHER_BIN set by meson.
+std::string tether_bin();
+
+// Records the fds open at construction; check_clean() says whether the fd set is back to that
+// (fds opened meanwhile and still open are listed in `leaked`) and no zombie children remain.
+class LeakGuard {
+ public:
+  LeakGuard();
+  bool check_clean(std::string& report) const;
+
+ private:
+  std::set<int> fds_;
+};
+
+}  // namespace tether::test
