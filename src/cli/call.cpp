@@ -55,13 +55,15 @@ std::optional<Outgoing> parse_outgoing(const json& msg, std::string& why) {
   return out;
 }
 
-// Exit status precedence: a dead bridge outranks a timeout, which outranks bad input, which
-// outranks a JSON-RPC error answer.
+// Exit status precedence: a dead bridge outranks a timeout, then I/O and internal errors, then bad
+// input, then a JSON-RPC error answer.
 int worse(int a, int b) {
   auto rank = [](int c) {
     switch (c) {
-      case kExitUnavailable: return 5;
-      case kExitTimeout: return 4;
+      case kExitUnavailable: return 7;
+      case kExitTimeout: return 6;
+      case kExitIoErr: return 5;
+      case kExitSoftware: return 4;
       case kExitDataErr: return 3;
       case kExitNotClean: return 2;
       case kExitOk: return 0;
@@ -146,7 +148,9 @@ class CallRunner {
         line = {{"id", inflight_user_id_}, {"error", reply.value}};
         if (reply.value.contains("message")) error_line(reply.value["message"].get<std::string>());
         status_ = worse(status_, kExitUnavailable);
-        bridge_dead_ = true;
+        // With --restart the script goes on once the bridge is back (this request is not sent
+        // again: it may not be idempotent); without, or past the budget, it ends here.
+        if (!o_.restart || reply.value.value("code", "") == "restart_limit") bridge_dead_ = true;
         break;
     }
     emit(line);
@@ -162,7 +166,9 @@ class CallRunner {
     for (auto& ev : bridge_.events()->drain()) {
       switch (ev.kind) {
         case rpc::Event::Kind::response:
-          if (inflight_ && ev.call_id == inflight_id_) on_reply(ev.reply);
+          // Ours only if both the id and the generation match (each generation numbers anew).
+          if (inflight_ && ev.call_id == inflight_id_ && (ev.generation == inflight_gen_ || inflight_gen_ == 0))
+            on_reply(ev.reply);
           break;
         case rpc::Event::Kind::notification:
           if (o_.notifications) emit(ev.message);
@@ -175,16 +181,20 @@ class CallRunner {
           break;
         case rpc::Event::Kind::status: {
           const std::string state = ev.message.value("state", "");
-          if ((state == "exited" && !o_.restart) || state == "failed") {
-            if (!inflight_ && !stopping_) {
-              // Dead while idle: say so now rather than at the next request.
-              std::string why = ev.message.contains("message") ? ev.message["message"].get<std::string>()
-                                : ev.message.contains("error") ? ev.message["error"].value("message", "")
-                                                                : "the bridge exited";
-              error_line(why);
-              status_ = worse(status_, kExitUnavailable);
-              bridge_dead_ = true;
-            }
+          ready_ = state == "ready";
+          bool gone = (state == "exited" && !o_.restart) || state == "failed";
+          // Dead while idle with work left (more lines, or stdin still open): say so now rather
+          // than at the next request. A bridge that exits after the last answer is not an error.
+          bool work_left = !script_done_ && !(stdin_eof_ && pending_lines_.empty());
+          if (gone && !inflight_ && !stopping_ && !bridge_dead_ && work_left) {
+            std::string why = ev.message.contains("message") ? ev.message["message"].get<std::string>()
+                              : ev.message.contains("error") ? ev.message["error"].value("message", "")
+                                                              : "the bridge exited";
+            error_line(why);
+            status_ = worse(status_, kExitUnavailable);
+            bridge_dead_ = true;
+          } else if (gone) {
+            bridge_dead_ = true;
           }
           break;
         }
@@ -208,7 +218,7 @@ class CallRunner {
 
   // Sends queued script lines: notifications at once, a request only when none is in flight.
   void pump_script() {
-    while (!inflight_ && !pending_lines_.empty() && !bridge_dead_ && !finished_) {
+    while (!inflight_ && ready_ && !pending_lines_.empty() && !bridge_dead_ && !finished_) {
       std::string line = std::move(pending_lines_.front());
       pending_lines_.erase(pending_lines_.begin());
       ++line_no_;
@@ -283,6 +293,7 @@ class CallRunner {
   std::uint64_t inflight_gen_ = 0;
   base::Deadline deadline_ = base::Deadline::never();
   bool bridge_dead_ = false;
+  bool ready_ = true;  // Bridge::start() returned: a generation runs until a status event says not
   bool stopping_ = false;
   bool finished_ = false;
   int status_ = kExitOk;

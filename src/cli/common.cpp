@@ -208,7 +208,21 @@ std::optional<SetupError> make_bridge_options(const CommonOptions& o, bool auto_
     if (!out.trace) return SetupError{err, kExitIoErr};
   }
   if (o.bridge_stderr == "pass") {
-    out.stderr_copy_fd = STDERR_FILENO;
+    // The dispatcher must never block on this copy. A terminal or pipe gets its own non-blocking
+    // open file description (fd 2's stays as the shell made it), so a stalled reader costs bytes of
+    // the copy, never the bridge; a regular file never blocks and keeps its shared offset.
+    struct stat st;
+    if (::fstat(STDERR_FILENO, &st) == 0 && S_ISREG(st.st_mode)) {
+      out.stderr_copy_fd = STDERR_FILENO;
+    } else {
+      base::UniqueFd fd(::open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+      if (fd) {
+        out.stderr_copy_fd = fd.get();
+        kept_fds().push_back(std::move(fd));
+      } else {
+        out.stderr_copy_fd = STDERR_FILENO;  // no /proc: best effort
+      }
+    }
   } else if (o.bridge_stderr != "tail") {
     base::UniqueFd fd(::open(o.bridge_stderr.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
     if (!fd) return SetupError{"cannot open " + o.bridge_stderr + " for the bridge's stderr: " + strerror(errno), kExitIoErr};

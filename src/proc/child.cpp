@@ -1,5 +1,6 @@
 #include "proc/child.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -11,7 +12,11 @@
 #include <unistd.h>
 #include <linux/close_range.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "base/signals.h"
@@ -88,7 +93,54 @@ const char* step_name(int step) {
   }
 }
 
+// Bridge leaders not reaped yet: the stray reaper must leave their exit status to their Child.
+std::mutex g_leaders_mu;
+std::set<pid_t> g_leaders;
+
+void add_leader(pid_t pid) {
+  std::lock_guard lock(g_leaders_mu);
+  g_leaders.insert(pid);
+}
+
+void remove_leader(pid_t pid) {
+  std::lock_guard lock(g_leaders_mu);
+  g_leaders.erase(pid);
+}
+
 }  // namespace
+
+void reap_strays() {
+  // Orphans re-parented to us (we are a subreaper) that left their bridge's process group (setsid,
+  // setpgid) are not reached by waitpid(-pgid). Reap those that have exited: zombies that are our
+  // children, outside our own process group (children tether spawns for the user, such as an
+  // editor, share our group and are reaped by whoever spawned them), and not a bridge leader.
+  const pid_t self = ::getpid(), own_group = ::getpgrp();
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return;
+  std::vector<pid_t> zombies;
+  while (auto* e = ::readdir(proc)) {
+    char* end;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0) continue;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE* f = std::fopen(path, "re");
+    if (!f) continue;
+    char buf[512];
+    std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    const char* close = std::strrchr(buf, ')');
+    char state;
+    int ppid, pgrp;
+    if (!close || std::sscanf(close + 2, "%c %d %d", &state, &ppid, &pgrp) != 3) continue;
+    if (state == 'Z' && ppid == self && pgrp != own_group) zombies.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(proc);
+  std::lock_guard lock(g_leaders_mu);
+  for (pid_t z : zombies)
+    if (!g_leaders.count(z)) ::waitpid(z, nullptr, WNOHANG);
+}
 
 ExitStatus ExitStatus::from_wait_status(int status) {
   ExitStatus s;
@@ -126,6 +178,8 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   if (!in || !out || !err || !report) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
 
   const pid_t parent = ::getpid();
+  const long open_max = ::sysconf(_SC_OPEN_MAX);
+  const int max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
   const pid_t pid = ::fork();
   if (pid < 0) return SpawnError{errno, std::string("fork: ") + strerror(errno)};
   if (pid == 0) {
@@ -144,7 +198,8 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
     if (!place_fd(in->r.get(), 0) || !place_fd(out->w.get(), 1) || !place_fd(err->w.get(), 2))
       child_fail(rep, 2);
     // Nothing but 0, 1 and 2 crosses exec, whatever tether inherited without close-on-exec.
-    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)  // kernels before 5.11
+      for (int fd = 3; fd < max_fd; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     if (cwd && ::chdir(cwd) != 0) child_fail(rep, 3);
     ::execve(path.c_str(), argv.data(), envp.data());
     child_fail(rep, 4);
@@ -153,6 +208,7 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   // Parent. Also set the group here, so it exists before spawn() returns whatever the scheduling.
   ::setpgid(pid, pid);
   Child child(pid);
+  add_leader(pid);
   report->w.reset();
   in->r.reset();
   out->w.reset();
@@ -194,6 +250,7 @@ Child::~Child() {
     reap();
   }
   reap_group_members();
+  reap_strays();
 }
 
 void Child::signal_group(int sig) const {
@@ -205,7 +262,10 @@ std::optional<ExitStatus> Child::try_reap() {
   int st = 0;
   pid_t r;
   do r = ::waitpid(pid_, &st, WNOHANG); while (r < 0 && errno == EINTR);
-  if (r == pid_) status_ = ExitStatus::from_wait_status(st);
+  if (r == pid_) {
+    status_ = ExitStatus::from_wait_status(st);
+    remove_leader(pid_);
+  }
   return status_;
 }
 
@@ -215,6 +275,7 @@ ExitStatus Child::reap() {
   pid_t r;
   do r = ::waitpid(pid_, &st, 0); while (r < 0 && errno == EINTR);
   status_ = r == pid_ ? ExitStatus::from_wait_status(st) : ExitStatus{};
+  remove_leader(pid_);
   return *status_;
 }
 
@@ -230,6 +291,7 @@ void Child::reap_group_members() {
 
 void Child::clean_up_group(base::Duration term_wait) {
   reap_group_members();
+  reap_strays();
   if (!group_alive()) return;
   signal_group(SIGTERM);
   signal_group(SIGCONT);  // a stopped process would otherwise never see the SIGTERM

@@ -96,6 +96,10 @@ enum class LadderStep { exited_on_eof, terminated, killed };
 LadderStep stop_ladder(Child& child, base::Duration grace, base::Duration term_wait,
                        const LadderHooks& hooks);
 
+// Reaps exited orphans that a bridge left behind outside its process group (they were
+// re-parented to us as the subreaper). Runs on every bridge's death path.
+void reap_strays();
+
 // Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), so that a
 // bridge's grandchildren can be reaped after it dies. Call once at start-up.
 void become_subreaper();

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -25,6 +26,8 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
+// At most this many lines are taken from stdout after the exit (a pipe holds far fewer).
+constexpr std::uint64_t kExitDrainLines = 100000;
 
 }  // namespace
 
@@ -48,6 +51,8 @@ struct Connection::State {
   Counters counters GUARDED_BY(mu);
 
   std::atomic<base::TimePoint::rep> last_rx{base::Clock::now().time_since_epoch().count()};
+  // True while the dispatcher has stopped reading stdout because the event queue is full.
+  std::atomic<bool> backpressured{false};
 
   // Dispatcher-thread-only state.
   LineFramer framer;
@@ -83,13 +88,21 @@ struct Connection::State {
   }
 
   void set_exited() {
+    bool first_death;
     {
       std::lock_guard lock(mu);
-      if (death == DeathCause::none) death = DeathCause::exited;
+      first_death = death == DeathCause::none;
+      if (first_death) death = DeathCause::exited;
+    }
+    // Tell the supervisor before `exited` is visible: once it is, the supervisor may finish this
+    // generation and the Bridge (which on_change points into) may be gone.
+    if (first_death) cv.notify_all();
+    if (opt.on_change) opt.on_change();
+    {
+      std::lock_guard lock(mu);
       exited = true;
     }
     cv.notify_all();
-    if (opt.on_change) opt.on_change();
   }
 
   void publish_counters() {
@@ -221,9 +234,12 @@ struct Connection::State {
       close_in = close_stdin_requested;
     }
     for (auto& line : lines) {
+      if (!fds.stdin_w) {  // stdin closed: nothing more reaches the bridge
+        note("not sent (the bridge's stdin is closed): " + line);
+        continue;
+      }
       ++local_out;
       if (opt.trace) opt.trace->frame(opt.generation, Direction::to_bridge, line);
-      if (!fds.stdin_w) continue;  // stdin closed: nothing more reaches the bridge
       out_buf.append(line);
       out_buf.push_back('\n');
     }
@@ -252,7 +268,13 @@ struct Connection::State {
   // After the exit fd fired: take what the process left in its pipes, bounded in time, then stop.
   void final_drain() {
     auto deadline = base::Deadline::after(kExitDrain);
+    const std::uint64_t in_before = local_in;
     while ((stdout_open || stderr_open) && !deadline.expired()) {
+      // What a grandchild floods after the bridge's death is not the bridge's: bound it.
+      if (stdout_open && local_in - in_before > kExitDrainLines) {
+        note("stopped reading stdout after the exit: a leftover process keeps writing");
+        break;
+      }
       pollfd p[2];
       nfds_t n = 0;
       if (stdout_open) p[n++] = {fds.stdout_r.get(), POLLIN, 0};
@@ -289,15 +311,16 @@ struct Connection::State {
       bool stop = false, close_in = false;
       take_outbound(stop, close_in);
       if (stop) break;
-      if (close_in && fds.stdin_w) {
+      flush_stdin();
+      // Closing stdin is the bridge's cue to exit; what was queued before the request goes first.
+      // A bridge that never reads it is past its grace by then, and the stop ladder goes on.
+      if (close_in && fds.stdin_w && out_buf.empty()) {
         fds.stdin_w.reset();
-        out_buf.clear();
-        out_off = 0;
         note("closed the bridge's stdin");
       }
-      flush_stdin();
 
       bool blocked = stdout_open && !process_lines(false);  // lines waiting for room in the queue
+      backpressured.store(blocked, std::memory_order_relaxed);
       if (blocked) opt.events->clear_space();
       if (blocked && opt.events->has_room()) continue;  // room appeared in between
 
@@ -315,7 +338,10 @@ struct Connection::State {
       int r = ::poll(p, n, -1);
       if (r < 0) {
         if (errno == EINTR) continue;
-        break;  // cannot happen with valid fds; stopping is the only safe answer
+        // Cannot happen with valid fds; give up on this bridge, and say so, rather than spin.
+        note(std::string("poll failed: ") + std::strerror(errno));
+        set_death(DeathCause::stdout_eof);
+        break;
       }
       if (p[i_wake].revents) wake.clear();
       if (i_space >= 0 && p[i_space].revents) opt.events->clear_space();
@@ -339,9 +365,13 @@ struct Connection::State {
 };
 
 Connection::Connection(ConnectionFds fds, ConnectionOptions options)
-    : s_(std::make_unique<State>(std::move(fds), std::move(options))) {
-  s_->thread = std::thread([state = s_.get()] { state->run(); });
+    : s_(std::make_unique<State>(std::move(fds), std::move(options))) {}
+
+void Connection::start() {
+  if (!s_->thread.joinable()) s_->thread = std::thread([state = s_.get()] { state->run(); });
 }
+
+bool Connection::backpressured() const { return s_->backpressured.load(std::memory_order_relaxed); }
 
 Connection::~Connection() {
   {
@@ -349,7 +379,7 @@ Connection::~Connection() {
     s_->stop_requested = true;
   }
   s_->wake.notify();
-  s_->thread.join();
+  if (s_->thread.joinable()) s_->thread.join();
   // Whoever still waits learns that this connection is gone.
   Reply gone;
   gone.status = Reply::Status::closed;

@@ -66,13 +66,17 @@ struct ConnectionOptions {
 
 class Connection {
  public:
-  Connection(ConnectionFds fds, ConnectionOptions options);  // starts the dispatcher thread
+  Connection(ConnectionFds fds, ConnectionOptions options);
   ~Connection();  // stops and joins the dispatcher; closes the fds
+  // Starts the dispatcher thread. Messages sent before are queued and go out once it runs.
+  void start();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   // Sends a request and waits for its reply until `deadline` (then Status::timeout; a late
-  // response is counted as unknown and dropped).
+  // response is counted as unknown and dropped). Never call it on the thread that drains the
+  // event queue: a reply queued behind more than a queue's worth of notifications would never
+  // arrive (use call_queued there).
   Reply call(std::string_view method, json params, base::Deadline deadline);
   // Sends a request; `done` runs exactly once, on the dispatcher thread or (when the connection is
   // already dead) on the caller's. It must not block.
@@ -99,6 +103,9 @@ class Connection {
   std::string stderr_last_line() const;
   Counters counters() const;
   base::TimePoint last_received() const;  // when stdout last produced bytes
+  // True while the dispatcher has stopped reading stdout because the event queue is full (the
+  // bridge's silence is then ours, not its own).
+  bool backpressured() const;
   std::uint64_t generation() const;
 
  private:

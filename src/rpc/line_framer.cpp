@@ -58,9 +58,8 @@ std::optional<std::string_view> LineFramer::next() {
 
 std::optional<std::string> LineFramer::finish() {
   if (discarding_) {
+    // push() already cut the oversized tail; complete lines before it are still to be taken.
     discarding_ = false;
-    buf_.clear();
-    start_ = tail_start_ = 0;
     return std::nullopt;
   }
   std::string rest = buf_.substr(tail_start_);

@@ -16,6 +16,8 @@ using base::Clock;
 using base::Deadline;
 
 constexpr int kHeartbeatMisses = 3;
+// A stderr line quoted in a one-line message is cut here (the whole tail is in stderrTail).
+constexpr std::size_t kMaxQuotedLine = 200;
 // After stdout EOF or EPIPE, how long the process gets to exit by itself before the ladder.
 constexpr auto kExitAfterEof = std::chrono::milliseconds(250);
 
@@ -69,11 +71,11 @@ std::string describe(const BridgeExited& e) {
       s = "the bridge was restarted" + (e.detail.empty() ? std::string() : " (" + e.detail + ")");
       break;
   }
-  if (e.reason != ExitReason::exited && e.reason != ExitReason::spawn_failed && e.status &&
-      e.reason != ExitReason::stopped && e.reason != ExitReason::restarted)
+  if ((e.reason == ExitReason::stdout_closed || e.reason == ExitReason::stdin_closed) && e.status)
     s += e.status->signaled ? " (it was then " + e.status->describe() + ")"
                             : " (it then exited with " + e.status->describe() + ")";
   std::string last = last_lines(e.stderr_tail, 1);
+  if (last.size() > kMaxQuotedLine) last = last.substr(0, kMaxQuotedLine) + "…";
   if (!last.empty()) s += "; its last stderr line: " + last;
   return s;
 }
@@ -270,10 +272,21 @@ void Bridge::restart() {
 }
 
 void Bridge::recycle(std::string why) {
+  std::uint64_t gen;
   {
     std::lock_guard lock(mu_);
-    if (request_ != Request::none) return;
+    gen = conn_ ? generation_ : 0;
+  }
+  recycle(gen, std::move(why));
+}
+
+void Bridge::recycle(std::uint64_t generation, std::string why) {
+  {
+    std::lock_guard lock(mu_);
+    // Only the generation the caller meant: a late recycle must not end its successor.
+    if (request_ != Request::none || !conn_ || generation != generation_) return;
     request_ = Request::recycle;
+    recycle_gen_ = generation;
     recycle_why_ = std::move(why);
   }
   cv_.notify_all();
@@ -312,6 +325,13 @@ void Bridge::heartbeat_tick(rpc::Connection& conn, bool& hung) {
   if (rx > hb_last_rx_) {  // any traffic proves liveness
     hb_last_rx_ = rx;
     hb_misses_ = 0;
+  }
+  if (conn.backpressured()) {
+    // We stopped reading (our consumer is slow): the bridge's answers wait in the pipe, unread.
+    // Its silence is ours, so nothing counts as a miss until we read again.
+    hb_last_rx_ = now;
+    hb_misses_ = 0;
+    if (hb_ping_out_) hb_ping_sent_ = now;
   }
   if (hb_answered_->exchange(0) > 0) {
     hb_armed_ = true;
@@ -389,6 +409,10 @@ void Bridge::run() {
   ::pthread_setname_np(::pthread_self(), "tether-super");
   bool reset_policy = false;
   for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (request_ == Request::stop) break;  // e.g. stop() during a manual restart's ladder
+    }
     if (reset_policy) {
       std::lock_guard lock(mu_);
       policy_.reset();
@@ -455,6 +479,7 @@ void Bridge::run() {
     }
     if (opt_.trace) opt_.trace->note(gen, "spawned pid " + std::to_string(child.pid()));
     transition(State::ready, {{"pid", child.pid()}});
+    conn->start();  // after "ready": none of this generation's events can precede it
 
     hb_last_rx_ = Clock::now();
     hb_ping_out_ = false;
@@ -474,6 +499,10 @@ void Bridge::run() {
         cv_.wait_for(lock, tick, woken);
       } else {
         cv_.wait(lock, woken);
+      }
+      if (request_ == Request::recycle && recycle_gen_ != gen) {
+        request_ = Request::none;  // meant for a generation that is already gone
+        continue;
       }
       if (request_ != Request::none) {
         req = request_;

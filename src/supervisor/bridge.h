@@ -101,7 +101,8 @@ class Bridge {
   bool wait_ready(base::Deadline deadline);
 
   // Requests to the current generation. While no generation runs, they fail at once with the
-  // last exit (code "restart_limit" once the budget is spent).
+  // last exit (code "restart_limit" once the budget is spent). call() blocks: never use it on the
+  // thread that drains events() (see rpc::Connection::call).
   rpc::Reply call(std::string_view method, json params, base::Deadline deadline);
   // The reply arrives as an rpc::Event::response in events(); `generation` receives the
   // generation it was sent to (0 when none was running: then the failure is in the queue too).
@@ -119,8 +120,11 @@ class Bridge {
 
   // Manual restart: forgets the restart history, stops the current generation, starts a new one.
   void restart();
-  // Ends the current generation through the stop ladder as if it had died (`why` is told to
-  // waiters); the restart policy then applies as for a crash.
+  // Ends generation `generation` through the stop ladder as if it had died (`why` is told to
+  // waiters); the restart policy then applies as for a crash. Ignored when that generation is no
+  // longer the running one (a late recycle never ends its successor).
+  void recycle(std::uint64_t generation, std::string why);
+  // The same for whatever generation runs now.
   void recycle(std::string why);
   // Stops for good: the stop ladder, no restart. Idempotent.
   void stop();
@@ -145,6 +149,7 @@ class Bridge {
   State state_ GUARDED_BY(mu_) = State::starting;
   Request request_ GUARDED_BY(mu_) = Request::none;
   std::string recycle_why_ GUARDED_BY(mu_);
+  std::uint64_t recycle_gen_ GUARDED_BY(mu_) = 0;
   bool started_ GUARDED_BY(mu_) = false;
   bool conn_changed_ GUARDED_BY(mu_) = false;  // the dispatcher reported a death or exit
   std::shared_ptr<rpc::Connection> conn_ GUARDED_BY(mu_);
