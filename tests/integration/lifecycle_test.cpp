@@ -1,0 +1,195 @@
+// Lifecycle requests: recycle() ends a generation as if it had died, so the restart policy
+// applies; restart() forgets the restart history, from a running bridge as from a failed one.
+#include <doctest/doctest.h>
+
+#include <thread>
+
+#include "integration.h"
+
+namespace tether::itest {
+namespace {
+
+using namespace std::chrono_literals;
+using base::Deadline;
+using rpc::Reply;
+using supervisor::Bridge;
+using supervisor::State;
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+// The status events up to and including the first `state` event of `generation`.
+std::vector<json> statuses_until(rpc::EventQueue& q, const std::string& state, std::uint64_t generation) {
+  std::vector<json> seen;
+  auto deadline = Deadline::after(5s);
+  for (;;) {
+    auto ev = q.pop(deadline);
+    if (!ev) {
+      FAIL("no \"" << state << "\" event for generation " << generation);
+      return seen;
+    }
+    if (ev->kind != rpc::Event::Kind::status) continue;
+    seen.push_back(ev->message);
+    if (ev->message.value("state", "") == state && ev->message.value("generation", 0ull) == generation) return seen;
+  }
+}
+
+std::vector<std::string> states_of(const std::vector<json>& events) {
+  std::vector<std::string> s;
+  for (auto& e : events) s.push_back(e.value("state", "") + "@" + std::to_string(e.value("generation", 0)));
+  return s;
+}
+
+TEST_CASE("recycle() goes through the restart policy; restart() resets the budget") {
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("echo");
+    opt.restart.max_restarts = 2;
+    opt.restart.window = 60s;
+    opt.restart.base_delay = 10ms;
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    auto& q = *bridge.events();
+    REQUIRE(wait_state(q, "ready", 1).has_value());
+
+    // First recycle: counted, delayed by the base delay.
+    bridge.recycle("rotating logs");
+    auto ev = statuses_until(q, "ready", 2);
+    CHECK(states_of(ev) == std::vector<std::string>{"exited@1", "backoff@1", "starting@2", "ready@2"});
+    for (auto& e : ev) {
+      if (e.value("state", "") == "exited")
+        CHECK(contains(e["error"].value("message", ""), "the bridge was restarted (rotating logs)"));
+      if (e.value("state", "") == "backoff") CHECK(e.value("delayMs", -1) == 10);
+    }
+    auto st = bridge.status();
+    CHECK(st.restarts_in_window == 1);
+    CHECK(st.restarts_total == 1);
+    CHECK(bridge.call("hi", {{"g", 2}}, Deadline::after(5s)).ok());
+
+    // Second recycle: the delay doubles.
+    bridge.recycle("again");
+    ev = statuses_until(q, "ready", 3);
+    bool saw_backoff = false;
+    for (auto& e : ev)
+      if (e.value("state", "") == "backoff") {
+        saw_backoff = true;
+        CHECK(e.value("delayMs", -1) == 20);
+      }
+    CHECK(saw_backoff);
+    CHECK(bridge.status().restarts_in_window == 2);
+
+    // Third recycle: the budget (2 in 60 s) is spent, so the bridge fails instead of restarting.
+    bridge.recycle("once too often");
+    ev = statuses_until(q, "failed", 3);
+    CHECK(contains(ev.back().value("message", ""), "after 2 restarts"));
+    CHECK(ev.back()["error"].value("code", "") == "restart_limit");
+    CHECK(bridge.status().state == State::failed);
+    Reply refused = bridge.call("hi", json::object(), Deadline::after(1s));
+    CHECK(refused.status == Reply::Status::closed);
+    CHECK(refused.value.value("code", "") == "restart_limit");
+
+    // A manual restart from failed: a new generation and the full budget again.
+    bridge.restart();
+    ev = statuses_until(q, "ready", 4);
+    CHECK(bridge.wait_ready(Deadline::after(1s)));
+    CHECK(bridge.status().restarts_in_window == 0);
+    CHECK(bridge.call("hi", {{"g", 4}}, Deadline::after(5s)).ok());
+
+    // So a recycle is granted again, with the base delay.
+    bridge.recycle("budget is back");
+    ev = statuses_until(q, "ready", 5);
+    saw_backoff = false;
+    for (auto& e : ev)
+      if (e.value("state", "") == "backoff") {
+        saw_backoff = true;
+        CHECK(e.value("delayMs", -1) == 10);
+      }
+    CHECK(saw_backoff);
+    CHECK(bridge.status().restarts_in_window == 1);
+
+    // A manual restart of a running bridge: no backoff, and the history is forgotten.
+    bridge.restart();
+    ev = statuses_until(q, "ready", 6);
+    for (auto& e : ev) {
+      CHECK(e.value("state", "") != "backoff");
+      if (e.value("state", "") == "exited") CHECK(contains(e["error"].value("message", ""), "manual restart"));
+    }
+    CHECK(bridge.status().restarts_in_window == 0);
+    CHECK(bridge.status().generation == 6);
+    CHECK(bridge.call("hi", {{"g", 6}}, Deadline::after(5s)).ok());
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("recycle() fails a waiting call with the reason given") {
+  test::LeakGuard guard;
+  {
+    Bridge bridge(fake_bridge("silent"));
+    REQUIRE_FALSE(bridge.start().has_value());
+    Reply reply;
+    std::thread caller([&] { reply = bridge.call("never-answered", json::object(), Deadline::after(30s)); });
+    // The request has reached the bridge's stdin: it is waiting for an answer that never comes.
+    REQUIRE(test::eventually([&] { return bridge.status().counters.frames_out >= 1; }));
+    auto t0 = std::chrono::steady_clock::now();
+    bridge.recycle("operator asked");
+    caller.join();
+    CHECK(ms_since(t0) < 1000.0);  // the silent bridge exits at stdin EOF: the ladder's first step
+    CHECK(reply.status == Reply::Status::closed);
+    CHECK(reply.value.value("code", "") == "bridge_exited");
+    CHECK(contains(reply.value.value("message", ""), "operator asked"));
+    CHECK(reply.value.value("generation", 0) == 1);
+    CHECK(wait_state(*bridge.events(), "ready", 2).has_value());
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// What a front-end does for /restart: ask for it, wait until the bridge is ready, use it. The
+// ready it waits for must be the new generation's, not the old one's (or the failed state's).
+TEST_CASE("restart() then wait_ready(): the next call reaches the new generation") {
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("echo");
+    opt.restart.max_restarts = 0;  // any recycle fails the bridge at once
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+
+    SUBCASE("from a running bridge") {
+      for (std::uint64_t round = 0; round < 5; ++round) {
+        CAPTURE(round);
+        bridge.restart();
+        REQUIRE(bridge.wait_ready(Deadline::after(5s)));
+        Reply r = bridge.call("hi", {{"round", round}}, Deadline::after(5s));
+        CHECK_MESSAGE(r.ok(), rpc::dump(r.value));
+        CHECK(bridge.status().generation == round + 2);
+      }
+    }
+    SUBCASE("from the failed state") {
+      bridge.recycle("spend the budget");
+      REQUIRE(wait_state(*bridge.events(), "failed", 1).has_value());
+      bridge.restart();
+      CHECK(bridge.wait_ready(Deadline::after(5s)));
+      Reply r = bridge.call("hi", json::object(), Deadline::after(5s));
+      CHECK_MESSAGE(r.ok(), rpc::dump(r.value));
+      CHECK(bridge.status().generation == 2);
+    }
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("stop() during a long backoff returns at once") {
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("crash_at_startup");
+    opt.restart.base_delay = 30s;
+    Bridge bridge(opt);
+    bridge.start();
+    REQUIRE(wait_state(*bridge.events(), "backoff", 1).has_value());
+    auto t0 = std::chrono::steady_clock::now();
+    bridge.stop();
+    CHECK(ms_since(t0) < 500.0);
+    CHECK(bridge.status().state == State::exited);
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+}  // namespace
+}  // namespace tether::itest

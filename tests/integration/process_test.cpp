@@ -1,0 +1,268 @@
+// Process-level behaviour of a bridge: a grandchild that keeps stdout open after the bridge died,
+// a bridge that ignores SIGTERM and stdin EOF, and a bridge that answers and exits at once.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <optional>
+#include <thread>
+
+#include "integration.h"
+
+namespace tether::itest {
+namespace {
+
+using namespace std::chrono_literals;
+using base::Deadline;
+using rpc::Reply;
+using supervisor::Bridge;
+using supervisor::State;
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+// The bridge answers one request with its grandchild's pid and exits; the grandchild holds the
+// bridge's stdout (and stderr, and stdin) open and sleeps.
+void grandchild_case(bool grandchild_ignores_term) {
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("grandchild_holds_stdout");
+    if (grandchild_ignores_term) opt.argv.push_back("--ignore-term");
+    opt.auto_restart = false;
+    opt.term_wait = 300ms;
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    const pid_t bridge_pid = bridge.status().pid;
+
+    Reply first = bridge.call("spawn", json::object(), Deadline::after(5s));
+    // The bridge exits right after this answer: from here on, the clock runs.
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(first.ok());
+    const pid_t grandchild = first.value.value("grandchild", -1);
+    REQUIRE(grandchild > 0);
+
+    // A request sent now reaches a pipe the grandchild still holds: only the exit of the bridge
+    // itself (pidfd), not stdout EOF or EPIPE, can end it.
+    Reply second = bridge.call("after", json::object(), Deadline::after(10s));
+    const double failed_ms = ms_since(t0);
+    CHECK(second.status == Reply::Status::closed);
+    CHECK(second.value.value("code", "") == "bridge_exited");
+    CHECK(second.value.value("exitStatus", -1) == 0);
+    CHECK(contains(second.value.value("stderrTail", ""), "grandchild " + std::to_string(grandchild)));
+    CHECK(failed_ms < 1000.0);
+
+    auto exited = wait_state(*bridge.events(), "exited", 1, Ms(5000));
+    const double exited_ms = ms_since(t0);
+    REQUIRE(exited.has_value());
+    CHECK((*exited)["error"].value("exitStatus", -1) == 0);
+    // The exited event waits for the group clean-up: SIGTERM, then SIGKILL after term_wait.
+    CHECK(exited_ms < (grandchild_ignores_term ? 1000.0 + 300.0 : 1000.0));
+    MESSAGE("caller failed after " << failed_ms << " ms; exited event after " << exited_ms << " ms");
+
+    // The grandchild was killed and reaped (we are its subreaper): gone, and no zombie.
+    CHECK(eventually_gone(grandchild));
+    CHECK(eventually_gone(bridge_pid));
+    CHECK(test::zombie_children().empty());
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("a grandchild keeps stdout open after the bridge exits: death noticed in < 1 s, grandchild killed and reaped") {
+  grandchild_case(false);
+}
+
+TEST_CASE("a grandchild that ignores SIGTERM keeps stdout open: it is SIGKILLed after term_wait and reaped") {
+  grandchild_case(true);
+}
+
+TEST_CASE("a bridge that ignores SIGTERM and stdin EOF: stop() takes grace + term_wait, then SIGKILL") {
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("ignore_sigterm");
+    opt.grace = 300ms;
+    opt.term_wait = 300ms;
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    REQUIRE(bridge.call("hello", {{"a", 1}}, Deadline::after(5s)).ok());  // it runs and answers
+    const pid_t pid = bridge.status().pid;
+
+    auto t0 = std::chrono::steady_clock::now();
+    bridge.stop();
+    const double ms = ms_since(t0);
+    MESSAGE("stop() took " << ms << " ms (grace 300 + term_wait 300)");
+    CHECK(ms >= 590.0);           // it really waited through both steps of the ladder
+    CHECK(ms < 300 + 300 + 1000.0);
+    CHECK_FALSE(test::process_exists(pid));  // gone and reaped when stop() returns
+
+    auto stopping = wait_state(*bridge.events(), "stopping", 1, Ms(1000));
+    CHECK(stopping.has_value());
+    auto exited = wait_state(*bridge.events(), "exited", 1, Ms(1000));
+    REQUIRE(exited.has_value());
+    CHECK((*exited)["error"].value("signal", "") == "SIGKILL");
+    CHECK(bridge.status().state == State::exited);
+    bridge.stop();  // idempotent
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("a bridge that ignores SIGTERM, default ladder: stop() returns within 2 s + 2 s + 1 s") {
+  test::LeakGuard guard;
+  {
+    supervisor::BridgeOptions opt;  // grace 2 s, term_wait 2 s
+    opt.argv = {test::fake("ignore_sigterm")};
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    REQUIRE(bridge.call("hello", json::object(), Deadline::after(5s)).ok());
+    const pid_t pid = bridge.status().pid;
+    auto t0 = std::chrono::steady_clock::now();
+    bridge.stop();
+    const double ms = ms_since(t0);
+    MESSAGE("stop() took " << ms << " ms (grace 2000 + term_wait 2000)");
+    CHECK(ms >= 3990.0);
+    CHECK(ms < 5000.0);
+    CHECK_FALSE(test::process_exists(pid));
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("a bridge writing its response just before exiting: the response is delivered, 30 times in a row") {
+  test::LeakGuard guard;
+  for (int i = 0; i < 30; ++i) {
+    CAPTURE(i);
+    auto opt = fake_bridge("respond_then_exit");
+    opt.auto_restart = false;
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    json params = {{"round", i}, {"text", std::string(static_cast<std::size_t>(i) * 997, 'r')}};
+    Reply r = bridge.call("last-words", params, Deadline::after(5s));
+    REQUIRE(r.status == Reply::Status::result);
+    CHECK(r.value == params);
+    auto exited = wait_state(*bridge.events(), "exited", 1, Ms(5000));
+    REQUIRE(exited.has_value());
+    CHECK((*exited)["error"].value("exitStatus", -1) == 0);
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// The same, while the event queue is full: the dispatcher is not reading stdout when the bridge
+// writes its last lines and exits, so only the drain after the exit can deliver them. Everything
+// the bridge wrote before it exited is "already readable" and must be delivered, in order.
+// Busy threads that compete for the CPUs while they live, like the other jobs of a loaded CI
+// machine. Owned here and joined by the destructor.
+class CpuHogs {
+ public:
+  explicit CpuHogs(unsigned n) {
+    for (unsigned i = 0; i < n; ++i)
+      threads_.emplace_back([this] {
+        volatile std::uint64_t x = 0;
+        while (!stop_.load(std::memory_order_relaxed)) x = x + 1;
+      });
+  }
+  ~CpuHogs() {
+    stop_ = true;
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+void exit_while_queue_full(std::vector<std::string> args, long ticks, unsigned hogs = 0) {
+  test::LeakGuard guard;
+  {
+    args.insert(args.begin(), "--exit");
+    auto opt = fake_bridge("notification_flood", args);
+    opt.auto_restart = false;
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    auto& q = *bridge.events();
+    std::int64_t id = 0;
+    {
+      std::optional<CpuHogs> load;
+      if (hogs > 0) load.emplace(hogs);
+      id = bridge.call_queued("flood", {{"n", ticks}}, nullptr);
+      // Consume nothing until the process is gone.
+      REQUIRE(test::eventually([&] { return bridge.status().state != State::ready; }, Ms(20000)));
+    }
+    long seen = 0;
+    bool got = false;
+    auto deadline = Deadline::after(10s);
+    while (!got) {
+      auto ev = q.pop(deadline);
+      REQUIRE(ev.has_value());
+      if (ev->kind == rpc::Event::Kind::notification) {
+        if (ev->message["params"].value("seq", -1L) != seen) break;
+        ++seen;
+      } else if (ev->kind == rpc::Event::Kind::response) {
+        got = true;
+        CHECK(ev->call_id == id);
+        CHECK_MESSAGE(ev->reply.ok(), rpc::dump(ev->reply.value));
+      }
+    }
+    CHECK(seen == ticks);
+    MESSAGE(seen << " of " << ticks << " ticks delivered after the exit, response " << std::string(got ? "seen" : "missing"));
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("a bridge answering and exiting while the event queue is full: every line and the response delivered") {
+  // 1,500 ticks: the queue takes ~1,000, the rest (< 64 KiB) waits in the pipe and the reader.
+  exit_while_queue_full({}, 1500);
+}
+
+TEST_CASE("the same with a full, enlarged stdout pipe on a busy machine: the drain is not cut short by its timer") {
+  // A bridge may enlarge its stdout pipe (up to /proc/sys/fs/pipe-max-size, 1 MiB by default); what
+  // it wrote before exiting is already readable when the exit is seen, and is still its output
+  // however long decoding it takes. Decoding 1 MiB takes ~40 ms on an idle machine; with the CPUs
+  // contended, as on a busy CI machine, it takes longer than the 100 ms drain window.
+  long pipe = 0;
+  std::ifstream("/proc/sys/fs/pipe-max-size") >> pipe;
+  REQUIRE(pipe >= 65536);
+  MESSAGE("stdout pipe of " << (pipe >> 10) << " KiB");
+  exit_while_queue_full({"--pipe", std::to_string(pipe)}, pipe * 3 / 4 / 64,
+                        8 * std::max(1u, std::thread::hardware_concurrency()));
+}
+
+// A grandchild that floods the inherited stdout goes on after the bridge exits. Reading after the
+// exit exists to keep what the bridge wrote just before it ("what is already readable", at most a
+// pipe's worth); it must not push everything a grandchild writes during the whole 100 ms drain
+// past the queue's capacity.
+TEST_CASE("a grandchild flooding stdout after the bridge exited: the queue stays near its capacity") {
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("grandchild_floods_stdout");
+    opt.auto_restart = false;
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    auto& q = *bridge.events();
+    auto id = bridge.call_queued("go", json::object(), nullptr);
+    // Consume until the bridge's answer: the grandchild's ticks come first, through backpressure.
+    pid_t grandchild = -1;
+    long ticks = 0;
+    auto deadline = Deadline::after(10s);
+    while (auto ev = q.pop(deadline)) {
+      if (ev->kind == rpc::Event::Kind::notification) ++ticks;
+      if (ev->kind == rpc::Event::Kind::response) {
+        CHECK(ev->call_id == id);
+        REQUIRE(ev->reply.ok());
+        grandchild = ev->reply.value.value("grandchild", -1);
+        break;
+      }
+    }
+    REQUIRE(grandchild > 0);
+    // Stop consuming; the bridge has exited (or is about to), the grandchild keeps writing.
+    REQUIRE(test::eventually([&] { return bridge.status().state == State::exited; }, Ms(5000)));
+    const std::size_t after_exit = q.size();
+    MESSAGE(ticks << " ticks before the answer; queue high water " << q.high_water() << " of " << q.capacity()
+                  << "; " << after_exit << " events waiting after the exit");
+    // Past the capacity, at most what the reader already held (one 64 KiB read) and what the pipe
+    // held at the exit (64 KiB): about 1,100 of these 58-byte ticks each.
+    CHECK(q.high_water() <= q.capacity() + 2400);
+    CHECK(eventually_gone(grandchild));
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+}  // namespace
+}  // namespace tether::itest
