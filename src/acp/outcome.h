@@ -1,0 +1,48 @@
+// How a turn ended, as values: the error object of DESIGN §7 and the exit status each outcome
+// maps to. Pure functions, shared by every front-end.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace tether::acp {
+
+// Why tether cancelled a turn.
+enum class CancelCause {
+  none,
+  interrupt,    // SIGINT, SIGTERM, SIGHUP, or a person asked
+  timeout,      // --timeout expired
+  caller_gone,  // whoever wanted the answer went away (closed pipe, dropped client)
+};
+const char* to_string(CancelCause c);
+
+// Exit statuses (sysexits.h; DESIGN §7).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitNotClean = 1;
+inline constexpr int kExitDataErr = 65;
+inline constexpr int kExitUnavailable = 69;
+inline constexpr int kExitSoftware = 70;
+inline constexpr int kExitTimeout = 75;
+inline constexpr int kExitProtocol = 76;
+inline constexpr int kExitInterrupted = 130;
+
+// {"code":…,"message":…} plus the given extras.
+nlohmann::json error_object(std::string_view code, std::string message,
+                            nlohmann::json extra = nlohmann::json::object());
+
+// end_turn -> 0; refusal, max_tokens, max_turn_requests, cancelled and anything unknown -> 1.
+int exit_status_for_stop_reason(std::string_view stop_reason);
+
+// By error code: bridge_exited, bridge_hung, restart_limit -> 69; timeout -> 75;
+// protocol_error -> 76; cancelled -> 130; bad_input -> 65; agent_error -> 1, or 69 when it happened
+// while setting the session up (the bridge is then unusable, not merely unhelpful); other -> 70.
+int exit_status_for_error(const nlohmann::json& error, bool during_setup);
+
+// The error's message with, when the error carries a stderr tail that the message does not
+// already end with, the tail's last `lines` lines appended: what a person reads last is what the
+// bridge said last.
+std::string message_with_tail(const nlohmann::json& error, std::size_t lines = 5);
+
+}  // namespace tether::acp

@@ -1,0 +1,170 @@
+// The ACP client: one agent session over a supervised Bridge, and its prompt turns as pollable
+// event streams (DESIGN §6, §6a; ACP.md §15).
+//
+// AcpSession does the handshake (initialize with protocolVersion 1 and only the capabilities we
+// implement, one setup request at a time; authenticate when session/new asks for it;
+// session/new with an absolute cwd and no MCP servers), re-establishes the session after a bridge
+// restart (session/load when the agent advertises loadSession, else a new session and a notice
+// that the context was lost), answers every request the agent makes exactly once (permission by
+// policy, fs when --allow-fs, -32601 for the rest), and keeps the session state that updates
+// outside a turn change (commands, mode, title, usage).
+//
+// A Turn is one session/prompt: poll its fd (the bridge's event queue) together with whatever
+// else the front-end waits on, call poll() when it is readable or next_deadline() has passed, and
+// read TurnEvents in wire order: updates, permission requests, notices, and exactly one terminal
+// event (completed or failed). A turn interrupted by a bridge death is sent again after the
+// restart, `retries` times at most. Prompts are serialized: a turn started while another is in
+// flight waits for it to end.
+//
+// Thread contract: thread-bound. One thread drives a session and its turns (they consume the
+// bridge's single event queue); the session must outlive its turns. The Bridge must restart
+// automatically (BridgeOptions::auto_restart) for retries and re-establishment to happen.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "acp/outcome.h"
+#include "acp/permission.h"
+#include "acp/update.h"
+#include "base/clock.h"
+
+namespace tether::supervisor {
+class Bridge;
+}
+
+namespace tether::acp {
+
+struct ClientOptions {
+  std::string cwd;  // absolute: the session's cwd and the root of the fs capability
+  PermissionPolicy permission = PermissionPolicy::deny;
+  bool allow_fs = false;
+  int retries = 1;  // how many times a prompt interrupted by a bridge death is sent again
+  base::Duration setup_timeout = std::chrono::seconds(30);  // each handshake request
+  base::Duration cancel_grace = std::chrono::seconds(2);    // session/cancel to final response
+  // Send a `$/ping` after each prompt, pipelined; until it is answered, updates are held from the
+  // next turn: they are the previous turn's late ones (session.cpp, TurnState::past_barrier).
+  bool turn_barrier = true;
+  std::string client_name = "tether";
+  std::string client_version = "0";
+};
+
+struct PermissionRequest {
+  std::uint64_t token = 0;  // for Turn::answer_permission (policy ask)
+  ToolCall tool;
+  std::vector<PermissionOption> options;
+  bool answered = false;  // already answered: by policy, or `cancelled` because the turn is ending
+  std::optional<PermissionOption> chosen;  // what was answered; nothing means cancelled
+};
+
+struct TurnEvent {
+  enum class Kind {
+    update,                // a session/update of this turn (update)
+    permission,            // the agent asks for permission (permission)
+    permission_withdrawn,  // the agent withdrew a pending request ($/cancel_request) (permission.token)
+    notice,                // a sentence a person should read: restarts, lost context (text)
+    retry,                 // the bridge died mid-turn and the prompt is sent again: drop partial output (text)
+    completed,             // terminal: the agent answered (stop_reason)
+    failed,                // terminal: tether's error object, DESIGN §7 (error)
+  };
+  Kind kind = Kind::notice;
+  Update update;
+  PermissionRequest permission;
+  std::string text;
+  std::string stop_reason;
+  nlohmann::json error;
+  bool during_setup = false;                // failed while (re)establishing the session
+  CancelCause cancelled = CancelCause::none;  // terminal: the cancel that preceded it, if any
+
+  bool terminal() const { return kind == Kind::completed || kind == Kind::failed; }
+};
+
+// The exit status a terminal event maps to (0, 1, 69, 75, 76, 130, ...).
+int exit_status(const TurnEvent& terminal);
+
+struct SessionState {
+  std::string session_id;
+  int protocol_version = 0;
+  nlohmann::json agent_info;          // {name, title?, version}
+  nlohmann::json agent_capabilities;  // as the agent sent them
+  nlohmann::json auth_methods = nlohmann::json::array();
+  bool load_session = false;          // agentCapabilities.loadSession
+  std::vector<Command> commands;
+  std::string mode_id;
+  nlohmann::json modes;  // session/new's "modes", when given
+  std::string title;
+  std::optional<Usage> usage;
+  std::uint64_t generation = 0;       // bridge generation the session lives on
+  std::size_t sessions_created = 0;   // session/new answered (1, plus one per lost context)
+  std::size_t sessions_loaded = 0;    // session/load answered
+  std::uint64_t ignored_updates = 0;  // unknown kinds, malformed, or for no session we know
+  std::uint64_t late_updates = 0;     // chunks and tool calls that came when no turn was in flight
+};
+
+class Turn;
+class SessionCore;  // the machinery, in session.cpp
+struct TurnState;
+
+class AcpSession {
+ public:
+  AcpSession(supervisor::Bridge& bridge, ClientOptions options);
+  ~AcpSession();  // a turn still in flight is cancelled (session/cancel); nothing blocks
+  AcpSession(const AcpSession&) = delete;
+  AcpSession& operator=(const AcpSession&) = delete;
+
+  // The handshake and session/new. Blocks until the session is ready (nothing returned), it
+  // failed, `deadline` passed (a failed event with code timeout) or `interrupt_fd` became readable
+  // (code cancelled; the fd is not read). The bridge must have been started.
+  std::optional<TurnEvent> open(base::Deadline deadline, int interrupt_fd = -1);
+
+  // Starts a turn with one text block (or the given content blocks). `timeout` bounds the whole
+  // turn, retries included (zero: none).
+  Turn prompt(std::string text, base::Duration timeout = base::Duration::zero());
+  Turn prompt_blocks(nlohmann::json content, base::Duration timeout = base::Duration::zero());
+
+  // Between turns: handles what the bridge sent meanwhile (state updates, requests, a restart's
+  // re-handshake) and returns notices. Never blocks.
+  std::vector<TurnEvent> poll();
+  int fd() const;  // readable while the bridge has events waiting
+  base::Deadline next_deadline() const;
+
+  const SessionState& state() const;
+
+ private:
+  std::unique_ptr<SessionCore> core_;
+};
+
+class Turn {
+ public:
+  Turn(Turn&& other) noexcept;
+  Turn& operator=(Turn&&) = delete;
+  ~Turn();  // an unfinished turn is cancelled (caller_gone) and finished by the session unseen
+
+  int fd() const;                         // poll for readability
+  base::Deadline next_deadline() const;   // call poll() by then even if fd() stays quiet
+  std::vector<TurnEvent> poll();          // what is available now, in wire order; never blocks
+  // Convenience for simple callers: poll() until something arrives, `deadline` passes, or
+  // `interrupt_fd` is readable (not read).
+  std::vector<TurnEvent> wait(base::Deadline deadline, int interrupt_fd = -1);
+
+  // Cancels the turn: session/cancel, pending permissions answered `cancelled`, and the turn
+  // ends on the agent's final response, or after the grace period with the bridge recycled.
+  void cancel(CancelCause cause);
+  // Answers a pending permission request (policy ask) with one of its offered options, or
+  // cancelled (nothing). False when the token is not pending or the option was not offered.
+  bool answer_permission(std::uint64_t token, const std::optional<std::string>& option_id);
+  bool finished() const;
+
+ private:
+  friend class AcpSession;
+  Turn(SessionCore* core, std::shared_ptr<TurnState> state) : core_(core), state_(std::move(state)) {}
+  SessionCore* core_;
+  std::shared_ptr<TurnState> state_;
+};
+
+}  // namespace tether::acp

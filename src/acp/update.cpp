@@ -1,0 +1,188 @@
+#include "acp/update.h"
+
+namespace tether::acp {
+namespace {
+
+const json* member(const json& obj, std::string_view key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+std::optional<std::string> string_member(const json& obj, std::string_view key) {
+  const json* v = member(obj, key);
+  if (!v || !v->is_string()) return std::nullopt;
+  return v->get<std::string>();
+}
+
+std::int64_t int_member(const json& obj, std::string_view key, bool& ok) {
+  const json* v = member(obj, key);
+  if (!v || !v->is_number()) {
+    ok = false;
+    return 0;
+  }
+  return v->is_number_float() ? static_cast<std::int64_t>(v->get<double>()) : v->get<std::int64_t>();
+}
+
+// tool_call and tool_call_update share their fields; `full` requires a title (tool_call).
+bool parse_tool(const json& u, ToolCall& t, bool full) {
+  auto id = string_member(u, "toolCallId");
+  if (!id) return false;
+  t.id = std::move(*id);
+  t.title = string_member(u, "title");
+  if (full && !t.title) return false;
+  t.kind = string_member(u, "kind");
+  t.status = string_member(u, "status");
+  if (full && !t.status) t.status = "pending";  // the schema's default
+  if (const json* locs = member(u, "locations"); locs && locs->is_array()) {
+    for (const auto& loc : *locs)
+      if (auto p = string_member(loc, "path")) t.locations.push_back(std::move(*p));
+  }
+  return true;
+}
+
+const std::pair<std::string_view, Update::Kind> kKinds[] = {
+    {"agent_message_chunk", Update::Kind::agent_message},
+    {"agent_thought_chunk", Update::Kind::agent_thought},
+    {"user_message_chunk", Update::Kind::user_message},
+    {"tool_call", Update::Kind::tool_call},
+    {"tool_call_update", Update::Kind::tool_call_update},
+    {"plan", Update::Kind::plan},
+    {"available_commands_update", Update::Kind::commands},
+    {"current_mode_update", Update::Kind::mode},
+    {"config_option_update", Update::Kind::config_options},
+    {"session_info_update", Update::Kind::session_info},
+    {"usage_update", Update::Kind::usage},
+};
+
+}  // namespace
+
+std::optional<ToolCall> parse_tool_call(const json& obj, bool require_title) {
+  ToolCall t;
+  if (!parse_tool(obj, t, require_title)) return std::nullopt;
+  return t;
+}
+
+std::string content_text(const json& block) {
+  auto type = string_member(block, "type");
+  if (!type) return {};
+  if (*type == "text") return string_member(block, "text").value_or("");
+  if (*type == "resource_link") return string_member(block, "uri").value_or("");
+  if (*type == "resource") {
+    if (const json* r = member(block, "resource")) {
+      if (auto text = string_member(*r, "text")) return *text;
+      return "[resource " + string_member(*r, "uri").value_or("") + "]";
+    }
+    return "[resource]";
+  }
+  std::string mime = string_member(block, "mimeType").value_or("");
+  return "[" + *type + (mime.empty() ? "" : " " + mime) + "]";
+}
+
+std::optional<Update> parse_update(json update) {
+  const json* tag = member(update, "sessionUpdate");
+  if (!tag || !tag->is_string()) return std::nullopt;
+  Update u;
+  u.kind_name = tag->get<std::string>();
+  for (const auto& [name, kind] : kKinds)
+    if (u.kind_name == name) u.kind = kind;
+
+  switch (u.kind) {
+    case Update::Kind::agent_message:
+    case Update::Kind::agent_thought:
+    case Update::Kind::user_message: {
+      const json* content = member(update, "content");
+      if (!content || !content->is_object()) return std::nullopt;
+      if (auto t = content->find("type"); t != content->end() && *t == "text") {
+        auto text = content->find("text");
+        if (text == content->end() || !text->is_string()) return std::nullopt;
+        u.text = text->get_ref<const std::string&>();
+      } else {
+        u.text = content_text(*content);
+      }
+      if (auto id = string_member(update, "messageId")) u.message_id = std::move(*id);
+      break;
+    }
+    case Update::Kind::tool_call:
+    case Update::Kind::tool_call_update:
+      if (!parse_tool(update, u.tool, u.kind == Update::Kind::tool_call)) return std::nullopt;
+      break;
+    case Update::Kind::plan: {
+      const json* entries = member(update, "entries");
+      if (!entries || !entries->is_array()) return std::nullopt;
+      for (const auto& e : *entries) {
+        auto content = string_member(e, "content");
+        if (!content) return std::nullopt;
+        u.plan.push_back({std::move(*content), string_member(e, "priority").value_or(""),
+                          string_member(e, "status").value_or("")});
+      }
+      break;
+    }
+    case Update::Kind::commands: {
+      const json* cmds = member(update, "availableCommands");
+      if (!cmds || !cmds->is_array()) return std::nullopt;
+      for (const auto& c : *cmds) {
+        auto name = string_member(c, "name");
+        if (!name) return std::nullopt;
+        Command cmd{std::move(*name), string_member(c, "description").value_or(""), {}};
+        if (const json* input = member(c, "input")) cmd.hint = string_member(*input, "hint").value_or("");
+        u.commands.push_back(std::move(cmd));
+      }
+      break;
+    }
+    case Update::Kind::mode: {
+      // The schema says currentModeId; one docs example says modeId. Accept both.
+      auto id = string_member(update, "currentModeId");
+      if (!id) id = string_member(update, "modeId");
+      if (!id) return std::nullopt;
+      u.mode_id = std::move(*id);
+      break;
+    }
+    case Update::Kind::config_options: {
+      const json* opts = member(update, "configOptions");
+      if (!opts || !opts->is_array()) return std::nullopt;
+      break;
+    }
+    case Update::Kind::session_info:
+      u.title = string_member(update, "title");
+      break;
+    case Update::Kind::usage: {
+      bool ok = true;
+      u.usage.used = int_member(update, "used", ok);
+      u.usage.size = int_member(update, "size", ok);
+      if (!ok) return std::nullopt;
+      if (const json* cost = member(update, "cost")) {
+        if (const json* amount = member(*cost, "amount"); amount && amount->is_number())
+          u.usage.cost = amount->get<double>();
+        u.usage.currency = string_member(*cost, "currency").value_or("");
+      }
+      break;
+    }
+    case Update::Kind::unknown:
+      break;
+  }
+  u.raw = std::move(update);
+  return u;
+}
+
+std::string describe_tool_call(const ToolCall& tool) {
+  std::string s = tool.title.value_or(tool.id);
+  std::string detail;
+  if (tool.kind) detail = *tool.kind;
+  if (tool.status) detail += (detail.empty() ? "" : ", ") + *tool.status;
+  if (!detail.empty()) s += " (" + detail + ")";
+  if (!tool.locations.empty()) s += " " + tool.locations.front();
+  return s;
+}
+
+std::string describe_plan(const std::vector<PlanEntry>& plan) {
+  std::string s;
+  for (const auto& e : plan) {
+    const char* mark = e.status == "completed" ? "[x]" : e.status == "in_progress" ? "[~]" : "[ ]";
+    if (!s.empty()) s += "; ";
+    s += std::string(mark) + " " + e.content;
+  }
+  return s;
+}
+
+}  // namespace tether::acp

@@ -1,0 +1,91 @@
+// ACP `session/update` payloads parsed into plain values: message and thought chunks, tool calls
+// and their updates, plans, usage, and the session-state kinds (commands, mode, config options,
+// title). Unknown kinds parse to Kind::unknown and are ignored by callers; a known kind that lacks
+// a required field is malformed and yields nothing. Pure functions: no I/O, no state.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace tether::acp {
+
+using json = nlohmann::json;
+
+// The fields of a tool call that an update carried; absent ones stay empty (a tool_call_update
+// sends only what changed).
+struct ToolCall {
+  std::string id;
+  std::optional<std::string> title;
+  std::optional<std::string> kind;    // read, edit, delete, move, search, execute, think, fetch, ...
+  std::optional<std::string> status;  // pending, in_progress, completed, failed
+  std::vector<std::string> locations;  // paths it touches
+};
+
+struct PlanEntry {
+  std::string content;
+  std::string priority;  // high, medium, low
+  std::string status;    // pending, in_progress, completed
+};
+
+struct Usage {
+  std::int64_t used = 0;  // tokens in context
+  std::int64_t size = 0;  // context window
+  std::optional<double> cost;
+  std::string currency;
+};
+
+struct Command {
+  std::string name;
+  std::string description;
+  std::string hint;  // input.hint, empty when the command takes no input
+};
+
+struct Update {
+  enum class Kind {
+    user_message,      // user_message_chunk (history replay, echoes)
+    agent_message,     // agent_message_chunk
+    agent_thought,     // agent_thought_chunk
+    tool_call,
+    tool_call_update,
+    plan,              // always the complete plan
+    commands,          // available_commands_update
+    mode,              // current_mode_update
+    config_options,    // config_option_update
+    session_info,      // session_info_update (title)
+    usage,             // usage_update
+    unknown,           // a kind this version does not know: ignore it
+  };
+  Kind kind = Kind::unknown;
+  std::string kind_name;      // the wire value of sessionUpdate
+  std::string text;           // chunks: the content block rendered as text
+  std::string message_id;     // chunks: messageId, when given
+  ToolCall tool;              // tool_call, tool_call_update
+  std::vector<PlanEntry> plan;
+  std::vector<Command> commands;
+  std::string mode_id;        // mode: currentModeId
+  std::optional<std::string> title;  // session_info
+  Usage usage;
+  json raw;                   // the update object as received
+};
+
+// Parses the `update` member of a session/update's params. Nothing when it is malformed.
+std::optional<Update> parse_update(json update);
+
+// The tool call fields of `obj` (a tool_call update, or a permission request's toolCall).
+// Nothing without a string toolCallId (or, with `require_title`, without a title).
+std::optional<ToolCall> parse_tool_call(const json& obj, bool require_title);
+
+// One ContentBlock as text: text blocks verbatim, resource links as their URI, embedded text
+// resources as their text, other blocks as a short placeholder ("[image image/png]").
+std::string content_text(const json& block);
+
+// A short human line for a tool call or plan, for stderr ("tool: Read file (read, completed)").
+std::string describe_tool_call(const ToolCall& tool);
+std::string describe_plan(const std::vector<PlanEntry>& plan);
+
+}  // namespace tether::acp

@@ -1,0 +1,431 @@
+#include "cli/prompt.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "acp/session.h"
+#include "supervisor/bridge.h"
+#include "tether_config.h"
+
+namespace tether::cli {
+namespace {
+
+using acp::TurnEvent;
+using acp::Update;
+using base::Clock;
+using base::Deadline;
+using nlohmann::json;
+
+constexpr auto kSetupTimeout = std::chrono::seconds(30);
+
+// Only the fields DESIGN §7 names, in its order.
+json public_error(const json& err) {
+  json out = json::object();
+  for (const char* k : {"code", "message", "rpcCode", "exitStatus", "signal", "stderrTail"})
+    if (err.is_object() && err.contains(k)) out[k] = err[k];
+  if (!out.contains("code")) out["code"] = "agent_error";
+  if (!out.contains("message")) out["message"] = "unknown error";
+  return out;
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// "tether: <message>", the bridge's last stderr lines last.
+void report(const json& error) {
+  std::string m = acp::message_with_tail(error);
+  if (m.rfind("tether ", 0) == 0) m.erase(0, 7);  // "tether: tether gave up" says it twice
+  error_line(m);
+}
+
+bool read_all_stdin(std::string& out) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (n == 0) return true;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// Short lines on stderr about what the agent does, unless -q.
+class SideChannel {
+ public:
+  SideChannel(bool quiet, int verbose, bool color) : quiet_(quiet), verbose_(verbose), color_(color) {}
+
+  void line(std::string_view prefix, std::string_view text, bool dim = true) {
+    if (quiet_) return;
+    flush_thought();
+    write_line(prefix, text, dim);
+  }
+  void notice(std::string_view text) {
+    if (quiet_) return;
+    flush_thought();
+    write_line("tether: ", text, false);
+  }
+  void thought(std::string_view text) {
+    if (!quiet_) thought_ += text;
+  }
+  void flush_thought() {
+    if (thought_.empty()) return;
+    std::string t = std::exchange(thought_, {});
+    std::replace(t.begin(), t.end(), '\n', ' ');
+    write_line("thinking: ", t, true);
+  }
+  int verbose() const { return verbose_; }
+
+ private:
+  void write_line(std::string_view prefix, std::string_view text, bool dim) {
+    std::string s;
+    if (color_ && dim) s += "\x1b[2m";
+    s += prefix;
+    s += text;
+    if (color_ && dim) s += "\x1b[0m";
+    s += '\n';
+    [[maybe_unused]] auto n = ::write(STDERR_FILENO, s.data(), s.size());
+  }
+
+  bool quiet_;
+  int verbose_;
+  bool color_;
+  std::string thought_;
+};
+
+struct ToolRecord {
+  std::string id, title, kind, status;
+};
+
+// What one turn produced.
+struct TurnResult {
+  std::optional<TurnEvent> terminal;
+  std::string text;
+  std::vector<ToolRecord> tools;
+  int signal = 0;          // the signal that interrupted it
+  bool stdout_gone = false;  // EPIPE on stdout
+  int write_errno = 0;     // another stdout error
+  long long elapsed_ms = 0;
+};
+
+class PromptRun {
+ public:
+  PromptRun(PromptOptions& o, acp::AcpSession& session, acp::PermissionPolicy policy, int sigfd, bool stream,
+            SideChannel& side)
+      : policy_(policy), o_(o), session_(session), sigfd_(sigfd), stream_(stream), side_(side) {}
+
+  TurnResult run_turn(const std::string& text) {
+    TurnResult r;
+    auto t0 = Clock::now();
+    acp::Turn turn = session_.prompt(text, base::seconds(o_.common.timeout));
+    bool streamed_any = false;
+    bool hurry = false;  // a second signal: stop waiting for the agent
+    while (!r.terminal && !hurry) {
+      std::string out;
+      for (auto& ev : turn.poll()) handle(ev, r, out, streamed_any);
+      if (!out.empty() && !r.stdout_gone && r.write_errno == 0) {
+        if (!write_stdout(out)) {
+          if (errno == EPIPE) r.stdout_gone = true;
+          else r.write_errno = errno;
+          turn.cancel(acp::CancelCause::caller_gone);
+        }
+      }
+      if (r.terminal) break;
+      pollfd p[2] = {{turn.fd(), POLLIN, 0}, {sigfd_, POLLIN, 0}};
+      int n = ::poll(p, 2, turn.next_deadline().poll_timeout_ms());
+      if (n < 0 && errno != EINTR) break;
+      if (n > 0 && (p[1].revents & POLLIN)) {
+        int sig = read_signal(sigfd_);
+        if (sig == 0 || sig == SIGWINCH) continue;
+        if (r.signal) hurry = true;  // asked twice: the bridge is stopped without waiting
+        r.signal = sig;
+        turn.cancel(acp::CancelCause::interrupt);
+      }
+    }
+    side_.flush_thought();
+    bool answered = r.terminal && r.terminal->kind == TurnEvent::Kind::completed &&
+                    r.terminal->cancelled == acp::CancelCause::none;
+    if ((streamed_any || answered) && stream_ && !o_.json && !r.stdout_gone && r.write_errno == 0) {
+      // The streamed answer ends with one newline, like the written one.
+      if (!write_stdout("\n")) r.stdout_gone = errno == EPIPE;
+    }
+    r.elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+    return r;
+  }
+
+ private:
+  void handle(TurnEvent& ev, TurnResult& r, std::string& out, bool& streamed_any) {
+    switch (ev.kind) {
+      case TurnEvent::Kind::update: on_update(ev.update, r, out, streamed_any); break;
+      case TurnEvent::Kind::permission: {
+        const auto& p = ev.permission;
+        std::string what = p.tool.title.value_or(p.tool.id.empty() ? "a tool call" : p.tool.id);
+        std::string how = p.chosen ? (p.chosen->kind.rfind("allow", 0) == 0 ? "allowed" : "rejected") + std::string(" (") +
+                                         p.chosen->kind + ")"
+                                   : std::string("cancelled (no offered option fits --permission ") +
+                                         acp::to_string(policy_) + ")";
+        side_.line("permission: ", what + ": " + how);
+        break;
+      }
+      case TurnEvent::Kind::permission_withdrawn: break;
+      case TurnEvent::Kind::notice: side_.notice(ev.text); break;
+      case TurnEvent::Kind::retry:
+        side_.notice(ev.text);
+        // A retried turn starts its answer again: what was collected is dropped.
+        r.text.clear();
+        r.tools.clear();
+        if (streamed_any && stream_ && !o_.json) out += "\n";
+        break;
+      case TurnEvent::Kind::completed:
+      case TurnEvent::Kind::failed: r.terminal = std::move(ev); break;
+    }
+  }
+
+  void on_update(const Update& u, TurnResult& r, std::string& out, bool& streamed_any) {
+    switch (u.kind) {
+      case Update::Kind::agent_message:
+        if (stream_ && !o_.json) {
+          side_.flush_thought();
+          out += u.text;
+          streamed_any = true;
+        } else {
+          r.text += u.text;
+        }
+        break;
+      case Update::Kind::agent_thought: side_.thought(u.text); break;
+      case Update::Kind::tool_call:
+      case Update::Kind::tool_call_update: {
+        auto it = std::find_if(r.tools.begin(), r.tools.end(), [&](const ToolRecord& t) { return t.id == u.tool.id; });
+        if (it == r.tools.end()) {
+          r.tools.push_back({u.tool.id, "", "", "pending"});
+          it = r.tools.end() - 1;
+        }
+        std::string old_status = it->status;
+        if (u.tool.title) it->title = *u.tool.title;
+        if (u.tool.kind) it->kind = *u.tool.kind;
+        if (u.tool.status) it->status = *u.tool.status;
+        if (u.kind == Update::Kind::tool_call || it->status != old_status) {
+          acp::ToolCall shown = u.tool;
+          shown.title = it->title.empty() ? it->id : it->title;
+          shown.kind = it->kind.empty() ? std::nullopt : std::optional<std::string>(it->kind);
+          shown.status = it->status;
+          side_.line("tool: ", acp::describe_tool_call(shown));
+        }
+        break;
+      }
+      case Update::Kind::plan: side_.line("plan: ", acp::describe_plan(u.plan)); break;
+      case Update::Kind::usage:
+        if (side_.verbose() > 0)
+          side_.line("usage: ", std::to_string(u.usage.used) + " of " + std::to_string(u.usage.size) + " tokens");
+        break;
+      default: break;
+    }
+  }
+
+  const acp::PermissionPolicy policy_;
+  PromptOptions& o_;
+  acp::AcpSession& session_;
+  int sigfd_;
+  bool stream_;
+  SideChannel& side_;
+};
+
+}  // namespace
+
+int run_prompt(PromptOptions& o) {
+  // The prompt text: the words, or stdin when there are none (or just "-").
+  std::string text;
+  bool from_stdin = o.text.empty() || (o.text.size() == 1 && o.text[0] == "-");
+  if (from_stdin) {
+    if (::isatty(STDIN_FILENO)) {
+      error_line("no prompt given: pass it as words (tether prompt \"Hello\") or pipe it on stdin (echo Hello | tether prompt)");
+      return kExitUsage;
+    }
+    if (!read_all_stdin(text)) {
+      error_line(std::string("cannot read the prompt from stdin: ") + ::strerror(errno));
+      return kExitIoErr;
+    }
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    if (text.empty()) {
+      error_line("the prompt read from stdin is empty");
+      return kExitDataErr;
+    }
+  } else {
+    for (const auto& w : o.text) {
+      if (!text.empty()) text += ' ';
+      text += w;
+    }
+  }
+
+  if (auto err = finish_options(o.common)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  auto policy = acp::parse_policy(o.common.permission.empty() ? "deny" : o.common.permission);
+  if (!policy || *policy == acp::PermissionPolicy::ask) {
+    error_line("tether prompt cannot ask anyone for permission: use --permission allow or --permission deny");
+    return kExitUsage;
+  }
+  supervisor::BridgeOptions bopt;
+  if (auto err = make_bridge_options(o.common, /*auto_restart=*/true, bopt)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+
+  const bool stream = o.stream.value_or(::isatty(STDOUT_FILENO) != 0);
+  const char* no_color = std::getenv("NO_COLOR");
+  const bool color = o.common.color == "always" ||
+                     (o.common.color == "auto" && !(no_color && *no_color) && ::isatty(STDERR_FILENO));
+  SideChannel side(o.common.quiet, o.common.verbose, color);
+  base::UniqueFd sigfd = open_signal_fd();
+
+  auto print_json = [&](const json& j) { return write_stdout(dump(j) + "\n"); };
+  auto fail_json = [&](const json& error) {
+    if (o.json) print_json({{"ok", false}, {"error", public_error(error)}});
+  };
+
+  int exit_code = kExitOk;
+  int raise_sig = 0;
+  {
+    supervisor::Bridge bridge(std::move(bopt));
+    if (auto err = bridge.start()) {
+      json e = err->to_json();
+      report(e);
+      fail_json(e);
+      return kExitUnavailable;
+    }
+    acp::ClientOptions copt;
+    copt.cwd = o.common.cwd;
+    copt.permission = *policy;
+    copt.allow_fs = o.common.allow_fs;
+    copt.retries = o.common.retries;
+    copt.setup_timeout = o.common.timeout > 0 ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)
+                                              : base::Duration(kSetupTimeout);
+    copt.client_version = TETHER_VERSION;
+    acp::AcpSession session(bridge, copt);
+
+    if (auto failed = session.open(Deadline::never(), sigfd.get())) {
+      if (failed->cancelled == acp::CancelCause::interrupt) {
+        raise_sig = read_signal(sigfd.get());
+        if (raise_sig == 0) raise_sig = SIGINT;
+      } else {
+        report(failed->error);
+      }
+      fail_json(failed->error);
+      exit_code = acp::exit_status(*failed);
+    } else {
+      if (o.common.verbose > 0) {
+        const auto& st = session.state();
+        std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "?") + " " + st.agent_info.value("version", "")
+                                                      : std::string("an agent");
+        side.notice("connected to " + agent + ", session " + st.session_id);
+      }
+      PromptRun run(o, session, *policy, sigfd.get(), stream, side);
+      for (int i = 0; i < std::max(1, o.repeat); ++i) {
+        TurnResult r = run.run_turn(text);
+        if (r.stdout_gone) {
+          raise_sig = SIGPIPE;  // `| head`: end quietly, as the shell expects
+          break;
+        }
+        if (r.write_errno) {
+          error_line(std::string("cannot write the answer: ") + ::strerror(r.write_errno));
+          exit_code = kExitIoErr;
+          break;
+        }
+        if (!r.terminal) {  // interrupted twice: no answer awaited
+          raise_sig = r.signal ? r.signal : SIGINT;
+          break;
+        }
+        const TurnEvent& t = *r.terminal;
+        exit_code = acp::exit_status(t);
+        bool completed = t.kind == TurnEvent::Kind::completed && t.cancelled == acp::CancelCause::none;
+        if (o.json) {
+          json j;
+          if (completed) {
+            json tools = json::array();
+            for (const auto& tc : r.tools) {
+              json one = {{"id", tc.id}, {"title", tc.title}, {"status", tc.status}};
+              if (!tc.kind.empty()) one["kind"] = tc.kind;
+              tools.push_back(std::move(one));
+            }
+            j = {{"ok", true},
+                 {"text", r.text},
+                 {"stopReason", t.stop_reason},
+                 {"sessionId", session.state().session_id},
+                 {"toolCalls", std::move(tools)},
+                 {"restarts", bridge.status().restarts_total},
+                 {"elapsedMs", r.elapsed_ms}};
+          } else {
+            json err = t.kind == TurnEvent::Kind::failed ? t.error
+                       : t.cancelled == acp::CancelCause::timeout
+                           ? acp::error_object("timeout", "the turn did not finish within the timeout")
+                           : acp::error_object("cancelled", "the turn was cancelled");
+            j = {{"ok", false}, {"error", public_error(err)}};
+          }
+          if (!print_json(j)) {
+            if (errno == EPIPE) raise_sig = SIGPIPE;
+            else exit_code = kExitIoErr;
+            break;
+          }
+        } else if (completed && !stream) {
+          if (!write_stdout(r.text + "\n")) {
+            if (errno == EPIPE) raise_sig = SIGPIPE;
+            else exit_code = kExitIoErr;
+            break;
+          }
+        }
+        if (r.signal) {
+          raise_sig = r.signal;
+          break;
+        }
+        if (t.kind == TurnEvent::Kind::failed) {
+          if (t.cancelled == acp::CancelCause::none) report(t.error);
+          else if (t.cancelled == acp::CancelCause::timeout) error_line(t.error.value("message", "timeout"));
+          break;
+        }
+        if (t.cancelled == acp::CancelCause::timeout) {
+          error_line("the turn did not finish within the timeout (" + std::to_string(o.common.timeout) + " s); it was cancelled");
+          break;
+        }
+        if (exit_code != kExitOk) {
+          error_line("the agent stopped with " + t.stop_reason);
+          break;
+        }
+      }
+    }
+    // Leaving the scope: the session is dropped, then the bridge is stopped (stdin closed, the
+    // stop ladder if it lingers) before we report or re-raise.
+  }
+  if (raise_sig) reraise(raise_sig);
+  return exit_code;
+}
+
+std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>& bridge_argv) {
+  auto o = std::make_shared<PromptOptions>();
+  auto* sub = app.add_subcommand("prompt", "Send one prompt to an ACP agent; the answer goes to stdout");
+  sub->add_option("text", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin");
+  sub->add_flag("--json", o->json, "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,restarts,elapsedMs}")
+      ->group("Output");
+  auto* s = sub->add_flag("--stream")->description("Write the answer chunk by chunk (default when stdout is a terminal)")->group("Output");
+  auto* ns = sub->add_flag("--no-stream")->description("Write the answer once the turn completed (default otherwise)")->group("Output");
+  s->excludes(ns);
+  sub->add_option("--repeat", o->repeat, "Send the same prompt N times in one session (benchmarks)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str()
+      ->group("Output");
+  add_common_options(*sub, o->common);
+  return [o, s, ns, bridge_argv] {
+    if (s->count() > 0) o->stream = true;
+    if (ns->count() > 0) o->stream = false;
+    o->common.bridge = bridge_argv;
+    return run_prompt(*o);
+  };
+}
+
+}  // namespace tether::cli

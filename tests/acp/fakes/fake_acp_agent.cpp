@@ -1,0 +1,286 @@
+// A fake ACP agent for the acp tests: one program, one misbehaviour per mode (argv[1]), so that
+// every path of the client is driven by a real process over real pipes.
+//
+//   count N            answers each prompt with N chunks "1 ", "2 ", ... then end_turn
+//   crash-once FILE    the first process (FILE absent) creates FILE, sends one chunk, dies with
+//                      status 3; later processes answer "recovered"
+//   crash-always FILE  appends its pid to FILE; on a prompt says "fake: boom N" on stderr, exits 3
+//   hang FILE          writes its pid to FILE; never answers a prompt, ignores session/cancel
+//   record FILE        appends every method it receives to FILE; on a prompt sends "ready" and
+//                      answers only after a session/cancel, with stopReason cancelled; what
+//                      arrives meanwhile (tether's $/ping) is never answered, as careless agents do
+//   cancel-end-turn FILE  as record, but answers end_turn after the cancel (a common bug)
+//   late-updates       answers "answer-N", then (same write) sends chunks and a tool call after it
+//   permission KINDS   asks permission offering the option kinds in KINDS (comma separated), and
+//                      answers "selected:ID" or "cancelled"; ids are "opt-KIND"
+//   version N          answers initialize with protocolVersion N
+//   auth               session/new fails with -32000 until authenticate(agent-login)
+//   unknown-requests   on a prompt, calls terminal/create and fs/read_text_file (not advertised)
+//                      and answers with the error codes it got back
+//   withdraw           asks permission, then withdraws it with $/cancel_request; answers with
+//                      what the client answered
+//   before-new         sends updates for the new session before answering session/new
+//   no-load FILE       like crash-once, but without loadSession
+//   flood FILE         writes its pid to FILE; streams chunks until cancelled or stdin closes
+//   pid FILE           writes its pid to FILE; answers "ok"
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+using nlohmann::json;
+
+namespace {
+
+std::string mode, arg;
+std::string in_buf;
+std::string session_id = "fake-session-1";
+bool eof = false;
+long next_id = 0;
+
+void write_all(const std::string& s) {
+  std::size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::write(1, s.data() + off, s.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ::_exit(0);
+    off += static_cast<std::size_t>(n);
+  }
+}
+
+std::string line(const json& j) { return j.dump() + "\n"; }
+void send(const json& j) { write_all(line(j)); }
+
+json result(const json& id, json r) { return {{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(r)}}; }
+json error(const json& id, int code, const std::string& msg) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}}}};
+}
+json update(json u) {
+  return {{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", {{"sessionId", session_id}, {"update", std::move(u)}}}};
+}
+json chunk(const std::string& text) {
+  return update({{"sessionUpdate", "agent_message_chunk"}, {"content", {{"type", "text"}, {"text", text}}}});
+}
+
+// The next message; nothing at EOF.
+std::optional<json> next() {
+  for (;;) {
+    auto nl = in_buf.find('\n');
+    if (nl != std::string::npos) {
+      std::string l = in_buf.substr(0, nl);
+      in_buf.erase(0, nl + 1);
+      json j = json::parse(l, nullptr, false);
+      if (j.is_object()) return j;
+      continue;
+    }
+    if (eof) return std::nullopt;
+    char buf[65536];
+    ssize_t n = ::read(0, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      eof = true;
+      continue;
+    }
+    in_buf.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+bool input_ready() {
+  if (in_buf.find('\n') != std::string::npos) return true;
+  pollfd p{0, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+void append_file(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::app) << text << '\n' << std::flush;
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+// Waits for the answer to our request `id`, keeping other messages out of the way.
+json await_response(long id, std::vector<json>& others) {
+  for (;;) {
+    auto m = next();
+    if (!m) ::_exit(0);
+    if (!m->contains("method") && m->contains("id") && (*m)["id"] == id) return *m;
+    others.push_back(*m);
+  }
+}
+
+// Waits for session/cancel; records what arrives meanwhile.
+void await_cancel() {
+  for (;;) {
+    auto m = next();
+    if (!m) ::_exit(0);
+    std::string method = m->value("method", "");
+    if (mode == "record" || mode == "cancel-end-turn") append_file(arg, method.empty() ? "response" : method);
+    if (method == "session/cancel") return;
+  }
+}
+
+void on_prompt(const json& id, const json& params) {
+  static int turn = 0;
+  ++turn;
+  if (mode == "count") {
+    int n = std::atoi(arg.c_str());
+    std::string out;
+    for (int i = 1; i <= n; ++i) out += line(chunk(std::to_string(i) + " "));
+    out += line(result(id, {{"stopReason", "end_turn"}}));
+    write_all(out);
+  } else if (mode == "crash-once" || mode == "no-load") {
+    if (!exists(arg)) {
+      append_file(arg, "crashed");
+      send(chunk("partial "));
+      std::fputs("fake: crashing once\n", stderr);
+      ::_exit(3);
+    }
+    send(chunk("recovered"));
+    send(result(id, {{"stopReason", "end_turn"}}));
+  } else if (mode == "crash-always") {
+    send(chunk("partial "));
+    std::fprintf(stderr, "fake: starting the turn\nfake: boom %d\n", static_cast<int>(::getpid()));
+    ::_exit(3);
+  } else if (mode == "hang") {
+    send(chunk("thinking "));
+    while (next()) {
+    }
+    ::_exit(0);
+  } else if (mode == "record" || mode == "cancel-end-turn") {
+    send(chunk("ready\n"));
+    await_cancel();
+    send(chunk("stopped "));  // a trailing update after the cancel, as the spec allows
+    send(result(id, {{"stopReason", mode == "record" ? "cancelled" : "end_turn"}}));
+  } else if (mode == "late-updates") {
+    std::string out = line(chunk("answer-" + std::to_string(turn)));
+    out += line(result(id, {{"stopReason", "end_turn"}}));
+    out += line(chunk("LATE-" + std::to_string(turn)));
+    out += line(update({{"sessionUpdate", "tool_call"}, {"toolCallId", "late"}, {"title", "Late"}, {"status", "completed"}}));
+    out += line(update({{"sessionUpdate", "session_info_update"}, {"title", "late title " + std::to_string(turn)}}));
+    write_all(out);
+  } else if (mode == "permission" || mode == "withdraw") {
+    json options = json::array();
+    std::stringstream kinds(mode == "withdraw" ? std::string("allow_once,reject_once") : arg);
+    for (std::string k; std::getline(kinds, k, ',');)
+      if (!k.empty()) options.push_back({{"optionId", "opt-" + k}, {"name", k}, {"kind", k}});
+    long rid = next_id++;
+    send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "session/request_permission"},
+          {"params", {{"sessionId", session_id}, {"toolCall", {{"toolCallId", "t1"}, {"title", "Touch a file"}, {"kind", "edit"}}},
+                      {"options", options}}}});
+    if (mode == "withdraw") {
+      send({{"jsonrpc", "2.0"}, {"method", "$/cancel_request"}, {"params", {{"requestId", rid}}}});
+    }
+    std::vector<json> others;
+    json r = await_response(rid, others);
+    std::string text = "cancelled";
+    if (r.contains("result")) {
+      const json& o = r["result"]["outcome"];
+      if (o.value("outcome", "") == "selected") text = "selected:" + o.value("optionId", "");
+    } else {
+      text = "error:" + std::to_string(r["error"].value("code", 0));
+    }
+    send(chunk(text));
+    send(result(id, {{"stopReason", "end_turn"}}));
+  } else if (mode == "unknown-requests") {
+    std::string text;
+    std::vector<json> others;
+    for (const char* method : {"terminal/create", "fs/read_text_file"}) {
+      long rid = next_id++;
+      send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", method},
+            {"params", {{"sessionId", session_id}, {"command", "ls"}, {"path", "/etc/hostname"}}}});
+      json r = await_response(rid, others);
+      text += std::string(method) + ":" + (r.contains("error") ? std::to_string(r["error"].value("code", 0)) : "ok") + " ";
+    }
+    send(chunk(text));
+    send(result(id, {{"stopReason", "end_turn"}}));
+  } else if (mode == "flood") {
+    std::string c = line(chunk("x "));
+    std::string block;
+    for (int i = 0; i < 256; ++i) block += c;
+    for (;;) {
+      write_all(block);
+      if (input_ready()) {
+        auto m = next();
+        if (!m) ::_exit(0);
+        if (m->value("method", "") == "session/cancel") break;
+      }
+    }
+    send(result(id, {{"stopReason", "cancelled"}}));
+  } else {
+    send(chunk("ok"));
+    send(result(id, {{"stopReason", "end_turn"}}));
+  }
+  (void)params;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  mode = argc > 1 ? argv[1] : "pid";
+  arg = argc > 2 ? argv[2] : "";
+  if (mode == "crash-always") append_file(arg, std::to_string(::getpid()));
+  if (mode == "hang" || mode == "flood" || mode == "pid") append_file(arg, std::to_string(::getpid()));
+  if (mode == "record" || mode == "cancel-end-turn") append_file(arg, "spawned");
+  bool authenticated = false;
+  while (auto m = next()) {
+    std::string method = m->value("method", "");
+    if (mode == "record" || mode == "cancel-end-turn") append_file(arg, method.empty() ? "response" : method);
+    if (!m->contains("id") || method.empty()) continue;
+    json id = (*m)["id"];
+    json params = m->value("params", json::object());
+    if (method == "initialize") {
+      int version = mode == "version" ? std::atoi(arg.c_str()) : 1;
+      json r = {{"protocolVersion", version},
+                {"agentCapabilities", {{"loadSession", mode != "no-load"}}},
+                {"agentInfo", {{"name", "fake-acp-agent"}, {"version", "1.0"}}},
+                {"authMethods", json::array()}};
+      if (mode == "auth")
+        r["authMethods"] = {{{"id", "terminal-login"}, {"name", "Log in"}, {"type", "terminal"}, {"args", {"--login"}}},
+                            {{"id", "agent-login"}, {"name", "Agent login"}}};
+      send(result(id, r));
+    } else if (method == "authenticate") {
+      authenticated = params.value("methodId", "") == "agent-login";
+      send(authenticated ? result(id, json::object()) : error(id, -32602, "unknown method"));
+    } else if (method == "session/new") {
+      if (mode == "auth" && !authenticated) {
+        send(error(id, -32000, "Authentication required"));
+        continue;
+      }
+      std::string cwd = params.value("cwd", "");
+      if (cwd.empty() || cwd[0] != '/' || !params.contains("mcpServers")) {
+        send(error(id, -32602, "cwd must be absolute and mcpServers present"));
+        continue;
+      }
+      session_id = "fake-session-" + std::to_string(::getpid());
+      if (mode == "before-new") {
+        std::string out = line(update({{"sessionUpdate", "available_commands_update"},
+                                       {"availableCommands", {{{"name", "early"}, {"description", "sent early"}}}}}));
+        out += line(update({{"sessionUpdate", "current_mode_update"}, {"currentModeId", "architect"}}));
+        out += line(update({{"sessionUpdate", "some_future_kind"}, {"whatever", 1}}));
+        write_all(out);
+      }
+      send(result(id, {{"sessionId", session_id}}));
+      if (mode == "before-new") send(update({{"sessionUpdate", "session_info_update"}, {"title", "after new"}}));
+    } else if (method == "session/load") {
+      session_id = params.value("sessionId", "");
+      send(chunk("replayed history"));
+      send(result(id, nullptr));  // the docs' example answers null; the schema says an object
+    } else if (method == "session/prompt") {
+      on_prompt(id, params);
+    } else {
+      send(error(id, -32601, "Method not found"));
+    }
+  }
+  return 0;
+}

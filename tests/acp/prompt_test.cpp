@@ -1,0 +1,403 @@
+// `tether prompt` as a user runs it: the built binary (TETHER_BIN), real pipes, against the fake
+// agent (tests/acp/fakes) and the built-in demo agent.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "support/run.h"
+#include "support/support.h"
+
+using nlohmann::json;
+using tether::test::run;
+using tether::test::RunOptions;
+using tether::test::RunResult;
+using tether::test::tether_bin;
+
+namespace {
+
+std::string fake_agent() {
+  const char* dir = std::getenv("TETHER_ACP_FAKES_DIR");
+  REQUIRE_MESSAGE(dir, "TETHER_ACP_FAKES_DIR is not set (run through meson test)");
+  return std::string(dir) + "/fake_acp_agent";
+}
+
+// A scratch directory per test, removed at the end; the demo agent keeps its histories there.
+struct Scratch {
+  std::string dir;
+  Scratch() {
+    char tmpl[] = "/tmp/tether-prompt-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+  }
+  ~Scratch() { [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str()); }
+  std::string path(const std::string& name) const { return dir + "/" + name; }
+  std::vector<std::string> env() const { return {"TETHER_DEMO_STATE_DIR=" + dir, "TETHER_BRIDGE=", "NO_COLOR=1"}; }
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+std::vector<pid_t> pids_in(const std::string& path) {
+  std::vector<pid_t> pids;
+  std::istringstream in(slurp(path));
+  for (pid_t p; in >> p;) pids.push_back(p);
+  return pids;
+}
+
+// tether prompt ARGS... go -- fake_acp_agent FAKE_ARGS...
+std::vector<std::string> with_fake(std::vector<std::string> args, std::vector<std::string> fake_args) {
+  std::vector<std::string> argv{tether_bin(), "prompt"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("go");
+  argv.push_back("--");
+  argv.push_back(fake_agent());
+  argv.insert(argv.end(), fake_args.begin(), fake_args.end());
+  return argv;
+}
+
+// tether prompt ARGS... (the default bridge: the demo agent)
+std::vector<std::string> with_demo(std::vector<std::string> args) {
+  std::vector<std::string> argv{tether_bin(), "prompt"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+RunOptions opts(const Scratch& s) {
+  RunOptions o;
+  o.env = s.env();
+  return o;
+}
+
+std::string demo_answer(const std::string& echo, int words, int chars, int turn = 1) {
+  return "Echo: " + echo + "\nSummary: " + std::to_string(words) + " word" + (words == 1 ? "" : "s") + ", " +
+         std::to_string(chars) + " characters; turn " + std::to_string(turn) + " of this session.";
+}
+
+}  // namespace
+
+TEST_CASE("the demo agent answers: text on stdout, the agent's steps on stderr, exit 0") {
+  Scratch s;
+  auto r = run(with_demo({"hello", "world"}), opts(s));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == demo_answer("hello world", 2, 11) + "\n");
+  CHECK(r.err.find("plan: ") != std::string::npos);
+  CHECK(r.err.find("tool: Count words (think, completed)") != std::string::npos);
+  CHECK(r.err.find("thinking: ") != std::string::npos);
+
+  auto quiet = run(with_demo({"-q", "hello", "world"}), opts(s));
+  CHECK(quiet.exit_code == 0);
+  CHECK(quiet.out == r.out);
+  CHECK(quiet.err.empty());
+}
+
+TEST_CASE("the prompt comes from stdin when there are no words, or '-'") {
+  Scratch s;
+  RunOptions o = opts(s);
+  o.stdin_text = "hello from stdin\n";
+  auto r = run(with_demo({}), o);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == demo_answer("hello from stdin", 3, 16) + "\n");
+  auto dash = run(with_demo({"-q", "-"}), o);
+  CHECK(dash.out == r.out);
+
+  o.stdin_text = "\n";
+  auto empty = run(with_demo({}), o);
+  CHECK(empty.exit_code == 65);
+}
+
+TEST_CASE("no words and stdin a terminal: exit 64 with a hint, never a hang") {
+  int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+  REQUIRE(master >= 0);
+  REQUIRE(::grantpt(master) == 0);
+  REQUIRE(::unlockpt(master) == 0);
+  std::string slave_name = ::ptsname(master);
+  int errp[2];
+  REQUIRE(::pipe(errp) == 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int slave = ::open(slave_name.c_str(), O_RDWR);
+    ::dup2(slave, 0);
+    ::dup2(errp[1], 2);
+    int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 1);
+    ::execl(tether_bin().c_str(), "tether", "prompt", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(errp[1]);
+  int status = 0;
+  bool ended = tether::test::eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; },
+                                        std::chrono::milliseconds(10000));
+  if (!ended) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  char buf[4096];
+  ssize_t n = ::read(errp[0], buf, sizeof buf);
+  std::string err(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  ::close(errp[0]);
+  ::close(master);
+  REQUIRE(ended);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 64);
+  CHECK(err.find("pipe it on stdin") != std::string::npos);
+}
+
+TEST_CASE("streamed text arrives in order and complete") {
+  Scratch s;
+  std::string expected;
+  for (int i = 1; i <= 3000; ++i) expected += std::to_string(i) + " ";
+  for (const char* mode : {"--stream", "--no-stream"}) {
+    auto r = run(with_fake({mode}, {"count", "3000"}), opts(s));
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == expected + "\n");
+  }
+  // The demo agent in 257 chunks says exactly what it says in one.
+  auto one = run(with_demo({"-q", "/chunks", "1", "a", "b", "c", "dé"}), opts(s));
+  auto many = run(with_demo({"-q", "--stream", "/chunks", "257", "a", "b", "c", "dé"}), opts(s));
+  CHECK(one.exit_code == 0);
+  CHECK(many.exit_code == 0);
+  CHECK(one.out == demo_answer("a b c dé", 4, 8) + "\n");
+  CHECK(many.out == one.out);
+}
+
+TEST_CASE("a crash mid-turn: restart, the session is loaded, the prompt retried, exit 0") {
+  Scratch s;
+  auto r = run(with_fake({"--restart-delay", "0.05"}, {"crash-once", s.path("crashed")}), opts(s));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "recovered\n");  // not streamed: the first attempt's partial answer is not shown
+  CHECK(r.err.find("exited with status 3") != std::string::npos);
+  CHECK(r.err.find("retry 1 of 1") != std::string::npos);
+  CHECK(r.err.find("restored") != std::string::npos);
+}
+
+TEST_CASE("a crash without loadSession: a new session and a notice that the context was lost") {
+  Scratch s;
+  auto r = run(with_fake({"--restart-delay", "0.05"}, {"no-load", s.path("crashed")}), opts(s));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "recovered\n");
+  CHECK(r.err.find("context was lost") != std::string::npos);
+}
+
+TEST_CASE("a crash every time: exit 69 with the bridge's last stderr lines, at most 4 spawns") {
+  Scratch s;
+  SUBCASE("past the retries (1): two spawns") {
+    auto r = run(with_fake({"--restart-delay", "0.05"}, {"crash-always", s.path("pids")}), opts(s));
+    CHECK(r.exit_code == 69);
+    auto pids = pids_in(s.path("pids"));
+    CHECK(pids.size() == 2);
+    REQUIRE_FALSE(pids.empty());
+    auto err = lines_of(r.err);
+    REQUIRE(err.size() >= 2);
+    CHECK(err.back() == "fake: boom " + std::to_string(pids.back()));
+    CHECK(err[err.size() - 2] == "fake: starting the turn");
+  }
+  SUBCASE("past the restart budget: at most 1 + 3 spawns, in the budget's time") {
+    auto r = run(with_fake({"--restart-delay", "0.05", "--retries", "10", "--json"}, {"crash-always", s.path("pids")}),
+                 opts(s));
+    CHECK(r.exit_code == 69);
+    auto pids = pids_in(s.path("pids"));
+    CHECK(pids.size() == 4);
+    CHECK(r.seconds < 10);  // 0.05 + 0.1 + 0.2 s of backoff, plus the spawns
+    REQUIRE_FALSE(pids.empty());
+    CHECK(lines_of(r.err).back() == "fake: boom " + std::to_string(pids.back()));
+    auto out = lines_of(r.out);
+    REQUIRE(out.size() == 1);
+    json j = json::parse(out[0]);
+    CHECK(j["ok"] == false);
+    CHECK(j["error"]["code"] == "restart_limit");
+    CHECK(j["error"]["exitStatus"] == 3);
+    CHECK(j["error"]["stderrTail"].get<std::string>().find("fake: boom") != std::string::npos);
+    CHECK(j["error"]["message"].get<std::string>().find("gave up") != std::string::npos);
+  }
+}
+
+TEST_CASE("an agent that never answers, --timeout 1: exit 75 and the bridge is gone") {
+  Scratch s;
+  auto r = run(with_fake({"--timeout", "1"}, {"hang", s.path("pids")}), opts(s));
+  CHECK(r.exit_code == 75);
+  CHECK(r.err.find("timeout") != std::string::npos);
+  auto pids = pids_in(s.path("pids"));
+  REQUIRE(!pids.empty());
+  for (pid_t p : pids) CHECK_FALSE(tether::test::process_exists(p));
+}
+
+TEST_CASE("SIGINT mid-turn: session/cancel reaches the agent, tether dies of SIGINT") {
+  Scratch s;
+  for (const char* mode : {"record", "cancel-end-turn"}) {
+    std::string mode_name = mode;
+    CAPTURE(mode_name);
+    std::string file = s.path(std::string(mode) + ".log");
+    RunOptions o = opts(s);
+    bool sent = false;
+    o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+      if (!sent && out.find("ready") != std::string::npos) sent = ::kill(pid, SIGINT) == 0;
+    };
+    auto r = run(with_fake({"--stream"}, {mode, file}), o);
+    REQUIRE(sent);
+    CHECK(r.signal == SIGINT);
+    CHECK(r.shell_status() == 130);
+    auto log = lines_of(slurp(file));
+    int spawned = 0, cancels = 0;
+    for (const auto& l : log) {
+      spawned += l == "spawned";
+      cancels += l == "session/cancel";
+    }
+    CHECK(spawned == 1);  // the turn ended on the agent's answer: no escalation, no restart
+    CHECK(cancels == 1);
+    CHECK(r.err.find("did not answer session/cancel") == std::string::npos);
+    CHECK(r.out.find("ready\nstopped ") == 0);  // trailing updates after the cancel are accepted
+  }
+}
+
+TEST_CASE("updates after the final response never leak into the next turn") {
+  Scratch s;
+  auto r = run(with_fake({"--json", "--repeat", "4"}, {"late-updates"}), opts(s));
+  CHECK(r.exit_code == 0);
+  auto out = lines_of(r.out);
+  REQUIRE(out.size() == 4);
+  for (int i = 0; i < 4; ++i) {
+    json j = json::parse(out[static_cast<std::size_t>(i)]);
+    CHECK(j["ok"] == true);
+    CHECK(j["text"] == "answer-" + std::to_string(i + 1));
+    CHECK(j["toolCalls"].empty());
+  }
+}
+
+TEST_CASE("permission: deny rejects once, allow allows; no fitting option means cancelled") {
+  Scratch s;
+  auto deny = run(with_demo({"-q", "please", "edit", "it"}), opts(s));
+  CHECK(deny.exit_code == 0);
+  CHECK(deny.out.find("Permission denied: the edit was skipped.") != std::string::npos);
+  auto allow = run(with_demo({"--permission", "allow", "please", "edit", "it"}), opts(s));
+  CHECK(allow.exit_code == 0);
+  CHECK(allow.out.find("Permission granted") != std::string::npos);
+  CHECK(allow.err.find("permission: Edit a file: allowed (allow_always)") != std::string::npos);
+
+  struct Case {
+    std::string policy;
+    std::string kinds;
+    std::string answer;
+  } cases[] = {
+      {"deny", "allow_once,reject_always,reject_once", "selected:opt-reject_once"},
+      {"deny", "allow_once,reject_always", "cancelled"},
+      {"deny", "allow_always,allow_once", "cancelled"},
+      {"allow", "reject_once,allow_once", "selected:opt-allow_once"},
+      {"allow", "allow_once,allow_always", "selected:opt-allow_always"},
+      {"allow", "reject_once,reject_always", "cancelled"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.policy);
+    CAPTURE(c.kinds);
+    auto r = run(with_fake({"-q", "--permission", c.policy}, {"permission", c.kinds}), opts(s));
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == c.answer + "\n");
+  }
+  auto ask = run(with_demo({"--permission", "ask", "hi"}), opts(s));
+  CHECK(ask.exit_code == 64);
+}
+
+TEST_CASE("--json: one object, field by field") {
+  Scratch s;
+  auto r = run(with_demo({"--json", "--permission", "allow", "please", "edit", "it"}), opts(s));
+  CHECK(r.exit_code == 0);
+  auto out = lines_of(r.out);
+  REQUIRE(out.size() == 1);
+  json j = json::parse(out[0]);
+  CHECK(j.size() == 7);
+  CHECK(j["ok"] == true);
+  CHECK(j["text"] == demo_answer("please edit it", 3, 14) +
+                         "\nPermission granted: the edit was applied (nothing was written: this is a demo).");
+  CHECK(j["stopReason"] == "end_turn");
+  CHECK(j["sessionId"].get<std::string>().rfind("demo-", 0) == 0);
+  CHECK(j["restarts"] == 0);
+  CHECK(j["elapsedMs"].is_number_integer());
+  CHECK(j["elapsedMs"].get<long>() >= 0);
+  REQUIRE(j["toolCalls"].size() == 2);
+  CHECK(j["toolCalls"][0] == json::parse(R"({"id":"count-1","title":"Count words","kind":"think","status":"completed"})"));
+  CHECK(j["toolCalls"][1] == json::parse(R"({"id":"edit-1","title":"Edit a file","kind":"edit","status":"completed"})"));
+
+  auto bad = run(with_fake({"--json"}, {"version", "2"}), opts(s));
+  CHECK(bad.exit_code == 76);
+  json e = json::parse(lines_of(bad.out).at(0));
+  CHECK(e["ok"] == false);
+  CHECK(e["error"]["code"] == "protocol_error");
+  CHECK(e["error"]["message"].get<std::string>().find("version 2") != std::string::npos);
+  CHECK(e.size() == 2);
+}
+
+TEST_CASE("stop reasons and agent errors: exit 1") {
+  Scratch s;
+  auto refusal = run(with_demo({"-q", "--json", "/stop", "refusal", "x"}), opts(s));
+  CHECK(refusal.exit_code == 1);
+  CHECK(json::parse(lines_of(refusal.out).at(0))["stopReason"] == "refusal");
+  auto error = run(with_demo({"-q", "/error", "x"}), opts(s));
+  CHECK(error.exit_code == 1);
+  CHECK(error.out.empty());
+  CHECK(error.err.find("-32603") != std::string::npos);
+  auto exits = run(with_demo({"-q", "--retries", "0", "/exit", "9"}), opts(s));
+  CHECK(exits.exit_code == 69);
+  CHECK(exits.err.find("exited with status 9") != std::string::npos);
+}
+
+TEST_CASE("--allow-fs: the agent reads and writes inside --cwd only") {
+  Scratch s;
+  ::mkdir(s.path("work").c_str(), 0755);
+  std::ofstream(s.path("work/in.txt")) << "inside text\n";
+  std::ofstream(s.path("secret.txt")) << "secret\n";
+  std::string cwd = s.path("work");
+  auto read_in = run(with_demo({"-q", "--allow-fs", "--cwd", cwd, "/read", cwd + "/in.txt"}), opts(s));
+  CHECK(read_in.out.find("Read " + cwd + "/in.txt: inside text") != std::string::npos);
+  auto read_out = run(with_demo({"-q", "--allow-fs", "--cwd", cwd, "/read", cwd + "/../secret.txt"}), opts(s));
+  CHECK(read_out.out.find("Could not read") != std::string::npos);
+  CHECK(read_out.out.find("secret\n") == std::string::npos);
+  auto no_fs = run(with_demo({"-q", "--cwd", cwd, "/read", cwd + "/in.txt"}), opts(s));
+  CHECK(no_fs.out.find("does not offer file reads") != std::string::npos);
+
+  auto write = run(with_demo({"-q", "--allow-fs", "--permission", "allow", "--cwd", cwd, "/write", cwd + "/out.txt", "new", "words"}),
+                   opts(s));
+  CHECK(write.exit_code == 0);
+  CHECK(slurp(cwd + "/out.txt") == "new words\n");
+  auto escape = run(with_demo({"-q", "--allow-fs", "--permission", "allow", "--cwd", cwd, "/write", s.path("evil.txt"), "x"}),
+                    opts(s));
+  CHECK(escape.out.find("failed") != std::string::npos);
+  CHECK(::access(s.path("evil.txt").c_str(), F_OK) != 0);
+}
+
+TEST_CASE("| head -c 10: quiet SIGPIPE exit, no bridge left running") {
+  Scratch s;
+  std::string cmd = "'" + tether_bin() + "' prompt --stream go -- '" + fake_agent() + "' flood '" + s.path("pids") +
+                    "' | head -c 10; echo \" ${PIPESTATUS[0]}\"";
+  RunOptions o = opts(s);
+  auto r = run({"/bin/bash", "-c", cmd}, o);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "x x x x x  141\n");
+  CHECK(r.err.empty());
+  auto pids = pids_in(s.path("pids"));
+  REQUIRE(pids.size() == 1);
+  CHECK_FALSE(tether::test::process_exists(pids[0]));
+}
+
+TEST_CASE("--repeat runs the turns in one session") {
+  Scratch s;
+  auto r = run(with_demo({"-q", "--repeat", "3", "/chunks", "1", "hi"}), opts(s));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == demo_answer("hi", 1, 2, 1) + "\n" + demo_answer("hi", 1, 2, 2) + "\n" + demo_answer("hi", 1, 2, 3) + "\n");
+}

@@ -1,0 +1,251 @@
+// AcpSession and Turn against the fake agent (tests/acp/fakes/fake_acp_agent.cpp) over real pipes:
+// the handshake's variants, updates before and after their turn, the ask policy with a withdrawn
+// request, requests we do not serve.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "acp/session.h"
+#include "supervisor/bridge.h"
+
+using namespace tether;
+using acp::TurnEvent;
+
+namespace {
+
+std::string fake_agent() {
+  const char* dir = std::getenv("TETHER_ACP_FAKES_DIR");
+  REQUIRE_MESSAGE(dir, "TETHER_ACP_FAKES_DIR is not set (run through meson test)");
+  return std::string(dir) + "/fake_acp_agent";
+}
+
+supervisor::BridgeOptions bridge_options(std::vector<std::string> args) {
+  supervisor::BridgeOptions o;
+  o.argv = {fake_agent()};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  o.cwd = "/tmp";
+  o.restart.base_delay = std::chrono::milliseconds(10);
+  return o;
+}
+
+acp::ClientOptions client_options(acp::PermissionPolicy p = acp::PermissionPolicy::deny) {
+  acp::ClientOptions o;
+  o.cwd = "/tmp";
+  o.permission = p;
+  o.setup_timeout = std::chrono::seconds(10);
+  return o;
+}
+
+// Every event of the turn up to and including its terminal one (fails the test after 10 s).
+std::vector<TurnEvent> collect(acp::Turn& turn) {
+  std::vector<TurnEvent> all;
+  auto deadline = base::Deadline::after(std::chrono::seconds(10));
+  while (all.empty() || !all.back().terminal()) {
+    REQUIRE_MESSAGE(!deadline.expired(), "the turn did not end");
+    for (auto& e : turn.wait(deadline)) all.push_back(std::move(e));
+  }
+  return all;
+}
+
+std::string answer_text(const std::vector<TurnEvent>& events) {
+  std::string s;
+  for (const auto& e : events)
+    if (e.kind == TurnEvent::Kind::update && e.update.kind == acp::Update::Kind::agent_message) s += e.update.text;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("updates sent before session/new's answer are kept; unknown kinds are ignored") {
+  supervisor::Bridge bridge(bridge_options({"before-new"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  const auto& st = session.state();
+  CHECK(st.session_id.rfind("fake-session-", 0) == 0);
+  REQUIRE(st.commands.size() == 1);
+  CHECK(st.commands[0].name == "early");
+  CHECK(st.mode_id == "architect");
+  CHECK(st.ignored_updates >= 1);
+  CHECK(st.agent_info["name"] == "fake-acp-agent");
+  // The title update came after the answer, outside any turn: a later poll applies it.
+  auto turn = session.prompt("hi");
+  auto events = collect(turn);
+  CHECK(events.back().kind == TurnEvent::Kind::completed);
+  CHECK(st.title == "after new");
+}
+
+TEST_CASE("a late update never reaches the next turn; state updates still apply") {
+  supervisor::Bridge bridge(bridge_options({"late-updates"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  for (int i = 1; i <= 3; ++i) {
+    auto turn = session.prompt("go");
+    auto events = collect(turn);
+    CHECK(answer_text(events) == "answer-" + std::to_string(i));
+    for (const auto& e : events) {
+      bool tool = e.kind == TurnEvent::Kind::update && e.update.kind == acp::Update::Kind::tool_call;
+      CHECK_FALSE(tool);
+    }
+  }
+  session.poll();
+  CHECK(session.state().late_updates >= 2);
+  CHECK(session.state().title.rfind("late title ", 0) == 0);
+}
+
+TEST_CASE("ask policy: the consumer answers with an offered option only") {
+  supervisor::Bridge bridge(bridge_options({"permission", "allow_once,reject_once"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options(acp::PermissionPolicy::ask));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("touch it");
+  std::optional<acp::PermissionRequest> asked;
+  std::vector<TurnEvent> all;
+  auto deadline = base::Deadline::after(std::chrono::seconds(10));
+  while (all.empty() || !all.back().terminal()) {
+    REQUIRE(!deadline.expired());
+    for (auto& e : turn.wait(deadline)) {
+      if (e.kind == TurnEvent::Kind::permission) {
+        asked = e.permission;
+        CHECK_FALSE(e.permission.answered);
+        REQUIRE(e.permission.options.size() == 2);
+        CHECK(e.permission.tool.title == "Touch a file");
+        CHECK_FALSE(turn.answer_permission(e.permission.token, std::string("opt-allow_always")));  // not offered
+        CHECK(turn.answer_permission(e.permission.token, std::string("opt-reject_once")));
+        CHECK_FALSE(turn.answer_permission(e.permission.token, std::string("opt-reject_once")));  // once only
+      }
+      all.push_back(std::move(e));
+    }
+  }
+  REQUIRE(asked);
+  CHECK(answer_text(all) == "selected:opt-reject_once");
+}
+
+TEST_CASE("a withdrawn permission request ($/cancel_request) is answered cancelled, once") {
+  supervisor::Bridge bridge(bridge_options({"withdraw"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options(acp::PermissionPolicy::ask));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("touch it");
+  auto events = collect(turn);
+  std::uint64_t token = 0;
+  bool withdrawn = false;
+  for (const auto& e : events) {
+    if (e.kind == TurnEvent::Kind::permission) token = e.permission.token;
+    if (e.kind == TurnEvent::Kind::permission_withdrawn) withdrawn = e.permission.token == token;
+  }
+  CHECK(withdrawn);
+  CHECK(answer_text(events) == "cancelled");
+  CHECK_FALSE(turn.answer_permission(token, std::string("opt-allow_once")));
+}
+
+TEST_CASE("requests for capabilities we did not advertise get -32601") {
+  supervisor::Bridge bridge(bridge_options({"unknown-requests"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("x");
+  CHECK(answer_text(collect(turn)) == "terminal/create:-32601 fs/read_text_file:-32601 ");
+}
+
+TEST_CASE("authenticate runs an agent-type method when session/new asks for it") {
+  supervisor::Bridge bridge(bridge_options({"auth"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK_FALSE(session.state().session_id.empty());
+  CHECK(session.state().auth_methods.size() == 2);
+}
+
+TEST_CASE("a protocol version other than 1 is a protocol error") {
+  supervisor::Bridge bridge(bridge_options({"version", "2"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(failed);
+  CHECK(failed->error["code"] == "protocol_error");
+  CHECK(acp::exit_status(*failed) == 76);
+}
+
+TEST_CASE("after a crash the session is loaded again and the prompt retried") {
+  char tmpl[] = "/tmp/tether-acp-session-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  supervisor::Bridge bridge(bridge_options({"crash-once", dir + "/crashed"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  std::string id = session.state().session_id;
+  auto turn = session.prompt("x");
+  auto events = collect(turn);
+  bool retried = false, restored = false;
+  for (const auto& e : events) {
+    retried = retried || e.kind == TurnEvent::Kind::retry;
+    restored = restored || (e.kind == TurnEvent::Kind::notice && e.text.find("restored") != std::string::npos);
+  }
+  CHECK(retried);
+  CHECK(restored);
+  CHECK(events.back().kind == TurnEvent::Kind::completed);
+  // The retried attempt's answer follows the dropped partial one.
+  CHECK(answer_text(events) == "partial recovered");
+  CHECK(session.state().session_id == id);
+  CHECK(session.state().sessions_loaded == 1);
+  ::unlink((dir + "/crashed").c_str());
+  ::rmdir(dir.c_str());
+}
+
+TEST_CASE("prompts are serialized: a turn started while another runs waits for it") {
+  supervisor::Bridge bridge(bridge_options({"count", "3"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto first = session.prompt("a");
+  auto second = session.prompt("b");
+  auto b = collect(second);  // drives the first one too
+  auto a = collect(first);
+  CHECK(answer_text(a) == "1 2 3 ");
+  CHECK(answer_text(b) == "1 2 3 ");
+  CHECK(a.back().kind == TurnEvent::Kind::completed);
+  CHECK(b.back().kind == TurnEvent::Kind::completed);
+}
+
+TEST_CASE("a turn dropped by its caller is cancelled; the next turn runs after it") {
+  char tmpl[] = "/tmp/tether-acp-session-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::string log = dir + "/log";
+  supervisor::Bridge bridge(bridge_options({"record", log}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto wait_ready = [](acp::Turn& t) {
+    auto deadline = base::Deadline::after(std::chrono::seconds(10));
+    std::string text;
+    while (text.find("ready") == std::string::npos) {
+      REQUIRE(!deadline.expired());
+      text += answer_text(t.wait(deadline));
+    }
+  };
+  {
+    auto dropped = session.prompt("first");
+    wait_ready(dropped);
+  }  // dropped here: session/cancel goes out, the agent answers cancelled later
+  auto next = session.prompt("second");
+  wait_ready(next);
+  next.cancel(acp::CancelCause::interrupt);
+  auto events = collect(next);
+  CHECK(events.back().kind == TurnEvent::Kind::completed);
+  CHECK(events.back().stop_reason == "cancelled");
+  CHECK(events.back().cancelled == acp::CancelCause::interrupt);
+  std::ifstream in(log);
+  int prompts = 0, cancels = 0;
+  for (std::string l; std::getline(in, l);) {
+    prompts += l == "session/prompt";
+    cancels += l == "session/cancel";
+  }
+  CHECK(prompts == 2);
+  CHECK(cancels == 2);
+  [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str());
+}

@@ -1,0 +1,126 @@
+// session/update parsing: every kind the schema names, unknown kinds, malformed updates.
+#include <doctest/doctest.h>
+
+#include "acp/update.h"
+
+using tether::acp::json;
+using tether::acp::parse_update;
+using tether::acp::Update;
+
+namespace {
+Update must_parse(const char* text) {
+  auto u = parse_update(json::parse(text));
+  REQUIRE_MESSAGE(u.has_value(), text);
+  return *u;
+}
+}  // namespace
+
+TEST_CASE("message, thought and user chunks carry their text") {
+  auto a = must_parse(R"({"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"Hi "},"messageId":"m1"})");
+  CHECK(a.kind == Update::Kind::agent_message);
+  CHECK(a.text == "Hi ");
+  CHECK(a.message_id == "m1");
+  CHECK(a.raw["content"]["text"] == "Hi ");  // the raw update stays whole
+  auto t = must_parse(R"({"sessionUpdate":"agent_thought_chunk","content":{"type":"text","text":"hmm"}})");
+  CHECK(t.kind == Update::Kind::agent_thought);
+  CHECK(t.text == "hmm");
+  auto u = must_parse(R"({"sessionUpdate":"user_message_chunk","content":{"type":"text","text":"q"}})");
+  CHECK(u.kind == Update::Kind::user_message);
+  CHECK(u.text == "q");
+}
+
+TEST_CASE("non-text content blocks render as text") {
+  CHECK(must_parse(R"({"sessionUpdate":"agent_message_chunk","content":{"type":"resource_link","uri":"file:///a.txt","name":"a"}})").text ==
+        "file:///a.txt");
+  CHECK(must_parse(R"({"sessionUpdate":"agent_message_chunk","content":{"type":"image","data":"AAAA","mimeType":"image/png"}})").text ==
+        "[image image/png]");
+  CHECK(must_parse(R"({"sessionUpdate":"agent_message_chunk","content":{"type":"resource","resource":{"uri":"file:///b","text":"inside"}}})").text ==
+        "inside");
+}
+
+TEST_CASE("tool calls and their updates") {
+  auto c = must_parse(R"({"sessionUpdate":"tool_call","toolCallId":"c1","title":"Read file","kind":"read",
+                         "locations":[{"path":"/w/a.txt","line":3}],"_meta":{"x":1}})");
+  CHECK(c.kind == Update::Kind::tool_call);
+  CHECK(c.tool.id == "c1");
+  CHECK(c.tool.title == "Read file");
+  CHECK(c.tool.kind == "read");
+  CHECK(c.tool.status == "pending");  // the schema's default
+  REQUIRE(c.tool.locations.size() == 1);
+  CHECK(c.tool.locations[0] == "/w/a.txt");
+
+  auto u = must_parse(R"({"sessionUpdate":"tool_call_update","toolCallId":"c1","status":"completed","title":null})");
+  CHECK(u.kind == Update::Kind::tool_call_update);
+  CHECK(u.tool.status == "completed");
+  CHECK_FALSE(u.tool.title.has_value());  // only the changed fields; null means unchanged here
+  CHECK_FALSE(u.tool.kind.has_value());
+
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"tool_call","title":"no id"})")));
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"tool_call","toolCallId":"c2"})")));  // title required
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"tool_call_update","status":"failed"})")));
+}
+
+TEST_CASE("plans are complete lists") {
+  auto p = must_parse(R"({"sessionUpdate":"plan","entries":[
+      {"content":"Read","priority":"high","status":"completed"},
+      {"content":"Write","priority":"low","status":"in_progress"}]})");
+  CHECK(p.kind == Update::Kind::plan);
+  REQUIRE(p.plan.size() == 2);
+  CHECK(p.plan[1].content == "Write");
+  CHECK(p.plan[1].priority == "low");
+  CHECK(p.plan[1].status == "in_progress");
+  CHECK(tether::acp::describe_plan(p.plan) == "[x] Read; [~] Write");
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"plan"})")));
+}
+
+TEST_CASE("session state kinds: commands, mode, config options, title, usage") {
+  auto c = must_parse(R"({"sessionUpdate":"available_commands_update","availableCommands":[
+      {"name":"web","description":"Search","input":{"hint":"query"}},{"name":"plan","description":"Plan"}]})");
+  CHECK(c.kind == Update::Kind::commands);
+  REQUIRE(c.commands.size() == 2);
+  CHECK(c.commands[0].hint == "query");
+  CHECK(c.commands[1].hint.empty());
+
+  auto m = must_parse(R"({"sessionUpdate":"current_mode_update","currentModeId":"code"})");
+  CHECK(m.kind == Update::Kind::mode);
+  CHECK(m.mode_id == "code");
+  // The docs example's spelling is accepted too.
+  CHECK(must_parse(R"({"sessionUpdate":"current_mode_update","modeId":"ask"})").mode_id == "ask");
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"current_mode_update"})")));
+
+  CHECK(must_parse(R"({"sessionUpdate":"config_option_update","configOptions":[]})").kind == Update::Kind::config_options);
+
+  auto i = must_parse(R"({"sessionUpdate":"session_info_update","title":"Fix the bug","updatedAt":"2025-01-01T00:00:00Z"})");
+  CHECK(i.kind == Update::Kind::session_info);
+  CHECK(i.title == "Fix the bug");
+
+  auto u = must_parse(R"({"sessionUpdate":"usage_update","used":1200,"size":200000,"cost":{"amount":0.25,"currency":"USD"}})");
+  CHECK(u.kind == Update::Kind::usage);
+  CHECK(u.usage.used == 1200);
+  CHECK(u.usage.size == 200000);
+  CHECK(u.usage.cost == doctest::Approx(0.25));
+  CHECK(u.usage.currency == "USD");
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"usage_update","used":1})")));
+}
+
+TEST_CASE("unknown kinds parse as unknown; malformed updates do not parse") {
+  auto u = must_parse(R"({"sessionUpdate":"compaction_notice","whatever":[1,2]})");
+  CHECK(u.kind == Update::Kind::unknown);
+  CHECK(u.kind_name == "compaction_notice");
+  CHECK_FALSE(parse_update(json::parse(R"({"content":{"type":"text","text":"no kind"}})")));
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":7})")));
+  CHECK_FALSE(parse_update(json::parse(R"("not an object")")));
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"agent_message_chunk"})")));
+  CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":5}})")));
+}
+
+TEST_CASE("describe_tool_call is one short line") {
+  tether::acp::ToolCall t;
+  t.id = "c9";
+  CHECK(tether::acp::describe_tool_call(t) == "c9");
+  t.title = "Edit";
+  t.kind = "edit";
+  t.status = "failed";
+  t.locations = {"/w/x.cpp"};
+  CHECK(tether::acp::describe_tool_call(t) == "Edit (edit, failed) /w/x.cpp");
+}
