@@ -1,0 +1,676 @@
+#include "cli/batch.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "acp/outcome.h"
+#include "acp/session.h"
+#include "cli/batch_input.h"
+#include "cli/batch_journal.h"
+#include "cli/batch_order.h"
+#include "tether_config.h"
+
+namespace tether::cli {
+namespace {
+
+using batch::Item;
+using batch::ojson;
+using nlohmann::json;
+
+// An admitted item that needs a bridge: queued, or in flight on a worker.
+struct Job {
+  std::uint64_t seq = 0;
+  Item item;
+  std::uint64_t hash = 0;
+  int attempts = 0;  // prompts sent so far
+  std::optional<base::TimePoint> started;  // the first dispatch
+};
+
+// One supervised bridge and what runs on it. With --session per-item, `session` lives for one
+// attempt; with shared, for the worker's life.
+struct Worker {
+  int number = 0;
+  std::unique_ptr<supervisor::Bridge> bridge;
+  std::unique_ptr<acp::AcpSession> session;
+  std::optional<acp::Turn> turn;  // destroyed before `session`
+  std::unique_ptr<Job> job;       // in flight
+  std::string text;               // the answer of the attempt in flight
+  bool retired = false;
+};
+
+std::string format_rate(double per_second) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, per_second >= 100 ? "%.0f" : "%.1f", per_second);
+  return buf;
+}
+
+std::string format_duration(double seconds) {
+  char buf[32];
+  if (seconds < 60) std::snprintf(buf, sizeof buf, "%.1f s", seconds);
+  else if (seconds < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", int(seconds) / 60, int(seconds) % 60);
+  else std::snprintf(buf, sizeof buf, "%dh%02dm", int(seconds) / 3600, int(seconds) / 60 % 60);
+  return buf;
+}
+
+class BatchRunner {
+ public:
+  BatchRunner(BatchOptions& o, supervisor::BridgeOptions bridge_options, acp::ClientOptions client_options,
+              batch::Shard shard, std::unique_ptr<batch::Journal> journal)
+      : o_(o),
+        bridge_options_(std::move(bridge_options)),
+        client_options_(std::move(client_options)),
+        shard_(shard),
+        journal_(std::move(journal)),
+        reader_(o.common.max_line),
+        order_(o.unordered),
+        per_item_(o.session == "per-item"),
+        window_limit_(static_cast<std::uint64_t>(std::max(32, 8 * o.jobs))) {
+    for (int i = 0; i < o.jobs; ++i) {
+      workers_.emplace_back();
+      workers_.back().number = i + 1;
+    }
+    progress_tty_ = ::isatty(STDERR_FILENO) == 1;
+    progress_ = o.progress || progress_tty_;
+    if (o.common.quiet && !o.progress) progress_ = false;
+  }
+
+  ~BatchRunner() { shutdown_workers(); }
+
+  int run() {
+    sig_ = open_signal_fd();
+    start_ = base::Clock::now();
+    next_progress_ = start_;
+    for (;;) {
+      // Until nothing moves: writing lines frees the window, which lets more input in, which may
+      // finish at once (journal, bad input) and be written, and so on.
+      bool moved = true;
+      while (moved && !io_error_) {
+        std::uint64_t before = order_.admitted() + order_.taken();
+        admit();
+        dispatch();
+        if (!flush()) break;
+        moved = order_.admitted() + order_.taken() != before;
+      }
+      if (io_error_ || finished()) break;
+      wait();
+    }
+    end_progress();
+    shutdown_workers();
+    if (stop_signal_) reraise(stop_signal_);
+    if (io_error_) return kExitIoErr;
+    summary();
+    if (no_bridges_) return kExitUnavailable;
+    return failed_ > 0 ? kExitNotClean : kExitOk;
+  }
+
+ private:
+  // --- input -----------------------------------------------------------------------------------
+
+  std::size_t live_workers() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += !w.retired;
+    return n;
+  }
+
+  // Admits input items while the read-ahead allows: results waiting to be written stay under the
+  // window, and at most one queued item per live bridge waits for a free one.
+  void admit() {
+    while (!input_done_ && !stopping_) {
+      if (order_.window() >= window_limit_) return;
+      if (!no_bridges_ && ready_.size() >= std::max<std::size_t>(1, live_workers())) return;
+      std::optional<batch::InputLine> line = reader_.next();
+      if (!line && stdin_eof_) {
+        line = reader_.finish();
+        if (!line) {
+          input_done_ = true;
+          return;
+        }
+      }
+      if (!line) return;  // wait for more input
+      admit_line(*line);
+    }
+  }
+
+  void admit_line(const batch::InputLine& line) {
+    Item item = batch::parse_item(line);
+    if (!shard_.contains(item.id_text)) return;
+    if (!item.error && !ids_.insert(item.id_text))
+      item.error = "input line " + std::to_string(item.index) + ": duplicate id " + item.id_text;
+    auto job = std::make_unique<Job>();
+    job->seq = order_.admit();
+    job->hash = batch::item_hash(item);
+    job->item = std::move(item);
+    if (journal_ && !job->item.error) {
+      if (const auto* e = journal_->index().find(job->item.index)) {
+        if (e->hash != job->hash) {
+          ++journal_mismatches_;  // made from another input: run the item again
+        } else if (e->ok) {
+          if (auto recorded = journal_->result_line(*e)) {
+            order_.put(job->seq, std::move(*recorded));
+            ++ok_;
+            ++from_journal_;
+            return;
+          }
+          ++journal_unreadable_;
+        }
+      }
+    }
+    if (job->item.error) {
+      finish(*job, failure(*job, error_object("bad_input", *job->item.error)));
+      return;
+    }
+    if (no_bridges_) {
+      finish(*job, failure(*job, last_bridge_error_));
+      return;
+    }
+    ready_.push_back(std::move(job));
+  }
+
+  void read_stdin() {
+    char buf[64 * 1024];
+    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    if (n < 0) {
+      error_line(std::string("cannot read stdin: ") + strerror(errno));
+      io_error_ = true;
+    }
+    if (n <= 0) {
+      stdin_eof_ = true;
+      return;
+    }
+    reader_.push(std::string_view(buf, static_cast<std::size_t>(n)));
+  }
+
+  // --- bridges ---------------------------------------------------------------------------------
+
+  void start_bridges() {
+    if (bridges_started_) return;
+    bridges_started_ = true;
+    for (auto& w : workers_) {
+      w.bridge = std::make_unique<supervisor::Bridge>(bridge_options_);
+      if (auto failed = w.bridge->start()) retire(w, failed->to_json());
+    }
+  }
+
+  void dispatch() {
+    if (stopping_) {
+      // Interrupted: what has not started will not (a retry queued meanwhile included).
+      for (auto& job : std::exchange(ready_, {}))
+        finish(*job, failure(*job, error_object("cancelled", "tether was interrupted before the item ran")));
+      return;
+    }
+    if (ready_.empty()) return;
+    start_bridges();
+    for (auto& w : workers_) {
+      if (ready_.empty()) break;
+      if (w.retired || w.job) continue;
+      w.job = std::move(ready_.front());
+      ready_.pop_front();
+      start_attempt(w);
+    }
+  }
+
+  void start_attempt(Worker& w) {
+    Job& job = *w.job;
+    ++job.attempts;
+    if (!job.started) job.started = base::Clock::now();
+    w.text.clear();
+    if (per_item_ || !w.session) {
+      w.turn.reset();
+      w.session = std::make_unique<acp::AcpSession>(*w.bridge, client_options_);
+    }
+    w.turn.emplace(w.session->prompt(job.item.prompt, base::seconds(o_.common.timeout)));
+  }
+
+  // Takes the bridge out of service: its job (if any) goes back to the queue, and when no bridge
+  // is left every item still waiting becomes an error record.
+  void retire(Worker& w, json why) {
+    if (w.retired) return;
+    w.retired = true;
+    w.turn.reset();
+    w.session.reset();
+    if (w.bridge) w.bridge->stop();
+    last_bridge_error_ = std::move(why);
+    if (!o_.common.quiet) {
+      error_line("bridge " + std::to_string(w.number) + " is out of service: " +
+                 acp::message_with_tail(last_bridge_error_, 3));
+    }
+    if (w.job) ready_.push_front(std::move(w.job));
+    if (live_workers() == 0) {
+      no_bridges_ = true;
+      for (auto& job : std::exchange(ready_, {})) finish(*job, failure(*job, last_bridge_error_));
+    }
+  }
+
+  // The error that retires a bridge whose supervisor gave up (when no event carried one).
+  json gave_up_error(const Worker& w) const {
+    auto st = w.bridge->status();
+    std::string message = st.last_exit
+                              ? supervisor::give_up_message(st.restarts_in_window, bridge_options_.restart.window, *st.last_exit)
+                              : "the bridge is past its restart limit";
+    return error_object("restart_limit", message);
+  }
+
+  void service(Worker& w) {
+    if (w.retired || !w.bridge) return;
+    if (w.turn) {
+      for (auto& ev : w.turn->poll()) {
+        on_turn_event(w, ev);
+        if (!w.turn) break;
+      }
+    } else if (w.session) {
+      for (auto& ev : w.session->poll()) say_notice(w, ev.text);
+    } else {
+      // Per-item sessions between items: nobody else reads this bridge's events. A request for a
+      // session that is gone still gets its one answer.
+      for (auto& ev : w.bridge->events()->drain()) {
+        if (ev.kind == rpc::Event::Kind::request)
+          w.bridge->respond_error(ev.generation, ev.message["id"], rpc::kInternalError, "the session has ended");
+      }
+    }
+    if (!w.retired && !w.job && w.bridge->status().state == supervisor::State::failed) retire(w, gave_up_error(w));
+  }
+
+  void say_notice(const Worker& w, const std::string& text) {
+    if (o_.common.verbose > 0 && !text.empty()) error_line("bridge " + std::to_string(w.number) + ": " + text);
+  }
+
+  void on_turn_event(Worker& w, acp::TurnEvent& ev) {
+    using K = acp::TurnEvent::Kind;
+    switch (ev.kind) {
+      case K::update:
+        if (ev.update.kind == acp::Update::Kind::agent_message) w.text += ev.update.text;
+        break;
+      case K::retry:
+        w.text.clear();
+        break;
+      case K::notice:
+        say_notice(w, ev.text);
+        break;
+      case K::permission:
+      case K::permission_withdrawn:
+        break;  // answered by the policy (batch never asks)
+      case K::completed:
+      case K::failed:
+        on_terminal(w, ev);
+        break;
+    }
+  }
+
+  void on_terminal(Worker& w, const acp::TurnEvent& ev) {
+    w.turn.reset();
+    if (per_item_) w.session.reset();
+    std::unique_ptr<Job> job = std::move(w.job);
+    const std::string code = ev.kind == acp::TurnEvent::Kind::failed ? ev.error.value("code", "") : "";
+
+    // An answer the agent finished stands, even when a cancel (timeout, signal) crossed it.
+    if (ev.kind == acp::TurnEvent::Kind::completed && (ev.cancelled == acp::CancelCause::none || ev.stop_reason != "cancelled")) {
+      ojson r = record(*job, ev.stop_reason == "end_turn");
+      r["text"] = w.text;
+      r["stopReason"] = ev.stop_reason;
+      if (ev.stop_reason != "end_turn")
+        r["error"] = ojson(error_object("agent_error", "the agent ended the turn with stopReason " + ev.stop_reason));
+      finish(*job, with_meta(*job, std::move(r)));
+      return;
+    }
+    if (ev.cancelled == acp::CancelCause::interrupt || stopping_) {
+      finish(*job, failure(*job, error_object("cancelled", "tether was interrupted before the item finished")));
+      return;
+    }
+    if (ev.during_setup && ev.cancelled == acp::CancelCause::none) {
+      // The session could not be set up on this bridge (it is past its restart limit, or it does
+      // not speak ACP): the item never reached the agent, so it goes to another bridge as it was.
+      --job->attempts;
+      w.job = std::move(job);
+      retire(w, ev.error);
+      return;
+    }
+    bool crashed = code == "bridge_exited" || code == "bridge_hung" || code == "restart_limit";
+    bool timed_out = ev.cancelled == acp::CancelCause::timeout;
+    if (code == "restart_limit" || w.bridge->status().state == supervisor::State::failed)
+      retire(w, code == "restart_limit" ? ev.error : gave_up_error(w));
+    if ((crashed || timed_out) && job->attempts <= o_.common.retries && !no_bridges_) {
+      if (!o_.common.quiet) {
+        error_line("item " + job->item.id_text + ": " + (timed_out ? "timed out" : acp::message_with_tail(ev.error, 1)) +
+                   "; trying again (attempt " + std::to_string(job->attempts + 1) + " of " +
+                   std::to_string(o_.common.retries + 1) + ")");
+      }
+      ready_.push_front(std::move(job));
+      return;
+    }
+    json err = ev.kind == acp::TurnEvent::Kind::failed ? ev.error
+                                                        : error_object("timeout", "the turn did not finish within the timeout");
+    finish(*job, failure(*job, std::move(err)));
+  }
+
+  // --- results ---------------------------------------------------------------------------------
+
+  static json error_object(std::string_view code, std::string message) {
+    return acp::error_object(code, std::move(message));
+  }
+
+  ojson record(const Job& job, bool ok) const {
+    ojson r = ojson::object();
+    r["id"] = job.item.id;
+    r["index"] = job.item.index;
+    r["ok"] = ok;
+    return r;
+  }
+
+  ojson with_meta(const Job& job, ojson r) const {
+    r["attempts"] = job.attempts;
+    auto elapsed = job.started ? base::Clock::now() - *job.started : base::Duration::zero();
+    r["elapsedMs"] = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
+    // `error` after the timings, `meta` last, whatever order the fields were set in.
+    if (r.contains("error")) {
+      ojson e = r["error"];
+      r.erase("error");
+      r["error"] = std::move(e);
+    }
+    if (!job.item.meta.is_null()) r["meta"] = job.item.meta;
+    return r;
+  }
+
+  ojson failure(const Job& job, json error) const {
+    ojson r = record(job, false);
+    r["error"] = ojson(std::move(error));
+    return with_meta(job, std::move(r));
+  }
+
+  // The item is done: its journal record goes into the next group commit, and its line is written
+  // once that commit is durable.
+  void finish(const Job& job, ojson result) {
+    bool ok = result.value("ok", false);
+    if (ok) ++ok_;
+    else ++failed_;
+    if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, result);
+    committing_.emplace_back(job.seq, batch::dump(result));
+  }
+
+  // Group commit, then every line whose turn has come. False when tether must stop (stdout or the
+  // journal failed).
+  bool flush() {
+    if (io_error_) return false;
+    if (!committing_.empty()) {
+      if (journal_ && !journal_->append(journal_batch_)) {
+        error_line(std::string("cannot write the journal ") + o_.journal + ": " + strerror(errno) +
+                   "; stopping (finished items not yet recorded are not written)");
+        io_error_ = true;
+        return false;
+      }
+      journal_batch_.clear();
+      for (auto& [seq, line] : committing_) order_.put(seq, std::move(line));
+      committing_.clear();
+    }
+    for (auto& line : order_.take()) {
+      line += '\n';
+      if (!write_stdout(line)) {
+        if (errno == EPIPE) {
+          // The reader is gone (`| head`): end quietly, as SIGPIPE would have.
+          clear_progress();
+          shutdown_workers();
+          reraise(SIGPIPE);
+        }
+        error_line(std::string("cannot write to stdout: ") + strerror(errno));
+        io_error_ = true;
+        return false;
+      }
+    }
+    tick_progress(false);
+    return true;
+  }
+
+  bool finished() const {
+    if (!input_done_ && !stopping_) return false;
+    if (!ready_.empty() || !committing_.empty() || order_.window() > 0) return false;
+    for (const auto& w : workers_)
+      if (w.job) return false;
+    return true;
+  }
+
+  // --- the loop --------------------------------------------------------------------------------
+
+  void wait() {
+    std::vector<pollfd> fds;
+    fds.push_back({sig_.get(), POLLIN, 0});
+    bool want_stdin = !stdin_eof_ && !input_done_ && !stopping_ && order_.window() < window_limit_ &&
+                      (no_bridges_ || ready_.size() < std::max<std::size_t>(1, live_workers()));
+    if (want_stdin) fds.push_back({STDIN_FILENO, POLLIN, 0});
+    base::Deadline deadline = progress_ ? base::Deadline::at(next_progress_) : base::Deadline::never();
+    for (auto& w : workers_) {
+      if (w.retired || !w.bridge) continue;
+      fds.push_back({w.bridge->events()->fd(), POLLIN, 0});
+      if (w.turn) deadline = base::Deadline::earliest(deadline, w.turn->next_deadline());
+      else if (w.session) deadline = base::Deadline::earliest(deadline, w.session->next_deadline());
+    }
+    int r = ::poll(fds.data(), fds.size(), deadline.poll_timeout_ms());
+    if (r < 0 && errno != EINTR) {
+      error_line(std::string("poll: ") + strerror(errno));
+      io_error_ = true;
+      return;
+    }
+    if (r > 0 && fds[0].revents) on_signal(read_signal(sig_.get()));
+    if (want_stdin && r > 0 && fds[1].revents) read_stdin();
+    // Every worker, readable or not: a turn's timers (timeout, cancel grace) run in poll() too,
+    // and draining an empty queue costs nothing.
+    for (auto& w : workers_) service(w);
+  }
+
+  void on_signal(int sig) {
+    if (sig != SIGINT && sig != SIGTERM && sig != SIGHUP) return;
+    if (stopping_) {
+      // A second signal: no more waiting for the agents.
+      clear_progress();
+      shutdown_workers();
+      reraise(sig);
+    }
+    stopping_ = true;
+    stop_signal_ = sig;
+    for (auto& w : workers_)
+      if (w.turn) w.turn->cancel(acp::CancelCause::interrupt);
+  }
+
+  void shutdown_workers() {
+    for (auto& w : workers_) {
+      w.turn.reset();
+      w.session.reset();
+    }
+    for (auto& w : workers_)
+      if (w.bridge) w.bridge->stop();
+  }
+
+  // --- progress --------------------------------------------------------------------------------
+
+  std::string progress_text() const {
+    double secs = std::chrono::duration<double>(base::Clock::now() - start_).count();
+    std::uint64_t done = order_.taken();
+    std::string s = "batch: " + std::to_string(done);
+    if (input_done_) s += "/" + std::to_string(order_.admitted());
+    s += " done, " + std::to_string(ok_) + " ok, " +
+         std::to_string(failed_) + " failed";
+    double rate = secs > 0 ? double(done - std::min(done, from_journal_)) / secs : 0;
+    s += ", " + format_rate(rate) + " items/s";
+    if (input_done_ && rate > 0 && order_.admitted() > done)
+      s += ", ETA " + format_duration(double(order_.admitted() - done) / rate);
+    return s;
+  }
+
+  void tick_progress(bool force) {
+    if (!progress_) return;
+    auto now = base::Clock::now();
+    if (!force && now < next_progress_) return;
+    next_progress_ = now + (progress_tty_ && !o_.progress ? std::chrono::milliseconds(200) : std::chrono::seconds(1));
+    std::string line = progress_tty_ && !o_.progress ? "\r" + progress_text() + "\x1b[K" : progress_text() + "\n";
+    [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
+    progress_shown_ = true;
+  }
+
+  void clear_progress() {
+    if (progress_ && progress_tty_ && !o_.progress && progress_shown_) {
+      static const char clear[] = "\r\x1b[K";
+      [[maybe_unused]] auto n = ::write(STDERR_FILENO, clear, sizeof clear - 1);
+    }
+  }
+
+  void end_progress() {
+    if (progress_ && o_.progress) tick_progress(true);
+    clear_progress();
+  }
+
+  void summary() {
+    if (journal_mismatches_ > 0) {
+      error_line("warning: " + std::to_string(journal_mismatches_) + " journal record" +
+                 (journal_mismatches_ == 1 ? " was" : "s were") +
+                 " made from a different input (another id or prompt at the same line): those items were run again");
+    }
+    if (journal_unreadable_ > 0)
+      error_line("warning: " + std::to_string(journal_unreadable_) + " journal records could not be read back: those items were run again");
+    if (o_.common.quiet) return;
+    double secs = std::chrono::duration<double>(base::Clock::now() - start_).count();
+    std::uint64_t total = order_.taken();
+    std::string s = "batch: " + std::to_string(total) + " item" + (total == 1 ? "" : "s") + ", " + std::to_string(ok_) +
+                    " ok, " + std::to_string(failed_) + " failed";
+    if (from_journal_ > 0) s += " (" + std::to_string(from_journal_) + " from the journal)";
+    s += ", in " + format_duration(secs);
+    std::uint64_t ran = total - std::min(total, from_journal_);
+    if (secs > 0 && ran > 0) s += ", " + format_rate(double(ran) / secs) + " items/s";
+    if (no_bridges_) s += "; no bridge left";
+    error_line(s);
+  }
+
+  BatchOptions& o_;
+  const supervisor::BridgeOptions bridge_options_;
+  const acp::ClientOptions client_options_;
+  const batch::Shard shard_;
+  std::unique_ptr<batch::Journal> journal_;
+  base::UniqueFd sig_;
+
+  batch::LineReader reader_;
+  batch::IdRegistry ids_;
+  batch::OrderBuffer order_;
+  const bool per_item_;
+  const std::uint64_t window_limit_;
+
+  std::vector<Worker> workers_;
+  std::deque<std::unique_ptr<Job>> ready_;  // admitted, waiting for a bridge (retries first)
+  std::vector<std::pair<std::uint64_t, std::string>> committing_;  // finished, not yet durable
+  std::string journal_batch_;                                      // their journal lines
+
+  bool stdin_eof_ = false;
+  bool input_done_ = false;
+  bool bridges_started_ = false;
+  bool no_bridges_ = false;
+  json last_bridge_error_;
+  bool stopping_ = false;
+  int stop_signal_ = 0;
+  bool io_error_ = false;
+
+  std::uint64_t ok_ = 0, failed_ = 0, from_journal_ = 0;
+  std::uint64_t journal_mismatches_ = 0, journal_unreadable_ = 0;
+
+  base::TimePoint start_;
+  base::TimePoint next_progress_;
+  bool progress_ = false;
+  bool progress_tty_ = false;
+  bool progress_shown_ = false;
+};
+
+}  // namespace
+
+int run_batch(BatchOptions& o) {
+  if (auto err = finish_options(o.common)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  if (o.jobs < 1) {
+    error_line("--jobs must be at least 1");
+    return kExitUsage;
+  }
+  if (o.session != "per-item" && o.session != "shared") {
+    error_line("--session must be per-item or shared");
+    return kExitUsage;
+  }
+  batch::Shard shard;
+  if (!o.shard.empty()) {
+    auto s = batch::parse_shard(o.shard);
+    if (!s) {
+      error_line("--shard must be K/N with 0 <= K < N (e.g. 0/4), not '" + o.shard + "'");
+      return kExitUsage;
+    }
+    shard = *s;
+  }
+  acp::ClientOptions co;
+  co.cwd = o.common.cwd;
+  co.allow_fs = o.common.allow_fs;
+  co.retries = 0;  // batch retries interrupted items itself, on whichever bridge is free
+  co.client_version = TETHER_VERSION;
+  co.permission = acp::PermissionPolicy::deny;
+  if (!o.common.permission.empty()) {
+    auto p = acp::parse_policy(o.common.permission);
+    if (!p || *p == acp::PermissionPolicy::ask) {
+      error_line("tether batch cannot ask anyone: use --permission allow or deny");
+      return kExitUsage;
+    }
+    co.permission = *p;
+  }
+  supervisor::BridgeOptions bo;
+  if (auto err = make_bridge_options(o.common, true, bo)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  std::unique_ptr<batch::Journal> journal;
+  if (!o.journal.empty()) {
+    std::string err;
+    journal = batch::Journal::open(o.journal, err);
+    if (!journal) {
+      error_line(err);
+      return kExitIoErr;
+    }
+    if (journal->index().bad_lines() > 0)
+      error_line("warning: the journal has " + std::to_string(journal->index().bad_lines()) + " unreadable lines; they are ignored");
+  }
+  BatchRunner runner(o, std::move(bo), std::move(co), shard, std::move(journal));
+  return runner.run();
+}
+
+std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& bridge_argv) {
+  auto o = std::make_shared<BatchOptions>();
+  auto* sub = app.add_subcommand("batch", "Run many prompts: JSON lines in on stdin, one JSON result line per item out");
+  sub->footer(
+      "Each input line is a JSON object {\"prompt\":\"...\", \"id\":...} (id optional: default the line\n"
+      "number; other keys come back under \"meta\") or, if it is not a JSON object, the prompt text\n"
+      "itself. Blank lines are skipped. Exactly one output line per item, in input order:\n"
+      "  {\"id\":...,\"index\":N,\"ok\":true,\"text\":\"...\",\"stopReason\":\"end_turn\",\"attempts\":1,\"elapsedMs\":5}\n"
+      "or with \"ok\":false and an \"error\" object. An item interrupted by a bridge crash or --timeout is\n"
+      "tried again (--retries). With --journal, finished items are recorded durably and a rerun skips\n"
+      "them (re-emitting their lines), so an interrupted batch resumes without losing or repeating work.\n"
+      "Exit status: 0 every item ok; 1 some items failed; 69 no bridge left (restart limit).");
+  sub->add_option("-j,--jobs", o->jobs, "Bridges run in parallel, each with its own process and restart budget")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--session", o->session, "per-item: a fresh ACP session per item; shared: one session per bridge")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"per-item", "shared"}));
+  sub->add_option("--journal", o->journal, "Record finished items durably in FILE; a rerun with it skips and re-emits them");
+  sub->add_flag("--unordered", o->unordered, "Write results in completion order instead of input order");
+  sub->add_option("--shard", o->shard, "Run only shard K of N (0 <= K < N): items whose id hashes to K (FNV-1a 64 mod N)");
+  sub->add_flag("--progress", o->progress, "Progress lines on stderr even when it is not a terminal");
+  add_common_options(*sub, o->common);
+  return [o, &bridge_argv] {
+    o->common.bridge = bridge_argv;
+    return run_batch(*o);
+  };
+}
+
+}  // namespace tether::cli

@@ -1,0 +1,100 @@
+// `tether batch` input, as plain values: splitting stdin into numbered lines, turning one line into
+// an item (a JSON object with `prompt` and optional `id`, or the line as prompt text), duplicate-id
+// detection, the stable shard hash, and the item hash the journal uses to recognise its input.
+// No I/O here: the front-end feeds bytes in and gets items out, and the unit tests do the same.
+//
+// Thread contract: thread-bound (plain values).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+
+namespace tether::cli::batch {
+
+// Output and journal records keep their keys in the order written (id, index, ok, ...).
+using ojson = nlohmann::ordered_json;
+
+// One physical input line. `line_no` counts every line, blank ones included (1-based), so it names
+// the line a person finds with `sed -n Np`.
+struct InputLine {
+  std::size_t line_no = 0;
+  std::string text;       // without the newline and one trailing '\r'
+  bool oversize = false;  // longer than the cap: `text` is empty, the line was drained unbuffered
+};
+
+// Splits a byte stream into numbered lines. Blank lines (empty, or only spaces and tabs) are
+// counted and skipped. A line longer than `max_line` is drained to its newline, never buffered
+// whole, and reported as oversize so it still gets its one output line.
+class LineReader {
+ public:
+  explicit LineReader(std::size_t max_line) : max_line_(max_line) {}
+  void push(std::string_view bytes);
+  // The next complete non-blank line, or nothing until more bytes arrive.
+  std::optional<InputLine> next();
+  // At end of input: the last line when it had no newline (non-blank), then nothing.
+  std::optional<InputLine> finish();
+  std::size_t buffered() const { return buf_.size() - start_; }
+
+ private:
+  std::optional<InputLine> take(std::string_view raw, bool oversize);
+
+  std::size_t max_line_;
+  std::string buf_;
+  std::size_t start_ = 0;     // first unread byte of buf_
+  std::size_t line_no_ = 0;   // lines completed so far
+  bool discarding_ = false;   // inside an oversize line: drop bytes up to its newline
+  bool finished_ = false;
+};
+
+// One input item. An item with `error` is not run: it becomes a bad_input record.
+struct Item {
+  std::size_t index = 0;  // the input line number
+  ojson id;               // string or number: as given, or the line number
+  std::string id_text;    // the id's canonical JSON text (`"abc"`, `12`): shard hash, duplicates
+  std::string prompt;
+  ojson meta;             // the object's other keys (null when none)
+  std::optional<std::string> error;
+};
+
+// Parses one line: a JSON object is an item (`prompt` must be a string; `id`, when present, a
+// string or a number; every other key goes to `meta`); a line that starts with '{' but is not
+// valid JSON is bad input (it was meant as an object); anything else is the prompt text itself.
+Item parse_item(const InputLine& line);
+
+// Duplicate detection: the first item with an id wins; a later one is bad input.
+class IdRegistry {
+ public:
+  // False when `id_text` was seen before.
+  bool insert(const std::string& id_text) { return seen_.insert(id_text).second; }
+  std::size_t size() const { return seen_.size(); }
+
+ private:
+  std::unordered_set<std::string> seen_;
+};
+
+// FNV-1a, 64 bits: offset basis 0xcbf29ce484222325, prime 0x100000001b3.
+std::uint64_t fnv1a64(std::string_view bytes);
+
+// --shard K/N: shard K (0-based) of N takes the items whose fnv1a64(id_text) % N == K.
+struct Shard {
+  std::uint64_t k = 0;
+  std::uint64_t n = 1;
+  bool contains(const std::string& id_text) const { return n <= 1 || fnv1a64(id_text) % n == k; }
+};
+// Parses "K/N" (0 <= K < N). Nothing when malformed.
+std::optional<Shard> parse_shard(std::string_view spec);
+
+// What the journal stores to recognise an item: fnv1a64 over its id, prompt and meta, so a journal
+// made from a different input is noticed rather than trusted.
+std::uint64_t item_hash(const Item& item);
+
+// JSON text for output: compact, invalid UTF-8 replaced (never throws).
+std::string dump(const ojson& value);
+
+}  // namespace tether::cli::batch

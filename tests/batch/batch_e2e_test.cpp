@@ -1,0 +1,465 @@
+// `tether batch` as a user runs it: the built binary, a small fake ACP agent (fake_acp_agent.cpp:
+// behaviours chosen by words in each prompt) and the demo agent, real pipes, real signals.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "support/run.h"
+
+using nlohmann::json;
+using tether::test::run;
+using tether::test::RunOptions;
+using tether::test::RunResult;
+
+namespace {
+
+std::string env_or_fail(const char* name) {
+  const char* v = std::getenv(name);
+  REQUIRE_MESSAGE(v, name << " is not set (run through meson test)");
+  return v;
+}
+
+// A fresh directory for the fake agent's once-markers and logs.
+struct Scratch {
+  std::string dir;
+  Scratch() {
+    char tmpl[] = "/tmp/tether-batch-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    dir = tmpl;
+  }
+  ~Scratch() { [[maybe_unused]] int rc = std::system(("rm -rf '" + dir + "'").c_str()); }
+  std::string path(const std::string& name) const { return dir + "/" + name; }
+};
+
+std::vector<std::string> batch_argv(std::vector<std::string> args, std::vector<std::string> bridge = {}) {
+  std::vector<std::string> argv{env_or_fail("TETHER_BIN"), "batch", "--restart-delay", "0.05"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (bridge.empty()) bridge = {env_or_fail("BATCH_FAKE_AGENT")};
+  argv.push_back("--");
+  argv.insert(argv.end(), bridge.begin(), bridge.end());
+  return argv;
+}
+
+RunOptions input(const std::string& text, const Scratch& s) {
+  RunOptions o;
+  o.stdin_text = text;
+  o.env = {"FAKE_STATE_DIR=" + s.dir, "FAKE_LOG=" + s.path("log")};
+  o.limit = std::chrono::milliseconds(60000);
+  return o;
+}
+
+std::vector<json> records(const RunResult& r) {
+  std::vector<json> out;
+  for (const auto& line : r.out_lines()) {
+    json j = json::parse(line, nullptr, false);
+    REQUIRE_MESSAGE(!j.is_discarded(), "not JSON: " << line);
+    out.push_back(j);
+  }
+  return out;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// How many times the agents were asked each prompt.
+std::map<std::string, int> prompt_counts(const Scratch& s) {
+  std::map<std::string, int> counts;
+  std::istringstream in(slurp(s.path("log")));
+  std::string pid, line;
+  while (in >> pid && std::getline(in, line)) ++counts[line.substr(1)];
+  return counts;
+}
+
+std::size_t count_lines(const std::string& text) {
+  std::size_t n = 0;
+  for (char c : text) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("--jobs 4 with varying latencies: every item once, in input order") {
+  Scratch s;
+  std::string in;
+  const int n = 16;
+  for (int i = 1; i <= n; ++i) in += "{\"id\":\"q" + std::to_string(i) + "\",\"prompt\":\"item " + std::to_string(i) +
+                                     " sleep:" + std::to_string(((n - i) % 5) * 40) + "\"}\n";
+  auto r = run(batch_argv({"--jobs", "4"}), input(in, s));
+  CHECK(r.shell_status() == 0);
+  auto recs = records(r);
+  REQUIRE(recs.size() == n);
+  for (int i = 1; i <= n; ++i) {
+    const json& j = recs[i - 1];
+    CHECK(j["id"] == "q" + std::to_string(i));
+    CHECK(j["index"] == i);
+    CHECK(j["ok"] == true);
+    CHECK(j["stopReason"] == "end_turn");
+    CHECK(j["attempts"] == 1);
+    CHECK(j["elapsedMs"].is_number_integer());
+    CHECK(j["text"].get<std::string>().rfind("echo: item " + std::to_string(i) + " ", 0) == 0);
+    CHECK(!j.contains("error"));
+  }
+  // The keys come in the documented order.
+  CHECK(r.out_lines()[0].rfind("{\"id\":\"q1\",\"index\":1,\"ok\":true,\"text\":", 0) == 0);
+  CHECK(r.err.find("16 items, 16 ok, 0 failed") != std::string::npos);
+  // Four bridges shared the work.
+  std::set<std::string> pids;
+  std::istringstream log(slurp(s.path("log")));
+  std::string pid, rest;
+  while (log >> pid && std::getline(log, rest)) pids.insert(pid);
+  CHECK(pids.size() == 4);
+}
+
+TEST_CASE("many fast items, shared sessions: the read-ahead window fills and drains to the end") {
+  Scratch s;
+  std::string in;
+  const int n = 400;
+  for (int i = 1; i <= n; ++i) in += "fast " + std::to_string(i) + "\n";
+  for (const char* session : {"shared", "per-item"}) {
+    auto r = run(batch_argv({"--jobs", "3", "--session", session}), input(in, s));
+    CHECK(r.shell_status() == 0);
+    auto recs = records(r);
+    REQUIRE(recs.size() == n);
+    for (int i = 1; i <= n; ++i) CHECK(recs[i - 1]["index"] == i);
+  }
+}
+
+TEST_CASE("--unordered writes in completion order") {
+  Scratch s;
+  auto r = run(batch_argv({"--jobs", "4", "--unordered"}),
+               input("slow sleep:600\nfast one\nfast two\nfast three\n", s));
+  CHECK(r.shell_status() == 0);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 4);
+  CHECK(recs.back()["index"] == 1);
+  std::set<int> seen;
+  for (const auto& j : recs) seen.insert(j["index"].get<int>());
+  CHECK(seen == std::set<int>{1, 2, 3, 4});
+}
+
+TEST_CASE("bad input lines become error records; the others run; meta is copied; exit 1") {
+  Scratch s;
+  std::string in =
+      "plain text prompt\n"
+      "\n"
+      "{\"id\":\"a\",\"prompt\":\"with meta\",\"lang\":\"fr\",\"n\":2}\n"
+      "{\"prompt\":\"unterminated\n"
+      "{\"id\":\"b\",\"text\":\"no prompt\"}\n"
+      "{\"id\":\"a\",\"prompt\":\"duplicate\"}\n"
+      "{\"id\":7,\"prompt\":\"numeric id\"}\n"
+      "{\"id\":{\"x\":1},\"prompt\":\"object id\"}\n"
+      "   \n"
+      "last line without newline";
+  auto r = run(batch_argv({"--jobs", "2"}), input(in, s));
+  CHECK(r.shell_status() == 1);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 8);
+  CHECK(recs[0]["id"] == 1);
+  CHECK(recs[0]["ok"] == true);
+  CHECK(recs[0]["text"] == "echo: plain text prompt");
+  CHECK(recs[1]["id"] == "a");
+  CHECK(recs[1]["index"] == 3);
+  CHECK(recs[1]["ok"] == true);
+  CHECK(recs[1]["meta"] == json({{"lang", "fr"}, {"n", 2}}));
+  auto bad = [&](std::size_t i, int index) {
+    CHECK(recs[i]["index"] == index);
+    CHECK(recs[i]["ok"] == false);
+    CHECK(recs[i]["error"]["code"] == "bad_input");
+    CHECK(recs[i]["attempts"] == 0);
+    CHECK(!recs[i].contains("text"));
+  };
+  bad(2, 4);
+  bad(3, 5);
+  CHECK(recs[3]["id"] == "b");
+  bad(4, 6);
+  CHECK(recs[4]["error"]["message"].get<std::string>().find("duplicate id") != std::string::npos);
+  CHECK(recs[5]["id"] == 7);
+  CHECK(recs[5]["ok"] == true);
+  bad(6, 8);
+  CHECK(recs[7]["index"] == 10);
+  CHECK(recs[7]["ok"] == true);
+  CHECK(prompt_counts(s).size() == 4);  // bad lines never reach the agent
+}
+
+TEST_CASE("invalid UTF-8 in a prompt reaches the agent as U+FFFD, and the output stays valid JSON") {
+  Scratch s;
+  auto r = run(batch_argv({}), input("caf\xe9 \xff end\n", s));
+  CHECK(r.shell_status() == 0);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 1);
+  CHECK(recs[0]["text"] == "echo: caf\xef\xbf\xbd \xef\xbf\xbd end");
+}
+
+TEST_CASE("an item interrupted by a bridge crash is retried on the restarted bridge") {
+  Scratch s;
+  auto r = run(batch_argv({}), input("before\ncrash-once:k1 middle\nafter\n", s));
+  CHECK(r.shell_status() == 0);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 3);
+  CHECK(recs[1]["ok"] == true);
+  CHECK(recs[1]["attempts"] == 2);
+  CHECK(recs[1]["text"] == "echo: crash-once:k1 middle");
+  CHECK(recs[0]["attempts"] == 1);
+  CHECK(recs[2]["attempts"] == 1);
+  CHECK(r.err.find("trying again (attempt 2 of 2)") != std::string::npos);
+
+  SUBCASE("--retries 0: the crash is the item's error") {
+    Scratch s2;
+    auto r2 = run(batch_argv({"--retries", "0"}), input("crash-once:k2 x\nafter\n", s2));
+    CHECK(r2.shell_status() == 1);
+    auto recs2 = records(r2);
+    REQUIRE(recs2.size() == 2);
+    CHECK(recs2[0]["ok"] == false);
+    CHECK(recs2[0]["error"]["code"] == "bridge_exited");
+    CHECK(recs2[0]["attempts"] == 1);
+    CHECK(recs2[1]["ok"] == true);
+  }
+}
+
+TEST_CASE("a timed-out item is cancelled and retried") {
+  Scratch s;
+  auto r = run(batch_argv({"--timeout", "0.5"}), input("hang-once:t1 slow\nquick\n", s));
+  CHECK(r.shell_status() == 0);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[0]["ok"] == true);
+  CHECK(recs[0]["attempts"] == 2);
+  CHECK(recs[0]["elapsedMs"].get<int>() >= 500);
+  CHECK(recs[1]["attempts"] == 1);
+}
+
+TEST_CASE("agent errors and refusals are not retried") {
+  Scratch s;
+  auto r = run(batch_argv({}), input("error please\nrefuse please\n", s));
+  CHECK(r.shell_status() == 1);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[0]["error"]["code"] == "agent_error");
+  CHECK(recs[0]["attempts"] == 1);
+  CHECK(recs[1]["ok"] == false);
+  CHECK(recs[1]["stopReason"] == "refusal");
+  CHECK(recs[1]["text"] == "echo: refuse please");
+  CHECK(prompt_counts(s)["error please"] == 1);
+}
+
+TEST_CASE("a bridge past its restart budget: remaining items are restart_limit records, exit 69") {
+  Scratch s;
+  auto r = run(batch_argv({"--max-restarts", "1"}), input("crash now\nsecond\nthird\nfourth\n", s));
+  CHECK(r.shell_status() == 69);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 4);
+  CHECK(recs[0]["error"]["code"] == "bridge_exited");
+  CHECK(recs[0]["attempts"] == 2);
+  for (int i = 1; i < 4; ++i) {
+    CHECK(recs[i]["index"] == i + 1);
+    CHECK(recs[i]["ok"] == false);
+    CHECK(recs[i]["error"]["code"] == "restart_limit");
+  }
+  CHECK(r.err.find("no bridge left") != std::string::npos);
+}
+
+TEST_CASE("a retired bridge's item goes to another bridge") {
+  Scratch s;
+  std::string in = "crash-once:m1 first\n";
+  for (int i = 2; i <= 8; ++i) in += "item " + std::to_string(i) + " sleep:20\n";
+  auto r = run(batch_argv({"--jobs", "2", "--max-restarts", "0"}), input(in, s));
+  CHECK(r.shell_status() == 0);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 8);
+  for (const auto& j : recs) CHECK(j["ok"] == true);
+  CHECK(recs[0]["attempts"] == 2);
+  CHECK(r.err.find("out of service") != std::string::npos);
+}
+
+TEST_CASE("| head: EPIPE on stdout ends quietly with SIGPIPE") {
+  Scratch s;
+  std::string in;
+  for (int i = 0; i < 200; ++i) in += "item " + std::to_string(i) + "\n";
+  RunOptions o = input(in, s);
+  o.close_stdout_after_first_line = true;
+  auto r = run(batch_argv({"--jobs", "2"}), o);
+  CHECK(r.shell_status() == 141);
+  CHECK(r.err.empty());
+}
+
+TEST_CASE("SIGTERM: in-flight items are cancelled, what is finished is written, the signal is re-raised") {
+  Scratch s;
+  std::string in = "quick\n";
+  for (int i = 0; i < 6; ++i) in += "slow " + std::to_string(i) + " sleep:5000\n";
+  RunOptions o = input(in, s);
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      ::kill(pid, SIGTERM);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2"}), o);
+  CHECK(r.shell_status() == 143);
+  CHECK(r.seconds < 4);
+  auto recs = records(r);
+  REQUIRE(recs.size() >= 1);
+  CHECK(recs[0]["ok"] == true);
+  for (std::size_t i = 1; i < recs.size(); ++i) {
+    CHECK(recs[i]["index"] == i + 1);  // a prefix of the input, each item once
+    CHECK(recs[i]["error"]["code"] == "cancelled");
+  }
+}
+
+TEST_CASE("--journal: SIGKILL at several points, then resume: exactly one line per item, in order") {
+  const int n = 12;
+  std::string in;
+  for (int i = 1; i <= n; ++i) in += "{\"id\":\"j" + std::to_string(i) + "\",\"prompt\":\"item " + std::to_string(i) +
+                                     " sleep:" + std::to_string((i * 37) % 90) + "\"}\n";
+  // Kill after this many output lines; several kills in a row for the last schedule.
+  const std::vector<std::vector<std::size_t>> schedules = {{0}, {1}, {4}, {9}, {11}, {2, 5, 8}};
+  int kills_landed = 0;
+  for (const auto& kills : schedules) {
+    CAPTURE(kills.size());
+    CAPTURE(kills.front());
+    Scratch s;
+    std::string journal = s.path("journal");
+    std::size_t journaled_before = 0;
+    for (std::size_t k : kills) {
+      RunOptions o = input(in, s);
+      bool killed = false;
+      o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+        if (!killed && count_lines(out) >= k) {
+          killed = true;
+          ::kill(pid, SIGKILL);
+        }
+      };
+      auto r = run(batch_argv({"--jobs", "3", "--journal", journal}), o);
+      if (r.signal != SIGKILL) {  // finished before the kill landed: nothing to resume
+        CHECK(r.shell_status() == 0);
+        continue;
+      }
+      ++kills_landed;
+      // Whatever the killed run wrote is valid, in order, and was in the journal first.
+      std::set<int> in_journal;
+      std::istringstream jl(slurp(journal));
+      for (std::string line; std::getline(jl, line);) {
+        json rec = json::parse(line, nullptr, false);
+        if (rec.is_object() && rec.value("ok", false)) in_journal.insert(rec["index"].get<int>());
+      }
+      auto recs = records(r);
+      CHECK(recs.size() >= k);
+      for (std::size_t i = 0; i < recs.size(); ++i) {
+        CHECK(recs[i]["index"] == i + 1);
+        CHECK(in_journal.count(static_cast<int>(i + 1)) == 1);
+      }
+      journaled_before = in_journal.size();
+    }
+    auto r = run(batch_argv({"--jobs", "3", "--journal", journal}), input(in, s));
+    CHECK(r.shell_status() == 0);
+    auto recs = records(r);
+    REQUIRE(recs.size() == n);
+    for (int i = 1; i <= n; ++i) {
+      CHECK(recs[i - 1]["id"] == "j" + std::to_string(i));
+      CHECK(recs[i - 1]["index"] == i);
+      CHECK(recs[i - 1]["ok"] == true);
+    }
+    // Items the journal held were not run again; each item ran at most once more than it was killed.
+    auto counts = prompt_counts(s);
+    for (const auto& [prompt, c] : counts) CHECK(c <= static_cast<int>(kills.size()) + 1);
+    if (journaled_before > 1) CHECK(r.err.find("from the journal") != std::string::npos);
+    // A further rerun is served entirely from the journal.
+    auto again = run(batch_argv({"--jobs", "3", "--journal", journal}), input(in, s));
+    CHECK(again.out == r.out);
+    CHECK(again.err.find("(12 from the journal)") != std::string::npos);
+  }
+  // The kill points are reached well before the end (the items take tens of milliseconds each).
+  CHECK(kills_landed >= 6);
+}
+
+TEST_CASE("--journal: a torn last line is ignored and repaired; a journal from another input is not trusted") {
+  Scratch s;
+  std::string journal = s.path("journal");
+  auto first = run(batch_argv({"--journal", journal}), input("one\ntwo\nthree\n", s));
+  REQUIRE(first.shell_status() == 0);
+  {
+    std::ofstream j(journal, std::ios::app);
+    j << "{\"index\":3,\"id\":3,\"hash\":\"00";  // a torn append
+  }
+  auto resumed = run(batch_argv({"--journal", journal}), input("one\ntwo\nthree\n", s));
+  CHECK(resumed.shell_status() == 0);
+  CHECK(resumed.out == first.out);
+  CHECK(resumed.err.find("(3 from the journal)") != std::string::npos);
+  std::string text = slurp(journal);
+  CHECK(text.back() == '\n');
+  CHECK(count_lines(text) == 4);  // header + 3 records: the torn tail was cut off
+
+  auto other = run(batch_argv({"--journal", journal}), input("uno\ntwo\ntres\n", s));
+  CHECK(other.shell_status() == 0);
+  auto recs = records(other);
+  REQUIRE(recs.size() == 3);
+  CHECK(recs[0]["text"] == "echo: uno");
+  CHECK(recs[2]["text"] == "echo: tres");
+  CHECK(other.err.find("2 journal records were made from a different input") != std::string::npos);
+
+  // A file that is not a journal is never written to.
+  std::string foreign = s.path("notes.txt");
+  { std::ofstream(foreign) << "precious\n"; }
+  auto refused = run(batch_argv({"--journal", foreign}), input("x\n", s));
+  CHECK(refused.shell_status() == 74);
+  CHECK(slurp(foreign) == "precious\n");
+}
+
+TEST_CASE("--shard K/N: the shards partition the items") {
+  Scratch s;
+  std::string in;
+  for (int i = 1; i <= 20; ++i) in += "item " + std::to_string(i) + "\n";
+  std::multiset<int> all;
+  for (int k = 0; k < 3; ++k) {
+    auto r = run(batch_argv({"--shard", std::to_string(k) + "/3"}), input(in, s));
+    CHECK(r.shell_status() == 0);
+    for (const auto& j : records(r)) all.insert(j["index"].get<int>());
+  }
+  CHECK(all.size() == 20);
+  CHECK(std::set<int>(all.begin(), all.end()).size() == 20);
+  auto bad = run(batch_argv({"--shard", "3/3"}), input(in, s));
+  CHECK(bad.shell_status() == 64);
+}
+
+TEST_CASE("--session shared: one session per bridge; usage errors") {
+  Scratch s;
+  auto r = run(batch_argv({"--session", "shared", "--jobs", "2"}), input("a\nb\nc\nd\n", s));
+  CHECK(r.shell_status() == 0);
+  CHECK(records(r).size() == 4);
+  auto ask = run(batch_argv({"--permission", "ask"}), input("a\n", s));
+  CHECK(ask.shell_status() == 64);
+  auto empty = run(batch_argv({}), input("", s));
+  CHECK(empty.shell_status() == 0);
+  CHECK(empty.out.empty());
+}
+
+TEST_CASE("against the demo agent (the default bridge)") {
+  Scratch s;
+  auto probe = run({env_or_fail("TETHER_BIN"), "demo-agent"}, input("", s));
+  if (probe.shell_status() != 0) {
+    MESSAGE("tether demo-agent is not available in this build; skipped");
+    return;
+  }
+  RunOptions o = input("{\"id\":\"d1\",\"prompt\":\"hello there\"}\nsecond /sleep 30\n", s);
+  o.env.push_back("TETHER_BRIDGE=");
+  std::vector<std::string> argv{env_or_fail("TETHER_BIN"), "batch", "--jobs", "2"};
+  auto r = run(argv, o);
+  CHECK(r.shell_status() == 0);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[0]["id"] == "d1");
+  CHECK(recs[0]["ok"] == true);
+  CHECK(!recs[0]["text"].get<std::string>().empty());
+  CHECK(recs[1]["ok"] == true);
+}
