@@ -4,8 +4,12 @@
 #include <string>
 #include <vector>
 
+#include "cli/batch.h"
 #include "cli/call.h"
 #include "cli/common.h"
+#include "cli/demo_agent_main.h"
+#include "cli/prompt.h"
+#include "cli/talk.h"
 #include "proc/child.h"
 #include "tether_config.h"
 
@@ -32,7 +36,11 @@ int main(int argc, char** argv) {
   app.footer("Run `tether COMMAND --help` for a command's options; `man tether` for the whole story.");
 
   std::map<std::string, std::function<int()>> runs;
+  runs["batch"] = cli::setup_batch(app, bridge);
   runs["call"] = cli::setup_call(app, bridge);
+  runs["demo-agent"] = cli::setup_demo_agent(app, bridge);
+  runs["prompt"] = cli::setup_prompt(app, bridge);
+  runs["talk"] = cli::setup_talk(app, bridge);
 
   try {
     app.parse(own_argc, argv);

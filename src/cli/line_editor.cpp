@@ -1,0 +1,299 @@
+#include "cli/line_editor.h"
+
+#ifdef TETHER_HAVE_LIBEDIT  // without libedit, talk reads from a pipe only
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+namespace tether::cli::talk {
+
+namespace {
+
+LineEditor* g_editor = nullptr;  // libedit's callbacks carry no context
+
+// How long a lone Escape waits for the rest of a paste marker before it counts as a key.
+constexpr auto kPartialWait = std::chrono::milliseconds(40);
+
+constexpr std::string_view kPasteOn = "\x1b[?2004h";
+constexpr std::string_view kPasteOff = "\x1b[?2004l";
+
+void write_all(int fd, std::string_view s) {
+  while (!s.empty()) {
+    ssize_t n = ::write(fd, s.data(), s.size());
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return;
+    }
+    s.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// Display columns of a prompt or line: code points, minus the \1...\2 invisible regions.
+std::size_t columns(std::string_view s) {
+  std::size_t n = 0;
+  bool hidden = false;
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c == RL_PROMPT_START_IGNORE) hidden = true;
+    else if (c == RL_PROMPT_END_IGNORE) hidden = false;
+    else if (!hidden && (c & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+// The C callbacks libedit calls; they reach the one live editor.
+struct EditorCallbacks {
+  static void on_line(char* line) {
+    LineEditor* e = g_editor;
+    if (!e) return;
+    e->line_ready_ = true;
+    e->line_eof_ = line == nullptr;
+    e->line_text_ = line ? line : "";
+    free(line);  // libedit strdup()s the line for us
+  }
+  static int getc(FILE*) {
+    LineEditor* e = g_editor;
+    return e ? e->getc_blocking() : -1;
+  }
+};
+
+LineEditor::LineEditor(int in_fd, int out_fd) : in_fd_(in_fd), out_fd_(out_fd) {
+  if (g_editor) throw std::logic_error("one LineEditor at a time");
+  g_editor = this;
+  // tether reads every signal from a signalfd; libedit must not install handlers of its own.
+  rl_catch_signals = 0;
+  rl_catch_sigwinch = 0;
+  rl_getc_function = &EditorCallbacks::getc;
+  rl_readline_name = "tether";
+  rl_initialize();
+  using_history();
+  stifle_history(2000);
+  // Tab inserts itself (pasted code keeps its indentation): there is nothing to complete.
+  rl_parse_and_bind("bind ^I ed-insert");
+  write_all(out_fd_, kPasteOn);
+}
+
+LineEditor::~LineEditor() {
+  stop();
+  write_all(out_fd_, kPasteOff);
+  rl_getc_function = nullptr;
+  g_editor = nullptr;
+}
+
+void LineEditor::add_history(const std::string& entry) { ::add_history(entry.c_str()); }
+
+void LineEditor::install(const std::string& prompt) {
+  line_ready_ = false;
+  rl_callback_handler_install(prompt.c_str(), &EditorCallbacks::on_line);
+  editing_ = true;
+  fresh_ = true;
+}
+
+void LineEditor::start(std::string prompt, std::string continuation) {
+  prompt_ = std::move(prompt);
+  continuation_ = std::move(continuation);
+  if (editing_) return;
+  install(pasted_.empty() ? prompt_ : continuation_);
+  if (!saved_.empty()) {
+    // Replay the interrupted line as keys: libedit redraws it as it would a typed one.
+    std::string keys = std::exchange(saved_, {});
+    restore_left_ = keys.size();
+    feed_.insert(0, keys);
+    feed_paste_.insert(0, std::string(keys.size(), '0'));
+    while (restore_left_ > 0 && editing_ && !feed_.empty()) feed_one();
+    restore_left_ = 0;
+  }
+}
+
+void LineEditor::stop() {
+  if (!editing_) return;
+  // Keep what was typed, printable characters only (they are replayed as keys).
+  saved_.clear();
+  if (rl_line_buffer && !fresh_)
+    for (int i = 0; i < rl_end; ++i) {
+      auto c = static_cast<unsigned char>(rl_line_buffer[i]);
+      if (c >= 0x20 || c == '\t') saved_ += static_cast<char>(c);
+    }
+  rl_callback_handler_remove();
+  editing_ = false;
+}
+
+int LineEditor::getc_blocking() {
+  for (;;) {
+    if (!feed_.empty()) {
+      auto c = static_cast<unsigned char>(feed_[0]);
+      last_from_paste_ = feed_paste_[0] == '1';
+      feed_.erase(0, 1);
+      feed_paste_.erase(0, 1);
+      if (restore_left_ > 0) --restore_left_;
+      return c;
+    }
+    if (restore_left_ > 0) return -1;  // never: the restored keys are all in feed_
+    // libedit wants the rest of a key sequence: it is on its way, so a blocking read is brief.
+    decoder_.release_partial();
+    if (pull()) continue;
+    char buf[256];
+    ssize_t n = ::read(in_fd_, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+      pollfd p{in_fd_, POLLIN, 0};
+      ::poll(&p, 1, -1);
+      continue;
+    }
+    if (n <= 0) return -1;
+    decoder_.push(std::string_view(buf, static_cast<std::size_t>(n)));
+  }
+}
+
+bool LineEditor::pull() {
+  auto item = decoder_.next();
+  partial_deadline_ = decoder_.holding_partial() ? base::Deadline::after(kPartialWait) : base::Deadline::never();
+  if (!item) return false;
+  std::string text = item->paste ? clean_paste(item->text) : std::move(item->text);
+  feed_ += text;
+  feed_paste_ += std::string(text.size(), item->paste ? '1' : '0');
+  return true;
+}
+
+void LineEditor::feed_one() {
+  line_ready_ = false;
+  rl_callback_read_char();
+  fresh_ = false;
+}
+
+std::vector<LineEditor::Event> LineEditor::on_readable() {
+  char buf[4096];
+  ssize_t n = ::read(in_fd_, buf, sizeof buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return process();
+  if (n <= 0) {
+    // stdin is gone (the terminal hung up): that is an end of input.
+    if (editing_) stop();
+    return {Event{Event::Kind::eof, {}, false}};
+  }
+  decoder_.push(std::string_view(buf, static_cast<std::size_t>(n)));
+  return process();
+}
+
+void LineEditor::on_partial_timeout() { decoder_.release_partial(); }
+
+std::vector<LineEditor::Event> LineEditor::process() {
+  std::vector<Event> events;
+  while (editing_) {
+    if (feed_.empty() && !pull()) break;
+    feed_one();
+    if (!line_ready_) continue;
+    line_ready_ = false;
+    // libedit finished the line and left raw mode; the handler stays installed no longer.
+    editing_ = false;
+    rl_callback_handler_remove();
+    hold_input();
+    if (line_eof_) {
+      if (!pasted_.empty()) {
+        std::string all;
+        for (auto& l : pasted_) all += (all.empty() ? "" : "\n") + l;
+        pasted_.clear();
+        events.push_back({Event::Kind::line, std::move(all), true});
+      } else {
+        events.push_back({Event::Kind::eof, {}, false});
+      }
+      break;
+    }
+    bool more_came_with_it = last_from_paste_ || !feed_.empty() || !decoder_.empty();
+    if (more_came_with_it) {
+      // Part of a paste: collect it and keep editing under the continuation prompt.
+      pasted_.push_back(std::move(line_text_));
+      install(continuation_);
+      continue;
+    }
+    if (!pasted_.empty()) {
+      if (!line_text_.empty()) pasted_.push_back(std::move(line_text_));
+      std::string all;
+      for (auto& l : pasted_) all += (all.empty() ? "" : "\n") + l;
+      pasted_.clear();
+      events.push_back({Event::Kind::line, std::move(all), true});
+    } else {
+      events.push_back({Event::Kind::line, std::move(line_text_), false});
+    }
+    break;
+  }
+  return events;
+}
+
+void LineEditor::erase_line_on_screen() {
+  // The cursor is somewhere in the edited line, which may wrap: go to its first row, clear down.
+  winsize ws{};
+  std::size_t cols = ::ioctl(out_fd_, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+  std::string_view before;
+  if (rl_line_buffer && !fresh_) before = std::string_view(rl_line_buffer, static_cast<std::size_t>(rl_point));
+  std::size_t at = columns(pasted_.empty() ? prompt_ : continuation_) + columns(before);
+  std::size_t up = at / cols;
+  std::string seq = "\r";
+  if (up > 0) seq += "\x1b[" + std::to_string(up) + "A";
+  seq += "\x1b[J";
+  write_all(out_fd_, seq);
+}
+
+void LineEditor::print_above(std::string_view text) {
+  bool was_editing = editing_;
+  if (was_editing) {
+    erase_line_on_screen();
+    stop();
+    hold_input();
+  }
+  write_all(out_fd_, text);
+  if (!text.empty() && text.back() != '\n') write_all(out_fd_, "\n");
+  if (was_editing) start(prompt_, continuation_);
+}
+
+void LineEditor::interrupt(std::string prompt) {
+  bool was_editing = editing_;
+  if (was_editing) {
+    stop();
+    hold_input();
+  }
+  saved_.clear();
+  pasted_.clear();
+  discard_input();
+  write_all(out_fd_, "^C\n");
+  if (was_editing) start(std::move(prompt), continuation_);
+}
+
+void LineEditor::discard_input() {
+  feed_.clear();
+  feed_paste_.clear();
+  decoder_.clear();
+  partial_deadline_ = base::Deadline::never();
+  ::tcflush(in_fd_, TCIFLUSH);
+}
+
+void LineEditor::hold_input() {
+  // libedit leaves the terminal cooked; in canonical mode a Ctrl-D typed now would become an
+  // end-of-file marker that reaches the next raw read as a NUL byte. Keys typed while the editor
+  // is off must stay plain keys, unechoed, for the next start().
+  termios t;
+  if (::tcgetattr(in_fd_, &t) != 0) return;
+  t.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);
+  t.c_lflag |= ISIG;
+  t.c_cc[VMIN] = 1;
+  t.c_cc[VTIME] = 0;
+  ::tcsetattr(in_fd_, TCSANOW, &t);
+}
+
+void LineEditor::resize() {
+  if (editing_) rl_resize_terminal();
+}
+
+}  // namespace tether::cli::talk
+
+#endif  // TETHER_HAVE_LIBEDIT

@@ -1,0 +1,314 @@
+#include "cli/render.h"
+
+#include <cctype>
+#include <cstdio>
+#include <utility>
+
+#include "acp/outcome.h"
+
+namespace tether::cli::talk {
+namespace {
+
+constexpr std::string_view kDim = "2";
+constexpr std::string_view kThought = "2;3";
+constexpr std::string_view kTool = "36";
+constexpr std::string_view kGood = "32";
+constexpr std::string_view kBad = "31";
+constexpr std::string_view kNote = "33";
+constexpr std::string_view kError = "1;31";
+constexpr std::string_view kAsk = "1;35";
+
+std::string grouped(std::int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+std::string usage_text(const acp::Usage& u) {
+  std::string s = "usage: " + grouped(u.used) + " of " + grouped(u.size) + " tokens";
+  if (u.size > 0) {
+    char pct[32];
+    std::snprintf(pct, sizeof pct, " (%.1f%%)", 100.0 * static_cast<double>(u.used) / static_cast<double>(u.size));
+    s += pct;
+  }
+  if (u.cost) {
+    char cost[64];
+    std::snprintf(cost, sizeof cost, ", cost %.4g", *u.cost);
+    s += cost;
+    if (!u.currency.empty()) s += " " + u.currency;
+  }
+  return s;
+}
+
+std::string status_color(const std::string& status) {
+  if (status == "completed") return std::string(kGood);
+  if (status == "failed") return std::string(kBad);
+  return std::string(kTool);
+}
+
+}  // namespace
+
+std::string sanitize_text(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c == 0x1b) {
+      // CSI: ESC [ parameters... final byte 0x40-0x7e; OSC: ESC ] ... BEL or ESC \; else ESC + one.
+      if (i + 1 < text.size() && text[i + 1] == '[') {
+        i += 2;
+        while (i < text.size() && !(text[i] >= 0x40 && text[i] <= 0x7e)) ++i;
+      } else if (i + 1 < text.size() && text[i + 1] == ']') {
+        i += 2;
+        while (i < text.size() && text[i] != '\a' && !(text[i] == 0x1b && i + 1 < text.size() && text[i + 1] == '\\')) ++i;
+        if (i < text.size() && text[i] == 0x1b) ++i;
+      } else {
+        ++i;
+      }
+      continue;
+    }
+    if (c == 0xc2 && i + 1 < text.size()) {
+      unsigned char n = static_cast<unsigned char>(text[i + 1]);
+      if (n >= 0x80 && n <= 0x9f) {  // a C1 control character, UTF-8 encoded
+        ++i;
+        continue;
+      }
+    }
+    if (c == '\n' || c == '\t' || (c >= 0x20 && c != 0x7f)) out += static_cast<char>(c);
+  }
+  return out;
+}
+
+std::vector<char> option_letters(const std::vector<acp::PermissionOption>& options) {
+  std::vector<char> letters;
+  std::string used;
+  for (const auto& o : options) {
+    char l = 0;
+    if (!o.name.empty() && std::isalpha(static_cast<unsigned char>(o.name[0]))) {
+      l = static_cast<char>(std::tolower(static_cast<unsigned char>(o.name[0])));
+      if (used.find(l) != std::string::npos) l = 0;
+      else used += l;
+    }
+    letters.push_back(l);
+  }
+  return letters;
+}
+
+std::optional<std::size_t> pick_option(char key, const std::vector<char>& letters, std::size_t count) {
+  if (key >= '1' && key <= '9') {
+    auto i = static_cast<std::size_t>(key - '1');
+    if (i < count) return i;
+    return std::nullopt;
+  }
+  if (!std::isalpha(static_cast<unsigned char>(key))) return std::nullopt;
+  char l = static_cast<char>(std::tolower(static_cast<unsigned char>(key)));
+  for (std::size_t i = 0; i < letters.size() && i < count; ++i)
+    if (letters[i] == l) return i;
+  return std::nullopt;
+}
+
+void Renderer::emit(int fd, std::string_view text) {
+  if (text.empty()) return;
+  if (!out_.empty() && out_.back().fd == fd) out_.back().text += text;
+  else out_.push_back({fd, std::string(text)});
+  open_[fd] = text.back() != '\n';
+}
+
+void Renderer::break_lines(int fd) {
+  for (int f : {1, 2}) {
+    if (!open_[f]) continue;
+    if (f == fd || style_.shared) emit(f, "\n");
+  }
+  if (block_ == Block::thought) block_ = Block::none;
+  indent_pending_ = false;
+}
+
+std::string Renderer::paint(std::string_view color, std::string_view text) const {
+  if (!style_.color || color.empty() || text.empty()) return std::string(text);
+  return "\x1b[" + std::string(color) + "m" + std::string(text) + "\x1b[0m";
+}
+
+void Renderer::line(int fd, std::string_view color, std::string_view text) {
+  break_lines(fd);
+  if (block_ == Block::answer && fd == 2 && style_.shared) block_ = Block::none;
+  // Colour one line at a time, so nothing bleeds past a line end.
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t nl = text.find('\n', pos);
+    if (nl == std::string_view::npos) nl = text.size();
+    emit(fd, paint(color, text.substr(pos, nl - pos)) + "\n");
+    pos = nl + 1;
+  }
+}
+
+void Renderer::begin_turn() {
+  tools_.clear();
+  last_plan_.clear();
+  usage_.reset();
+  cancel_shown_ = false;
+  block_ = Block::none;
+  indent_pending_ = false;
+}
+
+void Renderer::thought(std::string_view raw) {
+  if (!style_.details) return;
+  std::string text = style_.sanitize ? sanitize_text(raw) : std::string(raw);
+  if (block_ != Block::thought) {
+    break_lines(2);
+    emit(2, paint(kThought, "  thinking: "));
+    block_ = Block::thought;
+    indent_pending_ = false;
+  }
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    if (indent_pending_) {
+      emit(2, "    ");
+      indent_pending_ = false;
+    }
+    std::size_t nl = text.find('\n', pos);
+    std::size_t end = nl == std::string::npos ? text.size() : nl;
+    if (end > pos) emit(2, paint(kThought, std::string_view(text).substr(pos, end - pos)));
+    if (nl == std::string::npos) break;
+    emit(2, "\n");
+    indent_pending_ = true;
+    pos = nl + 1;
+  }
+}
+
+void Renderer::tool(const acp::Update& u) {
+  if (!style_.details) return;
+  const acp::ToolCall& in = u.tool;
+  if (u.kind == acp::Update::Kind::tool_call) {
+    tools_[in.id] = in;
+    line(2, kTool, "  tool: " + acp::describe_tool_call(in));
+    return;
+  }
+  acp::ToolCall& t = tools_[in.id];
+  if (t.id.empty()) t.id = in.id;
+  if (in.title) t.title = in.title;
+  if (in.kind) t.kind = in.kind;
+  if (!in.locations.empty()) t.locations = in.locations;
+  if (in.status && in.status != t.status) {
+    t.status = in.status;
+    std::string head = "  tool: " + t.title.value_or(t.id) + ": ";
+    break_lines(2);
+    emit(2, paint(kTool, head) + paint(status_color(*in.status), *in.status) + "\n");
+  }
+}
+
+void Renderer::update(const acp::Update& u) {
+  using K = acp::Update::Kind;
+  switch (u.kind) {
+    case K::agent_message: {
+      std::string text = style_.sanitize ? sanitize_text(u.text) : u.text;
+      if (text.empty()) return;
+      if (block_ != Block::answer) {
+        if (block_ == Block::thought || style_.shared) break_lines(1);
+        block_ = Block::answer;
+      }
+      emit(1, text);
+      return;
+    }
+    case K::agent_thought: thought(u.text); return;
+    case K::tool_call:
+    case K::tool_call_update: tool(u); return;
+    case K::plan: {
+      if (!style_.details) return;
+      std::string plan = acp::describe_plan(u.plan);
+      if (plan.empty() || plan == last_plan_) return;
+      last_plan_ = plan;
+      line(2, kDim, "  plan: " + (style_.sanitize ? sanitize_text(plan) : plan));
+      return;
+    }
+    case K::usage: usage_ = u.usage; return;
+    default: return;  // session state (commands, mode, title) and history echoes are not shown
+  }
+}
+
+void Renderer::permission(const acp::PermissionRequest& p) {
+  std::string what = acp::describe_tool_call(p.tool);
+  if (style_.sanitize) what = sanitize_text(what);
+  if (p.answered) {
+    std::string answer = p.chosen ? p.chosen->name : std::string("cancelled");
+    line(2, kAsk, "  permission: " + what + ": " + answer);
+    return;
+  }
+  line(2, kAsk, "  permission: " + what);
+  auto letters = option_letters(p.options);
+  std::string menu = "    ";
+  for (std::size_t i = 0; i < p.options.size(); ++i) {
+    std::string name = style_.sanitize ? sanitize_text(p.options[i].name) : p.options[i].name;
+    if (i) menu += "  ";
+    menu += "[" + std::to_string(i + 1) + (letters[i] ? std::string("/") + letters[i] : "") + "] " + name;
+  }
+  line(2, "", menu);
+  std::string ask = "  choose 1-" + std::to_string(p.options.size()) + " or a letter (Ctrl-C: cancel): ";
+  if (p.options.empty()) ask = "  no options offered; press Ctrl-C to cancel: ";
+  emit(2, paint(kAsk, ask));
+}
+
+void Renderer::permission_choice(std::string_view what) { emit(2, std::string(what) + "\n"); }
+
+void Renderer::permission_withdrawn() { line(2, kDim, "  (the agent withdrew its permission request)"); }
+
+void Renderer::cancelled() {
+  cancel_shown_ = true;
+  line(2, kNote, "^C (cancelled)");
+}
+
+void Renderer::end_turn(const acp::TurnEvent& t) {
+  if (style_.details && usage_) line(2, kDim, "  " + usage_text(*usage_));
+  if (t.kind == acp::TurnEvent::Kind::completed) {
+    const std::string& r = t.stop_reason;
+    if (r == "cancelled") {
+      if (!cancel_shown_) line(2, kNote, "(cancelled)");
+    } else if (r == "refusal") {
+      line(2, kNote, "tether: the agent refused to answer (stop reason: refusal)");
+    } else if (r == "max_tokens") {
+      line(2, kNote, "tether: the answer was cut short: the agent reached its token limit (max_tokens)");
+    } else if (r == "max_turn_requests") {
+      line(2, kNote, "tether: the agent stopped: too many model requests in one turn (max_turn_requests)");
+    } else if (r != "end_turn") {
+      line(2, kNote, "tether: the agent stopped: " + r);
+    }
+  } else {
+    std::string code = t.error.is_object() ? t.error.value("code", "") : "";
+    // A give-up message already quotes the stderr tail; other errors get it appended.
+    std::string msg = code == "restart_limit" && t.error.contains("message") && t.error["message"].is_string()
+                          ? t.error["message"].get<std::string>()
+                          : acp::message_with_tail(t.error);
+    if (code == "cancelled" && cancel_shown_) {
+      // The cancel itself was shown at Ctrl-C; say only what happened beyond it (escalation).
+      auto semi = msg.find("; ");
+      if (semi != std::string::npos) line(2, kNote, "tether: " + msg.substr(semi + 2));
+    } else {
+      line(2, kError, "tether: " + msg);
+    }
+  }
+  finish_lines();
+  block_ = Block::none;
+}
+
+void Renderer::note(std::string_view text) { line(2, kNote, "tether: " + std::string(text)); }
+void Renderer::error(std::string_view text) { line(2, kError, "tether: " + std::string(text)); }
+void Renderer::dim(std::string_view text) { line(2, kDim, text); }
+
+void Renderer::info(std::string_view text) {
+  break_lines(1);
+  if (text.empty()) return;
+  emit(1, text);
+  if (text.back() != '\n') emit(1, "\n");
+}
+
+void Renderer::finish_lines() {
+  for (int f : {1, 2})
+    if (open_[f]) emit(f, "\n");
+  if (block_ == Block::thought) block_ = Block::none;
+  indent_pending_ = false;
+}
+
+}  // namespace tether::cli::talk

@@ -1,0 +1,96 @@
+// How `tether talk` shows a turn: the answer streams to stdout as it arrives; thoughts, tool calls
+// (title, kind, status changes), plans, usage, permission requests and tether's own notes go to
+// stderr, compact and set apart (dim or coloured on a terminal, a word prefix without colour).
+// The renderer only builds the bytes to write, as (fd, text) pairs: it does no I/O, so each event
+// kind is unit-tested as text.
+//
+// When stdout and stderr are the same terminal (`shared`), the renderer keeps their lines apart:
+// a note never lands in the middle of a half-written answer line. Text that came from the agent is
+// stripped of control characters and escape sequences when it is shown on a terminal (`sanitize`).
+//
+// Thread contract: thread-bound (a plain value).
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "acp/permission.h"
+#include "acp/session.h"
+#include "acp/update.h"
+
+namespace tether::cli::talk {
+
+struct RenderStyle {
+  bool color = false;     // ANSI colours and dim text
+  bool sanitize = false;  // the agent's text is shown on a terminal: strip control characters
+  bool shared = false;    // stdout and stderr are the same terminal
+  bool details = true;    // show thoughts, tool calls, plans and usage (else only the answer and notes)
+};
+
+struct Write {
+  int fd;  // 1 or 2
+  std::string text;
+};
+
+// The agent's text made safe for a terminal: escape sequences, C0 and C1 control characters and
+// carriage returns are dropped; newlines and tabs are kept.
+std::string sanitize_text(std::string_view text);
+
+// Keys for a permission menu: each option's first letter, lower-cased, for the first option that
+// starts with it (0: the option has only its number).
+std::vector<char> option_letters(const std::vector<acp::PermissionOption>& options);
+// The option a key picks: '1'..'9' by position, or a letter from option_letters (any case).
+std::optional<std::size_t> pick_option(char key, const std::vector<char>& letters, std::size_t count);
+
+class Renderer {
+ public:
+  explicit Renderer(RenderStyle style) : style_(style) {}
+
+  const RenderStyle& style() const { return style_; }
+
+  void begin_turn();
+  void update(const acp::Update& u);
+  // A permission request: a menu when it waits for the person (`answered` false), else one line
+  // saying what was answered.
+  void permission(const acp::PermissionRequest& p);
+  void permission_choice(std::string_view what);  // ends the menu line with the choice
+  void permission_withdrawn();
+  void cancelled();  // "^C (cancelled)": the person pressed Ctrl-C during the turn
+  // The terminal event: usage, an unusual stop reason or the error, and a clean line end.
+  void end_turn(const acp::TurnEvent& terminal);
+
+  void note(std::string_view text);   // tether's own remark (yellow): "tether: …"
+  void error(std::string_view text);  // tether's own error (red): "tether: …"
+  void dim(std::string_view text);    // a quiet line (dim)
+  void info(std::string_view text);   // command output (/help, /status): plain, on stdout
+
+  // Ends any half-written line, so the next output (or the prompt) starts at column 0.
+  void finish_lines();
+  std::vector<Write> take() { return std::exchange(out_, {}); }
+
+ private:
+  enum class Block { none, answer, thought };
+
+  void emit(int fd, std::string_view text);
+  void break_lines(int fd);  // before writing to fd: end the half-written lines in the way
+  void line(int fd, std::string_view color, std::string_view text);
+  std::string paint(std::string_view color, std::string_view text) const;
+  void thought(std::string_view text);
+  void tool(const acp::Update& u);
+
+  RenderStyle style_;
+  std::vector<Write> out_;
+  bool open_[3] = {false, false, false};  // a line was started on this fd and not ended
+  Block block_ = Block::none;
+  bool indent_pending_ = false;           // a thought line ended: indent the next one
+  std::map<std::string, acp::ToolCall> tools_;
+  std::string last_plan_;
+  std::optional<acp::Usage> usage_;
+  bool cancel_shown_ = false;
+};
+
+}  // namespace tether::cli::talk

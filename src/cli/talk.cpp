@@ -1,0 +1,1002 @@
+#include "cli/talk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <langinfo.h>
+#include <locale.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "acp/session.h"
+#include "cli/render.h"
+#include "cli/talk_commands.h"
+#include "cli/talk_history.h"
+#include "tether_config.h"
+
+#ifdef TETHER_HAVE_LIBEDIT
+#include "cli/line_editor.h"
+#endif
+
+extern char** environ;
+
+namespace tether::cli {
+namespace {
+
+using talk::LineKind;
+using talk::Renderer;
+
+constexpr const char* kPrompt = "tether> ";
+constexpr const char* kContinuation = "   ...> ";
+constexpr auto kRestartWait = std::chrono::seconds(30);
+
+bool color_wanted(const std::string& option, int fd) {
+  if (option == "always") return true;
+  if (option == "never") return false;
+  const char* no = ::getenv("NO_COLOR");
+  if (no && no[0]) return false;
+  const char* term = ::getenv("TERM");
+  if (term && std::string_view(term) == "dumb") return false;
+  return ::isatty(fd) == 1;
+}
+
+void write_fd(int fd, std::string_view s) {
+  while (!s.empty()) {
+    ssize_t n = ::write(fd, s.data(), s.size());
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return;
+    }
+    s.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::string shell_quote(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) {
+    if (!s.empty()) s += ' ';
+    bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == std::string::npos;
+    if (plain) {
+      s += a;
+      continue;
+    }
+    s += '\'';
+    for (char c : a) s += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    s += '\'';
+  }
+  return s;
+}
+
+std::string duration_text(base::Duration d) {
+  auto secs = std::chrono::duration_cast<std::chrono::seconds>(d).count();
+  char buf[64];
+  if (secs < 60) std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(secs));
+  else if (secs < 3600) std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(secs / 60), static_cast<long long>(secs % 60));
+  else std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(secs / 3600), static_cast<long long>(secs / 60 % 60));
+  return buf;
+}
+
+// Exit status precedence for script mode: an unavailable bridge outranks a protocol error, a
+// timeout, an internal error, bad input and an unclean answer.
+int worse(int a, int b) {
+  auto rank = [](int c) {
+    switch (c) {
+      case kExitOk: return 0;
+      case kExitNotClean: return 1;
+      case kExitDataErr: return 2;
+      case kExitSoftware: return 3;
+      case kExitTimeout: return 4;
+      case kExitProtocol: return 5;
+      case kExitUnavailable: return 6;
+      default: return 3;
+    }
+  };
+  return rank(b) > rank(a) ? b : a;
+}
+
+// libedit decodes keys by the locale's character set: a C locale would mangle UTF-8 input, so
+// coerce it to C.UTF-8 the way Python does (PEP 538).
+void use_utf8_ctype() {
+  ::setlocale(LC_CTYPE, "");
+  const char* cs = ::nl_langinfo(CODESET);
+  if (!cs || std::string_view(cs) != "UTF-8") ::setlocale(LC_CTYPE, "C.UTF-8");
+}
+
+class Talk {
+ public:
+  Talk(TalkOptions& o, supervisor::Bridge& bridge, acp::ClientOptions copts, std::vector<std::string> argv,
+       bool interactive)
+      : o_(o),
+        bridge_(bridge),
+        copts_(std::move(copts)),
+        argv_(std::move(argv)),
+        interactive_(interactive),
+        renderer_(make_style(o, interactive)) {}
+
+  ~Talk() { restore_terminal(); }
+
+  int run() {
+    sig_ = open_signal_fd();
+    if (int rc = open_session(); rc != kExitOk) return rc;
+    if (interactive_) return run_interactive();
+    return run_script();
+  }
+
+ private:
+  static talk::RenderStyle make_style(const TalkOptions& o, bool interactive) {
+    talk::RenderStyle s;
+    s.color = color_wanted(o.common.color, STDERR_FILENO);
+    s.sanitize = ::isatty(STDOUT_FILENO) == 1;
+    s.shared = ::isatty(STDOUT_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
+    s.details = interactive ? !o.common.quiet : (o.common.verbose > 0 || (::isatty(STDERR_FILENO) == 1 && !o.common.quiet));
+    return s;
+  }
+
+  // --- output ---------------------------------------------------------------------------------
+
+  void flush() {
+    auto writes = renderer_.take();
+    if (writes.empty()) return;
+#ifdef TETHER_HAVE_LIBEDIT
+    if (editor_ && editor_->editing()) {
+      // The person is typing: the text goes above the prompt, the line being typed is kept.
+      std::string all;
+      for (auto& w : writes) all += w.text;
+      editor_->print_above(all);
+      return;
+    }
+#endif
+    for (auto& w : writes) {
+      if (w.fd == STDOUT_FILENO) {
+        if (!write_stdout(w.text) && errno == EPIPE) {
+          shutdown_now();
+          reraise(SIGPIPE);
+        }
+      } else {
+        write_fd(STDERR_FILENO, w.text);
+      }
+    }
+  }
+
+  // --- session --------------------------------------------------------------------------------
+
+  int open_session() {
+    session_ = std::make_unique<acp::AcpSession>(bridge_, copts_);
+    auto failed = session_->open(base::Deadline::never(), sig_.get());
+    if (!failed) {
+      sync_bridge_state();
+      seen_loaded_ = session_->state().sessions_loaded;
+      return kExitOk;
+    }
+    if (failed->cancelled == acp::CancelCause::interrupt) {
+      shutdown_now();
+      reraise(SIGINT);
+    }
+    renderer_.error(acp::message_with_tail(failed->error));
+    flush();
+    return acp::exit_status(*failed);
+  }
+
+  void greet() {
+    if (o_.common.quiet) return;
+    const auto& st = session_->state();
+    std::string agent = st.agent_info.is_object() ? st.agent_info.value("title", st.agent_info.value("name", "")) : "";
+    if (agent.empty()) agent = shell_quote(argv_);
+    std::string version = st.agent_info.is_object() ? st.agent_info.value("version", "") : "";
+    renderer_.dim("tether " + std::string(TETHER_VERSION) + ", talking to " + agent +
+                  (version.empty() ? "" : " " + version) + ". /help for help, Ctrl-D to quit.");
+    flush();
+  }
+
+  // What the bridge did while nobody was watching, told once: a death and restart, or giving up.
+  void check_bridge() {
+    auto st = bridge_.status();
+    if (st.last_exit && st.last_exit->generation > reported_exit_gen_) {
+      reported_exit_gen_ = st.last_exit->generation;
+      auto reason = st.last_exit->reason;
+      bool ours = reason == supervisor::ExitReason::stopped || reason == supervisor::ExitReason::restarted;
+      if (!ours && st.state != supervisor::State::failed) {
+        renderer_.note(supervisor::describe(*st.last_exit) + "; it is being restarted");
+        trouble_shown_ = true;
+      }
+    }
+    if (st.state == supervisor::State::failed) {
+      if (!failed_reported_) {
+        failed_reported_ = true;
+        renderer_.error(give_up_text(st));
+      }
+    } else {
+      failed_reported_ = false;
+    }
+    flush();
+  }
+
+  std::string give_up_text(const supervisor::BridgeStatus& st) const {
+    if (!st.last_exit) return "the bridge is not running; /restart to try again";
+    if (st.last_exit->reason == supervisor::ExitReason::spawn_failed)
+      return supervisor::describe(*st.last_exit) + "\n/restart tries again.";
+    return supervisor::give_up_message(st.restarts_in_window, base::seconds(o_.common.restart_window), *st.last_exit);
+  }
+
+  // After a turn, deaths it already explained are not told again.
+  void sync_bridge_state() {
+    auto st = bridge_.status();
+    if (st.last_exit) reported_exit_gen_ = std::max(reported_exit_gen_, st.last_exit->generation);
+    failed_reported_ = st.state == supervisor::State::failed;
+  }
+
+  void show_notice(const acp::TurnEvent& e) {
+    std::size_t loaded = session_->state().sessions_loaded;
+    bool restored = loaded > seen_loaded_;
+    seen_loaded_ = loaded;
+    // The restart was already told in one line; that the session came back needs no second one.
+    bool folded = restored && trouble_shown_;
+    trouble_shown_ = false;
+    if (!folded) renderer_.note(e.text);
+  }
+
+  void poll_session() {
+    for (auto& e : session_->poll())
+      if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+    flush();
+    check_bridge();
+  }
+
+  // --- turns ----------------------------------------------------------------------------------
+
+  bool bridge_down() {
+    if (bridge_.status().state != supervisor::State::failed) return false;
+    renderer_.error("the bridge is not running (tether gave up restarting it): /restart tries again, /stderr shows its last output");
+    flush();
+    return true;
+  }
+
+  void start_turn(std::string text) {
+    if (bridge_down()) {
+      last_status_ = worse(last_status_, kExitUnavailable);
+      return;
+    }
+    renderer_.begin_turn();
+    trouble_shown_ = false;
+    cancel_requested_ = false;
+    perms_.clear();
+    base::Duration timeout = o_.common.timeout > 0 ? base::seconds(o_.common.timeout) : base::Duration::zero();
+    turn_.emplace(session_->prompt(std::move(text), timeout));
+    if (interactive_) turn_terminal_mode();
+    handle_turn_events();
+  }
+
+  void handle_turn_events() {
+    if (!turn_) return;
+    auto events = turn_->poll();
+    bool gave_up = bridge_.status().state == supervisor::State::failed;
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      auto& e = events[i];
+      using K = acp::TurnEvent::Kind;
+      switch (e.kind) {
+        case K::update: renderer_.update(e.update); break;
+        case K::permission:
+          if (e.permission.answered) {
+            renderer_.permission(e.permission);
+          } else {
+            perms_.push_back(std::move(e.permission));
+            if (perms_.size() == 1) show_permission();
+          }
+          break;
+        case K::permission_withdrawn:
+          for (std::size_t k = 0; k < perms_.size(); ++k) {
+            if (perms_[k].token != e.permission.token) continue;
+            perms_.erase(perms_.begin() + static_cast<std::ptrdiff_t>(k));
+            if (k == 0) {
+              renderer_.permission_choice("withdrawn");
+              if (!perms_.empty()) show_permission();
+            }
+            break;
+          }
+          break;
+        case K::notice: show_notice(e); break;
+        case K::retry: {
+          bool fails_next = false;
+          for (std::size_t k = i + 1; k < events.size(); ++k) fails_next = fails_next || events[k].kind == K::failed;
+          if (!gave_up && !fails_next) {
+            renderer_.note(e.text);
+            trouble_shown_ = true;
+          }
+          break;
+        }
+        case K::completed:
+        case K::failed:
+          end_turn(e);
+          return;
+      }
+    }
+    flush();
+  }
+
+  void end_turn(const acp::TurnEvent& e) {
+    if (!perms_.empty()) renderer_.permission_choice("cancelled");
+    perms_.clear();
+    renderer_.end_turn(e);
+    flush();
+    int status = acp::exit_status(e);
+    if (status != kExitOk && !(e.cancelled == acp::CancelCause::interrupt)) last_status_ = worse(last_status_, status);
+    if (status == kExitUnavailable) stop_script_ = true;
+    turn_.reset();
+    sync_bridge_state();
+    // The terminal stays in the turn's mode until the editor takes it back: a canonical spell in
+    // between would turn a Ctrl-D typed ahead into a NUL byte.
+  }
+
+  void show_permission() {
+#ifdef TETHER_HAVE_LIBEDIT
+    // Keys typed before the question is shown must not answer it (and keys typed after must).
+    if (editor_) editor_->discard_input();
+#endif
+    renderer_.permission(perms_.front());
+    flush();
+  }
+
+  void answer_permission(std::optional<std::size_t> index) {
+    if (perms_.empty() || !turn_) return;
+    auto& p = perms_.front();
+    std::optional<std::string> id;
+    std::string name = "cancelled";
+    if (index) {
+      id = p.options[*index].id;
+      name = p.options[*index].name;
+    }
+    turn_->answer_permission(p.token, id);
+    renderer_.permission_choice(name);
+    perms_.pop_front();
+    if (!perms_.empty()) show_permission();
+    flush();
+  }
+
+  void read_permission_key() {
+    char buf[64];
+    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n <= 0 || perms_.empty()) return;
+    auto letters = talk::option_letters(perms_.front().options);
+    for (ssize_t i = 0; i < n; ++i) {
+      if (auto pick = talk::pick_option(buf[i], letters, perms_.front().options.size())) {
+        answer_permission(pick);
+        return;
+      }
+    }
+    write_fd(STDERR_FILENO, "\a");
+  }
+
+  // Ctrl-C during a turn: answer a pending question `cancelled`; else cancel the turn; a second
+  // time abandon it and restart the bridge.
+  void interrupt_turn() {
+    if (!perms_.empty()) {
+      answer_permission(std::nullopt);
+      return;
+    }
+    if (!cancel_requested_) {
+      cancel_requested_ = true;
+      turn_->cancel(acp::CancelCause::interrupt);
+      renderer_.cancelled();
+      flush();
+      handle_turn_events();
+      return;
+    }
+    turn_.reset();  // abandoned: the session finishes it unseen
+    bridge_.recycle("the turn was interrupted twice");
+    renderer_.note("abandoned the turn; restarting the bridge");
+    renderer_.finish_lines();
+    flush();
+    sync_bridge_state();
+  }
+
+  // --- terminal modes -------------------------------------------------------------------------
+
+  void save_terminal() {
+    if (::tcgetattr(STDIN_FILENO, &orig_termios_) == 0) have_termios_ = true;
+  }
+
+  // While a turn streams: keys are not echoed (they would tear the answer) and not read (they
+  // wait as type-ahead), but Ctrl-C still raises SIGINT and a permission key needs no Enter.
+  void turn_terminal_mode() {
+    if (!have_termios_) return;
+    termios t = orig_termios_;
+    t.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);
+    t.c_lflag |= ISIG;
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &t);
+  }
+
+  void restore_terminal() {
+    if (have_termios_) ::tcsetattr(STDIN_FILENO, TCSANOW, &orig_termios_);
+  }
+
+  // Before leaving (normally or by a signal): the editor's terminal state, then the bridge.
+  void shutdown_now() {
+#ifdef TETHER_HAVE_LIBEDIT
+    editor_.reset();
+#endif
+    restore_terminal();
+    turn_.reset();
+    session_.reset();
+    bridge_.stop();
+  }
+
+  // --- signals --------------------------------------------------------------------------------
+
+  // Reads every pending signal: Ctrl-C by context, SIGWINCH to the editor, the rest end tether.
+  void on_signals() {
+    while (int sig = read_signal(sig_.get())) {
+      switch (sig) {
+        case SIGINT:
+          if (turn_) {
+            interrupt_turn();
+          } else if (!interactive_) {
+            shutdown_now();
+            reraise(SIGINT);
+          } else {
+            interrupt_prompt();
+          }
+          break;
+        case SIGWINCH:
+#ifdef TETHER_HAVE_LIBEDIT
+          if (editor_) editor_->resize();
+#endif
+          break;
+        default:  // SIGTERM, SIGHUP: cancel what is in flight, stop the bridge, die by the signal
+          if (turn_) turn_->cancel(acp::CancelCause::interrupt);
+          shutdown_now();
+          reraise(sig);
+      }
+    }
+  }
+
+  void interrupt_prompt() {
+    bool discarded = multi_;
+    multi_ = false;
+    multi_lines_.clear();
+#ifdef TETHER_HAVE_LIBEDIT
+    if (editor_) editor_->interrupt(prompt());
+#endif
+    if (discarded) {
+      renderer_.dim("(the /multi block was discarded)");
+      flush();
+    }
+  }
+
+  // --- lines ----------------------------------------------------------------------------------
+
+  void record(const std::string& line) {
+    if (!history_ || !talk::should_record(line, last_entry_)) return;
+    last_entry_ = line;
+#ifdef TETHER_HAVE_LIBEDIT
+    if (editor_) editor_->add_history(line);
+#endif
+    std::string err;
+    if (!history_->append(line, err) && !history_warned_) {
+      history_warned_ = true;
+      renderer_.note(err + " (history not saved)");
+      flush();
+    }
+  }
+
+  void on_line(const std::string& text, bool multiline) {
+    if (multi_) {
+      if (!multiline) record(text);
+      if (!multiline && talk::is_terminator(text, multi_term_)) {
+        multi_ = false;
+        std::string all;
+        for (auto& l : multi_lines_) all += (all.empty() ? "" : "\n") + l;
+        multi_lines_.clear();
+        if (all.find_first_not_of(" \t\n") == std::string::npos) {
+          renderer_.dim("(empty block: nothing sent)");
+          flush();
+          return;
+        }
+        start_turn(std::move(all));
+        return;
+      }
+      multi_lines_.push_back(text);
+      return;
+    }
+    if (multiline) {
+      start_turn(text);
+      return;
+    }
+    record(text);
+    // What the bridge sent meanwhile first: the agent's command list may have just changed.
+    for (auto& e : session_->poll())
+      if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+    auto parsed = talk::parse_line(text, session_->state().commands);
+    switch (parsed.kind) {
+      case LineKind::empty: return;
+      case LineKind::prompt:
+      case LineKind::agent_command: start_turn(std::move(parsed.text)); return;
+      case LineKind::help: renderer_.info(talk::help_text(session_->state().commands)); break;
+      case LineKind::exit: quit_ = true; break;
+      case LineKind::cancel: renderer_.dim("(no answer is in flight: Ctrl-C cancels one while it streams)"); break;
+      case LineKind::restart: restart(); break;
+      case LineKind::status: renderer_.info(status_text()); break;
+      case LineKind::stderr_tail: {
+        std::string tail = bridge_.status().stderr_tail;
+        if (tail.empty()) renderer_.dim("(the bridge has written nothing to its stderr)");
+        else renderer_.info(renderer_.style().sanitize ? talk::sanitize_text(tail) : tail);
+        break;
+      }
+      case LineKind::multi:
+        multi_ = true;
+        multi_term_ = parsed.text;
+        multi_lines_.clear();
+        if (interactive_) renderer_.dim("(multi-line prompt: end it with a line " + multi_term_ + "; Ctrl-C discards it)");
+        break;
+      case LineKind::edit: edit(parsed.text); break;
+      case LineKind::session_new: new_session(); break;
+      case LineKind::unknown:
+        renderer_.error("unknown command /" + parsed.text + ": /help lists the commands; //" + parsed.text +
+                        " sends the line to the agent as it is");
+        if (!interactive_) last_status_ = worse(last_status_, kExitDataErr);
+        break;
+      case LineKind::usage_error:
+        renderer_.error(parsed.text);
+        if (!interactive_) last_status_ = worse(last_status_, kExitDataErr);
+        break;
+    }
+    flush();
+  }
+
+  void on_eof() {
+    if (multi_ && !multi_lines_.empty()) {
+      // End of input ends the block, as a terminator would.
+      on_line(multi_term_, false);
+      return;
+    }
+    quit_ = true;
+  }
+
+  std::string status_text() {
+    auto st = bridge_.status();
+    const auto& ss = session_->state();
+    std::string s;
+    s += "bridge:    " + shell_quote(argv_) + "\n";
+    s += "state:     " + std::string(supervisor::to_string(st.state));
+    if (st.pid > 0) s += ", pid " + std::to_string(st.pid);
+    s += ", generation " + std::to_string(st.generation);
+    if (st.state == supervisor::State::ready) s += ", up " + duration_text(st.uptime);
+    s += "\n";
+    char window[32];
+    std::snprintf(window, sizeof window, "%g s", o_.common.restart_window);
+    s += "restarts:  " + std::to_string(st.restarts_in_window) + " in the last " + window + " (" +
+         std::to_string(o_.common.max_restarts) + " allowed), " + std::to_string(st.restarts_total) + " in all\n";
+    if (st.last_exit) s += "last exit: " + supervisor::describe(*st.last_exit) + "\n";
+    s += "session:   " + (ss.session_id.empty() ? std::string("(none)") : ss.session_id);
+    if (ss.sessions_loaded) s += ", restored " + std::to_string(ss.sessions_loaded) + "x by session/load";
+    if (ss.sessions_created > 1) s += ", " + std::to_string(ss.sessions_created) + " sessions created";
+    s += "\n";
+    std::string name, version;
+    if (ss.agent_info.is_object()) {
+      name = ss.agent_info.value("name", "");
+      version = ss.agent_info.value("version", "");
+    }
+    s += "agent:     " + (name.empty() ? std::string("(unnamed)") : name) + (version.empty() ? "" : " " + version) +
+         ", ACP v" + std::to_string(ss.protocol_version) + (ss.load_session ? ", can load sessions" : "") + "\n";
+    if (!ss.mode_id.empty()) s += "mode:      " + ss.mode_id + "\n";
+    if (ss.usage) s += "context:   " + std::to_string(ss.usage->used) + " of " + std::to_string(ss.usage->size) + " tokens\n";
+    const auto& c = st.counters;
+    s += "anomalies: " + std::to_string(c.invalid_json) + " invalid JSON, " + std::to_string(c.not_jsonrpc) +
+         " not JSON-RPC, " + std::to_string(c.oversize_lines) + " oversize, " + std::to_string(c.unknown_responses) +
+         " unknown responses, " + std::to_string(ss.ignored_updates) + " ignored updates, " +
+         std::to_string(ss.late_updates) + " late updates\n";
+    s += "traffic:   " + std::to_string(c.frames_in) + " frames in, " + std::to_string(c.frames_out) + " out, " +
+         std::to_string(c.stderr_bytes) + " stderr bytes\n";
+    return s;
+  }
+
+  // /restart: a fresh process with a fresh budget, then the session back (loaded, or new).
+  void restart() {
+    auto before = bridge_.status().generation;
+    renderer_.dim("(restarting the bridge...)");
+    flush();
+    bridge_.restart();
+    auto deadline = base::Deadline::after(kRestartWait);
+    for (;;) {
+      auto st = bridge_.status();
+      if (st.generation > before &&
+          (st.state == supervisor::State::ready || st.state == supervisor::State::failed)) break;
+      if (deadline.expired()) {
+        renderer_.error("the bridge has not come back within 30 s; /status shows where it is");
+        flush();
+        return;
+      }
+      pollfd p[2] = {{sig_.get(), POLLIN, 0}, {session_->fd(), POLLIN, 0}};
+      ::poll(p, 2, 50);  // status changes also wake the event fd; 50 ms bounds a missed one
+      if (p[0].revents & POLLIN) {
+        int sig = read_signal(sig_.get());
+        if (sig == SIGINT) {
+          renderer_.dim("(stopped waiting; the bridge keeps restarting in the background)");
+          flush();
+          return;
+        }
+        if (sig == SIGTERM || sig == SIGHUP) {
+          shutdown_now();
+          reraise(sig);
+        }
+      }
+      for (auto& e : session_->poll())
+        if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+    }
+    auto st = bridge_.status();
+    if (st.state == supervisor::State::failed) {
+      sync_bridge_state();
+      renderer_.error(give_up_text(st));
+      flush();
+      return;
+    }
+    auto failed = session_->open(base::Deadline::after(kRestartWait), sig_.get());
+    sync_bridge_state();
+    if (failed) {
+      renderer_.error(acp::message_with_tail(failed->error));
+    } else {
+      st = bridge_.status();
+      renderer_.note("the bridge was restarted (pid " + std::to_string(st.pid) + ", generation " +
+                     std::to_string(st.generation) + ")");
+      trouble_shown_ = false;
+      for (auto& e : session_->poll())
+        if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+    }
+    flush();
+  }
+
+  void new_session() {
+    if (bridge_down()) return;
+    session_ = std::make_unique<acp::AcpSession>(bridge_, copts_);
+    auto failed = session_->open(base::Deadline::after(kRestartWait), sig_.get());
+    seen_loaded_ = session_->state().sessions_loaded;
+    if (failed) renderer_.error(acp::message_with_tail(failed->error));
+    else renderer_.note("new session " + session_->state().session_id);
+    flush();
+  }
+
+  // /edit: compose in $VISUAL or $EDITOR (else vi) in a temporary file; what is saved is sent.
+  void edit(const std::string& initial) {
+    if (!interactive_) {
+      renderer_.error("/edit needs a terminal");
+      last_status_ = worse(last_status_, kExitDataErr);
+      return;
+    }
+    const char* ed = ::getenv("VISUAL");
+    if (!ed || !*ed) ed = ::getenv("EDITOR");
+    std::string editor_cmd = ed && *ed ? ed : "vi";
+    std::vector<std::string> words;
+    {
+      std::string w;
+      for (char c : editor_cmd) {
+        if (c == ' ' || c == '\t') {
+          if (!w.empty()) words.push_back(std::move(w));
+          w.clear();
+        } else {
+          w += c;
+        }
+      }
+      if (!w.empty()) words.push_back(std::move(w));
+    }
+    const char* tmpdir = ::getenv("TMPDIR");
+    std::string path = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/tether-prompt-XXXXXX.md";
+    int fd = ::mkstemps(path.data(), 3);
+    if (fd < 0) {
+      renderer_.error("cannot create a file to edit in: " + std::string(strerror(errno)));
+      return;
+    }
+    if (!initial.empty()) write_fd(fd, initial + "\n");
+    ::close(fd);
+    words.push_back(path);
+    std::vector<char*> av;
+    for (auto& w : words) av.push_back(w.data());
+    av.push_back(nullptr);
+
+    posix_spawnattr_t attr;
+    ::posix_spawnattr_init(&attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGWINCH, SIGPIPE, SIGQUIT}) sigaddset(&defaults, s);
+    ::posix_spawnattr_setsigmask(&attr, &none);
+    ::posix_spawnattr_setsigdefault(&attr, &defaults);
+    ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = -1;
+    restore_terminal();  // the editor gets the terminal as the person's shell left it
+    int rc = ::posix_spawnp(&pid, av[0], nullptr, &attr, av.data(), environ);
+    ::posix_spawnattr_destroy(&attr);
+    std::string text;
+    bool ok = false;
+    if (rc != 0) {
+      renderer_.error("cannot run the editor " + words[0] + ": " + strerror(rc) + " (set VISUAL or EDITOR)");
+    } else {
+#ifdef TETHER_HAVE_LIBEDIT
+      write_fd(STDOUT_FILENO, "\x1b[?2004l");
+#endif
+      int st = 0;
+      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
+#ifdef TETHER_HAVE_LIBEDIT
+      write_fd(STDOUT_FILENO, "\x1b[?2004h");
+#endif
+      // Ctrl-C and resizes inside the editor were the editor's; termination requests are ours.
+      while (int sig = read_signal(sig_.get())) {
+        if (sig == SIGTERM || sig == SIGHUP) {
+          ::unlink(path.c_str());
+          shutdown_now();
+          reraise(sig);
+        }
+      }
+      if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        std::string err;
+        int in = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        char buf[65536];
+        ssize_t n;
+        while (in >= 0 && (n = ::read(in, buf, sizeof buf)) > 0) text.append(buf, static_cast<std::size_t>(n));
+        if (in >= 0) ::close(in);
+        ok = true;
+      } else {
+        renderer_.note("the editor did not exit cleanly: nothing was sent");
+      }
+    }
+    ::unlink(path.c_str());
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\r')) text.pop_back();
+    if (!ok) return;
+    if (text.find_first_not_of(" \t\n") == std::string::npos) {
+      renderer_.dim("(empty: nothing sent)");
+      return;
+    }
+    renderer_.dim(text);
+    flush();
+    start_turn(std::move(text));
+  }
+
+  // --- the interactive loop -------------------------------------------------------------------
+
+  int run_interactive() {
+#ifdef TETHER_HAVE_LIBEDIT
+    save_terminal();
+    if (!o_.no_history) {
+      std::string path = talk::history_path([](const char* n) { return ::getenv(n); });
+      if (!path.empty()) history_.emplace(path);
+    }
+    std::vector<std::string> entries;
+    if (history_) {
+      std::string err;
+      entries = history_->load(err);
+      if (!err.empty()) renderer_.note(err + " (history not loaded)");
+    }
+    use_utf8_ctype();
+    editor_.emplace(STDIN_FILENO, STDOUT_FILENO);
+    for (auto& e : entries) editor_->add_history(e);
+    if (!entries.empty()) last_entry_ = entries.back();
+    greet();
+
+    while (!quit_) {
+      if (!turn_ && !editor_->editing()) {
+        renderer_.finish_lines();
+        flush();
+        editor_->start(prompt(), kContinuation);
+        handle_editor(editor_->process());
+        continue;
+      }
+      bool want_keys = editor_->editing() || (turn_ && !perms_.empty());
+      pollfd p[3];
+      nfds_t n = 0;
+      p[n++] = {sig_.get(), POLLIN, 0};
+      p[n++] = {session_->fd(), POLLIN, 0};
+      if (want_keys) p[n++] = {STDIN_FILENO, POLLIN, 0};
+      base::Deadline d = turn_ ? turn_->next_deadline() : session_->next_deadline();
+      if (!turn_) d = base::Deadline::earliest(d, editor_->partial_deadline());
+      int r = ::poll(p, n, d.poll_timeout_ms());
+      if (r < 0 && errno != EINTR) {
+        renderer_.error(std::string("poll: ") + strerror(errno));
+        flush();
+        shutdown_now();
+        return kExitSoftware;
+      }
+      if (r > 0 && (p[0].revents & POLLIN)) on_signals();
+      if (want_keys && r > 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (turn_ && !perms_.empty()) read_permission_key();
+        else if (!turn_ && editor_->editing()) handle_editor(editor_->on_readable());
+      }
+      if (turn_) {
+        handle_turn_events();
+      } else {
+        if (editor_->partial_deadline().expired()) {
+          editor_->on_partial_timeout();
+          handle_editor(editor_->process());
+        }
+        if (!turn_) poll_session();
+      }
+    }
+    write_fd(STDOUT_FILENO, "\n");
+    editor_.reset();
+    restore_terminal();
+    return kExitOk;
+#else
+    renderer_.error("this tether was built without libedit: tether talk reads prompts from a pipe only");
+    flush();
+    return kExitUsage;
+#endif
+  }
+
+#ifdef TETHER_HAVE_LIBEDIT
+  std::string prompt() const { return multi_ ? kContinuation : kPrompt; }
+
+  void handle_editor(std::vector<talk::LineEditor::Event> events) {
+    for (auto& e : events) {
+      if (e.kind == talk::LineEditor::Event::Kind::eof) on_eof();
+      else on_line(e.text, e.multiline);
+      if (quit_ || turn_) return;
+    }
+  }
+#endif
+
+  // --- script mode: stdin is not a terminal ---------------------------------------------------
+
+  bool read_script_line(std::string& line) {
+    for (;;) {
+      auto nl = script_buf_.find('\n');
+      if (nl != std::string::npos) {
+        line = script_buf_.substr(0, nl);
+        script_buf_.erase(0, nl + 1);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        return true;
+      }
+      if (script_eof_) {
+        if (script_buf_.empty()) return false;
+        line = std::exchange(script_buf_, {});
+        return true;
+      }
+      pollfd p[2] = {{sig_.get(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
+      int r = ::poll(p, 2, -1);
+      if (r < 0) continue;
+      if (p[0].revents & POLLIN) on_signals();
+      if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        char buf[65536];
+        ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) script_eof_ = true;
+        else script_buf_.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+  }
+
+  void wait_turn() {
+    while (turn_) {
+      pollfd p[2] = {{sig_.get(), POLLIN, 0}, {turn_->fd(), POLLIN, 0}};
+      int r = ::poll(p, 2, turn_->next_deadline().poll_timeout_ms());
+      if (r > 0 && (p[0].revents & POLLIN)) on_signals();
+      handle_turn_events();
+    }
+  }
+
+  int run_script() {
+    std::string line;
+    while (!quit_ && !stop_script_) {
+      if (!read_script_line(line)) {
+        on_eof();
+        if (turn_) wait_turn();
+        break;
+      }
+      on_line(line, false);
+      if (turn_) wait_turn();
+    }
+    if (stop_script_ && !quit_) {
+      std::string rest;
+      std::size_t left = 0;
+      while (read_script_line(rest)) ++left;
+      if (left) renderer_.note(std::to_string(left) + " more input line" + (left == 1 ? " was" : "s were") + " not sent");
+      flush();
+    }
+    return last_status_;
+  }
+
+  TalkOptions& o_;
+  supervisor::Bridge& bridge_;
+  const acp::ClientOptions copts_;
+  const std::vector<std::string> argv_;
+  const bool interactive_;
+  Renderer renderer_;
+  base::UniqueFd sig_;
+  std::unique_ptr<acp::AcpSession> session_;
+  std::optional<acp::Turn> turn_;
+  std::deque<acp::PermissionRequest> perms_;  // asked and not yet answered; the front is shown
+  bool cancel_requested_ = false;
+  bool trouble_shown_ = false;      // a line about a bridge death was shown; fold the restore notice
+  std::size_t seen_loaded_ = 0;     // sessions_loaded already accounted for
+  std::uint64_t reported_exit_gen_ = 0;
+  bool failed_reported_ = false;
+  bool quit_ = false;
+  bool stop_script_ = false;
+  int last_status_ = kExitOk;
+  bool multi_ = false;
+  std::string multi_term_;
+  std::vector<std::string> multi_lines_;
+  std::optional<talk::HistoryFile> history_;
+  std::string last_entry_;
+  bool history_warned_ = false;
+  termios orig_termios_{};
+  bool have_termios_ = false;
+  std::string script_buf_;
+  bool script_eof_ = false;
+#ifdef TETHER_HAVE_LIBEDIT
+  std::optional<talk::LineEditor> editor_;
+#endif
+};
+
+}  // namespace
+
+int run_talk(TalkOptions& o) {
+  if (auto err = finish_options(o.common)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  bool interactive = ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1;
+  std::string policy_word = o.common.permission.empty() ? (interactive ? "ask" : "deny") : o.common.permission;
+  auto policy = acp::parse_policy(policy_word).value_or(acp::PermissionPolicy::deny);
+  if (policy == acp::PermissionPolicy::ask && !interactive) {
+    if (!o.common.quiet) error_line("--permission ask needs a terminal; permission requests are denied");
+    policy = acp::PermissionPolicy::deny;
+  }
+
+  supervisor::BridgeOptions bo;
+  if (auto err = make_bridge_options(o.common, true, bo)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  std::vector<std::string> argv = bo.argv;
+  supervisor::Bridge bridge(std::move(bo));
+  if (auto failed = bridge.start()) {
+    error_line(supervisor::describe(*failed));
+    return kExitUnavailable;
+  }
+  acp::ClientOptions copts;
+  copts.cwd = o.common.cwd;
+  copts.permission = policy;
+  copts.allow_fs = o.common.allow_fs;
+  copts.retries = o.common.retries;
+  copts.client_version = TETHER_VERSION;
+  int status;
+  {
+    Talk talk(o, bridge, std::move(copts), std::move(argv), interactive);
+    status = talk.run();
+  }
+  bridge.stop();
+  return status;
+}
+
+std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& bridge_argv) {
+  auto o = std::make_shared<TalkOptions>();
+  auto* sub = app.add_subcommand("talk", "Talk to the agent in an interactive REPL (or run a script of prompts from stdin)");
+  sub->footer(
+      "On a terminal: type a prompt and press Enter; the answer streams below. Ctrl-C cancels the\n"
+      "answer (twice: abandons it and restarts the bridge) or clears the line; Ctrl-D or /exit quits.\n"
+      "/help lists the commands (/status, /restart, /stderr, /multi, /edit, /session new, ...).\n"
+      "History: $TETHER_HISTORY, else $XDG_STATE_HOME/tether/history, else\n"
+      "~/.local/state/tether/history; lines that start with a space are not saved.\n"
+      "With stdin not a terminal, each line is one prompt (slash commands work) and tether exits at\n"
+      "the end of input: 0 when every answer was clean, else the status of the worst failure\n"
+      "(1 unclean answer, 65 bad command, 69 bridge unavailable, 75 timeout, 76 protocol error).\n"
+      "Permission requests are asked on a terminal (--permission ask) and denied otherwise.");
+  sub->add_flag("--no-history", o->no_history, "Do not read or write the history file");
+  add_common_options(*sub, o->common);
+  return [o, &bridge_argv] {
+    o->common.bridge = bridge_argv;
+    return run_talk(*o);
+  };
+}
+
+}  // namespace tether::cli

@@ -1,0 +1,404 @@
+// `tether talk` as a person uses it: the built binary in a real pseudo-terminal, talking to the
+// built-in demo agent (the default bridge), keystrokes in, screen text out. Every wait is for a
+// condition on the screen with a deadline; nothing sleeps to synchronize. Script mode (stdin not a
+// terminal) runs over plain pipes.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "pty_session.h"
+#include "support/run.h"
+#include "support/support.h"
+
+using tether::test::Pty;
+using tether::test::tether_bin;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A home of its own for each test: history, config and state never leak between tests or from
+// the person running them.
+struct Home {
+  std::string dir;
+  Home() {
+    char tmpl[] = "/tmp/tether-talk-e2e-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir = tmpl;
+  }
+  ~Home() {
+    std::string cmd = "rm -rf '" + dir + "'";
+    if (std::system(cmd.c_str()) != 0) MESSAGE("could not remove " << dir);
+  }
+  std::vector<std::string> env() const {
+    return {"HOME=" + dir,          "XDG_STATE_HOME=" + dir + "/state", "XDG_CONFIG_HOME=" + dir + "/config",
+            "TERM=xterm",           "LANG=C.UTF-8",                    "LC_ALL=",
+            "NO_COLOR=1",           "TETHER_BRIDGE=",                  "TETHER_HISTORY=",
+            "VISUAL=",              "EDITOR="};
+  }
+  std::string history() const { return dir + "/state/tether/history"; }
+};
+
+std::vector<std::string> talk(std::vector<std::string> args = {}) {
+  std::vector<std::string> argv{tether_bin(), "talk"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+constexpr const char* kPrompt = "tether> ";
+
+// Sends a line once the prompt is there, the way a person types: the keys, then Enter.
+void type_line(Pty& t, const std::string& line) {
+  t.send(line);
+  t.send("\r");
+}
+
+std::string dump(const Pty& t) { return "--- screen text ---\n" + t.text() + "\n-------------------"; }
+
+void expect(Pty& t, std::string_view needle, std::chrono::milliseconds limit = 15s) {
+  bool ok = t.wait_for(needle, limit);
+  if (!ok) FAIL_CHECK("did not see \"" << std::string(needle) << "\"\n" << dump(t));
+  REQUIRE(ok);
+}
+
+void quit(Pty& t) {
+  t.mark();
+  t.send("\x04");  // Ctrl-D on an empty line
+  auto st = t.wait_exit(15s);
+  REQUIRE_MESSAGE(st.has_value(), "tether talk did not exit after Ctrl-D\n" << dump(t));
+  CHECK(*st == 0);
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+TEST_CASE("a prompt streams its answer with tool calls set apart, and the prompt comes back") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "hello streaming world");
+  expect(t, "Echo: hello streaming world");
+  expect(t, "turn 1 of this session");
+  expect(t, kPrompt);
+  std::string out = t.since_mark();
+  CHECK(out.find("thinking: Reading the prompt") != std::string::npos);
+  CHECK(out.find("tool: Count words (think, in_progress)") != std::string::npos);
+  CHECK(out.find("tool: Count words: completed") != std::string::npos);
+  CHECK(out.find("plan: [x] Read the prompt") != std::string::npos);
+  CHECK(out.find("usage: ") != std::string::npos);
+  quit(t);
+}
+
+TEST_CASE("Ctrl-C during a slow turn cancels that turn only; the next prompt works in the same session") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/sleep 30000 a slow one");
+  expect(t, "tool: Count words: completed");  // the agent is now sleeping
+  t.mark();
+  t.send("\x03");
+  expect(t, "^C (cancelled)", 5s);
+  expect(t, kPrompt, 5s);
+  t.mark();
+  type_line(t, "and the next one");
+  expect(t, "Echo: and the next one");
+  expect(t, "turn 2 of this session");  // same session, same agent process
+  expect(t, kPrompt);
+  CHECK(t.count("restart") == 0);
+  quit(t);
+}
+
+TEST_CASE("Ctrl-C at the prompt clears the line and keeps the REPL") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  t.send("abc");
+  expect(t, "abc");
+  t.mark();
+  t.send("\x03");
+  expect(t, "^C");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "def");
+  expect(t, "Echo: def");
+  CHECK(t.text().find("Echo: abcdef") == std::string::npos);
+  expect(t, kPrompt);
+
+  // In a /multi block, Ctrl-C discards the block and returns to the normal prompt.
+  t.mark();
+  type_line(t, "/multi");
+  expect(t, "...> ");
+  t.mark();
+  type_line(t, "dropped line");
+  expect(t, "...> ");
+  t.mark();
+  t.send("\x03");
+  expect(t, "(the /multi block was discarded)");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "kept line");
+  expect(t, "Echo: kept line\n");
+  quit(t);
+}
+
+TEST_CASE("a /multi block is sent as one prompt, with the default and a custom terminator") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/multi");
+  expect(t, "...> ");
+  for (const char* line : {"line one", "line two"}) {
+    t.mark();
+    type_line(t, line);
+    expect(t, "...> ");
+  }
+  t.mark();
+  type_line(t, "/end");
+  expect(t, "Summary: 4 words");
+  expect(t, "turn 1 of this session");
+  expect(t, kPrompt);
+
+  t.mark();
+  type_line(t, "/multi EOF");
+  expect(t, "...> ");
+  t.mark();
+  type_line(t, "/end is just text here");
+  expect(t, "...> ");
+  t.mark();
+  type_line(t, "EOF");
+  expect(t, "Summary: 5 words");
+  expect(t, "turn 2 of this session");
+  quit(t);
+}
+
+TEST_CASE("pasted lines become one prompt, sent by the Enter after them") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  t.send("\x1b[200~first pasted line\nsecond pasted line\n\x1b[201~");
+  expect(t, "...> ");
+  CHECK(t.count("Echo:") == 0);  // nothing sent by the paste itself
+  t.mark();
+  t.send("\r");
+  expect(t, "Summary: 6 words");
+  expect(t, "turn 1 of this session");
+  quit(t);
+}
+
+TEST_CASE("history survives a restart of tether; space-prefixed lines are not kept") {
+  Home home;
+  {
+    Pty t(talk(), home.env());
+    expect(t, kPrompt);
+    t.mark();
+    type_line(t, "remember this line");
+    expect(t, "Echo: remember this line");
+    expect(t, kPrompt);
+    t.mark();
+    type_line(t, " keep this one secret");
+    expect(t, "Echo: keep this one secret");  // the demo agent trims the echo
+    expect(t, kPrompt);
+    quit(t);
+  }
+  std::string data = slurp(home.history());
+  CHECK(data == "remember this line\n");
+  struct stat st;
+  REQUIRE(::stat(home.history().c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  REQUIRE(::stat((home.dir + "/state/tether").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  {
+    Pty t(talk(), home.env());
+    expect(t, kPrompt);
+    t.mark();
+    t.send("\x1b[A");  // Up: the newest entry of the previous run
+    expect(t, "remember this line");
+    t.mark();
+    t.send("\r");
+    expect(t, "Echo: remember this line");
+    quit(t);
+  }
+  {
+    // --no-history: nothing read, nothing written.
+    Pty t(talk({"--no-history"}), home.env());
+    expect(t, kPrompt);
+    t.mark();
+    type_line(t, "not recorded");
+    expect(t, "Echo: not recorded");
+    quit(t);
+    CHECK(slurp(home.history()) == "remember this line\n");
+  }
+}
+
+TEST_CASE("a permission request is answered by a keystroke; Ctrl-C answers it cancelled") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "please edit the file");
+  expect(t, "permission: Edit a file (edit)");
+  expect(t, "choose 1-4");
+  t.send("1");
+  expect(t, "Permission granted: the edit was applied");
+  expect(t, kPrompt);
+
+  t.mark();
+  type_line(t, "edit it once more");
+  expect(t, "choose 1-4");
+  t.send("r");  // first letter of Reject
+  expect(t, "Permission denied: the edit was skipped");
+  expect(t, kPrompt);
+
+  t.mark();
+  type_line(t, "and edit again");
+  expect(t, "choose 1-4");
+  t.send("\x03");
+  expect(t, "cancelled");
+  expect(t, "Permission was not given: the edit was skipped");
+  expect(t, kPrompt);
+  quit(t);
+}
+
+TEST_CASE("a bridge killed mid-turn: one line says so, the prompt is retried, the session goes on") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/sleep 1500 survive this");
+  expect(t, "tool: Count words: completed");
+  auto kids = t.grandchildren();
+  REQUIRE(kids.size() == 1);
+  REQUIRE(::kill(kids[0], SIGKILL) == 0);
+  expect(t, "Echo: survive this");
+  expect(t, kPrompt);
+  CHECK(t.count("killed by SIGKILL") == 1);
+  CHECK(t.count("retry 1 of 1") == 1);
+  CHECK(t.count("session was restored") == 0);  // folded into the one line
+  t.mark();
+  type_line(t, "/status");
+  expect(t, "restarts:  1 in the last 60 s");
+  expect(t, "generation 2");
+  t.mark();
+  type_line(t, "still here");
+  expect(t, "Echo: still here");
+  quit(t);
+}
+
+TEST_CASE("past the restart budget the REPL stays up, says why, and /restart brings the bridge back") {
+  Home home;
+  Pty t(talk({"--max-restarts", "0"}), home.env());
+  expect(t, kPrompt);
+  // /crash is one of the agent's commands, advertised right after session/new: once a first
+  // answer is in, the advertisement (earlier on the wire) has been seen.
+  t.mark();
+  type_line(t, "warm up");
+  expect(t, "Echo: warm up");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/crash right now");
+  expect(t, "tether gave up on the bridge");
+  expect(t, "crashing on purpose");  // the stderr tail is shown
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "are you there");
+  expect(t, "the bridge is not running");
+  expect(t, kPrompt);
+  CHECK(t.count("Echo: are you there") == 0);
+  t.mark();
+  type_line(t, "/stderr");
+  expect(t, "demo-agent: crashing on purpose");
+  t.mark();
+  type_line(t, "/restart");
+  expect(t, "the bridge was restarted");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "back again");
+  expect(t, "Echo: back again");
+  quit(t);
+}
+
+TEST_CASE("an idle bridge that dies is restarted with one line, and the next prompt works") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  auto kids = t.grandchildren();
+  REQUIRE(kids.size() == 1);
+  t.mark();
+  REQUIRE(::kill(kids[0], SIGKILL) == 0);
+  expect(t, "killed by SIGKILL");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "after the crash");
+  expect(t, "Echo: after the crash");
+  CHECK(t.count("killed by SIGKILL") == 0);
+  quit(t);
+}
+
+TEST_CASE("slash commands: /help lists the agent's commands, unknown ones are refused, // is literal") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "warm up");  // the agent's commands came before this answer on the wire
+  expect(t, "Echo: warm up");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/help");
+  expect(t, "The agent's commands");
+  expect(t, "/chunks N");
+  t.mark();
+  type_line(t, "/nonsense");
+  expect(t, "unknown command /nonsense");
+  t.mark();
+  type_line(t, "//literal slash");
+  expect(t, "Echo: /literal slash");
+  t.mark();
+  type_line(t, "/exit");
+  auto st = t.wait_exit(15s);
+  REQUIRE(st.has_value());
+  CHECK(*st == 0);
+}
+
+TEST_CASE("script mode: one prompt per line, commands work, exit status at the end") {
+  tether::test::RunOptions o;
+  o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};
+  o.stdin_text = "first prompt\n\n/multi\nblock line one\nblock line two\n/end\nlast prompt\n";
+  auto r = tether::test::run(talk(), o);
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("Echo: first prompt\n") != std::string::npos);
+  CHECK(r.out.find("Echo: block line one block line two\nSummary: 6 words") != std::string::npos);  // one prompt
+  CHECK(r.out.find("Echo: last prompt\n") != std::string::npos);
+  CHECK(r.out.find("turn 3 of this session") != std::string::npos);
+  CHECK(r.out.find("tool:") == std::string::npos);  // stdout carries answers only
+
+  o.stdin_text = "//stop refusal no thanks\nfine\n";  // `//`: sent as typed, whatever the agent advertised
+  auto refused = tether::test::run(talk(), o);
+  CHECK(refused.shell_status() == 1);
+  CHECK(refused.out.find("Echo: fine") != std::string::npos);
+
+  o.stdin_text = "/bogus\nok\n";
+  auto bad = tether::test::run(talk(), o);
+  CHECK(bad.shell_status() == 65);
+  CHECK(bad.err.find("unknown command /bogus") != std::string::npos);
+
+  o.stdin_text = "//crash now\nnever sent\n";
+  auto dead = tether::test::run(talk({"--max-restarts", "0"}), o);
+  CHECK(dead.shell_status() == 69);
+  CHECK(dead.err.find("gave up") != std::string::npos);
+  CHECK(dead.err.find("1 more input line was not sent") != std::string::npos);
+}
