@@ -73,7 +73,9 @@ class PollableQueue {
     auto ready = [&] { return !items_.empty(); };
     if (deadline.is_never()) cv_.wait(lock, ready);
     else if (!cv_.wait_until(lock, deadline.when(), ready)) return std::nullopt;
-    bool freed = items_.size() == capacity_ / 2 + 1 || items_.size() == capacity_;
+    // The producer waits for the queue to fall below half, not for the first free slot: waking
+    // it for every item taken from a full queue would cost a context switch per line.
+    bool freed = items_.size() == capacity_ / 2 + 1;
     T item = std::move(items_.front());
     items_.pop_front();
     if (items_.empty()) ready_.clear();

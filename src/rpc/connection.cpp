@@ -1,10 +1,12 @@
 #include "rpc/connection.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <condition_variable>
@@ -26,8 +28,6 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
-// At most this many lines are taken from stdout after the exit (a pipe holds far fewer).
-constexpr std::uint64_t kExitDrainLines = 100000;
 
 }  // namespace
 
@@ -187,7 +187,8 @@ struct Connection::State {
     return false;
   }
 
-  void on_stdout_eof() {
+  // `dying`: EOF while the process runs is a death of its own; after the exit it is just the end.
+  void on_stdout_eof(bool dying = true) {
     stdout_open = false;
     if (auto rest = framer.finish()) {
       framer.push(*rest + "\n");
@@ -195,7 +196,7 @@ struct Connection::State {
     process_lines(true);
     fds.stdout_r.reset();
     note("bridge closed its stdout");
-    set_death(DeathCause::stdout_eof);
+    if (dying) set_death(DeathCause::stdout_eof);
   }
 
   void drain_stderr() {
@@ -265,42 +266,47 @@ struct Connection::State {
     }
   }
 
-  // After the exit fd fired: take what the process left in its pipes, bounded in time, then stop.
+  // After the exit fd fired: take what the process left in its pipes, then stop.
+  //
+  // stdout: everything the bridge wrote is already in the pipe when its exit is seen, so we read
+  // until the pipe is empty (EAGAIN) or closed, however long decoding takes on a busy machine; no
+  // timer. A grandchild that inherited stdout can keep refilling it, so at most one pipe's worth
+  // is read: what is beyond that was written after the exit and is not the bridge's output.
+  // stderr: read for at most kExitDrain (a grandchild may hold it open forever).
   void final_drain() {
-    auto deadline = base::Deadline::after(kExitDrain);
-    const std::uint64_t in_before = local_in;
-    while ((stdout_open || stderr_open) && !deadline.expired()) {
-      // What a grandchild floods after the bridge's death is not the bridge's: bound it.
-      if (stdout_open && local_in - in_before > kExitDrainLines) {
-        note("stopped reading stdout after the exit: a leftover process keeps writing");
-        break;
-      }
-      pollfd p[2];
-      nfds_t n = 0;
-      if (stdout_open) p[n++] = {fds.stdout_r.get(), POLLIN, 0};
-      if (stderr_open) p[n++] = {fds.stderr_r.get(), POLLIN, 0};
-      int r = ::poll(p, n, deadline.poll_timeout_ms());
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) break;
-      for (nfds_t i = 0; i < n; ++i) {
-        if (!p[i].revents) continue;
-        if (p[i].fd == fds.stdout_r.get()) {
-          if (!read_stdout()) {
-            on_stdout_eof();
-          } else {
-            process_lines(true);
+    if (stdout_open) {
+      int pipe_size = ::fcntl(fds.stdout_r.get(), F_GETPIPE_SZ);
+      std::size_t budget = pipe_size > 0 ? static_cast<std::size_t>(pipe_size) : std::size_t{64} << 10;
+      char buf[kReadChunk];
+      for (;;) {
+        ssize_t n = ::read(fds.stdout_r.get(), buf, std::min(sizeof buf, budget));
+        if (n > 0) {
+          budget -= static_cast<std::size_t>(n);
+          framer.push(std::string_view(buf, static_cast<std::size_t>(n)));
+          process_lines(true);
+          if (budget == 0) {
+            note("stopped reading stdout after the exit: a leftover process keeps writing");
+            break;
           }
-        } else {
-          drain_stderr();
+          continue;
         }
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) on_stdout_eof(false);
+        break;  // EAGAIN: all that was written before the exit has been read
+      }
+      if (stdout_open) {
+        // What is still buffered, a last line without its newline included, was the bridge's.
+        if (auto rest = framer.finish()) framer.push(*rest + "\n");
+        process_lines(true);
       }
     }
-    if (stdout_open) {
-      // A grandchild still holds stdout: whatever it sends now is not the bridge's.
-      if (auto rest = framer.finish()) {
-        framer.push(*rest + "\n");
-      }
-      process_lines(true);
+    auto deadline = base::Deadline::after(kExitDrain);
+    while (stderr_open && !deadline.expired()) {
+      pollfd p{fds.stderr_r.get(), POLLIN, 0};
+      int r = ::poll(&p, 1, deadline.poll_timeout_ms());
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      drain_stderr();
     }
   }
 

@@ -30,11 +30,13 @@ void LineFramer::push(std::string_view bytes) {
   const void* last = ::memrchr(buf_.data() + old, '\n', bytes.size());
   if (last) tail_start_ = static_cast<std::size_t>(static_cast<const char*>(last) - buf_.data()) + 1;
   // The partial line after the last newline is the only thing that can grow without bound.
-  while (buf_.size() - tail_start_ > max_line_) {
+  // A tail of exactly max_line_ + 1 bytes ending in '\r' may still be a line at the cap followed
+  // by CRLF, so it waits for the next byte; the cap must not depend on how the bytes were chunked.
+  const std::size_t tail = buf_.size() - tail_start_;
+  if (tail > max_line_ && !(tail == max_line_ + 1 && buf_.back() == '\r')) {
     buf_.resize(tail_start_);
     ++oversize_;
     discarding_ = true;
-    // Bytes after tail_start_ have been removed; nothing further to examine in this push.
   }
 }
 

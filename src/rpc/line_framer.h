@@ -24,7 +24,7 @@ class LineFramer {
   std::optional<std::string> finish();
 
   std::uint64_t oversize_dropped() const { return oversize_; }
-  // Bytes held: complete lines not yet taken plus the partial last line (<= max_line).
+  // Bytes held: complete lines not yet taken plus the partial last line (<= max_line, or max_line + 1 ending in CR).
   std::size_t buffered() const { return buf_.size() - start_; }
 
  private:

@@ -127,12 +127,14 @@ std::optional<BridgeExited> Bridge::start() {
 bool Bridge::wait_ready(Deadline deadline) {
   std::unique_lock lock(mu_);
   auto settled = [&] {
+    if (request_ == Request::stop || state_ == State::stopping) return true;
+    if (generation_ < ready_min_gen_) return false;
     return state_ == State::ready || state_ == State::failed || state_ == State::stopping ||
            (state_ == State::exited && (!opt_.auto_restart || request_ == Request::stop));
   };
   if (deadline.is_never()) cv_.wait(lock, settled);
   else cv_.wait_until(lock, deadline.when(), settled);
-  return state_ == State::ready;
+  return state_ == State::ready && generation_ >= ready_min_gen_;
 }
 
 void Bridge::transition(State to, json extra) {
@@ -266,7 +268,10 @@ BridgeStatus Bridge::status() const {
 void Bridge::restart() {
   {
     std::lock_guard lock(mu_);
-    if (request_ != Request::stop) request_ = Request::restart;
+    if (request_ != Request::stop) {
+      request_ = Request::restart;
+      ready_min_gen_ = generation_ + 1;
+    }
   }
   cv_.notify_all();
 }

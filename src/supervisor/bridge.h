@@ -97,7 +97,8 @@ class Bridge {
   // Starts the supervisor thread and waits for the first generation to be running. On failure
   // (cannot spawn), the BridgeExited that says why.
   std::optional<BridgeExited> start();
-  // Waits until a generation is running (true) or the bridge failed or stopped (false).
+  // Waits until a generation is running (true) or the bridge failed or stopped (false). After
+  // restart(), only a generation newer than the one running at the restart() counts.
   bool wait_ready(base::Deadline deadline);
 
   // Requests to the current generation. While no generation runs, they fail at once with the
@@ -150,6 +151,8 @@ class Bridge {
   Request request_ GUARDED_BY(mu_) = Request::none;
   std::string recycle_why_ GUARDED_BY(mu_);
   std::uint64_t recycle_gen_ GUARDED_BY(mu_) = 0;
+  // After restart(), wait_ready() must not settle on the state of the generation being replaced.
+  std::uint64_t ready_min_gen_ GUARDED_BY(mu_) = 0;
   bool started_ GUARDED_BY(mu_) = false;
   bool conn_changed_ GUARDED_BY(mu_) = false;  // the dispatcher reported a death or exit
   std::shared_ptr<rpc::Connection> conn_ GUARDED_BY(mu_);
