@@ -316,7 +316,10 @@ class SessionCore {
 
   void apply_state(const Update& u) {
     switch (u.kind) {
-      case Update::Kind::commands: state_.commands = u.commands; break;
+      case Update::Kind::commands:
+        state_.commands = u.commands;
+        state_.commands_announced = true;
+        break;
       case Update::Kind::mode: state_.mode_id = u.mode_id; break;
       case Update::Kind::session_info:
         if (u.title) state_.title = *u.title;

@@ -95,6 +95,7 @@ struct SessionState {
   nlohmann::json auth_methods = nlohmann::json::array();
   bool load_session = false;          // agentCapabilities.loadSession
   std::vector<Command> commands;
+  bool commands_announced = false;    // an available_commands_update has arrived
   std::string mode_id;
   nlohmann::json modes;  // session/new's "modes", when given
   std::string title;

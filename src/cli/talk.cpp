@@ -490,6 +490,22 @@ class Talk {
     }
   }
 
+  // An agent announces its slash commands in an update after session/new, whenever it likes: a
+  // /word typed before that arrives may be one of them. So before calling a command unknown, wait
+  // a moment (kCommandsWait) for the list; true when it arrived. Agents that never announce any
+  // cost a typo that moment, once per line, and nothing else.
+  static constexpr auto kCommandsWait = std::chrono::milliseconds(1000);
+  bool await_agent_commands() {
+    auto deadline = base::Deadline::after(kCommandsWait);
+    while (!session_->state().commands_announced && !deadline.expired()) {
+      pollfd p{session_->fd(), POLLIN, 0};
+      ::poll(&p, 1, deadline.poll_timeout_ms());
+      for (auto& e : session_->poll())
+        if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+    }
+    return session_->state().commands_announced;
+  }
+
   void on_line(const std::string& text, bool multiline) {
     if (multi_) {
       if (!multiline) record(text);
@@ -518,6 +534,9 @@ class Talk {
     for (auto& e : session_->poll())
       if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
     auto parsed = talk::parse_line(text, session_->state().commands);
+    if (parsed.kind == LineKind::unknown && await_agent_commands()) {
+      parsed = talk::parse_line(text, session_->state().commands);
+    }
     switch (parsed.kind) {
       case LineKind::empty: return;
       case LineKind::prompt:
