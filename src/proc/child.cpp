@@ -97,11 +97,6 @@ const char* step_name(int step) {
 std::mutex g_leaders_mu;
 std::set<pid_t> g_leaders;
 
-void add_leader(pid_t pid) {
-  std::lock_guard lock(g_leaders_mu);
-  g_leaders.insert(pid);
-}
-
 void remove_leader(pid_t pid) {
   std::lock_guard lock(g_leaders_mu);
   g_leaders.erase(pid);
@@ -180,6 +175,10 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   const pid_t parent = ::getpid();
   const long open_max = ::sysconf(_SC_OPEN_MAX);
   const int max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
+  // Held from fork() until the leader is registered: the child leaves our process group at once,
+  // and reap_strays() in another thread must not take it for a stray and steal its exit status.
+  // The child never touches the mutex.
+  std::unique_lock leaders_lock(g_leaders_mu);
   const pid_t pid = ::fork();
   if (pid < 0) return SpawnError{errno, std::string("fork: ") + strerror(errno)};
   if (pid == 0) {
@@ -208,7 +207,8 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   // Parent. Also set the group here, so it exists before spawn() returns whatever the scheduling.
   ::setpgid(pid, pid);
   Child child(pid);
-  add_leader(pid);
+  g_leaders.insert(pid);
+  leaders_lock.unlock();
   report->w.reset();
   in->r.reset();
   out->w.reset();
@@ -255,6 +255,9 @@ Child::~Child() {
 
 void Child::signal_group(int sig) const {
   if (pgid_ > 0) ::kill(-pgid_, sig);
+  // A leader that moved itself to another group is not reached by the group signal; until it is
+  // reaped its pid is still ours, so signal it directly (only then: not twice).
+  if (pid_ > 0 && !status_ && ::getpgid(pid_) != pgid_) ::kill(pid_, sig);
 }
 
 std::optional<ExitStatus> Child::try_reap() {

@@ -50,6 +50,9 @@ struct Connection::State {
   base::ByteRing ring GUARDED_BY(mu){4096};
   Counters counters GUARDED_BY(mu);
 
+  // Held while on_change runs, so that detach_on_change() waits for a call in progress.
+  std::mutex cb_mu;
+
   std::atomic<base::TimePoint::rep> last_rx{base::Clock::now().time_since_epoch().count()};
   // True while the dispatcher has stopped reading stdout because the event queue is full.
   std::atomic<bool> backpressured{false};
@@ -77,6 +80,11 @@ struct Connection::State {
     if (was_empty) wake.notify();
   }
 
+  void changed() {
+    std::lock_guard lock(cb_mu);
+    if (opt.on_change) opt.on_change();
+  }
+
   void set_death(DeathCause cause) {
     {
       std::lock_guard lock(mu);
@@ -84,7 +92,7 @@ struct Connection::State {
       death = cause;
     }
     cv.notify_all();
-    if (opt.on_change) opt.on_change();
+    changed();
   }
 
   void set_exited() {
@@ -97,7 +105,7 @@ struct Connection::State {
     // Tell the supervisor before `exited` is visible: once it is, the supervisor may finish this
     // generation and the Bridge (which on_change points into) may be gone.
     if (first_death) cv.notify_all();
-    if (opt.on_change) opt.on_change();
+    changed();
     {
       std::lock_guard lock(mu);
       exited = true;
@@ -500,6 +508,11 @@ DeathCause Connection::death() const {
 }
 
 void Connection::fail_pending(const Reply& reply) { s_->pending.close(reply); }
+
+void Connection::detach_on_change() {
+  std::lock_guard lock(s_->cb_mu);
+  s_->opt.on_change = nullptr;
+}
 
 std::string Connection::stderr_tail() const {
   std::lock_guard lock(s_->mu);

@@ -60,7 +60,8 @@ struct ConnectionOptions {
   std::shared_ptr<Trace> trace;         // optional
   int stderr_copy_fd = -1;              // also copy stderr bytes here (--bridge-stderr pass|FILE)
   std::string thread_name = "tether-disp";
-  // Runs on the dispatcher thread, with no lock held, each time death() or exited() changes.
+  // Runs on the dispatcher thread, with no lock of the connection's state held, each time death()
+  // or exited() changes, until detach_on_change() returns.
   std::function<void()> on_change;
 };
 
@@ -98,6 +99,9 @@ class Connection {
   DeathCause death() const;
   // Fails every waiting request with `reply` and every later one at once (the death path).
   void fail_pending(const Reply& reply);
+  // After this returns, on_change never runs again (for an owner that is going away while another
+  // thread may still hold the connection). Must not be called from inside on_change.
+  void detach_on_change();
 
   std::string stderr_tail() const;       // the last 4 KiB
   std::string stderr_last_line() const;

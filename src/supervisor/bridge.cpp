@@ -146,6 +146,10 @@ void Bridge::transition(State to, json extra) {
     state_ = to;
     gen = generation_;
   }
+  publish(to, gen, std::move(extra));
+}
+
+void Bridge::publish(State to, std::uint64_t gen, json extra) {
   cv_.notify_all();
   rpc::Event ev;
   ev.kind = rpc::Event::Kind::status;
@@ -289,7 +293,8 @@ void Bridge::recycle(std::uint64_t generation, std::string why) {
   {
     std::lock_guard lock(mu_);
     // Only the generation the caller meant: a late recycle must not end its successor.
-    if (request_ != Request::none || !conn_ || generation != generation_) return;
+    bool stale_recycle = request_ == Request::recycle && recycle_gen_ != generation_;
+    if ((request_ != Request::none && !stale_recycle) || !conn_ || generation != generation_) return;
     request_ = Request::recycle;
     recycle_gen_ = generation;
     recycle_why_ = std::move(why);
@@ -424,17 +429,24 @@ void Bridge::run() {
       gave_up_ = false;
       reset_policy = false;
     }
+    // The new number and "starting" in one step: nobody may see the new generation in the old
+    // generation's state (a wait_ready() after restart() would settle on it).
     std::uint64_t gen;
-    {
-      std::lock_guard lock(mu_);
-      gen = ++generation_;
-    }
     bool need_starting;
     {
       std::lock_guard lock(mu_);
+      gen = ++generation_;
       need_starting = state_ != State::starting;
+      if (need_starting) {
+        assert(allowed(state_, State::starting));
+        state_ = State::starting;
+      }
+      // Requests the ended generation was asked for are spent: a second restart() during the
+      // first one's stop ladder is the same restart, and a recycle names its own generation.
+      if (request_ == Request::restart || (request_ == Request::recycle && recycle_gen_ != gen))
+        request_ = Request::none;
     }
-    if (need_starting) transition(State::starting);
+    if (need_starting) publish(State::starting, gen);
 
     proc::ChildFds fds;
     auto spawned = proc::Child::spawn({opt_.argv, opt_.cwd, opt_.extra_env}, fds);
@@ -541,6 +553,9 @@ void Bridge::run() {
 
     if (req == Request::stop) transition(State::stopping);
     BridgeExited e = end_generation(child, *conn, reason, detail);
+    // Someone may still hold this connection (a call() in progress); it must not call back into a
+    // Bridge that could be gone by the time its dispatcher notices anything more.
+    conn->detach_on_change();
     {
       std::lock_guard lock(mu_);
       conn_.reset();

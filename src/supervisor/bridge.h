@@ -135,6 +135,8 @@ class Bridge {
 
   void run();
   void transition(State to, json extra = json::object());
+  // The status event for a state already set (and the wake-up of whoever waits on it).
+  void publish(State to, std::uint64_t generation, json extra = json::object());
   bool run_generation();  // false: stop requested
   BridgeExited end_generation(proc::Child& child, rpc::Connection& conn, ExitReason reason,
                               std::string detail);

@@ -2,9 +2,15 @@
 // applies; restart() forgets the restart history, from a running bridge as from a failed one.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "integration.h"
+#include "rpc/trace.h"
 
 namespace tether::itest {
 namespace {
@@ -171,6 +177,53 @@ TEST_CASE("restart() then wait_ready(): the next call reaches the new generation
       CHECK_MESSAGE(r.ok(), rpc::dump(r.value));
       CHECK(bridge.status().generation == 2);
     }
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// A second restart() while the first one's stop ladder still runs is the same restart: the new
+// generation must not be torn down by a request meant for the old one.
+TEST_CASE("restart() twice during one stop ladder: one new generation, and it stays") {
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("ignore_sigterm");  // the ladder runs its whole length: grace + term_wait
+    opt.grace = 200ms;
+    opt.term_wait = 200ms;
+    // The trace tells when the ladder has begun (the supervisor has taken the first request).
+    char trace_path[] = "/tmp/tether-lifecycle-trace-XXXXXX";
+    int tfd = ::mkstemp(trace_path);
+    REQUIRE(tfd >= 0);
+    ::close(tfd);
+    std::string err;
+    opt.trace = rpc::Trace::open(trace_path, err);
+    REQUIRE_MESSAGE(opt.trace, err);
+    auto trace_says = [&](const std::string& what) {
+      std::ifstream in(trace_path);
+      std::stringstream text;
+      text << in.rdbuf();
+      return contains(text.str(), what);
+    };
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    auto& q = *bridge.events();
+    REQUIRE(wait_state(q, "ready", 1).has_value());
+    bridge.restart();
+    REQUIRE(test::eventually([&] { return trace_says("closed the bridge's stdin"); }, Ms(5000)));
+    bridge.restart();  // generation 1 is still in its ladder
+    REQUIRE(bridge.wait_ready(Deadline::after(5s)));
+    CHECK(bridge.status().generation == 2);
+    // A stale second request would end generation 2 at once: its ladder takes 400 ms, so a call
+    // made now would fail and "exited@2" would follow. Neither may happen.
+    Reply r = bridge.call("hi", json::object(), Deadline::after(5s));
+    CHECK_MESSAGE(r.ok(), rpc::dump(r.value));
+    auto seen = statuses_until(q, "ready", 2);
+    CHECK(states_of(seen) == std::vector<std::string>{"exited@1", "starting@2", "ready@2"});
+    bridge.restart();  // and a later restart still works
+    REQUIRE(bridge.wait_ready(Deadline::after(5s)));
+    CHECK(bridge.status().generation == 3);
+    seen = statuses_until(q, "ready", 3);
+    CHECK(states_of(seen) == std::vector<std::string>{"exited@2", "starting@3", "ready@3"});
+    ::unlink(trace_path);
   }
   CHECK_NO_LEAKS(guard);
 }
