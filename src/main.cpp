@@ -1,5 +1,6 @@
 // tether's entry point: CLI11 wiring only. Parse, pick the subcommand, return its exit code.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
@@ -42,6 +43,14 @@ int main(int argc, char** argv) {
   runs["prompt"] = cli::setup_prompt(app, bridge);
   runs["talk"] = cli::setup_talk(app, bridge);
 
+  // CLI11 would say "A subcommand is required" for a misspelt one: name it, and the real ones.
+  if (own_argc > 1 && argv[1][0] != '-' && !runs.count(argv[1])) {
+    std::string list;
+    for (auto& [name, run] : runs) list += (list.empty() ? "" : ", ") + name;
+    std::fprintf(stderr, "tether: unknown command '%s'%s; the commands are %s (tether --help)\n", argv[1],
+                 std::string(argv[1]) == "serve" ? " (tether serve is not implemented yet)" : "", list.c_str());
+    return cli::kExitUsage;
+  }
   try {
     app.parse(own_argc, argv);
   } catch (const CLI::ParseError& e) {
