@@ -186,7 +186,6 @@ class DemoAgent {
     std::string cwd;
     int turns = 0;
     bool cancelled = false;
-    int history_fd = -1;
     std::string prompt;  // of the turn in progress
   };
 
@@ -291,18 +290,25 @@ class DemoAgent {
     }
   }
 
-  // During a turn: takes what has arrived (waiting up to timeout_ms), acting on cancels and
-  // responses at once and keeping everything else for after the turn.
+  // During a turn: takes every complete message that has arrived, acting on cancels and responses
+  // at once and keeping everything else for after the turn. Waits (up to timeout_ms; -1: forever)
+  // only while nothing at all has been taken, and returns as soon as something was, so that the
+  // caller can check whether what it waits for (a response, a cancel) is among it. Invariant: it
+  // never blocks once it has taken a message; a caller whose response was in the batch just read
+  // would otherwise wait for input the client will not send before the turn goes on.
   void poll_input(int timeout_ms) {
-    bool waited = false;
+    bool took = false, waited = false;
     for (;;) {
       if (auto m = buffered_message()) {
         triage(std::move(*m));
+        took = true;
         continue;
       }
-      if (waited && timeout_ms != 0) return;
-      if (!fill(waited ? 0 : timeout_ms)) return;
-      waited = true;
+      // A bounded wait happens once (a torn line must not restart the caller's clock); an
+      // unbounded one goes on until a whole message is in.
+      bool may_wait = !took && timeout_ms != 0 && !(waited && timeout_ms > 0);
+      if (!fill(may_wait ? timeout_ms : 0)) return;
+      waited = waited || may_wait;
     }
   }
 
@@ -323,7 +329,9 @@ class DemoAgent {
     deferred_.push_back(std::move(msg));
   }
 
-  // Sends a request to the client and waits for its answer; nothing at EOF.
+  // Sends a request to the client and waits for its answer; nothing at EOF. Whatever else arrives
+  // meanwhile is triaged (a session/cancel marks the turn; the client still answers this request
+  // `cancelled`, as the spec requires, so the wait ends on the answer, never on the cancel).
   std::optional<json> request(const std::string& method, json params) {
     json id = next_id_++;
     send({{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", std::move(params)}});
@@ -456,21 +464,29 @@ class DemoAgent {
   }
 
   // Appends a finished turn (the prompt and the answer) to the session's history, in one write.
+  // The file is opened for that write and closed after it: a batch may create thousands of
+  // sessions on one agent, and an fd kept per session would run it out of fds (the open fails,
+  // and those sessions silently lose their history).
   void remember(Session& s, std::string_view prompt, std::string_view answer) {
-    if (s.history_fd < 0) {
-      std::string dir = state_dir();
+    std::string dir = state_dir();
+    if (!cleaned_) {
       ::mkdir(dir.c_str(), 0700);
-      if (!cleaned_) clean_state_dir(dir);
-      std::string path = dir + "/" + s.id;
-      s.history_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-      if (s.history_fd < 0) return;
+      clean_state_dir(dir);
     }
+    std::string path = dir + "/" + s.id;
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT) {  // the directory was removed under us
+      ::mkdir(dir.c_str(), 0700);
+      fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    }
+    if (fd < 0) return;
     std::string lines = "{\"u\":\"";
     append_escaped(lines, prompt.substr(0, kMaxStoredAnswer));
     lines += "\"}\n{\"a\":\"";
     append_escaped(lines, answer.substr(0, kMaxStoredAnswer));
     lines += "\"}\n";
-    [[maybe_unused]] auto n = ::write(s.history_fd, lines.data(), lines.size());
+    [[maybe_unused]] auto n = ::write(fd, lines.data(), lines.size());
+    ::close(fd);
   }
 
   // Removes the histories of sessions whose tether (the parent named in the id) has exited.

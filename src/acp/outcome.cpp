@@ -1,5 +1,9 @@
 #include "acp/outcome.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
 #include "base/byte_ring.h"
 
 namespace tether::acp {
@@ -22,6 +26,21 @@ nlohmann::json error_object(std::string_view code, std::string message, nlohmann
   if (extra.is_object())
     for (auto& [k, v] : extra.items()) e[k] = v;
   return e;
+}
+
+std::string duration_text(base::Duration d) {
+  using std::chrono::duration;
+  using std::chrono::milliseconds;
+  if (d < std::chrono::seconds(1)) {
+    auto ms = std::chrono::round<milliseconds>(d).count();
+    if (ms < 1000) return std::to_string(std::max<long long>(0, ms)) + " ms";
+  }
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.3f", std::round(duration<double>(d).count() * 1000) / 1000);
+  std::string s = buf;
+  s.erase(s.find_last_not_of('0') + 1);
+  if (s.back() == '.') s.pop_back();
+  return s + " s";
 }
 
 int exit_status_for_stop_reason(std::string_view stop_reason) {

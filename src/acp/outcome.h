@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/clock.h"
+
 namespace tether::acp {
 
 // Why tether cancelled a turn.
@@ -39,6 +41,10 @@ int exit_status_for_stop_reason(std::string_view stop_reason);
 // protocol_error -> 76; cancelled -> 130; bad_input -> 65; agent_error -> 1, or 69 when it happened
 // while setting the session up (the bridge is then unusable, not merely unhelpful); other -> 70.
 int exit_status_for_error(const nlohmann::json& error, bool during_setup);
+
+// A duration as a person reads it in a message: "250 ms" under a second, else seconds with at most
+// three decimals and no trailing zeros ("1 s", "1.5 s", "90 s"). Never "1.000000 s".
+std::string duration_text(base::Duration d);
 
 // The error's message with, when the error carries a stderr tail that the message does not
 // already end with, the tail's last `lines` lines appended: what a person reads last is what the

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <poll.h>
 
-#include <cstdio>
 #include <deque>
 
 #include "acp/fs.h"
@@ -29,12 +28,6 @@ constexpr std::size_t kMaxHeldUpdates = 1024;
 // the previous prompt's ping before it reads this prompt, so the answer is normally already here;
 // one that drops requests mid-turn would otherwise delay a whole answer.
 constexpr auto kMaxHold = std::chrono::milliseconds(250);
-
-std::string seconds_text(base::Duration d) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g s", std::chrono::duration<double>(d).count());
-  return buf;
-}
 
 const json* member(const json& obj, std::string_view key) {
   if (!obj.is_object()) return nullptr;
@@ -128,6 +121,39 @@ class SessionCore {
         e.cancelled = CancelCause::interrupt;
         return e;
       }
+    }
+  }
+
+  // See AcpSession::start_new_session.
+  void start_new_session() {
+    if (active_ && active_->phase == TurnState::Phase::prompting) cancel(*active_, CancelCause::caller_gone);
+    // The old session's state goes with it; the agent's and the connection's stay.
+    state_.session_id.clear();
+    state_.commands.clear();
+    state_.commands_announced = false;
+    state_.mode_id.clear();
+    state_.modes = nullptr;
+    state_.title.clear();
+    state_.usage.reset();
+    buffered_.clear();
+    context_lost_reason_.clear();
+    // The turn barrier is not needed across sessions: the old session's late updates carry its id,
+    // which is no longer ours, and are dropped for that.
+    trailing_pending_ = false;
+    switch (link_) {
+      case Link::ready: send_new_session(); break;
+      case Link::loading:
+        // A restart was bringing the old session back: it is no longer wanted.
+        bridge_.cancel(link_call_gen_, link_call_);
+        send_new_session();
+        break;
+      case Link::idle:
+      case Link::failed: begin_handshake(); break;
+      case Link::waiting_bridge:
+      case Link::initializing:
+      case Link::authenticating:
+      case Link::creating:
+        break;  // the handshake under way ends in session/new: the session id is empty
     }
   }
 
@@ -717,7 +743,7 @@ class SessionCore {
       bridge_.cancel(link_call_gen_, link_call_);
       link_call_ = 0;
       link_fail(error_object("timeout", "the agent did not answer " + link_method_ + " within " +
-                                            seconds_text(opt_.setup_timeout)));
+                                            duration_text(opt_.setup_timeout)));
     }
     // Turns still queued behind another one time out where they wait.
     for (auto it = queue_.begin(); it != queue_.end();) {
@@ -751,7 +777,7 @@ class SessionCore {
   // be working on it.
   void escalate(TurnState& t) {
     bridge_.cancel(t.call_gen, t.call_id);
-    std::string why = "the agent did not answer session/cancel within " + seconds_text(opt_.cancel_grace);
+    std::string why = "the agent did not answer session/cancel within " + duration_text(opt_.cancel_grace);
     bridge_.recycle(t.call_gen, why);
     if (link_ == Link::ready) lose_link(t.call_gen);
     json err = cancel_error(t.cancel_cause);
@@ -827,6 +853,13 @@ AcpSession::AcpSession(supervisor::Bridge& bridge, ClientOptions options)
 AcpSession::~AcpSession() = default;
 
 std::optional<TurnEvent> AcpSession::open(Deadline deadline, int interrupt_fd) {
+  return core_->open(deadline, interrupt_fd);
+}
+
+void AcpSession::start_new_session() { core_->start_new_session(); }
+
+std::optional<TurnEvent> AcpSession::new_session(Deadline deadline, int interrupt_fd) {
+  core_->start_new_session();
   return core_->open(deadline, interrupt_fd);
 }
 

@@ -123,6 +123,15 @@ class AcpSession {
   // (code cancelled; the fd is not read). The bridge must have been started.
   std::optional<TurnEvent> open(base::Deadline deadline, int interrupt_fd = -1);
 
+  // Replaces the session with a fresh one (session/new) on the connection as it is: no second
+  // initialize while the agent runs. The old session's state (id, commands, mode, title, usage)
+  // is dropped; the agent's (info, capabilities) is kept. Meant for between turns: a turn still
+  // prompting is cancelled (caller_gone); turns started afterwards run in the new session.
+  // start_new_session() never blocks (a prompt started after it waits for the session);
+  // new_session() then waits for it as open() does, with the same results.
+  void start_new_session();
+  std::optional<TurnEvent> new_session(base::Deadline deadline, int interrupt_fd = -1);
+
   // Starts a turn with one text block (or the given content blocks). `timeout` bounds the whole
   // turn, retries included (zero: none).
   Turn prompt(std::string text, base::Duration timeout = base::Duration::zero());

@@ -1,5 +1,5 @@
 // Permission selection for each policy and option set, and the mapping of outcomes to exit
-// statuses and error messages.
+// statuses, error messages and the durations in them.
 #include <doctest/doctest.h>
 
 #include "acp/outcome.h"
@@ -128,4 +128,18 @@ TEST_CASE("messages end with the bridge's last stderr lines") {
                             {{"stderrTail", "x\ny\n"}});
   CHECK(message_with_tail(limit) == "tether gave up after 3 restarts.\nLast lines of the bridge's stderr:\nx\ny");
   CHECK(message_with_tail(error_object("timeout", "slow")) == "slow");
+}
+
+TEST_CASE("durations read as a person writes them") {
+  using namespace std::chrono_literals;
+  using tether::acp::duration_text;
+  CHECK(duration_text(1s) == "1 s");
+  CHECK(duration_text(1500ms) == "1.5 s");
+  CHECK(duration_text(250ms) == "250 ms");
+  CHECK(duration_text(2250ms) == "2.25 s");
+  CHECK(duration_text(90s) == "90 s");
+  CHECK(duration_text(0ms) == "0 ms");
+  CHECK(duration_text(999999us) == "1 s");  // rounds up to a whole second, not "1000 ms"
+  CHECK(duration_text(tether::base::seconds(0.1)) == "100 ms");
+  CHECK(duration_text(tether::base::seconds(30)) == "30 s");
 }

@@ -314,6 +314,68 @@ TEST_CASE("permission: deny rejects once, allow allows; no fitting option means 
   CHECK(ask.exit_code == 64);
 }
 
+TEST_CASE("permission, end to end: the turn completes after the answer, with the tool call's outcome") {
+  Scratch s;
+  RunOptions o = opts(s);
+  o.limit = std::chrono::milliseconds(20000);  // a hang after the permission answer fails here
+  auto allow = run(with_demo({"--json", "--permission", "allow", "please", "edit", "the", "file"}), o);
+  REQUIRE_FALSE(allow.timed_out);
+  CHECK(allow.exit_code == 0);
+  json a = json::parse(lines_of(allow.out).at(0));
+  CHECK(a["stopReason"] == "end_turn");
+  CHECK(a["text"].get<std::string>().find("Permission granted: the edit was applied") != std::string::npos);
+  REQUIRE(a["toolCalls"].size() == 2);
+  CHECK(a["toolCalls"][1]["id"] == "edit-1");
+  CHECK(a["toolCalls"][1]["status"] == "completed");
+
+  auto deny = run(with_demo({"--json", "--permission", "deny", "please", "edit", "the", "file"}), o);
+  REQUIRE_FALSE(deny.timed_out);
+  CHECK(deny.exit_code == 0);
+  json d = json::parse(lines_of(deny.out).at(0));
+  CHECK(d["stopReason"] == "end_turn");
+  CHECK(d["text"].get<std::string>().find("Permission denied: the edit was skipped.") != std::string::npos);
+  REQUIRE(d["toolCalls"].size() == 2);
+  CHECK(d["toolCalls"][1]["status"] == "failed");
+
+  // The side channel tells the answer and the outcome; every turn of a session asks again.
+  auto again = run(with_demo({"--permission", "allow", "--repeat", "3", "please", "edit", "the", "file"}), o);
+  REQUIRE_FALSE(again.timed_out);
+  CHECK(again.exit_code == 0);
+  std::size_t granted = 0, completed = 0;
+  for (const auto& l : lines_of(again.out)) granted += l.rfind("Permission granted", 0) == 0;
+  for (const auto& l : lines_of(again.err)) completed += l == "tool: Edit a file (edit, completed)";
+  CHECK(granted == 3);
+  CHECK(completed == 3);
+}
+
+TEST_CASE("--timeout: the message gives the duration as a person writes it") {
+  Scratch s;
+  auto r = run(with_demo({"--timeout", "0.25", "/sleep", "5000", "hi"}), opts(s));
+  CHECK(r.exit_code == 75);
+  CHECK(r.err.find("within the timeout (250 ms); it was cancelled") != std::string::npos);
+  CHECK(r.err.find("0.250000") == std::string::npos);
+}
+
+TEST_CASE("a bridge that cannot be started: exit 69, the spawn error, no restart-limit wording") {
+  Scratch s;
+  for (bool json_out : {false, true}) {
+    CAPTURE(json_out);
+    std::vector<std::string> argv{tether_bin(), "prompt"};
+    if (json_out) argv.push_back("--json");
+    for (const char* w : {"hi", "--", "/nonexistent/agent"}) argv.push_back(w);
+    auto r = run(argv, opts(s));
+    CHECK(r.exit_code == 69);
+    CHECK(r.err.find("cannot start the bridge: exec /nonexistent/agent: No such file or directory") != std::string::npos);
+    CHECK(r.err.find("gave up") == std::string::npos);
+    CHECK(r.err.find("restart") == std::string::npos);
+    if (json_out) {
+      json j = json::parse(lines_of(r.out).at(0));
+      CHECK(j["ok"] == false);
+      CHECK(j["error"]["message"].get<std::string>().find("cannot start the bridge") == 0);
+    }
+  }
+}
+
 TEST_CASE("--json: one object, field by field") {
   Scratch s;
   auto r = run(with_demo({"--json", "--permission", "allow", "please", "edit", "it"}), opts(s));

@@ -249,3 +249,54 @@ TEST_CASE("a turn dropped by its caller is cancelled; the next turn runs after i
   CHECK(cancels == 2);
   [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str());
 }
+
+TEST_CASE("new_session: a fresh session/new on the same connection, without a second initialize") {
+  char tmpl[] = "/tmp/tether-acp-session-XXXXXX";
+  std::string dir = ::mkdtemp(tmpl);
+  std::string log = dir + "/log";
+  supervisor::Bridge bridge(bridge_options({"sessions", log}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  std::string first = session.state().session_id;
+  {
+    auto turn = session.prompt("one");
+    CHECK(answer_text(collect(turn)) == "ok " + first);
+  }
+
+  // Blocking, as /session new in talk uses it.
+  REQUIRE_FALSE(session.new_session(base::Deadline::after(std::chrono::seconds(10))));
+  std::string second = session.state().session_id;
+  CHECK(second != first);
+  CHECK(second.rfind("fake-session-", 0) == 0);
+  CHECK(session.state().sessions_created == 2);
+  {
+    auto turn = session.prompt("two");
+    CHECK(answer_text(collect(turn)) == "ok " + second);
+  }
+
+  // Not blocking, as batch uses it per item: the prompt waits for the new session.
+  session.start_new_session();
+  CHECK(session.state().session_id.empty());
+  {
+    auto turn = session.prompt("three");
+    auto events = collect(turn);
+    CHECK(events.back().kind == TurnEvent::Kind::completed);
+    std::string third = session.state().session_id;
+    CHECK(third != second);
+    CHECK(answer_text(events) == "ok " + third);
+  }
+
+  std::ifstream in(log);
+  int initializes = 0, news = 0, prompts = 0;
+  for (std::string l; std::getline(in, l);) {
+    initializes += l == "initialize";
+    news += l == "session/new";
+    prompts += l == "session/prompt";
+  }
+  CHECK(initializes == 1);
+  CHECK(news == 3);
+  CHECK(prompts == 3);
+  CHECK(bridge.status().restarts_total == 0);
+  [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str());
+}

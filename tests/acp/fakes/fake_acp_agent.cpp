@@ -23,6 +23,9 @@
 //   no-load FILE       like crash-once, but without loadSession
 //   flood FILE         writes its pid to FILE; streams chunks until cancelled or stdin closes
 //   pid FILE           writes its pid to FILE; answers "ok"
+//   sessions FILE      appends every method it receives to FILE; answers "ok SESSION-ID"
+//
+// Each session/new makes a new session id, "fake-session-PID-N".
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -216,11 +219,13 @@ void on_prompt(const json& id, const json& params) {
       }
     }
     send(result(id, {{"stopReason", "cancelled"}}));
+  } else if (mode == "sessions") {
+    send(chunk("ok " + params.value("sessionId", "")));
+    send(result(id, {{"stopReason", "end_turn"}}));
   } else {
     send(chunk("ok"));
     send(result(id, {{"stopReason", "end_turn"}}));
   }
-  (void)params;
 }
 
 }  // namespace
@@ -235,7 +240,8 @@ int main(int argc, char** argv) {
   bool authenticated = false;
   while (auto m = next()) {
     std::string method = m->value("method", "");
-    if (mode == "record" || mode == "cancel-end-turn") append_file(arg, method.empty() ? "response" : method);
+    if (mode == "record" || mode == "cancel-end-turn" || mode == "sessions")
+      append_file(arg, method.empty() ? "response" : method);
     if (!m->contains("id") || method.empty()) continue;
     json id = (*m)["id"];
     json params = m->value("params", json::object());
@@ -262,7 +268,8 @@ int main(int argc, char** argv) {
         send(error(id, -32602, "cwd must be absolute and mcpServers present"));
         continue;
       }
-      session_id = "fake-session-" + std::to_string(::getpid());
+      static int created = 0;
+      session_id = "fake-session-" + std::to_string(::getpid()) + "-" + std::to_string(++created);
       if (mode == "before-new") {
         std::string out = line(update({{"sessionUpdate", "available_commands_update"},
                                        {"availableCommands", {{{"name", "early"}, {"description", "sent early"}}}}}));

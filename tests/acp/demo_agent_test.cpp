@@ -1,0 +1,290 @@
+// The built-in demo agent (`tether demo-agent`) on the wire, driven line by line over real pipes
+// the way a client would, with the awkward timings a real client produces: the answer to its
+// permission request byte by byte, together with the next request, after a session/cancel. And
+// its resources over many sessions: the fds it keeps open must not grow with them. Every wait has
+// a deadline; nothing sleeps.
+#include <doctest/doctest.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "support/support.h"
+
+using nlohmann::json;
+using tether::test::tether_bin;
+
+namespace {
+
+// `tether demo-agent` with its stdin and stdout on pipes; killed and reaped at the end.
+class Agent {
+ public:
+  // `max_fds`: the child's RLIMIT_NOFILE (0: inherited).
+  Agent(const std::string& state_dir, rlim_t max_fds = 0) {
+    int in[2], out[2];
+    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    std::string env = "TETHER_DEMO_STATE_DIR=" + state_dir;
+    std::string bin = tether_bin();
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      if (max_fds) {
+        rlimit lim{max_fds, max_fds};
+        ::setrlimit(RLIMIT_NOFILE, &lim);
+      }
+      ::putenv(env.data());
+      ::execl(bin.c_str(), "tether", "demo-agent", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+  }
+  ~Agent() {
+    ::close(to_);
+    ::close(from_);
+    ::kill(pid_, SIGKILL);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+  }
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  pid_t pid() const { return pid_; }
+
+  void write_raw(const std::string& bytes) {
+    std::size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = ::write(to_, bytes.data() + off, bytes.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      REQUIRE(n > 0);
+      off += static_cast<std::size_t>(n);
+    }
+  }
+  void send(const json& msg) { write_raw(msg.dump() + "\n"); }
+
+  // The next message, or nothing if none came within `limit` (the test then fails, it never hangs).
+  std::optional<json> next(std::chrono::milliseconds limit = std::chrono::milliseconds(10000)) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        json j = json::parse(buf_.substr(0, nl), nullptr, false);
+        buf_.erase(0, nl + 1);
+        if (j.is_object()) return j;
+        continue;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{from_, POLLIN, 0};
+      int r = ::poll(&p, 1, static_cast<int>(left.count()));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return std::nullopt;
+      char b[65536];
+      ssize_t n = ::read(from_, b, sizeof b);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return std::nullopt;
+      buf_.append(b, static_cast<std::size_t>(n));
+    }
+  }
+
+  // Messages up to and including the response with `id`; what came before it is in `seen`.
+  json until_response(const json& id, std::vector<json>* seen = nullptr) {
+    for (;;) {
+      auto m = next();
+      REQUIRE_MESSAGE(m.has_value(), "the demo agent did not answer request " << id.dump());
+      if (!m->contains("method") && (*m)["id"] == id) return *m;
+      if (seen) seen->push_back(std::move(*m));
+    }
+  }
+
+  // Messages up to and including the agent's request with `method`.
+  json until_request(const std::string& method, std::vector<json>* seen = nullptr) {
+    for (;;) {
+      auto m = next();
+      REQUIRE_MESSAGE(m.has_value(), "the demo agent did not send " << method);
+      if (m->value("method", "") == method && m->contains("id")) return *m;
+      if (seen) seen->push_back(std::move(*m));
+    }
+  }
+
+  void initialize() {
+    send({{"jsonrpc", "2.0"}, {"id", "init"}, {"method", "initialize"}, {"params", {{"protocolVersion", 1}}}});
+    REQUIRE(until_response("init").contains("result"));
+  }
+
+  std::string new_session(const std::string& id = "new") {
+    send({{"jsonrpc", "2.0"}, {"id", id}, {"method", "session/new"}, {"params", {{"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+    json r = until_response(id);
+    REQUIRE(r.contains("result"));
+    return r["result"]["sessionId"].get<std::string>();
+  }
+
+  static json prompt(const json& id, const std::string& sid, const std::string& text) {
+    return {{"jsonrpc", "2.0"},
+            {"id", id},
+            {"method", "session/prompt"},
+            {"params", {{"sessionId", sid}, {"prompt", {{{"type", "text"}, {"text", text}}}}}}};
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+  std::string buf_;
+};
+
+struct StateDir {
+  std::string dir;
+  StateDir() {
+    char tmpl[] = "/tmp/tether-demo-agent-test-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+  }
+  ~StateDir() { [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str()); }
+};
+
+json selected(const json& id, const std::string& option) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"result", {{"outcome", {{"outcome", "selected"}, {"optionId", option}}}}}};
+}
+
+// The status of the last update of tool call `call` among `msgs`.
+std::string tool_status(const std::vector<json>& msgs, const std::string& call) {
+  std::string status;
+  for (const auto& m : msgs) {
+    if (m.value("method", "") != "session/update") continue;
+    const json& u = m["params"]["update"];
+    if (u.value("toolCallId", "") == call && u.contains("status")) status = u["status"].get<std::string>();
+  }
+  return status;
+}
+
+std::string answer(const std::vector<json>& msgs) {
+  std::string text;
+  for (const auto& m : msgs) {
+    if (m.value("method", "") != "session/update") continue;
+    const json& u = m["params"]["update"];
+    if (u.value("sessionUpdate", "") == "agent_message_chunk") text += u["content"].value("text", "");
+  }
+  return text;
+}
+
+std::size_t open_fd_count(pid_t pid) {
+  std::size_t n = 0;
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  REQUIRE(d != nullptr);
+  while (auto* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("demo agent: the turn goes on after the permission answer, however it arrives") {
+  StateDir state;
+  Agent a(state.dir);
+  a.initialize();
+  std::string sid = a.new_session();
+
+  SUBCASE("allowed, in one write: the edit completes") {
+    a.send(Agent::prompt(1, sid, "please edit the file"));
+    json req = a.until_request("session/request_permission");
+    a.send(selected(req["id"], "allow-once"));
+    std::vector<json> seen;
+    json r = a.until_response(1, &seen);
+    CHECK(r["result"]["stopReason"] == "end_turn");
+    CHECK(tool_status(seen, "edit-1") == "completed");
+    CHECK(answer(seen).find("Permission granted") != std::string::npos);
+  }
+  SUBCASE("rejected, byte by byte: the edit fails") {
+    a.send(Agent::prompt(1, sid, "please edit the file"));
+    json req = a.until_request("session/request_permission");
+    for (char c : selected(req["id"], "reject-once").dump() + "\n") a.write_raw(std::string(1, c));
+    std::vector<json> seen;
+    json r = a.until_response(1, &seen);
+    CHECK(r["result"]["stopReason"] == "end_turn");
+    CHECK(tool_status(seen, "edit-1") == "failed");
+    CHECK(answer(seen).find("Permission denied: the edit was skipped.") != std::string::npos);
+  }
+  SUBCASE("the answer and the next requests in the same write: all are served, in order") {
+    std::string other = a.new_session("new-2");
+    a.send(Agent::prompt(1, sid, "please edit the file"));
+    json req = a.until_request("session/request_permission");
+    json ping = {{"jsonrpc", "2.0"}, {"id", "ping"}, {"method", "$/ping"}, {"params", json::object()}};
+    a.write_raw(selected(req["id"], "allow-always").dump() + "\n" + ping.dump() + "\n" +
+                Agent::prompt(2, other, "/chunks 1 hello").dump() + "\n");
+    std::vector<json> seen;
+    json r1 = a.until_response(1, &seen);
+    CHECK(r1["result"]["stopReason"] == "end_turn");
+    CHECK(tool_status(seen, "edit-1") == "completed");
+    json p = a.until_response("ping");
+    CHECK(p["error"]["code"] == -32601);
+    std::vector<json> seen2;
+    json r2 = a.until_response(2, &seen2);
+    CHECK(r2["result"]["stopReason"] == "end_turn");
+    CHECK(answer(seen2).find("Echo: hello") == 0);
+  }
+  SUBCASE("cancelled: session/cancel, then the answer cancelled; the turn ends cancelled") {
+    a.send(Agent::prompt(1, sid, "please edit the file"));
+    json req = a.until_request("session/request_permission");
+    json cancel = {{"jsonrpc", "2.0"}, {"method", "session/cancel"}, {"params", {{"sessionId", sid}}}};
+    json cancelled = {{"jsonrpc", "2.0"}, {"id", req["id"]}, {"result", {{"outcome", {{"outcome", "cancelled"}}}}}};
+    a.write_raw(cancel.dump() + "\n" + cancelled.dump() + "\n");
+    std::vector<json> seen;
+    json r = a.until_response(1, &seen);
+    CHECK(r["result"]["stopReason"] == "cancelled");
+    CHECK(tool_status(seen, "edit-1") == "failed");
+  }
+  SUBCASE("two turns in a row, each asking: the second request has its own id") {
+    for (int turn = 1; turn <= 2; ++turn) {
+      CAPTURE(turn);
+      a.send(Agent::prompt(turn, sid, "please edit the file"));
+      json req = a.until_request("session/request_permission");
+      a.send(selected(req["id"], "allow-once"));
+      std::vector<json> seen;
+      json r = a.until_response(turn, &seen);
+      CHECK(r["result"]["stopReason"] == "end_turn");
+      CHECK(tool_status(seen, "edit-" + std::to_string(turn)) == "completed");
+    }
+  }
+}
+
+TEST_CASE("demo agent: many sessions cost no fds; every history is kept") {
+  StateDir state;
+  // 40 fds are far fewer than the sessions: a history fd kept per session would run out quickly,
+  // and the sessions past that point would silently lose their history.
+  Agent a(state.dir, 40);
+  a.initialize();
+  std::size_t before = open_fd_count(a.pid());
+  const int n = 300;
+  std::string last;
+  for (int i = 1; i <= n; ++i) {
+    last = a.new_session("new-" + std::to_string(i));
+    a.send(Agent::prompt(i, last, "/chunks 1 turn " + std::to_string(i)));
+    json r = a.until_response(i);
+    REQUIRE(r["result"]["stopReason"] == "end_turn");
+  }
+  std::size_t after = open_fd_count(a.pid());
+  CHECK(after <= before);  // nothing stays open per session
+  // The last session's history is there: session/load replays it.
+  a.send({{"jsonrpc", "2.0"},
+          {"id", "load"},
+          {"method", "session/load"},
+          {"params", {{"sessionId", last}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+  std::vector<json> seen;
+  json r = a.until_response("load", &seen);
+  REQUIRE_MESSAGE(r.contains("result"), r.dump());
+  CHECK(answer(seen).find("Echo: turn " + std::to_string(n)) == 0);
+}
