@@ -37,8 +37,9 @@ struct Job {
   std::optional<base::TimePoint> started;  // the first dispatch
 };
 
-// One supervised bridge and what runs on it. With --session per-item, `session` lives for one
-// attempt; with shared, for the worker's life.
+// One supervised bridge and what runs on it. `session` lives for the worker's life; with
+// --session per-item, each attempt starts a fresh ACP session on it (session/new, no new
+// initialize).
 struct Worker {
   int number = 0;
   std::unique_ptr<supervisor::Bridge> bridge;
@@ -226,9 +227,12 @@ class BatchRunner {
     ++job.attempts;
     if (!job.started) job.started = base::Clock::now();
     w.text.clear();
-    if (per_item_ || !w.session) {
-      w.turn.reset();
+    w.turn.reset();
+    if (!w.session) {
       w.session = std::make_unique<acp::AcpSession>(*w.bridge, client_options_);
+    } else if (per_item_) {
+      // A fresh session/new on the same connection: the handshake is not repeated per item.
+      w.session->start_new_session();
     }
     w.turn.emplace(w.session->prompt(job.item.prompt, base::seconds(o_.common.timeout)));
   }
@@ -272,8 +276,8 @@ class BatchRunner {
     } else if (w.session) {
       for (auto& ev : w.session->poll()) say_notice(w, ev.text);
     } else {
-      // Per-item sessions between items: nobody else reads this bridge's events. A request for a
-      // session that is gone still gets its one answer.
+      // Before the worker's first item (or after its session was dropped): nobody else reads
+      // this bridge's events. A request for a session that is gone still gets its one answer.
       for (auto& ev : w.bridge->events()->drain()) {
         if (ev.kind == rpc::Event::Kind::request)
           w.bridge->respond_error(ev.generation, ev.message["id"], rpc::kInternalError, "the session has ended");
@@ -310,7 +314,6 @@ class BatchRunner {
 
   void on_terminal(Worker& w, const acp::TurnEvent& ev) {
     w.turn.reset();
-    if (per_item_) w.session.reset();
     std::unique_ptr<Job> job = std::move(w.job);
     const std::string code = ev.kind == acp::TurnEvent::Kind::failed ? ev.error.value("code", "") : "";
 

@@ -390,7 +390,8 @@ int run_prompt(PromptOptions& o) {
           break;
         }
         if (t.cancelled == acp::CancelCause::timeout) {
-          error_line("the turn did not finish within the timeout (" + std::to_string(o.common.timeout) + " s); it was cancelled");
+          error_line("the turn did not finish within the timeout (" + acp::duration_text(base::seconds(o.common.timeout)) +
+                     "); it was cancelled");
           break;
         }
         if (exit_code != kExitOk) {

@@ -677,8 +677,8 @@ class Talk {
 
   void new_session() {
     if (bridge_down()) return;
-    session_ = std::make_unique<acp::AcpSession>(bridge_, copts_);
-    auto failed = session_->open(base::Deadline::after(kRestartWait), sig_.get());
+    // session/new on the connection as it is: the agent is initialized already.
+    auto failed = session_->new_session(base::Deadline::after(kRestartWait), sig_.get());
     seen_loaded_ = session_->state().sessions_loaded;
     if (failed) renderer_.error(acp::message_with_tail(failed->error));
     else renderer_.note("new session " + session_->state().session_id);
