@@ -96,8 +96,11 @@ std::string give_up_message(std::size_t restarts, base::Duration window, const B
   auto secs = std::chrono::duration_cast<std::chrono::duration<double>>(window).count();
   char win[32];
   std::snprintf(win, sizeof win, "%g s", secs);
-  std::string s = "tether gave up on the bridge after " + std::to_string(restarts) + " restart" +
-                  (restarts == 1 ? "" : "s") + " within " + win + " (the limit; see --max-restarts and --restart-window). Last cause: " + describe(last) + ".";
+  std::string s = restarts == 0
+                      ? std::string("tether did not restart the bridge (--max-restarts is 0). Last cause: ") + describe(last) + "."
+                      : "tether gave up on the bridge after " + std::to_string(restarts) + " restart" +
+                            (restarts == 1 ? "" : "s") + " within " + win +
+                            " (the limit; see --max-restarts and --restart-window). Last cause: " + describe(last) + ".";
   std::string tail = last_lines(last.stderr_tail, 5);
   if (!tail.empty()) s += "\nLast lines of the bridge's stderr:\n" + tail;
   s += "\nFix the bridge and run tether again (in talk: /restart).";

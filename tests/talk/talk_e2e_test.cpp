@@ -311,7 +311,7 @@ TEST_CASE("past the restart budget the REPL stays up, says why, and /restart bri
   expect(t, kPrompt);
   t.mark();
   type_line(t, "/crash right now");
-  expect(t, "tether gave up on the bridge");
+  expect(t, "tether did not restart the bridge (--max-restarts is 0)");
   expect(t, "crashing on purpose");  // the stderr tail is shown
   expect(t, kPrompt);
   t.mark();
@@ -399,6 +399,6 @@ TEST_CASE("script mode: one prompt per line, commands work, exit status at the e
   o.stdin_text = "//crash now\nnever sent\n";
   auto dead = tether::test::run(talk({"--max-restarts", "0"}), o);
   CHECK(dead.shell_status() == 69);
-  CHECK(dead.err.find("gave up") != std::string::npos);
+  CHECK(dead.err.find("did not restart the bridge") != std::string::npos);
   CHECK(dead.err.find("1 more input line was not sent") != std::string::npos);
 }
