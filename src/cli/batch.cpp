@@ -658,7 +658,8 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
       "or with \"ok\":false and an \"error\" object. An item interrupted by a bridge crash or --timeout is\n"
       "tried again (--retries). With --journal, finished items are recorded durably and a rerun skips\n"
       "them (re-emitting their lines), so an interrupted batch resumes without losing or repeating work.\n"
-      "Exit status: 0 every item ok; 1 some items failed; 69 no bridge left (restart limit).");
+      "Exit status: 0 every item ok; 1 some items failed (bad input lines included); 64 usage error;\n"
+      "69 no bridge left (restart limit); 74 cannot read stdin, write stdout or the journal.");
   sub->add_option("-j,--jobs", o->jobs, "Bridges run in parallel, each with its own process and restart budget")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

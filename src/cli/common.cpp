@@ -136,6 +136,11 @@ std::optional<std::string> apply_config(CommonOptions& o, const ConfigMap& map, 
 }  // namespace
 
 void add_common_options(CLI::App& app, CommonOptions& o) {
+  // CLI11 2.1's usage line cannot show it, so every command's help ends with it.
+  app.footer(app.get_footer() + (app.get_footer().empty() ? "" : "\n") + "The bridge: tether " + app.get_name() +
+             " [OPTIONS] -- BRIDGE [ARGS...]\n"
+             "Everything after -- is the bridge's command line, never tether's options. Without it:\n"
+             "$TETHER_BRIDGE, else the config file's bridge, else the built-in demo agent.");
   auto& reg = option_registry()[&o];
   const std::string group = "Bridge and supervision";
   reg["cwd"] = app.add_option("--cwd", o.cwd, "Working directory of the bridge and the ACP session (default: the current directory)")->group(group);

@@ -410,6 +410,14 @@ int run_prompt(PromptOptions& o) {
 std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>& bridge_argv) {
   auto o = std::make_shared<PromptOptions>();
   auto* sub = app.add_subcommand("prompt", "Send one prompt to an ACP agent; the answer goes to stdout");
+  sub->footer(
+      "The answer goes to stdout; thoughts, tool calls and plans to stderr as short lines (-q: none).\n"
+      "--json prints one object per turn instead: {ok,text,stopReason,sessionId,toolCalls,restarts,\n"
+      "elapsedMs} or {ok:false,error}. A turn cut by a bridge crash is sent again (--retries).\n"
+      "Exit status: 0 end_turn; 1 another stop reason (refusal, max_tokens, cancelled...) or an agent\n"
+      "error; 64 usage error; 65 empty prompt; 69 the bridge cannot start or is gone past its restart\n"
+      "budget; 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
+      "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.");
   sub->add_option("text", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin");
   sub->add_flag("--json", o->json, "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,restarts,elapsedMs}")
       ->group("Output");
