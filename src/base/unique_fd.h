@@ -1,6 +1,8 @@
 // An owned file descriptor: closed exactly once, by its destructor or reset().
 #pragma once
 
+#include <string_view>
+
 #include <utility>
 
 namespace tether::base {
@@ -30,5 +32,10 @@ class UniqueFd {
 
 // Sets O_NONBLOCK on fd; false on failure (errno set).
 bool set_nonblocking(int fd);
+
+// Writes all of `data` to a blocking or non-blocking fd: EINTR is retried, EAGAIN waits for the fd
+// to be writable (never a busy loop). False on any other error (errno set): the rest is not written.
+// Not for a bridge's pipes: the dispatcher never blocks on a write (rpc/connection.cpp).
+bool write_all(int fd, std::string_view data);
 
 }  // namespace tether::base

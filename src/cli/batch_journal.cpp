@@ -1,5 +1,7 @@
 #include "cli/batch_journal.h"
 
+#include "base/unique_fd.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -25,16 +27,6 @@ std::optional<std::uint64_t> parse_hex16(std::string_view s) {
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
   if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
   return v;
-}
-
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
 }
 
 // A new file's directory entry must be durable too, or a crash can lose the whole journal.
@@ -170,7 +162,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, std::string& err
   if (!index.has_header()) {
     std::string header(kJournalHeader);
     header += '\n';
-    if (!write_all(fd.get(), header)) {
+    if (!base::write_all(fd.get(), header)) {
       error = "cannot write the journal " + path + ": " + strerror(errno);
       return nullptr;
     }
@@ -186,7 +178,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, std::string& err
 
 bool Journal::append(std::string_view lines) {
   if (lines.empty()) return true;
-  return write_all(fd_.get(), lines) && ::fdatasync(fd_.get()) == 0;
+  return base::write_all(fd_.get(), lines) && ::fdatasync(fd_.get()) == 0;
 }
 
 std::optional<std::string> Journal::result_line(const JournalIndex::Entry& entry) const {

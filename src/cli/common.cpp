@@ -274,23 +274,7 @@ void reraise(int sig) {
   ::_exit(128 + sig);  // only if the signal did not end us
 }
 
-bool write_stdout(std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(STDOUT_FILENO, data.data(), data.size());
-    if (n > 0) {
-      data.remove_prefix(static_cast<std::size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) {  // an inherited non-blocking stdout
-      pollfd p{STDOUT_FILENO, POLLOUT, 0};
-      ::poll(&p, 1, -1);
-      continue;
-    }
-    return false;
-  }
-  return true;
-}
+bool write_stdout(std::string_view data) { return base::write_all(STDOUT_FILENO, data); }
 
 std::string self_exe() {
   char buf[PATH_MAX];

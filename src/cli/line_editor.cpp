@@ -1,5 +1,7 @@
 #include "cli/line_editor.h"
 
+#include "base/unique_fd.h"
+
 #ifdef TETHER_HAVE_LIBEDIT  // without libedit, talk reads from a pipe only
 
 #include <errno.h>
@@ -26,17 +28,6 @@ constexpr auto kPartialWait = std::chrono::milliseconds(40);
 
 constexpr std::string_view kPasteOn = "\x1b[?2004h";
 constexpr std::string_view kPasteOff = "\x1b[?2004l";
-
-void write_all(int fd, std::string_view s) {
-  while (!s.empty()) {
-    ssize_t n = ::write(fd, s.data(), s.size());
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return;
-    }
-    s.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
 
 // Display columns of a prompt or line: code points, minus the \1...\2 invisible regions.
 std::size_t columns(std::string_view s) {
@@ -82,12 +73,12 @@ LineEditor::LineEditor(int in_fd, int out_fd) : in_fd_(in_fd), out_fd_(out_fd) {
   stifle_history(2000);
   // Tab inserts itself (pasted code keeps its indentation): there is nothing to complete.
   rl_parse_and_bind("bind ^I ed-insert");
-  write_all(out_fd_, kPasteOn);
+  base::write_all(out_fd_, kPasteOn);
 }
 
 LineEditor::~LineEditor() {
   stop();
-  write_all(out_fd_, kPasteOff);
+  base::write_all(out_fd_, kPasteOff);
   rl_getc_function = nullptr;
   g_editor = nullptr;
 }
@@ -241,7 +232,7 @@ void LineEditor::erase_line_on_screen() {
   std::string seq = "\r";
   if (up > 0) seq += "\x1b[" + std::to_string(up) + "A";
   seq += "\x1b[J";
-  write_all(out_fd_, seq);
+  base::write_all(out_fd_, seq);
 }
 
 void LineEditor::print_above(std::string_view text) {
@@ -251,8 +242,8 @@ void LineEditor::print_above(std::string_view text) {
     stop();
     hold_input();
   }
-  write_all(out_fd_, text);
-  if (!text.empty() && text.back() != '\n') write_all(out_fd_, "\n");
+  base::write_all(out_fd_, text);
+  if (!text.empty() && text.back() != '\n') base::write_all(out_fd_, "\n");
   if (was_editing) start(prompt_, continuation_);
 }
 
@@ -265,7 +256,7 @@ void LineEditor::interrupt(std::string prompt) {
   saved_.clear();
   pasted_.clear();
   discard_input();
-  write_all(out_fd_, "^C\n");
+  base::write_all(out_fd_, "^C\n");
   if (was_editing) start(std::move(prompt), continuation_);
 }
 

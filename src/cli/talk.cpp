@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 
+#include "base/unique_fd.h"
 #include "acp/session.h"
 #include "cli/render.h"
 #include "cli/talk_commands.h"
@@ -48,17 +49,6 @@ bool color_wanted(const std::string& option, int fd) {
   const char* term = ::getenv("TERM");
   if (term && std::string_view(term) == "dumb") return false;
   return ::isatty(fd) == 1;
-}
-
-void write_fd(int fd, std::string_view s) {
-  while (!s.empty()) {
-    ssize_t n = ::write(fd, s.data(), s.size());
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return;
-    }
-    s.remove_prefix(static_cast<std::size_t>(n));
-  }
 }
 
 std::string shell_quote(const std::vector<std::string>& argv) {
@@ -163,7 +153,7 @@ class Talk {
           reraise(SIGPIPE);
         }
       } else {
-        write_fd(STDERR_FILENO, w.text);
+        base::write_all(STDERR_FILENO, w.text);
       }
     }
   }
@@ -373,7 +363,7 @@ class Talk {
         return;
       }
     }
-    write_fd(STDERR_FILENO, "\a");
+    base::write_all(STDERR_FILENO, "\a");
   }
 
   // Ctrl-C during a turn: answer a pending question `cancelled`; else cancel the turn; a second
@@ -715,7 +705,7 @@ class Talk {
       renderer_.error("cannot create a file to edit in: " + std::string(strerror(errno)));
       return;
     }
-    if (!initial.empty()) write_fd(fd, initial + "\n");
+    if (!initial.empty()) base::write_all(fd, initial + "\n");
     ::close(fd);
     words.push_back(path);
     std::vector<char*> av;
@@ -741,13 +731,13 @@ class Talk {
       renderer_.error("cannot run the editor " + words[0] + ": " + strerror(rc) + " (set VISUAL or EDITOR)");
     } else {
 #ifdef TETHER_HAVE_LIBEDIT
-      write_fd(STDOUT_FILENO, "\x1b[?2004l");
+      base::write_all(STDOUT_FILENO, "\x1b[?2004l");
 #endif
       int st = 0;
       while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
       }
 #ifdef TETHER_HAVE_LIBEDIT
-      write_fd(STDOUT_FILENO, "\x1b[?2004h");
+      base::write_all(STDOUT_FILENO, "\x1b[?2004h");
 #endif
       // Ctrl-C and resizes inside the editor were the editor's; termination requests are ours.
       while (int sig = read_signal(sig_.get())) {
@@ -840,7 +830,7 @@ class Talk {
         if (!turn_) poll_session();
       }
     }
-    write_fd(STDOUT_FILENO, "\n");
+    base::write_all(STDOUT_FILENO, "\n");
     editor_.reset();
     restore_terminal();
     return kExitOk;

@@ -35,18 +35,6 @@ bool make_dirs(const std::string& dir, std::string& error) {
   return true;
 }
 
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
 }  // namespace
 
 std::string history_path(const std::function<const char*(const char*)>& getenv_fn) {
@@ -135,7 +123,7 @@ bool HistoryFile::append(std::string_view entry, std::string& error) {
     return false;
   }
   // One write per entry: O_APPEND keeps concurrent sessions' entries whole.
-  if (!write_all(fd.get(), encode_entry(entry) + "\n")) {
+  if (!base::write_all(fd.get(), encode_entry(entry) + "\n")) {
     error = "cannot write " + path_ + ": " + strerror(errno);
     return false;
   }
@@ -151,7 +139,7 @@ bool HistoryFile::rewrite(const std::vector<std::string>& entries, std::string& 
   }
   std::string data;
   for (const auto& e : entries) data += encode_entry(e) + "\n";
-  if (!write_all(fd.get(), data) || ::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path_.c_str()) != 0) {
+  if (!base::write_all(fd.get(), data) || ::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path_.c_str()) != 0) {
     error = "cannot rewrite " + path_ + ": " + strerror(errno);
     ::unlink(tmp.c_str());
     return false;
