@@ -575,8 +575,9 @@ class DemoAgent {
     }
 
     auto words = words_of(t.echo);
+    const std::size_t chars = utf8_length(t.echo);
     answer = "Echo: " + t.echo + "\nSummary: " + std::to_string(words.size()) + " word" +
-             (words.size() == 1 ? "" : "s") + ", " + std::to_string(utf8_length(t.echo)) + " characters; turn " +
+             (words.size() == 1 ? "" : "s") + ", " + std::to_string(chars) + " character" + (chars == 1 ? "" : "s") + "; turn " +
              std::to_string(s.turns) + " of this session.";
     bool quiet = t.chunks.has_value();
     std::string notes;  // what the tools did, told at the end of the answer

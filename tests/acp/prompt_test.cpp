@@ -88,7 +88,7 @@ RunOptions opts(const Scratch& s) {
 
 std::string demo_answer(const std::string& echo, int words, int chars, int turn = 1) {
   return "Echo: " + echo + "\nSummary: " + std::to_string(words) + " word" + (words == 1 ? "" : "s") + ", " +
-         std::to_string(chars) + " characters; turn " + std::to_string(turn) + " of this session.";
+         std::to_string(chars) + " character" + (chars == 1 ? "" : "s") + "; turn " + std::to_string(turn) + " of this session.";
 }
 
 }  // namespace
