@@ -92,6 +92,9 @@ json BridgeExited::to_json() const {
   return j;
 }
 
+// How often a running bridge's exited strays are reaped (see the watch loop).
+constexpr auto kStrayReapInterval = std::chrono::seconds(5);
+
 std::string give_up_message(std::size_t restarts, base::Duration window, const BridgeExited& last) {
   auto secs = std::chrono::duration_cast<std::chrono::duration<double>>(window).count();
   char win[32];
@@ -511,15 +514,16 @@ void Bridge::run() {
     ExitReason reason = ExitReason::exited;
     Request req = Request::none;
     std::string detail;
+    auto last_stray_reap = Clock::now();
     for (;;) {
       std::unique_lock lock(mu_);
       auto woken = [&] { return conn_changed_ || request_ != Request::none; };
-      if (opt_.heartbeat.count() > 0) {
-        auto tick = std::max<base::Duration>(opt_.heartbeat / 4, std::chrono::milliseconds(20));
-        cv_.wait_for(lock, tick, woken);
-      } else {
-        cv_.wait(lock, woken);
-      }
+      // The tick also reaps strays: a bridge's helper that left its process group (setsid) and
+      // exited is our zombie (we are a subreaper) until someone waits for it.
+      auto tick = opt_.heartbeat.count() > 0
+                      ? std::max<base::Duration>(opt_.heartbeat / 4, std::chrono::milliseconds(20))
+                      : base::Duration(kStrayReapInterval);
+      cv_.wait_for(lock, tick, woken);
       if (request_ == Request::recycle && recycle_gen_ != gen) {
         request_ = Request::none;  // meant for a generation that is already gone
         continue;
@@ -544,6 +548,10 @@ void Bridge::run() {
         continue;
       }
       lock.unlock();
+      if (auto now = Clock::now(); now - last_stray_reap >= kStrayReapInterval) {
+        last_stray_reap = now;
+        proc::reap_strays();
+      }
       if (opt_.heartbeat.count() > 0) {
         bool hung = false;
         heartbeat_tick(*conn, hung);

@@ -1,6 +1,9 @@
 // Process-level behaviour of a bridge: a grandchild that keeps stdout open after the bridge died,
 // a bridge that ignores SIGTERM and stdin EOF, and a bridge that answers and exits at once.
 #include <doctest/doctest.h>
+
+#include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -73,6 +76,26 @@ TEST_CASE("a grandchild keeps stdout open after the bridge exits: death noticed 
 
 TEST_CASE("a grandchild that ignores SIGTERM keeps stdout open: it is SIGKILLed after term_wait and reaped") {
   grandchild_case(true);
+}
+
+// A helper that left the bridge's process group (setsid) and exited is our zombie while the bridge
+// runs on: waitpid(-pgid) never sees it. The supervisor reaps such strays on its tick.
+TEST_CASE("a stray that left the bridge's process group is reaped while the bridge runs on") {
+  test::LeakGuard guard;
+  {
+    Bridge bridge(fake_bridge("stray_leaves_group"));
+    REQUIRE_FALSE(bridge.start().has_value());
+    Reply r = bridge.call("go", json::object(), Deadline::after(5s));
+    REQUIRE(r.ok());
+    const pid_t stray = r.value.value("stray", -1);
+    REQUIRE(stray > 0);
+    auto reaped = [&] { return ::kill(stray, 0) != 0 && errno == ESRCH; };
+    // Exited at once; gone (reaped, not a zombie) within the supervisor's 5 s tick.
+    CHECK(test::eventually(reaped, Ms(8000)));
+    CHECK(bridge.status().state == State::ready);
+    CHECK(bridge.status().generation == 1);
+  }
+  CHECK_NO_LEAKS(guard);
 }
 
 TEST_CASE("a bridge that ignores SIGTERM and stdin EOF: stop() takes grace + term_wait, then SIGKILL") {
