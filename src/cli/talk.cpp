@@ -734,8 +734,10 @@ class Talk {
       base::write_all(STDOUT_FILENO, "\x1b[?2004l");
 #endif
       int st = 0;
-      while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      pid_t waited;
+      while ((waited = ::waitpid(pid, &st, 0)) < 0 && errno == EINTR) {
       }
+      if (waited != pid) st = W_EXITCODE(1, 0);  // status unknown (not ours to read): not clean
 #ifdef TETHER_HAVE_LIBEDIT
       base::write_all(STDOUT_FILENO, "\x1b[?2004h");
 #endif

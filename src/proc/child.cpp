@@ -95,11 +95,13 @@ const char* step_name(int step) {
 
 // Bridge leaders not reaped yet: the stray reaper must leave their exit status to their Child.
 std::mutex g_leaders_mu;
-std::set<pid_t> g_leaders;
+// A multiset: a pid reused by a new leader between another thread's waitpid() and its
+// remove_leader() must stay registered.
+std::multiset<pid_t> g_leaders;
 
 void remove_leader(pid_t pid) {
   std::lock_guard lock(g_leaders_mu);
-  g_leaders.erase(pid);
+  if (auto it = g_leaders.find(pid); it != g_leaders.end()) g_leaders.erase(it);
 }
 
 }  // namespace
@@ -206,9 +208,9 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
 
   // Parent. Also set the group here, so it exists before spawn() returns whatever the scheduling.
   ::setpgid(pid, pid);
-  Child child(pid);
   g_leaders.insert(pid);
   leaders_lock.unlock();
+  Child child(pid);  // after the unlock: its destructor takes the lock
   report->w.reset();
   in->r.reset();
   out->w.reset();

@@ -449,8 +449,14 @@ void Bridge::run() {
       }
       // Requests the ended generation was asked for are spent: a second restart() during the
       // first one's stop ladder is the same restart, and a recycle names its own generation.
-      if (request_ == Request::restart || (request_ == Request::recycle && recycle_gen_ != gen))
+      if (request_ == Request::restart) {
+        // Taken here rather than by the watch or backoff wait: it still forgets the history.
+        policy_.reset();
+        gave_up_ = false;
         request_ = Request::none;
+      } else if (request_ == Request::recycle && recycle_gen_ != gen) {
+        request_ = Request::none;
+      }
     }
     if (need_starting) publish(State::starting, gen);
 
