@@ -319,7 +319,8 @@ void Bridge::stop() {
 }
 
 std::optional<Bridge::Request> Bridge::wait_backoff(base::Duration delay) {
-  auto until = Clock::now() + delay;
+  const bool forever = delay == base::Duration::max();
+  const auto until = forever ? base::TimePoint::max() : Clock::now() + delay;  // now + max overflows
   std::unique_lock lock(mu_);
   for (;;) {
     if (request_ == Request::recycle) request_ = Request::none;  // nothing runs to recycle
@@ -328,8 +329,8 @@ std::optional<Bridge::Request> Bridge::wait_backoff(base::Duration delay) {
       if (r != Request::stop) request_ = Request::none;
       return r;
     }
-    if (delay != base::Duration::max() && Clock::now() >= until) return std::nullopt;
-    if (delay == base::Duration::max()) cv_.wait(lock);
+    if (!forever && Clock::now() >= until) return std::nullopt;
+    if (forever) cv_.wait(lock);
     else cv_.wait_until(lock, until);
   }
 }
