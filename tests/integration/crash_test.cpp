@@ -16,8 +16,6 @@ using rpc::Reply;
 using supervisor::Bridge;
 using supervisor::State;
 
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
 TEST_CASE("killed mid-request: every caller fails at once with bridge_exited, the signal and the stderr tail") {
   test::LeakGuard guard;
   {

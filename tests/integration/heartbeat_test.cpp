@@ -16,8 +16,6 @@ using rpc::Reply;
 using supervisor::Bridge;
 using supervisor::State;
 
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
 bool is_hung_event(const json& m) {
   return m.value("state", "") == "exited" && m.contains("error") && m["error"].value("code", "") == "bridge_hung";
 }

@@ -31,6 +31,11 @@ std::optional<json> wait_status(rpc::EventQueue& q, const std::function<bool(con
 std::optional<json> wait_state(rpc::EventQueue& q, const std::string& state,
                                std::uint64_t generation = 0, Ms limit = Ms(5000));
 
+// True when `needle` occurs in `hay`.
+inline bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
+
 // Resident set size of this process, in KiB (VmRSS in /proc/self/status).
 long rss_kib();
 // Voluntary context switches of this process's thread named `name`; -1 when there is none.

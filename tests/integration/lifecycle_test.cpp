@@ -21,8 +21,6 @@ using rpc::Reply;
 using supervisor::Bridge;
 using supervisor::State;
 
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
 // The status events up to and including the first `state` event of `generation`.
 std::vector<json> statuses_until(rpc::EventQueue& q, const std::string& state, std::uint64_t generation) {
   std::vector<json> seen;

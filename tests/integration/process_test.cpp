@@ -22,8 +22,6 @@ using rpc::Reply;
 using supervisor::Bridge;
 using supervisor::State;
 
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
 // The bridge answers one request with its grandchild's pid and exits; the grandchild holds the
 // bridge's stdout (and stderr, and stdin) open and sleeps.
 void grandchild_case(bool grandchild_ignores_term) {
