@@ -10,6 +10,7 @@
 #include "cli/common.h"
 #include "cli/demo_agent_main.h"
 #include "cli/prompt.h"
+#include "cli/serve.h"
 #include "cli/talk.h"
 #include "proc/child.h"
 #include "tether_config.h"
@@ -41,14 +42,14 @@ int main(int argc, char** argv) {
   runs["call"] = cli::setup_call(app, bridge);
   runs["demo-agent"] = cli::setup_demo_agent(app, bridge);
   runs["prompt"] = cli::setup_prompt(app, bridge);
+  runs["serve"] = cli::setup_serve(app, bridge);
   runs["talk"] = cli::setup_talk(app, bridge);
 
   // CLI11 would say "A subcommand is required" for a misspelt one: name it, and the real ones.
   if (own_argc > 1 && argv[1][0] != '-' && !runs.count(argv[1])) {
     std::string list;
     for (auto& [name, run] : runs) list += (list.empty() ? "" : ", ") + name;
-    std::fprintf(stderr, "tether: unknown command '%s'%s; the commands are %s (tether --help)\n", argv[1],
-                 std::string(argv[1]) == "serve" ? " (tether serve is not implemented yet)" : "", list.c_str());
+    std::fprintf(stderr, "tether: unknown command '%s'; the commands are %s (tether --help)\n", argv[1], list.c_str());
     return cli::kExitUsage;
   }
   try {

@@ -1,0 +1,1313 @@
+// `tether serve`: the server loop. The wire contract is in serve.h; here is how it is kept.
+//
+// One thread (the process's main thread) owns everything: the listening socket, every client's
+// socket, buffer and state, the session table and the routing tables. It polls them together with
+// the bridge's event queue and the signalfd. The client table is confined to this thread, which is
+// the one lock that guards it: nothing else can see a client half made or half gone, a connection
+// accepted during shutdown is closed by the same loop that shuts down, and a send to a client that
+// is already closed is a `false`, never a write to a recycled fd (clients are named by a number
+// that is never reused, not by their fd).
+//
+// Toward the bridge the server is an ACP client of its own (initialize, session/new for the main
+// session, session/load or session/new after each restart), built on the supervised Bridge like
+// every other front-end: it never touches a bridge fd.
+#include "cli/serve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <variant>
+#include <cstring>
+
+#include "acp/permission.h"
+#include "base/signals.h"
+#include "base/unique_fd.h"
+#include "cli/socket_path.h"
+#include "rpc/line_framer.h"
+#include "rpc/message.h"
+#include "supervisor/bridge.h"
+#include "tether_config.h"
+
+namespace tether::cli {
+namespace {
+
+using base::Clock;
+using base::Deadline;
+using base::UniqueFd;
+using rpc::json;
+
+constexpr int kProtocolVersion = 1;
+// JSON-RPC error code of a failure that tether's error object explains (in `data`).
+constexpr int kTetherError = -32000;
+// A client whose unsent output passes this stops the server reading the bridge (backpressure
+// rather than loss) ...
+constexpr std::size_t kClientHighWater = std::size_t{1} << 20;
+// ... and is disconnected when it then reads nothing for this long: one client that stopped
+// reading must not stall the others for ever.
+constexpr auto kStuckClient = std::chrono::seconds(10);
+constexpr auto kSetupTimeout = std::chrono::seconds(30);
+// A turn cancelled because its client left gets this long to end before its session moves on.
+constexpr auto kOrphanGrace = std::chrono::seconds(5);
+constexpr std::size_t kReadBurst = 64 * 1024;
+constexpr int kListenBacklog = 128;
+
+void log_line(std::string_view text) {
+  std::string line = "tether serve: " + std::string(text) + "\n";
+  [[maybe_unused]] auto w = ::write(STDERR_FILENO, line.data(), line.size());
+}
+
+std::string last_line(const std::string& text) {
+  std::size_t end = text.find_last_not_of("\r\n");
+  if (end == std::string::npos) return "";
+  std::size_t start = text.rfind('\n', end);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+const json* member(const json& j, const char* key) {
+  if (!j.is_object()) return nullptr;
+  auto it = j.find(key);
+  return it == j.end() ? nullptr : &*it;
+}
+
+std::string string_member(const json& j, const char* key) {
+  const json* v = member(j, key);
+  return v && v->is_string() ? v->get<std::string>() : std::string();
+}
+
+json tether_error(std::string code, std::string message) {
+  return {{"code", std::move(code)}, {"message", std::move(message)}};
+}
+
+struct Client {
+  std::uint64_t id = 0;
+  UniqueFd fd;
+  uid_t uid = 0;
+  pid_t pid = 0;
+  rpc::LineFramer framer;
+  std::string out;
+  std::size_t out_off = 0;
+  bool dead = false;
+  bool initialized = false;
+  base::TimePoint stuck_since{};  // over the high-water mark without progress since then
+
+  explicit Client(std::size_t max_line) : framer(max_line) {}
+  std::size_t unsent() const { return out.size() - out_off; }
+};
+
+struct QueuedPrompt {
+  std::uint64_t client = 0;
+  json id;
+  json params;
+};
+
+struct Session {
+  std::string public_id;  // what clients use: the id of the bridge session it started as
+  std::string bridge_id;  // the id at the bridge now (a new one after a restart that lost it)
+  std::string cwd;
+  json mcp_servers = json::array();
+  bool main = false;
+  bool loading = false;   // session/load under way at the bridge: its updates are a replay
+  std::vector<std::uint64_t> attached;  // in attach order: back() is the active client
+  std::deque<QueuedPrompt> queue;
+  // The turn at the bridge, if any.
+  bool busy = false;
+  std::uint64_t turn_client = 0;  // 0: its client left (the turn is being cancelled)
+  std::int64_t turn_call = 0;
+  Deadline orphan_until = Deadline::never();
+  std::map<std::string, json> state_updates;  // the last update of each state kind, for new attachers
+
+  std::uint64_t active() const { return attached.empty() ? 0 : attached.back(); }
+  bool has(std::uint64_t c) const { return std::find(attached.begin(), attached.end(), c) != attached.end(); }
+  void detach(std::uint64_t c) { attached.erase(std::remove(attached.begin(), attached.end(), c), attached.end()); }
+};
+
+// A request we sent the bridge, and whom its response is for.
+struct Call {
+  enum class Kind { setup, prompt, forward, new_session, load_session };
+  Kind kind = Kind::forward;
+  std::uint64_t client = 0;
+  json client_id;
+  std::string session;   // public id (prompt, load_session, setup)
+  std::string step;      // setup: "initialize", "session/new", "session/load"
+  json params;           // new_session: what re-creates the session after a restart (cwd, mcpServers)
+};
+
+// A request of the bridge routed to a client under an id of ours.
+struct Routed {
+  std::uint64_t client = 0;
+  std::uint64_t generation = 0;
+  json bridge_id;
+  std::string method;
+  std::string session;  // public id ("" when it named none)
+  json params;          // as sent to the client (for a hand-over)
+};
+
+struct ClientRequest {
+  std::uint64_t client = 0;
+  json message;
+};
+
+class Server {
+ public:
+  Server(ServeOptions& o, SocketLocation where, UniqueFd listener, ino_t inode, UniqueFd lock, UniqueFd sigfd,
+         supervisor::Bridge& bridge)
+      : o_(o), where_(std::move(where)), listener_(std::move(listener)), inode_(inode), lock_(std::move(lock)),
+        sigfd_(std::move(sigfd)), bridge_(bridge) {}
+
+  int run();
+
+ private:
+  enum class Link { setting_up, ready, down, gone };
+
+  // --- clients ---------------------------------------------------------------------------------
+  void accept_clients();
+  void read_client(Client& c);
+  void flush(Client& c);
+  bool send(std::uint64_t client, const std::string& line);
+  bool send_json(std::uint64_t client, const json& msg) { return send(client, rpc::dump(msg)); }
+  void reply(std::uint64_t client, const json& id, json result) { send_json(client, rpc::make_result(id, std::move(result))); }
+  void reply_error(std::uint64_t client, const json& id, int code, std::string_view message, json data = nullptr) {
+    send_json(client, rpc::make_error(id, code, message, std::move(data)));
+  }
+  void reply_tether_error(std::uint64_t client, const json& id, const json& error) {
+    reply_error(client, id, kTetherError, string_member(error, "message"), error);
+  }
+  void broadcast(const std::string& method, json params);
+  void sweep_dead();
+  void drop_client(std::uint64_t id);
+  Client* client(std::uint64_t id) {
+    auto it = clients_.find(id);
+    return it == clients_.end() || it->second->dead ? nullptr : it->second.get();
+  }
+
+  // --- what clients send -------------------------------------------------------------------------
+  void on_client_line(Client& c, std::string_view line);
+  void on_client_request(std::uint64_t c, json& msg);
+  void on_client_notification(std::uint64_t c, const json& msg);
+  void on_client_response(std::uint64_t c, const json& msg);
+  void attach(Session& s, std::uint64_t c);
+  void forward(std::uint64_t c, const json& id, const std::string& method, json params, Call call);
+  void pump(Session& s);
+  void cancel_turn(Session& s, std::uint64_t by_client);
+  void withdraw_permissions(const std::string& session, std::uint64_t except_client);
+  json status_json();
+
+  // --- what the bridge sends ---------------------------------------------------------------------
+  void on_bridge_events();
+  void on_bridge_status(const rpc::Event& ev);
+  void on_bridge_response(rpc::Event& ev);
+  void on_bridge_notification(rpc::Event& ev);
+  void on_bridge_request(rpc::Event& ev);
+  void route(Routed r);
+  void answer_unroutable(const Routed& r, std::string_view why);
+
+  // --- the bridge's session setup ----------------------------------------------------------------
+  void begin_setup(std::uint64_t generation);
+  void setup_next();
+  void setup_call(const std::string& method, json params, std::string session);
+  void on_setup_reply(const Call& call, const rpc::Reply& reply);
+  void setup_failed(const std::string& why);
+  void link_ready();
+  void link_gone(const std::string& message);
+  void replay_deferred();
+
+  Session* session(const std::string& public_id) {
+    auto it = sessions_.find(public_id);
+    return it == sessions_.end() ? nullptr : &it->second;
+  }
+  Session* session_by_bridge_id(const std::string& bridge_id) {
+    auto it = by_bridge_id_.find(bridge_id);
+    return it == by_bridge_id_.end() ? nullptr : session(it->second);
+  }
+  void forget_session_if_unused(const std::string& public_id);
+  json gone_error() const { return tether_error("restart_limit", gone_message_); }
+
+  void begin_shutdown(std::uint64_t stopper, json stopper_id);
+  void finish_shutdown();
+
+ public:
+  int exit_signal() const { return exit_signal_; }
+
+ private:
+  void timers();
+  Deadline next_deadline() const;
+
+  ServeOptions& o_;
+  SocketLocation where_;
+  UniqueFd listener_;
+  ino_t inode_;
+  UniqueFd lock_;
+  UniqueFd sigfd_;
+  supervisor::Bridge& bridge_;
+
+  std::map<std::uint64_t, std::unique_ptr<Client>> clients_;
+  std::uint64_t next_client_ = 0;
+  std::map<std::string, Session> sessions_;
+  std::unordered_map<std::string, std::string> by_bridge_id_;
+  std::string main_session_;
+  std::unordered_map<std::int64_t, Call> calls_;     // by our request id at the bridge
+  std::unordered_map<std::int64_t, Routed> routed_;  // by our request id at the client
+  std::int64_t next_routed_ = 0;
+  std::vector<ClientRequest> deferred_;  // wait for the link
+  std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
+
+  Link link_ = Link::setting_up;
+  bool ever_ready_ = false;
+  std::uint64_t link_gen_ = 0;
+  json init_result_;
+  bool bridge_loads_ = false;
+  std::vector<std::string> setup_todo_;  // public ids still to re-establish
+  bool sessions_restored_ = true;
+  Deadline setup_deadline_ = Deadline::never();
+  std::string last_cause_, last_stderr_line_;
+  std::string gone_message_;
+  std::string startup_error_;
+
+  Deadline accept_paused_until_ = Deadline::never();
+  bool shutting_down_ = false;
+  int exit_signal_ = 0;
+  std::uint64_t stopper_ = 0;
+  json stopper_id_;
+};
+
+// --- the loop -----------------------------------------------------------------------------------
+
+int Server::run() {
+  for (;;) {
+    std::vector<pollfd> p;
+    std::vector<std::uint64_t> who;  // client id per pollfd from index 3
+    p.push_back({sigfd_.get(), POLLIN, 0});
+    p.push_back({listener_ && accept_paused_until_.is_never() ? listener_.get() : -1, POLLIN, 0});
+    bool paused = false;
+    for (auto& [id, c] : clients_)
+      if (!c->dead && c->unsent() > kClientHighWater) paused = true;
+    p.push_back({paused ? -1 : bridge_.events()->fd(), POLLIN, 0});
+    for (auto& [id, c] : clients_) {
+      if (c->dead) continue;
+      short ev = POLLIN;
+      if (c->unsent() > 0) ev |= POLLOUT;
+      p.push_back({c->fd.get(), ev, 0});
+      who.push_back(id);
+    }
+    int r = ::poll(p.data(), p.size(), next_deadline().poll_timeout_ms());
+    if (r < 0 && errno != EINTR) {
+      log_line(std::string("poll failed: ") + strerror(errno));
+      return kExitSoftware;
+    }
+    if (r > 0) {
+      if (p[0].revents) {
+        if (int sig = read_signal(sigfd_.get()); sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+          log_line("stopping on " + base::signal_name(sig));
+          exit_signal_ = sig;
+          begin_shutdown(0, nullptr);
+        }
+      }
+      if (p[1].revents && listener_) accept_clients();
+      if (p[2].revents) on_bridge_events();
+      for (std::size_t i = 3; i < p.size(); ++i) {
+        Client* c = client(who[i - 3]);
+        if (!c || !p[i].revents) continue;
+        if (p[i].revents & POLLOUT) flush(*c);
+        if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) read_client(*c);
+      }
+    }
+    timers();
+    sweep_dead();
+    if (!startup_error_.empty()) {
+      error_line(startup_error_);
+      finish_shutdown();
+      return kExitUnavailable;
+    }
+    if (shutting_down_) break;
+  }
+  finish_shutdown();
+  return kExitOk;
+}
+
+void Server::finish_shutdown() {
+  shutting_down_ = true;
+  // The name first: no new connection, and a new server may take the name once the lock is free.
+  listener_.reset();
+  struct stat st;
+  if (::lstat(where_.path.c_str(), &st) == 0 && st.st_ino == inode_) ::unlink(where_.path.c_str());
+  for (auto& [id, c] : clients_)
+    if (id != stopper_) c->fd.reset();
+  bridge_.stop();
+  lock_.reset();
+  // The client that asked for the stop hears of it last, when the name is free again: its
+  // `tether serve --stop && tether serve` cannot find the old server still holding the name.
+  if (Client* c = client(stopper_)) {
+    c->out += rpc::dump(rpc::make_result(stopper_id_, json::object())) + "\n";
+    [[maybe_unused]] bool ok = base::write_all(c->fd.get(), std::string_view(c->out).substr(c->out_off));
+  }
+  clients_.clear();
+}
+
+Deadline Server::next_deadline() const {
+  Deadline d = Deadline::earliest(setup_deadline_, accept_paused_until_);
+  for (auto& [id, s] : sessions_) d = Deadline::earliest(d, s.orphan_until);
+  for (auto& [id, c] : clients_)
+    if (!c->dead && c->unsent() > kClientHighWater) d = Deadline::earliest(d, Deadline::after(std::chrono::seconds(1)));
+  return d;
+}
+
+void Server::timers() {
+  if (accept_paused_until_.expired()) accept_paused_until_ = Deadline::never();
+  if (link_ == Link::setting_up && setup_deadline_.expired()) {
+    setup_deadline_ = Deadline::never();
+    setup_failed("the bridge did not complete the ACP handshake within 30 s");
+  }
+  std::vector<std::string> moved_on;
+  for (auto& [id, s] : sessions_) {
+    if (s.busy && s.turn_client == 0 && s.orphan_until.expired()) {
+      // Its client is gone and the bridge did not end the cancelled turn: the session moves on;
+      // the turn's response, if it ever comes, is dropped (its call is still known).
+      log_line("session " + id + ": a cancelled turn did not end within 5 s; the session moves on");
+      s.busy = false;
+      s.orphan_until = Deadline::never();
+      pump(s);
+      moved_on.push_back(id);
+    }
+  }
+  for (auto& id : moved_on) forget_session_if_unused(id);
+  auto now = Clock::now();
+  for (auto& [id, c] : clients_) {
+    if (c->dead || c->unsent() <= kClientHighWater) continue;
+    if (c->stuck_since == base::TimePoint{}) c->stuck_since = now;
+    else if (now - c->stuck_since >= kStuckClient) {
+      log_line("client " + std::to_string(id) + " does not read its socket (" + std::to_string(c->unsent() >> 10) +
+               " KiB unsent for 10 s): disconnected");
+      c->dead = true;
+    }
+  }
+}
+
+// --- clients ------------------------------------------------------------------------------------
+
+void Server::accept_clients() {
+  for (;;) {
+    UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // The listener stays readable while the connection waits: do not spin on it.
+        log_line(std::string("cannot accept a connection: ") + strerror(errno) + "; trying again in 100 ms");
+        accept_paused_until_ = Deadline::after(std::chrono::milliseconds(100));
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        log_line(std::string("accept failed: ") + strerror(errno));
+      }
+      return;
+    }
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      log_line(std::string("refused a connection: cannot read its credentials: ") + strerror(errno));
+      continue;
+    }
+    if (cred.uid != ::getuid()) {
+      log_line("refused a connection from uid " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) +
+               "): only uid " + std::to_string(::getuid()) + " may use this server");
+      continue;
+    }
+    if (shutting_down_) continue;  // closed: the server is going away
+    auto c = std::make_unique<Client>(o_.common.max_line);
+    c->id = ++next_client_;
+    c->fd = std::move(fd);
+    c->uid = cred.uid;
+    c->pid = cred.pid;
+    if (o_.common.verbose > 0) log_line("client " + std::to_string(c->id) + " connected (pid " + std::to_string(cred.pid) + ")");
+    clients_.emplace(c->id, std::move(c));
+  }
+}
+
+void Server::read_client(Client& c) {
+  char buf[kReadBurst];
+  ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) {
+    if (auto rest = c.framer.finish()) on_client_line(c, *rest);
+    c.dead = true;
+    return;
+  }
+  c.framer.push(std::string_view(buf, static_cast<std::size_t>(n)));
+  const std::uint64_t id = c.id;
+  while (Client* live = client(id)) {
+    auto line = live->framer.next();
+    if (!line) break;
+    // The view dies with the next push/next: handlers copy what they keep.
+    on_client_line(*live, *line);
+  }
+}
+
+void Server::flush(Client& c) {
+  while (c.unsent() > 0) {
+    ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_off, c.unsent(), MSG_NOSIGNAL);
+    if (n > 0) {
+      c.out_off += static_cast<std::size_t>(n);
+      c.stuck_since = {};
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    c.dead = true;  // EPIPE, ECONNRESET: it is gone
+    return;
+  }
+  if (c.out_off == c.out.size()) {
+    c.out.clear();
+    c.out_off = 0;
+  } else if (c.out_off > (std::size_t{1} << 16) && c.out_off > c.out.size() / 2) {
+    c.out.erase(0, c.out_off);
+    c.out_off = 0;
+  }
+}
+
+bool Server::send(std::uint64_t id, const std::string& line) {
+  Client* c = client(id);
+  if (!c) return false;
+  c->out += line;
+  c->out += '\n';
+  flush(*c);
+  return !c->dead;
+}
+
+void Server::broadcast(const std::string& method, json params) {
+  std::string line = rpc::dump(rpc::make_notification(method, std::move(params)));
+  for (auto& [id, c] : clients_)
+    if (!c->dead) send(id, line);
+}
+
+void Server::sweep_dead() {
+  // Dropping a client can hand its requests to another, whose send can fail in turn: repeat.
+  for (;;) {
+    std::uint64_t victim = 0;
+    for (auto& [id, c] : clients_)
+      if (c->dead) {
+        victim = id;
+        break;
+      }
+    if (!victim) return;
+    drop_client(victim);
+  }
+}
+
+void Server::drop_client(std::uint64_t id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  it->second->dead = true;
+  if (o_.common.verbose > 0) log_line("client " + std::to_string(id) + " disconnected");
+
+  std::vector<std::string> touched;
+  for (auto& [sid, s] : sessions_) {
+    bool attached = s.has(id);
+    bool owns_turn = s.busy && s.turn_client == id;
+    s.detach(id);
+    for (auto q = s.queue.begin(); q != s.queue.end();) q = q->client == id ? s.queue.erase(q) : std::next(q);
+    if (owns_turn) {
+      // Its turn goes on without anyone to read it: stop it at the bridge.
+      bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}});
+      s.turn_client = 0;
+      s.orphan_until = Deadline::after(kOrphanGrace);
+      withdraw_permissions(sid, id);
+    }
+    if (attached || owns_turn) touched.push_back(sid);
+  }
+  // What the bridge asked this client: hand it to the session's next active client, or answer it.
+  std::vector<std::int64_t> mine;
+  for (auto& [rid, r] : routed_)
+    if (r.client == id) mine.push_back(rid);
+  std::sort(mine.begin(), mine.end());  // oldest first, as they were asked
+  for (std::int64_t rid : mine) {
+    Routed r = std::move(routed_[rid]);
+    routed_.erase(rid);
+    Session* s = r.session.empty() ? nullptr : session(r.session);
+    bool turn_cancelled = s && s->busy && s->turn_client == 0;
+    if (s && s->active() && !turn_cancelled) {
+      route(std::move(r));
+    } else {
+      answer_unroutable(r, "the client that was asked disconnected");
+    }
+  }
+  for (auto& [cid, call] : calls_)
+    if (call.client == id) call.client = 0;  // its response is dropped when it comes
+  std::erase_if(deferred_, [&](const ClientRequest& q) { return q.client == id; });
+  std::erase_if(restart_waiters_, [&](const auto& w) { return w.first == id; });
+  clients_.erase(it);
+  for (auto& sid : touched) forget_session_if_unused(sid);
+}
+
+void Server::forget_session_if_unused(const std::string& public_id) {
+  Session* s = session(public_id);
+  if (!s || s->main || !s->attached.empty() || s->busy || !s->queue.empty()) return;
+  // Nobody can reach it any more: forget it here (ACP v1 cannot close a session at the agent).
+  by_bridge_id_.erase(s->bridge_id);
+  sessions_.erase(public_id);
+}
+
+// --- what clients send --------------------------------------------------------------------------
+
+void Server::on_client_line(Client& c, std::string_view line) {
+  auto msg = rpc::parse_line(line);
+  const std::uint64_t id = c.id;
+  if (!msg) {
+    reply_error(id, nullptr, rpc::kParseError, "Parse error: the line is not JSON");
+    return;
+  }
+  switch (rpc::classify(*msg).kind) {
+    case rpc::MessageKind::request: on_client_request(id, *msg); break;
+    case rpc::MessageKind::notification: on_client_notification(id, *msg); break;
+    case rpc::MessageKind::response: on_client_response(id, *msg); break;
+    case rpc::MessageKind::invalid:
+      reply_error(id, msg->is_object() && msg->contains("id") ? (*msg)["id"] : json(nullptr), rpc::kInvalidRequest,
+                  "Invalid Request: not a JSON-RPC 2.0 message");
+      break;
+  }
+}
+
+void Server::on_client_request(std::uint64_t c, json& msg) {
+  const json id = msg["id"];
+  const std::string method = string_member(msg, "method");
+  json params = msg.contains("params") ? msg["params"] : json::object();
+  if (!params.is_object()) params = json::object();
+
+  if (method == "$/ping") return reply(c, id, json::object());
+  if (method == "_tether/status") return reply(c, id, status_json());
+  if (method == "_tether/shutdown") return begin_shutdown(c, id);
+  if (method == "_tether/restart") {
+    log_line("restarting the bridge (asked by client " + std::to_string(c) + ")");
+    restart_waiters_.emplace_back(c, id);
+    if (link_ == Link::gone) link_ = Link::down;
+    bridge_.restart();
+    return;
+  }
+  if (method == "authenticate") return reply(c, id, json::object());
+
+  if (method == "session/load") {
+    // Attaching to a session the server knows needs nothing from the bridge (no replay).
+    if (Session* known = session(string_member(params, "sessionId"))) {
+      attach(*known, c);
+      return reply(c, id, json::object());
+    }
+  }
+  // Everything else needs the bridge: wait while it (re)starts; fail at once when it is gone.
+  if (link_ == Link::gone && !(method == "initialize" && ever_ready_)) {
+    return reply_tether_error(c, id, gone_error());
+  }
+  if (link_ != Link::ready && !(method == "initialize" && ever_ready_)) {
+    deferred_.push_back({c, std::move(msg)});
+    return;
+  }
+
+  if (method == "initialize") {
+    json result = init_result_;
+    result["protocolVersion"] = kProtocolVersion;
+    // The server can always attach to a session it knows (session/load without a replay).
+    result["agentCapabilities"]["loadSession"] = true;
+    result["authMethods"] = json::array();
+    result["_meta"]["tether"] = {{"mainSessionId", main_session_},
+                                 {"generation", link_gen_},
+                                 {"version", TETHER_VERSION}};
+    if (Client* cl = client(c)) cl->initialized = true;
+    return reply(c, id, std::move(result));
+  }
+  if (method == "session/new") {
+    Call call;
+    call.kind = Call::Kind::new_session;
+    call.params = params;
+    return forward(c, id, method, std::move(params), std::move(call));
+  }
+  const std::string sid = string_member(params, "sessionId");
+  Session* s = session(sid);
+  if (method == "session/load") {
+    if (!bridge_loads_) return reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + sid);
+    // A session the agent may have kept: load it at the bridge; the replay goes to this client.
+    Session fresh;
+    fresh.public_id = fresh.bridge_id = sid;
+    fresh.cwd = string_member(params, "cwd");
+    if (const json* m = member(params, "mcpServers")) fresh.mcp_servers = *m;
+    fresh.attached.push_back(c);
+    fresh.loading = true;
+    sessions_.emplace(sid, std::move(fresh));
+    by_bridge_id_[sid] = sid;
+    Call call;
+    call.kind = Call::Kind::load_session;
+    call.session = sid;
+    return forward(c, id, method, std::move(params), std::move(call));
+  }
+  if (method.rfind("session/", 0) == 0 && !sid.empty()) {
+    if (!s) return reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + sid);
+    if (!s->has(c))
+      return reply_error(c, id, rpc::kInvalidParams, "Not attached to session " + sid + " (session/load it first)");
+    if (method == "session/prompt") {
+      s->queue.push_back({c, id, std::move(params)});
+      return pump(*s);
+    }
+    params["sessionId"] = s->bridge_id;
+    return forward(c, id, method, std::move(params), Call{});
+  }
+  reply_error(c, id, rpc::kMethodNotFound, "Method not found: " + method);
+}
+
+void Server::forward(std::uint64_t c, const json& id, const std::string& method, json params, Call call) {
+  call.client = c;
+  call.client_id = id;
+  std::int64_t bid = bridge_.call_queued(method, std::move(params), nullptr);
+  calls_[bid] = std::move(call);
+}
+
+void Server::attach(Session& s, std::uint64_t c) {
+  s.detach(c);
+  s.attached.push_back(c);  // the newest attached client is the active one
+  // What a new client would have learned from the session's updates so far.
+  for (auto& [kind, update] : s.state_updates)
+    send_json(c, rpc::make_notification("session/update", {{"sessionId", s.public_id}, {"update", update}}));
+}
+
+void Server::pump(Session& s) {
+  if (s.busy || s.queue.empty()) return;
+  if (link_ == Link::gone) {
+    while (!s.queue.empty()) {
+      QueuedPrompt q = std::move(s.queue.front());
+      s.queue.pop_front();
+      reply_tether_error(q.client, q.id, gone_error());
+    }
+    return;
+  }
+  if (link_ != Link::ready) return;  // sent once the bridge is back
+  QueuedPrompt q = std::move(s.queue.front());
+  s.queue.pop_front();
+  // The other attached clients see the prompt as the user's message, then the answer stream.
+  if (const json* blocks = member(q.params, "prompt"); blocks && blocks->is_array()) {
+    std::vector<std::string> lines;
+    for (const json& b : *blocks)
+      lines.push_back(rpc::dump(rpc::make_notification(
+          "session/update",
+          {{"sessionId", s.public_id}, {"update", {{"sessionUpdate", "user_message_chunk"}, {"content", b}}}})));
+    for (std::uint64_t other : s.attached)
+      if (other != q.client)
+        for (auto& l : lines) send(other, l);
+  }
+  q.params["sessionId"] = s.bridge_id;
+  Call call;
+  call.kind = Call::Kind::prompt;
+  call.client = q.client;
+  call.client_id = q.id;
+  call.session = s.public_id;
+  s.busy = true;
+  s.turn_client = q.client;
+  s.orphan_until = Deadline::never();
+  s.turn_call = bridge_.call_queued("session/prompt", std::move(q.params), nullptr);
+  calls_[s.turn_call] = std::move(call);
+}
+
+void Server::cancel_turn(Session& s, std::uint64_t by) {
+  // Prompts of this client still waiting their turn end here, cancelled.
+  for (auto q = s.queue.begin(); q != s.queue.end();) {
+    if (q->client == by) {
+      reply(by, q->id, {{"stopReason", "cancelled"}});
+      q = s.queue.erase(q);
+    } else {
+      ++q;
+    }
+  }
+  if (!s.busy || s.turn_client != by) return;  // another client's turn is not ours to cancel
+  bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}});
+  withdraw_permissions(s.public_id, by);
+}
+
+void Server::withdraw_permissions(const std::string& session, std::uint64_t except) {
+  // ACP: a cancelled turn's pending permission requests are answered `cancelled`. The client that
+  // cancelled answers those it holds itself; the others are answered here and withdrawn.
+  for (auto it = routed_.begin(); it != routed_.end();) {
+    Routed& r = it->second;
+    if (r.session != session || r.method != "session/request_permission" || r.client == except) {
+      ++it;
+      continue;
+    }
+    bridge_.respond(r.generation, r.bridge_id, acp::permission_result(std::nullopt));
+    send_json(r.client, rpc::make_notification("$/cancel_request", {{"requestId", it->first}}));
+    it = routed_.erase(it);
+  }
+}
+
+void Server::on_client_notification(std::uint64_t c, const json& msg) {
+  const std::string method = string_member(msg, "method");
+  const json* params = member(msg, "params");
+  if (method == "session/cancel" && params) {
+    if (Session* s = session(string_member(*params, "sessionId")); s && s->has(c)) cancel_turn(*s, c);
+  }
+  // Anything else ($/cancel_request of a request of ours, extensions) needs nothing from us.
+}
+
+void Server::on_client_response(std::uint64_t c, const json& msg) {
+  auto idit = msg.find("id");
+  if (idit == msg.end()) return;
+  auto rid = rpc::our_id(*idit);
+  if (!rid) return;
+  auto it = routed_.find(*rid);
+  if (it == routed_.end() || it->second.client != c) return;  // stale, or not this client's to answer
+  Routed r = std::move(it->second);
+  routed_.erase(it);
+  if (const json* err = member(msg, "error")) {
+    int code = err->is_object() && err->contains("code") && (*err)["code"].is_number_integer() ? (*err)["code"].get<int>()
+                                                                                             : rpc::kInternalError;
+    bridge_.respond_error(r.generation, r.bridge_id, code, string_member(*err, "message"));
+  } else {
+    bridge_.respond(r.generation, r.bridge_id, msg.contains("result") ? msg["result"] : json(nullptr));
+  }
+}
+
+json Server::status_json() {
+  auto st = bridge_.status();
+  json sessions = json::array();
+  for (auto& [id, s] : sessions_)
+    sessions.push_back({{"sessionId", id},
+                        {"main", s.main},
+                        {"attached", s.attached.size()},
+                        {"busy", s.busy},
+                        {"queued", s.queue.size()}});
+  json j = {{"state", supervisor::to_string(st.state)},
+            {"link", link_ == Link::ready ? "ready" : link_ == Link::gone ? "gone" : link_ == Link::down ? "down" : "setting_up"},
+            {"generation", st.generation},
+            {"pid", st.pid},
+            {"restartsInWindow", st.restarts_in_window},
+            {"restartsTotal", st.restarts_total},
+            {"uptimeMs", std::chrono::duration_cast<std::chrono::milliseconds>(st.uptime).count()},
+            {"clients", clients_.size()},
+            {"sessions", std::move(sessions)},
+            {"mainSessionId", main_session_},
+            {"bridge", o_.common.bridge},
+            {"socket", where_.path},
+            {"serverPid", ::getpid()}};
+  if (st.last_exit) j["lastExit"] = st.last_exit->to_json();
+  if (!init_result_.is_null()) j["agentInfo"] = init_result_.value("agentInfo", json::object());
+  return j;
+}
+
+// --- what the bridge sends ----------------------------------------------------------------------
+
+void Server::on_bridge_events() {
+  auto events = bridge_.events()->drain();
+  for (auto& ev : events) {
+    switch (ev.kind) {
+      case rpc::Event::Kind::status: on_bridge_status(ev); break;
+      case rpc::Event::Kind::response: on_bridge_response(ev); break;
+      case rpc::Event::Kind::notification: on_bridge_notification(ev); break;
+      case rpc::Event::Kind::request: on_bridge_request(ev); break;
+    }
+  }
+}
+
+void Server::on_bridge_status(const rpc::Event& ev) {
+  const std::string state = string_member(ev.message, "state");
+  if (state == "ready") {
+    if (ev.generation > link_gen_) begin_setup(ev.generation);
+  } else if (state == "exited") {
+    if (ev.generation != link_gen_ || shutting_down_) return;
+    const json* err = member(ev.message, "error");
+    if (err) {
+      last_cause_ = string_member(*err, "message");
+      last_stderr_line_ = last_line(string_member(*err, "stderrTail"));
+    }
+    if (!ever_ready_ && link_ == Link::setting_up) {
+      startup_error_ = "the bridge stopped before the ACP handshake completed: " + last_cause_;
+      return;
+    }
+    if (link_ != Link::gone) link_ = Link::down;
+    setup_deadline_ = Deadline::never();
+    log_line(last_cause_.empty() ? "the bridge stopped" : last_cause_);
+    // What the dead generation asked the clients can no longer be answered: withdraw it.
+    for (auto it = routed_.begin(); it != routed_.end();) {
+      if (it->second.generation != ev.generation) {
+        ++it;
+        continue;
+      }
+      send_json(it->second.client, rpc::make_notification("$/cancel_request", {{"requestId", it->first}}));
+      it = routed_.erase(it);
+    }
+  } else if (state == "backoff") {
+    if (auto d = member(ev.message, "delayMs")) log_line("restarting the bridge in " + d->dump() + " ms");
+  } else if (state == "failed") {
+    if (shutting_down_) return;
+    std::string msg = string_member(ev.message, "message");
+    if (msg.empty())
+      if (const json* err = member(ev.message, "error")) msg = string_member(*err, "message");
+    if (!ever_ready_) {
+      startup_error_ = msg;
+      return;
+    }
+    link_gone(msg);
+  }
+}
+
+void Server::on_bridge_response(rpc::Event& ev) {
+  auto it = calls_.find(ev.call_id);
+  if (it == calls_.end()) return;
+  Call call = std::move(it->second);
+  calls_.erase(it);
+  const rpc::Reply& r = ev.reply;
+
+  if (call.kind == Call::Kind::setup) return on_setup_reply(call, r);
+
+  if (call.kind == Call::Kind::prompt) {
+    if (Session* s = session(call.session); s && s->busy && s->turn_call == ev.call_id) {
+      s->busy = false;
+      s->orphan_until = Deadline::never();
+    }
+  }
+  if (call.kind == Call::Kind::new_session && r.ok()) {
+    std::string sid = string_member(r.value, "sessionId");
+    if (!sid.empty() && !session(sid) && call.client) {
+      Session s;
+      s.public_id = s.bridge_id = sid;
+      s.cwd = string_member(call.params, "cwd");
+      if (const json* m = member(call.params, "mcpServers")) s.mcp_servers = *m;
+      s.attached.push_back(call.client);  // the session's creator is its first, active client
+      sessions_.emplace(sid, std::move(s));
+      by_bridge_id_[sid] = sid;
+    }
+  }
+  if (call.kind == Call::Kind::load_session) {
+    if (Session* s = session(call.session)) {
+      s->loading = false;
+      if (!r.ok()) {
+        by_bridge_id_.erase(s->bridge_id);
+        sessions_.erase(call.session);
+      }
+    }
+  }
+
+  if (call.client) {
+    switch (r.status) {
+      case rpc::Reply::Status::result: reply(call.client, call.client_id, r.value); break;
+      case rpc::Reply::Status::error: send_json(call.client, {{"jsonrpc", "2.0"}, {"id", call.client_id}, {"error", r.value}}); break;
+      case rpc::Reply::Status::closed:
+        reply_tether_error(call.client, call.client_id,
+                           r.value.is_object() ? r.value : tether_error("bridge_exited", "the bridge is not running"));
+        break;
+      case rpc::Reply::Status::timeout:
+      case rpc::Reply::Status::cancelled:
+        reply_tether_error(call.client, call.client_id, tether_error("cancelled", "the request was cancelled"));
+        break;
+    }
+  }
+  if (call.kind == Call::Kind::prompt) {
+    if (Session* s = session(call.session)) {
+      pump(*s);
+      forget_session_if_unused(call.session);
+    }
+  }
+}
+
+void Server::on_bridge_notification(rpc::Event& ev) {
+  json& msg = ev.message;
+  const std::string method = string_member(msg, "method");
+  auto pit = msg.find("params");
+  if (pit == msg.end() || !pit->is_object()) return;
+  json& params = *pit;
+  if (method == "session/update") {
+    Session* s = session_by_bridge_id(string_member(params, "sessionId"));
+    if (!s || (s->loading && link_ != Link::ready)) return;  // unknown, or a replay we asked for ourselves
+    if (const json* u = member(params, "update")) {
+      std::string kind = string_member(*u, "sessionUpdate");
+      if (kind == "available_commands_update" || kind == "current_mode_update" || kind == "session_info_update" ||
+          kind == "usage_update" || kind == "config_option_update")
+        s->state_updates[kind] = *u;
+    }
+    params["sessionId"] = s->public_id;
+    std::string line = rpc::dump(msg);
+    for (std::uint64_t c : s->attached) send(c, line);
+  } else if (method == "$/cancel_request") {
+    const json* rid = member(params, "requestId");
+    if (!rid) return;
+    for (auto& [id, r] : routed_) {
+      if (r.generation == ev.generation && r.bridge_id == *rid) {
+        // The agent withdrew it; the client still answers it (cancelled), and that answer is passed on.
+        send_json(r.client, rpc::make_notification("$/cancel_request", {{"requestId", id}}));
+        break;
+      }
+    }
+  }
+}
+
+void Server::on_bridge_request(rpc::Event& ev) {
+  json& msg = ev.message;
+  Routed r;
+  r.generation = ev.generation;
+  r.bridge_id = msg["id"];
+  r.method = string_member(msg, "method");
+  r.params = msg.contains("params") && msg["params"].is_object() ? msg["params"] : json::object();
+  Session* s = session_by_bridge_id(string_member(r.params, "sessionId"));
+  if (!s) return answer_unroutable(r, "it names no session a tether client is attached to");
+  r.session = s->public_id;
+  r.params["sessionId"] = s->public_id;
+  if (!s->active()) return answer_unroutable(r, "no tether client is attached to the session");
+  if (r.method == "session/request_permission" && s->busy && s->turn_client == 0)
+    return answer_unroutable(r, "the turn is being cancelled");
+  route(std::move(r));
+}
+
+void Server::route(Routed r) {
+  Session* s = session(r.session);
+  r.client = s ? s->active() : 0;
+  if (!r.client) return answer_unroutable(r, "no tether client is attached to the session");
+  std::int64_t id = ++next_routed_;
+  std::string line = rpc::dump(rpc::make_request(id, r.method, r.params));
+  std::uint64_t to = r.client;
+  routed_.emplace(id, std::move(r));
+  send(to, line);  // a failed send is a dead client: drop_client() hands the request on
+}
+
+void Server::answer_unroutable(const Routed& r, std::string_view why) {
+  if (r.method == "session/request_permission") {
+    bridge_.respond(r.generation, r.bridge_id, acp::permission_result(std::nullopt));
+  } else {
+    bridge_.respond_error(r.generation, r.bridge_id, rpc::kInternalError,
+                          "tether serve cannot answer " + r.method + ": " + std::string(why));
+  }
+}
+
+// --- the bridge's session setup -----------------------------------------------------------------
+
+void Server::begin_setup(std::uint64_t generation) {
+  link_gen_ = generation;
+  link_ = Link::setting_up;
+  setup_deadline_ = Deadline::after(kSetupTimeout);
+  sessions_restored_ = true;
+  setup_todo_.clear();
+  json caps = json::object();
+  if (o_.common.allow_fs) caps["fs"] = {{"readTextFile", true}, {"writeTextFile", true}};
+  setup_call("initialize",
+             {{"protocolVersion", kProtocolVersion},
+              {"clientCapabilities", std::move(caps)},
+              {"clientInfo", {{"name", "tether-serve"}, {"title", "tether serve"}, {"version", TETHER_VERSION}}}},
+             "");
+}
+
+void Server::setup_call(const std::string& method, json params, std::string session) {
+  Call call;
+  call.kind = Call::Kind::setup;
+  call.step = method;
+  call.session = std::move(session);
+  std::int64_t id = bridge_.call_queued(method, std::move(params), nullptr);
+  calls_[id] = std::move(call);
+}
+
+void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
+  if (link_ != Link::setting_up) return;  // a reply of a generation that is already gone
+  auto rpc_text = [&] {
+    if (r.status == rpc::Reply::Status::error) return string_member(r.value, "message");
+    if (r.status == rpc::Reply::Status::closed) return string_member(r.value, "message");
+    return std::string("no answer");
+  };
+  if (call.step == "initialize") {
+    if (!r.ok()) return setup_failed("the bridge refused initialize: " + rpc_text());
+    const json* v = member(r.value, "protocolVersion");
+    if (!v || !v->is_number_integer() || v->get<int>() != kProtocolVersion)
+      return setup_failed("the bridge does not speak ACP v1 (initialize answered protocolVersion " +
+                          (v ? v->dump() : std::string("nothing")) + ")");
+    init_result_ = r.value;
+    const json* caps = member(r.value, "agentCapabilities");
+    const json* load = caps ? member(*caps, "loadSession") : nullptr;
+    bridge_loads_ = load && load->is_boolean() && load->get<bool>();
+    if (main_session_.empty()) {
+      setup_call("session/new", {{"cwd", o_.common.cwd}, {"mcpServers", json::array()}}, "");
+      return;
+    }
+    for (auto& [id, s] : sessions_) setup_todo_.push_back(id);
+    return setup_next();
+  }
+  Session* s = call.session.empty() ? nullptr : session(call.session);
+  if (call.step == "session/new") {
+    std::string sid = r.ok() ? string_member(r.value, "sessionId") : "";
+    if (sid.empty()) {
+      if (!s) return setup_failed("the bridge refused session/new: " + rpc_text());
+      // A lost session that cannot be re-created: its clients keep the id; prompts will fail.
+      sessions_restored_ = false;
+      return setup_next();
+    }
+    if (!s) {  // the main session, first time
+      Session m;
+      m.public_id = m.bridge_id = sid;
+      m.cwd = o_.common.cwd;
+      m.main = true;
+      main_session_ = sid;
+      sessions_.emplace(sid, std::move(m));
+      by_bridge_id_[sid] = sid;
+      return setup_next();
+    }
+    by_bridge_id_.erase(s->bridge_id);
+    s->bridge_id = sid;
+    by_bridge_id_[sid] = s->public_id;
+    sessions_restored_ = false;  // a fresh session: the agent lost the conversation
+    return setup_next();
+  }
+  if (call.step == "session/load") {
+    if (s) s->loading = false;
+    if (!r.ok() && s) {
+      // The agent could not load it after all: a fresh session under the same public id.
+      setup_call("session/new", {{"cwd", s->cwd}, {"mcpServers", s->mcp_servers}}, s->public_id);
+      return;
+    }
+    return setup_next();
+  }
+}
+
+void Server::setup_next() {
+  while (!setup_todo_.empty()) {
+    std::string id = setup_todo_.back();
+    setup_todo_.pop_back();
+    Session* s = session(id);
+    if (!s) continue;
+    if (bridge_loads_) {
+      s->loading = true;
+      setup_call("session/load", {{"sessionId", s->bridge_id}, {"cwd", s->cwd}, {"mcpServers", s->mcp_servers}}, id);
+    } else {
+      setup_call("session/new", {{"cwd", s->cwd}, {"mcpServers", s->mcp_servers}}, id);
+    }
+    return;
+  }
+  link_ready();
+}
+
+void Server::setup_failed(const std::string& why) {
+  if (!ever_ready_) {
+    startup_error_ = why;
+    return;
+  }
+  log_line(why + "; restarting it");
+  last_cause_ = why;
+  link_ = Link::down;
+  bridge_.recycle(link_gen_, why);
+}
+
+void Server::link_ready() {
+  setup_deadline_ = Deadline::never();
+  link_ = Link::ready;
+  const bool first = !ever_ready_;
+  ever_ready_ = true;
+  if (first) {
+    log_line("listening on " + where_.path + " (bridge generation " + std::to_string(link_gen_) + ", main session " +
+             main_session_ + ")");
+  } else {
+    log_line("the bridge is back (generation " + std::to_string(link_gen_) + ")" +
+             (sessions_restored_ ? "" : "; the agent lost the sessions' context"));
+    broadcast("_tether/bridge_restarted", {{"generation", link_gen_},
+                                           {"cause", last_cause_},
+                                           {"stderrLine", last_stderr_line_},
+                                           {"sessionsRestored", sessions_restored_}});
+  }
+  for (auto& [c, id] : std::exchange(restart_waiters_, {})) reply(c, id, {{"generation", link_gen_}});
+  replay_deferred();
+  for (auto& [id, s] : sessions_) pump(s);
+}
+
+void Server::link_gone(const std::string& message) {
+  link_ = Link::gone;
+  gone_message_ = message;
+  setup_deadline_ = Deadline::never();
+  log_line(message);
+  broadcast("_tether/bridge_gone", {{"message", message}});
+  for (auto& [c, id] : std::exchange(restart_waiters_, {})) reply_tether_error(c, id, gone_error());
+  replay_deferred();  // each now fails with restart_limit (initialize is still answered)
+  for (auto& [id, s] : sessions_) pump(s);
+}
+
+void Server::replay_deferred() {
+  auto waiting = std::exchange(deferred_, {});
+  for (auto& q : waiting)
+    if (client(q.client)) on_client_request(q.client, q.message);
+}
+
+// --- shutdown -----------------------------------------------------------------------------------
+
+void Server::begin_shutdown(std::uint64_t stopper, json stopper_id) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  stopper_ = stopper;
+  stopper_id_ = std::move(stopper_id);
+  if (stopper) log_line("stopping (asked by client " + std::to_string(stopper) + ")");
+}
+
+}  // namespace
+
+// --- setup, the listening socket, --stop -----------------------------------------------------------
+
+namespace {
+
+int stop_server(const SocketLocation& where) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", where.path.c_str());
+  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    error_line("no tether server is running at " + where.path + " (" + strerror(errno) + ")");
+    return kExitUnavailable;
+  }
+  std::string req = rpc::dump(rpc::make_request(1, "_tether/shutdown", json::object())) + "\n";
+  if (!base::write_all(fd.get(), req)) {
+    error_line("cannot ask the server at " + where.path + " to stop: " + strerror(errno));
+    return kExitUnavailable;
+  }
+  // The server closes this connection last, after the bridge stopped and the name is free again.
+  rpc::LineFramer framer;
+  bool answered = false;
+  pollfd p{fd.get(), POLLIN, 0};
+  Deadline deadline = Deadline::after(std::chrono::seconds(30));
+  for (;;) {
+    int left = static_cast<int>(std::max<long long>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline.when() - Clock::now()).count()));
+    if (::poll(&p, 1, left) <= 0) {
+      error_line("the server at " + where.path + " did not stop within 30 s");
+      return kExitUnavailable;
+    }
+    char buf[4096];
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    framer.push(std::string_view(buf, static_cast<std::size_t>(n)));
+    while (auto line = framer.next()) {
+      auto msg = rpc::parse_line(*line);
+      if (msg && msg->is_object() && msg->contains("result")) answered = true;
+    }
+  }
+  if (!answered) {
+    error_line("the server at " + where.path + " closed the connection without stopping");
+    return kExitUnavailable;
+  }
+  return kExitOk;
+}
+
+struct Listening {
+  UniqueFd fd;
+  ino_t inode = 0;
+};
+
+std::variant<Listening, std::string> listen_on(const SocketLocation& where) {
+  sockaddr_un addr{};
+  if (where.path.size() >= sizeof addr.sun_path)
+    return "socket path " + where.path + " is too long (at most " + std::to_string(sizeof addr.sun_path - 1) + " bytes)";
+  struct stat st;
+  if (::lstat(where.path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return where.path + " exists and is not a socket; not touching it";
+    // We hold the name's lock, so no live server owns this socket: it is a dead server's.
+    if (::unlink(where.path.c_str()) != 0) return "cannot remove the stale socket " + where.path + ": " + strerror(errno);
+    log_line("replaced the stale socket of a server that is gone: " + where.path);
+  }
+  Listening l;
+  l.fd = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!l.fd) return std::string("cannot create a socket: ") + strerror(errno);
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, where.path.c_str(), where.path.size() + 1);
+  mode_t old = ::umask(0177);  // the socket is born 0600: no window where others may connect
+  int rc = ::bind(l.fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  ::umask(old);
+  if (rc != 0) return "cannot bind " + where.path + ": " + strerror(err);
+  if (::chmod(where.path.c_str(), 0600) != 0 || ::stat(where.path.c_str(), &st) != 0)
+    return "cannot secure " + where.path + ": " + strerror(errno);
+  l.inode = st.st_ino;
+  if (::listen(l.fd.get(), kListenBacklog) != 0) return "cannot listen on " + where.path + ": " + strerror(errno);
+  return l;
+}
+
+}  // namespace
+
+int run_serve(ServeOptions& o) {
+  if (!o.name.empty() && !o.socket.empty()) {
+    error_line("--name and --socket name the same thing: give one");
+    return kExitUsage;
+  }
+  // `--socket x.sock` is a path in the current directory, never a name.
+  std::string socket = o.socket;
+  if (!socket.empty() && socket.find('/') == std::string::npos) socket = "./" + socket;
+  auto resolved = resolve_socket(socket.empty() ? o.name : socket);
+  if (auto* err = std::get_if<std::string>(&resolved)) {
+    error_line(*err);
+    return kExitUsage;
+  }
+  SocketLocation where = std::get<SocketLocation>(resolved);
+  if (o.stop) return stop_server(where);
+  if (auto err = check_private_dir(where)) {
+    error_line(*err);
+    return kExitConfig;
+  }
+  if (auto err = finish_options(o.common)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+
+  // The name's lock, held for the server's whole life: a second server of the same name learns
+  // at once that the first is alive, and a socket file found while we hold it is a stale one.
+  UniqueFd lock(::open(where.lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock) {
+    error_line("cannot open " + where.lock_path + ": " + strerror(errno));
+    return kExitUnavailable;
+  }
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    std::string how = o.socket.empty() ? "tether serve --stop" + (o.name.empty() ? std::string() : " --name " + o.name)
+                                       : "tether serve --stop --socket " + o.socket;
+    error_line("a tether server is already running at " + where.path + " (stop it with `" + how + "`)");
+    return kExitUnavailable;
+  }
+  auto listening = listen_on(where);
+  if (auto* err = std::get_if<std::string>(&listening)) {
+    error_line(*err);
+    return kExitUnavailable;
+  }
+  Listening l = std::move(std::get<Listening>(listening));
+
+  supervisor::BridgeOptions bopt;
+  if (auto err = make_bridge_options(o.common, /*auto_restart=*/true, bopt)) {
+    ::unlink(where.path.c_str());
+    error_line(err->message);
+    return err->exit_code;
+  }
+  UniqueFd sigfd = open_signal_fd();
+  supervisor::Bridge bridge(std::move(bopt));
+  if (auto failed = bridge.start()) {
+    ::unlink(where.path.c_str());
+    error_line(supervisor::describe(*failed));
+    return kExitUnavailable;
+  }
+  Server server(o, where, std::move(l.fd), l.inode, std::move(lock), std::move(sigfd), bridge);
+  int rc = server.run();  // the bridge is stopped and the socket gone when it returns
+  if (int sig = server.exit_signal()) reraise(sig);
+  return rc;
+}
+
+std::function<int()> setup_serve(CLI::App& app, const std::vector<std::string>& bridge_argv) {
+  auto o = std::make_shared<ServeOptions>();
+  auto* sub = app.add_subcommand("serve", "Keep one bridge warm behind a Unix socket for many clients (--connect)");
+  sub->footer(
+      "The socket is $XDG_RUNTIME_DIR/tether/NAME.sock (else /tmp/tether-UID/NAME.sock), NAME\n"
+      "defaulting to \"default\"; only your own uid may connect. Clients: tether talk|prompt|batch\n"
+      "--connect[=NAME|PATH]. The socket speaks ACP, with tether as the agent.\n"
+      "Exit status: 0 stopped by --stop; 69 the bridge cannot start or a server of that name runs;\n"
+      "143/130/129 stopped by SIGTERM/SIGINT/SIGHUP.");
+  sub->add_option("--name", o->name, "Server name: the socket is <runtime dir>/tether/NAME.sock (default: default)");
+  sub->add_option("--socket", o->socket, "Listen on this socket path instead of a named one");
+  sub->add_flag("--stop", o->stop, "Stop the running server of this name (or --socket) and wait until it is gone");
+  add_common_options(*sub, o->common);
+  return [o, &bridge_argv] {
+    o->common.bridge = bridge_argv;
+    return run_serve(*o);
+  };
+}
+
+}  // namespace tether::cli

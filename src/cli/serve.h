@@ -1,0 +1,76 @@
+// `tether serve`: one supervised bridge kept warm behind a Unix socket, shared by many clients.
+//
+// The socket speaks ACP v1 (newline-delimited JSON-RPC 2.0) with tether as the agent, so the
+// client code of `talk|prompt|batch --connect` is the ordinary ACP client and any ACP client can
+// attach. What the server does with each message (the contract with tether's own clients):
+//
+// Client -> server
+//   initialize          answered by the server from the bridge's own initialize result
+//                       (protocolVersion, agentCapabilities, agentInfo, authMethods), plus
+//                       `_meta.tether = {"mainSessionId", "generation", "version"}`.
+//   authenticate        {} (the server authenticated with the bridge itself).
+//   session/new         forwarded; the new session is the sender's, with the sender attached and
+//                       active. The result goes back to the sender.
+//   session/load        a session the server knows (the main one, or one opened through it):
+//                       attach, no replay, result {} (the sender becomes its active client).
+//                       Unknown ids are forwarded when the bridge can load sessions (the replay goes
+//                       to the sender), else error -32602.
+//   session/prompt      the sender must be attached. Prompts of one session are served one at a
+//                       time in arrival order. When it goes out, every other attached client gets
+//                       the prompt as `user_message_chunk` session/updates; the response goes to
+//                       the sender only. Failures are JSON-RPC errors with code -32000 and
+//                       `data` = tether's error object ({"code":"bridge_exited"|"restart_limit"|
+//                       …, "message", …}).
+//   session/cancel      cancels the sender's own turn in that session (in flight: forwarded, its
+//                       pending permission requests answered `cancelled`; queued: answered with
+//                       stopReason "cancelled"). Another client's turn is not touched.
+//   other session/*     requests with a sessionId the sender is attached to are forwarded; the
+//                       response goes back to the sender. Anything else: -32601.
+//   $/ping              {} from the server itself, never forwarded.
+//   _tether/restart     restarts the bridge (the restart budget starts afresh); result
+//                       {"generation"} once it is back, or an error.
+//   _tether/status      {"state","generation","pid","restarts","clients","sessions",…}.
+//   _tether/shutdown    {} and the server stops (what `tether serve --stop` sends).
+//
+// Server -> client
+//   session/update              every update of a session goes to every client attached to it.
+//   session/request_permission, fs/*, terminal/*, other requests with a sessionId
+//                               go to the session's active client (the most recently attached
+//                               one still connected) under a server-chosen id; its answer goes
+//                               back to the bridge. When the active client leaves first, the
+//                               request is sent to the next active client; when none is left,
+//                               a permission is answered `cancelled`, anything else with -32603.
+//   _tether/bridge_restarted    {"generation","cause","stderrLine","sessionsRestored"} to every
+//                               client, once the new generation is up and the sessions are back.
+//   _tether/bridge_gone         {"message"} to every client when the restart budget is spent;
+//                               prompts then fail with code restart_limit until a client sends
+//                               _tether/restart.
+//
+// A client that disconnects mid-turn has its turn cancelled at the bridge (session/cancel), its
+// permission requests answered `cancelled`; requests routed to it as the active client of someone
+// else's turn are handed to the next active client.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cli/common.h"
+
+namespace CLI {
+class App;
+}
+
+namespace tether::cli {
+
+struct ServeOptions {
+  CommonOptions common;
+  std::string name;    // --name (default "default")
+  std::string socket;  // --socket PATH
+  bool stop = false;   // --stop: stop the running server of that name
+};
+
+int run_serve(ServeOptions& options);
+std::function<int()> setup_serve(CLI::App& app, const std::vector<std::string>& bridge);
+
+}  // namespace tether::cli

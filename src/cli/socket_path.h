@@ -1,0 +1,30 @@
+// Where a `tether serve` socket lives, for the server and for `--connect` clients alike.
+//
+// A NAME (letters, digits, '.', '_', '-'; at most 64; not starting with '.') means
+// `$XDG_RUNTIME_DIR/tether/NAME.sock` when XDG_RUNTIME_DIR is an absolute path, else
+// `/tmp/tether-UID/NAME.sock`. Anything with a '/' in it is a PATH, used as it is. The empty
+// string is the name "default".
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <optional>
+#include <variant>
+
+namespace tether::cli {
+
+struct SocketLocation {
+  std::string path;       // the socket
+  std::string dir;        // its directory
+  std::string lock_path;  // PATH + ".lock": held (flock) by the live server for its whole life
+  bool private_dir = false;  // dir is ours to create 0700 and to check (a NAME, not a PATH)
+};
+
+// The location, or a sentence saying why the name is not usable.
+std::variant<SocketLocation, std::string> resolve_socket(std::string_view name_or_path);
+
+// Creates the private directory (0700) when missing and checks it: a real directory (not a
+// symlink), owned by us, no access for group or others. Nothing on success, else a sentence.
+std::optional<std::string> check_private_dir(const SocketLocation& where);
+
+}  // namespace tether::cli
