@@ -53,8 +53,9 @@ using base::UniqueFd;
 using rpc::json;
 
 constexpr int kProtocolVersion = 1;
-// JSON-RPC error code of a failure that tether's error object explains (in `data`).
-constexpr int kTetherError = -32000;
+// JSON-RPC error code of a failure that tether's error object explains (in `data`). Not -32000:
+// ACP gives that one to "authentication required".
+constexpr int kTetherError = rpc::kInternalError;
 // A client whose unsent output passes this stops the server reading the bridge (backpressure
 // rather than loss) ...
 constexpr std::size_t kClientHighWater = std::size_t{1} << 20;
@@ -65,6 +66,7 @@ constexpr auto kSetupTimeout = std::chrono::seconds(30);
 // A turn cancelled because its client left gets this long to end before its session moves on.
 constexpr auto kOrphanGrace = std::chrono::seconds(5);
 constexpr std::size_t kReadBurst = 64 * 1024;
+constexpr std::size_t kMaxDeferred = 10000;  // requests waiting for a restarting bridge
 constexpr int kListenBacklog = 128;
 
 void log_line(std::string_view text) {
@@ -104,10 +106,24 @@ struct Client {
   std::size_t out_off = 0;
   bool dead = false;
   bool initialized = false;
+  bool fs_read = false, fs_write = false;  // what it advertised in initialize
   base::TimePoint stuck_since{};  // over the high-water mark without progress since then
 
   explicit Client(std::size_t max_line) : framer(max_line) {}
   std::size_t unsent() const { return out.size() - out_off; }
+};
+
+// A request to the bridge is known by its generation and id: each generation numbers from 1, and
+// the closed replies of a dead one may still be queued when its successor is asked something.
+struct CallKey {
+  std::uint64_t generation = 0;
+  std::int64_t id = 0;
+  bool operator==(const CallKey&) const = default;
+};
+struct CallKeyHash {
+  std::size_t operator()(const CallKey& k) const {
+    return std::hash<std::int64_t>()(k.id) ^ (std::hash<std::uint64_t>()(k.generation) << 1);
+  }
 };
 
 struct QueuedPrompt {
@@ -128,7 +144,10 @@ struct Session {
   // The turn at the bridge, if any.
   bool busy = false;
   std::uint64_t turn_client = 0;  // 0: its client left (the turn is being cancelled)
-  std::int64_t turn_call = 0;
+  CallKey turn_call;
+  // A session/load a client asked for, under way: who else waits for it.
+  std::optional<CallKey> load_call;
+  std::vector<std::pair<std::uint64_t, json>> load_waiters;
   Deadline orphan_until = Deadline::never();
   std::map<std::string, json> state_updates;  // the last update of each state kind, for new attachers
 
@@ -146,6 +165,7 @@ struct Call {
   std::string session;   // public id (prompt, load_session, setup)
   std::string step;      // setup: "initialize", "session/new", "session/load"
   json params;           // new_session: what re-creates the session after a restart (cwd, mcpServers)
+  std::uint64_t generation = 0;  // setup: the generation being set up
 };
 
 // A request of the bridge routed to a client under an id of ours.
@@ -203,6 +223,7 @@ class Server {
   void on_client_response(std::uint64_t c, const json& msg);
   void attach(Session& s, std::uint64_t c);
   void forward(std::uint64_t c, const json& id, const std::string& method, json params, Call call);
+  CallKey send_call(const std::string& method, json params, Call call);
   void pump(Session& s);
   void cancel_turn(Session& s, std::uint64_t by_client);
   void withdraw_permissions(const std::string& session, std::uint64_t except_client);
@@ -239,6 +260,9 @@ class Server {
   json gone_error() const { return tether_error("restart_limit", gone_message_); }
 
   void begin_shutdown(std::uint64_t stopper, json stopper_id);
+  bool is_stopper(std::uint64_t c) const {
+    return std::any_of(stoppers_.begin(), stoppers_.end(), [&](const auto& s) { return s.first == c; });
+  }
   void finish_shutdown();
 
  public:
@@ -261,11 +285,12 @@ class Server {
   std::map<std::string, Session> sessions_;
   std::unordered_map<std::string, std::string> by_bridge_id_;
   std::string main_session_;
-  std::unordered_map<std::int64_t, Call> calls_;     // by our request id at the bridge
+  std::unordered_map<CallKey, Call, CallKeyHash> calls_;  // what we asked the bridge
   std::unordered_map<std::int64_t, Routed> routed_;  // by our request id at the client
   std::int64_t next_routed_ = 0;
   std::vector<ClientRequest> deferred_;  // wait for the link
   std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
+  std::uint64_t restart_from_gen_ = 0;
 
   Link link_ = Link::setting_up;
   bool ever_ready_ = false;
@@ -282,8 +307,7 @@ class Server {
   Deadline accept_paused_until_ = Deadline::never();
   bool shutting_down_ = false;
   int exit_signal_ = 0;
-  std::uint64_t stopper_ = 0;
-  json stopper_id_;
+  std::vector<std::pair<std::uint64_t, json>> stoppers_;  // who asked for the stop, answered last
 };
 
 // --- the loop -----------------------------------------------------------------------------------
@@ -300,7 +324,9 @@ int Server::run() {
     p.push_back({paused ? -1 : bridge_.events()->fd(), POLLIN, 0});
     for (auto& [id, c] : clients_) {
       if (c->dead) continue;
-      short ev = POLLIN;
+      // A client that does not read what it is sent is not read either (its requests would only
+      // pile more output on it).
+      short ev = c->unsent() > kClientHighWater ? 0 : POLLIN;
       if (c->unsent() > 0) ev |= POLLOUT;
       p.push_back({c->fd.get(), ev, 0});
       who.push_back(id);
@@ -347,14 +373,22 @@ void Server::finish_shutdown() {
   struct stat st;
   if (::lstat(where_.path.c_str(), &st) == 0 && st.st_ino == inode_) ::unlink(where_.path.c_str());
   for (auto& [id, c] : clients_)
-    if (id != stopper_) c->fd.reset();
+    if (!is_stopper(id)) c->fd.reset();
   bridge_.stop();
   lock_.reset();
-  // The client that asked for the stop hears of it last, when the name is free again: its
+  // Those who asked for the stop hear of it last, when the name is free again: their
   // `tether serve --stop && tether serve` cannot find the old server still holding the name.
-  if (Client* c = client(stopper_)) {
-    c->out += rpc::dump(rpc::make_result(stopper_id_, json::object())) + "\n";
-    [[maybe_unused]] bool ok = base::write_all(c->fd.get(), std::string_view(c->out).substr(c->out_off));
+  // One that does not read gets a second, then is closed anyway.
+  auto until = Deadline::after(std::chrono::seconds(1));
+  for (auto& [cid, rid] : stoppers_) {
+    Client* c = client(cid);
+    if (!c) continue;
+    c->out += rpc::dump(rpc::make_result(rid, json::object())) + "\n";
+    while (c->unsent() > 0 && !c->dead && !until.expired()) {
+      pollfd p{c->fd.get(), POLLOUT, 0};
+      if (::poll(&p, 1, until.poll_timeout_ms()) <= 0) break;
+      flush(*c);
+    }
   }
   clients_.clear();
 }
@@ -553,7 +587,7 @@ void Server::drop_client(std::uint64_t id) {
 
 void Server::forget_session_if_unused(const std::string& public_id) {
   Session* s = session(public_id);
-  if (!s || s->main || !s->attached.empty() || s->busy || !s->queue.empty()) return;
+  if (!s || s->main || !s->attached.empty() || s->busy || !s->queue.empty() || s->load_call) return;
   // Nobody can reach it any more: forget it here (ACP v1 cannot close a session at the agent).
   by_bridge_id_.erase(s->bridge_id);
   sessions_.erase(public_id);
@@ -589,8 +623,12 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
   if (method == "_tether/status") return reply(c, id, status_json());
   if (method == "_tether/shutdown") return begin_shutdown(c, id);
   if (method == "_tether/restart") {
+    if (!ever_ready_) return reply_error(c, id, rpc::kInternalError, "the server is still starting its bridge");
     log_line("restarting the bridge (asked by client " + std::to_string(c) + ")");
     restart_waiters_.emplace_back(c, id);
+    // A give-up the bridge reported before this restart took effect must not fail its waiters:
+    // only a failure of a generation started after it does.
+    restart_from_gen_ = bridge_.status().generation;
     if (link_ == Link::gone) link_ = Link::down;
     bridge_.restart();
     return;
@@ -600,6 +638,10 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
   if (method == "session/load") {
     // Attaching to a session the server knows needs nothing from the bridge (no replay).
     if (Session* known = session(string_member(params, "sessionId"))) {
+      if (known->load_call) {  // another client's load of it is under way: its outcome is ours
+        known->load_waiters.emplace_back(c, id);
+        return;
+      }
       attach(*known, c);
       return reply(c, id, json::object());
     }
@@ -609,20 +651,33 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
     return reply_tether_error(c, id, gone_error());
   }
   if (link_ != Link::ready && !(method == "initialize" && ever_ready_)) {
+    if (deferred_.size() >= kMaxDeferred)
+      return reply_tether_error(c, id, tether_error("bridge_exited", "the bridge is restarting and too many requests wait for it"));
     deferred_.push_back({c, std::move(msg)});
     return;
   }
 
   if (method == "initialize") {
-    json result = init_result_;
+    json result = init_result_.is_object() ? init_result_ : json::object();
     result["protocolVersion"] = kProtocolVersion;
-    // The server can always attach to a session it knows (session/load without a replay).
-    result["agentCapabilities"]["loadSession"] = true;
+    json& caps = result["agentCapabilities"];
+    if (!caps.is_object()) caps = json::object();
+    // The server can always attach to a session it knows (session/load without a replay); it does
+    // not offer what it does not route (listing, resuming, closing or deleting sessions).
+    caps["loadSession"] = true;
+    caps.erase("sessionCapabilities");
     result["authMethods"] = json::array();
-    result["_meta"]["tether"] = {{"mainSessionId", main_session_},
-                                 {"generation", link_gen_},
-                                 {"version", TETHER_VERSION}};
-    if (Client* cl = client(c)) cl->initialized = true;
+    json& meta = result["_meta"];
+    if (!meta.is_object()) meta = json::object();
+    meta["tether"] = {{"mainSessionId", main_session_}, {"generation", link_gen_}, {"version", TETHER_VERSION}};
+    if (Client* cl = client(c)) {
+      cl->initialized = true;
+      const json* cc = member(params, "clientCapabilities");
+      const json* fs = cc ? member(*cc, "fs") : nullptr;
+      auto has = [&](const char* k) { const json* v = fs ? member(*fs, k) : nullptr; return v && v->is_boolean() && v->get<bool>(); };
+      cl->fs_read = has("readTextFile");
+      cl->fs_write = has("writeTextFile");
+    }
     return reply(c, id, std::move(result));
   }
   if (method == "session/new") {
@@ -642,13 +697,19 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
     if (const json* m = member(params, "mcpServers")) fresh.mcp_servers = *m;
     fresh.attached.push_back(c);
     fresh.loading = true;
-    sessions_.emplace(sid, std::move(fresh));
+    Session& loading = sessions_.emplace(sid, std::move(fresh)).first->second;
     by_bridge_id_[sid] = sid;
     Call call;
     call.kind = Call::Kind::load_session;
     call.session = sid;
-    return forward(c, id, method, std::move(params), std::move(call));
+    call.client = c;
+    call.client_id = id;
+    loading.load_call = send_call(method, std::move(params), std::move(call));
+    return;
   }
+  if (method == "session/list" || method == "session/resume" || method == "session/close" ||
+      method == "session/delete")
+    return reply_error(c, id, rpc::kMethodNotFound, "Method not found: " + method + " (not offered by tether serve)");
   if (method.rfind("session/", 0) == 0 && !sid.empty()) {
     if (!s) return reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + sid);
     if (!s->has(c))
@@ -666,8 +727,14 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
 void Server::forward(std::uint64_t c, const json& id, const std::string& method, json params, Call call) {
   call.client = c;
   call.client_id = id;
-  std::int64_t bid = bridge_.call_queued(method, std::move(params), nullptr);
-  calls_[bid] = std::move(call);
+  send_call(method, std::move(params), std::move(call));
+}
+
+CallKey Server::send_call(const std::string& method, json params, Call call) {
+  CallKey key;
+  key.id = bridge_.call_queued(method, std::move(params), &key.generation);
+  calls_[key] = std::move(call);
+  return key;
 }
 
 void Server::attach(Session& s, std::uint64_t c) {
@@ -711,12 +778,22 @@ void Server::pump(Session& s) {
   s.busy = true;
   s.turn_client = q.client;
   s.orphan_until = Deadline::never();
-  s.turn_call = bridge_.call_queued("session/prompt", std::move(q.params), nullptr);
-  calls_[s.turn_call] = std::move(call);
+  s.turn_call = send_call("session/prompt", std::move(q.params), std::move(call));
 }
 
 void Server::cancel_turn(Session& s, std::uint64_t by) {
-  // Prompts of this client still waiting their turn end here, cancelled.
+  // Prompts of this client still waiting for the bridge to come back end here, cancelled ...
+  for (auto q = deferred_.begin(); q != deferred_.end();) {
+    const json* p = member(q->message, "params");
+    if (q->client == by && string_member(q->message, "method") == "session/prompt" && p &&
+        string_member(*p, "sessionId") == s.public_id) {
+      reply(by, q->message["id"], {{"stopReason", "cancelled"}});
+      q = deferred_.erase(q);
+    } else {
+      ++q;
+    }
+  }
+  // ... and so do those waiting their turn.
   for (auto q = s.queue.begin(); q != s.queue.end();) {
     if (q->client == by) {
       reply(by, q->id, {{"stopReason", "cancelled"}});
@@ -824,7 +901,7 @@ void Server::on_bridge_status(const rpc::Event& ev) {
       last_cause_ = string_member(*err, "message");
       last_stderr_line_ = last_line(string_member(*err, "stderrTail"));
     }
-    if (!ever_ready_ && link_ == Link::setting_up) {
+    if (!ever_ready_) {
       startup_error_ = "the bridge stopped before the ACP handshake completed: " + last_cause_;
       return;
     }
@@ -851,21 +928,29 @@ void Server::on_bridge_status(const rpc::Event& ev) {
       startup_error_ = msg;
       return;
     }
+    if (!restart_waiters_.empty() && ev.generation <= restart_from_gen_) return;  // the restart follows
     link_gone(msg);
   }
 }
 
 void Server::on_bridge_response(rpc::Event& ev) {
-  auto it = calls_.find(ev.call_id);
+  const CallKey key{ev.generation, ev.call_id};
+  auto it = calls_.find(key);
   if (it == calls_.end()) return;
   Call call = std::move(it->second);
   calls_.erase(it);
   const rpc::Reply& r = ev.reply;
+  // A closed reply is the first sign of a dead generation (its waiters are failed before the
+  // supervisor reports the exit): nothing more goes to the bridge until a new generation is set up.
+  if (r.status == rpc::Reply::Status::closed && (link_ == Link::ready || link_ == Link::setting_up)) {
+    link_ = Link::down;
+    setup_deadline_ = Deadline::never();
+  }
 
   if (call.kind == Call::Kind::setup) return on_setup_reply(call, r);
 
   if (call.kind == Call::Kind::prompt) {
-    if (Session* s = session(call.session); s && s->busy && s->turn_call == ev.call_id) {
+    if (Session* s = session(call.session); s && s->busy && s->turn_call == key) {
       s->busy = false;
       s->orphan_until = Deadline::never();
     }
@@ -883,9 +968,19 @@ void Server::on_bridge_response(rpc::Event& ev) {
     }
   }
   if (call.kind == Call::Kind::load_session) {
-    if (Session* s = session(call.session)) {
+    Session* s = session(call.session);
+    if (s && s->load_call == key) {
       s->loading = false;
-      if (!r.ok()) {
+      s->load_call.reset();
+      auto waiters = std::exchange(s->load_waiters, {});
+      if (r.ok()) {
+        for (auto& [c, id] : waiters) {
+          if (!client(c)) continue;
+          attach(*s, c);
+          reply(c, id, json::object());
+        }
+      } else {
+        for (auto& [c, id] : waiters) reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + call.session);
         by_bridge_id_.erase(s->bridge_id);
         sessions_.erase(call.session);
       }
@@ -966,6 +1061,14 @@ void Server::route(Routed r) {
   Session* s = session(r.session);
   r.client = s ? s->active() : 0;
   if (!r.client) return answer_unroutable(r, "no tether client is attached to the session");
+  // A file request goes to the active client only if it said it serves files (ACP §4: never call
+  // a method the client did not advertise).
+  if (Client* c = client(r.client); c && ((r.method == "fs/read_text_file" && !c->fs_read) ||
+                                          (r.method == "fs/write_text_file" && !c->fs_write))) {
+    bridge_.respond_error(r.generation, r.bridge_id, rpc::kMethodNotFound,
+                          "Method not found: " + r.method + " (the active tether client does not serve files)");
+    return;
+  }
   std::int64_t id = ++next_routed_;
   std::string line = rpc::dump(rpc::make_request(id, r.method, r.params));
   std::uint64_t to = r.client;
@@ -1004,12 +1107,14 @@ void Server::setup_call(const std::string& method, json params, std::string sess
   call.kind = Call::Kind::setup;
   call.step = method;
   call.session = std::move(session);
-  std::int64_t id = bridge_.call_queued(method, std::move(params), nullptr);
-  calls_[id] = std::move(call);
+  call.generation = link_gen_;
+  send_call(method, std::move(params), std::move(call));
 }
 
 void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
-  if (link_ != Link::setting_up) return;  // a reply of a generation that is already gone
+  // A reply of a generation that is already gone, or the closed reply that says this one is: the
+  // next generation's "ready" starts the setup again.
+  if (link_ != Link::setting_up || call.generation != link_gen_ || r.status == rpc::Reply::Status::closed) return;
   auto rpc_text = [&] {
     if (r.status == rpc::Reply::Status::error) return string_member(r.value, "message");
     if (r.status == rpc::Reply::Status::closed) return string_member(r.value, "message");
@@ -1033,6 +1138,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
     return setup_next();
   }
   Session* s = call.session.empty() ? nullptr : session(call.session);
+  if (!call.session.empty() && !s) return setup_next();  // its last client left meanwhile
   if (call.step == "session/new") {
     std::string sid = r.ok() ? string_member(r.value, "sessionId") : "";
     if (sid.empty()) {
@@ -1041,7 +1147,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
       sessions_restored_ = false;
       return setup_next();
     }
-    if (!s) {  // the main session, first time
+    if (!s) {  // the main session, first time (call.session is empty)
       Session m;
       m.public_id = m.bridge_id = sid;
       m.cwd = o_.common.cwd;
@@ -1093,6 +1199,7 @@ void Server::setup_failed(const std::string& why) {
   log_line(why + "; restarting it");
   last_cause_ = why;
   link_ = Link::down;
+  setup_deadline_ = Deadline::never();
   bridge_.recycle(link_gen_, why);
 }
 
@@ -1137,10 +1244,9 @@ void Server::replay_deferred() {
 // --- shutdown -----------------------------------------------------------------------------------
 
 void Server::begin_shutdown(std::uint64_t stopper, json stopper_id) {
+  if (stopper) stoppers_.emplace_back(stopper, std::move(stopper_id));
   if (shutting_down_) return;
   shutting_down_ = true;
-  stopper_ = stopper;
-  stopper_id_ = std::move(stopper_id);
   if (stopper) log_line("stopping (asked by client " + std::to_string(stopper) + ")");
 }
 

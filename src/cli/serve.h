@@ -18,18 +18,21 @@
 //   session/prompt      the sender must be attached. Prompts of one session are served one at a
 //                       time in arrival order. When it goes out, every other attached client gets
 //                       the prompt as `user_message_chunk` session/updates; the response goes to
-//                       the sender only. Failures are JSON-RPC errors with code -32000 and
+//                       the sender only. Failures are JSON-RPC errors with code -32603 and
 //                       `data` = tether's error object ({"code":"bridge_exited"|"restart_limit"|
 //                       …, "message", …}).
 //   session/cancel      cancels the sender's own turn in that session (in flight: forwarded, its
 //                       pending permission requests answered `cancelled`; queued: answered with
 //                       stopReason "cancelled"). Another client's turn is not touched.
 //   other session/*     requests with a sessionId the sender is attached to are forwarded; the
-//                       response goes back to the sender. Anything else: -32601.
+//                       response goes back to the sender (not attached: -32602). session/list,
+//                       resume, close and delete are not offered (-32601; sessionCapabilities are
+//                       removed from the initialize answer). Anything else: -32601.
 //   $/ping              {} from the server itself, never forwarded.
 //   _tether/restart     restarts the bridge (the restart budget starts afresh); result
 //                       {"generation"} once it is back, or an error.
-//   _tether/status      {"state","generation","pid","restarts","clients","sessions",…}.
+//   _tether/status      {"state","link","generation","pid","restartsInWindow","restartsTotal",
+//                       "clients","sessions",…}.
 //   _tether/shutdown    {} and the server stops (what `tether serve --stop` sends).
 //
 // Server -> client
@@ -37,7 +40,8 @@
 //   session/request_permission, fs/*, terminal/*, other requests with a sessionId
 //                               go to the session's active client (the most recently attached
 //                               one still connected) under a server-chosen id; its answer goes
-//                               back to the bridge. When the active client leaves first, the
+//                               back to the bridge. fs/* only if that client advertised it in
+//                               its initialize (else -32601 to the bridge). When the active client leaves first, the
 //                               request is sent to the next active client; when none is left,
 //                               a permission is answered `cancelled`, anything else with -32603.
 //   _tether/bridge_restarted    {"generation","cause","stderrLine","sessionsRestored"} to every

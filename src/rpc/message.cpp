@@ -2,7 +2,36 @@
 
 namespace tether::rpc {
 
+namespace {
+
+// nlohmann's parser keeps its own stack, but copying, comparing and dumping a value recurse: a
+// line nested a hundred thousand deep would overflow ours. No JSON-RPC message needs more.
+constexpr int kMaxDepth = 512;
+
+bool nested_too_deep(std::string_view line) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : line) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > kMaxDepth) return true;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 std::optional<json> parse_line(std::string_view line) {
+  if (nested_too_deep(line)) return std::nullopt;
   json value = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) return std::nullopt;
   return value;

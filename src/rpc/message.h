@@ -25,7 +25,8 @@ struct Classified {
   std::string_view why;  // for invalid: what is wrong, for --trace and counters
 };
 
-// Parses one line; nothing when it is not valid JSON (invalid UTF-8 included).
+// Parses one line; nothing when it is not valid JSON (invalid UTF-8 included) or is nested more
+// than 512 deep (deeper values would overflow the stack of whoever copies or prints them).
 std::optional<json> parse_line(std::string_view line);
 Classified classify(const json& msg);
 

@@ -57,6 +57,18 @@ TEST_CASE("parse_line accepts one JSON value and rejects anything else") {
   CHECK((*ok)["t"] == "caf\xc3\xa9");
 }
 
+TEST_CASE("parse_line refuses values nested deeper than 512, whatever brackets hide in strings") {
+  auto nest = [](int n) { return "{\"p\":" + std::string(n, '[') + std::string(n, ']') + "}"; };
+  CHECK(parse_line(nest(511)).has_value());        // 512 with the object
+  CHECK_FALSE(parse_line(nest(512)).has_value());  // 513
+  CHECK_FALSE(parse_line(nest(100000)).has_value());  // would overflow the stack when copied
+  // Brackets inside strings (escaped quotes included) are text, not nesting.
+  std::string text = "{\"t\":\"\\\"" + std::string(2000, '[') + "\"}";
+  auto ok = parse_line(text);
+  REQUIRE(ok.has_value());
+  CHECK((*ok)["t"].get<std::string>().size() == 2001);
+}
+
 TEST_CASE("requests: method and id (string or integer)") {
   CHECK(kind_of(R"({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}})") == MessageKind::request);
   CHECK(kind_of(R"({"jsonrpc":"2.0","id":"abc","method":"fs/read_text_file","params":{"path":"/x"}})") ==
