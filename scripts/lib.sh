@@ -107,14 +107,15 @@ build() {
   fi
 }
 
-# prepare DIR: configure (with SETUP_ARGS) and build all of DIR under its lock.
+# prepare DIR: configure (with SETUP_ARGS) and build DIR (STAGE_TARGETS, else all) under its lock.
 prepare() { with_lock "$1" _prepare_locked "$1"; }
-_prepare_locked() { configure "$1" "${SETUP_ARGS[@]}" && build "$1"; }
+_prepare_locked() { configure "$1" "${SETUP_ARGS[@]}" && build "$1" ${STAGE_TARGETS[@]+"${STAGE_TARGETS[@]}"}; }
 
 # What the next `stage` uses. Callers set these before calling it.
 SETUP_ARGS=()   # meson setup options for the build directory
 TEST_ENV=()     # NAME=VALUE pairs for meson test (and so for every test)
 TEST_WRAPPER=() # command that meson test itself runs under, e.g. (setarch x86_64 -R)
+STAGE_TARGETS=() # ninja targets to build (none: all); the tests run must need no others
 
 # Results of the last stage, and the running totals of all stages.
 STAGE_PASSED=0 STAGE_FAILED=0 STAGE_SKIPPED=0
