@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,11 +31,21 @@ constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
 
+bool is_socket(int fd) {
+  struct stat st;
+  return fd >= 0 && ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 }  // namespace
 
 struct Connection::State {
   ConnectionFds fds;
   ConnectionOptions opt;
+  // stdin_w is a socket: written with send(0), closed by shutdown(SHUT_WR) (the fd is
+  // a dup of stdout_r's, so closing it alone would not tell the peer anything).
+  const bool stdin_socket;
+  // No exit fd (a socket peer): the end of stdout is the end of the peer.
+  const bool eof_is_exit;
   PendingTable pending;
   base::EventFd wake;
 
@@ -68,7 +80,14 @@ struct Connection::State {
 
   std::thread thread;
 
-  State(ConnectionFds f, ConnectionOptions o) : fds(std::move(f)), opt(std::move(o)), framer(opt.max_line) {}
+  State(ConnectionFds f, ConnectionOptions o)
+      : fds(std::move(f)),
+        opt(std::move(o)),
+        stdin_socket(is_socket(fds.stdin_w.get())),
+        eof_is_exit(!fds.exit_fd.valid()),
+        framer(opt.max_line) {
+    stderr_open = fds.stderr_r.valid();
+  }
 
   void enqueue(std::string line) {
     bool was_empty;
@@ -256,14 +275,18 @@ struct Connection::State {
 
   void flush_stdin() {
     while (out_off < out_buf.size() && fds.stdin_w) {
-      ssize_t n = ::write(fds.stdin_w.get(), out_buf.data() + out_off, out_buf.size() - out_off);
+      const char* data = out_buf.data() + out_off;
+      std::size_t len = out_buf.size() - out_off;
+      ssize_t n = stdin_socket ? ::send(fds.stdin_w.get(), data, len, MSG_NOSIGNAL)
+                               : ::write(fds.stdin_w.get(), data, len);
       if (n > 0) {
         out_off += static_cast<std::size_t>(n);
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) return;
-      // EPIPE: nobody reads the bridge's stdin any more, so the bridge is dead to us.
+      // EPIPE (ECONNRESET on a socket): nobody reads the bridge's stdin any more, so the bridge is
+      // dead to us.
       fds.stdin_w.reset();
       note("bridge's stdin is closed (EPIPE)");
       set_death(DeathCause::stdin_closed);
@@ -329,6 +352,7 @@ struct Connection::State {
       // Closing stdin is the bridge's cue to exit; what was queued before the request goes first.
       // A bridge that never reads it is past its grace by then, and the stop ladder goes on.
       if (close_in && fds.stdin_w && out_buf.empty()) {
+        if (stdin_socket) ::shutdown(fds.stdin_w.get(), SHUT_WR);
         fds.stdin_w.reset();
         note("closed the bridge's stdin");
       }
@@ -355,6 +379,7 @@ struct Connection::State {
         // Cannot happen with valid fds; give up on this bridge, and say so, rather than spin.
         note(std::string("poll failed: ") + std::strerror(errno));
         set_death(DeathCause::stdout_eof);
+        if (eof_is_exit) set_exited();  // nothing else would ever say so
         break;
       }
       if (p[i_wake].revents) wake.clear();
@@ -364,6 +389,13 @@ struct Connection::State {
       if (i_out >= 0 && p[i_out].revents) {
         if (!read_stdout()) on_stdout_eof();
         else process_lines(false);
+      }
+      if (eof_is_exit && !stdout_open) {
+        // A socket peer: nothing more can come, and there is no process whose exit to wait for.
+        publish_counters();
+        note("the peer closed the connection");
+        set_exited();
+        break;
       }
       if (i_exit >= 0 && p[i_exit].revents) {
         exit_open = false;

@@ -3,6 +3,10 @@
 // a 4 KiB ring, writes stdin from an outbound queue, and watches the exit fd (a pidfd). This layer
 // never forks, execs or reaps: the supervisor hands it the fds and decides what a death means.
 //
+// The peer may also be a stream socket (a `tether serve` server): stdin_w and stdout_r are then
+// two fds of the same socket, there is no stderr and no exit fd, and the end of stdout is the end
+// of the peer (death() and exited() are both set). Writes to a socket never raise SIGPIPE.
+//
 // Thread contract: thread-safe. Any thread may call, notify, respond and query; only the
 // dispatcher thread touches the fds. No call blocks the dispatcher and no lock is held across a
 // write.
@@ -50,7 +54,8 @@ struct Counters {
 };
 
 struct ConnectionFds {
-  base::UniqueFd stdin_w, stdout_r, stderr_r, exit_fd;  // exit_fd: readable once the process exited
+  // exit_fd: readable once the process exited. stderr_r and exit_fd may be invalid (a socket).
+  base::UniqueFd stdin_w, stdout_r, stderr_r, exit_fd;
 };
 
 struct ConnectionOptions {
@@ -91,9 +96,11 @@ class Connection {
   void respond(const json& id, json result);
   void respond_error(const json& id, int code, std::string_view message, json data = nullptr);
 
-  // Asks the dispatcher to close the bridge's stdin (its cue to exit).
+  // Asks the dispatcher to close the bridge's stdin (its cue to exit); on a socket, to shut down
+  // our sending side (the peer reads the end of its input).
   void close_stdin();
-  // Waits until the process exit was seen and its last output drained; true if so.
+  // Waits until the process exit (or, without an exit fd, the end of stdout) was seen and its last
+  // output drained; true if so.
   bool wait_exited(base::Deadline deadline);
   bool exited() const;
   DeathCause death() const;

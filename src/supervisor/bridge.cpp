@@ -1,9 +1,15 @@
 #include "supervisor/bridge.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cassert>
+#include <variant>
 
 #include "base/byte_ring.h"
 #include "base/signals.h"
@@ -20,6 +26,8 @@ constexpr int kHeartbeatMisses = 3;
 constexpr std::size_t kMaxQuotedLine = 200;
 // After stdout EOF or EPIPE, how long the process gets to exit by itself before the ladder.
 constexpr auto kExitAfterEof = std::chrono::milliseconds(250);
+// How long a connect may wait for a tether server whose backlog is full.
+constexpr int kConnectWaitSecs = 5;
 
 std::string last_lines(const std::string& tail, std::size_t n) {
   base::ByteRing ring(tail.size() + 1);
@@ -40,6 +48,53 @@ bool allowed(State from, State to) {
   return false;
 }
 
+// How often a connect is tried again: while a server may still be starting (connect_patience),
+// and while its listen backlog is full (for kConnectWaitSecs at most).
+constexpr auto kConnectRetry = std::chrono::milliseconds(20);
+
+// One connect attempt to a tether server's socket: CLOEXEC and non-blocking (the dispatcher
+// never blocks on it, and a full backlog fails at once with EAGAIN instead of blocking the
+// supervisor thread, and with it stop()).
+struct ConnectAttempt {
+  enum class Outcome { connected, absent, busy, failed };
+  Outcome outcome = Outcome::failed;
+  base::UniqueFd fd;
+  std::string why;  // the sentence a person reads, when not connected
+};
+
+ConnectAttempt connect_socket(const std::string& path) {
+  ConnectAttempt a;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    a.why = "the socket path " + path + " is too long (at most " + std::to_string(sizeof addr.sun_path - 1) + " bytes)";
+    return a;
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  base::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) {
+    a.why = std::string("cannot create a socket: ") + ::strerror(errno);
+    return a;
+  }
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    if (err == ENOENT || err == ECONNREFUSED) {
+      a.outcome = ConnectAttempt::Outcome::absent;
+      a.why = "no tether server is listening on " + path + " (start one with `tether serve`)";
+    } else if (err == EAGAIN) {
+      a.outcome = ConnectAttempt::Outcome::busy;
+      a.why = "the tether server at " + path + " did not accept the connection within " +
+              std::to_string(kConnectWaitSecs) + " s (it is overloaded or stuck)";
+    } else {
+      a.why = "cannot connect to the tether server at " + path + ": " + ::strerror(err);
+    }
+    return a;
+  }
+  a.outcome = ConnectAttempt::Outcome::connected;
+  a.fd = std::move(fd);
+  return a;
+}
+
 }  // namespace
 
 const char* to_string(State s) {
@@ -55,6 +110,20 @@ const char* to_string(State s) {
 }
 
 std::string describe(const BridgeExited& e) {
+  if (e.connection) {
+    // The bridge runs in the server: its exit status and stderr are the server's to tell.
+    switch (e.reason) {
+      case ExitReason::exited:
+      case ExitReason::stdout_closed:
+      case ExitReason::stdin_closed: return "the tether server closed the connection";
+      case ExitReason::hung: return "the tether server stopped answering heartbeats and tether disconnected";
+      case ExitReason::spawn_failed: return e.detail;
+      case ExitReason::stopped: return "tether disconnected from the tether server";
+      case ExitReason::restarted:
+        return "tether disconnected from the tether server to reconnect" +
+               (e.detail.empty() ? std::string() : " (" + e.detail + ")");
+    }
+  }
   std::string s;
   switch (e.reason) {
     case ExitReason::exited:
@@ -99,6 +168,15 @@ std::string give_up_message(std::size_t restarts, base::Duration window, const B
   auto secs = std::chrono::duration_cast<std::chrono::duration<double>>(window).count();
   char win[32];
   std::snprintf(win, sizeof win, "%g s", secs);
+  if (last.connection) {
+    std::string s = restarts == 0
+                        ? std::string("tether did not reconnect to the tether server (--max-restarts is 0). Last cause: ") +
+                              describe(last) + "."
+                        : "tether gave up reconnecting to the tether server after " + std::to_string(restarts) +
+                              " attempt" + (restarts == 1 ? "" : "s") + " within " + win +
+                              " (the limit; see --max-restarts and --restart-window). Last cause: " + describe(last) + ".";
+    return s + "\nMake sure the server runs (tether serve) and run tether again (in talk: /restart).";
+  }
   std::string s = restarts == 0
                       ? std::string("tether did not restart the bridge (--max-restarts is 0). Last cause: ") + describe(last) + "."
                       : "tether gave up on the bridge after " + std::to_string(restarts) + " restart" +
@@ -197,12 +275,17 @@ rpc::Reply Bridge::call(std::string_view method, json params, Deadline deadline)
 }
 
 std::int64_t Bridge::call_queued(std::string_view method, json params, std::uint64_t* generation) {
+  return call_queued_to(0, method, std::move(params), generation);
+}
+
+std::int64_t Bridge::call_queued_to(std::uint64_t only, std::string_view method, json params,
+                                    std::uint64_t* generation) {
   std::shared_ptr<rpc::Connection> c;
   {
     std::lock_guard lock(mu_);
     c = conn_;
   }
-  if (!c) {
+  if (!c || (only != 0 && c->generation() != only)) {
     static std::atomic<std::int64_t> synthetic{0};
     rpc::Event ev;
     ev.kind = rpc::Event::Kind::response;
@@ -226,13 +309,13 @@ bool Bridge::cancel(std::uint64_t generation, std::int64_t id) {
   return c && c->generation() == generation && c->cancel(id);
 }
 
-void Bridge::notify(std::string_view method, json params) {
+void Bridge::notify(std::string_view method, json params, std::uint64_t only) {
   std::shared_ptr<rpc::Connection> c;
   {
     std::lock_guard lock(mu_);
     c = conn_;
   }
-  if (c) c->notify(method, std::move(params));
+  if (c && (only == 0 || c->generation() == only)) c->notify(method, std::move(params));
 }
 
 void Bridge::respond(std::uint64_t generation, const json& id, json result) {
@@ -376,13 +459,13 @@ void Bridge::heartbeat_tick(rpc::Connection& conn, bool& hung) {
   }
 }
 
-BridgeExited Bridge::end_generation(proc::Child& child, rpc::Connection& conn, ExitReason reason,
+BridgeExited Bridge::end_generation(proc::Child* child, rpc::Connection& conn, ExitReason reason,
                                     std::string detail) {
   BridgeExited e;
   e.reason = reason;
   e.generation = conn.generation();
   e.detail = std::move(detail);
-  proc::LadderHooks hooks{[&] { conn.close_stdin(); }, [&](Deadline d) { return conn.wait_exited(d); }};
+  e.connection = child == nullptr;
 
   auto fail_waiters = [&] {
     e.stderr_tail = conn.stderr_tail();
@@ -392,39 +475,174 @@ BridgeExited Bridge::end_generation(proc::Child& child, rpc::Connection& conn, E
     conn.fail_pending(r);
   };
 
+  if (!child) {
+    // A tether server: nothing to signal or reap. When it went first, what it wrote before is read
+    // to the end of the stream; when we leave, closing our side (after what is queued, a
+    // session/cancel say) tells it, and it closes its own.
+    switch (reason) {
+      case ExitReason::stdin_closed:
+        conn.wait_exited(Deadline::after(kExitAfterEof));
+        break;
+      case ExitReason::stopped:
+      case ExitReason::restarted:
+        conn.close_stdin();
+        conn.wait_exited(Deadline::after(opt_.grace));
+        break;
+      case ExitReason::exited:
+      case ExitReason::stdout_closed:
+      case ExitReason::hung:
+      case ExitReason::spawn_failed:
+        break;
+    }
+    fail_waiters();
+    if (opt_.trace) opt_.trace->note(e.generation, describe(e));
+    return e;
+  }
+
+  proc::LadderHooks hooks{[&] { conn.close_stdin(); }, [&](Deadline d) { return conn.wait_exited(d); }};
   if ((reason == ExitReason::stdout_closed || reason == ExitReason::stdin_closed) &&
       conn.wait_exited(Deadline::after(kExitAfterEof))) {
     e.reason = reason = ExitReason::exited;  // it was simply exiting: say so, with its status
   }
   switch (reason) {
     case ExitReason::exited:
-      child.reap();
+      child->reap();
       break;
     case ExitReason::stdout_closed:
     case ExitReason::stdin_closed:
     case ExitReason::hung:
       fail_waiters();  // do not hold callers while the ladder runs
-      proc::stop_ladder(child, reason == ExitReason::hung ? base::Duration(0) : opt_.grace, opt_.term_wait, hooks);
+      proc::stop_ladder(*child, reason == ExitReason::hung ? base::Duration(0) : opt_.grace, opt_.term_wait, hooks);
       break;
     case ExitReason::stopped:
     case ExitReason::restarted:
     case ExitReason::spawn_failed:
-      proc::stop_ladder(child, opt_.grace, opt_.term_wait, hooks);
+      proc::stop_ladder(*child, opt_.grace, opt_.term_wait, hooks);
       break;
   }
   // The dispatcher drains the pipes for at most ~100 ms after the exit; wait for it so the stderr
   // tail is complete.
   conn.wait_exited(Deadline::after(std::chrono::seconds(1)));
-  e.status = child.status();
+  e.status = child->status();
   fail_waiters();  // no-op if already done; otherwise fails them now, with the exit status
   if (opt_.trace) opt_.trace->note(e.generation, describe(e));
-  child.clean_up_group(opt_.term_wait);  // grandchildren: after the waiters heard, not before
+  child->clean_up_group(opt_.term_wait);  // grandchildren: after the waiters heard, not before
+  return e;
+}
+
+BridgeExited Bridge::watch_generation(std::uint64_t gen, proc::Child* child, proc::ChildFds fds, Request& req) {
+  rpc::ConnectionOptions copt;
+  copt.generation = gen;
+  copt.max_line = opt_.max_line;
+  copt.events = events_;
+  copt.trace = opt_.trace;
+  copt.stderr_copy_fd = opt_.stderr_copy_fd;
+  copt.thread_name = "tether-disp" + std::to_string(gen);
+  copt.on_change = [this] {
+    {
+      std::lock_guard lock(mu_);
+      conn_changed_ = true;
+    }
+    cv_.notify_all();
+  };
+  auto conn = std::make_shared<rpc::Connection>(
+      rpc::ConnectionFds{std::move(fds.stdin_w), std::move(fds.stdout_r), std::move(fds.stderr_r),
+                         std::move(fds.pidfd)},
+      std::move(copt));
+  {
+    std::lock_guard lock(mu_);
+    conn_ = conn;
+    pid_ = child ? child->pid() : -1;
+    started_at_ = Clock::now();
+  }
+  if (child) {
+    if (opt_.trace) opt_.trace->note(gen, "spawned pid " + std::to_string(child->pid()));
+    transition(State::ready, {{"pid", child->pid()}});
+  } else {
+    if (opt_.trace) opt_.trace->note(gen, "connected to " + opt_.connect_path);
+    transition(State::ready, {{"socket", opt_.connect_path}});
+  }
+  conn->start();  // after "ready": none of this generation's events can precede it
+
+  hb_last_rx_ = Clock::now();
+  hb_ping_out_ = false;
+  hb_armed_ = false;
+  hb_misses_ = 0;
+  hb_answered_ = std::make_shared<std::atomic<int>>(0);
+
+  // Watch the generation until it dies or we are asked to end it.
+  ExitReason reason = ExitReason::exited;
+  req = Request::none;
+  std::string detail;
+  auto last_stray_reap = Clock::now();
+  for (;;) {
+    std::unique_lock lock(mu_);
+    auto woken = [&] { return conn_changed_ || request_ != Request::none; };
+    // The tick also reaps strays: a bridge's helper that left its process group (setsid) and
+    // exited is our zombie (we are a subreaper) until someone waits for it.
+    auto tick = opt_.heartbeat.count() > 0
+                    ? std::max<base::Duration>(opt_.heartbeat / 4, std::chrono::milliseconds(20))
+                    : base::Duration(kStrayReapInterval);
+    cv_.wait_for(lock, tick, woken);
+    if (request_ == Request::recycle && recycle_gen_ != gen) {
+      request_ = Request::none;  // meant for a generation that is already gone
+      continue;
+    }
+    if (request_ != Request::none) {
+      req = request_;
+      detail = req == Request::recycle ? recycle_why_ : req == Request::restart ? "manual restart" : "";
+      if (req != Request::stop) request_ = Request::none;
+      reason = req == Request::stop ? ExitReason::stopped : ExitReason::restarted;
+      break;
+    }
+    if (conn_changed_) {
+      conn_changed_ = false;
+      lock.unlock();
+      auto d = conn->death();
+      if (d != rpc::DeathCause::none) {
+        reason = d == rpc::DeathCause::exited       ? ExitReason::exited
+                 : d == rpc::DeathCause::stdout_eof ? ExitReason::stdout_closed
+                                                    : ExitReason::stdin_closed;
+        break;
+      }
+      continue;
+    }
+    lock.unlock();
+    if (auto now = Clock::now(); child && now - last_stray_reap >= kStrayReapInterval) {
+      last_stray_reap = now;
+      proc::reap_strays();
+    }
+    if (opt_.heartbeat.count() > 0) {
+      bool hung = false;
+      heartbeat_tick(*conn, hung);
+      if (hung) {
+        reason = ExitReason::hung;
+        break;
+      }
+    }
+  }
+
+  if (req == Request::stop) transition(State::stopping);
+  BridgeExited e = end_generation(child, *conn, reason, detail);
+  // Someone may still hold this connection (a call() in progress); it must not call back into a
+  // Bridge that could be gone by the time its dispatcher notices anything more.
+  conn->detach_on_change();
+  {
+    std::lock_guard lock(mu_);
+    conn_.reset();
+    conn_changed_ = false;
+    pid_ = -1;
+    last_exit_ = e;
+    last_stderr_ = e.stderr_tail;
+  }
   return e;
 }
 
 void Bridge::run() {
   ::pthread_setname_np(::pthread_self(), "tether-super");
+  const bool via_socket = !opt_.connect_path.empty();
   bool reset_policy = false;
+  bool ever_connected = false;  // connect mode: a generation has been up
   for (;;) {
     {
       std::lock_guard lock(mu_);
@@ -462,127 +680,86 @@ void Bridge::run() {
     if (need_starting) publish(State::starting, gen);
 
     proc::ChildFds fds;
-    auto spawned = proc::Child::spawn({opt_.argv, opt_.cwd, opt_.extra_env}, fds);
-    if (auto* err = std::get_if<proc::SpawnError>(&spawned)) {
-      BridgeExited e;
+    std::optional<proc::Child> child;
+    std::optional<BridgeExited> not_started;  // why this generation could not start
+    if (via_socket) {
+      // Tried again while there is no server yet, the first time only (a server started a moment
+      // before may still be binding its socket: connect_patience), and while its backlog is full
+      // (kConnectWaitSecs). A stop() ends the wait.
+      using Outcome = ConnectAttempt::Outcome;
+      const auto now = Clock::now();
+      const auto absent_until = ever_connected ? now : now + opt_.connect_patience;
+      const auto busy_until = now + std::chrono::seconds(kConnectWaitSecs);
+      auto sock = connect_socket(opt_.connect_path);
+      bool stopping = false;
+      while ((sock.outcome == Outcome::absent && Clock::now() < absent_until) ||
+             (sock.outcome == Outcome::busy && Clock::now() < busy_until)) {
+        std::unique_lock lock(mu_);
+        if (cv_.wait_for(lock, kConnectRetry, [&] { return request_ == Request::stop; })) {
+          stopping = true;
+          break;
+        }
+        lock.unlock();
+        sock = connect_socket(opt_.connect_path);
+      }
+      if (stopping) break;  // not a failure to report: we were asked to stop while waiting
+      if (sock.outcome != Outcome::connected) {
+        not_started.emplace();
+        not_started->detail = sock.why;
+        not_started->connection = true;
+      } else {
+        fds.stdout_r = std::move(sock.fd);
+        fds.stdin_w = base::UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+        if (!fds.stdin_w) {
+          not_started.emplace();
+          not_started->detail = std::string("cannot duplicate the socket: ") + ::strerror(errno);
+          not_started->connection = true;
+        }
+      }
+    } else {
+      auto spawned = proc::Child::spawn({opt_.argv, opt_.cwd, opt_.extra_env}, fds);
+      if (auto* err = std::get_if<proc::SpawnError>(&spawned)) {
+        not_started.emplace();
+        not_started->detail = err->what;
+      } else {
+        child.emplace(std::move(std::get<proc::Child>(spawned)));
+      }
+    }
+
+    BridgeExited e;
+    Request req = Request::none;
+    if (not_started) {
+      e = std::move(*not_started);
       e.reason = ExitReason::spawn_failed;
       e.generation = gen;
-      e.detail = err->what;
+      if (opt_.trace) opt_.trace->note(gen, describe(e));
+      if (!via_socket || !ever_connected) {
+        // Nothing to restart: a command that cannot be run, or no server to reconnect to, stays
+        // so until someone asks again.
+        {
+          std::lock_guard lock(mu_);
+          last_exit_ = e;
+          gave_up_ = true;
+          give_up_message_ = describe(e);
+        }
+        transition(State::failed, {{"error", e.to_json()}});
+        auto r = wait_backoff(base::Duration::max());
+        if (r == Request::stop) break;
+        reset_policy = true;
+        continue;
+      }
+      // The server it was connected to went away: reconnecting is what a restart is here, and the
+      // policy bounds it (the server may be on its way back).
       {
         std::lock_guard lock(mu_);
         last_exit_ = e;
-        gave_up_ = true;
-        give_up_message_ = describe(e);
+        last_stderr_.clear();
       }
-      if (opt_.trace) opt_.trace->note(gen, describe(e));
-      transition(State::failed, {{"error", e.to_json()}});
-      auto r = wait_backoff(base::Duration::max());
-      if (r == Request::stop) break;
-      reset_policy = true;
-      continue;
+    } else {
+      ever_connected = ever_connected || via_socket;
+      e = watch_generation(gen, child ? &*child : nullptr, std::move(fds), req);
+      child.reset();
     }
-    proc::Child child = std::move(std::get<proc::Child>(spawned));
-
-    rpc::ConnectionOptions copt;
-    copt.generation = gen;
-    copt.max_line = opt_.max_line;
-    copt.events = events_;
-    copt.trace = opt_.trace;
-    copt.stderr_copy_fd = opt_.stderr_copy_fd;
-    copt.thread_name = "tether-disp" + std::to_string(gen);
-    copt.on_change = [this] {
-      {
-        std::lock_guard lock(mu_);
-        conn_changed_ = true;
-      }
-      cv_.notify_all();
-    };
-    auto conn = std::make_shared<rpc::Connection>(
-        rpc::ConnectionFds{std::move(fds.stdin_w), std::move(fds.stdout_r), std::move(fds.stderr_r),
-                           std::move(fds.pidfd)},
-        std::move(copt));
-    {
-      std::lock_guard lock(mu_);
-      conn_ = conn;
-      pid_ = child.pid();
-      started_at_ = Clock::now();
-    }
-    if (opt_.trace) opt_.trace->note(gen, "spawned pid " + std::to_string(child.pid()));
-    transition(State::ready, {{"pid", child.pid()}});
-    conn->start();  // after "ready": none of this generation's events can precede it
-
-    hb_last_rx_ = Clock::now();
-    hb_ping_out_ = false;
-    hb_armed_ = false;
-    hb_misses_ = 0;
-    hb_answered_ = std::make_shared<std::atomic<int>>(0);
-
-    // Watch the generation until it dies or we are asked to end it.
-    ExitReason reason = ExitReason::exited;
-    Request req = Request::none;
-    std::string detail;
-    auto last_stray_reap = Clock::now();
-    for (;;) {
-      std::unique_lock lock(mu_);
-      auto woken = [&] { return conn_changed_ || request_ != Request::none; };
-      // The tick also reaps strays: a bridge's helper that left its process group (setsid) and
-      // exited is our zombie (we are a subreaper) until someone waits for it.
-      auto tick = opt_.heartbeat.count() > 0
-                      ? std::max<base::Duration>(opt_.heartbeat / 4, std::chrono::milliseconds(20))
-                      : base::Duration(kStrayReapInterval);
-      cv_.wait_for(lock, tick, woken);
-      if (request_ == Request::recycle && recycle_gen_ != gen) {
-        request_ = Request::none;  // meant for a generation that is already gone
-        continue;
-      }
-      if (request_ != Request::none) {
-        req = request_;
-        detail = req == Request::recycle ? recycle_why_ : req == Request::restart ? "manual restart" : "";
-        if (req != Request::stop) request_ = Request::none;
-        reason = req == Request::stop ? ExitReason::stopped : ExitReason::restarted;
-        break;
-      }
-      if (conn_changed_) {
-        conn_changed_ = false;
-        lock.unlock();
-        auto d = conn->death();
-        if (d != rpc::DeathCause::none) {
-          reason = d == rpc::DeathCause::exited       ? ExitReason::exited
-                   : d == rpc::DeathCause::stdout_eof ? ExitReason::stdout_closed
-                                                      : ExitReason::stdin_closed;
-          break;
-        }
-        continue;
-      }
-      lock.unlock();
-      if (auto now = Clock::now(); now - last_stray_reap >= kStrayReapInterval) {
-        last_stray_reap = now;
-        proc::reap_strays();
-      }
-      if (opt_.heartbeat.count() > 0) {
-        bool hung = false;
-        heartbeat_tick(*conn, hung);
-        if (hung) {
-          reason = ExitReason::hung;
-          break;
-        }
-      }
-    }
-
-    if (req == Request::stop) transition(State::stopping);
-    BridgeExited e = end_generation(child, *conn, reason, detail);
-    // Someone may still hold this connection (a call() in progress); it must not call back into a
-    // Bridge that could be gone by the time its dispatcher notices anything more.
-    conn->detach_on_change();
-    {
-      std::lock_guard lock(mu_);
-      conn_.reset();
-      conn_changed_ = false;
-      pid_ = -1;
-      last_exit_ = e;
-      last_stderr_ = e.stderr_tail;
-    }
-    conn.reset();
     transition(State::exited, {{"error", e.to_json()}});
     if (req == Request::stop) break;
     if (req == Request::restart) {

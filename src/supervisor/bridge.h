@@ -3,6 +3,10 @@
 // with a typed BridgeExited, and restarts it within the restart budget. This is the only layer that
 // sees both processes (proc/) and messages (rpc/).
 //
+// Connect mode (BridgeOptions::connect_path): each generation is a connection to a `tether serve`
+// socket instead of a process. The server's end of the connection is its death, a reconnect is its
+// restart (the same restart policy), and there is nothing to signal or reap.
+//
 // Thread contract: thread-safe. Each Bridge owns one supervisor thread, which spawns, signals and
 // reaps (it outlives every child, as PR_SET_PDEATHSIG requires); the dispatcher thread of the
 // current generation owns the fds.
@@ -50,7 +54,8 @@ struct BridgeExited {
   std::optional<proc::ExitStatus> status;
   std::string stderr_tail;
   std::uint64_t generation = 0;
-  std::string detail;  // spawn error text, or why we stopped it
+  std::string detail;  // spawn error text (connect mode: the whole sentence), or why we stopped it
+  bool connection = false;  // the generation was a connection to a tether server, not a process
 
   // {"code":"bridge_exited"|"bridge_hung","message":…,"exitStatus":…,"signal":…,"stderrTail":…,
   //  "generation":…}
@@ -62,6 +67,12 @@ std::string describe(const BridgeExited& e);
 
 struct BridgeOptions {
   std::vector<std::string> argv;
+  // Non-empty: connect to the tether server listening on this Unix socket instead of spawning
+  // argv (argv, extra_env and the stop ladder's timings other than `grace` are then unused).
+  std::string connect_path;
+  // Connect mode, first connection only: how long to keep trying while there is no server yet
+  // (no socket, or nobody listening): a server started a moment before may still be binding it.
+  base::Duration connect_patience{0};
   std::string cwd;
   base::RestartPolicyConfig restart;
   bool auto_restart = true;            // false: a dead bridge stays dead until restart()
@@ -78,7 +89,7 @@ struct BridgeOptions {
 struct BridgeStatus {
   State state = State::starting;
   std::uint64_t generation = 0;
-  pid_t pid = -1;
+  pid_t pid = -1;  // always -1 in connect mode
   std::size_t restarts_in_window = 0;
   std::size_t restarts_total = 0;
   base::Duration uptime{0};
@@ -108,8 +119,14 @@ class Bridge {
   // The reply arrives as an rpc::Event::response in events(); `generation` receives the
   // generation it was sent to (0 when none was running: then the failure is in the queue too).
   std::int64_t call_queued(std::string_view method, json params, std::uint64_t* generation);
+  // The same, but only to generation `only` (0: whichever runs): while another one runs, the reply
+  // is a closed one at once, as when none runs. For a caller that must not reach a generation
+  // before it has set it up (tether serve: nothing before initialize).
+  std::int64_t call_queued_to(std::uint64_t only, std::string_view method, json params,
+                              std::uint64_t* generation);
   bool cancel(std::uint64_t generation, std::int64_t id);
-  void notify(std::string_view method, json params);
+  // `only`: send it only if that generation runs (0: whichever runs).
+  void notify(std::string_view method, json params, std::uint64_t only = 0);
   // Answers a request of `generation`; dropped when that generation is gone.
   void respond(std::uint64_t generation, const json& id, json result);
   void respond_error(std::uint64_t generation, const json& id, int code, std::string_view message);
@@ -137,8 +154,10 @@ class Bridge {
   void transition(State to, json extra = json::object());
   // The status event for a state already set (and the wake-up of whoever waits on it).
   void publish(State to, std::uint64_t generation, json extra = json::object());
-  bool run_generation();  // false: stop requested
-  BridgeExited end_generation(proc::Child& child, rpc::Connection& conn, ExitReason reason,
+  // Runs one started generation (a process, or a connection when `child` is null) until it dies
+  // or is asked to end; `req` receives the request that ended it (none: it died).
+  BridgeExited watch_generation(std::uint64_t gen, proc::Child* child, proc::ChildFds fds, Request& req);
+  BridgeExited end_generation(proc::Child* child, rpc::Connection& conn, ExitReason reason,
                               std::string detail);
   std::optional<Request> wait_backoff(base::Duration delay);
   void heartbeat_tick(rpc::Connection& conn, bool& hung);

@@ -186,3 +186,34 @@ TEST_CASE("give_up_message: singular count, other windows, a signal as the cause
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("a connection to a tether server (connect mode) is told as one, never as a process") {
+  BridgeExited e;
+  e.connection = true;
+  e.generation = 2;
+  for (auto r : {ExitReason::exited, ExitReason::stdout_closed, ExitReason::stdin_closed}) {
+    e.reason = r;
+    CHECK(describe(e) == "the tether server closed the connection");
+  }
+  e.reason = ExitReason::hung;
+  CHECK(describe(e) == "the tether server stopped answering heartbeats and tether disconnected");
+  CHECK(e.to_json()["code"] == "bridge_hung");
+  e.reason = ExitReason::stopped;
+  CHECK(describe(e) == "tether disconnected from the tether server");
+  e.reason = ExitReason::restarted;
+  e.detail = "manual restart";
+  CHECK(describe(e) == "tether disconnected from the tether server to reconnect (manual restart)");
+  e.reason = ExitReason::spawn_failed;
+  e.detail = "no tether server is listening on /run/t.sock (start one with `tether serve`)";
+  CHECK(describe(e) == e.detail);  // the whole sentence, no "cannot start the bridge"
+  auto j = e.to_json();
+  CHECK(j["code"] == "bridge_exited");
+  CHECK(j["message"] == e.detail);
+
+  std::string m = give_up_message(3, 60s, e);
+  CHECK(contains(m, "tether gave up reconnecting to the tether server after 3 attempts within 60 s"));
+  CHECK(contains(m, "Last cause: no tether server is listening on /run/t.sock"));
+  CHECK(contains(m, "tether serve"));
+  CHECK_FALSE(contains(m, "Fix the bridge"));
+  CHECK(contains(give_up_message(0, 60s, e), "tether did not reconnect to the tether server (--max-restarts is 0)"));
+}
