@@ -41,6 +41,12 @@ std::string string_of(const json& obj, std::string_view key) {
 }
 
 // "error -32603: Internal error" from a JSON-RPC error object.
+// A tether server's own failure (rpc::kTetherServerError), not an agent's error passed through.
+bool is_server_error(const json& err) {
+  const json* code = member(err, "code");
+  return code && code->is_number_integer() && code->get<int>() == rpc::kTetherServerError;
+}
+
 std::string rpc_error_text(const json& err) {
   std::string s = "error";
   if (const json* c = member(err, "code"); c && c->is_number_integer()) s += " " + std::to_string(c->get<long long>());
@@ -91,6 +97,10 @@ struct TurnState {
   bool past_barrier = true;
   Deadline hold_until = Deadline::never();
   std::vector<TurnEvent> held;
+  // Through a tether server (via_server) a prompt waits in the server's queue while other
+  // clients' turns in the session run; the server says `_tether/turn_started` when it sends ours
+  // on. What comes for the session before that is another client's.
+  bool server_started = false;
 };
 
 // Everything behind AcpSession and Turn. Thread-bound (see session.h).
@@ -127,7 +137,10 @@ class SessionCore {
   // See AcpSession::start_new_session.
   void start_new_session() {
     if (active_ && active_->phase == TurnState::Phase::prompting) cancel(*active_, CancelCause::caller_gone);
+    withdraw_idle_permissions(0);  // the old session's questions have nobody left to ask
     // The old session's state goes with it; the agent's and the connection's stay.
+    state_.on_main = false;
+    other_turn_ = false;
     state_.session_id.clear();
     state_.commands.clear();
     state_.commands_announced = false;
@@ -143,7 +156,9 @@ class SessionCore {
     switch (link_) {
       case Link::ready: send_new_session(); break;
       case Link::loading:
-        // A restart was bringing the old session back: it is no longer wanted.
+      case Link::attaching:
+        // A restart was bringing the old session back (or we were joining the server's main
+        // one): it is no longer wanted.
         bridge_.cancel(link_call_gen_, link_call_);
         send_new_session();
         break;
@@ -187,6 +202,12 @@ class SessionCore {
     }
     for (const auto& t : queue_) d = Deadline::earliest(d, t->deadline);
     return d;
+  }
+
+  // For AcpSession::poll()'s caller: also now while events a turn's pump set aside wait (the
+  // event fd does not announce those).
+  Deadline session_deadline() const {
+    return notices_.empty() ? next_deadline() : Deadline::at(base::TimePoint{});
   }
 
   // Waits until the event queue or `interrupt_fd` is readable or `deadline` passes. False when
@@ -234,9 +255,10 @@ class SessionCore {
     cancel(*t, CancelCause::caller_gone);
   }
 
-  bool answer_permission(TurnState& t, std::uint64_t token, const std::optional<std::string>& option_id) {
+  // `t`: only a request of that turn; null: any.
+  bool answer_permission(const TurnState* t, std::uint64_t token, const std::optional<std::string>& option_id) {
     for (auto it = pending_perms_.begin(); it != pending_perms_.end(); ++it) {
-      if (it->token != token || it->turn != &t) continue;
+      if (it->token != token || (t && it->turn != t)) continue;
       if (option_id) {
         bool offered = false;
         for (const auto& o : it->options) offered = offered || o.id == *option_id;
@@ -249,15 +271,32 @@ class SessionCore {
     return false;
   }
 
+  std::uint64_t request(std::string_view method, json params) {
+    ExtensionCall c;
+    c.token = ++next_ext_token_;
+    c.id = bridge_.call_queued(method, std::move(params), &c.gen);
+    ext_calls_.push_back(c);
+    return c.token;
+  }
+
  private:
-  enum class Link { idle, waiting_bridge, initializing, authenticating, creating, loading, ready, failed };
+  // attaching: session/load of a tether server's main session (via_server).
+  enum class Link { idle, waiting_bridge, initializing, authenticating, creating, loading, attaching, ready, failed };
 
   struct PendingPermission {
     std::uint64_t token;
     std::uint64_t gen;
     json id;
-    TurnState* turn;  // identity only; cleared from the list before the turn is released
+    TurnState* turn;  // identity only; cleared from the list before the turn is released. Null:
+                      // asked while no turn of ours was in flight (via_server), told by poll()
     std::vector<PermissionOption> options;
+  };
+
+  // A request() whose answer is awaited.
+  struct ExtensionCall {
+    std::uint64_t token;
+    std::uint64_t gen;
+    std::int64_t id;
   };
 
   // --- the event pump ---------------------------------------------------------------------------
@@ -291,8 +330,35 @@ class SessionCore {
       on_update(ev.generation, *params);
     } else if (name == "$/cancel_request") {
       on_cancel_request(ev.generation, *params);
+    } else if (opt_.via_server && name == "_tether/turn_started") {
+      TurnState* t = active_.get();
+      if (t && string_of(*params, "sessionId") == state_.session_id && t->phase != TurnState::Phase::waiting &&
+          t->phase != TurnState::Phase::done) {
+        t->server_started = true;
+        other_turn_ = false;
+      }
+    } else if (opt_.via_server && name == "_tether/bridge_restarted") {
+      notice(server_restart_text(*params), /*server_trouble=*/true);
+    } else if (opt_.via_server && name == "_tether/bridge_gone") {
+      std::string m = string_of(*params, "message");
+      notice("the tether server gave up on its bridge" + (m.empty() ? std::string() : ": " + m), true);
     }
     // Other notifications ($/progress, extensions) are ignored, as the spec asks.
+  }
+
+  // One line about the server's bridge coming back: what ended it, and whether the sessions came
+  // back with it.
+  static std::string server_restart_text(const json& p) {
+    std::string s = "the tether server restarted its bridge";
+    if (const json* g = member(p, "generation"); g && g->is_number_unsigned()) s += " (generation " + std::to_string(g->get<std::uint64_t>()) + ")";
+    std::string cause = string_of(p, "cause");
+    std::string line = string_of(p, "stderrLine");
+    if (!cause.empty()) s += ": " + cause;
+    // The cause usually quotes the last stderr line already.
+    if (!line.empty() && cause.find(line) == std::string::npos) s += "; its last stderr line: " + line;
+    if (const json* r = member(p, "sessionsRestored"); r && r->is_boolean())
+      s += r->get<bool>() ? "; the session was restored" : "; the agent lost the conversation context";
+    return s;
   }
 
   void on_update(std::uint64_t gen, json& params) {
@@ -316,8 +382,19 @@ class SessionCore {
     }
     apply_state(*u);
     TurnState* t = active_.get();
-    bool in_turn = t && gen == t->call_gen &&
+    bool in_turn = t && gen == t->call_gen && (!opt_.via_server || t->server_started) &&
                    (t->phase == TurnState::Phase::prompting || t->phase == TurnState::Phase::cancelling);
+    if (!in_turn && opt_.via_server && link_ == Link::ready) {
+      // Another client's turn in our session: the server sends its prompt first, as user
+      // chunks. Until one comes, what arrives between our turns is our last turn's late output.
+      if (u->kind == Update::Kind::user_message) other_turn_ = true;
+      if (other_turn_ && (u->kind == Update::Kind::user_message || is_turn_content(u->kind))) {
+        TurnEvent& e = notices_.emplace_back();
+        e.kind = TurnEvent::Kind::update;
+        e.update = std::move(*u);
+        return;
+      }
+    }
     if (in_turn) {
       if (t->abandoned) return;
       // Built in place: a flood passes here a million times.
@@ -367,7 +444,8 @@ class SessionCore {
       e.permission.token = it->token;
       TurnState* t = it->turn;
       pending_perms_.erase(it);
-      if (t && !t->abandoned) t->out.push_back(std::move(e));
+      if (!t) notices_.push_back(std::move(e));
+      else if (!t->abandoned) t->out.push_back(std::move(e));
       return;
     }
   }
@@ -400,8 +478,27 @@ class SessionCore {
     }
     TurnState* t = active_.get();
     bool ours = string_of(params, "sessionId") == state_.session_id;
-    bool in_turn = t && ours && gen == t->call_gen && t->phase == TurnState::Phase::prompting;
-    bool cancelling = t && t->phase == TurnState::Phase::cancelling;
+    // Through a server, our turn is ours only once the server started it (see server_started).
+    bool started = t && (!opt_.via_server || t->server_started);
+    bool in_turn = started && ours && gen == t->call_gen && t->phase == TurnState::Phase::prompting;
+    bool cancelling = started && t->phase == TurnState::Phase::cancelling;
+    // Through a server, a request for our session while no turn of ours is in flight comes from
+    // another client's turn: the server asks us as the session's active client.
+    bool idle = opt_.via_server && ours && !state_.session_id.empty() && !in_turn && !cancelling;
+    if (idle) {
+      pr.outside_turn = true;
+      if (opt_.permission == PermissionPolicy::ask) {
+        pending_perms_.push_back({pr.token, gen, id, nullptr, pr.options});
+      } else {
+        pr.chosen = choose_option(opt_.permission, pr.options);
+        bridge_.respond(gen, id, permission_result(pr.chosen ? std::optional<std::string>(pr.chosen->id) : std::nullopt));
+        pr.answered = true;
+      }
+      TurnEvent& e = notices_.emplace_back();
+      e.kind = TurnEvent::Kind::permission;
+      e.permission = std::move(pr);
+      return;
+    }
     if (in_turn && opt_.permission == PermissionPolicy::ask && !t->abandoned) {
       pending_perms_.push_back({pr.token, gen, id, t, pr.options});
     } else {
@@ -439,6 +536,18 @@ class SessionCore {
       on_setup_reply(ev.reply);
       return;
     }
+    for (auto it = ext_calls_.begin(); it != ext_calls_.end(); ++it) {
+      if (it->id != ev.call_id || it->gen != ev.generation) continue;
+      TurnEvent e;
+      e.kind = TurnEvent::Kind::reply;
+      e.request_id = it->token;
+      if (ev.reply.status == Reply::Status::result) e.result = std::move(ev.reply.value);
+      else if (ev.reply.status == Reply::Status::error || ev.reply.status == Reply::Status::closed) e.error = std::move(ev.reply.value);
+      else e.error = error_object("cancelled", "the request was abandoned");
+      ext_calls_.erase(it);
+      notices_.push_back(std::move(e));
+      return;
+    }
     TurnState* t = active_.get();
     if (t && !t->past_barrier && ev.call_id == t->barrier_id && ev.generation == t->barrier_gen) {
       pass_barrier(*t, /*drop=*/true);
@@ -461,6 +570,8 @@ class SessionCore {
       if (link_ == Link::waiting_bridge && ev.generation > dead_gen_) begin_handshake();
     } else if (st == "exited") {
       if (link_ == Link::ready && ev.generation == state_.generation) lose_link(ev.generation);
+      // Requests of a dead generation can no longer be answered.
+      withdraw_idle_permissions(ev.generation);
     } else if (st == "failed") {
       json err = ev.message.contains("error") ? ev.message["error"] : error_object("restart_limit", string_of(ev.message, "message"));
       if (link_ == Link::waiting_bridge || link_ == Link::ready) link_fail(err);
@@ -470,6 +581,22 @@ class SessionCore {
   void lose_link(std::uint64_t gen) {
     link_ = Link::waiting_bridge;
     dead_gen_ = gen;
+  }
+
+  // Ends the pending requests that came while no turn of ours was in flight (of generation `gen`;
+  // 0: all): answered `cancelled` (a dead generation drops it) and told as withdrawn.
+  void withdraw_idle_permissions(std::uint64_t gen) {
+    for (auto it = pending_perms_.begin(); it != pending_perms_.end();) {
+      if (it->turn || (gen != 0 && it->gen != gen)) {
+        ++it;
+        continue;
+      }
+      bridge_.respond(it->gen, it->id, permission_result(std::nullopt));
+      TurnEvent& e = notices_.emplace_back();
+      e.kind = TurnEvent::Kind::permission_withdrawn;
+      e.permission.token = it->token;
+      it = pending_perms_.erase(it);
+    }
   }
 
   // --- the handshake ----------------------------------------------------------------------------
@@ -548,8 +675,14 @@ class SessionCore {
         link_fail(error_object("agent_error", "authentication failed: " + rpc_error_text(err), rpc_error_extra(err)));
         return;
       case Link::loading:
-        context_lost_reason_ = "the agent could not load the session (" + rpc_error_text(err) + ")";
+        context_lost_reason_ = (opt_.via_server ? "the tether server could not re-attach the session ("
+                                                : "the agent could not load the session (") +
+                               rpc_error_text(err) + ")";
         send_new_session();
+        return;
+      case Link::attaching:
+        link_fail(error_object("agent_error", "the tether server did not attach us to its main session: " + rpc_error_text(err),
+                               rpc_error_extra(err)));
         return;
       default:
         return;
@@ -574,6 +707,10 @@ class SessionCore {
         const json* auth = member(r, "authMethods");
         state_.auth_methods = auth && auth->is_array() ? *auth : json::array();
         auth_tried_ = false;
+        if (opt_.via_server) {
+          server_setup(r);
+          return;
+        }
         if (!state_.session_id.empty() && state_.load_session) {
           send_setup(Link::loading, "session/load",
                      {{"sessionId", state_.session_id}, {"cwd", opt_.cwd}, {"mcpServers", json::array()}});
@@ -587,6 +724,23 @@ class SessionCore {
       case Link::authenticating:
         send_new_session();
         return;
+      case Link::attaching: {
+        // The server answers {} at once: the session's history is not replayed.
+        bool again = !state_.session_id.empty();
+        bool other = again && state_.session_id != attach_id_;
+        state_.session_id = attach_id_;
+        state_.on_main = true;
+        other_turn_ = false;
+        if (again) ++state_.sessions_loaded;
+        session_ready();
+        if (other) {
+          notice("the tether server has a new main session (it was restarted): attached to it, and the "
+                 "conversation context was lost");
+        } else if (again) {
+          notice("reconnected to the tether server and re-attached to its main session");
+        }
+        return;
+      }
       case Link::creating: {
         std::string id = string_of(r, "sessionId");
         if (id.empty()) {
@@ -594,6 +748,7 @@ class SessionCore {
           return;
         }
         state_.session_id = id;
+        state_.on_main = false;
         ++state_.sessions_created;
         if (const json* modes = member(r, "modes"); modes && modes->is_object()) {
           state_.modes = *modes;
@@ -611,10 +766,39 @@ class SessionCore {
       case Link::loading:
         ++state_.sessions_loaded;
         session_ready();
-        notice("the session was restored after the bridge restarted (session/load)");
+        notice(opt_.via_server ? "reconnected to the tether server and re-attached to the session (session/load)"
+                               : "the session was restored after the bridge restarted (session/load)");
         return;
       default:
         return;
+    }
+  }
+
+  // After initialize through a tether server: it must be one, and the session is attached
+  // (the main one, or ours again after a reconnect: the server knows the sessions opened through
+  // it, whatever the agent can load) or created.
+  void server_setup(const json& r) {
+    const json* meta = member(r, "_meta");
+    const json* t = meta ? member(*meta, "tether") : nullptr;
+    if (!t || !t->is_object()) {
+      link_fail(error_object("protocol_error",
+                             "the peer is not a tether server (its initialize answer has no _meta.tether)"));
+      return;
+    }
+    state_.server = *t;
+    bool to_main = state_.session_id.empty() ? opt_.attach_main : state_.on_main;
+    if (to_main) {
+      attach_id_ = string_of(*t, "mainSessionId");
+      if (attach_id_.empty()) {
+        link_fail(error_object("protocol_error", "the tether server did not name its main session (_meta.tether.mainSessionId)"));
+        return;
+      }
+      send_setup(Link::attaching, "session/load", {{"sessionId", attach_id_}, {"cwd", opt_.cwd}, {"mcpServers", json::array()}});
+    } else if (!state_.session_id.empty()) {
+      send_setup(Link::loading, "session/load",
+                 {{"sessionId", state_.session_id}, {"cwd", opt_.cwd}, {"mcpServers", json::array()}});
+    } else {
+      send_new_session();
     }
   }
 
@@ -655,6 +839,7 @@ class SessionCore {
   void send_prompt(TurnState& t) {
     std::uint64_t gen = 0;
     t.phase = TurnState::Phase::prompting;
+    t.server_started = false;  // a retry waits in the server's queue again
     t.call_id = bridge_.call_queued("session/prompt", {{"sessionId", state_.session_id}, {"prompt", t.content}}, &gen);
     t.call_gen = gen;
     // Late updates can only come from the process that ran the previous prompt.
@@ -663,7 +848,12 @@ class SessionCore {
     t.barrier_gen = trailing_gen_;
     if (!t.past_barrier) t.hold_until = Deadline::after(kMaxHold);
     trailing_pending_ = false;
-    if (opt_.turn_barrier && !barrier_ignored_) {
+    // What comes after our turn is ours until another client's prompt shows. Through a server, a
+    // prompt sent while another client's turn streams leaves that turn showing until the server
+    // starts ours (_tether/turn_started).
+    if (!opt_.via_server) other_turn_ = false;
+    // A tether server answers $/ping itself, ahead of the agent's late updates: no boundary there.
+    if (opt_.turn_barrier && !barrier_ignored_ && !opt_.via_server) {
       trailing_ping_ = bridge_.call_queued("$/ping", json::object(), &trailing_gen_);
       trailing_pending_ = true;
     }
@@ -698,6 +888,12 @@ class SessionCore {
           e.kind = TurnEvent::Kind::completed;
           e.stop_reason = "cancelled";
           finish(t, std::move(e));
+        } else if (const json* data = opt_.via_server && is_server_error(r.value) ? member(r.value, "data") : nullptr;
+                   data && data->is_object() && !string_of(*data, "code").empty()) {
+          // The server's own failure (its bridge died, its restart budget is spent, ...) in
+          // tether's error object: the turn fails with it as it is, and is not sent again (the
+          // server already did what could be done).
+          finish(t, failed_event(*data, false));
         } else {
           finish(t, failed_event(error_object("agent_error", "the agent failed the prompt: " + rpc_error_text(r.value),
                                               rpc_error_extra(r.value)),
@@ -781,7 +977,8 @@ class SessionCore {
     bridge_.recycle(t.call_gen, why);
     if (link_ == Link::ready) lose_link(t.call_gen);
     json err = cancel_error(t.cancel_cause);
-    err["message"] = err["message"].get<std::string>() + "; " + why + ", so the bridge was restarted";
+    err["message"] = err["message"].get<std::string>() + "; " + why +
+                     (opt_.via_server ? ", so tether reconnected to the tether server" : ", so the bridge was restarted");
     finish(t, failed_event(std::move(err), false));
     advance();
   }
@@ -810,10 +1007,11 @@ class SessionCore {
     if (active_.get() == &t) active_.reset();
   }
 
-  void notice(std::string text) {
+  void notice(std::string text, bool server_trouble = false) {
     TurnEvent e;
     e.kind = TurnEvent::Kind::notice;
     e.text = std::move(text);
+    e.server_trouble = server_trouble;
     if (active_ && !active_->abandoned) active_->out.push_back(std::move(e));
     else notices_.push_back(std::move(e));
   }
@@ -838,7 +1036,11 @@ class SessionCore {
   std::deque<std::shared_ptr<TurnState>> queue_;   // turns waiting for it
   std::vector<PendingPermission> pending_perms_;   // policy ask: requests a person must answer
   std::uint64_t next_token_ = 0;
-  std::vector<TurnEvent> notices_;                 // notices while no turn is active
+  std::vector<TurnEvent> notices_;                 // what poll() returns next (see AcpSession::poll)
+  std::vector<ExtensionCall> ext_calls_;           // request()s awaiting their answer
+  std::uint64_t next_ext_token_ = 0;
+  std::string attach_id_;                          // attaching: the session being attached
+  bool other_turn_ = false;                        // via_server: another client's turn is streaming
   bool barrier_ignored_ = false;                   // the agent does not answer $/ping
   std::int64_t trailing_ping_ = 0;                 // the $/ping that followed the last prompt
   std::uint64_t trailing_gen_ = 0;
@@ -872,8 +1074,14 @@ Turn AcpSession::prompt_blocks(json content, base::Duration timeout) {
 }
 
 std::vector<TurnEvent> AcpSession::poll() { return core_->poll_session(); }
+bool AcpSession::answer_permission(std::uint64_t token, const std::optional<std::string>& option_id) {
+  return core_->answer_permission(nullptr, token, option_id);
+}
+std::uint64_t AcpSession::request(std::string_view method, json params) {
+  return core_->request(method, std::move(params));
+}
 int AcpSession::fd() const { return core_->fd(); }
-Deadline AcpSession::next_deadline() const { return core_->next_deadline(); }
+Deadline AcpSession::next_deadline() const { return core_->session_deadline(); }
 const SessionState& AcpSession::state() const { return core_->state(); }
 
 Turn::Turn(Turn&& other) noexcept : core_(other.core_), state_(std::move(other.state_)) {}
@@ -898,7 +1106,7 @@ std::vector<TurnEvent> Turn::wait(Deadline deadline, int interrupt_fd) {
 void Turn::cancel(CancelCause cause) { core_->cancel(*state_, cause); }
 
 bool Turn::answer_permission(std::uint64_t token, const std::optional<std::string>& option_id) {
-  return core_->answer_permission(*state_, token, option_id);
+  return core_->answer_permission(state_.get(), token, option_id);
 }
 
 bool Turn::finished() const { return state_->phase == TurnState::Phase::done && state_->out.empty(); }

@@ -16,6 +16,14 @@
 // restart, `retries` times at most. Prompts are serialized: a turn started while another is in
 // flight waits for it to end.
 //
+// Through a `tether serve` server (ClientOptions::via_server) the peer is the server: it must say
+// so in its initialize answer (_meta.tether), the session may be the server's main session shared
+// with other clients (attach_main), a reconnect re-attaches with session/load, the server's own
+// notices (its bridge restarted or gone) become notices, a prompt it fails with tether's error
+// object fails the turn with that object, and what comes for our session while no turn of ours is
+// in flight (another client's turn, its prompt first as user_message chunks; a permission request
+// the server routes to us) is delivered by AcpSession::poll().
+//
 // Thread contract: thread-bound. One thread drives a session and its turns (they consume the
 // bridge's single event queue); the session must outlive its turns. The Bridge must restart
 // automatically (BridgeOptions::auto_restart) for retries and re-establishment to happen.
@@ -25,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -52,6 +61,8 @@ struct ClientOptions {
   bool turn_barrier = true;
   std::string client_name = "tether";
   std::string client_version = "0";
+  bool via_server = false;   // the peer is a `tether serve` server (--connect)
+  bool attach_main = false;  // via_server: attach to the server's main session instead of session/new
 };
 
 struct PermissionRequest {
@@ -60,6 +71,9 @@ struct PermissionRequest {
   std::vector<PermissionOption> options;
   bool answered = false;  // already answered: by policy, or `cancelled` because the turn is ending
   std::optional<PermissionOption> chosen;  // what was answered; nothing means cancelled
+  // Asked while no turn of ours ran (through a tether server: another client's turn); answered
+  // with AcpSession::answer_permission, and outlives our turns.
+  bool outside_turn = false;
 };
 
 struct TurnEvent {
@@ -69,6 +83,8 @@ struct TurnEvent {
     permission_withdrawn,  // the agent withdrew a pending request ($/cancel_request) (permission.token)
     notice,                // a sentence a person should read: restarts, lost context (text)
     retry,                 // the bridge died mid-turn and the prompt is sent again: drop partial output (text)
+    reply,                 // AcpSession::poll() only: the answer to AcpSession::request() (request_id;
+                           // result, or error: the JSON-RPC error or tether's error object)
     completed,             // terminal: the agent answered (stop_reason)
     failed,                // terminal: tether's error object, DESIGN §7 (error)
   };
@@ -80,6 +96,11 @@ struct TurnEvent {
   nlohmann::json error;
   bool during_setup = false;                // failed while (re)establishing the session
   CancelCause cancelled = CancelCause::none;  // terminal: the cancel that preceded it, if any
+  // notice: trouble at a tether server (its bridge restarted or is gone). Front-ends that no
+  // person watches report it as an error.
+  bool server_trouble = false;
+  std::uint64_t request_id = 0;  // reply
+  nlohmann::json result;         // reply, when it succeeded
 
   bool terminal() const { return kind == Kind::completed || kind == Kind::failed; }
 };
@@ -105,6 +126,8 @@ struct SessionState {
   std::size_t sessions_loaded = 0;    // session/load answered
   std::uint64_t ignored_updates = 0;  // unknown kinds, malformed, or for no session we know
   std::uint64_t late_updates = 0;     // chunks and tool calls that came when no turn was in flight
+  nlohmann::json server;              // via_server: the initialize answer's _meta.tether
+  bool on_main = false;               // via_server: the session is the server's main session
 };
 
 class Turn;
@@ -138,9 +161,19 @@ class AcpSession {
   Turn prompt_blocks(nlohmann::json content, base::Duration timeout = base::Duration::zero());
 
   // Between turns: handles what the bridge sent meanwhile (state updates, requests, a restart's
-  // re-handshake) and returns notices. Never blocks.
+  // re-handshake) and returns notices, replies to request(), and (via_server) other clients'
+  // updates and the permission requests routed to us. Never blocks.
   std::vector<TurnEvent> poll();
+  // Answers a pending permission request (policy ask) by its token, whether a turn or poll()
+  // delivered it, with one of its offered options or cancelled (nothing). False when the token is
+  // not pending or the option was not offered.
+  bool answer_permission(std::uint64_t token, const std::optional<std::string>& option_id);
+  // Sends a request that is not part of ACP (a tether server's _tether/status, _tether/restart).
+  // Its answer comes from poll() as a TurnEvent::reply carrying the id returned here. Never blocks.
+  std::uint64_t request(std::string_view method, nlohmann::json params);
   int fd() const;  // readable while the bridge has events waiting
+  // Call poll() by then even if fd() stays quiet: a timer, or at once when a turn's poll() set
+  // aside events for this poll() (fd() does not announce those).
   base::Deadline next_deadline() const;
 
   const SessionState& state() const;

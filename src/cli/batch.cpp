@@ -274,7 +274,8 @@ class BatchRunner {
         if (!w.turn) break;
       }
     } else if (w.session) {
-      for (auto& ev : w.session->poll()) say_notice(w, ev.text);
+      for (auto& ev : w.session->poll())
+        if (ev.kind == acp::TurnEvent::Kind::notice) on_notice(w, ev);
     } else {
       // Before the worker's first item (or after its session was dropped): nobody else reads
       // this bridge's events. A request for a session that is gone still gets its one answer.
@@ -290,6 +291,17 @@ class BatchRunner {
     if (o_.common.verbose > 0 && !text.empty()) error_line("bridge " + std::to_string(w.number) + ": " + text);
   }
 
+  void on_notice(const Worker& w, const acp::TurnEvent& ev) {
+    if (!ev.server_trouble) {
+      say_notice(w, ev.text);
+      return;
+    }
+    // Trouble at the tether server is an error; every connection hears it, the person once.
+    if (ev.text == last_server_trouble_) return;
+    last_server_trouble_ = ev.text;
+    error_line(ev.text);
+  }
+
   void on_turn_event(Worker& w, acp::TurnEvent& ev) {
     using K = acp::TurnEvent::Kind;
     switch (ev.kind) {
@@ -300,11 +312,12 @@ class BatchRunner {
         w.text.clear();
         break;
       case K::notice:
-        say_notice(w, ev.text);
+        on_notice(w, ev);
         break;
       case K::permission:
       case K::permission_withdrawn:
-        break;  // answered by the policy (batch never asks)
+      case K::reply:
+        break;  // answered by the policy (batch never asks); batch sends no request() of its own
       case K::completed:
       case K::failed:
         on_terminal(w, ev);
@@ -575,6 +588,7 @@ class BatchRunner {
   bool bridges_started_ = false;
   bool no_bridges_ = false;
   json last_bridge_error_;
+  std::string last_server_trouble_;  // the last tether server trouble told (each connection hears it)
   bool stopping_ = false;
   int stop_signal_ = 0;
   bool io_error_ = false;
@@ -618,6 +632,7 @@ int run_batch(BatchOptions& o) {
   co.allow_fs = o.common.allow_fs;
   co.retries = 0;  // batch retries interrupted items itself, on whichever bridge is free
   co.client_version = TETHER_VERSION;
+  co.via_server = !o.common.connect.empty();  // each item in a session of its own (or per connection)
   co.permission = acp::PermissionPolicy::deny;
   if (!o.common.permission.empty()) {
     auto p = acp::parse_policy(o.common.permission);
@@ -659,7 +674,9 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
       "tried again (--retries). With --journal, finished items are recorded durably and a rerun skips\n"
       "them (re-emitting their lines), so an interrupted batch resumes without losing or repeating work.\n"
       "Exit status: 0 every item ok; 1 some items failed (bad input lines included); 64 usage error;\n"
-      "69 no bridge left (restart limit); 74 cannot read stdin, write stdout or the journal.");
+      "69 no bridge left (restart limit); 74 cannot read stdin, write stdout or the journal.\n"
+      "--connect[=NAME|PATH] runs the items through a running `tether serve` instead: --jobs connections,\n"
+      "each item in a session of its own (--session per-item) or one session per connection.");
   sub->add_option("-j,--jobs", o->jobs, "Bridges run in parallel, each with its own process and restart budget")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -671,6 +688,7 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
   sub->add_option("--shard", o->shard, "Run only shard K of N (0 <= K < N): items whose id hashes to K (FNV-1a 64 mod N)");
   sub->add_flag("--progress", o->progress, "Progress lines on stderr even when it is not a terminal");
   add_common_options(*sub, o->common);
+  add_connect_option(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_batch(*o);

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cli/config_file.h"
+#include "cli/socket_path.h"
 #include "rpc/trace.h"
 
 namespace tether::cli {
@@ -161,6 +162,32 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--config", o.config, "Config file (default: $XDG_CONFIG_HOME/tether/config.toml)")->group("Output");
 }
 
+namespace {
+
+// Shows --connect as itself in the help: CLI11 would print its default value in braces
+// ("--connect{default}"), which reads as if the braces were to be typed.
+class ConnectFormatter : public CLI::Formatter {
+ public:
+  explicit ConnectFormatter(const CLI::Formatter& base) : CLI::Formatter(base) {}
+  std::string make_option_name(const CLI::Option* opt, bool is_positional) const override {
+    if (!is_positional && opt->get_name() == "--connect") return "--connect";
+    return CLI::Formatter::make_option_name(opt, is_positional);
+  }
+};
+
+}  // namespace
+
+void add_connect_option(CLI::App& app, CommonOptions& o) {
+  // A flag whose value comes only after '=': "--connect hello" leaves "hello" to the positionals.
+  app.add_flag("--connect{default}", o.connect,
+               "Use the bridge of a running `tether serve` instead of starting one: --connect (the server "
+               "named default), --connect=NAME or --connect=PATH (its socket). No bridge command then")
+      ->option_text("[=NAME|PATH]")
+      ->group("Bridge and supervision");
+  if (auto base = std::dynamic_pointer_cast<CLI::Formatter>(app.get_formatter()))
+    app.formatter(std::make_shared<ConnectFormatter>(*base));
+}
+
 std::optional<SetupError> finish_options(CommonOptions& o) {
   // Config file: an explicit --config must exist; the default one may be absent.
   std::vector<std::string> config_bridge;
@@ -189,6 +216,12 @@ std::optional<SetupError> finish_options(CommonOptions& o) {
     return SetupError{"--cwd " + dir + ": not a directory we can use" + (errno ? std::string(" (") + strerror(errno) + ")" : ""), kExitUsage};
   o.cwd = resolved;
 
+  if (!o.connect.empty()) {
+    // The bridge runs in the server; TETHER_BRIDGE and the config file's bridge do not apply.
+    if (!o.bridge.empty())
+      return SetupError{"the server runs the bridge; --connect takes no bridge command (nothing after --)", kExitUsage};
+    return std::nullopt;
+  }
   if (o.bridge.empty()) {
     if (const char* env = std::getenv("TETHER_BRIDGE"); env && *env) o.bridge = split_words(env);
   }
@@ -201,6 +234,18 @@ std::optional<SetupError> make_bridge_options(const CommonOptions& o, bool auto_
                                               supervisor::BridgeOptions& out) {
   out.argv = o.bridge;
   out.cwd = o.cwd;
+  if (!o.connect.empty()) {
+    auto where = resolve_socket(o.connect);
+    if (auto* err = std::get_if<std::string>(&where)) return SetupError{"--connect: " + *err, kExitUsage};
+    const auto& loc = std::get<SocketLocation>(where);
+    // A NAME's directory must be ours alone, for the client as for the server: a socket in a
+    // directory someone else controls may be theirs, listening in on the conversation.
+    if (auto err = check_private_dir(loc)) return SetupError{"--connect: " + *err, kExitConfig};
+    out.connect_path = loc.path;
+    // `tether serve & tether prompt --connect`: the server may not have bound its socket yet. A
+    // moment's patience for that, longer when a server holds the name's lock (it is starting).
+    out.connect_patience = server_holds_lock(loc) ? std::chrono::seconds(10) : std::chrono::seconds(1);
+  }
   out.restart.max_restarts = o.max_restarts;
   out.restart.window = base::seconds(o.restart_window);
   out.restart.base_delay = base::seconds(o.restart_delay);

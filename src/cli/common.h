@@ -47,16 +47,23 @@ struct CommonOptions {
   int verbose = 0;                        // -v (repeatable)
   std::string config;                     // --config FILE
   std::size_t max_line = std::size_t{64} << 20;  // --max-line BYTES
+  // --connect[=NAME|PATH] (talk, prompt, batch): the `tether serve` socket to use instead of a
+  // bridge of our own; "" when not given, "default" when given without a value.
+  std::string connect;
 
   std::vector<std::string> bridge;        // words after `--`
 };
 
 // Adds the common options to a subcommand. Each subcommand gets its own copy of the struct.
 void add_common_options(CLI::App& app, CommonOptions& options);
+// Adds --connect[=NAME|PATH]. It takes a value only after '=' (`tether prompt --connect hello`
+// sends "hello" to the default server).
+void add_connect_option(CLI::App& app, CommonOptions& options);
 
 // Fills in what the command line left unset from the config file, then resolves the bridge
 // command: the words after `--`; else TETHER_BRIDGE (split into words, no shell); else
 // `bridge = [...]` in the config file; else the built-in demo agent (this binary + "demo-agent").
+// With --connect there is no bridge command (the words after `--` are a usage error).
 // On error (bad config file, unreadable cwd, bad option value), a sentence and the exit code.
 struct SetupError {
   std::string message;
@@ -64,8 +71,10 @@ struct SetupError {
 };
 std::optional<SetupError> finish_options(CommonOptions& options);
 
-// Bridge options from common options. `auto_restart` is the front-end's choice.
-// On error (cannot open --trace or the --bridge-stderr file) a SetupError.
+// Bridge options from common options. `auto_restart` is the front-end's choice. With --connect,
+// the server's socket (connect_path) instead of a command.
+// On error (cannot open --trace or the --bridge-stderr file, a --connect name that is not
+// usable) a SetupError.
 std::optional<SetupError> make_bridge_options(const CommonOptions& options, bool auto_restart,
                                               supervisor::BridgeOptions& out);
 

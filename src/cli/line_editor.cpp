@@ -247,6 +247,13 @@ void LineEditor::print_above(std::string_view text) {
   if (was_editing) start(prompt_, continuation_);
 }
 
+void LineEditor::suspend() {
+  if (!editing_) return;
+  erase_line_on_screen();
+  stop();
+  hold_input();
+}
+
 void LineEditor::interrupt(std::string prompt) {
   bool was_editing = editing_;
   if (was_editing) {

@@ -64,6 +64,10 @@ class LineEditor {
   void interrupt(std::string prompt);
   // Writes `text` (whole lines) above the prompt, keeping what is being typed.
   void print_above(std::string_view text);
+  // Takes the prompt and the line being typed off the screen and stops editing, for a question
+  // that must be answered first; the next start() shows them again. Keys typed meanwhile wait,
+  // unechoed.
+  void suspend();
   // Drops keys typed ahead (before a question whose answer must not come from type-ahead).
   void discard_input();
   void resize();

@@ -173,8 +173,14 @@ class PromptRun {
         side_.line("permission: ", what + ": " + how);
         break;
       }
-      case TurnEvent::Kind::permission_withdrawn: break;
-      case TurnEvent::Kind::notice: side_.notice(ev.text); break;
+      case TurnEvent::Kind::permission_withdrawn:
+      case TurnEvent::Kind::reply:
+        break;
+      case TurnEvent::Kind::notice:
+        // Trouble at the tether server is an error here: nobody watches a script's notices.
+        if (ev.server_trouble) error_line(ev.text);
+        else side_.notice(ev.text);
+        break;
       case TurnEvent::Kind::retry:
         side_.notice(ev.text);
         // A retried turn starts its answer again: what was collected is dropped.
@@ -308,6 +314,7 @@ int run_prompt(PromptOptions& o) {
     copt.setup_timeout = o.common.timeout > 0 ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)
                                               : base::Duration(kSetupTimeout);
     copt.client_version = TETHER_VERSION;
+    copt.via_server = !o.common.connect.empty();  // its own session there: session/new, as directly
     acp::AcpSession session(bridge, copt);
 
     if (auto failed = session.open(Deadline::never(), sigfd.get())) {
@@ -417,7 +424,9 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "Exit status: 0 end_turn; 1 another stop reason (refusal, max_tokens, cancelled...) or an agent\n"
       "error; 64 usage error; 65 empty prompt; 69 the bridge cannot start or is gone past its restart\n"
       "budget; 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
-      "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.");
+      "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.\n"
+      "--connect[=NAME|PATH] sends the prompt through a running `tether serve` (in a session of its own)\n"
+      "instead of starting a bridge; 69 also when no server listens there.");
   sub->add_option("text", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin");
   sub->add_flag("--json", o->json, "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,restarts,elapsedMs}")
       ->group("Output");
@@ -429,6 +438,7 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       ->capture_default_str()
       ->group("Output");
   add_common_options(*sub, o->common);
+  add_connect_option(*sub, o->common);
   return [o, s, ns, bridge_argv] {
     if (s->count() > 0) o->stream = true;
     if (ns->count() > 0) o->stream = false;

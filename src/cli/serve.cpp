@@ -53,9 +53,8 @@ using base::UniqueFd;
 using rpc::json;
 
 constexpr int kProtocolVersion = 1;
-// JSON-RPC error code of a failure that tether's error object explains (in `data`). Not -32000:
-// ACP gives that one to "authentication required".
-constexpr int kTetherError = rpc::kInternalError;
+// JSON-RPC error code of the server's own failures, tether's error object in `data`.
+constexpr int kTetherError = rpc::kTetherServerError;
 // A client whose unsent output passes this stops the server reading the bridge (backpressure
 // rather than loss) ...
 constexpr std::size_t kClientHighWater = std::size_t{1} << 20;
@@ -554,7 +553,7 @@ void Server::drop_client(std::uint64_t id) {
     for (auto q = s.queue.begin(); q != s.queue.end();) q = q->client == id ? s.queue.erase(q) : std::next(q);
     if (owns_turn) {
       // Its turn goes on without anyone to read it: stop it at the bridge.
-      bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}});
+      bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}}, link_gen_);
       s.turn_client = 0;
       s.orphan_until = Deadline::after(kOrphanGrace);
       withdraw_permissions(sid, id);
@@ -732,7 +731,8 @@ void Server::forward(std::uint64_t c, const json& id, const std::string& method,
 
 CallKey Server::send_call(const std::string& method, json params, Call call) {
   CallKey key;
-  key.id = bridge_.call_queued(method, std::move(params), &key.generation);
+  // Only to the generation the server set up: a newer one gets nothing before its initialize.
+  key.id = bridge_.call_queued_to(link_gen_, method, std::move(params), &key.generation);
   calls_[key] = std::move(call);
   return key;
 }
@@ -769,6 +769,9 @@ void Server::pump(Session& s) {
       if (other != q.client)
         for (auto& l : lines) send(other, l);
   }
+  // The sender learns where its turn begins: what it saw of the session before this was another
+  // client's turn.
+  send_json(q.client, rpc::make_notification("_tether/turn_started", {{"sessionId", s.public_id}}));
   q.params["sessionId"] = s.bridge_id;
   Call call;
   call.kind = Call::Kind::prompt;
@@ -803,7 +806,7 @@ void Server::cancel_turn(Session& s, std::uint64_t by) {
     }
   }
   if (!s.busy || s.turn_client != by) return;  // another client's turn is not ours to cancel
-  bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}});
+  bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}}, link_gen_);
   withdraw_permissions(s.public_id, by);
 }
 
@@ -1365,7 +1368,15 @@ int run_serve(ServeOptions& o) {
     error_line("cannot open " + where.lock_path + ": " + strerror(errno));
     return kExitUnavailable;
   }
-  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+  // A client checking whether a server is starting holds a shared lock for an instant
+  // (server_holds_lock): a busy lock is tried again for a moment before it means a live server.
+  bool locked = false;
+  for (auto until = Deadline::after(std::chrono::milliseconds(200)); !locked;) {
+    locked = ::flock(lock.get(), LOCK_EX | LOCK_NB) == 0;
+    if (locked || errno != EWOULDBLOCK || until.expired()) break;
+    ::poll(nullptr, 0, 5);
+  }
+  if (!locked) {
     std::string how = o.socket.empty() ? "tether serve --stop" + (o.name.empty() ? std::string() : " --name " + o.name)
                                        : "tether serve --stop --socket " + o.socket;
     error_line("a tether server is already running at " + where.path + " (stop it with `" + how + "`)");

@@ -18,8 +18,8 @@
 //   session/prompt      the sender must be attached. Prompts of one session are served one at a
 //                       time in arrival order. When it goes out, every other attached client gets
 //                       the prompt as `user_message_chunk` session/updates; the response goes to
-//                       the sender only. Failures are JSON-RPC errors with code -32603 and
-//                       `data` = tether's error object ({"code":"bridge_exited"|"restart_limit"|
+//                       the sender only. The server's own failures are JSON-RPC errors with
+//                       code -32090 and `data` = tether's error object ({"code":"bridge_exited"|"restart_limit"|
 //                       …, "message", …}).
 //   session/cancel      cancels the sender's own turn in that session (in flight: forwarded, its
 //                       pending permission requests answered `cancelled`; queued: answered with
@@ -44,6 +44,10 @@
 //                               its initialize (else -32601 to the bridge). When the active client leaves first, the
 //                               request is sent to the next active client; when none is left,
 //                               a permission is answered `cancelled`, anything else with -32603.
+//   _tether/turn_started        {"sessionId"} to a prompt's sender when the server sends the
+//                               prompt on to the bridge: what the sender received for the session
+//                               before it belonged to other clients' turns, what follows (until
+//                               the response) to its own.
 //   _tether/bridge_restarted    {"generation","cause","stderrLine","sessionsRestored"} to every
 //                               client, once the new generation is up and the sessions are back.
 //   _tether/bridge_gone         {"message"} to every client when the restart budget is spent;

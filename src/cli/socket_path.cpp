@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,6 +67,14 @@ std::optional<std::string> check_private_dir(const SocketLocation& where) {
       return std::string(m);
     }() + "); run: chmod 700 " + where.dir;
   return std::nullopt;
+}
+
+bool server_holds_lock(const SocketLocation& where) {
+  int fd = ::open(where.lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // releases our shared lock, if we got one
+  return held;
 }
 
 }  // namespace tether::cli

@@ -27,4 +27,7 @@ std::variant<SocketLocation, std::string> resolve_socket(std::string_view name_o
 // symlink), owned by us, no access for group or others. Nothing on success, else a sentence.
 std::optional<std::string> check_private_dir(const SocketLocation& where);
 
+// Whether a server holds the name's lock: one is running or starting there.
+bool server_holds_lock(const SocketLocation& where);
+
 }  // namespace tether::cli

@@ -40,6 +40,19 @@ using talk::Renderer;
 constexpr const char* kPrompt = "tether> ";
 constexpr const char* kContinuation = "   ...> ";
 constexpr auto kRestartWait = std::chrono::seconds(30);
+// How long a tether server gets to answer _tether/status (for /status and /stderr).
+constexpr auto kServerStatusWait = std::chrono::seconds(5);
+// Another client's answer streams above the prompt in whole lines; a line it leaves unfinished for
+// this long is shown as it is.
+constexpr auto kOtherPause = std::chrono::milliseconds(250);
+
+// The first line of a prompt, for a one-line reminder ("…" when there is more).
+std::string first_line(const std::string& text) {
+  auto nl = text.find('\n');
+  return nl == std::string::npos ? text : text.substr(0, nl) + " …";
+}
+// A question that interrupts typing takes no answer from keys typed within this pause.
+constexpr auto kTypingPause = std::chrono::milliseconds(500);
 
 bool color_wanted(const std::string& option, int fd) {
   if (option == "always") return true;
@@ -102,14 +115,25 @@ void use_utf8_ctype() {
   if (!cs || std::string_view(cs) != "UTF-8") ::setlocale(LC_CTYPE, "C.UTF-8");
 }
 
+// The text of a failed reply: tether's error object when the server sent one, else the JSON-RPC
+// error's message.
+std::string reply_error_text(const nlohmann::json& err) {
+  if (!err.is_object()) return "an unreadable error";
+  auto data = err.find("data");
+  if (data != err.end() && data->is_object() && data->contains("message")) return acp::message_with_tail(*data);
+  return acp::message_with_tail(err);
+}
+
 class Talk {
  public:
+  // `server`: the socket of the tether server the bridge connects to (--connect), else empty.
   Talk(TalkOptions& o, supervisor::Bridge& bridge, acp::ClientOptions copts, std::vector<std::string> argv,
-       bool interactive)
+       std::string server, bool interactive)
       : o_(o),
         bridge_(bridge),
         copts_(std::move(copts)),
         argv_(std::move(argv)),
+        server_(std::move(server)),
         interactive_(interactive),
         renderer_(make_style(o, interactive)) {}
 
@@ -136,16 +160,21 @@ class Talk {
 
   void flush() {
     auto writes = renderer_.take();
-    if (writes.empty()) return;
 #ifdef TETHER_HAVE_LIBEDIT
     if (editor_ && editor_->editing()) {
-      // The person is typing: the text goes above the prompt, the line being typed is kept.
-      std::string all;
-      for (auto& w : writes) all += w.text;
-      editor_->print_above(all);
+      // The person is typing: the text goes above the prompt, the line being typed is kept. Whole
+      // lines only: another client's answer streams in pieces, and each piece put above the
+      // prompt would become a line of its own. The rest waits for its newline (or kOtherPause).
+      for (auto& w : writes) above_ += w.text;
+      auto nl = above_.rfind('\n');
+      if (nl == std::string::npos) return;
+      editor_->print_above(std::string_view(above_).substr(0, nl + 1));
+      above_.erase(0, nl + 1);
       return;
     }
 #endif
+    if (!above_.empty()) writes.insert(writes.begin(), talk::Write{STDOUT_FILENO, std::exchange(above_, {})});
+    if (writes.empty()) return;
     for (auto& w : writes) {
       if (w.fd == STDOUT_FILENO) {
         if (!write_stdout(w.text) && errno == EPIPE) {
@@ -177,12 +206,22 @@ class Talk {
     return acp::exit_status(*failed);
   }
 
+  bool connected_mode() const { return !server_.empty(); }
+
   void greet() {
     if (o_.common.quiet) return;
     const auto& st = session_->state();
     std::string agent = st.agent_info.is_object() ? st.agent_info.value("title", st.agent_info.value("name", "")) : "";
-    if (agent.empty()) agent = shell_quote(argv_);
     std::string version = st.agent_info.is_object() ? st.agent_info.value("version", "") : "";
+    if (connected_mode()) {
+      std::string who = agent.empty() ? "" : agent + (version.empty() ? "" : " " + version) + ", ";
+      renderer_.dim("tether " + std::string(TETHER_VERSION) + ", connected to tether server at " + server_ + " (" + who +
+                    (st.on_main ? "its main session, shared with its other clients" : "a session of our own") +
+                    "). /help for help, Ctrl-D to quit.");
+      flush();
+      return;
+    }
+    if (agent.empty()) agent = shell_quote(argv_);
     renderer_.dim("tether " + std::string(TETHER_VERSION) + ", talking to " + agent +
                   (version.empty() ? "" : " " + version) + ". /help for help, Ctrl-D to quit.");
     flush();
@@ -195,8 +234,11 @@ class Talk {
       reported_exit_gen_ = st.last_exit->generation;
       auto reason = st.last_exit->reason;
       bool ours = reason == supervisor::ExitReason::stopped || reason == supervisor::ExitReason::restarted;
-      if (!ours && st.state != supervisor::State::failed) {
-        renderer_.note(supervisor::describe(*st.last_exit) + "; it is being restarted");
+      // A reconnect that found no server: the line about the lost connection said it already,
+      // and giving up will say it again with the count.
+      bool retrying = reason == supervisor::ExitReason::spawn_failed && st.last_exit->connection;
+      if (!ours && !retrying && st.state != supervisor::State::failed) {
+        renderer_.note(supervisor::describe(*st.last_exit) + (connected_mode() ? "; reconnecting" : "; it is being restarted"));
         trouble_shown_ = true;
       }
     }
@@ -213,7 +255,7 @@ class Talk {
 
   std::string give_up_text(const supervisor::BridgeStatus& st) const {
     if (!st.last_exit) return "the bridge is not running; /restart to try again";
-    if (st.last_exit->reason == supervisor::ExitReason::spawn_failed)
+    if (st.last_exit->reason == supervisor::ExitReason::spawn_failed && !st.last_exit->connection)
       return supervisor::describe(*st.last_exit) + "\n/restart tries again.";
     return supervisor::give_up_message(st.restarts_in_window, base::seconds(o_.common.restart_window), *st.last_exit);
   }
@@ -226,6 +268,7 @@ class Talk {
   }
 
   void show_notice(const acp::TurnEvent& e) {
+    if (e.server_trouble) server_trouble_shown_ = true;
     std::size_t loaded = session_->state().sessions_loaded;
     bool restored = loaded > seen_loaded_;
     seen_loaded_ = loaded;
@@ -236,17 +279,63 @@ class Talk {
   }
 
   void poll_session() {
-    for (auto& e : session_->poll())
-      if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
-    flush();
+    on_session_events(session_->poll());
     check_bridge();
+  }
+
+  // What the session delivers between our turns: notices, replies to our requests, and through a
+  // tether server another client's turn and the permission requests the server routes to us.
+  void on_session_events(std::vector<acp::TurnEvent> events) {
+    using K = acp::TurnEvent::Kind;
+    for (auto& e : events) {
+      switch (e.kind) {
+        case K::notice: show_notice(e); break;
+        case K::update:
+          // A script's stdout carries its own answers only.
+          if (interactive_) show_other(e.update);
+          break;
+        case K::permission: on_permission(std::move(e.permission)); break;
+        case K::permission_withdrawn: on_permission_withdrawn(e.permission.token); break;
+        case K::reply: replies_.push_back(std::move(e)); break;
+        case K::retry:
+        case K::completed:
+        case K::failed:
+          break;  // a turn's events, never delivered here
+      }
+    }
+    flush();
+  }
+
+  // Another client's turn in the shared session: its prompt (user chunks, sent first), then the
+  // answer, drawn as our own turns are.
+  void show_other(const acp::Update& u) {
+    other_pause_ = base::Deadline::after(kOtherPause);
+    if (turn_) other_in_turn_ = true;
+    if (u.kind == acp::Update::Kind::user_message) {
+      std::string text = renderer_.style().sanitize ? talk::sanitize_text(u.text) : u.text;
+      for (std::size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 3))
+        text.replace(at, 1, "\n  ");
+      if (!other_prompt_) {
+        renderer_.finish_lines();
+        renderer_.begin_turn();
+        other_prompt_ = true;
+        renderer_.dim("(other client) > " + text);
+      } else {
+        renderer_.dim("  " + text);
+      }
+      return;
+    }
+    other_prompt_ = false;
+    renderer_.update(u);
   }
 
   // --- turns ----------------------------------------------------------------------------------
 
   bool bridge_down() {
     if (bridge_.status().state != supervisor::State::failed) return false;
-    renderer_.error("the bridge is not running (tether gave up restarting it): /restart tries again, /stderr shows its last output");
+    renderer_.error(connected_mode()
+                        ? "not connected to the tether server (tether gave up reconnecting): /restart tries again"
+                        : "the bridge is not running (tether gave up restarting it): /restart tries again, /stderr shows its last output");
     flush();
     return true;
   }
@@ -256,11 +345,16 @@ class Talk {
       last_status_ = worse(last_status_, kExitUnavailable);
       return;
     }
+    // Another client's unfinished line ends before our turn starts.
+    renderer_.finish_lines();
+    other_prompt_ = false;
+    other_pause_ = base::Deadline::never();
     renderer_.begin_turn();
     trouble_shown_ = false;
     cancel_requested_ = false;
-    perms_.clear();
+    drop_turn_permissions();
     base::Duration timeout = o_.common.timeout > 0 ? base::seconds(o_.common.timeout) : base::Duration::zero();
+    turn_text_ = text;
     turn_.emplace(session_->prompt(std::move(text), timeout));
     if (interactive_) turn_terminal_mode();
     handle_turn_events();
@@ -269,31 +363,23 @@ class Talk {
   void handle_turn_events() {
     if (!turn_) return;
     auto events = turn_->poll();
+    if (!events.empty() && other_in_turn_) {
+      // Another client's turn ran while ours waited in the server's queue: ours starts afresh.
+      other_in_turn_ = false;
+      other_prompt_ = false;
+      renderer_.finish_lines();
+      renderer_.begin_turn();
+      if (interactive_) renderer_.dim("(your turn) > " + first_line(turn_text_));
+    }
     bool gave_up = bridge_.status().state == supervisor::State::failed;
     for (std::size_t i = 0; i < events.size(); ++i) {
       auto& e = events[i];
       using K = acp::TurnEvent::Kind;
       switch (e.kind) {
         case K::update: renderer_.update(e.update); break;
-        case K::permission:
-          if (e.permission.answered) {
-            renderer_.permission(e.permission);
-          } else {
-            perms_.push_back(std::move(e.permission));
-            if (perms_.size() == 1) show_permission();
-          }
-          break;
-        case K::permission_withdrawn:
-          for (std::size_t k = 0; k < perms_.size(); ++k) {
-            if (perms_[k].token != e.permission.token) continue;
-            perms_.erase(perms_.begin() + static_cast<std::ptrdiff_t>(k));
-            if (k == 0) {
-              renderer_.permission_choice("withdrawn");
-              if (!perms_.empty()) show_permission();
-            }
-            break;
-          }
-          break;
+        case K::permission: on_permission(std::move(e.permission)); break;
+        case K::permission_withdrawn: on_permission_withdrawn(e.permission.token); break;
+        case K::reply: replies_.push_back(std::move(e)); break;
         case K::notice: show_notice(e); break;
         case K::retry: {
           bool fails_next = false;
@@ -314,8 +400,7 @@ class Talk {
   }
 
   void end_turn(const acp::TurnEvent& e) {
-    if (!perms_.empty()) renderer_.permission_choice("cancelled");
-    perms_.clear();
+    drop_turn_permissions();
     renderer_.end_turn(e);
     flush();
     int status = acp::exit_status(e);
@@ -327,17 +412,60 @@ class Talk {
     // between would turn a Ctrl-D typed ahead into a NUL byte.
   }
 
+  // The questions of our own turn end with it (the session answered them `cancelled`). Those a
+  // tether server routed to us for another client's turn stay until answered or withdrawn.
+  void drop_turn_permissions() {
+    bool front_goes = !perms_.empty() && !perms_.front().outside_turn;
+    std::erase_if(perms_, [](const acp::PermissionRequest& p) { return !p.outside_turn; });
+    if (front_goes) {
+      renderer_.permission_choice("cancelled");
+      if (!perms_.empty()) show_permission();
+    }
+  }
+
+  void on_permission(acp::PermissionRequest p) {
+    if (p.answered) {
+      renderer_.permission(p);
+      return;
+    }
+    perms_.push_back(std::move(p));
+    if (perms_.size() == 1) show_permission();
+  }
+
+  void on_permission_withdrawn(std::uint64_t token) {
+    for (std::size_t k = 0; k < perms_.size(); ++k) {
+      if (perms_[k].token != token) continue;
+      perms_.erase(perms_.begin() + static_cast<std::ptrdiff_t>(k));
+      if (k == 0) {
+        renderer_.permission_choice("withdrawn");
+        if (!perms_.empty()) show_permission();
+      }
+      return;
+    }
+  }
+
   void show_permission() {
 #ifdef TETHER_HAVE_LIBEDIT
-    // Keys typed before the question is shown must not answer it (and keys typed after must).
-    if (editor_) editor_->discard_input();
+    if (editor_) {
+      // Asked while the person is at the prompt (another client's turn, through a tether
+      // server): the question takes the line, and what was being typed comes back once it is
+      // answered. The terminal stays without echo, keys one at a time, as during a turn. Keys
+      // that follow typing too closely were meant for the line, not the question (an "a" in a
+      // word must not allow a tool call): for a moment they answer nothing.
+      if (editor_->editing() && base::Clock::now() - last_key_ < kTypingPause)
+        keys_answer_from_ = base::Deadline::after(kTypingPause);
+      editor_->suspend();
+      // Keys typed before the question is shown must not answer it (and keys typed after must).
+      editor_->discard_input();
+    }
 #endif
     renderer_.permission(perms_.front());
     flush();
   }
 
+  // Answers the question shown (the front of perms_): the option at `index`, or cancelled.
   void answer_permission(std::optional<std::size_t> index) {
-    if (perms_.empty() || !turn_) return;
+    if (perms_.empty()) return;
     auto& p = perms_.front();
     std::optional<std::string> id;
     std::string name = "cancelled";
@@ -345,7 +473,7 @@ class Talk {
       id = p.options[*index].id;
       name = p.options[*index].name;
     }
-    turn_->answer_permission(p.token, id);
+    session_->answer_permission(p.token, id);
     renderer_.permission_choice(name);
     perms_.pop_front();
     if (!perms_.empty()) show_permission();
@@ -355,7 +483,14 @@ class Talk {
   void read_permission_key() {
     char buf[64];
     ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
-    if (n <= 0 || perms_.empty()) return;
+    if (n < 0 || perms_.empty()) return;
+    if (n == 0) {
+      // The terminal is gone: nobody can answer. Cancelled, and talk ends (as at Ctrl-D).
+      while (!perms_.empty()) answer_permission(std::nullopt);
+      quit_ = true;
+      return;
+    }
+    if (!keys_answer_from_.expired()) return;  // still the typing the question interrupted
     auto letters = talk::option_letters(perms_.front().options);
     for (ssize_t i = 0; i < n; ++i) {
       if (auto pick = talk::pick_option(buf[i], letters, perms_.front().options.size())) {
@@ -383,7 +518,8 @@ class Talk {
     }
     turn_.reset();  // abandoned: the session finishes it unseen
     bridge_.recycle("the turn was interrupted twice");
-    renderer_.note("abandoned the turn; restarting the bridge");
+    renderer_.note(connected_mode() ? "abandoned the turn; reconnecting to the tether server (it cancels the turn)"
+                                    : "abandoned the turn; restarting the bridge");
     renderer_.finish_lines();
     flush();
     sync_bridge_state();
@@ -431,6 +567,8 @@ class Talk {
         case SIGINT:
           if (turn_) {
             interrupt_turn();
+          } else if (!perms_.empty()) {
+            answer_permission(std::nullopt);  // a question asked between our turns
           } else if (!interactive_) {
             shutdown_now();
             reraise(SIGINT);
@@ -490,8 +628,7 @@ class Talk {
     while (!session_->state().commands_announced && !deadline.expired()) {
       pollfd p{session_->fd(), POLLIN, 0};
       ::poll(&p, 1, deadline.poll_timeout_ms());
-      for (auto& e : session_->poll())
-        if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+      on_session_events(session_->poll());
     }
     return session_->state().commands_announced;
   }
@@ -521,8 +658,7 @@ class Talk {
     }
     record(text);
     // What the bridge sent meanwhile first: the agent's command list may have just changed.
-    for (auto& e : session_->poll())
-      if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+    on_session_events(session_->poll());
     auto parsed = talk::parse_line(text, session_->state().commands);
     if (parsed.kind == LineKind::unknown && await_agent_commands()) {
       parsed = talk::parse_line(text, session_->state().commands);
@@ -534,9 +670,18 @@ class Talk {
       case LineKind::help: renderer_.info(talk::help_text(session_->state().commands)); break;
       case LineKind::exit: quit_ = true; break;
       case LineKind::cancel: renderer_.dim("(no answer is in flight: Ctrl-C cancels one while it streams)"); break;
-      case LineKind::restart: restart(); break;
+      case LineKind::restart:
+        // Through a server, /restart restarts the server's bridge; our connection is restarted
+        // (a reconnect) only when it is down.
+        if (connected_mode() && bridge_.status().state == supervisor::State::ready) restart_server_bridge();
+        else restart();
+        break;
       case LineKind::status: renderer_.info(status_text()); break;
       case LineKind::stderr_tail: {
+        if (connected_mode()) {
+          server_stderr();
+          break;
+        }
         std::string tail = bridge_.status().stderr_tail;
         if (tail.empty()) renderer_.dim("(the bridge has written nothing to its stderr)");
         else renderer_.info(renderer_.style().sanitize ? talk::sanitize_text(tail) : tail);
@@ -572,22 +717,136 @@ class Talk {
     quit_ = true;
   }
 
+  // --- a tether server's own requests (connect mode) ----------------------------------------------
+
+  // Sends a request to the tether server and waits for its answer, showing what comes meanwhile.
+  // The result, or nothing with `why` set (its error, no answer within `limit`, or Ctrl-C).
+  std::optional<nlohmann::json> ask_server(std::string_view method, base::Duration limit, std::string& why) {
+    std::uint64_t id = session_->request(method, nlohmann::json::object());
+    auto deadline = base::Deadline::after(limit);
+    for (;;) {
+      for (auto& r : replies_) {
+        if (r.request_id != id) continue;
+        acp::TurnEvent e = std::move(r);
+        replies_.clear();
+        if (e.error.is_null()) return std::move(e.result);
+        why = reply_error_text(e.error);
+        return std::nullopt;
+      }
+      replies_.clear();  // answers to requests given up on
+      if (deadline.expired()) {
+        why = "no answer within " + acp::duration_text(limit);
+        return std::nullopt;
+      }
+      pollfd p[2] = {{sig_.get(), POLLIN, 0}, {session_->fd(), POLLIN, 0}};
+      ::poll(p, 2, base::Deadline::earliest(deadline, session_->next_deadline()).poll_timeout_ms());
+      if (p[0].revents & POLLIN) {
+        int sig = read_signal(sig_.get());
+        if (sig == SIGINT) {
+          why = "stopped waiting (Ctrl-C)";
+          return std::nullopt;
+        }
+        if (sig == SIGTERM || sig == SIGHUP) {
+          shutdown_now();
+          reraise(sig);
+        }
+      }
+      on_session_events(session_->poll());
+    }
+  }
+
+  // /restart through a server: its bridge gets a fresh process and a fresh restart budget; every
+  // client hears of it (_tether/bridge_restarted).
+  void restart_server_bridge() {
+    renderer_.dim("(asking the tether server to restart its bridge...)");
+    flush();
+    server_trouble_shown_ = false;
+    std::string why;
+    auto r = ask_server("_tether/restart", kRestartWait, why);
+    if (!r) {
+      renderer_.error("the tether server did not restart its bridge: " + why);
+    } else if (!server_trouble_shown_) {
+      std::string gen = r->is_object() && r->contains("generation") ? " (generation " + r->at("generation").dump() + ")" : "";
+      renderer_.note("the tether server restarted its bridge" + gen);
+    }
+    flush();
+  }
+
+  // /stderr through a server: the bridge's stderr is the server's; what it kept of the last exit.
+  void server_stderr() {
+    std::string why;
+    auto r = ask_server("_tether/status", kServerStatusWait, why);
+    if (!r) {
+      renderer_.error("the tether server did not answer _tether/status: " + why);
+      return;
+    }
+    std::string tail;
+    if (r->is_object() && r->contains("lastExit") && (*r)["lastExit"].is_object())
+      tail = (*r)["lastExit"].value("stderrTail", "");
+    if (tail.empty()) renderer_.dim("(the bridge runs in the tether server, whose own stderr or log has its output)");
+    else renderer_.info(renderer_.style().sanitize ? talk::sanitize_text(tail) : tail);
+  }
+
+  // The server's side of /status, from _tether/status.
+  std::string server_status_lines(const supervisor::BridgeStatus& st) {
+    using nlohmann::json;
+    std::string s = "server:    " + server_;
+    std::string why;
+    auto got = ask_server("_tether/status", kServerStatusWait, why);
+    const json r = got && got->is_object() ? *got : json::object();
+    auto number = [&](const char* key) { return r.contains(key) && r[key].is_number() ? r[key].dump() : std::string(); };
+    if (auto pid = number("serverPid"); !pid.empty()) s += ", pid " + pid;
+    if (auto clients = number("clients"); !clients.empty()) s += ", " + clients + " client" + (clients == "1" ? "" : "s");
+    s += "\n";
+    s += "link:      " + std::string(supervisor::to_string(st.state)) + ", connection " + std::to_string(st.generation) +
+         (st.restarts_total ? " (reconnected " + std::to_string(st.restarts_total) + "x)" : "");
+    if (st.state == supervisor::State::ready) s += ", up " + duration_text(st.uptime);
+    s += "\n";
+    if (st.last_exit && st.last_exit->reason != supervisor::ExitReason::stopped)
+      s += "last drop: " + supervisor::describe(*st.last_exit) + "\n";
+    if (!got) return s + "bridge:    (the server did not answer _tether/status: " + why + ")\n";
+    if (r.contains("bridge") && r["bridge"].is_array()) {
+      std::vector<std::string> words;
+      for (const auto& w : r["bridge"])
+        if (w.is_string()) words.push_back(w.get<std::string>());
+      s += "bridge:    " + shell_quote(words) + "\n";
+    }
+    s += "state:     " + r.value("state", std::string("?"));
+    if (auto pid = number("pid"); !pid.empty() && pid != "-1") s += ", pid " + pid;
+    if (auto gen = number("generation"); !gen.empty()) s += ", generation " + gen;
+    if (r.value("state", "") == "ready" && r.contains("uptimeMs") && r["uptimeMs"].is_number_integer())
+      s += ", up " + duration_text(std::chrono::milliseconds(r["uptimeMs"].get<long long>()));
+    if (auto link = r.value("link", std::string()); !link.empty() && link != "ready") s += ", ACP link " + link;
+    s += "\n";
+    s += "restarts:  " + (number("restartsInWindow").empty() ? "?" : number("restartsInWindow")) + " in the server's window, " +
+         (number("restartsTotal").empty() ? "?" : number("restartsTotal")) + " in all\n";
+    if (r.contains("lastExit") && r["lastExit"].is_object())
+      s += "last exit: " + r["lastExit"].value("message", std::string("?")) + "\n";
+    return s;
+  }
+
   std::string status_text() {
     auto st = bridge_.status();
     const auto& ss = session_->state();
     std::string s;
-    s += "bridge:    " + shell_quote(argv_) + "\n";
-    s += "state:     " + std::string(supervisor::to_string(st.state));
-    if (st.pid > 0) s += ", pid " + std::to_string(st.pid);
-    s += ", generation " + std::to_string(st.generation);
-    if (st.state == supervisor::State::ready) s += ", up " + duration_text(st.uptime);
-    s += "\n";
-    char window[32];
-    std::snprintf(window, sizeof window, "%g s", o_.common.restart_window);
-    s += "restarts:  " + std::to_string(st.restarts_in_window) + " in the last " + window + " (" +
-         std::to_string(o_.common.max_restarts) + " allowed), " + std::to_string(st.restarts_total) + " in all\n";
-    if (st.last_exit) s += "last exit: " + supervisor::describe(*st.last_exit) + "\n";
+    if (connected_mode()) {
+      s += server_status_lines(st);
+    } else {
+      s += "bridge:    " + shell_quote(argv_) + "\n";
+      s += "state:     " + std::string(supervisor::to_string(st.state));
+      if (st.pid > 0) s += ", pid " + std::to_string(st.pid);
+      s += ", generation " + std::to_string(st.generation);
+      if (st.state == supervisor::State::ready) s += ", up " + duration_text(st.uptime);
+      s += "\n";
+      char window[32];
+      std::snprintf(window, sizeof window, "%g s", o_.common.restart_window);
+      s += "restarts:  " + std::to_string(st.restarts_in_window) + " in the last " + window + " (" +
+           std::to_string(o_.common.max_restarts) + " allowed), " + std::to_string(st.restarts_total) + " in all\n";
+      if (st.last_exit) s += "last exit: " + supervisor::describe(*st.last_exit) + "\n";
+    }
     s += "session:   " + (ss.session_id.empty() ? std::string("(none)") : ss.session_id);
+    if (connected_mode() && !ss.session_id.empty())
+      s += ss.on_main ? " (the server's main session)" : " (a session of our own)";
     if (ss.sessions_loaded) s += ", restored " + std::to_string(ss.sessions_loaded) + "x by session/load";
     if (ss.sessions_created > 1) s += ", " + std::to_string(ss.sessions_created) + " sessions created";
     s += "\n";
@@ -611,9 +870,10 @@ class Talk {
   }
 
   // /restart: a fresh process with a fresh budget, then the session back (loaded, or new).
+  // Connect mode: a reconnect, with a fresh budget of reconnects.
   void restart() {
     auto before = bridge_.status().generation;
-    renderer_.dim("(restarting the bridge...)");
+    renderer_.dim(connected_mode() ? "(reconnecting to the tether server...)" : "(restarting the bridge...)");
     flush();
     bridge_.restart();
     auto deadline = base::Deadline::after(kRestartWait);
@@ -622,7 +882,8 @@ class Talk {
       if (st.generation > before &&
           (st.state == supervisor::State::ready || st.state == supervisor::State::failed)) break;
       if (deadline.expired()) {
-        renderer_.error("the bridge has not come back within 30 s; /status shows where it is");
+        renderer_.error(connected_mode() ? "not reconnected to the tether server within 30 s; /status shows where it is"
+                                         : "the bridge has not come back within 30 s; /status shows where it is");
         flush();
         return;
       }
@@ -631,7 +892,8 @@ class Talk {
       if (p[0].revents & POLLIN) {
         int sig = read_signal(sig_.get());
         if (sig == SIGINT) {
-          renderer_.dim("(stopped waiting; the bridge keeps restarting in the background)");
+          renderer_.dim(connected_mode() ? "(stopped waiting; tether keeps reconnecting in the background)"
+                                         : "(stopped waiting; the bridge keeps restarting in the background)");
           flush();
           return;
         }
@@ -640,8 +902,7 @@ class Talk {
           reraise(sig);
         }
       }
-      for (auto& e : session_->poll())
-        if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+      on_session_events(session_->poll());
     }
     auto st = bridge_.status();
     if (st.state == supervisor::State::failed) {
@@ -656,11 +917,12 @@ class Talk {
       renderer_.error(acp::message_with_tail(failed->error));
     } else {
       st = bridge_.status();
-      renderer_.note("the bridge was restarted (pid " + std::to_string(st.pid) + ", generation " +
-                     std::to_string(st.generation) + ")");
+      // Through a server, the session's own notice says that we are back (re-attached).
+      if (!connected_mode())
+        renderer_.note("the bridge was restarted (pid " + std::to_string(st.pid) + ", generation " +
+                       std::to_string(st.generation) + ")");
       trouble_shown_ = false;
-      for (auto& e : session_->poll())
-        if (e.kind == acp::TurnEvent::Kind::notice) show_notice(e);
+      on_session_events(session_->poll());
     }
     flush();
   }
@@ -795,21 +1057,26 @@ class Talk {
     greet();
 
     while (!quit_) {
-      if (!turn_ && !editor_->editing()) {
+      // The prompt comes back once our turn is over and no question waits for an answer.
+      if (!turn_ && !editor_->editing() && perms_.empty()) {
         renderer_.finish_lines();
         flush();
         editor_->start(prompt(), kContinuation);
         handle_editor(editor_->process());
         continue;
       }
-      bool want_keys = editor_->editing() || (turn_ && !perms_.empty());
+      bool want_keys = editor_->editing() || !perms_.empty();
       pollfd p[3];
       nfds_t n = 0;
       p[n++] = {sig_.get(), POLLIN, 0};
       p[n++] = {session_->fd(), POLLIN, 0};
       if (want_keys) p[n++] = {STDIN_FILENO, POLLIN, 0};
       base::Deadline d = turn_ ? turn_->next_deadline() : session_->next_deadline();
+      // What a turn's pump set aside for the session (another client's turn, a routed question)
+      // does not make the fd readable again: the session's deadline says so.
+      if (turn_ && connected_mode()) d = base::Deadline::earliest(d, session_->next_deadline());
       if (!turn_) d = base::Deadline::earliest(d, editor_->partial_deadline());
+      if (!turn_ && perms_.empty()) d = base::Deadline::earliest(d, other_pause_);
       int r = ::poll(p, n, d.poll_timeout_ms());
       if (r < 0 && errno != EINTR) {
         renderer_.error(std::string("poll: ") + strerror(errno));
@@ -819,10 +1086,17 @@ class Talk {
       }
       if (r > 0 && (p[0].revents & POLLIN)) on_signals();
       if (want_keys && r > 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) {
-        if (turn_ && !perms_.empty()) read_permission_key();
-        else if (!turn_ && editor_->editing()) handle_editor(editor_->on_readable());
+        if (!perms_.empty()) {
+          read_permission_key();
+        } else if (!turn_ && editor_->editing()) {
+          last_key_ = base::Clock::now();
+          handle_editor(editor_->on_readable());
+        }
       }
       if (turn_) {
+        // Through a server our prompt may wait behind other clients' turns: theirs come first on
+        // the wire, and through the session (see handle_turn_events).
+        if (connected_mode()) on_session_events(session_->poll());
         handle_turn_events();
       } else {
         if (editor_->partial_deadline().expired()) {
@@ -830,6 +1104,13 @@ class Talk {
           handle_editor(editor_->process());
         }
         if (!turn_) poll_session();
+        if (!turn_ && perms_.empty() && other_pause_.expired()) {
+          // Another client's answer paused mid-line: show the line as it is. (A question on the
+          // screen keeps its line open for the answer.)
+          other_pause_ = base::Deadline::never();
+          renderer_.finish_lines();
+          flush();
+        }
       }
     }
     base::write_all(STDOUT_FILENO, "\n");
@@ -871,9 +1152,11 @@ class Talk {
         line = std::exchange(script_buf_, {});
         return true;
       }
-      pollfd p[2] = {{sig_.get(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
-      int r = ::poll(p, 2, -1);
+      // Through a server, requests routed to us (another client's turn) are answered meanwhile.
+      pollfd p[3] = {{sig_.get(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}, {session_->fd(), POLLIN, 0}};
+      int r = ::poll(p, connected_mode() ? 3 : 2, connected_mode() ? session_->next_deadline().poll_timeout_ms() : -1);
       if (r < 0) continue;
+      if (connected_mode()) poll_session();
       if (p[0].revents & POLLIN) on_signals();
       if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
         char buf[65536];
@@ -888,8 +1171,11 @@ class Talk {
   void wait_turn() {
     while (turn_) {
       pollfd p[2] = {{sig_.get(), POLLIN, 0}, {turn_->fd(), POLLIN, 0}};
-      int r = ::poll(p, 2, turn_->next_deadline().poll_timeout_ms());
+      base::Deadline d = turn_->next_deadline();
+      if (connected_mode()) d = base::Deadline::earliest(d, session_->next_deadline());
+      int r = ::poll(p, 2, d.poll_timeout_ms());
       if (r > 0 && (p[0].revents & POLLIN)) on_signals();
+      if (connected_mode()) on_session_events(session_->poll());
       handle_turn_events();
     }
   }
@@ -919,12 +1205,22 @@ class Talk {
   supervisor::Bridge& bridge_;
   const acp::ClientOptions copts_;
   const std::vector<std::string> argv_;
+  const std::string server_;  // connect mode: the tether server's socket
   const bool interactive_;
   Renderer renderer_;
   base::UniqueFd sig_;
   std::unique_ptr<acp::AcpSession> session_;
   std::optional<acp::Turn> turn_;
   std::deque<acp::PermissionRequest> perms_;  // asked and not yet answered; the front is shown
+  std::vector<acp::TurnEvent> replies_;       // answers to session requests, for ask_server
+  std::string above_;                         // output held for the editor until its line ends
+  bool other_prompt_ = false;                 // another client's prompt is being shown
+  bool other_in_turn_ = false;                // another client's turn showed while ours waited
+  std::string turn_text_;                     // our turn's prompt
+  base::Deadline other_pause_ = base::Deadline::never();  // then its unfinished line is shown
+  bool server_trouble_shown_ = false;         // a tether server notice was shown
+  base::TimePoint last_key_{};                // when the person last typed at the prompt
+  base::Deadline keys_answer_from_ = base::Deadline::at(base::TimePoint{});  // keys before it answer no question
   bool cancel_requested_ = false;
   bool trouble_shown_ = false;      // a line about a bridge death was shown; fold the restore notice
   std::size_t seen_loaded_ = 0;     // sessions_loaded already accounted for
@@ -969,6 +1265,7 @@ int run_talk(TalkOptions& o) {
     return err->exit_code;
   }
   std::vector<std::string> argv = bo.argv;
+  std::string server = bo.connect_path;
   supervisor::Bridge bridge(std::move(bo));
   if (auto failed = bridge.start()) {
     error_line(supervisor::describe(*failed));
@@ -980,9 +1277,14 @@ int run_talk(TalkOptions& o) {
   copts.allow_fs = o.common.allow_fs;
   copts.retries = o.common.retries;
   copts.client_version = TETHER_VERSION;
+  // Through a server, talk at a terminal joins its main session: the conversation other clients
+  // see too. A script gets a session of its own: joined, it would become the main session's
+  // active client and answer a person's permission questions by its policy.
+  copts.via_server = !server.empty();
+  copts.attach_main = copts.via_server && interactive;
   int status;
   {
-    Talk talk(o, bridge, std::move(copts), std::move(argv), interactive);
+    Talk talk(o, bridge, std::move(copts), std::move(argv), std::move(server), interactive);
     status = talk.run();
   }
   bridge.stop();
@@ -1001,9 +1303,13 @@ std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& b
       "With stdin not a terminal, each line is one prompt (slash commands work) and tether exits at\n"
       "the end of input: 0 when every answer was clean, else the status of the worst failure\n"
       "(1 unclean answer, 65 bad command, 69 bridge unavailable, 75 timeout, 76 protocol error).\n"
-      "Permission requests are asked on a terminal (--permission ask) and denied otherwise.");
+      "Permission requests are asked on a terminal (--permission ask) and denied otherwise.\n"
+      "--connect[=NAME|PATH] talks through a running `tether serve` instead of starting a bridge: in\n"
+      "its main session, shared with its other clients (their turns show between yours); /restart then\n"
+      "restarts the server's bridge.");
   sub->add_flag("--no-history", o->no_history, "Do not read or write the history file");
   add_common_options(*sub, o->common);
+  add_connect_option(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_talk(*o);

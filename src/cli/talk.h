@@ -5,6 +5,11 @@
 // explanation; past the restart budget the REPL stays up and /restart tries again. With stdin not
 // a terminal it reads one prompt per line (slash commands included) and exits at end of input.
 //
+// With --connect it talks through a `tether serve` server, in the server's main session: other
+// clients' turns are drawn between ours (their prompt first), a permission request the server
+// routes to us between our turns is asked at once (the line being typed waits), /restart
+// restarts the server's bridge, and /status and /stderr ask the server.
+//
 // One thread runs one poll loop over stdin, the signalfd and the session's event fd; it never
 // touches an fd of the bridge.
 #pragma once

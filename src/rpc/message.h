@@ -49,5 +49,9 @@ inline constexpr int kMethodNotFound = -32601;
 inline constexpr int kInvalidParams = -32602;
 inline constexpr int kInternalError = -32603;
 inline constexpr int kRequestCancelled = -32800;
+// A tether server's own failure (its bridge died, its restart budget is spent), tether's error
+// object in `data`; an agent's errors pass through a server unchanged and never carry it. In the
+// range JSON-RPC leaves to implementations, away from ACP's -32000 (auth required) and -32002.
+inline constexpr int kTetherServerError = -32090;
 
 }  // namespace tether::rpc

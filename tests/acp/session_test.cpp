@@ -2,9 +2,12 @@
 // the handshake's variants, updates before and after their turn, the ask policy with a withdrawn
 // request, requests we do not serve.
 #include <doctest/doctest.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <string>
 
@@ -299,4 +302,222 @@ TEST_CASE("new_session: a fresh session/new on the same connection, without a se
   CHECK(prompts == 3);
   CHECK(bridge.status().restarts_total == 0);
   [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str());
+}
+
+// --- through a tether server (via_server): the fake plays the server --------------------------
+
+namespace {
+
+struct ServerRun {
+  std::string dir, log;
+  ServerRun() {
+    char tmpl[] = "/tmp/tether-acp-session-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    log = dir + "/log";
+  }
+  ~ServerRun() { [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str()); }
+  std::vector<std::string> lines() const {
+    std::vector<std::string> out;
+    std::ifstream in(log);
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  }
+};
+
+acp::ClientOptions server_client(acp::PermissionPolicy p, bool attach_main) {
+  acp::ClientOptions o = client_options(p);
+  o.via_server = true;
+  o.attach_main = attach_main;
+  return o;
+}
+
+// Events from session.poll() until `done` holds for what was collected (fails after 10 s). It
+// waits as a front-end does, on fd() and next_deadline(), even when a turn's poll() already took
+// the events off the bridge's queue.
+std::vector<TurnEvent> poll_until(acp::AcpSession& session, const std::function<bool(const std::vector<TurnEvent>&)>& done,
+                                  const std::function<void(TurnEvent&)>& each = {}) {
+  std::vector<TurnEvent> all;
+  auto deadline = base::Deadline::after(std::chrono::seconds(10));
+  while (!done(all)) {
+    REQUIRE_MESSAGE(!deadline.expired(), "poll() did not deliver what was expected");
+    pollfd p{session.fd(), POLLIN, 0};
+    ::poll(&p, 1, base::Deadline::earliest(deadline, session.next_deadline()).poll_timeout_ms());
+    for (auto& e : session.poll()) {
+      if (each) each(e);
+      all.push_back(std::move(e));
+    }
+  }
+  return all;
+}
+
+std::string texts_of(const std::vector<TurnEvent>& events, acp::Update::Kind kind) {
+  std::string s;
+  for (const auto& e : events)
+    if (e.kind == TurnEvent::Kind::update && e.update.kind == kind) s += e.update.text;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("via a server, attach_main joins the server's main session with session/load, not session/new") {
+  ServerRun run;
+  supervisor::Bridge bridge(bridge_options({"server", run.log}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, server_client(acp::PermissionPolicy::deny, true));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK(session.state().session_id == "main-1");
+  CHECK(session.state().on_main);
+  CHECK(session.state().server.value("mainSessionId", "") == "main-1");
+  CHECK(session.state().sessions_loaded == 0);  // joining is not a restore
+  auto turn = session.prompt("hello");
+  CHECK(answer_text(collect(turn)) == "ok main-1");
+  auto lines = run.lines();
+  CHECK(std::count(lines.begin(), lines.end(), "session/load main-1") == 1);
+  CHECK(std::count(lines.begin(), lines.end(), "session/new") == 0);
+  // No turn barrier: the server answers $/ping itself, so it would mark no boundary.
+  CHECK(std::count(lines.begin(), lines.end(), "$/ping") == 0);
+}
+
+TEST_CASE("via a server without attach_main, the session is our own (session/new)") {
+  ServerRun run;
+  supervisor::Bridge bridge(bridge_options({"server", run.log}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, server_client(acp::PermissionPolicy::deny, false));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK(session.state().session_id.rfind("fake-session-", 0) == 0);
+  CHECK_FALSE(session.state().on_main);
+  auto lines = run.lines();
+  CHECK(std::count(lines.begin(), lines.end(), "session/new") == 1);
+}
+
+TEST_CASE("via a server, a peer without _meta.tether is not a tether server: a protocol error") {
+  supervisor::Bridge bridge(bridge_options({"not-server"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, server_client(acp::PermissionPolicy::deny, true));
+  auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(failed);
+  CHECK(failed->error["code"] == "protocol_error");
+  CHECK(failed->error.value("message", "").find("the peer is not a tether server") != std::string::npos);
+  CHECK(acp::exit_status(*failed) == 76);
+}
+
+TEST_CASE("via a server, a prompt it fails with tether's error object fails the turn with it, unretried") {
+  ServerRun run;
+  supervisor::Bridge bridge(bridge_options({"server", run.log}));
+  REQUIRE_FALSE(bridge.start());
+  auto opt = server_client(acp::PermissionPolicy::deny, false);
+  opt.retries = 2;
+  acp::AcpSession session(bridge, opt);
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("fail now");
+  auto events = collect(turn);
+  REQUIRE(events.back().kind == TurnEvent::Kind::failed);
+  CHECK(events.back().error.value("code", "") == "bridge_exited");
+  CHECK(events.back().error.value("signal", "") == "SIGSEGV");
+  CHECK(acp::exit_status(events.back()) == 69);
+  for (const auto& e : events) CHECK(e.kind != TurnEvent::Kind::retry);
+  auto lines = run.lines();
+  CHECK(std::count(lines.begin(), lines.end(), "session/prompt") == 1);
+}
+
+TEST_CASE("via a server, another client's turn, its permission request and the server's notices come from poll()") {
+  ServerRun run;
+  supervisor::Bridge bridge(bridge_options({"server", run.log}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, server_client(acp::PermissionPolicy::ask, true));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  {
+    auto turn = session.prompt("other");
+    CHECK(answer_text(collect(turn)) == "mine");
+  }
+  bool answered = false;
+  auto events = poll_until(
+      session,
+      [](const std::vector<TurnEvent>& all) {
+        return std::any_of(all.begin(), all.end(), [](const TurnEvent& e) {
+          return e.kind == TurnEvent::Kind::notice && e.text.find("gave up") != std::string::npos;
+        });
+      },
+      [&](TurnEvent& e) {
+        if (e.kind != TurnEvent::Kind::permission) return;
+        CHECK_FALSE(e.permission.answered);
+        CHECK(e.permission.tool.title == "B edits");
+        CHECK_FALSE(session.answer_permission(e.permission.token, std::string("maybe")));  // not offered
+        CHECK(session.answer_permission(e.permission.token, std::string("no")));
+        answered = true;
+      });
+  CHECK(answered);
+  // The other client's prompt first, then its answer; our own late chunk is not among them.
+  CHECK(texts_of(events, acp::Update::Kind::user_message) == "from B");
+  CHECK(texts_of(events, acp::Update::Kind::agent_message) == "answer B B got selected:no");
+  CHECK(session.state().late_updates == 1);
+  std::vector<std::string> notices;
+  for (const auto& e : events)
+    if (e.kind == TurnEvent::Kind::notice) {
+      CHECK(e.server_trouble);
+      notices.push_back(e.text);
+    }
+  REQUIRE(notices.size() == 2);
+  CHECK(notices[0] ==
+        "the tether server restarted its bridge (generation 2): the bridge was killed by SIGSEGV; its last stderr "
+        "line: boom; the agent lost the conversation context");
+  CHECK(notices[1] == "the tether server gave up on its bridge: tether gave up on the bridge after 3 restarts");
+
+  // A request of the server's own: its answer comes from poll() too.
+  std::uint64_t id = session.request("_tether/status", nlohmann::json::object());
+  auto replies = poll_until(session, [&](const std::vector<TurnEvent>& all) {
+    return std::any_of(all.begin(), all.end(), [&](const TurnEvent& e) { return e.kind == TurnEvent::Kind::reply && e.request_id == id; });
+  });
+  for (const auto& e : replies)
+    if (e.kind == TurnEvent::Kind::reply) {
+      CHECK(e.error.is_null());
+      CHECK(e.result.value("clients", 0) == 2);
+    }
+}
+
+TEST_CASE("via a server, a routed permission request is answered by the policy at once, or withdrawn") {
+  ServerRun run;
+  supervisor::Bridge bridge(bridge_options({"server", run.log}));
+  REQUIRE_FALSE(bridge.start());
+  SUBCASE("allow: answered at once, told as answered") {
+    acp::AcpSession session(bridge, server_client(acp::PermissionPolicy::allow, true));
+    REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+    {
+      auto turn = session.prompt("other");
+      collect(turn);
+    }
+    auto events = poll_until(session, [](const std::vector<TurnEvent>& all) {
+      return texts_of(all, acp::Update::Kind::agent_message).find("B got") != std::string::npos;
+    });
+    bool told = false;
+    for (const auto& e : events)
+      if (e.kind == TurnEvent::Kind::permission) {
+        told = true;
+        CHECK(e.permission.answered);
+        REQUIRE(e.permission.chosen);
+        CHECK(e.permission.chosen->id == "yes");
+      }
+    CHECK(told);
+    CHECK(texts_of(events, acp::Update::Kind::agent_message).find("B got selected:yes") != std::string::npos);
+  }
+  SUBCASE("ask, then $/cancel_request: withdrawn, answered cancelled") {
+    acp::AcpSession session(bridge, server_client(acp::PermissionPolicy::ask, true));
+    REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+    {
+      auto turn = session.prompt("withdraw");
+      collect(turn);
+    }
+    std::uint64_t token = 0;
+    auto events = poll_until(session, [](const std::vector<TurnEvent>& all) {
+      return texts_of(all, acp::Update::Kind::agent_message).find("B got") != std::string::npos;
+    });
+    bool withdrawn = false;
+    for (const auto& e : events) {
+      if (e.kind == TurnEvent::Kind::permission) token = e.permission.token;
+      if (e.kind == TurnEvent::Kind::permission_withdrawn) withdrawn = token != 0 && e.permission.token == token;
+    }
+    CHECK(withdrawn);
+    CHECK(texts_of(events, acp::Update::Kind::agent_message) == "B got cancelled");
+    CHECK_FALSE(session.answer_permission(token, std::string("yes")));
+  }
 }

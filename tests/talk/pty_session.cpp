@@ -1,5 +1,7 @@
 #include "pty_session.h"
 
+#include "support/support.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -60,13 +62,7 @@ std::string strip_terminal(std::string_view raw) {
 }
 
 Pty::Pty(const std::vector<std::string>& argv, const std::vector<std::string>& env, int rows, int cols) {
-  std::vector<std::string> envs;
-  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
-  for (const auto& add : env) {
-    std::string name = add.substr(0, add.find('='));
-    std::erase_if(envs, [&](const std::string& e) { return e.compare(0, name.size() + 1, name + "=") == 0; });
-    if (add.size() > name.size() + 1) envs.push_back(add);
-  }
+  std::vector<std::string> envs = environment_with(env);
   std::vector<char*> av, ev;
   for (auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
   av.push_back(nullptr);

@@ -402,3 +402,65 @@ TEST_CASE("script mode: one prompt per line, commands work, exit status at the e
   CHECK(dead.err.find("did not restart the bridge") != std::string::npos);
   CHECK(dead.err.find("1 more input line was not sent") != std::string::npos);
 }
+
+// --- through a tether server (--connect) ------------------------------------------------------
+
+TEST_CASE("--connect: another client's turn is drawn between ours, and the line being typed waits") {
+  Home home;
+  const std::string socket = home.dir + "/s.sock";
+  Pty server({tether_bin(), "serve", "--socket", socket}, home.env());
+  expect(server, "listening on");
+  std::vector<std::string> connect{"--connect=" + socket, "--no-history"};
+
+  Pty a(talk(connect), home.env());
+  expect(a, "connected to tether server at " + socket);
+  expect(a, kPrompt);
+  Pty b(talk(connect), home.env());
+  expect(b, kPrompt);
+
+  b.mark();
+  b.send("half typed");
+  a.mark();
+  type_line(a, "hello from a");
+  expect(a, "Echo: hello from a");
+  expect(b, "(other client) > hello from a");
+  expect(b, "Echo: hello from a");
+  expect(b, "turn 1 of this session");
+
+  // What b was typing is still its line: Enter sends it, in the same shared session.
+  a.mark();
+  b.mark();
+  b.send("\r");
+  expect(b, "Echo: half typed");
+  expect(b, "turn 2 of this session");
+  expect(a, "(other client) > half typed");
+  expect(a, "turn 2 of this session");
+  CHECK(b.count("(other client)") == 0);  // its own turn is not someone else's
+
+  // /status asks the server.
+  a.mark();
+  type_line(a, "/status");
+  expect(a, "server:    " + socket);
+  expect(a, "(the server's main session)");
+  quit(a);
+  quit(b);
+
+  server.mark();
+  auto stop = tether::test::run({tether_bin(), "serve", "--socket", socket, "--stop"}, {});
+  CHECK(stop.shell_status() == 0);
+  auto st = server.wait_exit(15s);
+  REQUIRE(st.has_value());
+}
+
+TEST_CASE("--connect with no server: one sentence that says how to start one, exit 69") {
+  Home home;
+  tether::test::RunOptions o;
+  o.env = {"HOME=" + home.dir, "TETHER_BRIDGE=", "NO_COLOR=1"};
+  o.stdin_text = "hello\n";
+  auto r = tether::test::run(talk({"--connect=" + home.dir + "/none.sock"}), o);
+  CHECK(r.shell_status() == 69);
+  CHECK(r.err == "tether: no tether server is listening on " + home.dir + "/none.sock (start one with `tether serve`)\n");
+  auto usage = tether::test::run(talk({"--connect=" + home.dir + "/none.sock", "--", "some-bridge"}), o);
+  CHECK(usage.shell_status() == 64);
+  CHECK(usage.err.find("--connect takes no bridge command") != std::string::npos);
+}

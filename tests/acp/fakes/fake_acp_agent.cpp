@@ -24,6 +24,16 @@
 //   flood FILE         writes its pid to FILE; streams chunks until cancelled or stdin closes
 //   pid FILE           writes its pid to FILE; answers "ok"
 //   sessions FILE      appends every method it receives to FILE; answers "ok SESSION-ID"
+//   server FILE        plays a `tether serve` server: appends every method (with a session/load's
+//                      sessionId) to FILE; initialize carries _meta.tether (main session
+//                      "main-1"); session/load answers {} without replay; _tether/status answers.
+//                      A prompt's first word picks the turn: "fail" fails it with tether's error
+//                      object (bridge_exited); "other" answers "mine", then plays another
+//                      client's turn (its prompt as a user chunk, an answer, a permission request
+//                      whose outcome it tells in a chunk) and the server's _tether/bridge_restarted
+//                      and _tether/bridge_gone; "withdraw" answers, then asks permission and
+//                      withdraws it; anything else answers "ok SESSION-ID"
+//   not-server         a plain agent where a tether server was expected (no _meta.tether)
 //
 // Each session/new makes a new session id, "fake-session-PID-N".
 #include <errno.h>
@@ -132,6 +142,57 @@ void await_cancel() {
   }
 }
 
+json notification(const std::string& method, json params) {
+  return {{"jsonrpc", "2.0"}, {"method", method}, {"params", std::move(params)}};
+}
+
+// Asks permission for the session as another client's turn would; the outcome, as text.
+std::string ask_permission(bool withdraw) {
+  long rid = next_id++;
+  send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "session/request_permission"},
+        {"params", {{"sessionId", session_id}, {"toolCall", {{"toolCallId", "b1"}, {"title", "B edits"}, {"kind", "edit"}}},
+                    {"options", {{{"optionId", "yes"}, {"name", "Allow"}, {"kind", "allow_once"}},
+                                 {{"optionId", "no"}, {"name", "Reject"}, {"kind", "reject_once"}}}}}}});
+  if (withdraw) send(notification("$/cancel_request", {{"requestId", rid}}));
+  std::vector<json> others;
+  json r = await_response(rid, others);
+  const json& o = r.contains("result") ? r["result"].value("outcome", json::object()) : json::object();
+  return o.value("outcome", "") == "selected" ? "selected:" + o.value("optionId", "") : "cancelled";
+}
+
+void on_server_prompt(const json& id, const json& params) {
+  // As tether serve does when it sends a prompt on: what follows is the sender's turn.
+  send(notification("_tether/turn_started", {{"sessionId", params.value("sessionId", "")}}));
+  std::string text;
+  if (params.contains("prompt") && params["prompt"].is_array() && !params["prompt"].empty())
+    text = params["prompt"][0].value("text", "");
+  std::string word = text.substr(0, text.find(' '));
+  if (word == "fail") {
+    send({{"jsonrpc", "2.0"}, {"id", id},
+          {"error", {{"code", -32090}, {"message", "the bridge exited"},
+                     {"data", {{"code", "bridge_exited"}, {"message", "the bridge was killed by SIGSEGV"}, {"signal", "SIGSEGV"}}}}}});
+  } else if (word == "other") {
+    send(chunk("mine"));
+    send(result(id, {{"stopReason", "end_turn"}}));
+    send(chunk("LATE "));  // our own turn's late chunk: before another client's prompt, not shown
+    send(update({{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "from B"}}}}));
+    send(chunk("answer B "));
+    send(chunk("B got " + ask_permission(false)));
+    send(notification("_tether/bridge_restarted", {{"generation", 2},
+                                                   {"cause", "the bridge was killed by SIGSEGV; its last stderr line: boom"},
+                                                   {"stderrLine", "boom"},
+                                                   {"sessionsRestored", false}}));
+    send(notification("_tether/bridge_gone", {{"message", "tether gave up on the bridge after 3 restarts"}}));
+  } else if (word == "withdraw") {
+    send(result(id, {{"stopReason", "end_turn"}}));
+    send(update({{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "from B"}}}}));
+    send(chunk("B got " + ask_permission(true)));
+  } else {
+    send(chunk("ok " + params.value("sessionId", "")));
+    send(result(id, {{"stopReason", "end_turn"}}));
+  }
+}
+
 void on_prompt(const json& id, const json& params) {
   static int turn = 0;
   ++turn;
@@ -222,6 +283,8 @@ void on_prompt(const json& id, const json& params) {
   } else if (mode == "sessions") {
     send(chunk("ok " + params.value("sessionId", "")));
     send(result(id, {{"stopReason", "end_turn"}}));
+  } else if (mode == "server") {
+    on_server_prompt(id, params);
   } else {
     send(chunk("ok"));
     send(result(id, {{"stopReason", "end_turn"}}));
@@ -242,6 +305,9 @@ int main(int argc, char** argv) {
     std::string method = m->value("method", "");
     if (mode == "record" || mode == "cancel-end-turn" || mode == "sessions")
       append_file(arg, method.empty() ? "response" : method);
+    if (mode == "server")
+      append_file(arg, method == "session/load" ? method + " " + m->value("params", json::object()).value("sessionId", "")
+                                                : method.empty() ? "response" : method);
     if (!m->contains("id") || method.empty()) continue;
     json id = (*m)["id"];
     json params = m->value("params", json::object());
@@ -254,6 +320,7 @@ int main(int argc, char** argv) {
       if (mode == "auth")
         r["authMethods"] = {{{"id", "terminal-login"}, {"name", "Log in"}, {"type", "terminal"}, {"args", {"--login"}}},
                             {{"id", "agent-login"}, {"name", "Agent login"}}};
+      if (mode == "server") r["_meta"] = {{"tether", {{"mainSessionId", "main-1"}, {"generation", 1}, {"version", "test"}}}};
       send(result(id, r));
     } else if (method == "authenticate") {
       authenticated = params.value("methodId", "") == "agent-login";
@@ -281,8 +348,14 @@ int main(int argc, char** argv) {
       if (mode == "before-new") send(update({{"sessionUpdate", "session_info_update"}, {"title", "after new"}}));
     } else if (method == "session/load") {
       session_id = params.value("sessionId", "");
+      if (mode == "server") {
+        send(result(id, json::object()));  // attached: no replay
+        continue;
+      }
       send(chunk("replayed history"));
       send(result(id, nullptr));  // the docs' example answers null; the schema says an object
+    } else if (method == "_tether/status" && mode == "server") {
+      send(result(id, {{"state", "ready"}, {"clients", 2}}));
     } else if (method == "session/prompt") {
       on_prompt(id, params);
     } else {
