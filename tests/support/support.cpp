@@ -110,4 +110,15 @@ bool LeakGuard::check_clean(std::string& report) const {
   return false;
 }
 
+std::vector<std::string> environment_with(const std::vector<std::string>& changes) {
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+  for (const auto& add : changes) {
+    std::string name = add.substr(0, add.find('='));
+    std::erase_if(envs, [&](const std::string& e) { return e.compare(0, name.size() + 1, name + "=") == 0; });
+    if (add.size() > name.size() + 1) envs.push_back(add);
+  }
+  return envs;
+}
+
 }  // namespace tether::test

@@ -25,6 +25,10 @@ std::vector<pid_t> zombie_children();
 std::vector<pid_t> children();
 bool process_exists(pid_t pid);  // false also for a zombie
 
+// This process's environment with `changes` applied: NAME=value adds or replaces NAME, NAME=
+// (nothing after '=') removes it. For a child started with execve.
+std::vector<std::string> environment_with(const std::vector<std::string>& changes);
+
 // Absolute path of a built fake bridge (tests/fakes), from TETHER_FAKES_DIR set by meson.
 std::string fake(const std::string& name);
 // Absolute path of the built tether binary, from TETHER_BIN set by meson.
