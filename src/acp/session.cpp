@@ -370,6 +370,12 @@ class SessionCore {
     }
     const std::string& id = sid->get_ref<const std::string&>();
     if (id != state_.session_id || state_.session_id.empty()) {
+      if (link_ == Link::attaching && id == attach_id_) {
+        // A tether server sends what a newcomer to its session must know (commands, mode,
+        // usage) before it answers the attach: kept as state, never shown as a turn.
+        if (auto u = parse_update(std::move(*update)); u && u->kind != Update::Kind::unknown) apply_state(*u);
+        return;
+      }
       // Before session/new answers, its session's updates can only be buffered.
       if (link_ == Link::creating && buffered_.size() < kMaxBufferedUpdates) buffered_.push_back(std::move(params));
       else ++state_.ignored_updates;

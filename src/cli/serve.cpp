@@ -66,6 +66,10 @@ constexpr auto kSetupTimeout = std::chrono::seconds(30);
 constexpr auto kOrphanGrace = std::chrono::seconds(5);
 constexpr std::size_t kReadBurst = 64 * 1024;
 constexpr std::size_t kMaxDeferred = 10000;  // requests waiting for a restarting bridge
+// How long a turn boundary waits for the bridge's answer to $/ping; after two misses the bridge
+// is taken not to answer pings, and turns follow each other at once.
+constexpr auto kSettle = std::chrono::milliseconds(200);
+constexpr int kSettleMisses = 2;
 constexpr int kListenBacklog = 128;
 
 void log_line(std::string_view text) {
@@ -148,6 +152,11 @@ struct Session {
   std::optional<CallKey> load_call;
   std::vector<std::pair<std::uint64_t, json>> load_waiters;
   Deadline orphan_until = Deadline::never();
+  // The turn boundary: after a prompt's response, a $/ping to the bridge; the next turn starts
+  // once it is answered (or kSettle passed), so that updates the agent sends after its response
+  // go out before the next sender's _tether/turn_started, as the previous turn's.
+  Deadline settle_until = Deadline::never();
+  std::optional<CallKey> settle_call;
   std::map<std::string, json> state_updates;  // the last update of each state kind, for new attachers
 
   std::uint64_t active() const { return attached.empty() ? 0 : attached.back(); }
@@ -157,7 +166,7 @@ struct Session {
 
 // A request we sent the bridge, and whom its response is for.
 struct Call {
-  enum class Kind { setup, prompt, forward, new_session, load_session };
+  enum class Kind { setup, prompt, forward, new_session, load_session, barrier };
   Kind kind = Kind::forward;
   std::uint64_t client = 0;
   json client_id;
@@ -287,6 +296,7 @@ class Server {
   std::unordered_map<CallKey, Call, CallKeyHash> calls_;  // what we asked the bridge
   std::unordered_map<std::int64_t, Routed> routed_;  // by our request id at the client
   std::int64_t next_routed_ = 0;
+  int settle_misses_ = 0;  // turn boundaries in a row whose $/ping went unanswered (kSettleMisses)
   std::vector<ClientRequest> deferred_;  // wait for the link
   std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
   std::uint64_t restart_from_gen_ = 0;
@@ -394,7 +404,7 @@ void Server::finish_shutdown() {
 
 Deadline Server::next_deadline() const {
   Deadline d = Deadline::earliest(setup_deadline_, accept_paused_until_);
-  for (auto& [id, s] : sessions_) d = Deadline::earliest(d, s.orphan_until);
+  for (auto& [id, s] : sessions_) d = Deadline::earliest(Deadline::earliest(d, s.orphan_until), s.settle_until);
   for (auto& [id, c] : clients_)
     if (!c->dead && c->unsent() > kClientHighWater) d = Deadline::earliest(d, Deadline::after(std::chrono::seconds(1)));
   return d;
@@ -408,6 +418,14 @@ void Server::timers() {
   }
   std::vector<std::string> moved_on;
   for (auto& [id, s] : sessions_) {
+    if (s.settle_until.expired()) {
+      // The bridge did not answer the boundary's $/ping in time: the next turn goes ahead.
+      ++settle_misses_;
+      s.settle_until = Deadline::never();
+      s.settle_call.reset();
+      pump(s);
+      moved_on.push_back(id);
+    }
     if (s.busy && s.turn_client == 0 && s.orphan_until.expired()) {
       // Its client is gone and the bridge did not end the cancelled turn: the session moves on;
       // the turn's response, if it ever comes, is dropped (its call is still known).
@@ -746,7 +764,7 @@ void Server::attach(Session& s, std::uint64_t c) {
 }
 
 void Server::pump(Session& s) {
-  if (s.busy || s.queue.empty()) return;
+  if (s.busy || !s.settle_until.is_never() || s.queue.empty()) return;
   if (link_ == Link::gone) {
     while (!s.queue.empty()) {
       QueuedPrompt q = std::move(s.queue.front());
@@ -952,10 +970,27 @@ void Server::on_bridge_response(rpc::Event& ev) {
 
   if (call.kind == Call::Kind::setup) return on_setup_reply(call, r);
 
+  if (call.kind == Call::Kind::barrier) {
+    Session* s = session(call.session);
+    if (!s || s->settle_call != key) return;
+    settle_misses_ = 0;  // any answer (-32601 too) marks the boundary
+    s->settle_until = Deadline::never();
+    s->settle_call.reset();
+    pump(*s);
+    return forget_session_if_unused(call.session);
+  }
+
   if (call.kind == Call::Kind::prompt) {
     if (Session* s = session(call.session); s && s->busy && s->turn_call == key) {
       s->busy = false;
       s->orphan_until = Deadline::never();
+      if (link_ == Link::ready && settle_misses_ < kSettleMisses) {
+        Call barrier;
+        barrier.kind = Call::Kind::barrier;
+        barrier.session = s->public_id;
+        s->settle_until = Deadline::after(kSettle);
+        s->settle_call = send_call("$/ping", json::object(), std::move(barrier));
+      }
     }
   }
   if (call.kind == Call::Kind::new_session && r.ok()) {

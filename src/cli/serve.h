@@ -48,6 +48,9 @@
 //                               prompt on to the bridge: what the sender received for the session
 //                               before it belonged to other clients' turns, what follows (until
 //                               the response) to its own.
+//                               Between two turns the server sends the bridge a $/ping and waits
+//                               for its answer (200 ms at most), so that what the agent sends
+//                               after a prompt's response still counts as that turn's.
 //   _tether/bridge_restarted    {"generation","cause","stderrLine","sessionsRestored"} to every
 //                               client, once the new generation is up and the sessions are back.
 //   _tether/bridge_gone         {"message"} to every client when the restart budget is spent;

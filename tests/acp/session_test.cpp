@@ -369,6 +369,10 @@ TEST_CASE("via a server, attach_main joins the server's main session with sessio
   CHECK(session.state().on_main);
   CHECK(session.state().server.value("mainSessionId", "") == "main-1");
   CHECK(session.state().sessions_loaded == 0);  // joining is not a restore
+  // The session's command list, sent by the server before it answered the attach, is known.
+  CHECK(session.state().commands_announced);
+  REQUIRE(session.state().commands.size() == 1);
+  CHECK(session.state().commands[0].name == "shared");
   auto turn = session.prompt("hello");
   CHECK(answer_text(collect(turn)) == "ok main-1");
   auto lines = run.lines();

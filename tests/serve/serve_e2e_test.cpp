@@ -751,6 +751,44 @@ TEST_CASE("a sender that leaves while another client holds its permission reques
   CHECK(b.chunks().find("Permission granted") == std::string::npos);
 }
 
+TEST_CASE("what the agent sends after a prompt's response stays that turn's: the next turn starts after it") {
+  TmpDir t;
+  const char* fake = std::getenv("TETHER_FAKE_ACP");
+  REQUIRE(fake);
+  // An agent that takes 1 s over each prompt, and sends a chunk and a tool call after its response.
+  Server srv(t, {"--", fake, "late-updates", "1000"});
+  srv.wait_ready();
+  Raw a(srv.socket());
+  std::string sid = attach_main(a, t);
+  Raw b(srv.socket());
+  attach_main(b, t);
+  auto first = a.request("session/prompt", text_prompt(sid, "one"));
+  auto second = b.request("session/prompt", text_prompt(sid, "two"));
+  // B's prompt waits behind A's turn (what this test is about).
+  Raw watcher(srv.socket());
+  CHECK(eventually([&] { return status(watcher)["sessions"][0]["queued"] == 1; }, 900ms));
+  CHECK(a.response(first, 15s)["result"]["stopReason"] == "end_turn");
+  CHECK(b.response(second, 15s)["result"]["stopReason"] == "end_turn");
+  auto at = [&](const std::function<bool(const json&)>& pred) {
+    const auto& m = b.messages();
+    for (std::size_t i = 0; i < m.size(); ++i)
+      if (pred(m[i])) return static_cast<long>(i);
+    return -1L;
+  };
+  auto chunk_is = [](std::string text) {
+    return [text](const json& m) { return is_update(m, "agent_message_chunk") && m["params"]["update"]["content"].value("text", "") == text; };
+  };
+  long late = at(chunk_is("LATE-1"));
+  long started = at([](const json& m) { return m.value("method", "") == "_tether/turn_started"; });
+  long own = at(chunk_is("answer-2"));
+  INFO("B received:\n" << b.dump());
+  REQUIRE(late >= 0);
+  REQUIRE(started >= 0);
+  REQUIRE(own >= 0);
+  CHECK(late < started);  // A's late chunk reached B as A's turn, before B's own began
+  CHECK(started < own);
+}
+
 TEST_CASE("session/cancel from one client does not touch another client's turn; a queued prompt is cancelled") {
   TmpDir t;
   Server srv(t);
@@ -813,7 +851,11 @@ TEST_CASE("$/ping is answered by the server at once during another client's long
   CHECK_FALSE(a.closed());
   CHECK_FALSE(b.closed());
   INFO("trace:\n" << srv.trace());
-  for (auto& m : srv.to_bridge()) CHECK_FALSE(is_method(m, "$/ping"));
+  // The clients' pings stay at the server; the bridge gets one $/ping of the server's own: the
+  // boundary after the turn (serve.h, _tether/turn_started).
+  std::size_t to_bridge = 0;
+  for (auto& m : srv.to_bridge()) to_bridge += is_method(m, "$/ping");
+  CHECK(to_bridge <= 1);
 }
 
 // --- 4. and 5. the bridge dies --------------------------------------------------------------------------

@@ -10,7 +10,8 @@
 //                      answers only after a session/cancel, with stopReason cancelled; what
 //                      arrives meanwhile (tether's $/ping) is never answered, as careless agents do
 //   cancel-end-turn FILE  as record, but answers end_turn after the cancel (a common bug)
-//   late-updates       answers "answer-N", then (same write) sends chunks and a tool call after it
+//   late-updates [MS]  answers "answer-N", then (same write) sends chunks and a tool call after it;
+//                      with MS, it first takes MS milliseconds over each prompt
 //   permission KINDS   asks permission offering the option kinds in KINDS (comma separated), and
 //                      answers "selected:ID" or "cancelled"; ids are "opt-KIND"
 //   version N          answers initialize with protocolVersion N
@@ -226,6 +227,7 @@ void on_prompt(const json& id, const json& params) {
     send(chunk("stopped "));  // a trailing update after the cancel, as the spec allows
     send(result(id, {{"stopReason", mode == "record" ? "cancelled" : "end_turn"}}));
   } else if (mode == "late-updates") {
+    if (!arg.empty()) ::poll(nullptr, 0, std::atoi(arg.c_str()));  // a slow agent
     std::string out = line(chunk("answer-" + std::to_string(turn)));
     out += line(result(id, {{"stopReason", "end_turn"}}));
     out += line(chunk("LATE-" + std::to_string(turn)));
@@ -349,7 +351,10 @@ int main(int argc, char** argv) {
     } else if (method == "session/load") {
       session_id = params.value("sessionId", "");
       if (mode == "server") {
-        send(result(id, json::object()));  // attached: no replay
+        // As tether serve does: what a newcomer must know of the session, then attached, no replay.
+        send(update({{"sessionUpdate", "available_commands_update"},
+                     {"availableCommands", json::array({{{"name", "shared"}, {"description", "a command of the session"}}})}}));
+        send(result(id, json::object()));
         continue;
       }
       send(chunk("replayed history"));
