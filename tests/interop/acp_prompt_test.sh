@@ -25,7 +25,7 @@ need_node
 command -v jq >/dev/null 2>&1 || { note "FAIL: jq is required (scripts/deps installs it)"; exit 1; }
 setup_tmp
 
-npm_prepare "$SRC/acp" "$WORK/acp" agent.mjs smoke-client.mjs || { note "FAIL: npm ci in $WORK/acp failed"; exit 1; }
+npm_prepare "$SRC/acp" "$WORK/acp" agent.mjs smoke-client.mjs serve-client.mjs || { note "FAIL: npm ci in $WORK/acp failed"; exit 1; }
 AGENT=$WORK/acp/agent.mjs
 note "@agentclientprotocol/sdk $(node -p 'require(process.argv[1]).version' "$WORK/acp/node_modules/@agentclientprotocol/sdk/package.json")"
 
@@ -174,6 +174,31 @@ logged '.event == "cancel" and .inTurn == true' || fail "cancel: the agent did n
 logged '.event == "turn-end" and .stopReason == "cancelled"' || fail "cancel: the agent did not end the turn as cancelled" "$LOG"
 check_leftovers cancel
 ((FAILURES == before)) && pass "SIGINT mid-turn: session/cancel sent, exit 130"
+
+# 4b. tether serve in front of the SDK agent: the SDK's own client attaches through the socket,
+# and so does `tether prompt --connect`.
+before=$FAILURES
+: >"$LOG"
+SOCK=$TMP/serve.sock
+(cd "$CWD" && exec "$TETHER" serve --socket "$SOCK" -- "${BRIDGE[@]}" </dev/null >"$TMP/serve.out" 2>"$TMP/serve.err") &
+spid=$!
+BG_PIDS+=("$spid")
+serve_ready() { grep -q "listening on" "$TMP/serve.err" 2>/dev/null; }
+if ! wait_until 30 serve_ready; then
+  fail "serve: the server did not come up" "$TMP/serve.err"
+else
+  (cd "$WORK/acp" && timeout -k 5 60 node serve-client.mjs "$SOCK" "$CWD" >"$TMP/serve-client.out" 2>&1) ||
+    fail "serve: the SDK client through tether serve" "$TMP/serve-client.out" "$TMP/serve.err" "$LOG"
+  (cd "$CWD" && timeout -k 5 60 "$TETHER" prompt --connect="$SOCK" "say hello" >"$TMP/connect.out" 2>"$TMP/connect.err")
+  rc=$?
+  ((rc == 0)) || fail "serve: prompt --connect exit status $rc, expected 0" "$TMP/connect.out" "$TMP/connect.err"
+  [[ $(cat "$TMP/connect.out") == "$STREAMED" ]] || fail "serve: prompt --connect printed something else" "$TMP/connect.out"
+  timeout -k 5 30 "$TETHER" serve --stop --socket "$SOCK" >/dev/null 2>"$TMP/stop.err" || fail "serve: --stop failed" "$TMP/stop.err"
+fi
+wait "$spid"
+BG_PIDS=()
+check_leftovers serve
+((FAILURES == before)) && pass "tether serve: the SDK's client and prompt --connect attach through the socket"
 
 # 5. --timeout: the turn is cancelled on the agent (session/cancel) and tether exits 75.
 before=$FAILURES
