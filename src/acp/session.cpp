@@ -138,6 +138,10 @@ class SessionCore {
   void start_new_session() {
     if (active_ && active_->phase == TurnState::Phase::prompting) cancel(*active_, CancelCause::caller_gone);
     withdraw_idle_permissions(0);  // the old session's questions have nobody left to ask
+    // A tether server would go on treating us as attached to the old session (and asking us its
+    // questions): say we leave it. The answer needs no one.
+    if (opt_.via_server && link_ == Link::ready && !state_.session_id.empty())
+      bridge_.call_queued("_tether/detach", {{"sessionId", state_.session_id}}, nullptr);
     // The old session's state goes with it; the agent's and the connection's stay.
     state_.on_main = false;
     other_turn_ = false;
@@ -395,7 +399,7 @@ class SessionCore {
       // chunks. Until one comes, what arrives between our turns is our last turn's late output.
       if (u->kind == Update::Kind::user_message) other_turn_ = true;
       if (other_turn_ && (u->kind == Update::Kind::user_message || is_turn_content(u->kind))) {
-        TurnEvent& e = notices_.emplace_back();
+        TurnEvent& e = outside_event();
         e.kind = TurnEvent::Kind::update;
         e.update = std::move(*u);
         return;
@@ -465,6 +469,9 @@ class SessionCore {
     if (!params) params = &kEmpty;
     if (method == "session/request_permission") {
       on_permission(ev.generation, id, *params);
+    } else if (opt_.via_server && (method.rfind("fs/", 0) == 0) && string_of(*params, "sessionId") != state_.session_id) {
+      // Through a server, only our own session's files are ours to serve.
+      bridge_.respond_error(ev.generation, id, rpc::kInvalidParams, "not a session of this client");
     } else if (opt_.allow_fs && (method == "fs/read_text_file" || method == "fs/write_text_file")) {
       auto r = method == "fs/read_text_file" ? fs_.read_text_file(*params) : fs_.write_text_file(*params);
       if (auto* err = std::get_if<FsError>(&r)) bridge_.respond_error(ev.generation, id, err->code, err->message);
@@ -500,9 +507,14 @@ class SessionCore {
         bridge_.respond(gen, id, permission_result(pr.chosen ? std::optional<std::string>(pr.chosen->id) : std::nullopt));
         pr.answered = true;
       }
-      TurnEvent& e = notices_.emplace_back();
+      TurnEvent& e = outside_event();
       e.kind = TurnEvent::Kind::permission;
       e.permission = std::move(pr);
+      return;
+    }
+    if (opt_.via_server && !ours) {
+      // Not our session (one we left with start_new_session, say): no policy of ours applies.
+      bridge_.respond(gen, id, permission_result(std::nullopt));
       return;
     }
     if (in_turn && opt_.permission == PermissionPolicy::ask && !t->abandoned) {
@@ -589,16 +601,33 @@ class SessionCore {
     dead_gen_ = gen;
   }
 
+  // Where what belongs to no turn of ours goes (another client's turn, a question routed to us):
+  // the session's notices; or, while our own prompt waits in the server's queue, our turn's
+  // events, marked other_client, so that a front-end reading the turn sees everything in wire
+  // order (theirs, then ours from _tether/turn_started on).
+  TurnEvent& outside_event() {
+    TurnState* t = active_.get();
+    bool queued = opt_.via_server && t && !t->abandoned && !t->server_started &&
+                  (t->phase == TurnState::Phase::prompting || t->phase == TurnState::Phase::cancelling);
+    TurnEvent& e = queued ? t->out.emplace_back() : notices_.emplace_back();
+    e.other_client = queued;
+    return e;
+  }
+
   // Ends the pending requests that came while no turn of ours was in flight (of generation `gen`;
   // 0: all): answered `cancelled` (a dead generation drops it) and told as withdrawn.
+  // Through a server a connection's end also ends its turn's questions (`gen` != 0): the turn is
+  // sent again on the next connection, and an answer to the old one would go nowhere.
   void withdraw_idle_permissions(std::uint64_t gen) {
     for (auto it = pending_perms_.begin(); it != pending_perms_.end();) {
-      if (it->turn || (gen != 0 && it->gen != gen)) {
+      bool turns_too = opt_.via_server && gen != 0;
+      if ((it->turn && !turns_too) || (gen != 0 && it->gen != gen)) {
         ++it;
         continue;
       }
       bridge_.respond(it->gen, it->id, permission_result(std::nullopt));
-      TurnEvent& e = notices_.emplace_back();
+      TurnState* t = it->turn;
+      TurnEvent& e = t ? (t->abandoned ? dropped_ : t->out.emplace_back()) : outside_event();
       e.kind = TurnEvent::Kind::permission_withdrawn;
       e.permission.token = it->token;
       it = pending_perms_.erase(it);
@@ -896,10 +925,23 @@ class SessionCore {
           finish(t, std::move(e));
         } else if (const json* data = opt_.via_server && is_server_error(r.value) ? member(r.value, "data") : nullptr;
                    data && data->is_object() && !string_of(*data, "code").empty()) {
-          // The server's own failure (its bridge died, its restart budget is spent, ...) in
-          // tether's error object: the turn fails with it as it is, and is not sent again (the
-          // server already did what could be done).
-          finish(t, failed_event(*data, false));
+          // The server's own failure in tether's error object. Its bridge died mid-turn: sent
+          // again, as a direct run would (the server holds it until its bridge is back).
+          // Anything else (its restart budget is spent, ...) fails the turn as it is.
+          if (string_of(*data, "code") == "bridge_exited" && t.retries_left > 0) {
+            --t.retries_left;
+            t.phase = TurnState::Phase::waiting;
+            int n = t.retries_total - t.retries_left;
+            if (!t.abandoned) {
+              TurnEvent e;
+              e.kind = TurnEvent::Kind::retry;
+              e.text = string_of(*data, "message") + "; sending the prompt again once the tether server's bridge is back (retry " +
+                       std::to_string(n) + " of " + std::to_string(t.retries_total) + ")";
+              t.out.push_back(std::move(e));
+            }
+          } else {
+            finish(t, failed_event(*data, false));
+          }
         } else {
           finish(t, failed_event(error_object("agent_error", "the agent failed the prompt: " + rpc_error_text(r.value),
                                               rpc_error_extra(r.value)),
@@ -1047,6 +1089,7 @@ class SessionCore {
   std::uint64_t next_ext_token_ = 0;
   std::string attach_id_;                          // attaching: the session being attached
   bool other_turn_ = false;                        // via_server: another client's turn is streaming
+  TurnEvent dropped_;                              // where an event of an abandoned turn goes
   bool barrier_ignored_ = false;                   // the agent does not answer $/ping
   std::int64_t trailing_ping_ = 0;                 // the $/ping that followed the last prompt
   std::uint64_t trailing_gen_ = 0;

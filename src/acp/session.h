@@ -94,6 +94,9 @@ struct TurnEvent {
   std::string text;
   std::string stop_reason;
   nlohmann::json error;
+  // Through a tether server, while our prompt waits in its queue: an event of another client's
+  // turn (update, permission, permission_withdrawn), delivered in our turn's stream in wire order.
+  bool other_client = false;
   bool during_setup = false;                // failed while (re)establishing the session
   CancelCause cancelled = CancelCause::none;  // terminal: the cancel that preceded it, if any
   // notice: trouble at a tether server (its bridge restarted or is gone). Front-ends that no

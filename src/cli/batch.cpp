@@ -304,6 +304,7 @@ class BatchRunner {
 
   void on_turn_event(Worker& w, acp::TurnEvent& ev) {
     using K = acp::TurnEvent::Kind;
+    if (ev.other_client) return;  // another client's turn in a shared session: not this item's
     switch (ev.kind) {
       case K::update:
         if (ev.update.kind == acp::Update::Kind::agent_message) w.text += ev.update.text;

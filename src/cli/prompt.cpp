@@ -161,6 +161,7 @@ class PromptRun {
 
  private:
   void handle(TurnEvent& ev, TurnResult& r, std::string& out, bool& streamed_any) {
+    if (ev.other_client) return;  // another client's turn in a shared session: not our answer
     switch (ev.kind) {
       case TurnEvent::Kind::update: on_update(ev.update, r, out, streamed_any); break;
       case TurnEvent::Kind::permission: {

@@ -72,9 +72,14 @@ constexpr auto kSettle = std::chrono::milliseconds(200);
 constexpr int kSettleMisses = 2;
 constexpr int kListenBacklog = 128;
 
+// Where log lines go: stderr, through a non-blocking file description of its own when stderr is
+// a pipe or terminal (set up by run_serve), so that a reader that stalls costs log lines, never
+// the one thread that serves every client.
+int g_log_fd = STDERR_FILENO;
+
 void log_line(std::string_view text) {
   std::string line = "tether serve: " + std::string(text) + "\n";
-  [[maybe_unused]] auto w = ::write(STDERR_FILENO, line.data(), line.size());
+  [[maybe_unused]] auto w = ::write(g_log_fd, line.data(), line.size());
 }
 
 std::string last_line(const std::string& text) {
@@ -173,7 +178,7 @@ struct Call {
   std::string session;   // public id (prompt, load_session, setup)
   std::string step;      // setup: "initialize", "session/new", "session/load"
   json params;           // new_session: what re-creates the session after a restart (cwd, mcpServers)
-  std::uint64_t generation = 0;  // setup: the generation being set up
+  std::uint64_t generation = 0;  // the generation set up when it was sent (link_gen_)
 };
 
 // A request of the bridge routed to a client under an id of ours.
@@ -241,6 +246,7 @@ class Server {
   void on_bridge_events();
   void on_bridge_status(const rpc::Event& ev);
   void on_bridge_response(rpc::Event& ev);
+  void reply_to(const Call& call, const rpc::Reply& r);  // the bridge's answer, to the client that asked
   void on_bridge_notification(rpc::Event& ev);
   void on_bridge_request(rpc::Event& ev);
   void route(Routed r);
@@ -265,6 +271,9 @@ class Server {
     return it == by_bridge_id_.end() ? nullptr : session(it->second);
   }
   void forget_session_if_unused(const std::string& public_id);
+  // Client `id` leaves session `s` (it disconnected, or detached): its queued prompts go, its
+  // turn is cancelled, and what it was asked for the session goes to the next active client.
+  void leave_session(Session& s, std::uint64_t id, std::string_view why);
   json gone_error() const { return tether_error("restart_limit", gone_message_); }
 
   void begin_shutdown(std::uint64_t stopper, json stopper_id);
@@ -296,6 +305,7 @@ class Server {
   std::unordered_map<CallKey, Call, CallKeyHash> calls_;  // what we asked the bridge
   std::unordered_map<std::int64_t, Routed> routed_;  // by our request id at the client
   std::int64_t next_routed_ = 0;
+  bool reading_paused_ = false;  // the bridge's events are not read (backpressure)
   int settle_misses_ = 0;  // turn boundaries in a row whose $/ping went unanswered (kSettleMisses)
   std::vector<ClientRequest> deferred_;  // wait for the link
   std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
@@ -330,6 +340,7 @@ int Server::run() {
     bool paused = false;
     for (auto& [id, c] : clients_)
       if (!c->dead && c->unsent() > kClientHighWater) paused = true;
+    reading_paused_ = paused;
     p.push_back({paused ? -1 : bridge_.events()->fd(), POLLIN, 0});
     for (auto& [id, c] : clients_) {
       if (c->dead) continue;
@@ -418,7 +429,9 @@ void Server::timers() {
   }
   std::vector<std::string> moved_on;
   for (auto& [id, s] : sessions_) {
-    if (s.settle_until.expired()) {
+    // While the server does not read the bridge (a client over its high-water mark), the answer
+    // may be waiting unread: no miss is counted then.
+    if (s.settle_until.expired() && !reading_paused_) {
       // The bridge did not answer the boundary's $/ping in time: the next turn goes ahead.
       ++settle_misses_;
       s.settle_until = Deadline::never();
@@ -564,35 +577,17 @@ void Server::drop_client(std::uint64_t id) {
   if (o_.common.verbose > 0) log_line("client " + std::to_string(id) + " disconnected");
 
   std::vector<std::string> touched;
-  for (auto& [sid, s] : sessions_) {
-    bool attached = s.has(id);
-    bool owns_turn = s.busy && s.turn_client == id;
-    s.detach(id);
-    for (auto q = s.queue.begin(); q != s.queue.end();) q = q->client == id ? s.queue.erase(q) : std::next(q);
-    if (owns_turn) {
-      // Its turn goes on without anyone to read it: stop it at the bridge.
-      bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}}, link_gen_);
-      s.turn_client = 0;
-      s.orphan_until = Deadline::after(kOrphanGrace);
-      withdraw_permissions(sid, id);
-    }
-    if (attached || owns_turn) touched.push_back(sid);
-  }
-  // What the bridge asked this client: hand it to the session's next active client, or answer it.
-  std::vector<std::int64_t> mine;
+  for (auto& [sid, s] : sessions_)
+    if (s.has(id) || (s.busy && s.turn_client == id)) touched.push_back(sid);
+  for (auto& sid : touched) leave_session(*session(sid), id, "the client that was asked disconnected");
+  // Requests routed to it that named no session of its own are answered here.
+  std::vector<std::int64_t> rest;
   for (auto& [rid, r] : routed_)
-    if (r.client == id) mine.push_back(rid);
-  std::sort(mine.begin(), mine.end());  // oldest first, as they were asked
-  for (std::int64_t rid : mine) {
+    if (r.client == id) rest.push_back(rid);
+  for (std::int64_t rid : rest) {
     Routed r = std::move(routed_[rid]);
     routed_.erase(rid);
-    Session* s = r.session.empty() ? nullptr : session(r.session);
-    bool turn_cancelled = s && s->busy && s->turn_client == 0;
-    if (s && s->active() && !turn_cancelled) {
-      route(std::move(r));
-    } else {
-      answer_unroutable(r, "the client that was asked disconnected");
-    }
+    answer_unroutable(r, "the client that was asked disconnected");
   }
   for (auto& [cid, call] : calls_)
     if (call.client == id) call.client = 0;  // its response is dropped when it comes
@@ -600,6 +595,37 @@ void Server::drop_client(std::uint64_t id) {
   std::erase_if(restart_waiters_, [&](const auto& w) { return w.first == id; });
   clients_.erase(it);
   for (auto& sid : touched) forget_session_if_unused(sid);
+}
+
+void Server::leave_session(Session& s, std::uint64_t id, std::string_view why) {
+  const std::string sid = s.public_id;
+  bool owns_turn = s.busy && s.turn_client == id;
+  s.detach(id);
+  for (auto q = s.queue.begin(); q != s.queue.end();) q = q->client == id ? s.queue.erase(q) : std::next(q);
+  if (owns_turn) {
+    // Its turn goes on without anyone to read it: stop it at the bridge.
+    bridge_.notify("session/cancel", {{"sessionId", s.bridge_id}}, link_gen_);
+    s.turn_client = 0;
+    s.orphan_until = Deadline::after(kOrphanGrace);
+    withdraw_permissions(sid, id);
+  }
+  // What the bridge asked it for this session: to the next active client, or answered here.
+  std::vector<std::int64_t> mine;
+  for (auto& [rid, r] : routed_)
+    if (r.client == id && r.session == sid) mine.push_back(rid);
+  std::sort(mine.begin(), mine.end());  // oldest first, as they were asked
+  for (std::int64_t rid : mine) {
+    Routed r = std::move(routed_[rid]);
+    routed_.erase(rid);
+    if (Client* c = client(id)) {
+      // Still connected (it detached): it must not answer what is no longer its to answer.
+      c->out += rpc::dump(rpc::make_notification("$/cancel_request", {{"requestId", rid}})) + "\n";
+      flush(*c);
+    }
+    bool turn_cancelled = s.busy && s.turn_client == 0;
+    if (s.active() && !turn_cancelled) route(std::move(r));
+    else answer_unroutable(r, why);
+  }
 }
 
 void Server::forget_session_if_unused(const std::string& public_id) {
@@ -651,6 +677,14 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
     return;
   }
   if (method == "authenticate") return reply(c, id, json::object());
+  if (method == "_tether/detach") {
+    Session* s = session(string_member(params, "sessionId"));
+    if (!s || !s->has(c)) return reply_error(c, id, rpc::kInvalidParams, "Not attached to that session");
+    std::string sid = s->public_id;
+    leave_session(*s, c, "the client that was asked left the session");
+    forget_session_if_unused(sid);
+    return reply(c, id, json::object());
+  }
 
   if (method == "session/load") {
     // Attaching to a session the server knows needs nothing from the bridge (no replay).
@@ -748,6 +782,7 @@ void Server::forward(std::uint64_t c, const json& id, const std::string& method,
 }
 
 CallKey Server::send_call(const std::string& method, json params, Call call) {
+  call.generation = link_gen_;
   CallKey key;
   // Only to the generation the server set up: a newer one gets nothing before its initialize.
   key.id = bridge_.call_queued_to(link_gen_, method, std::move(params), &key.generation);
@@ -963,7 +998,10 @@ void Server::on_bridge_response(rpc::Event& ev) {
   const rpc::Reply& r = ev.reply;
   // A closed reply is the first sign of a dead generation (its waiters are failed before the
   // supervisor reports the exit): nothing more goes to the bridge until a new generation is set up.
-  if (r.status == rpc::Reply::Status::closed && (link_ == Link::ready || link_ == Link::setting_up)) {
+  // Only a call sent to the generation set up now says so: a made-up reply to a call that found a
+  // newer generation running (call_queued_to) must not take down a link already set up again.
+  if (r.status == rpc::Reply::Status::closed && call.generation == link_gen_ &&
+      (link_ == Link::ready || link_ == Link::setting_up)) {
     link_ = Link::down;
     setup_deadline_ = Deadline::never();
   }
@@ -971,9 +1009,10 @@ void Server::on_bridge_response(rpc::Event& ev) {
   if (call.kind == Call::Kind::setup) return on_setup_reply(call, r);
 
   if (call.kind == Call::Kind::barrier) {
+    // Any answer of the bridge (-32601 too, late too) shows that it answers pings.
+    if (r.status != rpc::Reply::Status::closed) settle_misses_ = 0;
     Session* s = session(call.session);
     if (!s || s->settle_call != key) return;
-    settle_misses_ = 0;  // any answer (-32601 too) marks the boundary
     s->settle_until = Deadline::never();
     s->settle_call.reset();
     pump(*s);
@@ -1019,31 +1058,36 @@ void Server::on_bridge_response(rpc::Event& ev) {
         }
       } else {
         for (auto& [c, id] : waiters) reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + call.session);
+        for (auto& q : s->queue) reply_error(q.client, q.id, rpc::kInvalidParams, "Unknown session: " + call.session);
         by_bridge_id_.erase(s->bridge_id);
         sessions_.erase(call.session);
       }
     }
+    if (call.client) reply_to(call, r);
+    return forget_session_if_unused(call.session);  // its loader may have left meanwhile
   }
 
-  if (call.client) {
-    switch (r.status) {
-      case rpc::Reply::Status::result: reply(call.client, call.client_id, r.value); break;
-      case rpc::Reply::Status::error: send_json(call.client, {{"jsonrpc", "2.0"}, {"id", call.client_id}, {"error", r.value}}); break;
-      case rpc::Reply::Status::closed:
-        reply_tether_error(call.client, call.client_id,
-                           r.value.is_object() ? r.value : tether_error("bridge_exited", "the bridge is not running"));
-        break;
-      case rpc::Reply::Status::timeout:
-      case rpc::Reply::Status::cancelled:
-        reply_tether_error(call.client, call.client_id, tether_error("cancelled", "the request was cancelled"));
-        break;
-    }
-  }
+  if (call.client) reply_to(call, r);
   if (call.kind == Call::Kind::prompt) {
     if (Session* s = session(call.session)) {
       pump(*s);
       forget_session_if_unused(call.session);
     }
+  }
+}
+
+void Server::reply_to(const Call& call, const rpc::Reply& r) {
+  switch (r.status) {
+    case rpc::Reply::Status::result: reply(call.client, call.client_id, r.value); break;
+    case rpc::Reply::Status::error: send_json(call.client, {{"jsonrpc", "2.0"}, {"id", call.client_id}, {"error", r.value}}); break;
+    case rpc::Reply::Status::closed:
+      reply_tether_error(call.client, call.client_id,
+                         r.value.is_object() ? r.value : tether_error("bridge_exited", "the bridge is not running"));
+      break;
+    case rpc::Reply::Status::timeout:
+    case rpc::Reply::Status::cancelled:
+      reply_tether_error(call.client, call.client_id, tether_error("cancelled", "the request was cancelled"));
+      break;
   }
 }
 
@@ -1127,6 +1171,7 @@ void Server::answer_unroutable(const Routed& r, std::string_view why) {
 
 void Server::begin_setup(std::uint64_t generation) {
   link_gen_ = generation;
+  settle_misses_ = 0;  // a new process: it may answer pings
   link_ = Link::setting_up;
   setup_deadline_ = Deadline::after(kSetupTimeout);
   sessions_restored_ = true;
@@ -1145,7 +1190,6 @@ void Server::setup_call(const std::string& method, json params, std::string sess
   call.kind = Call::Kind::setup;
   call.step = method;
   call.session = std::move(session);
-  call.generation = link_gen_;
   send_call(method, std::move(params), std::move(call));
 }
 
@@ -1394,6 +1438,12 @@ int run_serve(ServeOptions& o) {
   if (auto err = finish_options(o.common)) {
     error_line(err->message);
     return err->exit_code;
+  }
+  struct stat err_st;
+  UniqueFd log_fd;
+  if (::fstat(STDERR_FILENO, &err_st) == 0 && !S_ISREG(err_st.st_mode)) {
+    log_fd = UniqueFd(::open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    if (log_fd) g_log_fd = log_fd.get();
   }
 
   // The name's lock, held for the server's whole life: a second server of the same name learns

@@ -34,6 +34,8 @@
 //   _tether/status      {"state","link","generation","pid","restartsInWindow","restartsTotal",
 //                       "clients","sessions",…}.
 //   _tether/shutdown    {} and the server stops (what `tether serve --stop` sends).
+//   _tether/detach      {"sessionId"}: the sender leaves that session (talk's /new); its turn
+//                       there is cancelled, its questions go to the next active client.
 //
 // Server -> client
 //   session/update              every update of a session goes to every client attached to it.

@@ -363,18 +363,29 @@ class Talk {
   void handle_turn_events() {
     if (!turn_) return;
     auto events = turn_->poll();
-    if (!events.empty() && other_in_turn_) {
-      // Another client's turn ran while ours waited in the server's queue: ours starts afresh.
-      other_in_turn_ = false;
-      other_prompt_ = false;
-      renderer_.finish_lines();
-      renderer_.begin_turn();
-      if (interactive_) renderer_.dim("(your turn) > " + first_line(turn_text_));
-    }
     bool gave_up = bridge_.status().state == supervisor::State::failed;
     for (std::size_t i = 0; i < events.size(); ++i) {
       auto& e = events[i];
       using K = acp::TurnEvent::Kind;
+      if (e.other_client) {
+        // Another client's turn, while ours waits in the server's queue (in wire order).
+        if (e.kind == K::update) {
+          if (interactive_) show_other(e.update);
+        } else if (e.kind == K::permission) {
+          on_permission(std::move(e.permission));
+        } else if (e.kind == K::permission_withdrawn) {
+          on_permission_withdrawn(e.permission.token);
+        }
+        continue;
+      }
+      if (other_in_turn_ && (e.kind == K::update || e.kind == K::permission)) {
+        // Another client's turn ran while ours waited in the server's queue: ours starts afresh.
+        other_in_turn_ = false;
+        other_prompt_ = false;
+        renderer_.finish_lines();
+        renderer_.begin_turn();
+        if (interactive_) renderer_.dim("(your turn) > " + first_line(turn_text_));
+      }
       switch (e.kind) {
         case K::update: renderer_.update(e.update); break;
         case K::permission: on_permission(std::move(e.permission)); break;
@@ -1094,10 +1105,11 @@ class Talk {
         }
       }
       if (turn_) {
-        // Through a server our prompt may wait behind other clients' turns: theirs come first on
-        // the wire, and through the session (see handle_turn_events).
-        if (connected_mode()) on_session_events(session_->poll());
+        // Our turn's stream first: through a server it also carries, in wire order, the other
+        // clients' turns that ran while ours waited (TurnEvent::other_client). What the session
+        // holds besides comes after our turn's end.
         handle_turn_events();
+        if (connected_mode()) on_session_events(session_->poll());
       } else {
         if (editor_->partial_deadline().expired()) {
           editor_->on_partial_timeout();
@@ -1175,8 +1187,8 @@ class Talk {
       if (connected_mode()) d = base::Deadline::earliest(d, session_->next_deadline());
       int r = ::poll(p, 2, d.poll_timeout_ms());
       if (r > 0 && (p[0].revents & POLLIN)) on_signals();
-      if (connected_mode()) on_session_events(session_->poll());
       handle_turn_events();
+      if (connected_mode()) on_session_events(session_->poll());
     }
   }
 

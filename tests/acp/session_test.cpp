@@ -405,7 +405,7 @@ TEST_CASE("via a server, a peer without _meta.tether is not a tether server: a p
   CHECK(acp::exit_status(*failed) == 76);
 }
 
-TEST_CASE("via a server, a prompt it fails with tether's error object fails the turn with it, unretried") {
+TEST_CASE("via a server, a prompt its bridge died under is sent again (--retries), then fails with tether's error object") {
   ServerRun run;
   supervisor::Bridge bridge(bridge_options({"server", run.log}));
   REQUIRE_FALSE(bridge.start());
@@ -419,9 +419,9 @@ TEST_CASE("via a server, a prompt it fails with tether's error object fails the 
   CHECK(events.back().error.value("code", "") == "bridge_exited");
   CHECK(events.back().error.value("signal", "") == "SIGSEGV");
   CHECK(acp::exit_status(events.back()) == 69);
-  for (const auto& e : events) CHECK(e.kind != TurnEvent::Kind::retry);
+  CHECK(std::count_if(events.begin(), events.end(), [](const TurnEvent& e) { return e.kind == TurnEvent::Kind::retry; }) == 2);
   auto lines = run.lines();
-  CHECK(std::count(lines.begin(), lines.end(), "session/prompt") == 1);
+  CHECK(std::count(lines.begin(), lines.end(), "session/prompt") == 3);  // once, and twice again
 }
 
 TEST_CASE("via a server, another client's turn, its permission request and the server's notices come from poll()") {

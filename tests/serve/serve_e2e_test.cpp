@@ -551,6 +551,34 @@ TEST_CASE("the permission request moves to the older client when the newer one l
   CHECK(contains(a.chunks(), "Permission granted: the edit was applied"));
 }
 
+TEST_CASE("_tether/detach: a client that leaves a session (talk /new) is withdrawn its question and no longer asked") {
+  TmpDir t;
+  Server srv(t);
+  srv.wait_ready();
+  Raw a(srv.socket());
+  std::string sid = attach_main(a, t);
+  Raw b(srv.socket());
+  attach_main(b, t);
+  auto prompt = a.request("session/prompt", text_prompt(sid, "edit while B detaches"));
+  auto asked = b.wait([](const json& m) { return is_method(m, "session/request_permission"); });
+  REQUIRE(asked.has_value());  // B, the newer, is asked
+  auto detached = b.response(b.request("_tether/detach", {{"sessionId", sid}}));
+  CHECK(detached["result"] == json::object());
+  // B learns the question is no longer its own; A, now the only client, is asked instead.
+  CHECK(b.wait([&](const json& m) {
+    return is_method(m, "$/cancel_request") && m["params"]["requestId"] == (*asked)["id"];
+  }).has_value());
+  auto perm = a.wait([](const json& m) { return is_method(m, "session/request_permission"); });
+  INFO("A got:\n" << a.dump());
+  REQUIRE(perm.has_value());
+  a.respond((*perm)["id"], allow_once());
+  CHECK(stop_reason(a.response(prompt)) == "end_turn");
+  CHECK(contains(a.chunks(), "Permission granted: the edit was applied"));
+  CHECK(status(a)["sessions"][0]["attached"] == 1);
+  // Detaching from a session one is not attached to is an error, not a crash.
+  CHECK(b.response(b.request("_tether/detach", {{"sessionId", sid}}))["error"]["code"] == -32602);
+}
+
 TEST_CASE("two talk --connect clients in terminals: the newer is asked; after it quits, the older") {
   TmpDir t;
   Server srv(t);
