@@ -191,6 +191,8 @@ class SessionCore {
     return std::exchange(notices_, {});
   }
 
+  std::vector<TurnEvent> take_notices() { return std::exchange(notices_, {}); }
+
   std::vector<TurnEvent> poll_turn(TurnState& t) {
     pump();
     return std::exchange(t.out, {});
@@ -1123,6 +1125,7 @@ Turn AcpSession::prompt_blocks(json content, base::Duration timeout) {
 }
 
 std::vector<TurnEvent> AcpSession::poll() { return core_->poll_session(); }
+std::vector<TurnEvent> AcpSession::take_notices() { return core_->take_notices(); }
 bool AcpSession::answer_permission(std::uint64_t token, const std::optional<std::string>& option_id) {
   return core_->answer_permission(nullptr, token, option_id);
 }

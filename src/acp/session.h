@@ -167,6 +167,9 @@ class AcpSession {
   // re-handshake) and returns notices, replies to request(), and (via_server) other clients'
   // updates and the permission requests routed to us. Never blocks.
   std::vector<TurnEvent> poll();
+  // What poll() would return of what was already received, without reading more: for a front-end
+  // that drives a turn (whose poll() reads the events) and wants the session's notices after it.
+  std::vector<TurnEvent> take_notices();
   // Answers a pending permission request (policy ask) by its token, whether a turn or poll()
   // delivered it, with one of its offered options or cancelled (nothing). False when the token is
   // not pending or the option was not offered.

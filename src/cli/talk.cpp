@@ -1107,9 +1107,10 @@ class Talk {
       if (turn_) {
         // Our turn's stream first: through a server it also carries, in wire order, the other
         // clients' turns that ran while ours waited (TurnEvent::other_client). What the session
-        // holds besides comes after our turn's end.
+        // set aside besides comes after our turn's end; taken without reading more, so nothing
+        // of our turn is left unread behind a cleared fd.
         handle_turn_events();
-        if (connected_mode()) on_session_events(session_->poll());
+        if (connected_mode()) on_session_events(session_->take_notices());
       } else {
         if (editor_->partial_deadline().expired()) {
           editor_->on_partial_timeout();
@@ -1188,7 +1189,7 @@ class Talk {
       int r = ::poll(p, 2, d.poll_timeout_ms());
       if (r > 0 && (p[0].revents & POLLIN)) on_signals();
       handle_turn_events();
-      if (connected_mode()) on_session_events(session_->poll());
+      if (connected_mode()) on_session_events(session_->take_notices());
     }
   }
 
