@@ -931,16 +931,7 @@ class SessionCore {
           // again, as a direct run would (the server holds it until its bridge is back).
           // Anything else (its restart budget is spent, ...) fails the turn as it is.
           if (string_of(*data, "code") == "bridge_exited" && t.retries_left > 0) {
-            --t.retries_left;
-            t.phase = TurnState::Phase::waiting;
-            int n = t.retries_total - t.retries_left;
-            if (!t.abandoned) {
-              TurnEvent e;
-              e.kind = TurnEvent::Kind::retry;
-              e.text = string_of(*data, "message") + "; sending the prompt again once the tether server's bridge is back (retry " +
-                       std::to_string(n) + " of " + std::to_string(t.retries_total) + ")";
-              t.out.push_back(std::move(e));
-            }
+            send_again(t, string_of(*data, "message"), "once the tether server's bridge is back");
           } else {
             finish(t, failed_event(*data, false));
           }
@@ -955,16 +946,7 @@ class SessionCore {
         if (cancelling) {
           finish(t, failed_event(cancel_error(t.cancel_cause), false));
         } else if (t.retries_left > 0 && error_code(r.value) != "restart_limit") {
-          --t.retries_left;
-          t.phase = TurnState::Phase::waiting;
-          int n = t.retries_total - t.retries_left;
-          if (!t.abandoned) {
-            TurnEvent e;
-            e.kind = TurnEvent::Kind::retry;
-            e.text = string_of(r.value, "message") + "; sending the prompt again after the restart (retry " +
-                     std::to_string(n) + " of " + std::to_string(t.retries_total) + ")";
-            t.out.push_back(std::move(e));
-          }
+          send_again(t, string_of(r.value, "message"), "after the restart");
           if (link_ == Link::failed) finish(t, failed_event(link_error_, true));
         } else {
           finish(t, failed_event(r.value, false));
@@ -973,6 +955,20 @@ class SessionCore {
       }
     }
     advance();
+  }
+
+  // A turn the bridge died under goes back to waiting, to be sent again (one retry spent), with a
+  // retry event that says why and when.
+  void send_again(TurnState& t, const std::string& why, const char* when) {
+    --t.retries_left;
+    t.phase = TurnState::Phase::waiting;
+    int n = t.retries_total - t.retries_left;
+    if (t.abandoned) return;
+    TurnEvent e;
+    e.kind = TurnEvent::Kind::retry;
+    e.text = why + "; sending the prompt again " + when + " (retry " + std::to_string(n) + " of " +
+             std::to_string(t.retries_total) + ")";
+    t.out.push_back(std::move(e));
   }
 
   void pass_barrier(TurnState& t, bool drop) {
