@@ -93,11 +93,7 @@ class Proc {
        std::string err_path)
       : out_path_(std::move(out_path)), err_path_(std::move(err_path)) {
     std::vector<std::string> envs = tether::test::environment_with(env);
-    std::vector<char*> av, ev;
-    for (auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
-    av.push_back(nullptr);
-    for (auto& e : envs) ev.push_back(const_cast<char*>(e.c_str()));
-    ev.push_back(nullptr);
+    std::vector<char*> av = tether::test::exec_vector(argv), ev = tether::test::exec_vector(envs);
     int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     int out = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int err = ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -110,12 +106,7 @@ class Proc {
       ::dup2(out, 1);
       ::dup2(err, 2);
       ::setpgid(0, 0);
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
-      ::execve(av[0], av.data(), ev.data());
-      ::_exit(127);
+      tether::test::exec_as_command(av.data(), ev.data());
     }
     ::close(in);
     ::close(out);

@@ -1,5 +1,7 @@
 #include "support/run.h"
 
+#include "support/support.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,11 +30,7 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& o) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) env.emplace_back(*e);
   env.insert(env.end(), o.env.begin(), o.env.end());
-  std::vector<char*> av, ev;
-  for (auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
-  av.push_back(nullptr);
-  for (auto& e : env) ev.push_back(const_cast<char*>(e.c_str()));
-  ev.push_back(nullptr);
+  std::vector<char*> av = exec_vector(argv), ev = exec_vector(env);
 
   auto start = std::chrono::steady_clock::now();
   pid_t pid = ::fork();
@@ -40,12 +38,7 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& o) {
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::signal(SIGPIPE, SIG_DFL);
-    ::execve(av[0], av.data(), ev.data());
-    ::_exit(127);
+    exec_as_command(av.data(), ev.data());
   }
   ::close(in[0]);
   ::close(out[1]);

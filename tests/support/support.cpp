@@ -121,4 +121,20 @@ std::vector<std::string> environment_with(const std::vector<std::string>& change
   return envs;
 }
 
+std::vector<char*> exec_vector(const std::vector<std::string>& strings) {
+  std::vector<char*> v;
+  for (auto& s : strings) v.push_back(const_cast<char*>(s.c_str()));
+  v.push_back(nullptr);
+  return v;
+}
+
+void exec_as_command(char* const argv[], char* const envp[]) {
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
+  ::execve(argv[0], argv, envp);
+  ::_exit(127);
+}
+
 }  // namespace tether::test

@@ -29,6 +29,12 @@ bool process_exists(pid_t pid);  // false also for a zombie
 // (nothing after '=') removes it. For a child started with execve.
 std::vector<std::string> environment_with(const std::vector<std::string>& changes);
 
+// argv or envp for execve: pointers into `strings` (which must outlive them), null-terminated.
+std::vector<char*> exec_vector(const std::vector<std::string>& strings);
+// In a child after fork: the empty signal mask and the default SIGINT, SIGTERM, SIGHUP, SIGPIPE
+// and SIGQUIT dispositions (what a shell gives a command), then execve; exit 127 if it fails.
+[[noreturn]] void exec_as_command(char* const argv[], char* const envp[]);
+
 // Absolute path of a built fake bridge (tests/fakes), from TETHER_FAKES_DIR set by meson.
 std::string fake(const std::string& name);
 // Absolute path of the built tether binary, from TETHER_BIN set by meson.

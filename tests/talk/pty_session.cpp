@@ -63,24 +63,13 @@ std::string strip_terminal(std::string_view raw) {
 
 Pty::Pty(const std::vector<std::string>& argv, const std::vector<std::string>& env, int rows, int cols) {
   std::vector<std::string> envs = environment_with(env);
-  std::vector<char*> av, ev;
-  for (auto& a : argv) av.push_back(const_cast<char*>(a.c_str()));
-  av.push_back(nullptr);
-  for (auto& e : envs) ev.push_back(const_cast<char*>(e.c_str()));
-  ev.push_back(nullptr);
+  std::vector<char*> av = exec_vector(argv), ev = exec_vector(envs);
 
   winsize ws{};
   ws.ws_row = static_cast<unsigned short>(rows);
   ws.ws_col = static_cast<unsigned short>(cols);
   pid_ = ::forkpty(&master_, nullptr, nullptr, &ws);
-  if (pid_ == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int s : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) ::signal(s, SIG_DFL);
-    ::execve(av[0], av.data(), ev.data());
-    ::_exit(127);
-  }
+  if (pid_ == 0) exec_as_command(av.data(), ev.data());
   if (master_ >= 0) ::fcntl(master_, F_SETFD, FD_CLOEXEC);
 }
 
