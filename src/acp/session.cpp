@@ -29,16 +29,8 @@ constexpr std::size_t kMaxHeldUpdates = 1024;
 // one that drops requests mid-turn would otherwise delay a whole answer.
 constexpr auto kMaxHold = std::chrono::milliseconds(250);
 
-const json* member(const json& obj, std::string_view key) {
-  if (!obj.is_object()) return nullptr;
-  auto it = obj.find(key);
-  return it == obj.end() ? nullptr : &*it;
-}
-
-std::string string_of(const json& obj, std::string_view key) {
-  const json* v = member(obj, key);
-  return v && v->is_string() ? v->get<std::string>() : std::string();
-}
+using rpc::member;
+using rpc::string_of;
 
 // "error -32603: Internal error" from a JSON-RPC error object.
 // A tether server's own failure (rpc::kTetherServerError), not an agent's error passed through.

@@ -1,13 +1,11 @@
 #include "acp/update.h"
 
+#include "rpc/message.h"
+
 namespace tether::acp {
 namespace {
 
-const json* member(const json& obj, std::string_view key) {
-  if (!obj.is_object()) return nullptr;
-  auto it = obj.find(key);
-  return it == obj.end() ? nullptr : &*it;
-}
+using rpc::member;
 
 std::optional<std::string> string_member(const json& obj, std::string_view key) {
   const json* v = member(obj, key);

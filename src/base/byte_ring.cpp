@@ -52,6 +52,12 @@ std::string ByteRing::tail_lines(std::size_t n) const {
   return all;
 }
 
+std::string last_lines(std::string_view text, std::size_t n) {
+  ByteRing ring(text.size() + 1);
+  ring.append(text);
+  return ring.tail_lines(n);
+}
+
 std::string ByteRing::last_line() const {
   std::string line = tail_lines(1);
   if (!line.empty() && line.back() == '\r') line.pop_back();

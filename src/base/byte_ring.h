@@ -30,4 +30,8 @@ class ByteRing {
   std::size_t size_ = 0;  // bytes kept, <= capacity
 };
 
+// The last n non-empty lines of `text`, as ByteRing::tail_lines gives them (a stderr tail that
+// arrived as a string, say).
+std::string last_lines(std::string_view text, std::size_t n);
+
 }  // namespace tether::base

@@ -18,7 +18,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -36,6 +35,7 @@
 #include <cstring>
 
 #include "acp/permission.h"
+#include "base/byte_ring.h"
 #include "base/signals.h"
 #include "base/unique_fd.h"
 #include "cli/socket_path.h"
@@ -82,23 +82,8 @@ void log_line(std::string_view text) {
   [[maybe_unused]] auto w = ::write(g_log_fd, line.data(), line.size());
 }
 
-std::string last_line(const std::string& text) {
-  std::size_t end = text.find_last_not_of("\r\n");
-  if (end == std::string::npos) return "";
-  std::size_t start = text.rfind('\n', end);
-  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
-}
-
-const json* member(const json& j, const char* key) {
-  if (!j.is_object()) return nullptr;
-  auto it = j.find(key);
-  return it == j.end() ? nullptr : &*it;
-}
-
-std::string string_member(const json& j, const char* key) {
-  const json* v = member(j, key);
-  return v && v->is_string() ? v->get<std::string>() : std::string();
-}
+using rpc::member;
+using rpc::string_of;
 
 json tether_error(std::string code, std::string message) {
   return {{"code", std::move(code)}, {"message", std::move(message)}};
@@ -107,13 +92,10 @@ json tether_error(std::string code, std::string message) {
 struct Client {
   std::uint64_t id = 0;
   UniqueFd fd;
-  uid_t uid = 0;
-  pid_t pid = 0;
   rpc::LineFramer framer;
   std::string out;
   std::size_t out_off = 0;
   bool dead = false;
-  bool initialized = false;
   bool fs_read = false, fs_write = false;  // what it advertised in initialize
   base::TimePoint stuck_since{};  // over the high-water mark without progress since then
 
@@ -219,7 +201,7 @@ class Server {
     send_json(client, rpc::make_error(id, code, message, std::move(data)));
   }
   void reply_tether_error(std::uint64_t client, const json& id, const json& error) {
-    reply_error(client, id, kTetherError, string_member(error, "message"), error);
+    reply_error(client, id, kTetherError, string_of(error, "message"), error);
   }
   void broadcast(const std::string& method, json params);
   void sweep_dead();
@@ -493,8 +475,6 @@ void Server::accept_clients() {
     auto c = std::make_unique<Client>(o_.common.max_line);
     c->id = ++next_client_;
     c->fd = std::move(fd);
-    c->uid = cred.uid;
-    c->pid = cred.pid;
     if (o_.common.verbose > 0) log_line("client " + std::to_string(c->id) + " connected (pid " + std::to_string(cred.pid) + ")");
     clients_.emplace(c->id, std::move(c));
   }
@@ -658,7 +638,7 @@ void Server::on_client_line(Client& c, std::string_view line) {
 
 void Server::on_client_request(std::uint64_t c, json& msg) {
   const json id = msg["id"];
-  const std::string method = string_member(msg, "method");
+  const std::string method = string_of(msg, "method");
   json params = msg.contains("params") ? msg["params"] : json::object();
   if (!params.is_object()) params = json::object();
 
@@ -678,7 +658,7 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
   }
   if (method == "authenticate") return reply(c, id, json::object());
   if (method == "_tether/detach") {
-    Session* s = session(string_member(params, "sessionId"));
+    Session* s = session(string_of(params, "sessionId"));
     if (!s || !s->has(c)) return reply_error(c, id, rpc::kInvalidParams, "Not attached to that session");
     std::string sid = s->public_id;
     leave_session(*s, c, "the client that was asked left the session");
@@ -688,7 +668,7 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
 
   if (method == "session/load") {
     // Attaching to a session the server knows needs nothing from the bridge (no replay).
-    if (Session* known = session(string_member(params, "sessionId"))) {
+    if (Session* known = session(string_of(params, "sessionId"))) {
       if (known->load_call) {  // another client's load of it is under way: its outcome is ours
         known->load_waiters.emplace_back(c, id);
         return;
@@ -722,7 +702,6 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
     if (!meta.is_object()) meta = json::object();
     meta["tether"] = {{"mainSessionId", main_session_}, {"generation", link_gen_}, {"version", TETHER_VERSION}};
     if (Client* cl = client(c)) {
-      cl->initialized = true;
       const json* cc = member(params, "clientCapabilities");
       const json* fs = cc ? member(*cc, "fs") : nullptr;
       auto has = [&](const char* k) { const json* v = fs ? member(*fs, k) : nullptr; return v && v->is_boolean() && v->get<bool>(); };
@@ -737,14 +716,14 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
     call.params = params;
     return forward(c, id, method, std::move(params), std::move(call));
   }
-  const std::string sid = string_member(params, "sessionId");
+  const std::string sid = string_of(params, "sessionId");
   Session* s = session(sid);
   if (method == "session/load") {
     if (!bridge_loads_) return reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + sid);
     // A session the agent may have kept: load it at the bridge; the replay goes to this client.
     Session fresh;
     fresh.public_id = fresh.bridge_id = sid;
-    fresh.cwd = string_member(params, "cwd");
+    fresh.cwd = string_of(params, "cwd");
     if (const json* m = member(params, "mcpServers")) fresh.mcp_servers = *m;
     fresh.attached.push_back(c);
     fresh.loading = true;
@@ -841,8 +820,8 @@ void Server::cancel_turn(Session& s, std::uint64_t by) {
   // Prompts of this client still waiting for the bridge to come back end here, cancelled ...
   for (auto q = deferred_.begin(); q != deferred_.end();) {
     const json* p = member(q->message, "params");
-    if (q->client == by && string_member(q->message, "method") == "session/prompt" && p &&
-        string_member(*p, "sessionId") == s.public_id) {
+    if (q->client == by && string_of(q->message, "method") == "session/prompt" && p &&
+        string_of(*p, "sessionId") == s.public_id) {
       reply(by, q->message["id"], {{"stopReason", "cancelled"}});
       q = deferred_.erase(q);
     } else {
@@ -879,10 +858,10 @@ void Server::withdraw_permissions(const std::string& session, std::uint64_t exce
 }
 
 void Server::on_client_notification(std::uint64_t c, const json& msg) {
-  const std::string method = string_member(msg, "method");
+  const std::string method = string_of(msg, "method");
   const json* params = member(msg, "params");
   if (method == "session/cancel" && params) {
-    if (Session* s = session(string_member(*params, "sessionId")); s && s->has(c)) cancel_turn(*s, c);
+    if (Session* s = session(string_of(*params, "sessionId")); s && s->has(c)) cancel_turn(*s, c);
   }
   // Anything else ($/cancel_request of a request of ours, extensions) needs nothing from us.
 }
@@ -899,7 +878,7 @@ void Server::on_client_response(std::uint64_t c, const json& msg) {
   if (const json* err = member(msg, "error")) {
     int code = err->is_object() && err->contains("code") && (*err)["code"].is_number_integer() ? (*err)["code"].get<int>()
                                                                                              : rpc::kInternalError;
-    bridge_.respond_error(r.generation, r.bridge_id, code, string_member(*err, "message"));
+    bridge_.respond_error(r.generation, r.bridge_id, code, string_of(*err, "message"));
   } else {
     bridge_.respond(r.generation, r.bridge_id, msg.contains("result") ? msg["result"] : json(nullptr));
   }
@@ -947,15 +926,15 @@ void Server::on_bridge_events() {
 }
 
 void Server::on_bridge_status(const rpc::Event& ev) {
-  const std::string state = string_member(ev.message, "state");
+  const std::string state = string_of(ev.message, "state");
   if (state == "ready") {
     if (ev.generation > link_gen_) begin_setup(ev.generation);
   } else if (state == "exited") {
     if (ev.generation != link_gen_ || shutting_down_) return;
     const json* err = member(ev.message, "error");
     if (err) {
-      last_cause_ = string_member(*err, "message");
-      last_stderr_line_ = last_line(string_member(*err, "stderrTail"));
+      last_cause_ = string_of(*err, "message");
+      last_stderr_line_ = base::last_lines(string_of(*err, "stderrTail"), 1);
     }
     if (!ever_ready_) {
       startup_error_ = "the bridge stopped before the ACP handshake completed: " + last_cause_;
@@ -977,9 +956,9 @@ void Server::on_bridge_status(const rpc::Event& ev) {
     if (auto d = member(ev.message, "delayMs")) log_line("restarting the bridge in " + d->dump() + " ms");
   } else if (state == "failed") {
     if (shutting_down_) return;
-    std::string msg = string_member(ev.message, "message");
+    std::string msg = string_of(ev.message, "message");
     if (msg.empty())
-      if (const json* err = member(ev.message, "error")) msg = string_member(*err, "message");
+      if (const json* err = member(ev.message, "error")) msg = string_of(*err, "message");
     if (!ever_ready_) {
       startup_error_ = msg;
       return;
@@ -1033,11 +1012,11 @@ void Server::on_bridge_response(rpc::Event& ev) {
     }
   }
   if (call.kind == Call::Kind::new_session && r.ok()) {
-    std::string sid = string_member(r.value, "sessionId");
+    std::string sid = string_of(r.value, "sessionId");
     if (!sid.empty() && !session(sid) && call.client) {
       Session s;
       s.public_id = s.bridge_id = sid;
-      s.cwd = string_member(call.params, "cwd");
+      s.cwd = string_of(call.params, "cwd");
       if (const json* m = member(call.params, "mcpServers")) s.mcp_servers = *m;
       s.attached.push_back(call.client);  // the session's creator is its first, active client
       sessions_.emplace(sid, std::move(s));
@@ -1093,15 +1072,15 @@ void Server::reply_to(const Call& call, const rpc::Reply& r) {
 
 void Server::on_bridge_notification(rpc::Event& ev) {
   json& msg = ev.message;
-  const std::string method = string_member(msg, "method");
+  const std::string method = string_of(msg, "method");
   auto pit = msg.find("params");
   if (pit == msg.end() || !pit->is_object()) return;
   json& params = *pit;
   if (method == "session/update") {
-    Session* s = session_by_bridge_id(string_member(params, "sessionId"));
+    Session* s = session_by_bridge_id(string_of(params, "sessionId"));
     if (!s || (s->loading && link_ != Link::ready)) return;  // unknown, or a replay we asked for ourselves
     if (const json* u = member(params, "update")) {
-      std::string kind = string_member(*u, "sessionUpdate");
+      std::string kind = string_of(*u, "sessionUpdate");
       if (kind == "available_commands_update" || kind == "current_mode_update" || kind == "session_info_update" ||
           kind == "usage_update" || kind == "config_option_update")
         s->state_updates[kind] = *u;
@@ -1127,9 +1106,9 @@ void Server::on_bridge_request(rpc::Event& ev) {
   Routed r;
   r.generation = ev.generation;
   r.bridge_id = msg["id"];
-  r.method = string_member(msg, "method");
+  r.method = string_of(msg, "method");
   r.params = msg.contains("params") && msg["params"].is_object() ? msg["params"] : json::object();
-  Session* s = session_by_bridge_id(string_member(r.params, "sessionId"));
+  Session* s = session_by_bridge_id(string_of(r.params, "sessionId"));
   if (!s) return answer_unroutable(r, "it names no session a tether client is attached to");
   r.session = s->public_id;
   r.params["sessionId"] = s->public_id;
@@ -1198,8 +1177,8 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
   // next generation's "ready" starts the setup again.
   if (link_ != Link::setting_up || call.generation != link_gen_ || r.status == rpc::Reply::Status::closed) return;
   auto rpc_text = [&] {
-    if (r.status == rpc::Reply::Status::error) return string_member(r.value, "message");
-    if (r.status == rpc::Reply::Status::closed) return string_member(r.value, "message");
+    if (r.status == rpc::Reply::Status::error) return string_of(r.value, "message");
+    if (r.status == rpc::Reply::Status::closed) return string_of(r.value, "message");
     return std::string("no answer");
   };
   if (call.step == "initialize") {
@@ -1222,7 +1201,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
   Session* s = call.session.empty() ? nullptr : session(call.session);
   if (!call.session.empty() && !s) return setup_next();  // its last client left meanwhile
   if (call.step == "session/new") {
-    std::string sid = r.ok() ? string_member(r.value, "sessionId") : "";
+    std::string sid = r.ok() ? string_of(r.value, "sessionId") : "";
     if (sid.empty()) {
       if (!s) return setup_failed("the bridge refused session/new: " + rpc_text());
       // A lost session that cannot be re-created: its clients keep the id; prompts will fail.
@@ -1453,15 +1432,7 @@ int run_serve(ServeOptions& o) {
     error_line("cannot open " + where.lock_path + ": " + strerror(errno));
     return kExitUnavailable;
   }
-  // A client checking whether a server is starting holds a shared lock for an instant
-  // (server_holds_lock): a busy lock is tried again for a moment before it means a live server.
-  bool locked = false;
-  for (auto until = Deadline::after(std::chrono::milliseconds(200)); !locked;) {
-    locked = ::flock(lock.get(), LOCK_EX | LOCK_NB) == 0;
-    if (locked || errno != EWOULDBLOCK || until.expired()) break;
-    ::poll(nullptr, 0, 5);
-  }
-  if (!locked) {
+  if (!take_server_lock(lock.get())) {
     std::string how = o.socket.empty() ? "tether serve --stop" + (o.name.empty() ? std::string() : " --name " + o.name)
                                        : "tether serve --stop --socket " + o.socket;
     error_line("a tether server is already running at " + where.path + " (stop it with `" + how + "`)");

@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <string.h>
 #include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,11 +68,26 @@ std::optional<std::string> check_private_dir(const SocketLocation& where) {
   return std::nullopt;
 }
 
+namespace {
+struct flock whole_file(short type) {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;  // l_start 0, l_len 0: the whole file
+  return fl;
+}
+}  // namespace
+
+bool take_server_lock(int fd) {
+  struct flock fl = whole_file(F_WRLCK);
+  return ::fcntl(fd, F_OFD_SETLK, &fl) == 0;
+}
+
 bool server_holds_lock(const SocketLocation& where) {
   int fd = ::open(where.lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return false;
-  bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-  ::close(fd);  // releases our shared lock, if we got one
+  struct flock fl = whole_file(F_RDLCK);  // would a reader conflict? only with a holder
+  bool held = ::fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+  ::close(fd);
   return held;
 }
 

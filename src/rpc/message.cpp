@@ -37,6 +37,17 @@ std::optional<json> parse_line(std::string_view line) {
   return value;
 }
 
+const json* member(const json& obj, std::string_view key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+std::string string_of(const json& obj, std::string_view key) {
+  const json* v = member(obj, key);
+  return v && v->is_string() ? v->get<std::string>() : std::string();
+}
+
 Classified classify(const json& msg) {
   if (!msg.is_object()) return {MessageKind::invalid, "not a JSON object"};
   // "jsonrpc":"2.0" is required by the spec, but peers that omit it are common; a wrong value is not.

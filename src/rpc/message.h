@@ -30,6 +30,11 @@ struct Classified {
 std::optional<json> parse_line(std::string_view line);
 Classified classify(const json& msg);
 
+// The member `key` of an object, or null (not an object, or no such member).
+const json* member(const json& obj, std::string_view key);
+// The string member `key`, or "" (absent, or not a string).
+std::string string_of(const json& obj, std::string_view key);
+
 // Our request ids are integers we hand out; a response id that is not one (a string, a float,
 // null) cannot match a request of ours.
 std::optional<std::int64_t> our_id(const json& id);
