@@ -29,11 +29,7 @@ constexpr auto kExitAfterEof = std::chrono::milliseconds(250);
 // How long a connect may wait for a tether server whose backlog is full.
 constexpr int kConnectWaitSecs = 5;
 
-std::string last_lines(const std::string& tail, std::size_t n) {
-  base::ByteRing ring(tail.size() + 1);
-  ring.append(tail);
-  return ring.tail_lines(n);
-}
+using base::last_lines;
 
 bool allowed(State from, State to) {
   switch (to) {
@@ -702,7 +698,17 @@ void Bridge::run() {
         lock.unlock();
         sock = connect_socket(opt_.connect_path);
       }
-      if (stopping) break;  // not a failure to report: we were asked to stop while waiting
+      if (stopping) {
+        // Not a failure to report, but start() must not take the stop for a connection.
+        std::lock_guard lock(mu_);
+        if (!last_exit_) {
+          last_exit_.emplace();
+          last_exit_->reason = ExitReason::stopped;
+          last_exit_->generation = gen;
+          last_exit_->connection = true;
+        }
+        break;
+      }
       if (sock.outcome != Outcome::connected) {
         not_started.emplace();
         not_started->detail = sock.why;
@@ -714,6 +720,7 @@ void Bridge::run() {
           not_started.emplace();
           not_started->detail = std::string("cannot duplicate the socket: ") + ::strerror(errno);
           not_started->connection = true;
+          fds.stdout_r.reset();  // the server must not keep a client that will never speak
         }
       }
     } else {

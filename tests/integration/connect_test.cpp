@@ -27,6 +27,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using base::Deadline;
+using base::Clock;
 using base::UniqueFd;
 using rpc::Reply;
 using supervisor::Bridge;
@@ -187,6 +188,36 @@ TEST_CASE("no server: start() fails at once, saying that nobody listens and how 
     CHECK(supervisor::describe(*failed) ==
           "no tether server is listening on " + path + " (start one with `tether serve`)");
     ::unlink(path.c_str());
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("no server yet: start() waits out connect_patience, and a stop() meanwhile ends it as a stop") {
+  test::LeakGuard guard;
+  ScratchDir dir;
+  const std::string path = dir.file("later.sock");
+  auto o = connect_options(path);
+  o.connect_patience = 30s;  // far longer than the test may take
+  {
+    Bridge bridge(o);
+    std::optional<supervisor::BridgeExited> started;
+    std::atomic<bool> returned{false};
+    std::thread starter([&] {
+      started = bridge.start();
+      returned = true;
+    });
+    // Its first generation is trying to connect: no answer either way while the patience lasts.
+    REQUIRE(test::eventually([&] { return bridge.status().generation == 1; }));
+    CHECK(bridge.status().state == State::starting);
+    CHECK_FALSE(returned.load());
+    auto t0 = Clock::now();
+    bridge.stop();
+    starter.join();
+    CHECK(Clock::now() - t0 < 5s);
+    // Not taken for a connection: start() says it was stopped.
+    REQUIRE(started.has_value());
+    CHECK(started->reason == ExitReason::stopped);
+    CHECK(started->connection);
   }
   CHECK_NO_LEAKS(guard);
 }
