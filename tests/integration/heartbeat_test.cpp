@@ -38,7 +38,15 @@ void hang_case(base::Duration hb, bool ping_answered_with_error) {
     // Once it answered its ping it answers nothing: a call now waits for the hang to be declared.
     REQUIRE(test::eventually([&] { return contains(bridge.status().stderr_tail, "answered one ping"); },
                              Ms(static_cast<long>(hb_ms * 3 + 2000))));
-    const double answered_ms = ms_since(t0);
+    // When it answered, by its own clock (the same as ours): seeing the line here may come later,
+    // which would shorten the interval measured below and fail its lower bound under load.
+    const std::string tail = bridge.status().stderr_tail;
+    const std::string mark = "answered one ping at ";
+    const auto at = tail.find(mark);
+    REQUIRE(at != std::string::npos);
+    const long long answered_ns = std::stoll(tail.substr(at + mark.size()));
+    const double answered_ms =
+        (answered_ns - std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count()) / 1e6;
     Reply stuck = bridge.call("stuck", json::object(), Deadline::after(30s));
     const double stuck_ms = ms_since(t0);
     CHECK(stuck.status == Reply::Status::closed);
