@@ -196,8 +196,10 @@ std::optional<BridgeExited> Bridge::start() {
     std::lock_guard lock(mu_);
     if (started_) return std::nullopt;
     started_ = true;
+    // Made in the same critical section that sets started_: a stop() from another thread that sees
+    // started_ then sees the handle too (run() waits for mu_ before it touches anything).
+    thread_ = std::thread([this] { run(); });
   }
-  thread_ = std::thread([this] { run(); });
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return state_ == State::ready || state_ == State::failed || state_ == State::exited; });
   if (state_ == State::ready) return std::nullopt;
@@ -394,6 +396,7 @@ void Bridge::stop() {
     request_ = Request::stop;
   }
   cv_.notify_all();
+  std::lock_guard join(join_mu_);  // two stop()s at once: one joins, the other waits for it
   if (thread_.joinable()) thread_.join();
 }
 

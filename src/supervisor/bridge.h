@@ -196,7 +196,8 @@ class Bridge {
   int hb_misses_ = 0;
   std::shared_ptr<std::atomic<int>> hb_answered_ = std::make_shared<std::atomic<int>>(0);
 
-  std::thread thread_;
+  std::mutex join_mu_;    // serializes joining thread_
+  std::thread thread_;    // written once by start() under mu_; joined by stop() under join_mu_
 };
 
 // The sentence for giving up: names the count, the window, the last cause and the stderr tail.
