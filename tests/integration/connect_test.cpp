@@ -104,9 +104,11 @@ class FakeServer {
     thread_ = std::thread([this] { run(); });
   }
   ~FakeServer() {
+    // The name goes first, as in the real server: a client reconnecting the moment its connection
+    // closes must find nobody, not the backlog of a listener that is still open.
+    ::unlink(path_.c_str());
     base::write_all(stop_w_.get(), "x");
     thread_.join();
-    ::unlink(path_.c_str());
   }
   FakeServer(const FakeServer&) = delete;
   FakeServer& operator=(const FakeServer&) = delete;
@@ -206,6 +208,16 @@ TEST_CASE("no server yet: start() waits out connect_patience, and a stop() meanw
       started = bridge.start();
       returned = true;
     });
+    struct JoinOnExit {  // a failed REQUIRE below must not leave a joinable thread (std::terminate)
+      Bridge& b;
+      std::thread& t;
+      ~JoinOnExit() {
+        if (t.joinable()) {
+          b.stop();
+          t.join();
+        }
+      }
+    } join_on_exit{bridge, starter};
     // Its first generation is trying to connect: no answer either way while the patience lasts.
     REQUIRE(test::eventually([&] { return bridge.status().generation == 1; }));
     CHECK(bridge.status().state == State::starting);
