@@ -200,7 +200,15 @@ class BatchRunner {
     bridges_started_ = true;
     for (auto& w : workers_) {
       w.bridge = std::make_unique<supervisor::Bridge>(bridge_options_);
-      if (auto failed = w.bridge->start()) retire(w, failed->to_json());
+      int caught = 0;
+      auto failed = start_bridge(*w.bridge, sig_.get(), &caught);
+      if (caught) {
+        // Interrupted while this bridge started (or waited for a server): it is stopped, the
+        // rest are not started, and dispatch() cancels what waits.
+        on_signal(caught);
+        return;
+      }
+      if (failed) retire(w, failed->to_json());
     }
   }
 
@@ -213,6 +221,7 @@ class BatchRunner {
     }
     if (ready_.empty()) return;
     start_bridges();
+    if (stopping_) return dispatch();  // interrupted while the bridges started
     for (auto& w : workers_) {
       if (ready_.empty()) break;
       if (w.retired || w.job) continue;

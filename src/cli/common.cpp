@@ -12,10 +12,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "cli/config_file.h"
 #include "cli/socket_path.h"
@@ -306,6 +308,35 @@ int read_signal(int signal_fd) {
   signalfd_siginfo info;
   ssize_t n = ::read(signal_fd, &info, sizeof info);
   return n == static_cast<ssize_t>(sizeof info) ? static_cast<int>(info.ssi_signo) : 0;
+}
+
+std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge, int signal_fd, int* caught) {
+  *caught = 0;
+  int done[2];
+  if (::pipe2(done, O_CLOEXEC) != 0) return bridge.start();  // no watcher: an uninterruptible start
+  base::UniqueFd done_r(done[0]), done_w(done[1]);
+  std::atomic<int> signal{0};
+  // The watcher only stops the bridge; start() on this thread then returns. Bridge::stop() may
+  // run concurrently with start() (tests/integration/connect_test.cpp checks it).
+  std::thread watcher([&] {
+    pollfd p[2] = {{done_r.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    for (;;) {
+      int r = ::poll(p, 2, -1);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 || p[0].revents) return;
+      int sig = read_signal(signal_fd);
+      if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+        signal = sig;
+        bridge.stop();
+        return;
+      }
+    }
+  });
+  auto result = bridge.start();
+  base::write_all(done_w.get(), "x");
+  watcher.join();
+  *caught = signal.load();
+  return result;
 }
 
 void reraise(int sig) {

@@ -85,6 +85,12 @@ void block_signals();
 base::UniqueFd open_signal_fd();
 // Reads one pending signal from the signalfd; 0 if none.
 int read_signal(int signal_fd);
+// Bridge::start() that a SIGINT, SIGTERM or SIGHUP on `signal_fd` cuts short. start() blocks until
+// the first generation runs or fails, which with --connect can be a wait of up to 10 s for a
+// server that is still starting; Ctrl-C must end that at once, as it does everywhere else. A
+// caught signal stops the bridge (start() then reports it stopped) and lands in *caught (0 when
+// none came); a SIGWINCH meanwhile is read and dropped.
+std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge, int signal_fd, int* caught);
 // Ends the process with `sig` after cleanup (default disposition, unblocked, raised), so the
 // parent sees the signal: SIGINT -> 130, SIGPIPE -> 141, SIGTERM -> 143.
 [[noreturn]] void reraise(int sig);

@@ -301,8 +301,14 @@ int run_prompt(PromptOptions& o) {
   int raise_sig = 0;
   {
     supervisor::Bridge bridge(std::move(bopt));
-    if (auto err = bridge.start()) {
-      json e = err->to_json();
+    int caught = 0;
+    auto start_failed = start_bridge(bridge, sigfd.get(), &caught);
+    if (caught) {  // interrupted while starting (or waiting for a server): the bridge is stopped
+      fail_json(acp::error_object("cancelled", "interrupted while connecting to the agent"));
+      reraise(caught);
+    }
+    if (start_failed) {
+      json e = start_failed->to_json();
       report(e);
       fail_json(e);
       return kExitUnavailable;

@@ -1280,7 +1280,10 @@ int run_talk(TalkOptions& o) {
   std::vector<std::string> argv = bo.argv;
   std::string server = bo.connect_path;
   supervisor::Bridge bridge(std::move(bo));
-  if (auto failed = bridge.start()) {
+  int caught = 0;
+  auto failed = start_bridge(bridge, open_signal_fd().get(), &caught);
+  if (caught) reraise(caught);  // Ctrl-C while starting (or waiting for a server): the bridge is stopped
+  if (failed) {
     error_line(supervisor::describe(*failed));
     return kExitUnavailable;
   }

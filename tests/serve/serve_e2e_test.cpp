@@ -1084,6 +1084,45 @@ TEST_CASE("serve --stop with no server running exits 69") {
   CHECK(contains(r.err, "no tether server is running"));
 }
 
+int thread_count(pid_t pid) {
+  int n = 0;
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (!d) return -1;
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n;
+}
+
+TEST_CASE("Ctrl-C ends a prompt --connect that waits for a server still starting, at once") {
+  TmpDir t;
+  const std::string sock = t.path("starting.sock");
+  // A server that has taken the name but does not listen yet (its bridge is still starting): a
+  // client waits up to 10 s for it (socket_path.h).
+  int lock = ::open((sock + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  REQUIRE(lock >= 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  REQUIRE(::fcntl(lock, F_OFD_SETLK, &fl) == 0);
+
+  Proc client(connect_arg("prompt", sock, {"--json", "hi"}), t.env(), t.path("c.out"), t.path("c.err"));
+  // Its bridge's threads exist: it is inside the wait (signals are blocked before any thread).
+  REQUIRE(eventually([&] { return thread_count(client.pid()) >= 2; }, 5s));
+  auto sent = Clock::now();
+  client.kill(SIGINT);
+  auto status = client.wait_exit(3s);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - sent);
+  INFO("stdout: " << client.out() << "\nstderr: " << client.err());
+  REQUIRE(status.has_value());  // not after the 10 s of patience
+  CHECK(*status == 128 + SIGINT);
+  CHECK(took < 2000ms);
+  auto out = json::parse(client.out());
+  CHECK(out["ok"] == false);
+  CHECK(out["error"]["code"] == "cancelled");
+  ::close(lock);
+}
+
 // --- 8. connection churn during a streaming turn -------------------------------------------------------
 
 TEST_CASE("200 clients come and go while a turn streams: the turn completes whole, the server's fds return") {
