@@ -317,7 +317,8 @@ std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge,
   base::UniqueFd done_r(done[0]), done_w(done[1]);
   std::atomic<int> signal{0};
   // The watcher only stops the bridge; start() on this thread then returns. Bridge::stop() may
-  // run concurrently with start() (tests/integration/connect_test.cpp checks it).
+  // run concurrently with start(), or before it (then start() does not start): both end as
+  // "stopped" (tests/integration/connect_test.cpp).
   std::thread watcher([&] {
     pollfd p[2] = {{done_r.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
     for (;;) {
@@ -332,10 +333,19 @@ std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge,
       }
     }
   });
-  auto result = bridge.start();
-  base::write_all(done_w.get(), "x");
-  watcher.join();
-  *caught = signal.load();
+  auto finish_watcher = [&] {
+    base::write_all(done_w.get(), "x");
+    watcher.join();
+    *caught = signal.load();
+  };
+  std::optional<supervisor::BridgeExited> result;
+  try {
+    result = bridge.start();
+  } catch (...) {
+    finish_watcher();  // a joinable std::thread must not be destroyed by the unwinding
+    throw;
+  }
+  finish_watcher();
   return result;
 }
 

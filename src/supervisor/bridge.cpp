@@ -191,11 +191,21 @@ Bridge::Bridge(BridgeOptions options)
 
 Bridge::~Bridge() { stop(); }
 
+BridgeExited Bridge::stopped_exit() const {
+  BridgeExited e;
+  e.reason = ExitReason::stopped;
+  e.generation = generation_;
+  e.connection = !opt_.connect_path.empty();
+  return e;
+}
+
 std::optional<BridgeExited> Bridge::start() {
   {
     std::lock_guard lock(mu_);
     if (started_) return std::nullopt;
     started_ = true;
+    // A stop() that came first is for good (a Ctrl-C watcher can be that quick): nothing starts.
+    if (request_ == Request::stop) return stopped_exit();
     // Made in the same critical section that sets started_: a stop() from another thread that sees
     // started_ then sees the handle too (run() waits for mu_ before it touches anything).
     thread_ = std::thread([this] { run(); });
@@ -203,7 +213,8 @@ std::optional<BridgeExited> Bridge::start() {
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return state_ == State::ready || state_ == State::failed || state_ == State::exited; });
   if (state_ == State::ready) return std::nullopt;
-  return last_exit_;
+  if (last_exit_) return last_exit_;
+  return stopped_exit();  // stopped before its first generation began: not a success either
 }
 
 bool Bridge::wait_ready(Deadline deadline) {
@@ -392,8 +403,8 @@ void Bridge::recycle(std::uint64_t generation, std::string why) {
 void Bridge::stop() {
   {
     std::lock_guard lock(mu_);
+    request_ = Request::stop;  // before start(): start() will not start (see there)
     if (!started_) return;
-    request_ = Request::stop;
   }
   cv_.notify_all();
   std::lock_guard join(join_mu_);  // two stop()s at once: one joins, the other waits for it

@@ -144,7 +144,9 @@ class Bridge {
   void recycle(std::uint64_t generation, std::string why);
   // The same for whatever generation runs now.
   void recycle(std::string why);
-  // Stops for good: the stop ladder, no restart. Idempotent.
+  // Stops for good: the stop ladder, no restart. Idempotent. Safe from another thread while
+  // start() runs (start() then returns a stopped BridgeExited); before start(), start() will not
+  // start at all.
   void stop();
 
  private:
@@ -162,6 +164,8 @@ class Bridge {
   std::optional<Request> wait_backoff(base::Duration delay);
   void heartbeat_tick(rpc::Connection& conn, bool& hung);
   rpc::Reply closed_reply() const;
+  // What start() returns when a stop() ended it before any generation ran. Needs mu_.
+  BridgeExited stopped_exit() const REQUIRES(mu_);
 
   const BridgeOptions opt_;
   const std::shared_ptr<rpc::EventQueue> events_;

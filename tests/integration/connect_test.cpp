@@ -234,6 +234,28 @@ TEST_CASE("no server yet: start() waits out connect_patience, and a stop() meanw
   CHECK_NO_LEAKS(guard);
 }
 
+TEST_CASE("stop() before start() is for good: start() starts nothing and says stopped") {
+  test::LeakGuard guard;
+  ScratchDir dir;
+  const std::string path = dir.file("never.sock");
+  {
+    FakeServer server(path, echo);
+    auto o = connect_options(path);
+    Bridge bridge(o);
+    bridge.stop();  // e.g. a Ctrl-C watcher that was quicker than start()
+    auto t0 = Clock::now();
+    auto started = bridge.start();
+    CHECK(Clock::now() - t0 < 1s);
+    REQUIRE(started.has_value());
+    CHECK(started->reason == ExitReason::stopped);
+    CHECK(started->connection);
+    CHECK(bridge.status().generation == 0);
+    CHECK(server.accepted() == 0);  // it never connected, though a server was there
+    bridge.stop();                  // still idempotent
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
 TEST_CASE("connected: requests and answers go over the socket; no pid; stop() closes our side") {
   test::LeakGuard guard;
   ScratchDir dir;

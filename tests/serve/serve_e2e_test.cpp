@@ -1084,14 +1084,16 @@ TEST_CASE("serve --stop with no server running exits 69") {
   CHECK(contains(r.err, "no tether server is running"));
 }
 
-int thread_count(pid_t pid) {
-  int n = 0;
-  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
-  if (!d) return -1;
+// Whether one of `pid`'s threads is named `name` (/proc/PID/task/TID/comm).
+bool has_thread(pid_t pid, const std::string& name) {
+  const std::string task = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(task.c_str());
+  if (!d) return false;
+  bool found = false;
   while (auto* e = ::readdir(d))
-    if (e->d_name[0] != '.') ++n;
+    if (e->d_name[0] != '.' && slurp(task + "/" + e->d_name + "/comm") == name + "\n") found = true;
   ::closedir(d);
-  return n;
+  return found;
 }
 
 TEST_CASE("Ctrl-C ends a prompt --connect that waits for a server still starting, at once") {
@@ -1107,8 +1109,8 @@ TEST_CASE("Ctrl-C ends a prompt --connect that waits for a server still starting
   REQUIRE(::fcntl(lock, F_OFD_SETLK, &fl) == 0);
 
   Proc client(connect_arg("prompt", sock, {"--json", "hi"}), t.env(), t.path("c.out"), t.path("c.err"));
-  // Its bridge's threads exist: it is inside the wait (signals are blocked before any thread).
-  REQUIRE(eventually([&] { return thread_count(client.pid()) >= 2; }, 5s));
+  // Its bridge's supervisor thread runs: start() is waiting (signals are blocked before any thread).
+  REQUIRE(eventually([&] { return has_thread(client.pid(), "tether-super"); }, 5s));
   auto sent = Clock::now();
   client.kill(SIGINT);
   auto status = client.wait_exit(3s);
