@@ -715,12 +715,7 @@ void Bridge::run() {
       if (stopping) {
         // Not a failure to report, but start() must not take the stop for a connection.
         std::lock_guard lock(mu_);
-        if (!last_exit_) {
-          last_exit_.emplace();
-          last_exit_->reason = ExitReason::stopped;
-          last_exit_->generation = gen;
-          last_exit_->connection = true;
-        }
+        if (!last_exit_) last_exit_ = stopped_exit();  // generation_ is still gen
         break;
       }
       if (sock.outcome != Outcome::connected) {
