@@ -477,6 +477,29 @@ constexpr const char* kPrompt = "tether> ";
 
 // --- 1. routing between two clients of the main session -----------------------------------------------
 
+// A fresh server and two raw clients attached to its main session, `a` first: `b` is the newer,
+// the session's active client.
+struct TwoOnMain {
+  explicit TwoOnMain(std::vector<std::string> args = {})
+      : srv(t, std::move(args)), a(ready(srv)), sid(attach_main(a, t)), b(srv.socket()) {
+    attach_main(b, t);
+  }
+  static std::string ready(Server& s) {
+    s.wait_ready();
+    return s.socket();
+  }
+  TmpDir t;
+  Server srv;
+  Raw a;
+  std::string sid;
+  Raw b;
+};
+
+// The same with a server whose bridge is never restarted.
+struct TwoOnMainNoRestarts : TwoOnMain {
+  TwoOnMainNoRestarts() : TwoOnMain({"--max-restarts", "0"}) {}
+};
+
 TEST_CASE("two raw clients: the newer gets the permission request, both the stream, only the sender the response") {
   TmpDir t;
   Server srv(t);
@@ -542,14 +565,7 @@ TEST_CASE("the permission request moves to the older client when the newer one l
   CHECK(contains(a.chunks(), "Permission granted: the edit was applied"));
 }
 
-TEST_CASE("_tether/detach: a client that leaves a session (talk /new) is withdrawn its question and no longer asked") {
-  TmpDir t;
-  Server srv(t);
-  srv.wait_ready();
-  Raw a(srv.socket());
-  std::string sid = attach_main(a, t);
-  Raw b(srv.socket());
-  attach_main(b, t);
+TEST_CASE_FIXTURE(TwoOnMain, "_tether/detach: a client that leaves a session (talk /new) is withdrawn its question and no longer asked") {
   auto prompt = a.request("session/prompt", text_prompt(sid, "edit while B detaches"));
   auto asked = b.wait([](const json& m) { return is_method(m, "session/request_permission"); });
   REQUIRE(asked.has_value());  // B, the newer, is asked
@@ -808,14 +824,7 @@ TEST_CASE("what the agent sends after a prompt's response stays that turn's: the
   CHECK(started < own);
 }
 
-TEST_CASE("session/cancel from one client does not touch another client's turn; a queued prompt is cancelled") {
-  TmpDir t;
-  Server srv(t);
-  srv.wait_ready();
-  Raw a(srv.socket());
-  std::string sid = attach_main(a, t);
-  Raw b(srv.socket());
-  attach_main(b, t);
+TEST_CASE_FIXTURE(TwoOnMain, "session/cancel from one client does not touch another client's turn; a queued prompt is cancelled") {
   auto turn = a.request("session/prompt", text_prompt(sid, "/sleep 800 mine"));
   wait_prompt_out(srv, "mine");
   auto queued = b.request("session/prompt", text_prompt(sid, "queued behind"));
@@ -834,14 +843,7 @@ TEST_CASE("session/cancel from one client does not touch another client's turn; 
 
 // --- 3. $/ping stays prompt during another client's long turn -----------------------------------------
 
-TEST_CASE("$/ping is answered by the server at once during another client's long turn, never forwarded") {
-  TmpDir t;
-  Server srv(t);
-  srv.wait_ready();
-  Raw a(srv.socket());
-  std::string sid = attach_main(a, t);
-  Raw b(srv.socket());
-  attach_main(b, t);
+TEST_CASE_FIXTURE(TwoOnMain, "$/ping is answered by the server at once during another client's long turn, never forwarded") {
 
   auto turn = a.request("session/prompt", text_prompt(sid, "/sleep 2000 a long turn"));
   auto turn_start = Clock::now();
@@ -879,14 +881,7 @@ TEST_CASE("$/ping is answered by the server at once during another client's long
 
 // --- 4. and 5. the bridge dies --------------------------------------------------------------------------
 
-TEST_CASE("a bridge that crashes is restarted: every client hears _tether/bridge_restarted, the next prompt works") {
-  TmpDir t;
-  Server srv(t);
-  srv.wait_ready();
-  Raw a(srv.socket());
-  std::string sid = attach_main(a, t);
-  Raw b(srv.socket());
-  attach_main(b, t);
+TEST_CASE_FIXTURE(TwoOnMain, "a bridge that crashes is restarted: every client hears _tether/bridge_restarted, the next prompt works") {
   Raw c(srv.socket());  // initialized, attached to nothing
   initialize(c);
   auto pid1 = status(c)["pid"];
@@ -911,14 +906,7 @@ TEST_CASE("a bridge that crashes is restarted: every client hears _tether/bridge
   CHECK(srv.proc().running());
 }
 
-TEST_CASE("a prompt queued behind a turn that crashes the bridge runs once the bridge is back") {
-  TmpDir t;
-  Server srv(t);
-  srv.wait_ready();
-  Raw a(srv.socket());
-  std::string sid = attach_main(a, t);
-  Raw b(srv.socket());
-  attach_main(b, t);
+TEST_CASE_FIXTURE(TwoOnMain, "a prompt queued behind a turn that crashes the bridge runs once the bridge is back") {
   auto crash = a.request("session/prompt", text_prompt(sid, "/sleep 300 /crash now"));
   wait_prompt_out(srv, "/crash");
   auto queued = b.request("session/prompt", text_prompt(sid, "queued behind the crash"));
@@ -929,14 +917,7 @@ TEST_CASE("a prompt queued behind a turn that crashes the bridge runs once the b
   a.response(crash, 10s);
 }
 
-TEST_CASE("past the restart budget: _tether/bridge_gone, prompts fail with restart_limit, _tether/restart revives") {
-  TmpDir t;
-  Server srv(t, {"--max-restarts", "0"});
-  srv.wait_ready();
-  Raw a(srv.socket());
-  std::string sid = attach_main(a, t);
-  Raw b(srv.socket());
-  attach_main(b, t);
+TEST_CASE_FIXTURE(TwoOnMainNoRestarts, "past the restart budget: _tether/bridge_gone, prompts fail with restart_limit, _tether/restart revives") {
 
   a.request("session/prompt", text_prompt(sid, "/crash now"));
   for (Raw* r : {&a, &b}) {
