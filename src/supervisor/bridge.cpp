@@ -212,9 +212,12 @@ std::optional<BridgeExited> Bridge::start() {
   }
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return state_ == State::ready || state_ == State::failed || state_ == State::exited; });
+  // A stop() accepted meanwhile is what start() reports, even when the generation it ends got as
+  // far as ready first; so is one before the first generation began (no last exit yet).
+  if (request_ == Request::stop) return last_exit_ ? last_exit_ : stopped_exit();
   if (state_ == State::ready) return std::nullopt;
   if (last_exit_) return last_exit_;
-  return stopped_exit();  // stopped before its first generation began: not a success either
+  return stopped_exit();
 }
 
 bool Bridge::wait_ready(Deadline deadline) {
