@@ -613,17 +613,19 @@ class SessionCore {
   // Through a server a connection's end also ends its turn's questions (`gen` != 0): the turn is
   // sent again on the next connection, and an answer to the old one would go nowhere.
   void withdraw_idle_permissions(std::uint64_t gen) {
+    const bool turns_too = opt_.via_server && gen != 0;
     for (auto it = pending_perms_.begin(); it != pending_perms_.end();) {
-      bool turns_too = opt_.via_server && gen != 0;
       if ((it->turn && !turns_too) || (gen != 0 && it->gen != gen)) {
         ++it;
         continue;
       }
       bridge_.respond(it->gen, it->id, permission_result(std::nullopt));
       TurnState* t = it->turn;
-      TurnEvent& e = t ? (t->abandoned ? dropped_ : t->out.emplace_back()) : outside_event();
-      e.kind = TurnEvent::Kind::permission_withdrawn;
-      e.permission.token = it->token;
+      if (!t || !t->abandoned) {  // an abandoned turn has nobody to tell
+        TurnEvent& e = t ? t->out.emplace_back() : outside_event();
+        e.kind = TurnEvent::Kind::permission_withdrawn;
+        e.permission.token = it->token;
+      }
       it = pending_perms_.erase(it);
     }
   }
@@ -1079,7 +1081,6 @@ class SessionCore {
   std::uint64_t next_ext_token_ = 0;
   std::string attach_id_;                          // attaching: the session being attached
   bool other_turn_ = false;                        // via_server: another client's turn is streaming
-  TurnEvent dropped_;                              // where an event of an abandoned turn goes
   bool barrier_ignored_ = false;                   // the agent does not answer $/ping
   std::int64_t trailing_ping_ = 0;                 // the $/ping that followed the last prompt
   std::uint64_t trailing_gen_ = 0;
