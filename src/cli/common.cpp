@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/event_fd.h"
 #include "cli/config_file.h"
 #include "cli/socket_path.h"
 #include "rpc/trace.h"
@@ -312,15 +313,13 @@ int read_signal(int signal_fd) {
 
 std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge, int signal_fd, int* caught) {
   *caught = 0;
-  int done[2];
-  if (::pipe2(done, O_CLOEXEC) != 0) return bridge.start();  // no watcher: an uninterruptible start
-  base::UniqueFd done_r(done[0]), done_w(done[1]);
+  base::EventFd done;
   std::atomic<int> signal{0};
   // The watcher only stops the bridge; start() on this thread then returns. Bridge::stop() may
   // run concurrently with start(), or before it (then start() does not start): both end as
   // "stopped" (tests/integration/connect_test.cpp).
   std::thread watcher([&] {
-    pollfd p[2] = {{done_r.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    pollfd p[2] = {{done.fd(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
     for (;;) {
       int r = ::poll(p, 2, -1);
       if (r < 0 && errno == EINTR) continue;
@@ -334,7 +333,7 @@ std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge,
     }
   });
   auto finish_watcher = [&] {
-    base::write_all(done_w.get(), "x");
+    done.notify();
     watcher.join();
     *caught = signal.load();
   };
