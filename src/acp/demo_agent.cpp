@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
@@ -184,6 +185,8 @@ class DemoAgent {
   struct Session {
     std::string id;
     std::string cwd;
+    std::string mode = "ask";    // ask: an edit asks permission first; read-only: edits are refused
+    std::string model = "echo";  // echo, or shout: the echo in capitals
     int turns = 0;
     bool cancelled = false;
     std::string prompt;  // of the turn in progress
@@ -360,6 +363,10 @@ class DemoAgent {
     if (method == "initialize") on_initialize(id, params);
     else if (method == "session/new") on_new(id, params);
     else if (method == "session/load") on_load(id, params);
+    else if (method == "session/resume") on_resume(id, params);
+    else if (method == "session/close") on_close(id, params);
+    else if (method == "session/set_mode") on_set_mode(id, params);
+    else if (method == "session/set_config_option") on_set_option(id, params);
     else if (method == "session/prompt") on_prompt(id, params);
     else if (method == "authenticate") respond(id, json::object());
     else respond_error(id, -32601, "Method not found: " + method);
@@ -374,7 +381,8 @@ class DemoAgent {
     respond(id, {{"protocolVersion", 1},
                  {"agentCapabilities",
                   {{"loadSession", true},
-                   {"promptCapabilities", {{"image", false}, {"audio", false}, {"embeddedContext", true}}}}},
+                   {"promptCapabilities", {{"image", false}, {"audio", false}, {"embeddedContext", true}}},
+                   {"sessionCapabilities", {{"close", json::object()}, {"resume", json::object()}}}}},
                  {"agentInfo", {{"name", "tether-demo-agent"}, {"title", "tether demo agent"}, {"version", TETHER_VERSION}}},
                  {"authMethods", json::array()}});
   }
@@ -395,10 +403,74 @@ class DemoAgent {
     s.id = "demo-" + std::to_string(::getppid()) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++created_);
     s.cwd = cwd;
     std::string sid = s.id;
+    json answer = {{"sessionId", sid}};
+    add_settings(answer, s);
     sessions_[sid] = std::move(s);
-    respond(id, {{"sessionId", sid}});
+    respond(id, answer);
     announce_commands(sid);
   }
+
+  // The session's modes and its one config option, as session/new (load, resume) answers them.
+  static void add_settings(json& answer, const Session& s) {
+    answer["modes"] = {{"currentModeId", s.mode},
+                       {"availableModes",
+                        {{{"id", "ask"}, {"name", "Ask"}, {"description", "Ask permission before editing"}},
+                         {{"id", "read-only"}, {"name", "Read-only"}, {"description", "Never edit files"}}}}};
+    answer["configOptions"] = json::array({config_option(s)});
+  }
+
+  static json config_option(const Session& s) {
+    return {{"id", "model"},
+            {"name", "Model"},
+            {"category", "model"},
+            {"type", "select"},
+            {"currentValue", s.model},
+            {"options",
+             {{{"value", "echo"}, {"name", "Echo"}, {"description", "Echo the prompt as typed"}},
+              {{"value", "shout"}, {"name", "Shout"}, {"description", "Echo the prompt in capitals"}}}}};
+  }
+
+  Session* find_session(const json& id, const json& params) {
+    auto it = sessions_.find(params.value("sessionId", ""));
+    if (it != sessions_.end()) return &it->second;
+    respond_error(id, -32002, "Resource not found: session " + params.value("sessionId", ""));
+    return nullptr;
+  }
+
+  void on_set_mode(const json& id, const json& params) {
+    Session* s = find_session(id, params);
+    if (!s) return;
+    std::string mode = params.value("modeId", "");
+    if (mode != "ask" && mode != "read-only") {
+      respond_error(id, -32602, "Invalid params: no mode " + mode);
+      return;
+    }
+    s->mode = mode;
+    respond(id, json::object());
+    update(s->id, {{"sessionUpdate", "current_mode_update"}, {"currentModeId", mode}});
+  }
+
+  void on_set_option(const json& id, const json& params) {
+    Session* s = find_session(id, params);
+    if (!s) return;
+    std::string value = params.contains("value") && params["value"].is_string() ? params["value"].get<std::string>() : "";
+    if (params.value("configId", "") != "model" || (value != "echo" && value != "shout")) {
+      respond_error(id, -32602, "Invalid params: no such option or value");
+      return;
+    }
+    s->model = value;
+    respond(id, {{"configOptions", json::array({config_option(*s)})}});
+  }
+
+  void on_close(const json& id, const json& params) {
+    if (!find_session(id, params)) return;
+    sessions_.erase(params.value("sessionId", ""));
+    respond(id, json::object());
+  }
+
+  // session/resume: the session back on this process without a replay. Its history file is the
+  // proof that it existed (and the turn count comes from it).
+  void on_resume(const json& id, const json& params) { on_load(id, params, /*replay=*/false); }
 
   // Sent after session/new's answer: an update outside any turn, as real agents do.
   void announce_commands(const std::string& sid) {
@@ -422,7 +494,7 @@ class DemoAgent {
     update(sid, {{"sessionUpdate", "available_commands_update"}, {"availableCommands", std::move(cmds)}});
   }
 
-  void on_load(const json& id, const json& params) {
+  void on_load(const json& id, const json& params, bool replay = true) {
     std::string cwd;
     if (!check_cwd(id, params, cwd)) return;
     std::string sid = params.value("sessionId", "");
@@ -453,13 +525,15 @@ class DemoAgent {
       if (!entry.is_object()) continue;
       if (entry.contains("u")) {
         ++s.turns;
-        chunk(sid, entry["u"].get<std::string>(), "user_message_chunk");
-      } else if (entry.contains("a")) {
+        if (replay) chunk(sid, entry["u"].get<std::string>(), "user_message_chunk");
+      } else if (entry.contains("a") && replay) {
         chunk(sid, entry["a"].get<std::string>(), "agent_message_chunk");
       }
     }
+    json answer = json::object();
+    add_settings(answer, s);
     sessions_[sid] = std::move(s);
-    respond(id, json::object());
+    respond(id, answer);
     announce_commands(sid);
   }
 
@@ -576,7 +650,10 @@ class DemoAgent {
 
     auto words = words_of(t.echo);
     const std::size_t chars = utf8_length(t.echo);
-    answer = "Echo: " + t.echo + "\nSummary: " + std::to_string(words.size()) + " word" +
+    std::string echo = t.echo;
+    if (s.model == "shout")
+      for (char& c : echo) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    answer = "Echo: " + echo + "\nSummary: " + std::to_string(words.size()) + " word" +
              (words.size() == 1 ? "" : "s") + ", " + std::to_string(chars) + " character" + (chars == 1 ? "" : "s") + "; turn " +
              std::to_string(s.turns) + " of this session.";
     bool quiet = t.chunks.has_value();
@@ -594,7 +671,10 @@ class DemoAgent {
       update(sid, {{"sessionUpdate", "tool_call_update"}, {"toolCallId", call}, {"status", "completed"},
                    {"content", {{{"type", "content"}, {"content", {{"type", "text"}, {"text", std::to_string(words.size()) + " words"}}}}}}});
     }
-    if (t.edit && !cancelled(s)) notes += edit(s, t);
+    if (t.edit && !cancelled(s)) {
+      if (s.mode == "read-only") notes += "Read-only mode: no file was edited.";
+      else notes += edit(s, t);
+    }
     if (!t.read_path.empty() && !cancelled(s)) notes += read(s, t.read_path);
     if (t.sleep_ms && !cancelled(s)) {
       auto until = Clock::now() + std::chrono::milliseconds(*t.sleep_ms);

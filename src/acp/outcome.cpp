@@ -56,6 +56,8 @@ int exit_status_for_error(const nlohmann::json& error, bool during_setup) {
   if (code == "protocol_error") return kExitProtocol;
   if (code == "cancelled") return kExitInterrupted;
   if (code == "bad_input") return kExitDataErr;
+  if (code == "usage") return kExitUsage;
+  if (code == "auth_required") return kExitUnavailable;
   if (code == "agent_error") return during_setup ? kExitUnavailable : kExitNotClean;
   return kExitSoftware;
 }

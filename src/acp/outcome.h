@@ -23,6 +23,7 @@ const char* to_string(CancelCause c);
 // Exit statuses (sysexits.h; DESIGN §7).
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitNotClean = 1;
+inline constexpr int kExitUsage = 64;
 inline constexpr int kExitDataErr = 65;
 inline constexpr int kExitUnavailable = 69;
 inline constexpr int kExitSoftware = 70;
@@ -38,7 +39,8 @@ nlohmann::json error_object(std::string_view code, std::string message,
 int exit_status_for_stop_reason(std::string_view stop_reason);
 
 // By error code: bridge_exited, bridge_hung, restart_limit -> 69; timeout -> 75;
-// protocol_error -> 76; cancelled -> 130; bad_input -> 65; agent_error -> 1, or 69 when it happened
+// protocol_error -> 76; cancelled -> 130; bad_input -> 65; usage (an option the agent does not
+// take: --mode, --model, --set) -> 64; auth_required (no usable sign-in) -> 69; agent_error -> 1, or 69 when it happened
 // while setting the session up (the bridge is then unusable, not merely unhelpful); other -> 70.
 int exit_status_for_error(const nlohmann::json& error, bool during_setup);
 

@@ -5,6 +5,7 @@ namespace tether::acp {
 std::optional<PermissionPolicy> parse_policy(std::string_view word) {
   if (word == "ask") return PermissionPolicy::ask;
   if (word == "allow") return PermissionPolicy::allow;
+  if (word == "allow-always") return PermissionPolicy::allow_always;
   if (word == "deny") return PermissionPolicy::deny;
   return std::nullopt;
 }
@@ -13,6 +14,7 @@ const char* to_string(PermissionPolicy p) {
   switch (p) {
     case PermissionPolicy::ask: return "ask";
     case PermissionPolicy::allow: return "allow";
+    case PermissionPolicy::allow_always: return "allow-always";
     case PermissionPolicy::deny: return "deny";
   }
   return "?";
@@ -47,6 +49,10 @@ std::optional<PermissionOption> choose_option(PermissionPolicy policy,
     case PermissionPolicy::ask:
       return std::nullopt;
     case PermissionPolicy::allow:
+      // Once only: real agents turn allow_always into lasting rules in their own config (Codex
+      // writes one into $CODEX_HOME/rules), which a one-shot answer must never do unasked.
+      return first_of("allow_once");
+    case PermissionPolicy::allow_always:
       if (auto o = first_of("allow_always")) return o;
       return first_of("allow_once");
     case PermissionPolicy::deny:

@@ -14,7 +14,8 @@ namespace tether::acp {
 
 enum class PermissionPolicy {
   ask,    // a person picks one of the offered options (talk)
-  allow,  // prefer allow_always, else allow_once, else cancelled
+  allow,         // allow_once, else cancelled: never a persistent option
+  allow_always,  // asked for explicitly (--permission allow-always): allow_always, else allow_once
   deny,   // prefer reject_once, else cancelled
 };
 std::optional<PermissionPolicy> parse_policy(std::string_view word);

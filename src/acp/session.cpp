@@ -18,16 +18,8 @@ using nlohmann::json;
 using rpc::Event;
 using rpc::Reply;
 
-constexpr int kProtocolVersion = 1;
 // Updates for a session id we do not know yet (they may precede session/new's answer).
 constexpr std::size_t kMaxBufferedUpdates = 256;
-// Updates held before a turn's boundary is known (see TurnState::past_barrier). An agent that
-// never answers the boundary's $/ping would otherwise have its whole answer held.
-constexpr std::size_t kMaxHeldUpdates = 1024;
-// How long updates are held for a ping answer. An agent that handles its input in order answers
-// the previous prompt's ping before it reads this prompt, so the answer is normally already here;
-// one that drops requests mid-turn would otherwise delay a whole answer.
-constexpr auto kMaxHold = std::chrono::milliseconds(250);
 
 using rpc::member;
 using rpc::string_of;
@@ -37,19 +29,6 @@ using rpc::string_of;
 bool is_server_error(const json& err) {
   const json* code = member(err, "code");
   return code && code->is_number_integer() && code->get<int>() == rpc::kTetherServerError;
-}
-
-std::string rpc_error_text(const json& err) {
-  std::string s = "error";
-  if (const json* c = member(err, "code"); c && c->is_number_integer()) s += " " + std::to_string(c->get<long long>());
-  if (auto m = string_of(err, "message"); !m.empty()) s += ": " + m;
-  return s;
-}
-
-json rpc_error_extra(const json& err) {
-  json extra = json::object();
-  if (const json* c = member(err, "code"); c && c->is_number_integer()) extra["rpcCode"] = *c;
-  return extra;
 }
 
 std::string error_code(const json& err) { return string_of(err, "code"); }
@@ -76,19 +55,6 @@ struct TurnState {
   std::uint64_t call_gen = 0; // generation it was sent to (0: none was running)
   bool abandoned = false;     // its Turn is gone: events are dropped
   std::vector<TurnEvent> out;
-  // The turn boundary. Nothing on the wire says whether an update that arrives after a prompt
-  // was sent belongs to it or came late from the turn before (agents do send updates after
-  // their final response). So a `$/ping` request follows each prompt, pipelined: an agent that
-  // handles its input in order answers it once it is done with the prompt, after whatever it
-  // sends late. If the ping that followed the previous prompt is still unanswered when this
-  // prompt goes out, updates are held until it is answered (they were the previous turn's:
-  // dropped), or until this prompt's own final response comes first (they were this turn's:
-  // released in order). Usually the answer came with the previous turn's, and nothing is held.
-  std::int64_t barrier_id = 0;
-  std::uint64_t barrier_gen = 0;
-  bool past_barrier = true;
-  Deadline hold_until = Deadline::never();
-  std::vector<TurnEvent> held;
   // Through a tether server (via_server) a prompt waits in the server's queue while other
   // clients' turns in the session run; the server says `_tether/turn_started` when it sends ours
   // on. What comes for the session before that is another client's.
@@ -99,7 +65,7 @@ struct TurnState {
 class SessionCore {
  public:
   SessionCore(supervisor::Bridge& bridge, ClientOptions options)
-      : bridge_(bridge), opt_(std::move(options)), fs_(opt_.cwd) {}
+      : bridge_(bridge), opt_(std::move(options)), fs_(opt_.cwd), settings_(opt_.settings) {}
 
   ~SessionCore() {
     // Nothing may block here: tell the agent, answer what it waits for, and let the bridge's owner
@@ -111,18 +77,22 @@ class SessionCore {
   int fd() const { return bridge_.events()->fd(); }
   const SessionState& state() const { return state_; }
 
-  std::optional<TurnEvent> open(Deadline deadline, int interrupt_fd) {
+  std::optional<TurnEvent> open(Deadline deadline, int interrupt_fd, const std::function<void()>& on_wait = {}) {
     if (link_ == Link::idle || link_ == Link::failed) begin_handshake();
+    else if (link_ == Link::closed) send_new_session();
     for (;;) {
       pump();
       if (link_ == Link::ready) return std::nullopt;
       if (link_ == Link::failed) return failed_event(link_error_, true);
       if (deadline.expired()) return failed_event(error_object("timeout", "the agent did not complete the ACP handshake in time"), true);
-      if (!wait_readable(Deadline::earliest(deadline, next_deadline()), interrupt_fd)) {
+      Deadline until = Deadline::earliest(deadline, next_deadline());
+      if (on_wait) until = Deadline::earliest(until, Deadline::after(std::chrono::seconds(1)));
+      if (!wait_readable(until, interrupt_fd)) {
         TurnEvent e = failed_event(error_object("cancelled", "interrupted while connecting to the agent"), true);
         e.cancelled = CancelCause::interrupt;
         return e;
       }
+      if (on_wait) on_wait();
     }
   }
 
@@ -134,6 +104,9 @@ class SessionCore {
     // questions): say we leave it. The answer needs no one.
     if (opt_.via_server && link_ == Link::ready && !state_.session_id.empty())
       bridge_.call_queued("_tether/detach", {{"sessionId", state_.session_id}}, nullptr);
+    // The old session is closed at the agent, which may hold a process per open session (Claude's
+    // is 200+ MB). Nobody waits for the answer: it is dropped as one we do not wait for.
+    if (link_ == Link::ready) send_close();
     // The old session's state goes with it; the agent's and the connection's stay.
     state_.on_main = false;
     other_turn_ = false;
@@ -142,22 +115,29 @@ class SessionCore {
     state_.commands_announced = false;
     state_.mode_id.clear();
     state_.modes = nullptr;
+    state_.config_options = nullptr;
     state_.title.clear();
     state_.usage.reset();
     buffered_.clear();
     context_lost_reason_.clear();
-    // The turn barrier is not needed across sessions: the old session's late updates carry its id,
-    // which is no longer ours, and are dropped for that.
-    trailing_pending_ = false;
+    ready_notice_.clear();
+    pending_settings_.clear();
     switch (link_) {
       case Link::ready: send_new_session(); break;
+      case Link::configuring:
+        // The old session's settings are still being applied: the rest is not wanted.
+        bridge_.cancel(link_call_gen_, link_call_);
+        send_new_session();
+        break;
       case Link::loading:
+      case Link::resuming:
       case Link::attaching:
         // A restart was bringing the old session back (or we were joining the server's main
         // one): it is no longer wanted.
         bridge_.cancel(link_call_gen_, link_call_);
         send_new_session();
         break;
+      case Link::closed: send_new_session(); break;
       case Link::idle:
       case Link::failed: begin_handshake(); break;
       case Link::waiting_bridge:
@@ -196,7 +176,6 @@ class SessionCore {
     if (active_) {
       if (active_->phase == TurnState::Phase::cancelling) d = Deadline::earliest(d, active_->cancel_by);
       else if (active_->phase != TurnState::Phase::done) d = Deadline::earliest(d, active_->deadline);
-      if (!active_->past_barrier) d = Deadline::earliest(d, active_->hold_until);
     }
     for (const auto& t : queue_) d = Deadline::earliest(d, t->deadline);
     return d;
@@ -272,14 +251,64 @@ class SessionCore {
   std::uint64_t request(std::string_view method, json params) {
     ExtensionCall c;
     c.token = ++next_ext_token_;
+    c.method = std::string(method);
+    if (method == "session/set_config_option" || method == "session/set_mode") c.params = params;
     c.id = bridge_.call_queued(method, std::move(params), &c.gen);
-    ext_calls_.push_back(c);
-    return c.token;
+    const std::uint64_t token = c.token;
+    ext_calls_.push_back(std::move(c));
+    return token;
+  }
+
+  bool close(Deadline deadline) {
+    if (active_ && active_->phase != TurnState::Phase::done) cancel(*active_, CancelCause::caller_gone);
+    if (link_ != Link::ready || !send_close()) {
+      state_.session_id.clear();
+      return false;
+    }
+    state_.session_id.clear();
+    link_ = Link::closed;
+    for (;;) {
+      pump();
+      if (!close_call_) return close_answered_;
+      if (deadline.expired() || link_ != Link::closed) {
+        bridge_.cancel(close_gen_, close_call_);
+        close_call_ = 0;
+        return false;
+      }
+      wait_readable(Deadline::earliest(deadline, next_deadline()), -1);
+    }
+  }
+
+  std::variant<std::uint64_t, json> change_settings(const SessionSettings& change) {
+    if (link_ != Link::ready) return error_object("usage", "the session is not ready yet");
+    auto plan = plan_settings(change, state_.session_id, state_.modes, state_.config_options);
+    if (auto* err = std::get_if<json>(&plan)) return *err;
+    // Kept, so that a re-established session gets it again.
+    if (!change.mode.empty()) settings_.mode = change.mode;
+    if (!change.model.empty()) settings_.model = change.model;
+    for (const auto& kv : change.set) {
+      std::erase_if(settings_.set, [&](const auto& old) { return old.first == kv.first; });
+      settings_.set.push_back(kv);
+    }
+    std::uint64_t token = 0;
+    for (auto& r : std::get<std::vector<SettingRequest>>(plan)) token = request(r.method, std::move(r.params));
+    return token;
   }
 
  private:
-  // attaching: session/load of a tether server's main session (via_server).
-  enum class Link { idle, waiting_bridge, initializing, authenticating, creating, loading, attaching, ready, failed };
+  // attaching: session/load of a tether server's main session (via_server). configuring: the
+  // session exists and the requested settings are being applied. closed: close() ended it.
+  enum class Link {
+    idle, waiting_bridge, initializing, authenticating, creating, loading, resuming, attaching, configuring, ready,
+    closed, failed,
+  };
+
+  // A setup request, kept so that it can be sent again after authenticate.
+  struct SetupStep {
+    Link phase = Link::idle;
+    std::string method;
+    json params;
+  };
 
   struct PendingPermission {
     std::uint64_t token;
@@ -292,9 +321,11 @@ class SessionCore {
 
   // A request() whose answer is awaited.
   struct ExtensionCall {
-    std::uint64_t token;
-    std::uint64_t gen;
-    std::int64_t id;
+    std::uint64_t token = 0;
+    std::uint64_t gen = 0;
+    std::int64_t id = 0;
+    std::string method;
+    json params;  // a setting's request: what the session state becomes when it succeeds
   };
 
   // --- the event pump ---------------------------------------------------------------------------
@@ -315,7 +346,20 @@ class SessionCore {
       case Event::Kind::request: on_request(ev); break;
       case Event::Kind::response: on_response(ev); break;
       case Event::Kind::status: on_status(ev); break;
+      case Event::Kind::output: on_output(ev); break;
     }
+  }
+
+  // A line on the agent's stdout that is not JSON: shown as a notice, since agents print what a
+  // person must see there (a sign-in URL), against the spec.
+  void on_output(const Event& ev) {
+    ++state_.stray_lines;
+    TurnEvent e;
+    e.kind = TurnEvent::Kind::output;
+    e.text = string_of(ev.message, "text");
+    TurnState* t = active_.get();
+    if (t && !t->abandoned && t->phase != TurnState::Phase::done) t->out.push_back(std::move(e));
+    else notices_.push_back(std::move(e));
   }
 
   void on_notification(Event& ev) {
@@ -402,13 +446,9 @@ class SessionCore {
     if (in_turn) {
       if (t->abandoned) return;
       // Built in place: a flood passes here a million times.
-      TurnEvent& e = (t->past_barrier ? t->out : t->held).emplace_back();
+      TurnEvent& e = t->out.emplace_back();
       e.kind = TurnEvent::Kind::update;
       e.update = std::move(*u);
-      if (!t->past_barrier && t->held.size() >= kMaxHeldUpdates) {
-        barrier_ignored_ = true;  // it does not answer pings: stop asking
-        pass_barrier(*t, /*drop=*/false);
-      }
       return;
     }
     // Outside a turn only session state changes; a replayed history (session/load) or a chunk
@@ -427,7 +467,13 @@ class SessionCore {
         state_.commands = u.commands;
         state_.commands_announced = true;
         break;
-      case Update::Kind::mode: state_.mode_id = u.mode_id; break;
+      case Update::Kind::mode:
+        state_.mode_id = u.mode_id;
+        if (state_.modes.is_object()) state_.modes["currentModeId"] = u.mode_id;
+        break;
+      case Update::Kind::config_options:
+        if (const json* opts = member(u.raw, "configOptions"); opts && opts->is_array()) state_.config_options = *opts;
+        break;
       case Update::Kind::session_info:
         if (u.title) state_.title = *u.title;
         break;
@@ -548,11 +594,17 @@ class SessionCore {
       on_setup_reply(ev.reply);
       return;
     }
+    if (close_call_ && ev.call_id == close_call_ && ev.generation == close_gen_) {
+      close_call_ = 0;
+      close_answered_ = ev.reply.status == Reply::Status::result;
+      return;
+    }
     for (auto it = ext_calls_.begin(); it != ext_calls_.end(); ++it) {
       if (it->id != ev.call_id || it->gen != ev.generation) continue;
       TurnEvent e;
       e.kind = TurnEvent::Kind::reply;
       e.request_id = it->token;
+      if (ev.reply.status == Reply::Status::result) apply_setting(it->method, it->params, ev.reply.value);
       if (ev.reply.status == Reply::Status::result) e.result = std::move(ev.reply.value);
       else if (ev.reply.status == Reply::Status::error || ev.reply.status == Reply::Status::closed) e.error = std::move(ev.reply.value);
       else e.error = error_object("cancelled", "the request was abandoned");
@@ -561,14 +613,6 @@ class SessionCore {
       return;
     }
     TurnState* t = active_.get();
-    if (t && !t->past_barrier && ev.call_id == t->barrier_id && ev.generation == t->barrier_gen) {
-      pass_barrier(*t, /*drop=*/true);
-      return;
-    }
-    if (trailing_pending_ && ev.call_id == trailing_ping_ && ev.generation == trailing_gen_) {
-      trailing_pending_ = false;
-      return;
-    }
     if (t && ev.call_id == t->call_id && ev.generation == t->call_gen &&
         (t->phase == TurnState::Phase::prompting || t->phase == TurnState::Phase::cancelling)) {
       on_prompt_reply(*t, ev.reply);
@@ -631,14 +675,13 @@ class SessionCore {
   }
 
   // --- the handshake ----------------------------------------------------------------------------
+  // The order of setup requests, one at a time (ACP.md §10): initialize; then session/new, or to
+  // bring a session back session/resume, else session/load (a tether server: its attach); on
+  // auth_required, authenticate and the same request again, once; then the settings, one request
+  // each; then ready. What each request carries and what each answer means is acp/setup.h's.
 
   void begin_handshake() {
-    json caps = json::object();
-    if (opt_.allow_fs) caps["fs"] = {{"readTextFile", true}, {"writeTextFile", true}};
-    send_setup(Link::initializing, "initialize",
-               {{"protocolVersion", kProtocolVersion},
-                {"clientCapabilities", std::move(caps)},
-                {"clientInfo", {{"name", opt_.client_name}, {"title", "tether"}, {"version", opt_.client_version}}}});
+    send_setup(Link::initializing, "initialize", initialize_params(opt_.client_name, opt_.client_version, opt_.allow_fs));
   }
 
   void send_setup(Link phase, const char* method, json params) {
@@ -646,12 +689,35 @@ class SessionCore {
     link_ = phase;
     link_method_ = method;
     link_deadline_ = Deadline::after(opt_.setup_timeout);
+    if (phase == Link::creating || phase == Link::loading || phase == Link::resuming || phase == Link::attaching)
+      last_step_ = {phase, method, params};
     link_call_ = bridge_.call_queued(method, std::move(params), &gen);
     link_call_gen_ = gen;
   }
 
-  void send_new_session() {
-    send_setup(Link::creating, "session/new", {{"cwd", opt_.cwd}, {"mcpServers", json::array()}});
+  void send_new_session() { send_setup(Link::creating, "session/new", new_session_params(opt_.cwd, json::array())); }
+
+  // Brings back the session we had, on a fresh connection: resume (no replay) when the agent
+  // offers it, else load, else a new session and a notice that the context is lost.
+  void reopen_session() {
+    if (state_.can_resume) {
+      send_setup(Link::resuming, "session/resume", reopen_params(state_.session_id, opt_.cwd, json::array()));
+    } else if (state_.load_session) {
+      send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, json::array()));
+    } else {
+      context_lost_reason_ = "the agent cannot load or resume sessions (it advertises neither)";
+      send_new_session();
+    }
+  }
+
+  // session/close for the session we have, when the agent offers it; never through a tether
+  // server (it closes what its clients leave). True when it was sent.
+  bool send_close() {
+    if (opt_.via_server || !state_.can_close || state_.session_id.empty()) return false;
+    close_answered_ = false;
+    close_call_ = bridge_.call_queued("session/close", {{"sessionId", state_.session_id}}, &close_gen_);
+    ++state_.sessions_closed;
+    return true;
   }
 
   void on_setup_reply(const Reply& r) {
@@ -674,8 +740,29 @@ class SessionCore {
     }
   }
 
+  // auth_required from session/new, load or resume: authenticate with the method the user chose
+  // (or whose variables are set) and send the same request again; at most once per connection.
+  bool try_authenticate(const json& err) {
+    if (!is_auth_required(err) || auth_tried_ || opt_.via_server) return false;
+    auth_tried_ = true;
+    EnvLookup env = opt_.env ? opt_.env : EnvLookup([](const char* name) { return std::getenv(name); });
+    AuthChoice choice = choose_auth(state_.auth_methods, opt_.auth, env, err);
+    if (choice.method_id.empty() && opt_.auth.empty() && opt_.ask_auth && state_.auth_methods.is_array() &&
+        !state_.auth_methods.empty()) {
+      std::string picked = opt_.ask_auth(state_.auth_methods, err);
+      if (!picked.empty()) choice = choose_auth(state_.auth_methods, picked, env, err);
+    }
+    if (choice.method_id.empty()) {
+      link_fail(choice.error);
+      return true;
+    }
+    redo_ = last_step_;
+    state_.auth_method = choice.method_id;
+    send_setup(Link::authenticating, "authenticate", {{"methodId", choice.method_id}});
+    return true;
+  }
+
   void on_setup_error(const json& err) {
-    const json* code = member(err, "code");
     switch (link_) {
       case Link::initializing:
         link_fail(error_object("protocol_error",
@@ -683,29 +770,26 @@ class SessionCore {
                                rpc_error_extra(err)));
         return;
       case Link::creating:
-        if (code && *code == -32000 && !auth_tried_) {
-          // Authentication required: only methods the agent runs itself can be used from here.
-          for (const auto& m : state_.auth_methods) {
-            std::string type = string_of(m, "type");
-            std::string id = string_of(m, "id");
-            if (!id.empty() && (type.empty() || type == "agent")) {
-              auth_tried_ = true;
-              send_setup(Link::authenticating, "authenticate", {{"methodId", id}});
-              return;
-            }
-          }
-          link_fail(error_object("agent_error",
-                                 "the agent requires authentication and offers no method tether can run "
-                                 "(authenticate it outside tether first)",
-                                 rpc_error_extra(err)));
-          return;
-        }
-        link_fail(error_object("agent_error", "the agent refused session/new: " + rpc_error_text(err), rpc_error_extra(err)));
+        if (try_authenticate(err)) return;
+        link_fail(error_object(is_auth_required(err) ? "auth_required" : "agent_error",
+                               "the agent refused session/new: " + rpc_error_text(err), rpc_error_extra(err)));
         return;
       case Link::authenticating:
-        link_fail(error_object("agent_error", "authentication failed: " + rpc_error_text(err), rpc_error_extra(err)));
+        link_fail(error_object("auth_required", "authentication with " + state_.auth_method + " failed: " + rpc_error_text(err),
+                               rpc_error_extra(err)));
+        return;
+      case Link::resuming:
+        if (try_authenticate(err)) return;
+        // An agent that advertises resume but cannot do it: load, or a new session.
+        if (state_.load_session) {
+          send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, json::array()));
+        } else {
+          context_lost_reason_ = "the agent could not resume the session (" + rpc_error_text(err) + ")";
+          send_new_session();
+        }
         return;
       case Link::loading:
+        if (!opt_.via_server && try_authenticate(err)) return;
         context_lost_reason_ = (opt_.via_server ? "the tether server could not re-attach the session ("
                                                 : "the agent could not load the session (") +
                                rpc_error_text(err) + ")";
@@ -713,6 +797,10 @@ class SessionCore {
         return;
       case Link::attaching:
         link_fail(error_object("agent_error", "the tether server did not attach us to its main session: " + rpc_error_text(err),
+                               rpc_error_extra(err)));
+        return;
+      case Link::configuring:
+        link_fail(error_object("agent_error", "the agent refused " + setting_what_ + ": " + rpc_error_text(err),
                                rpc_error_extra(err)));
         return;
       default:
@@ -723,37 +811,31 @@ class SessionCore {
   void on_setup_result(const json& r) {
     switch (link_) {
       case Link::initializing: {
-        const json* v = member(r, "protocolVersion");
-        if (!v || !v->is_number_integer() || v->get<long long>() != kProtocolVersion) {
-          std::string got = v ? rpc::dump(*v) : "no version";
-          link_fail(error_object("protocol_error", "the agent speaks ACP protocol version " + got +
-                                                       "; tether speaks version 1"));
+        auto read = read_initialize(r);
+        if (auto* err = std::get_if<json>(&read)) {
+          link_fail(*err);
           return;
         }
+        const AgentProfile& p = std::get<AgentProfile>(read);
         state_.protocol_version = kProtocolVersion;
-        state_.agent_info = r.contains("agentInfo") ? r["agentInfo"] : json();
-        state_.agent_capabilities = r.contains("agentCapabilities") ? r["agentCapabilities"] : json::object();
-        const json* load = member(state_.agent_capabilities, "loadSession");
-        state_.load_session = load && load->is_boolean() && load->get<bool>();
-        const json* auth = member(r, "authMethods");
-        state_.auth_methods = auth && auth->is_array() ? *auth : json::array();
+        state_.agent_info = p.info;
+        state_.agent_capabilities = p.capabilities;
+        state_.auth_methods = p.auth_methods;
+        state_.load_session = p.load;
+        state_.can_resume = p.resume;
+        state_.can_close = p.close;
+        state_.can_list = p.list;
         auth_tried_ = false;
         if (opt_.via_server) {
           server_setup(r);
           return;
         }
-        if (!state_.session_id.empty() && state_.load_session) {
-          send_setup(Link::loading, "session/load",
-                     {{"sessionId", state_.session_id}, {"cwd", opt_.cwd}, {"mcpServers", json::array()}});
-        } else {
-          if (!state_.session_id.empty())
-            context_lost_reason_ = "the agent cannot load sessions (it does not advertise loadSession)";
-          send_new_session();
-        }
+        if (!state_.session_id.empty()) reopen_session();
+        else send_new_session();
         return;
       }
       case Link::authenticating:
-        send_new_session();
+        send_setup(redo_.phase, redo_.method.c_str(), redo_.params);
         return;
       case Link::attaching: {
         // The server answers {} at once: the session's history is not replayed.
@@ -763,13 +845,14 @@ class SessionCore {
         state_.on_main = true;
         other_turn_ = false;
         if (again) ++state_.sessions_loaded;
-        session_ready();
         if (other) {
-          notice("the tether server has a new main session (it was restarted): attached to it, and the "
-                 "conversation context was lost");
+          ready_notice_ = "the tether server has a new main session (it was restarted): attached to it, and the "
+                          "conversation context was lost";
         } else if (again) {
-          notice("reconnected to the tether server and re-attached to its main session");
+          ready_notice_ = "reconnected to the tether server and re-attached to its main session";
         }
+        read_session_settings(r);
+        begin_configure();
         return;
       }
       case Link::creating: {
@@ -781,28 +864,81 @@ class SessionCore {
         state_.session_id = id;
         state_.on_main = false;
         ++state_.sessions_created;
-        if (const json* modes = member(r, "modes"); modes && modes->is_object()) {
-          state_.modes = *modes;
-          state_.mode_id = string_of(*modes, "currentModeId");
-        }
-        session_ready();
+        read_session_settings(r);
         for (auto& params : std::exchange(buffered_, {}))
           if (string_of(params, "sessionId") == id) on_update(link_call_gen_, params);
-        if (!context_lost_reason_.empty()) {
-          notice(std::exchange(context_lost_reason_, {}) +
-                 ": a new session was started and the conversation context was lost");
-        }
+        if (!context_lost_reason_.empty())
+          ready_notice_ = std::exchange(context_lost_reason_, {}) + ": a new session was started and the conversation context was lost";
+        begin_configure();
         return;
       }
       case Link::loading:
+      case Link::resuming:
         ++state_.sessions_loaded;
-        session_ready();
-        notice(opt_.via_server ? "reconnected to the tether server and re-attached to the session (session/load)"
-                               : "the session was restored after the bridge restarted (session/load)");
+        ready_notice_ = opt_.via_server ? "reconnected to the tether server and re-attached to the session (session/load)"
+                        : link_ == Link::resuming
+                            ? "the session was restored after the bridge restarted (session/resume)"
+                            : "the session was restored after the bridge restarted (session/load)";
+        read_session_settings(r);
+        begin_configure();
         return;
+      case Link::configuring: {
+        apply_setting(link_method_, setting_params_, r);
+        send_next_setting();
+        return;
+      }
       default:
         return;
     }
+  }
+
+  // modes and configOptions of a session/new, load or resume answer (load's may be null).
+  void read_session_settings(const json& r) {
+    if (const json* modes = member(r, "modes"); modes && modes->is_object()) {
+      state_.modes = *modes;
+      state_.mode_id = string_of(*modes, "currentModeId");
+    }
+    if (const json* opts = member(r, "configOptions"); opts && opts->is_array()) state_.config_options = *opts;
+  }
+
+  // A setting request succeeded: the session state follows it (set_config_option answers with the
+  // whole list; set_mode with nothing, and a current_mode_update may or may not follow).
+  void apply_setting(const std::string& method, const json& params, const json& result) {
+    if (method == "session/set_mode") {
+      state_.mode_id = string_of(params, "modeId");
+      if (state_.modes.is_object()) state_.modes["currentModeId"] = state_.mode_id;
+    } else if (method == "session/set_config_option") {
+      if (const json* opts = member(result, "configOptions"); opts && opts->is_array()) {
+        state_.config_options = *opts;
+      } else if (state_.config_options.is_array()) {
+        for (auto& o : state_.config_options)
+          if (string_of(o, "id") == string_of(params, "configId") && params.contains("value")) o["currentValue"] = params["value"];
+      }
+    }
+  }
+
+  void begin_configure() {
+    auto plan = plan_settings(settings_, state_.session_id, state_.modes, state_.config_options);
+    if (auto* err = std::get_if<json>(&plan)) {
+      link_fail(*err);
+      return;
+    }
+    auto& steps = std::get<std::vector<SettingRequest>>(plan);
+    pending_settings_.assign(std::make_move_iterator(steps.begin()), std::make_move_iterator(steps.end()));
+    send_next_setting();
+  }
+
+  void send_next_setting() {
+    if (pending_settings_.empty()) {
+      session_ready();
+      return;
+    }
+    SettingRequest next = std::move(pending_settings_.front());
+    pending_settings_.pop_front();
+    setting_what_ = next.what;
+    setting_params_ = next.params;
+    send_setup(Link::configuring, next.method == "session/set_mode" ? "session/set_mode" : "session/set_config_option",
+               std::move(next.params));
   }
 
   // After initialize through a tether server: it must be one, and the session is attached
@@ -824,10 +960,9 @@ class SessionCore {
         link_fail(error_object("protocol_error", "the tether server did not name its main session (_meta.tether.mainSessionId)"));
         return;
       }
-      send_setup(Link::attaching, "session/load", {{"sessionId", attach_id_}, {"cwd", opt_.cwd}, {"mcpServers", json::array()}});
+      send_setup(Link::attaching, "session/load", reopen_params(attach_id_, opt_.cwd, json::array()));
     } else if (!state_.session_id.empty()) {
-      send_setup(Link::loading, "session/load",
-                 {{"sessionId", state_.session_id}, {"cwd", opt_.cwd}, {"mcpServers", json::array()}});
+      send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, json::array()));
     } else {
       send_new_session();
     }
@@ -837,6 +972,7 @@ class SessionCore {
     link_ = Link::ready;
     state_.generation = link_call_gen_;
     link_error_ = nullptr;
+    if (!ready_notice_.empty()) notice(std::exchange(ready_notice_, {}));
   }
 
   void link_fail(json error) {
@@ -862,6 +998,8 @@ class SessionCore {
     if (t.phase != TurnState::Phase::waiting) return;
     if (link_ == Link::ready) {
       send_prompt(t);
+    } else if (link_ == Link::closed) {
+      send_new_session();
     } else if (link_ == Link::idle || link_ == Link::failed) {
       begin_handshake();
     }
@@ -873,21 +1011,10 @@ class SessionCore {
     t.server_started = false;  // a retry waits in the server's queue again
     t.call_id = bridge_.call_queued("session/prompt", {{"sessionId", state_.session_id}, {"prompt", t.content}}, &gen);
     t.call_gen = gen;
-    // Late updates can only come from the process that ran the previous prompt.
-    t.past_barrier = !(trailing_pending_ && trailing_gen_ == gen);
-    t.barrier_id = trailing_ping_;
-    t.barrier_gen = trailing_gen_;
-    if (!t.past_barrier) t.hold_until = Deadline::after(kMaxHold);
-    trailing_pending_ = false;
     // What comes after our turn is ours until another client's prompt shows. Through a server, a
     // prompt sent while another client's turn streams leaves that turn showing until the server
     // starts ours (_tether/turn_started).
     if (!opt_.via_server) other_turn_ = false;
-    // A tether server answers $/ping itself, ahead of the agent's late updates: no boundary there.
-    if (opt_.turn_barrier && !barrier_ignored_ && !opt_.via_server) {
-      trailing_ping_ = bridge_.call_queued("$/ping", json::object(), &trailing_gen_);
-      trailing_pending_ = true;
-    }
   }
 
   void send_cancel() { bridge_.notify("session/cancel", {{"sessionId", state_.session_id}}); }
@@ -895,8 +1022,6 @@ class SessionCore {
   void on_prompt_reply(TurnState& t, const Reply& r) {
     bool cancelling = t.phase == TurnState::Phase::cancelling;
     if (r.status == Reply::Status::timeout || r.status == Reply::Status::cancelled) return;
-    // The final response before the ping's answer: what was held was this turn's.
-    if (!t.past_barrier) pass_barrier(t, /*drop=*/false);
     switch (r.status) {
       case Reply::Status::timeout:
       case Reply::Status::cancelled:
@@ -948,7 +1073,8 @@ class SessionCore {
         break;
       }
     }
-    advance();
+    // The next turn is sent by pump() once this batch of events is handled: what came after the
+    // response in the same read is this turn's late output, not the next turn's.
   }
 
   // A turn the bridge died under goes back to waiting, to be sent again (one retry spent), with a
@@ -963,14 +1089,6 @@ class SessionCore {
     e.text = why + "; sending the prompt again " + when + " (retry " + std::to_string(n) + " of " +
              std::to_string(t.retries_total) + ")";
     t.out.push_back(std::move(e));
-  }
-
-  void pass_barrier(TurnState& t, bool drop) {
-    t.past_barrier = true;
-    if (drop) state_.late_updates += t.held.size();
-    else
-      for (auto& e : t.held) t.out.push_back(std::move(e));
-    t.held.clear();
   }
 
   void check_timers() {
@@ -998,10 +1116,6 @@ class SessionCore {
     }
     if (!active_) return;
     TurnState& t = *active_;
-    if (!t.past_barrier && t.hold_until.expired(now)) {
-      barrier_ignored_ = true;  // it does not answer pings in time: stop asking
-      pass_barrier(t, /*drop=*/false);
-    }
     if (t.phase == TurnState::Phase::cancelling) {
       if (t.cancel_by.expired(now)) escalate(t);
     } else if (t.phase != TurnState::Phase::done && t.deadline.expired(now)) {
@@ -1069,6 +1183,16 @@ class SessionCore {
   std::uint64_t dead_gen_ = 0;       // waiting_bridge: handshake again on a later generation
   json link_error_;                  // failed: why
   bool auth_tried_ = false;
+  SetupStep last_step_;              // the last session/new, load, resume or attach sent
+  SetupStep redo_;                   // authenticating: the step that asked for it, sent again after
+  std::string setting_what_;         // configuring: the setting in flight ("mode plan"), for messages
+  json setting_params_;              // ... and its params
+  SessionSettings settings_;         // --mode/--model/--set, and what change_settings() added
+  std::deque<SettingRequest> pending_settings_;  // configuring: the settings still to send
+  std::string ready_notice_;         // told once the session is ready (restored, reattached)
+  std::int64_t close_call_ = 0;      // close(): the session/close awaited (0: none)
+  std::uint64_t close_gen_ = 0;
+  bool close_answered_ = false;
   std::string context_lost_reason_;  // set when the next session/new replaces a lost session
   std::vector<json> buffered_;       // params of updates for a session id not known yet
 
@@ -1081,10 +1205,6 @@ class SessionCore {
   std::uint64_t next_ext_token_ = 0;
   std::string attach_id_;                          // attaching: the session being attached
   bool other_turn_ = false;                        // via_server: another client's turn is streaming
-  bool barrier_ignored_ = false;                   // the agent does not answer $/ping
-  std::int64_t trailing_ping_ = 0;                 // the $/ping that followed the last prompt
-  std::uint64_t trailing_gen_ = 0;
-  bool trailing_pending_ = false;                  // ... and it is not answered yet
 };
 
 // --- AcpSession and Turn: thin handles ---------------------------------------------------------
@@ -1094,8 +1214,8 @@ AcpSession::AcpSession(supervisor::Bridge& bridge, ClientOptions options)
 
 AcpSession::~AcpSession() = default;
 
-std::optional<TurnEvent> AcpSession::open(Deadline deadline, int interrupt_fd) {
-  return core_->open(deadline, interrupt_fd);
+std::optional<TurnEvent> AcpSession::open(Deadline deadline, int interrupt_fd, const std::function<void()>& on_wait) {
+  return core_->open(deadline, interrupt_fd, on_wait);
 }
 
 void AcpSession::start_new_session() { core_->start_new_session(); }
@@ -1120,6 +1240,10 @@ bool AcpSession::answer_permission(std::uint64_t token, const std::optional<std:
 }
 std::uint64_t AcpSession::request(std::string_view method, json params) {
   return core_->request(method, std::move(params));
+}
+bool AcpSession::close(Deadline deadline) { return core_->close(deadline); }
+std::variant<std::uint64_t, json> AcpSession::change_settings(const SessionSettings& change) {
+  return core_->change_settings(change);
 }
 int AcpSession::fd() const { return core_->fd(); }
 Deadline AcpSession::next_deadline() const { return core_->session_deadline(); }

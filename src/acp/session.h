@@ -1,20 +1,30 @@
 // The ACP client: one agent session over a supervised Bridge, and its prompt turns as pollable
 // event streams (DESIGN §6, §6a; ACP.md §15).
 //
-// AcpSession does the handshake (initialize with protocolVersion 1 and only the capabilities we
-// implement, one setup request at a time; authenticate when session/new asks for it;
-// session/new with an absolute cwd and no MCP servers), re-establishes the session after a bridge
-// restart (session/load when the agent advertises loadSession, else a new session and a notice
-// that the context was lost), answers every request the agent makes exactly once (permission by
-// policy, fs when --allow-fs, -32601 for the rest), and keeps the session state that updates
-// outside a turn change (commands, mode, title, usage).
+// AcpSession drives the session setup whose decisions live in acp/setup.h: initialize with
+// protocolVersion 1 and only the capabilities we implement, one setup request at a time;
+// session/new with an absolute cwd and no MCP servers; authenticate only when session/new, load or
+// resume answers auth_required, with the method the user named or an env_var method whose
+// variables are set, then the setup request once more; the requested mode and config options
+// (--mode, --model, --set) before the first prompt. After a bridge restart it re-establishes the
+// session (session/resume when the agent advertises it, else session/load, else a new session and
+// a notice that the context was lost), and applies the settings again. Sessions it opened are
+// closed (session/close) when the agent advertises that: by close(), and by start_new_session()
+// for the session it replaces. It answers every request the agent makes exactly once (permission
+// by policy, fs when --allow-fs, -32601 for the rest), and keeps the session state that updates
+// outside a turn change (commands, mode, config options, title, usage).
 //
 // A Turn is one session/prompt: poll its fd (the bridge's event queue) together with whatever
 // else the front-end waits on, call poll() when it is readable or next_deadline() has passed, and
 // read TurnEvents in wire order: updates, permission requests, notices, and exactly one terminal
 // event (completed or failed). A turn interrupted by a bridge death is sent again after the
 // restart, `retries` times at most. Prompts are serialized: a turn started while another is in
-// flight waits for it to end.
+// flight waits for it to end. By the spec a turn's updates all precede its final response: what
+// comes after it belongs to no turn (counted in SessionState::late_updates, never shown as part of
+// the next turn's answer when it comes before that turn's prompt is sent). Nothing that the agent
+// did not advertise is sent to it (no $/ping barrier between turns).
+//
+// Lines on the agent's stdout that are not JSON (agents print sign-in URLs there) become notices.
 //
 // Through a `tether serve` server (ClientOptions::via_server) the peer is the server: it must say
 // so in its initialize answer (_meta.tether), the session may be the server's main session shared
@@ -22,7 +32,8 @@
 // notices (its bridge restarted or gone) become notices, a prompt it fails with tether's error
 // object fails the turn with that object, and what comes for our session while no turn of ours is
 // in flight (another client's turn, its prompt first as user_message chunks; a permission request
-// the server routes to us) is delivered by AcpSession::poll().
+// the server routes to us) is delivered by AcpSession::poll(). The server closes the sessions its
+// clients opened when their last client leaves.
 //
 // Thread contract: thread-bound. One thread drives a session and its turns (they consume the
 // bridge's single event queue); the session must outlive its turns. The Bridge must restart
@@ -30,16 +41,19 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "acp/outcome.h"
 #include "acp/permission.h"
+#include "acp/setup.h"
 #include "acp/update.h"
 #include "base/clock.h"
 
@@ -56,9 +70,14 @@ struct ClientOptions {
   int retries = 1;  // how many times a prompt interrupted by a bridge death is sent again
   base::Duration setup_timeout = std::chrono::seconds(30);  // each handshake request
   base::Duration cancel_grace = std::chrono::seconds(2);    // session/cancel to final response
-  // Send a `$/ping` after each prompt, pipelined; until it is answered, updates are held from the
-  // next turn: they are the previous turn's late ones (session.cpp, TurnState::past_barrier).
-  bool turn_barrier = true;
+  std::string auth;          // --auth: the method to use when the agent asks for authentication
+  SessionSettings settings;  // --mode, --model, --set: applied after every session setup
+  // Where environment variables are read (env_var authentication); the process's by default.
+  EnvLookup env;
+  // When the agent asks for authentication and neither --auth nor an env_var method settles it:
+  // a person chooses (talk on a terminal). Gets the methods and the agent's error; returns a
+  // method id, or "" for none. Called on the session's thread, inside open() or poll().
+  std::function<std::string(const nlohmann::json& methods, const nlohmann::json& agent_error)> ask_auth;
   std::string client_name = "tether";
   std::string client_version = "0";
   bool via_server = false;   // the peer is a `tether serve` server (--connect)
@@ -82,6 +101,7 @@ struct TurnEvent {
     permission,            // the agent asks for permission (permission)
     permission_withdrawn,  // the agent withdrew a pending request ($/cancel_request) (permission.token)
     notice,                // a sentence a person should read: restarts, lost context (text)
+    output,                // a line the agent wrote on stdout that is not JSON (text): sign-in URLs
     retry,                 // the bridge died mid-turn and the prompt is sent again: drop partial output (text)
     reply,                 // AcpSession::poll() only: the answer to AcpSession::request() (request_id;
                            // result, or error: the JSON-RPC error or tether's error object)
@@ -118,17 +138,24 @@ struct SessionState {
   nlohmann::json agent_capabilities;  // as the agent sent them
   nlohmann::json auth_methods = nlohmann::json::array();
   bool load_session = false;          // agentCapabilities.loadSession
+  bool can_resume = false;            // sessionCapabilities.resume
+  bool can_close = false;             // sessionCapabilities.close
+  bool can_list = false;              // sessionCapabilities.list
   std::vector<Command> commands;
   bool commands_announced = false;    // an available_commands_update has arrived
   std::string mode_id;
-  nlohmann::json modes;  // session/new's "modes", when given
+  nlohmann::json modes;  // session/new's "modes", when given (currentModeId kept up to date)
+  nlohmann::json config_options;  // the session's configOptions, as last sent (null: none)
   std::string title;
   std::optional<Usage> usage;
   std::uint64_t generation = 0;       // bridge generation the session lives on
   std::size_t sessions_created = 0;   // session/new answered (1, plus one per lost context)
-  std::size_t sessions_loaded = 0;    // session/load answered
+  std::size_t sessions_loaded = 0;    // session/load or session/resume answered
+  std::size_t sessions_closed = 0;    // session/close sent
+  std::string auth_method;            // the method tether authenticated with, if any
   std::uint64_t ignored_updates = 0;  // unknown kinds, malformed, or for no session we know
   std::uint64_t late_updates = 0;     // chunks and tool calls that came when no turn was in flight
+  std::uint64_t stray_lines = 0;      // lines on the agent's stdout that were not JSON
   nlohmann::json server;              // via_server: the initialize answer's _meta.tether
   bool on_main = false;               // via_server: the session is the server's main session
 };
@@ -147,7 +174,10 @@ class AcpSession {
   // The handshake and session/new. Blocks until the session is ready (nothing returned), it
   // failed, `deadline` passed (a failed event with code timeout) or `interrupt_fd` became readable
   // (code cancelled; the fd is not read). The bridge must have been started.
-  std::optional<TurnEvent> open(base::Deadline deadline, int interrupt_fd = -1);
+  // `on_wait`, when given, is called at least once a second while it waits (a front-end's
+  // "still waiting" line).
+  std::optional<TurnEvent> open(base::Deadline deadline, int interrupt_fd = -1,
+                                const std::function<void()>& on_wait = {});
 
   // Replaces the session with a fresh one (session/new) on the connection as it is: no second
   // initialize while the agent runs. The old session's state (id, commands, mode, title, usage)
@@ -157,6 +187,18 @@ class AcpSession {
   // new_session() then waits for it as open() does, with the same results.
   void start_new_session();
   std::optional<TurnEvent> new_session(base::Deadline deadline, int interrupt_fd = -1);
+
+  // Closes the session at the agent (session/close) when it advertises that, and waits for the
+  // answer until `deadline`; a turn still in flight is cancelled first. Afterwards the session
+  // has no id and takes no prompts. True when the agent answered. Never sends anything through a
+  // tether server (the server closes what its clients leave) or to an agent that cannot close.
+  bool close(base::Deadline deadline);
+
+  // Changes the session's mode or a config option now (talk's /mode, /model, /set), and keeps the
+  // setting for later re-establishments. The request's answer comes from poll() as a
+  // TurnEvent::reply with the returned id; the state is updated when it succeeds. Nothing to send
+  // (already so): 0. An id the agent does not offer: tether's error object (code usage).
+  std::variant<std::uint64_t, nlohmann::json> change_settings(const SessionSettings& change);
 
   // Starts a turn with one text block (or the given content blocks). `timeout` bounds the whole
   // turn, retries included (zero: none).

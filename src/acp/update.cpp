@@ -1,5 +1,7 @@
 #include "acp/update.h"
 
+#include <algorithm>
+
 #include "rpc/message.h"
 
 namespace tether::acp {
@@ -181,6 +183,27 @@ std::string describe_plan(const std::vector<PlanEntry>& plan) {
     s += std::string(mark) + " " + e.content;
   }
   return s;
+}
+
+std::string MessageBreaks::separator(const Update& u) {
+  using K = Update::Kind;
+  if (u.kind == K::tool_call || u.kind == K::tool_call_update || u.kind == K::plan) {
+    interrupted_ = any_text_;
+    return {};
+  }
+  if (u.kind != K::agent_message || u.text.empty()) return {};
+  bool new_id = !u.message_id.empty() && !last_id_.empty() && u.message_id != last_id_;
+  std::string sep;
+  if (any_text_ && (interrupted_ || new_id)) sep.assign(static_cast<std::size_t>(std::max(0, 2 - newlines_)), '\n');
+  if (!u.message_id.empty()) last_id_ = u.message_id;
+  any_text_ = true;
+  interrupted_ = false;
+  // Newlines the answer ends with once this text is written.
+  std::size_t trailing = 0;
+  while (trailing < u.text.size() && trailing < 2 && u.text[u.text.size() - 1 - trailing] == '\n') ++trailing;
+  newlines_ = trailing == u.text.size() ? std::min(2, newlines_ + static_cast<int>(trailing) + static_cast<int>(sep.size()))
+                                        : static_cast<int>(trailing);
+  return sep;
 }
 
 }  // namespace tether::acp

@@ -80,6 +80,22 @@ std::optional<Update> parse_update(json update);
 // Nothing without a string toolCallId (or, with `require_title`, without a title).
 std::optional<ToolCall> parse_tool_call(const json& obj, bool require_title);
 
+// Where a new agent message starts in a turn's answer (DESIGN §6): text that resumes after a
+// tool call or a plan, or a chunk whose messageId differs from the last one. Fed every update of
+// one turn in wire order; for an agent_message chunk, separator() returns what goes before its
+// text: "" within a message, else the line breaks that leave one blank line between the two
+// messages ("I will use a tool." / "Tool result seen", never glued). A plain value, one per turn.
+class MessageBreaks {
+ public:
+  std::string separator(const Update& u);
+
+ private:
+  bool any_text_ = false;     // some answer text came in this turn
+  bool interrupted_ = false;  // a tool call or plan came after it
+  std::string last_id_;       // messageId of the last chunk that had one
+  int newlines_ = 0;          // how many newlines the answer ends with now (at most 2)
+};
+
 // One ContentBlock as text: text blocks verbatim, resource links as their URI, embedded text
 // resources as their text, other blocks as a short placeholder ("[image image/png]").
 std::string content_text(const json& block);

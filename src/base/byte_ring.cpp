@@ -58,6 +58,24 @@ std::string last_lines(std::string_view text, std::size_t n) {
   return ring.tail_lines(n);
 }
 
+std::string last_telling_line(std::string_view text) {
+  std::size_t end = text.size();
+  while (end > 0) {
+    std::size_t nl = text.rfind('\n', end - 1);
+    std::size_t begin = nl == std::string_view::npos ? 0 : nl + 1;
+    std::string_view line = text.substr(begin, end - begin);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    bool telling = std::any_of(line.begin(), line.end(), [](char c) {
+      return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+             static_cast<unsigned char>(c) >= 0x80;
+    });
+    if (telling) return std::string(line);
+    if (nl == std::string_view::npos) break;
+    end = nl;
+  }
+  return {};
+}
+
 std::string ByteRing::last_line() const {
   std::string line = tail_lines(1);
   if (!line.empty() && line.back() == '\r') line.pop_back();

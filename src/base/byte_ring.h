@@ -34,4 +34,9 @@ class ByteRing {
 // arrived as a string, say).
 std::string last_lines(std::string_view text, std::size_t n);
 
+// The last line of `text` that says something: one with a letter or a digit in it. Agents end
+// their multi-line dumps with "}" or "]", which, quoted alone, tells a person nothing. Empty when
+// there is no such line; a trailing "\r" is dropped.
+std::string last_telling_line(std::string_view text);
+
 }  // namespace tether::base

@@ -26,9 +26,10 @@ class PollableQueue {
   int space_fd() const { return space_.fd(); }
   std::size_t capacity() const { return capacity_; }
 
-  bool has_room() const {
+  // `pending`: items the producer holds back to push_all() later, counted as queued.
+  bool has_room(std::size_t pending = 0) const {
     std::lock_guard lock(mu_);
-    return items_.size() < capacity_;
+    return items_.size() + pending < capacity_;
   }
   std::size_t size() const {
     std::lock_guard lock(mu_);
@@ -45,6 +46,24 @@ class PollableQueue {
       items_.push_back(std::move(item));
       if (items_.size() > high_water_) high_water_ = items_.size();
     }
+    if (was_empty) {
+      ready_.notify();
+      cv_.notify_all();
+    }
+  }
+
+  // Appends all of `items` (emptied) at once: a consumer sees all of them or none, and is woken
+  // once. Like push(), it appends even when full.
+  void push_all(std::vector<T>& items) {
+    if (items.empty()) return;
+    bool was_empty;
+    {
+      std::lock_guard lock(mu_);
+      was_empty = items_.empty();
+      for (auto& item : items) items_.push_back(std::move(item));
+      if (items_.size() > high_water_) high_water_ = items_.size();
+    }
+    items.clear();
     if (was_empty) {
       ready_.notify();
       cv_.notify_all();

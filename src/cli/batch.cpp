@@ -19,6 +19,7 @@
 #include "cli/batch_input.h"
 #include "cli/batch_journal.h"
 #include "cli/batch_order.h"
+#include "cli/render.h"
 #include "tether_config.h"
 
 namespace tether::cli {
@@ -47,6 +48,7 @@ struct Worker {
   std::optional<acp::Turn> turn;  // destroyed before `session`
   std::unique_ptr<Job> job;       // in flight
   std::string text;               // the answer of the attempt in flight
+  acp::MessageBreaks breaks;      // ... with a blank line between the agent's messages
   bool retired = false;
 };
 
@@ -107,11 +109,13 @@ class BatchRunner {
       wait();
     }
     end_progress();
+    close_sessions();
     shutdown_workers();
     if (stop_signal_) reraise(stop_signal_);
     if (io_error_) return kExitIoErr;
     summary();
-    if (no_bridges_) return kExitUnavailable;
+    // --mode/--model/--set that the agent does not take is a usage error, whichever bridge said so.
+    if (no_bridges_) return last_bridge_error_.value("code", "") == "usage" ? kExitUsage : kExitUnavailable;
     return failed_ > 0 ? kExitNotClean : kExitOk;
   }
 
@@ -236,11 +240,13 @@ class BatchRunner {
     ++job.attempts;
     if (!job.started) job.started = base::Clock::now();
     w.text.clear();
+    w.breaks = {};
     w.turn.reset();
     if (!w.session) {
       w.session = std::make_unique<acp::AcpSession>(*w.bridge, client_options_);
     } else if (per_item_) {
-      // A fresh session/new on the same connection: the handshake is not repeated per item.
+      // A fresh session/new on the same connection: the handshake is not repeated per item. The
+      // previous item's session is closed at the agent first (when it can close sessions).
       w.session->start_new_session();
     }
     w.turn.emplace(w.session->prompt(job.item.prompt, base::seconds(o_.common.timeout)));
@@ -283,8 +289,10 @@ class BatchRunner {
         if (!w.turn) break;
       }
     } else if (w.session) {
-      for (auto& ev : w.session->poll())
+      for (auto& ev : w.session->poll()) {
         if (ev.kind == acp::TurnEvent::Kind::notice) on_notice(w, ev);
+        else if (ev.kind == acp::TurnEvent::Kind::output) on_output(w, ev);
+      }
     } else {
       // Before the worker's first item (or after its session was dropped): nobody else reads
       // this bridge's events. A request for a session that is gone still gets its one answer.
@@ -311,15 +319,35 @@ class BatchRunner {
     error_line(ev.text);
   }
 
+  // A line the agent wrote on stdout that is not JSON (a sign-in URL, say): a person should see it.
+  void on_output(const Worker& w, const acp::TurnEvent& ev) {
+    if (o_.common.quiet) return;
+    clear_progress();
+    error_line("bridge " + std::to_string(w.number) + ": the agent wrote on stdout: " + sanitize_if_tty(ev.text));
+  }
+
+  static std::string sanitize_if_tty(const std::string& text) {
+    return ::isatty(STDERR_FILENO) ? talk::sanitize_text(text) : text;
+  }
+
   void on_turn_event(Worker& w, acp::TurnEvent& ev) {
     using K = acp::TurnEvent::Kind;
     if (ev.other_client) return;  // another client's turn in a shared session: not this item's
     switch (ev.kind) {
       case K::update:
-        if (ev.update.kind == acp::Update::Kind::agent_message) w.text += ev.update.text;
+        if (ev.update.kind == acp::Update::Kind::agent_message) {
+          w.text += w.breaks.separator(ev.update);
+          w.text += ev.update.text;
+        } else {
+          w.breaks.separator(ev.update);  // a tool call or plan between two messages
+        }
         break;
       case K::retry:
         w.text.clear();
+        w.breaks = {};
+        break;
+      case K::output:
+        on_output(w, ev);
         break;
       case K::notice:
         on_notice(w, ev);
@@ -507,6 +535,16 @@ class BatchRunner {
       if (w.turn) w.turn->cancel(acp::CancelCause::interrupt);
   }
 
+  // Every worker's last session is closed at its agent (which may keep a process per session),
+  // all within one short wait.
+  void close_sessions() {
+    auto deadline = base::Deadline::after(std::chrono::seconds(2));
+    for (auto& w : workers_) {
+      w.turn.reset();
+      if (w.session && !w.retired) w.session->close(deadline);
+    }
+  }
+
   void shutdown_workers() {
     for (auto& w : workers_) {
       w.turn.reset();
@@ -644,6 +682,11 @@ int run_batch(BatchOptions& o) {
   co.client_version = TETHER_VERSION;
   co.via_server = !o.common.connect.empty();  // each item in a session of its own (or per connection)
   co.permission = acp::PermissionPolicy::deny;
+  co.auth = o.common.auth;
+  if (auto err = session_settings(o.common, co.settings)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
   if (!o.common.permission.empty()) {
     auto p = acp::parse_policy(o.common.permission);
     if (!p || *p == acp::PermissionPolicy::ask) {
@@ -698,6 +741,7 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
   sub->add_option("--shard", o->shard, "Run only shard K of N (0 <= K < N): items whose id hashes to K (FNV-1a 64 mod N)");
   sub->add_flag("--progress", o->progress, "Progress lines on stderr even when it is not a terminal");
   add_common_options(*sub, o->common);
+  add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;

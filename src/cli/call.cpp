@@ -173,6 +173,10 @@ class CallRunner {
         case rpc::Event::Kind::notification:
           if (o_.notifications) emit(ev.message);
           break;
+        case rpc::Event::Kind::output:
+          // A line that is not JSON: MCP servers log banners there by mistake; a person may need it.
+          if (o_.notifications) error_line("the bridge wrote on stdout: " + ev.message.value("text", ""));
+          break;
         case rpc::Event::Kind::request:
           // `call` advertises nothing, so it serves no request of the bridge's.
           if (o_.notifications) emit(ev.message);

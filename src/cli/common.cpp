@@ -121,7 +121,10 @@ std::optional<std::string> apply_config(CommonOptions& o, const ConfigMap& map, 
     else if (key == "max_line") err = apply_number(value, o.max_line, key);
     else if (key == "bridge_stderr") err = apply_string(value, o.bridge_stderr, key);
     else if (key == "trace") err = apply_string(value, o.trace, key);
-    else if (key == "permission") err = apply_string(value, o.permission, key, {"ask", "allow", "deny"});
+    else if (key == "permission") err = apply_string(value, o.permission, key, {"ask", "allow", "allow-always", "deny"});
+    else if (key == "auth") err = apply_string(value, o.auth, key);
+    else if (key == "mode") err = apply_string(value, o.mode, key);
+    else if (key == "model") err = apply_string(value, o.model, key);
     else if (key == "color") err = apply_string(value, o.color, key, {"auto", "always", "never"});
     else if (key == "allow_fs") {
       if (auto* b = std::get_if<bool>(&value)) o.allow_fs = *b;
@@ -157,12 +160,34 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   reg["bridge_stderr"] = app.add_option("--bridge-stderr", o.bridge_stderr, "The bridge's stderr: tail (keep the last 4 KiB, shown on failure), pass (copy to ours), or a FILE to append to")->capture_default_str()->group(group);
   reg["trace"] = app.add_option("--trace", o.trace, "Write every frame both ways, timestamped, to FILE")->group(group);
   reg["max_line"] = app.add_option("--max-line", o.max_line, "Longest line accepted from the bridge, in bytes; longer lines are dropped and counted")->capture_default_str()->check(CLI::PositiveNumber)->group(group);
-  reg["permission"] = app.add_option("--permission", o.permission, "Answer to the agent's permission requests: ask, allow or deny")->check(CLI::IsMember({"ask", "allow", "deny"}))->group("Agent (ACP commands)");
+  reg["permission"] = app.add_option("--permission", o.permission, "Answer to the agent's permission requests: ask, allow (once), allow-always (lets the agent keep a lasting rule) or deny")->check(CLI::IsMember({"ask", "allow", "allow-always", "deny"}))->group("Agent (ACP commands)");
   reg["allow_fs"] = app.add_flag("--allow-fs", o.allow_fs, "Serve the agent's file reads and writes inside --cwd")->group("Agent (ACP commands)");
   reg["color"] = app.add_option("--color", o.color, "Colour: auto, always or never (NO_COLOR is honoured)")->capture_default_str()->check(CLI::IsMember({"auto", "always", "never"}))->group("Output");
   reg["quiet"] = app.add_flag("-q,--quiet", o.quiet, "Print only answers and errors")->group("Output");
   app.add_flag("-v,--verbose", o.verbose, "More detail on stderr (repeatable)")->group("Output");
   app.add_option("--config", o.config, "Config file (default: $XDG_CONFIG_HOME/tether/config.toml)")->group("Output");
+}
+
+std::optional<SetupError> session_settings(const CommonOptions& o, acp::SessionSettings& out) {
+  out.mode = o.mode;
+  out.model = o.model;
+  out.set.clear();
+  for (const auto& kv : o.set) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return SetupError{"--set " + kv + ": expected KEY=VALUE (an option id of the agent and its value)", kExitUsage};
+    out.set.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  return std::nullopt;
+}
+
+void add_session_options(CLI::App& app, CommonOptions& o) {
+  auto& reg = option_registry()[&o];
+  const std::string group = "Agent (ACP commands)";
+  reg["auth"] = app.add_option("--auth", o.auth, "When the agent asks for authentication, use its method METHOD_ID (default: an env_var method whose variables are set; never a browser login)")->option_text("METHOD_ID")->group(group);
+  reg["mode"] = app.add_option("--mode", o.mode, "Set the session's mode (session/set_mode) before the first prompt")->option_text("ID")->group(group);
+  reg["model"] = app.add_option("--model", o.model, "Set the session's model (the agent's model config option)")->option_text("ID")->group(group);
+  app.add_option("--set", o.set, "Set one of the agent's session config options (repeatable)")->option_text("KEY=VALUE")->group(group);
 }
 
 namespace {

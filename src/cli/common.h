@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "acp/setup.h"
 #include "base/unique_fd.h"
 #include "supervisor/bridge.h"
 
@@ -40,7 +41,7 @@ struct CommonOptions {
   double timeout = 0;                     // --timeout SECS (0 = none)
   std::string bridge_stderr = "tail";     // --bridge-stderr tail|pass|FILE
   std::string trace;                      // --trace FILE
-  std::string permission;                 // --permission ask|allow|deny ("" = the front-end's default)
+  std::string permission;                 // --permission ask|allow|allow-always|deny ("" = the front-end's default)
   bool allow_fs = false;                  // --allow-fs
   std::string color = "auto";             // --color auto|always|never
   bool quiet = false;                     // -q
@@ -52,10 +53,19 @@ struct CommonOptions {
   std::string connect;
 
   std::vector<std::string> bridge;        // words after `--`
+
+  // The ACP session (talk, prompt, batch, serve; add_session_options): applied after every session
+  // setup, before the first prompt.
+  std::string auth;                       // --auth METHOD_ID
+  std::string mode;                       // --mode ID
+  std::string model;                      // --model ID
+  std::vector<std::string> set;           // --set KEY=VALUE (repeatable)
 };
 
 // Adds the common options to a subcommand. Each subcommand gets its own copy of the struct.
 void add_common_options(CLI::App& app, CommonOptions& options);
+// Adds --auth, --mode, --model and --set (the commands that open ACP sessions).
+void add_session_options(CLI::App& app, CommonOptions& options);
 // Adds --connect[=NAME|PATH]. It takes a value only after '=' (`tether prompt --connect hello`
 // sends "hello" to the default server).
 void add_connect_option(CLI::App& app, CommonOptions& options);
@@ -70,6 +80,10 @@ struct SetupError {
   int exit_code = kExitConfig;
 };
 std::optional<SetupError> finish_options(CommonOptions& options);
+
+// The session settings --mode, --model and --set ask for; a --set word that is not KEY=VALUE is a
+// SetupError (exit 64).
+std::optional<SetupError> session_settings(const CommonOptions& options, acp::SessionSettings& out);
 
 // Bridge options from common options. `auto_restart` is the front-end's choice. With --connect,
 // the server's socket (connect_path) instead of a command.

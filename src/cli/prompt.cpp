@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/session.h"
+#include "cli/render.h"
+#include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 #include "tether_config.h"
 
@@ -25,11 +27,13 @@ using base::Deadline;
 using nlohmann::json;
 
 constexpr auto kSetupTimeout = std::chrono::seconds(30);
+// How long the agent gets to answer session/close before the bridge is stopped anyway.
+constexpr auto kCloseWait = std::chrono::seconds(2);
 
 // Only the fields DESIGN §7 names, in its order.
 json public_error(const json& err) {
   json out = json::object();
-  for (const char* k : {"code", "message", "rpcCode", "exitStatus", "signal", "stderrTail"})
+  for (const char* k : {"code", "message", "rpcCode", "data", "exitStatus", "signal", "stderrTail"})
     if (err.is_object() && err.contains(k)) out[k] = err[k];
   if (!out.contains("code")) out["code"] = "agent_error";
   if (!out.contains("message")) out["message"] = "unknown error";
@@ -56,10 +60,13 @@ bool read_all_stdin(std::string& out) {
   }
 }
 
-// Short lines on stderr about what the agent does, unless -q.
+// Short lines on stderr about what the agent does, unless -q. On a terminal the agent's text in
+// them is sanitized (no escape sequence of the agent's reaches the screen).
 class SideChannel {
  public:
-  SideChannel(bool quiet, int verbose, bool color) : quiet_(quiet), verbose_(verbose), color_(color) {}
+  SideChannel(bool quiet, int verbose, bool color, bool terminal)
+      : quiet_(quiet), verbose_(verbose), color_(color), terminal_(terminal) {}
+  void set_wait_notice(WaitNotice* w) { wait_ = w; }
 
   void line(std::string_view prefix, std::string_view text, bool dim = true) {
     if (quiet_) return;
@@ -84,6 +91,12 @@ class SideChannel {
 
  private:
   void write_line(std::string_view prefix, std::string_view text, bool dim) {
+    if (wait_) wait_->clear();
+    std::string safe;
+    if (terminal_) {
+      safe = talk::sanitize_text(text);
+      text = safe;
+    }
     std::string s;
     if (color_ && dim) s += "\x1b[2m";
     s += prefix;
@@ -96,6 +109,8 @@ class SideChannel {
   bool quiet_;
   int verbose_;
   bool color_;
+  bool terminal_;
+  WaitNotice* wait_ = nullptr;
   std::string thought_;
 };
 
@@ -107,6 +122,8 @@ struct ToolRecord {
 struct TurnResult {
   std::optional<TurnEvent> terminal;
   std::string text;
+  acp::MessageBreaks breaks;      // a new agent message starts a new paragraph
+  std::optional<acp::Usage> usage;  // the last usage_update of the turn (shown once, with -v)
   std::vector<ToolRecord> tools;
   int signal = 0;          // the signal that interrupted it
   bool stdout_gone = false;  // EPIPE on stdout
@@ -117,8 +134,9 @@ struct TurnResult {
 class PromptRun {
  public:
   PromptRun(PromptOptions& o, acp::AcpSession& session, acp::PermissionPolicy policy, int sigfd, bool stream,
-            SideChannel& side)
-      : policy_(policy), o_(o), session_(session), sigfd_(sigfd), stream_(stream), side_(side) {}
+            SideChannel& side, WaitNotice& wait, bool stdout_terminal)
+      : policy_(policy), o_(o), session_(session), sigfd_(sigfd), stream_(stream), side_(side), wait_(wait),
+        stdout_terminal_(stdout_terminal) {}
 
   TurnResult run_turn(const std::string& text) {
     TurnResult r;
@@ -126,10 +144,13 @@ class PromptRun {
     acp::Turn turn = session_.prompt(text, base::seconds(o_.common.timeout));
     bool streamed_any = false;
     bool hurry = false;  // a second signal: stop waiting for the agent
+    wait_.start();
     while (!r.terminal && !hurry) {
       std::string out;
       for (auto& ev : turn.poll()) handle(ev, r, out, streamed_any);
       if (!out.empty() && !r.stdout_gone && r.write_errno == 0) {
+        wait_.clear();
+        if (stdout_terminal_) out = talk::sanitize_text(out);
         if (!write_stdout(out)) {
           if (errno == EPIPE) r.stdout_gone = true;
           else r.write_errno = errno;
@@ -138,8 +159,9 @@ class PromptRun {
       }
       if (r.terminal) break;
       pollfd p[2] = {{turn.fd(), POLLIN, 0}, {sigfd_, POLLIN, 0}};
-      int n = ::poll(p, 2, turn.next_deadline().poll_timeout_ms());
+      int n = ::poll(p, 2, base::Deadline::earliest(turn.next_deadline(), wait_.next_tick()).poll_timeout_ms());
       if (n < 0 && errno != EINTR) break;
+      wait_.tick();
       if (n > 0 && (p[1].revents & POLLIN)) {
         int sig = read_signal(sigfd_);
         if (sig == 0 || sig == SIGWINCH) continue;
@@ -148,7 +170,10 @@ class PromptRun {
         turn.cancel(acp::CancelCause::interrupt);
       }
     }
+    wait_.stop();
     side_.flush_thought();
+    if (r.usage && side_.verbose() > 0)
+      side_.line("usage: ", std::to_string(r.usage->used) + " of " + std::to_string(r.usage->size) + " tokens");
     bool answered = r.terminal && r.terminal->kind == TurnEvent::Kind::completed &&
                     r.terminal->cancelled == acp::CancelCause::none;
     if ((streamed_any || answered) && stream_ && !o_.json && !r.stdout_gone && r.write_errno == 0) {
@@ -177,6 +202,7 @@ class PromptRun {
       case TurnEvent::Kind::permission_withdrawn:
       case TurnEvent::Kind::reply:
         break;
+      case TurnEvent::Kind::output: side_.notice("the agent wrote on stdout: " + ev.text); break;
       case TurnEvent::Kind::notice:
         // Trouble at the tether server is an error here: nobody watches a script's notices.
         if (ev.server_trouble) error_line(ev.text);
@@ -187,6 +213,8 @@ class PromptRun {
         // A retried turn starts its answer again: what was collected is dropped.
         r.text.clear();
         r.tools.clear();
+        r.breaks = {};
+        r.usage.reset();
         if (streamed_any && stream_ && !o_.json) out += "\n";
         break;
       case TurnEvent::Kind::completed:
@@ -195,13 +223,16 @@ class PromptRun {
   }
 
   void on_update(const Update& u, TurnResult& r, std::string& out, bool& streamed_any) {
+    std::string sep = r.breaks.separator(u);
     switch (u.kind) {
       case Update::Kind::agent_message:
         if (stream_ && !o_.json) {
           side_.flush_thought();
+          out += sep;
           out += u.text;
           streamed_any = true;
         } else {
+          r.text += sep;
           r.text += u.text;
         }
         break;
@@ -227,10 +258,7 @@ class PromptRun {
         break;
       }
       case Update::Kind::plan: side_.line("plan: ", acp::describe_plan(u.plan)); break;
-      case Update::Kind::usage:
-        if (side_.verbose() > 0)
-          side_.line("usage: ", std::to_string(u.usage.used) + " of " + std::to_string(u.usage.size) + " tokens");
-        break;
+      case Update::Kind::usage: r.usage = u.usage; break;
       default: break;
     }
   }
@@ -241,6 +269,8 @@ class PromptRun {
   int sigfd_;
   bool stream_;
   SideChannel& side_;
+  WaitNotice& wait_;
+  bool stdout_terminal_;
 };
 
 }  // namespace
@@ -289,7 +319,13 @@ int run_prompt(PromptOptions& o) {
   const char* no_color = std::getenv("NO_COLOR");
   const bool color = o.common.color == "always" ||
                      (o.common.color == "auto" && !(no_color && *no_color) && ::isatty(STDERR_FILENO));
-  SideChannel side(o.common.quiet, o.common.verbose, color);
+  const bool stderr_terminal = ::isatty(STDERR_FILENO) != 0;
+  SideChannel side(o.common.quiet, o.common.verbose, color, stderr_terminal);
+  acp::SessionSettings settings;
+  if (auto err = session_settings(o.common, settings)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
   base::UniqueFd sigfd = open_signal_fd();
 
   auto print_json = [&](const json& j) { return write_stdout(dump(j) + "\n"); };
@@ -322,9 +358,20 @@ int run_prompt(PromptOptions& o) {
                                               : base::Duration(kSetupTimeout);
     copt.client_version = TETHER_VERSION;
     copt.via_server = !o.common.connect.empty();  // its own session there: session/new, as directly
+    copt.auth = o.common.auth;
+    copt.settings = settings;
     acp::AcpSession session(bridge, copt);
+    WaitNotice wait(bridge, o.common.quiet, stderr_terminal);
+    side.set_wait_notice(&wait);
 
-    if (auto failed = session.open(Deadline::never(), sigfd.get())) {
+    wait.start();
+    auto failed = session.open(Deadline::never(), sigfd.get(), [&] { wait.tick(); });
+    wait.stop();
+    for (auto& n : session.take_notices()) {
+      if (n.kind == TurnEvent::Kind::output) side.notice("the agent wrote on stdout: " + n.text);
+      else if (n.kind == TurnEvent::Kind::notice) side.notice(n.text);
+    }
+    if (failed) {
       if (failed->cancelled == acp::CancelCause::interrupt) {
         raise_sig = read_signal(sigfd.get());
         if (raise_sig == 0) raise_sig = SIGINT;
@@ -340,7 +387,8 @@ int run_prompt(PromptOptions& o) {
                                                       : std::string("an agent");
         side.notice("connected to " + agent + ", session " + st.session_id);
       }
-      PromptRun run(o, session, *policy, sigfd.get(), stream, side);
+      PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0);
+      bool hurried = false;
       for (int i = 0; i < std::max(1, o.repeat); ++i) {
         TurnResult r = run.run_turn(text);
         if (r.stdout_gone) {
@@ -353,6 +401,7 @@ int run_prompt(PromptOptions& o) {
           break;
         }
         if (!r.terminal) {  // interrupted twice: no answer awaited
+          hurried = true;
           raise_sig = r.signal ? r.signal : SIGINT;
           break;
         }
@@ -413,6 +462,12 @@ int run_prompt(PromptOptions& o) {
           break;
         }
       }
+      if (o.common.verbose > 0 && session.state().late_updates > 0)
+        side.notice(std::to_string(session.state().late_updates) +
+                    " update(s) came after a turn's final response and were not shown (see --trace)");
+      // The session is closed at the agent (it may keep a process per session, and some agents
+      // do not exit on stdin EOF while one is open); a second Ctrl-C does not wait for that.
+      if (!hurried) session.close(Deadline::after(kCloseWait));
     }
     // Leaving the scope: the session is dropped, then the bridge is stopped (stdin closed, the
     // stop ladder if it lingers) before we report or re-raise.
@@ -445,6 +500,7 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       ->capture_default_str()
       ->group("Output");
   add_common_options(*sub, o->common);
+  add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
   return [o, s, ns, bridge_argv] {
     if (s->count() > 0) o->stream = true;

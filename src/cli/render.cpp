@@ -146,6 +146,7 @@ void Renderer::line(int fd, std::string_view color, std::string_view text) {
 }
 
 void Renderer::begin_turn() {
+  breaks_ = {};
   tools_.clear();
   last_plan_.clear();
   usage_.reset();
@@ -202,10 +203,12 @@ void Renderer::tool(const acp::Update& u) {
 
 void Renderer::update(const acp::Update& u) {
   using K = acp::Update::Kind;
+  std::string sep = breaks_.separator(u);  // a new agent message: a new paragraph
   switch (u.kind) {
     case K::agent_message: {
       std::string text = style_.sanitize ? sanitize_text(u.text) : u.text;
       if (text.empty()) return;
+      text.insert(0, sep);
       if (block_ != Block::answer) {
         if (block_ == Block::thought || style_.shared) break_lines(1);
         block_ = Block::answer;
@@ -225,7 +228,12 @@ void Renderer::update(const acp::Update& u) {
       return;
     }
     case K::usage: usage_ = u.usage; return;
-    default: return;  // session state (commands, mode, title) and history echoes are not shown
+    case K::mode:
+      // The agent changed its mode (leaving a plan mode, say): that changes what it may do.
+      if (!style_.details || u.mode_id.empty()) return;
+      line(2, kDim, "  mode: " + (style_.sanitize ? sanitize_text(u.mode_id) : u.mode_id));
+      return;
+    default: return;  // other session state (commands, config options, title) and history echoes are not shown
   }
 }
 

@@ -87,6 +87,7 @@ class Renderer {
   bool open_[3] = {false, false, false};  // a line was started on this fd and not ended
   Block block_ = Block::none;
   bool indent_pending_ = false;           // a thought line ended: indent the next one
+  acp::MessageBreaks breaks_;
   std::map<std::string, acp::ToolCall> tools_;
   std::string last_plan_;
   std::optional<acp::Usage> usage_;

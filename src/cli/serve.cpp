@@ -9,8 +9,11 @@
 // that is never reused, not by their fd).
 //
 // Toward the bridge the server is an ACP client of its own (initialize, session/new for the main
-// session, session/load or session/new after each restart), built on the supervised Bridge like
-// every other front-end: it never touches a bridge fd.
+// session, authenticate when asked, the main session's --mode/--model/--set, session/resume,
+// session/load or session/new after each restart), built on the supervised Bridge like every other
+// front-end: it never touches a bridge fd. Every setup request and every reading of a setup answer
+// is acp/setup.h's, as for AcpSession. A session the agent can close is closed when its last client
+// leaves it (the main session lives as long as the server).
 #include "cli/serve.h"
 
 #include <errno.h>
@@ -34,7 +37,9 @@
 #include <variant>
 #include <cstring>
 
+#include "acp/outcome.h"
 #include "acp/permission.h"
+#include "acp/setup.h"
 #include "base/byte_ring.h"
 #include "base/signals.h"
 #include "base/unique_fd.h"
@@ -52,7 +57,7 @@ using base::Deadline;
 using base::UniqueFd;
 using rpc::json;
 
-constexpr int kProtocolVersion = 1;
+using acp::kProtocolVersion;
 // JSON-RPC error code of the server's own failures, tether's error object in `data`.
 constexpr int kTetherError = rpc::kTetherServerError;
 // A client whose unsent output passes this stops the server reading the bridge (backpressure
@@ -66,10 +71,6 @@ constexpr auto kSetupTimeout = std::chrono::seconds(30);
 constexpr auto kOrphanGrace = std::chrono::seconds(5);
 constexpr std::size_t kReadBurst = 64 * 1024;
 constexpr std::size_t kMaxDeferred = 10000;  // requests waiting for a restarting bridge
-// How long a turn boundary waits for the bridge's answer to $/ping; after two misses the bridge
-// is taken not to answer pings, and turns follow each other at once.
-constexpr auto kSettle = std::chrono::milliseconds(200);
-constexpr int kSettleMisses = 2;
 constexpr int kListenBacklog = 128;
 
 // Where log lines go: stderr, through a non-blocking file description of its own when stderr is
@@ -139,11 +140,6 @@ struct Session {
   std::optional<CallKey> load_call;
   std::vector<std::pair<std::uint64_t, json>> load_waiters;
   Deadline orphan_until = Deadline::never();
-  // The turn boundary: after a prompt's response, a $/ping to the bridge; the next turn starts
-  // once it is answered (or kSettle passed), so that updates the agent sends after its response
-  // go out before the next sender's _tether/turn_started, as the previous turn's.
-  Deadline settle_until = Deadline::never();
-  std::optional<CallKey> settle_call;
   std::map<std::string, json> state_updates;  // the last update of each state kind, for new attachers
 
   std::uint64_t active() const { return attached.empty() ? 0 : attached.back(); }
@@ -153,7 +149,7 @@ struct Session {
 
 // A request we sent the bridge, and whom its response is for.
 struct Call {
-  enum class Kind { setup, prompt, forward, new_session, load_session, barrier };
+  enum class Kind { setup, prompt, forward, new_session, load_session };
   Kind kind = Kind::forward;
   std::uint64_t client = 0;
   json client_id;
@@ -183,7 +179,9 @@ class Server {
   Server(ServeOptions& o, SocketLocation where, UniqueFd listener, ino_t inode, UniqueFd lock, UniqueFd sigfd,
          supervisor::Bridge& bridge)
       : o_(o), where_(std::move(where)), listener_(std::move(listener)), inode_(inode), lock_(std::move(lock)),
-        sigfd_(std::move(sigfd)), bridge_(bridge) {}
+        sigfd_(std::move(sigfd)), bridge_(bridge) {
+    session_settings(o_.common, settings_);  // checked by run_serve already
+  }
 
   int run();
 
@@ -239,6 +237,9 @@ class Server {
   void setup_next();
   void setup_call(const std::string& method, json params, std::string session);
   void on_setup_reply(const Call& call, const rpc::Reply& reply);
+  bool setup_authenticate(const Call& call, const json& err);
+  void plan_main_settings(const json& answer);
+  std::string main_session_bridge_id();
   void setup_failed(const std::string& why);
   void link_ready();
   void link_gone(const std::string& message);
@@ -288,7 +289,6 @@ class Server {
   std::unordered_map<std::int64_t, Routed> routed_;  // by our request id at the client
   std::int64_t next_routed_ = 0;
   bool reading_paused_ = false;  // the bridge's events are not read (backpressure)
-  int settle_misses_ = 0;  // turn boundaries in a row whose $/ping went unanswered (kSettleMisses)
   std::vector<ClientRequest> deferred_;  // wait for the link
   std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
   std::uint64_t restart_from_gen_ = 0;
@@ -298,6 +298,12 @@ class Server {
   std::uint64_t link_gen_ = 0;
   json init_result_;
   bool bridge_loads_ = false;
+  acp::AgentProfile profile_;   // what the bridge's agent offers (resume, close, auth methods)
+  acp::SessionSettings settings_;  // --mode/--model/--set for the main session
+  std::deque<acp::SettingRequest> setting_todo_;  // setup: the main session's settings to send
+  bool auth_tried_ = false;     // setup: authenticate was sent on this generation
+  json auth_redo_;              // setup: the request that asked for it ({method, params, session})
+  int startup_exit_ = kExitUnavailable;
   std::vector<std::string> setup_todo_;  // public ids still to re-establish
   bool sessions_restored_ = true;
   Deadline setup_deadline_ = Deadline::never();
@@ -360,7 +366,7 @@ int Server::run() {
     if (!startup_error_.empty()) {
       error_line(startup_error_);
       finish_shutdown();
-      return kExitUnavailable;
+      return startup_exit_;
     }
     if (shutting_down_) break;
   }
@@ -397,7 +403,7 @@ void Server::finish_shutdown() {
 
 Deadline Server::next_deadline() const {
   Deadline d = Deadline::earliest(setup_deadline_, accept_paused_until_);
-  for (auto& [id, s] : sessions_) d = Deadline::earliest(Deadline::earliest(d, s.orphan_until), s.settle_until);
+  for (auto& [id, s] : sessions_) d = Deadline::earliest(d, s.orphan_until);
   for (auto& [id, c] : clients_)
     if (!c->dead && c->unsent() > kClientHighWater) d = Deadline::earliest(d, Deadline::after(std::chrono::seconds(1)));
   return d;
@@ -411,16 +417,6 @@ void Server::timers() {
   }
   std::vector<std::string> moved_on;
   for (auto& [id, s] : sessions_) {
-    // While the server does not read the bridge (a client over its high-water mark), the answer
-    // may be waiting unread: no miss is counted then.
-    if (s.settle_until.expired() && !reading_paused_) {
-      // The bridge did not answer the boundary's $/ping in time: the next turn goes ahead.
-      ++settle_misses_;
-      s.settle_until = Deadline::never();
-      s.settle_call.reset();
-      pump(s);
-      moved_on.push_back(id);
-    }
     if (s.busy && s.turn_client == 0 && s.orphan_until.expired()) {
       // Its client is gone and the bridge did not end the cancelled turn: the session moves on;
       // the turn's response, if it ever comes, is dropped (its call is still known).
@@ -611,7 +607,9 @@ void Server::leave_session(Session& s, std::uint64_t id, std::string_view why) {
 void Server::forget_session_if_unused(const std::string& public_id) {
   Session* s = session(public_id);
   if (!s || s->main || !s->attached.empty() || s->busy || !s->queue.empty() || s->load_call) return;
-  // Nobody can reach it any more: forget it here (ACP v1 cannot close a session at the agent).
+  // Nobody can reach it any more: forget it here, and close it at the agent when it can close
+  // sessions (Claude keeps a 200+ MB process per open session). The answer goes to no one.
+  if (profile_.close && link_ == Link::ready) send_call("session/close", {{"sessionId", s->bridge_id}}, Call{});
   by_bridge_id_.erase(s->bridge_id);
   sessions_.erase(public_id);
 }
@@ -778,7 +776,7 @@ void Server::attach(Session& s, std::uint64_t c) {
 }
 
 void Server::pump(Session& s) {
-  if (s.busy || !s.settle_until.is_never() || s.queue.empty()) return;
+  if (s.busy || s.queue.empty()) return;
   if (link_ == Link::gone) {
     while (!s.queue.empty()) {
       QueuedPrompt q = std::move(s.queue.front());
@@ -918,6 +916,7 @@ void Server::on_bridge_events() {
   for (auto& ev : events) {
     switch (ev.kind) {
       case rpc::Event::Kind::status: on_bridge_status(ev); break;
+      case rpc::Event::Kind::output: log_line("the agent wrote on stdout: " + string_of(ev.message, "text")); break;
       case rpc::Event::Kind::response: on_bridge_response(ev); break;
       case rpc::Event::Kind::notification: on_bridge_notification(ev); break;
       case rpc::Event::Kind::request: on_bridge_request(ev); break;
@@ -934,7 +933,7 @@ void Server::on_bridge_status(const rpc::Event& ev) {
     const json* err = member(ev.message, "error");
     if (err) {
       last_cause_ = string_of(*err, "message");
-      last_stderr_line_ = base::last_lines(string_of(*err, "stderrTail"), 1);
+      last_stderr_line_ = base::last_telling_line(string_of(*err, "stderrTail"));
     }
     if (!ever_ready_) {
       startup_error_ = "the bridge stopped before the ACP handshake completed: " + last_cause_;
@@ -987,28 +986,12 @@ void Server::on_bridge_response(rpc::Event& ev) {
 
   if (call.kind == Call::Kind::setup) return on_setup_reply(call, r);
 
-  if (call.kind == Call::Kind::barrier) {
-    // Any answer of the bridge (-32601 too, late too) shows that it answers pings.
-    if (r.status != rpc::Reply::Status::closed) settle_misses_ = 0;
-    Session* s = session(call.session);
-    if (!s || s->settle_call != key) return;
-    s->settle_until = Deadline::never();
-    s->settle_call.reset();
-    pump(*s);
-    return forget_session_if_unused(call.session);
-  }
-
   if (call.kind == Call::Kind::prompt) {
+    // By the spec the final response follows the turn's updates: the next turn may start at once
+    // (no $/ping boundary: nothing the agent did not advertise goes on the wire).
     if (Session* s = session(call.session); s && s->busy && s->turn_call == key) {
       s->busy = false;
       s->orphan_until = Deadline::never();
-      if (link_ == Link::ready && settle_misses_ < kSettleMisses) {
-        Call barrier;
-        barrier.kind = Call::Kind::barrier;
-        barrier.session = s->public_id;
-        s->settle_until = Deadline::after(kSettle);
-        s->settle_call = send_call("$/ping", json::object(), std::move(barrier));
-      }
     }
   }
   if (call.kind == Call::Kind::new_session && r.ok()) {
@@ -1150,18 +1133,13 @@ void Server::answer_unroutable(const Routed& r, std::string_view why) {
 
 void Server::begin_setup(std::uint64_t generation) {
   link_gen_ = generation;
-  settle_misses_ = 0;  // a new process: it may answer pings
   link_ = Link::setting_up;
   setup_deadline_ = Deadline::after(kSetupTimeout);
   sessions_restored_ = true;
   setup_todo_.clear();
-  json caps = json::object();
-  if (o_.common.allow_fs) caps["fs"] = {{"readTextFile", true}, {"writeTextFile", true}};
-  setup_call("initialize",
-             {{"protocolVersion", kProtocolVersion},
-              {"clientCapabilities", std::move(caps)},
-              {"clientInfo", {{"name", "tether-serve"}, {"title", "tether serve"}, {"version", TETHER_VERSION}}}},
-             "");
+  setting_todo_.clear();
+  auth_tried_ = false;
+  setup_call("initialize", acp::initialize_params("tether-serve", TETHER_VERSION, o_.common.allow_fs), "");
 }
 
 void Server::setup_call(const std::string& method, json params, std::string session) {
@@ -1169,7 +1147,25 @@ void Server::setup_call(const std::string& method, json params, std::string sess
   call.kind = Call::Kind::setup;
   call.step = method;
   call.session = std::move(session);
+  call.params = params;
   send_call(method, std::move(params), std::move(call));
+}
+
+// session/new, load or resume answered auth_required: authenticate (with --auth, or an env_var
+// method whose variables are set) and send it again, once per generation. False when that is
+// not possible (then setup fails with the reason and the methods).
+bool Server::setup_authenticate(const Call& call, const json& err) {
+  if (!acp::is_auth_required(err) || auth_tried_) return false;
+  auth_tried_ = true;
+  auto choice = acp::choose_auth(profile_.auth_methods, o_.common.auth, [](const char* n) { return std::getenv(n); }, err);
+  if (choice.method_id.empty()) {
+    setup_failed(string_of(choice.error, "message"));
+    return true;
+  }
+  auth_redo_ = {{"method", call.step}, {"params", call.params}, {"session", call.session}};
+  log_line("the agent asks for authentication: using its method " + choice.method_id);
+  setup_call("authenticate", {{"methodId", choice.method_id}}, "");
+  return true;
 }
 
 void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
@@ -1177,29 +1173,35 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
   // next generation's "ready" starts the setup again.
   if (link_ != Link::setting_up || call.generation != link_gen_ || r.status == rpc::Reply::Status::closed) return;
   auto rpc_text = [&] {
-    if (r.status == rpc::Reply::Status::error) return string_of(r.value, "message");
-    if (r.status == rpc::Reply::Status::closed) return string_of(r.value, "message");
+    if (r.status == rpc::Reply::Status::error) return acp::rpc_error_text(r.value);
     return std::string("no answer");
   };
   if (call.step == "initialize") {
     if (!r.ok()) return setup_failed("the bridge refused initialize: " + rpc_text());
-    const json* v = member(r.value, "protocolVersion");
-    if (!v || !v->is_number_integer() || v->get<int>() != kProtocolVersion)
-      return setup_failed("the bridge does not speak ACP v1 (initialize answered protocolVersion " +
-                          (v ? v->dump() : std::string("nothing")) + ")");
+    auto read = acp::read_initialize(r.value);
+    if (auto* err = std::get_if<json>(&read)) return setup_failed("the bridge does not speak ACP v1: " + string_of(*err, "message"));
+    profile_ = std::get<acp::AgentProfile>(read);
     init_result_ = r.value;
-    const json* caps = member(r.value, "agentCapabilities");
-    const json* load = caps ? member(*caps, "loadSession") : nullptr;
-    bridge_loads_ = load && load->is_boolean() && load->get<bool>();
+    bridge_loads_ = profile_.load;
     if (main_session_.empty()) {
-      setup_call("session/new", {{"cwd", o_.common.cwd}, {"mcpServers", json::array()}}, "");
+      setup_call("session/new", acp::new_session_params(o_.common.cwd, json::array()), "");
       return;
     }
     for (auto& [id, s] : sessions_) setup_todo_.push_back(id);
     return setup_next();
   }
+  if (call.step == "authenticate") {
+    if (!r.ok()) return setup_failed("authentication failed: " + rpc_text());
+    setup_call(string_of(auth_redo_, "method"), auth_redo_["params"], string_of(auth_redo_, "session"));
+    return;
+  }
+  if (call.step == "session/set_mode" || call.step == "session/set_config_option") {
+    if (!r.ok()) return setup_failed("the agent refused the main session's " + call.step.substr(12) + ": " + rpc_text());
+    return setup_next();
+  }
   Session* s = call.session.empty() ? nullptr : session(call.session);
   if (!call.session.empty() && !s) return setup_next();  // its last client left meanwhile
+  if (r.status == rpc::Reply::Status::error && setup_authenticate(call, r.value)) return;
   if (call.step == "session/new") {
     std::string sid = r.ok() ? string_of(r.value, "sessionId") : "";
     if (sid.empty()) {
@@ -1216,36 +1218,78 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
       main_session_ = sid;
       sessions_.emplace(sid, std::move(m));
       by_bridge_id_[sid] = sid;
+      plan_main_settings(r.value);
       return setup_next();
     }
     by_bridge_id_.erase(s->bridge_id);
     s->bridge_id = sid;
     by_bridge_id_[sid] = s->public_id;
     sessions_restored_ = false;  // a fresh session: the agent lost the conversation
+    if (s->main) plan_main_settings(r.value);
     return setup_next();
   }
-  if (call.step == "session/load") {
+  if (call.step == "session/load" || call.step == "session/resume") {
     if (s) s->loading = false;
     if (!r.ok() && s) {
-      // The agent could not load it after all: a fresh session under the same public id.
-      setup_call("session/new", {{"cwd", s->cwd}, {"mcpServers", s->mcp_servers}}, s->public_id);
+      // The agent could not bring it back after all: load when resume failed and it can, else a
+      // fresh session under the same public id.
+      if (call.step == "session/resume" && profile_.load) {
+        s->loading = true;
+        setup_call("session/load", acp::reopen_params(s->bridge_id, s->cwd, s->mcp_servers), s->public_id);
+      } else {
+        setup_call("session/new", acp::new_session_params(s->cwd, s->mcp_servers), s->public_id);
+      }
       return;
     }
+    if (s && s->main) plan_main_settings(r.value);
     return setup_next();
   }
 }
 
+// The main session's --mode/--model/--set, against what its setup answer offers; sent by
+// setup_next() before anything else. An id the agent does not offer ends the server's start
+// (exit 64), or, after a restart, is logged.
+void Server::plan_main_settings(const json& answer) {
+  if (settings_.empty()) return;
+  json modes = answer.is_object() && answer.contains("modes") ? answer["modes"] : json();
+  json opts = answer.is_object() && answer.contains("configOptions") ? answer["configOptions"] : json();
+  auto plan = acp::plan_settings(settings_, main_session_bridge_id(), modes, opts);
+  if (auto* err = std::get_if<json>(&plan)) {
+    if (!ever_ready_) {
+      startup_exit_ = acp::exit_status_for_error(*err, true);
+      startup_error_ = string_of(*err, "message");
+    } else {
+      log_line(string_of(*err, "message"));
+    }
+    return;
+  }
+  for (auto& step : std::get<std::vector<acp::SettingRequest>>(plan)) setting_todo_.push_back(std::move(step));
+}
+
+std::string Server::main_session_bridge_id() {
+  Session* m = session(main_session_);
+  return m ? m->bridge_id : main_session_;
+}
+
 void Server::setup_next() {
+  if (!startup_error_.empty()) return;
+  if (!setting_todo_.empty()) {
+    acp::SettingRequest next = std::move(setting_todo_.front());
+    setting_todo_.pop_front();
+    setup_call(next.method, std::move(next.params), "");
+    return;
+  }
   while (!setup_todo_.empty()) {
     std::string id = setup_todo_.back();
     setup_todo_.pop_back();
     Session* s = session(id);
     if (!s) continue;
-    if (bridge_loads_) {
+    // Back on a new process: resume (no replay) when the agent offers it, else load, else new.
+    if (profile_.resume || profile_.load) {
       s->loading = true;
-      setup_call("session/load", {{"sessionId", s->bridge_id}, {"cwd", s->cwd}, {"mcpServers", s->mcp_servers}}, id);
+      setup_call(profile_.resume ? "session/resume" : "session/load", acp::reopen_params(s->bridge_id, s->cwd, s->mcp_servers), id);
     } else {
-      setup_call("session/new", {{"cwd", s->cwd}, {"mcpServers", s->mcp_servers}}, id);
+      setup_call("session/new", acp::new_session_params(s->cwd, s->mcp_servers), id);
     }
     return;
   }
@@ -1418,6 +1462,11 @@ int run_serve(ServeOptions& o) {
     error_line(err->message);
     return err->exit_code;
   }
+  acp::SessionSettings main_settings;
+  if (auto err = session_settings(o.common, main_settings)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
   struct stat err_st;
   UniqueFd log_fd;
   if (::fstat(STDERR_FILENO, &err_st) == 0 && !S_ISREG(err_st.st_mode)) {
@@ -1477,6 +1526,7 @@ std::function<int()> setup_serve(CLI::App& app, const std::vector<std::string>& 
   sub->add_option("--socket", o->socket, "Listen on this socket path instead of a named one");
   sub->add_flag("--stop", o->stop, "Stop the running server of this name (or --socket) and wait until it is gone");
   add_common_options(*sub, o->common);
+  add_session_options(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_serve(*o);

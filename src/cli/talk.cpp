@@ -142,8 +142,12 @@ class Talk {
   int run() {
     sig_ = open_signal_fd();
     if (int rc = open_session(); rc != kExitOk) return rc;
-    if (interactive_) return run_interactive();
-    return run_script();
+    int rc = interactive_ ? run_interactive() : run_script();
+    // The session is closed at the agent (it may keep a process per session, and some agents do
+    // not exit on stdin EOF while one is open); /session new closed the ones before it.
+    turn_.reset();
+    if (session_) session_->close(base::Deadline::after(std::chrono::seconds(2)));
+    return rc;
   }
 
  private:
@@ -278,6 +282,79 @@ class Talk {
     if (!folded) renderer_.note(e.text);
   }
 
+  // A line the agent wrote on its stdout that is not JSON: agents print sign-in URLs there.
+  void show_output(const std::string& text) {
+    renderer_.note("the agent wrote on stdout: " + (renderer_.style().sanitize ? talk::sanitize_text(text) : text));
+  }
+
+  // /mode, /model, /set: with an argument, the change (its answer comes later, see
+  // on_setting_reply); without, what the agent offers.
+  void change_setting(talk::LineKind kind, const std::string& arg) {
+    const auto& st = session_->state();
+    if (arg.empty()) {
+      std::vector<std::string> lines = acp::describe_settings(st.modes, kind == talk::LineKind::set ? st.config_options : nlohmann::json());
+      if (kind == talk::LineKind::model) {
+        lines.clear();
+        if (const auto* opt = acp::model_option(st.config_options)) lines = acp::describe_settings(nullptr, nlohmann::json::array({*opt}));
+      } else if (kind == talk::LineKind::mode && lines.empty()) {
+        for (const auto& o : st.config_options.is_array() ? st.config_options : nlohmann::json::array())
+          if (o.value("category", "") == "mode") lines = acp::describe_settings(nullptr, nlohmann::json::array({o}));
+      }
+      if (lines.empty()) {
+        renderer_.dim(kind == talk::LineKind::mode    ? "(the agent offers no modes)"
+                      : kind == talk::LineKind::model ? "(the agent offers no model choice)"
+                                                      : "(the agent offers no session options)");
+      } else {
+        std::string text;
+        for (auto& l : lines) text += (renderer_.style().sanitize ? talk::sanitize_text(l) : l) + "\n";
+        renderer_.info(text);
+      }
+      return;
+    }
+    acp::SessionSettings change;
+    if (kind == talk::LineKind::mode) change.mode = arg;
+    else if (kind == talk::LineKind::model) change.model = arg;
+    else change.set.emplace_back(arg.substr(0, arg.find('=')), arg.substr(arg.find('=') + 1));
+    auto r = session_->change_settings(change);
+    if (auto* err = std::get_if<nlohmann::json>(&r)) {
+      renderer_.error(err->value("message", "cannot change that"));
+      if (!interactive_) last_status_ = worse(last_status_, kExitUsage);
+      return;
+    }
+    std::uint64_t token = std::get<std::uint64_t>(r);
+    if (token == 0) {
+      renderer_.dim("(already so)");
+      return;
+    }
+    setting_token_ = token;
+    setting_what_ = kind == talk::LineKind::mode ? "mode " + arg : kind == talk::LineKind::model ? "model " + arg : arg;
+    // A script waits for the answer, so that the next prompt runs with the new setting.
+    if (!interactive_) {
+      auto deadline = base::Deadline::after(kRestartWait);
+      while (setting_token_ != 0 && !deadline.expired()) {
+        pollfd p = {session_->fd(), POLLIN, 0};
+        ::poll(&p, 1, base::Deadline::earliest(deadline, session_->next_deadline()).poll_timeout_ms());
+        on_session_events(session_->poll());
+      }
+    }
+  }
+
+  // The answer to a /mode, /model or /set: told, and consumed (true).
+  bool on_setting_reply(const acp::TurnEvent& e) {
+    if (setting_token_ == 0 || e.request_id != setting_token_) return false;
+    setting_token_ = 0;
+    std::string what = renderer_.style().sanitize ? talk::sanitize_text(setting_what_) : setting_what_;
+    if (e.error.is_null()) {
+      renderer_.note(what + ": set");
+    } else {
+      renderer_.error("the agent refused " + what + ": " +
+                      (e.error.contains("code") && e.error["code"].is_number() ? acp::rpc_error_text(e.error)
+                                                                               : e.error.value("message", "error")));
+      if (!interactive_) last_status_ = worse(last_status_, kExitNotClean);
+    }
+    return true;
+  }
+
   void poll_session() {
     on_session_events(session_->poll());
     check_bridge();
@@ -296,7 +373,10 @@ class Talk {
           break;
         case K::permission: on_permission(std::move(e.permission)); break;
         case K::permission_withdrawn: on_permission_withdrawn(e.permission.token); break;
-        case K::reply: replies_.push_back(std::move(e)); break;
+        case K::reply:
+          if (!on_setting_reply(e)) replies_.push_back(std::move(e));
+          break;
+        case K::output: show_output(e.text); break;
         case K::retry:
         case K::completed:
         case K::failed:
@@ -390,8 +470,11 @@ class Talk {
         case K::update: renderer_.update(e.update); break;
         case K::permission: on_permission(std::move(e.permission)); break;
         case K::permission_withdrawn: on_permission_withdrawn(e.permission.token); break;
-        case K::reply: replies_.push_back(std::move(e)); break;
+        case K::reply:
+          if (!on_setting_reply(e)) replies_.push_back(std::move(e));
+          break;
         case K::notice: show_notice(e); break;
+        case K::output: show_output(e.text); break;
         case K::retry: {
           bool fails_next = false;
           for (std::size_t k = i + 1; k < events.size(); ++k) fails_next = fails_next || events[k].kind == K::failed;
@@ -706,6 +789,9 @@ class Talk {
         break;
       case LineKind::edit: edit(parsed.text); break;
       case LineKind::session_new: new_session(); break;
+      case LineKind::mode:
+      case LineKind::model:
+      case LineKind::set: change_setting(parsed.kind, parsed.text); break;
       case LineKind::unknown:
         renderer_.error("unknown command /" + parsed.text + ": /help lists the commands; //" + parsed.text +
                         " sends the line to the agent as it is");
@@ -868,7 +954,11 @@ class Talk {
     }
     s += "agent:     " + (name.empty() ? std::string("(unnamed)") : name) + (version.empty() ? "" : " " + version) +
          ", ACP v" + std::to_string(ss.protocol_version) + (ss.load_session ? ", can load sessions" : "") + "\n";
-    if (!ss.mode_id.empty()) s += "mode:      " + ss.mode_id + "\n";
+    for (const auto& l : acp::describe_settings(ss.modes, ss.config_options))
+      s += "setting:   " + (renderer_.style().sanitize ? talk::sanitize_text(l) : l) + "\n";
+    if (ss.modes.is_null() && !ss.mode_id.empty()) s += "mode:      " + ss.mode_id + "\n";
+    if (!ss.auth_method.empty()) s += "auth:      " + ss.auth_method + "\n";
+    if (ss.sessions_closed) s += "closed:    " + std::to_string(ss.sessions_closed) + " session(s) closed at the agent\n";
     if (ss.usage) s += "context:   " + std::to_string(ss.usage->used) + " of " + std::to_string(ss.usage->size) + " tokens\n";
     const auto& c = st.counters;
     s += "anomalies: " + std::to_string(c.invalid_json) + " invalid JSON, " + std::to_string(c.not_jsonrpc) +
@@ -1226,6 +1316,8 @@ class Talk {
   std::optional<acp::Turn> turn_;
   std::deque<acp::PermissionRequest> perms_;  // asked and not yet answered; the front is shown
   std::vector<acp::TurnEvent> replies_;       // answers to session requests, for ask_server
+  std::uint64_t setting_token_ = 0;           // a /mode, /model or /set awaiting its answer
+  std::string setting_what_;
   std::string above_;                         // output held for the editor until its line ends
   bool other_prompt_ = false;                 // another client's prompt is being shown
   bool other_in_turn_ = false;                // another client's turn showed while ours waited
@@ -1256,6 +1348,38 @@ class Talk {
   std::optional<talk::LineEditor> editor_;
 #endif
 };
+
+// Lists the agent's sign-in methods on the terminal and reads the person's choice (a number or an
+// id; empty: none). Runs before the line editor starts, in the terminal's own line mode.
+std::string ask_auth_method(const nlohmann::json& methods, const nlohmann::json& agent_error) {
+  std::vector<std::string> ids;
+  std::string text = "tether: the agent requires authentication";
+  if (auto m = agent_error.value("message", ""); !m.empty()) text += " (" + talk::sanitize_text(m) + ")";
+  text += ". Its sign-in methods:\n";
+  std::string listing = talk::sanitize_text(acp::describe_auth_methods(methods));
+  std::size_t n = 0;
+  for (std::size_t pos = 0; pos < listing.size();) {
+    std::size_t nl = listing.find('\n', pos);
+    std::string line = listing.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    text += "  [" + std::to_string(++n) + "]" + line + "\n";
+    pos = nl == std::string::npos ? listing.size() : nl + 1;
+  }
+  for (const auto& m : methods)
+    if (m.is_object() && m.contains("id") && m["id"].is_string()) ids.push_back(m["id"].get<std::string>());
+  text += "Pick one (number or id; Enter for none): ";
+  base::write_all(STDERR_FILENO, text);
+  std::string answer;
+  char c;
+  while (::read(STDIN_FILENO, &c, 1) == 1 && c != '\n') answer += c;
+  while (!answer.empty() && (answer.back() == ' ' || answer.back() == '\r')) answer.pop_back();
+  while (!answer.empty() && answer.front() == ' ') answer.erase(0, 1);
+  if (answer.empty()) return "";
+  if (std::all_of(answer.begin(), answer.end(), [](char d) { return d >= '0' && d <= '9'; })) {
+    std::size_t k = std::stoul(answer);
+    return k >= 1 && k <= ids.size() ? ids[k - 1] : "";
+  }
+  return answer;
+}
 
 }  // namespace
 
@@ -1298,6 +1422,14 @@ int run_talk(TalkOptions& o) {
   // active client and answer a person's permission questions by its policy.
   copts.via_server = !server.empty();
   copts.attach_main = copts.via_server && interactive;
+  copts.auth = o.common.auth;
+  if (auto err = session_settings(o.common, copts.settings)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  // At a terminal, the person picks the sign-in method when the agent asks for one and neither
+  // --auth nor an env_var method settles it: never a browser login nobody chose.
+  if (interactive) copts.ask_auth = ask_auth_method;
   int status;
   {
     Talk talk(o, bridge, std::move(copts), std::move(argv), std::move(server), interactive);
@@ -1325,6 +1457,7 @@ std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& b
       "restarts the server's bridge.");
   sub->add_flag("--no-history", o->no_history, "Do not read or write the history file");
   add_common_options(*sub, o->common);
+  add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;

@@ -50,6 +50,17 @@ ParsedLine parse_line(std::string_view line, const std::vector<acp::Command>& ag
     if (args == "new") return make(LineKind::session_new);
     return make(LineKind::usage_error, "usage: /session new");
   }
+  if (name == "mode" || name == "model") {
+    if (args.find_first_of(" \t") != std::string_view::npos)
+      return make(LineKind::usage_error, "usage: /" + std::string(name) + " [ID] (no ID: list what the agent offers)");
+    return make(name == "mode" ? LineKind::mode : LineKind::model, std::string(args));
+  }
+  if (name == "set") {
+    if (args.empty()) return make(LineKind::set);
+    std::size_t sp = args.find_first_of(" \t");
+    if (sp == std::string_view::npos) return make(LineKind::usage_error, "usage: /set KEY VALUE (no argument: list the options)");
+    return make(LineKind::set, std::string(args.substr(0, sp)) + "=" + std::string(trim(args.substr(sp))));
+  }
   if (name == "end") return make(LineKind::usage_error, "/end outside a /multi block");
   for (const auto& c : agent_commands)
     if (!name.empty() && c.name == name) return make(LineKind::agent_command, std::string(s));
@@ -72,6 +83,9 @@ std::string help_text(const std::vector<acp::Command>& agent_commands) {
       "  /multi [WORD]     a multi-line prompt, ended by a line /end (or WORD)\n"
       "  /edit [TEXT]      compose the prompt in $VISUAL or $EDITOR\n"
       "  /session new      start a new session (the conversation so far is forgotten)\n"
+      "  /mode [ID]        set the session's mode (no ID: list the modes the agent offers)\n"
+      "  /model [ID]       set the session's model (no ID: list the models)\n"
+      "  /set [KEY VALUE]  set one of the agent's session options (no argument: list them)\n"
       "  //text            send the line /text to the agent as it is\n"
       "\n"
       "Keys: Ctrl-C cancels the answer in flight (twice: abandon it and restart the bridge) or\n"

@@ -27,6 +27,9 @@ enum class LineKind {
   multi,          // start a multi-line prompt; `text` is the terminator (default "/end")
   edit,           // compose in $EDITOR; `text` is the initial text (may be empty)
   session_new,
+  mode,           // /mode [ID]: `text` the mode id, empty to list
+  model,          // /model [ID]: `text` the model id, empty to list
+  set,            // /set [KEY VALUE]: `text` "KEY=VALUE", empty to list
   unknown,        // a slash word that is neither ours nor the agent's (`text`: the word)
   usage_error,    // one of ours, used wrongly (`text`: what to say)
 };

@@ -31,6 +31,31 @@ constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
 
+// The batch that the dispatcher thread is filling for one queue (process_lines), if any. Only the
+// thread that set it sees it: a completion that runs on another thread (a dead connection's,
+// run by the caller) pushes directly.
+thread_local std::vector<Event>* t_batch = nullptr;
+thread_local const EventQueue* t_batch_queue = nullptr;
+
+struct BatchScope {
+  BatchScope(const EventQueue* q, std::vector<Event>& b) {
+    t_batch = &b;
+    t_batch_queue = q;
+  }
+  ~BatchScope() {
+    t_batch = nullptr;
+    t_batch_queue = nullptr;
+  }
+  BatchScope(const BatchScope&) = delete;
+  BatchScope& operator=(const BatchScope&) = delete;
+};
+
+// Into the batch being filled for `q` on this thread, else straight into `q`.
+void deliver(const std::shared_ptr<EventQueue>& q, Event ev) {
+  if (t_batch && t_batch_queue == q.get()) t_batch->push_back(std::move(ev));
+  else q->push(std::move(ev));
+}
+
 bool is_socket(int fd) {
   struct stat st;
   return fd >= 0 && ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
@@ -75,6 +100,9 @@ struct Connection::State {
   std::size_t out_off = 0;
   bool stdout_open = true;
   bool stderr_open = true;
+  std::vector<Event> batch;       // process_lines(): the events of this pass, pushed together
+  int outputs_passed = 0;         // Event::Kind::output pushed (pass_output)
+  base::TimePoint last_output{};
   std::uint64_t local_in = 0, local_out = 0, local_invalid = 0, local_notrpc = 0, local_unknown = 0,
                 local_stderr = 0;
 
@@ -147,6 +175,21 @@ struct Connection::State {
     if (opt.trace) opt.trace->note(opt.generation, text);
   }
 
+  // A line that is not JSON goes to the consumer as text, within the rate limit (Event::Kind::output).
+  void pass_output(std::string_view line) {
+    auto now = base::Clock::now();
+    if (outputs_passed >= kOutputBurst && now - last_output < std::chrono::seconds(1)) return;
+    ++outputs_passed;
+    last_output = now;
+    std::size_t n = std::min(line.size(), kMaxOutputText);
+    while (n > 0 && n < line.size() && (static_cast<unsigned char>(line[n]) & 0xC0) == 0x80) --n;
+    Event ev;
+    ev.kind = Event::Kind::output;
+    ev.generation = opt.generation;
+    ev.message = {{"text", std::string(line.substr(0, n)) + (n < line.size() ? "…" : "")}};
+    deliver(opt.events, std::move(ev));
+  }
+
   void handle_line(std::string_view line) {
     ++local_in;
     if (opt.trace) opt.trace->frame(opt.generation, Direction::from_bridge, line);
@@ -154,6 +197,7 @@ struct Connection::State {
     if (!msg) {
       ++local_invalid;
       note("skipped a line that is not JSON");
+      pass_output(line);
       return;
     }
     Classified c = classify(*msg);
@@ -184,7 +228,7 @@ struct Connection::State {
         ev.kind = c.kind == MessageKind::request ? Event::Kind::request : Event::Kind::notification;
         ev.generation = opt.generation;
         ev.message = std::move(*msg);
-        opt.events->push(std::move(ev));
+        deliver(opt.events, std::move(ev));
         return;
       }
     }
@@ -192,13 +236,24 @@ struct Connection::State {
 
   // Hands complete lines to their consumers while the event queue has room (or unconditionally,
   // for the last lines of a dead process). Returns false when it stopped for lack of room.
+  //
+  // The events of one pass reach the queue together (push_all: one lock, one wake-up), responses
+  // included (deliver()): a consumer never sees a prompt's response without the lines that came
+  // in the same read after it, which are the turn's late updates, not the next turn's; and a flood
+  // costs one wake-up per read, not per line.
   bool process_lines(bool force) {
-    while (force || opt.events->has_room()) {
+    BatchScope scope(opt.events.get(), batch);
+    bool drained = false;
+    while (force || opt.events->has_room(batch.size())) {
       auto line = framer.next();
-      if (!line) return true;
+      if (!line) {
+        drained = true;
+        break;
+      }
       handle_line(*line);
     }
-    return false;
+    opt.events->push_all(batch);
+    return drained;
   }
 
   // Reads one chunk of stdout. Returns false at EOF or on a read error.
@@ -489,7 +544,7 @@ std::int64_t Connection::call_queued(std::string_view method, json params) {
     ev.generation = gen;
     ev.call_id = r.id;
     ev.reply = std::move(r);
-    events->push(std::move(ev));
+    deliver(events, std::move(ev));
   });
 }
 

@@ -30,8 +30,14 @@ class Trace;
 
 // What a bridge sent that is not an answer to a blocking call, in wire order: its requests and
 // notifications, the responses to call_queued(), and status events written by the supervisor.
+inline constexpr std::size_t kMaxOutputText = 300;
+inline constexpr int kOutputBurst = 20;
+
 struct Event {
-  enum class Kind { notification, request, response, status };
+  // output: a line on the bridge's stdout that is not JSON (agents print sign-in URLs there):
+  // message is {"text": the line, cut at kMaxOutputText bytes}. At most kOutputBurst of them per
+  // generation, then one per second; the rest are only counted (Counters::invalid_json).
+  enum class Kind { notification, request, response, status, output };
   Kind kind = Kind::notification;
   std::uint64_t generation = 0;
   json message;               // notification, request: the whole message; status: the payload

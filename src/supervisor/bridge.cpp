@@ -139,7 +139,7 @@ std::string describe(const BridgeExited& e) {
   if ((e.reason == ExitReason::stdout_closed || e.reason == ExitReason::stdin_closed) && e.status)
     s += e.status->signaled ? " (it was then " + e.status->describe() + ")"
                             : " (it then exited with " + e.status->describe() + ")";
-  std::string last = last_lines(e.stderr_tail, 1);
+  std::string last = base::last_telling_line(e.stderr_tail);
   if (last.size() > kMaxQuotedLine) last = last.substr(0, kMaxQuotedLine) + "…";
   if (!last.empty()) s += "; its last stderr line: " + last;
   return s;

@@ -25,14 +25,23 @@ std::optional<std::string> pick(PermissionPolicy p, std::initializer_list<const 
 
 }  // namespace
 
-TEST_CASE("allow prefers allow_always, then allow_once, else cancelled") {
+TEST_CASE("allow picks allow_once only: never a persistent option, else cancelled") {
   auto allow = PermissionPolicy::allow;
-  CHECK(pick(allow, {"allow_once", "allow_always", "reject_once"}) == "id-allow_always");
+  CHECK(pick(allow, {"allow_always", "allow_once", "reject_once"}) == "id-allow_once");
   CHECK(pick(allow, {"reject_once", "allow_once"}) == "id-allow_once");
-  CHECK(pick(allow, {"allow_always"}) == "id-allow_always");
+  CHECK_FALSE(pick(allow, {"allow_always"}));  // Codex turns it into a lasting rule
   CHECK_FALSE(pick(allow, {"reject_once", "reject_always"}));
   CHECK_FALSE(pick(allow, {}));
   CHECK_FALSE(pick(allow, {"frobnicate"}));  // an unknown kind is not an allow
+}
+
+TEST_CASE("allow-always (asked for explicitly) prefers allow_always, then allow_once") {
+  auto always = PermissionPolicy::allow_always;
+  CHECK(pick(always, {"allow_once", "allow_always", "reject_once"}) == "id-allow_always");
+  CHECK(pick(always, {"reject_once", "allow_once"}) == "id-allow_once");
+  CHECK_FALSE(pick(always, {"reject_once"}));
+  CHECK(parse_policy("allow-always") == PermissionPolicy::allow_always);
+  CHECK(std::string(to_string(PermissionPolicy::allow_always)) == "allow-always");
 }
 
 TEST_CASE("deny prefers reject_once, else cancelled; never options[0]") {

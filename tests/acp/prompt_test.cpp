@@ -281,7 +281,7 @@ TEST_CASE("updates after the final response never leak into the next turn") {
   }
 }
 
-TEST_CASE("permission: deny rejects once, allow allows; no fitting option means cancelled") {
+TEST_CASE("permission: deny rejects once, allow allows once, allow-always persists; no fitting option means cancelled") {
   Scratch s;
   auto deny = run(with_demo({"-q", "please", "edit", "it"}), opts(s));
   CHECK(deny.exit_code == 0);
@@ -289,7 +289,10 @@ TEST_CASE("permission: deny rejects once, allow allows; no fitting option means 
   auto allow = run(with_demo({"--permission", "allow", "please", "edit", "it"}), opts(s));
   CHECK(allow.exit_code == 0);
   CHECK(allow.out.find("Permission granted") != std::string::npos);
-  CHECK(allow.err.find("permission: Edit a file: allowed (allow_always)") != std::string::npos);
+  CHECK(allow.err.find("permission: Edit a file: allowed (allow_once)") != std::string::npos);
+  auto always = run(with_demo({"--permission", "allow-always", "please", "edit", "it"}), opts(s));
+  CHECK(always.exit_code == 0);
+  CHECK(always.err.find("permission: Edit a file: allowed (allow_always)") != std::string::npos);
 
   struct Case {
     std::string policy;
@@ -300,7 +303,10 @@ TEST_CASE("permission: deny rejects once, allow allows; no fitting option means 
       {"deny", "allow_once,reject_always", "cancelled"},
       {"deny", "allow_always,allow_once", "cancelled"},
       {"allow", "reject_once,allow_once", "selected:opt-allow_once"},
-      {"allow", "allow_once,allow_always", "selected:opt-allow_always"},
+      {"allow", "allow_once,allow_always", "selected:opt-allow_once"},
+      {"allow", "allow_always", "cancelled"},
+      {"allow-always", "allow_once,allow_always", "selected:opt-allow_always"},
+      {"allow-always", "reject_once,allow_once", "selected:opt-allow_once"},
       {"allow", "reject_once,reject_always", "cancelled"},
   };
   for (const auto& c : cases) {

@@ -155,13 +155,234 @@ TEST_CASE("requests for capabilities we did not advertise get -32601") {
   CHECK(answer_text(collect(turn)) == "terminal/create:-32601 fs/read_text_file:-32601 ");
 }
 
-TEST_CASE("authenticate runs an agent-type method when session/new asks for it") {
+std::string slurp_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct TempFile {
+  std::string path;
+  TempFile() {
+    char tmpl[] = "/tmp/tether-session-test.XXXXXX";
+    int fd = ::mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    path = tmpl;
+  }
+  ~TempFile() { ::unlink(path.c_str()); }
+};
+
+// An environment for env_var authentication, instead of the process's.
+acp::EnvLookup env_with(std::string name, std::string value) {
+  return [name, value](const char* n) -> const char* { return name == n ? value.c_str() : nullptr; };
+}
+
+TEST_CASE("auth_required with nothing usable: fails at once naming every method; no browser login is started") {
+  TempFile log;
+  supervisor::Bridge bridge(bridge_options({"auth", log.path}));
+  REQUIRE_FALSE(bridge.start());
+  auto o = client_options();
+  o.env = env_with("UNRELATED", "x");
+  acp::AcpSession session(bridge, o);
+  auto t0 = base::Clock::now();
+  auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(failed);
+  CHECK(base::Clock::now() - t0 < std::chrono::seconds(2));
+  CHECK(failed->error["code"] == "auth_required");
+  CHECK(acp::exit_status(*failed) == 69);
+  std::string m = failed->error.value("message", "");
+  INFO(m);
+  for (const char* id : {"terminal-login", "agent-login", "api-key", "FAKE_API_KEY", "--auth"})
+    CHECK(m.find(id) != std::string::npos);
+  // The agent's own reason (error.data.details) is in the message.
+  CHECK(m.find("no credentials for the fake provider") != std::string::npos);
+  CHECK(slurp_file(log.path).find("authenticate") == std::string::npos);
+}
+
+TEST_CASE("auth_required: an env_var method whose variables are set is used, then session/new again") {
+  TempFile log;
+  auto bo = bridge_options({"auth", log.path});
+  bo.extra_env = {"FAKE_API_KEY=secret"};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  auto o = client_options();
+  o.env = env_with("FAKE_API_KEY", "secret");
+  acp::AcpSession session(bridge, o);
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK_FALSE(session.state().session_id.empty());
+  CHECK(session.state().auth_method == "api-key");
+  CHECK(slurp_file(log.path) == "initialize\nsession/new\nauthenticate\nsession/new\n");
+}
+
+TEST_CASE("auth_required: --auth names the method; a terminal method is explained, never run; an unknown one is listed") {
+  {
+    supervisor::Bridge bridge(bridge_options({"auth"}));
+    REQUIRE_FALSE(bridge.start());
+    auto o = client_options();
+    o.auth = "agent-login";
+    acp::AcpSession session(bridge, o);
+    REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+    CHECK(session.state().auth_method == "agent-login");
+  }
+  for (std::string pick : {"terminal-login", "no-such-method"}) {
+    CAPTURE(pick);
+    supervisor::Bridge bridge(bridge_options({"auth"}));
+    REQUIRE_FALSE(bridge.start());
+    auto o = client_options();
+    o.auth = pick;
+    acp::AcpSession session(bridge, o);
+    auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+    REQUIRE(failed);
+    CHECK(failed->error["code"] == "auth_required");
+    std::string m = failed->error.value("message", "");
+    CHECK(m.find(pick == "terminal-login" ? "runs in a terminal" : "offers no method no-such-method") != std::string::npos);
+  }
+}
+
+TEST_CASE("auth_required: ask_auth lets a person pick when nothing else settles it") {
   supervisor::Bridge bridge(bridge_options({"auth"}));
+  REQUIRE_FALSE(bridge.start());
+  auto o = client_options();
+  o.env = env_with("UNRELATED", "x");
+  int asked = 0;
+  o.ask_auth = [&](const nlohmann::json& methods, const nlohmann::json&) {
+    ++asked;
+    CHECK(methods.size() == 3);
+    return std::string("agent-login");
+  };
+  acp::AcpSession session(bridge, o);
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK(asked == 1);
+  CHECK(session.state().auth_method == "agent-login");
+}
+
+TEST_CASE("settings: --mode, --model and --set go out after session/new and before the first prompt") {
+  TempFile log;
+  supervisor::Bridge bridge(bridge_options({"settings", log.path}));
+  REQUIRE_FALSE(bridge.start());
+  auto o = client_options();
+  o.settings.mode = "plan";
+  o.settings.model = "m2";
+  o.settings.set = {{"fast", "true"}};
+  acp::AcpSession session(bridge, o);
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK(session.state().mode_id == "plan");
+  auto turn = session.prompt("x");
+  CHECK(answer_text(collect(turn)) == "mode=plan model=m2 fast=true");
+  CHECK(slurp_file(log.path) ==
+        "initialize\nsession/new\nsession/set_mode plan\nsession/set_config_option model=\"m2\"\n"
+        "session/set_config_option fast=true\nsession/prompt\n");
+}
+
+TEST_CASE("settings: what is already in effect is not sent; an id the agent does not offer is a usage error listing its offer") {
+  {
+    TempFile log;
+    supervisor::Bridge bridge(bridge_options({"settings", log.path}));
+    REQUIRE_FALSE(bridge.start());
+    auto o = client_options();
+    o.settings.mode = "ask";
+    o.settings.model = "m1";
+    acp::AcpSession session(bridge, o);
+    REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+    CHECK(slurp_file(log.path) == "initialize\nsession/new\n");
+  }
+  struct Case {
+    std::string mode, model, key, value, expect;
+  } cases[] = {
+      {"yolo", "", "", "", "ask, plan"},
+      {"", "m9", "", "", "m1, m2"},
+      {"", "", "colour", "red", "model, fast"},
+      {"", "", "fast", "maybe", "true or false"},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.expect);
+    supervisor::Bridge bridge(bridge_options({"settings", "/dev/null"}));
+    REQUIRE_FALSE(bridge.start());
+    auto o = client_options();
+    o.settings.mode = c.mode;
+    o.settings.model = c.model;
+    if (!c.key.empty()) o.settings.set = {{c.key, c.value}};
+    acp::AcpSession session(bridge, o);
+    auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+    REQUIRE(failed);
+    CHECK(failed->error["code"] == "usage");
+    CHECK(acp::exit_status(*failed) == 64);
+    CHECK(failed->error.value("message", "").find(c.expect) != std::string::npos);
+  }
+}
+
+TEST_CASE("close: session/close for the session close() ends and for the one start_new_session() replaces") {
+  TempFile log;
+  supervisor::Bridge bridge(bridge_options({"settings", log.path}));
   REQUIRE_FALSE(bridge.start());
   acp::AcpSession session(bridge, client_options());
   REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
-  CHECK_FALSE(session.state().session_id.empty());
-  CHECK(session.state().auth_methods.size() == 2);
+  REQUIRE_FALSE(session.new_session(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK(session.close(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK(session.state().sessions_closed == 2);
+  CHECK(session.state().session_id.empty());
+  CHECK(slurp_file(log.path) == "initialize\nsession/new\nsession/close\nsession/new\nsession/close\n");
+}
+
+TEST_CASE("close: nothing is sent to an agent that does not advertise sessionCapabilities.close") {
+  TempFile log;
+  supervisor::Bridge bridge(bridge_options({"sessions", log.path}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK_FALSE(session.close(base::Deadline::after(std::chrono::seconds(10))));
+  CHECK(slurp_file(log.path).find("session/close") == std::string::npos);
+}
+
+TEST_CASE("errors: the agent's own reason (error.data.details) is in the turn's error, and in error.data") {
+  supervisor::Bridge bridge(bridge_options({"error-data"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("x");
+  auto events = collect(turn);
+  const auto& end = events.back();
+  REQUIRE(end.kind == TurnEvent::Kind::failed);
+  CHECK(end.error.value("message", "").find("Quota exceeded for model fake-1") != std::string::npos);
+  CHECK(end.error["data"]["details"] == "Quota exceeded for model fake-1");
+  CHECK(end.error["rpcCode"] == -32603);
+}
+
+TEST_CASE("lines on the agent's stdout that are not JSON are delivered as output events, in and outside a turn") {
+  supervisor::Bridge bridge(bridge_options({"noisy"}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto before = session.take_notices();
+  auto url = std::find_if(before.begin(), before.end(), [](const TurnEvent& e) { return e.kind == TurnEvent::Kind::output; });
+  REQUIRE(url != before.end());
+  CHECK(url->text.find("https://login.example.invalid/device?code=ABCD") != std::string::npos);
+  auto turn = session.prompt("x");
+  auto events = collect(turn);
+  CHECK(std::any_of(events.begin(), events.end(),
+                    [](const TurnEvent& e) { return e.kind == TurnEvent::Kind::output && e.text == "still here: not JSON"; }));
+  CHECK(answer_text(events) == "ok");
+  CHECK(session.state().stray_lines == 2);
+}
+
+TEST_CASE("a restart brings the session back with session/resume when the agent offers it, and the settings again") {
+  TempFile log;
+  supervisor::Bridge bridge(bridge_options({"settings", log.path}));
+  REQUIRE_FALSE(bridge.start());
+  auto o = client_options();
+  o.settings.mode = "plan";
+  acp::AcpSession session(bridge, o);
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  std::string id = session.state().session_id;
+  bridge.restart();
+  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("x");
+  CHECK(answer_text(collect(turn)) == "mode=plan model=m1 fast=false");
+  CHECK(session.state().session_id == id);
+  std::string wire = slurp_file(log.path);
+  INFO(wire);
+  CHECK(wire.find("session/resume\nsession/set_mode plan\nsession/prompt") != std::string::npos);
+  CHECK(wire.find("session/load") == std::string::npos);
 }
 
 TEST_CASE("a protocol version other than 1 is a protocol error") {

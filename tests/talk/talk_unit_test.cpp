@@ -347,10 +347,11 @@ TEST_CASE("render: with separate streams, stdout carries only the answer") {
   r.begin_turn();
   r.update(chunk(Update::Kind::agent_message, "partial"));
   r.update(tool_update(Update::Kind::tool_call, "t1", "Read", "pending", "read"));
-  r.update(chunk(Update::Kind::agent_message, " more"));
+  r.update(chunk(Update::Kind::agent_message, "more"));
   r.end_turn(completed("end_turn"));
   auto w = r.take();
-  CHECK(all_text(w, 1) == "partial more\n");
+  // Text that resumes after a tool call is a new message of the agent's: a new paragraph.
+  CHECK(all_text(w, 1) == "partial\n\nmore\n");
 }
 
 TEST_CASE("render: plans are compact and not repeated; usage comes once at the end") {

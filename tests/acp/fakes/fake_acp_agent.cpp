@@ -15,7 +15,18 @@
 //   permission KINDS   asks permission offering the option kinds in KINDS (comma separated), and
 //                      answers "selected:ID" or "cancelled"; ids are "opt-KIND"
 //   version N          answers initialize with protocolVersion N
-//   auth               session/new fails with -32000 until authenticate(agent-login)
+//   auth [FILE]        session/new fails with -32000 (data.details says why) until authenticate with
+//                      agent-login, or api-key while FAKE_API_KEY is set; offers terminal-login
+//                      (terminal), agent-login (agent) and api-key (env_var: FAKE_API_KEY); with
+//                      FILE, appends every method it receives to it
+//   settings FILE      appends every method it receives (with set_mode's and set_config_option's
+//                      value) to FILE; offers sessionCapabilities close and resume, the modes ask
+//                      and plan (ask current), the config options model (select m1, m2; category
+//                      model) and fast (boolean); a prompt answers "mode=M model=V fast=B"
+//   noisy              writes non-JSON lines on stdout (a sign-in URL) before its initialize
+//                      answer and during a prompt; answers "ok"
+//   error-data         a prompt fails with -32603 and data.details; its stderr is a multi-line
+//                      dump that ends with "}"
 //   unknown-requests   on a prompt, calls terminal/create and fs/read_text_file (not advertised)
 //                      and answers with the error codes it got back
 //   withdraw           asks permission, then withdraws it with $/cancel_request; answers with
@@ -303,10 +314,32 @@ int main(int argc, char** argv) {
   if (mode == "hang" || mode == "flood" || mode == "pid") append_file(arg, std::to_string(::getpid()));
   if (mode == "record" || mode == "cancel-end-turn") append_file(arg, "spawned");
   bool authenticated = false;
+  std::string cur_mode = "ask", cur_model = "m1";
+  bool fast = false;
+  auto settings = [&] {
+    return json{{"modes",
+                 {{"currentModeId", cur_mode},
+                  {"availableModes", {{{"id", "ask"}, {"name", "Ask"}}, {{"id", "plan"}, {"name", "Plan"}}}}}},
+                {"configOptions",
+                 {{{"id", "model"},
+                   {"name", "Model"},
+                   {"category", "model"},
+                   {"type", "select"},
+                   {"currentValue", cur_model},
+                   {"options", {{{"value", "m1"}, {"name", "Model one"}}, {{"value", "m2"}, {"name", "Model two"}}}}},
+                  {{"id", "fast"}, {"name", "Fast"}, {"type", "boolean"}, {"currentValue", fast}}}}};
+  };
   while (auto m = next()) {
     std::string method = m->value("method", "");
-    if (mode == "record" || mode == "cancel-end-turn" || mode == "sessions")
+    if (mode == "record" || mode == "cancel-end-turn" || mode == "sessions" || (mode == "auth" && !arg.empty()))
       append_file(arg, method.empty() ? "response" : method);
+    if (mode == "settings") {
+      json p = m->value("params", json::object());
+      std::string extra = method == "session/set_mode" ? " " + p.value("modeId", "")
+                          : method == "session/set_config_option" ? " " + p.value("configId", "") + "=" + p.value("value", json()).dump()
+                                                                  : "";
+      append_file(arg, (method.empty() ? "response" : method) + extra);
+    }
     if (mode == "server")
       append_file(arg, method == "session/load" ? method + " " + m->value("params", json::object()).value("sessionId", "")
                                                 : method.empty() ? "response" : method);
@@ -321,15 +354,22 @@ int main(int argc, char** argv) {
                 {"authMethods", json::array()}};
       if (mode == "auth")
         r["authMethods"] = {{{"id", "terminal-login"}, {"name", "Log in"}, {"type", "terminal"}, {"args", {"--login"}}},
-                            {{"id", "agent-login"}, {"name", "Agent login"}}};
+                            {{"id", "agent-login"}, {"name", "Agent login"}, {"description", "Opens a browser"}},
+                            {{"id", "api-key"}, {"name", "API key"}, {"type", "env_var"}, {"vars", {{{"name", "FAKE_API_KEY"}}}}}};
+      if (mode == "settings") r["agentCapabilities"]["sessionCapabilities"] = {{"close", json::object()}, {"resume", json::object()}};
+      if (mode == "noisy") write_all("Please visit https://login.example.invalid/device?code=ABCD to sign in\n");
       if (mode == "server") r["_meta"] = {{"tether", {{"mainSessionId", "main-1"}, {"generation", 1}, {"version", "test"}}}};
       send(result(id, r));
     } else if (method == "authenticate") {
-      authenticated = params.value("methodId", "") == "agent-login";
+      std::string how = params.value("methodId", "");
+      const char* key = std::getenv("FAKE_API_KEY");
+      authenticated = how == "agent-login" || (how == "api-key" && key && *key);
       send(authenticated ? result(id, json::object()) : error(id, -32602, "unknown method"));
     } else if (method == "session/new") {
       if (mode == "auth" && !authenticated) {
-        send(error(id, -32000, "Authentication required"));
+        json e = error(id, -32000, "Authentication required");
+        e["error"]["data"] = {{"details", "Authentication required: no credentials for the fake provider"}};
+        send(e);
         continue;
       }
       std::string cwd = params.value("cwd", "");
@@ -346,7 +386,9 @@ int main(int argc, char** argv) {
         out += line(update({{"sessionUpdate", "some_future_kind"}, {"whatever", 1}}));
         write_all(out);
       }
-      send(result(id, {{"sessionId", session_id}}));
+      json answer = {{"sessionId", session_id}};
+      if (mode == "settings") answer.update(settings());
+      send(result(id, answer));
       if (mode == "before-new") send(update({{"sessionUpdate", "session_info_update"}, {"title", "after new"}}));
     } else if (method == "session/load") {
       session_id = params.value("sessionId", "");
@@ -359,8 +401,32 @@ int main(int argc, char** argv) {
       }
       send(chunk("replayed history"));
       send(result(id, nullptr));  // the docs' example answers null; the schema says an object
+    } else if (mode == "settings" && method == "session/set_mode") {
+      cur_mode = params.value("modeId", "");
+      send(result(id, json::object()));
+      send(update({{"sessionUpdate", "current_mode_update"}, {"currentModeId", cur_mode}}));
+    } else if (mode == "settings" && method == "session/set_config_option") {
+      if (params.value("configId", "") == "model") cur_model = params.value("value", "");
+      if (params.value("configId", "") == "fast") fast = params.value("value", false);
+      send(result(id, {{"configOptions", settings()["configOptions"]}}));
+    } else if (mode == "settings" && (method == "session/close" || method == "session/resume")) {
+      if (method == "session/resume") session_id = params.value("sessionId", "");
+      send(result(id, method == "session/resume" ? settings() : json::object()));
     } else if (method == "_tether/status" && mode == "server") {
       send(result(id, {{"state", "ready"}, {"clients", 2}}));
+    } else if (method == "session/prompt" && mode == "settings") {
+      send(chunk("mode=" + cur_mode + " model=" + cur_model + " fast=" + (fast ? "true" : "false")));
+      send(result(id, {{"stopReason", "end_turn"}}));
+    } else if (method == "session/prompt" && mode == "noisy") {
+      write_all("still here: not JSON\n");
+      send(chunk("ok"));
+      send(result(id, {{"stopReason", "end_turn"}}));
+    } else if (method == "session/prompt" && mode == "error-data") {
+      std::string dump = "Error: request failed\n{\n  status: 429,\n  message: 'Quota exceeded'\n}\n";
+      [[maybe_unused]] auto n = ::write(2, dump.data(), dump.size());
+      json e = error(id, -32603, "Internal error");
+      e["error"]["data"] = {{"details", "Quota exceeded for model fake-1"}};
+      send(e);
     } else if (method == "session/prompt") {
       on_prompt(id, params);
     } else {
