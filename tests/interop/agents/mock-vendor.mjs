@@ -127,19 +127,32 @@ function toolCall(trigger, tools) {
 }
 
 // The answer for one model request: {text} | {tool: {name, input, custom}} | {fail: {status, message}}.
-// LAST is {toolResult: string} when the latest input is a tool result, else {user: string}.
-function decide(last, tools) {
-  if (last.toolResult !== undefined) {
-    const quoted = last.toolResult.replace(/\s+/g, ' ').trim().slice(0, 120);
-    return { text: `Mock answer: the tool said: ${quoted}` };
+// CONV is the conversation as a list of {user: text} and {toolResult: text}, oldest first. The
+// trigger is looked for in the latest user text; each tool result after it is one step done. An
+// edit with an edit tool takes two steps, read then edit: claude's and qwen's edit tools refuse a
+// file that was not read first.
+function decide(conv, tools) {
+  let u = conv.length - 1;
+  while (u >= 0 && conv[u].user === undefined) u--;
+  const results = conv.slice(u + 1).map((e) => e.toolResult);
+  const trigger = u >= 0 ? findTrigger(conv[u].user) : null;
+  if (!trigger) {
+    if (results.length === 0) return { text: CANNED };
+    return { text: `Mock answer: the tool said: ${results[results.length - 1].replace(/\s+/g, ' ').trim().slice(0, 120)}` };
   }
-  const trigger = findTrigger(last.user ?? '');
-  if (!trigger) return { text: CANNED };
   if (trigger.kind === 'FAIL') {
     const m = /^(\d{3})\s*(.*)$/.exec(trigger.args);
     return { fail: { status: m ? Number(m[1]) : 500, message: (m ? m[2] : trigger.args) || 'mock failure' } };
   }
-  const tool = toolCall(trigger, tools);
+  const steps = [trigger];
+  if (trigger.kind === 'EDIT' && pickTool('EDIT', tools) && pickTool('READ', tools)) {
+    steps.unshift({ kind: 'READ', args: trigger.args.split(/\s+/)[0] });
+  }
+  if (results.length >= steps.length) {
+    const quoted = results[results.length - 1].replace(/\s+/g, ' ').trim().slice(0, 120);
+    return { text: `Mock answer: the tool said: ${quoted}` };
+  }
+  const tool = toolCall(steps[results.length], tools);
   return tool ? { tool } : { text: CANNED };
 }
 
@@ -189,15 +202,15 @@ function pieces(text) {
 
 function anthropicParse(body) {
   const tools = (body.tools ?? []).filter((t) => t.name).map((t) => ({ name: t.name, custom: false, ...schemaInfo(t.input_schema) }));
-  const msgs = body.messages ?? [];
-  const lastMsg = msgs[msgs.length - 1];
-  let last = { user: '' };
-  if (lastMsg?.role === 'user') {
-    const blocks = Array.isArray(lastMsg.content) ? lastMsg.content : [];
-    const result = blocks.find((b) => b.type === 'tool_result');
-    last = result ? { toolResult: textOf(result.content) } : { user: textOf(lastMsg.content) };
+  const conv = [];
+  for (const m of body.messages ?? []) {
+    if (m.role !== 'user') continue;
+    const blocks = Array.isArray(m.content) ? m.content : [];
+    const results = blocks.filter((b) => b.type === 'tool_result');
+    if (results.length) results.forEach((r) => conv.push({ toolResult: textOf(r.content) }));
+    else conv.push({ user: textOf(m.content) });
   }
-  return { tools, last };
+  return { tools, conv };
 }
 
 function anthropicAnswer(res, body, answer) {
@@ -236,16 +249,16 @@ function anthropicAnswer(res, body, answer) {
 function responsesParse(body) {
   const tools = (body.tools ?? []).filter((t) => t.name).map((t) => ({ name: t.name, custom: t.type === 'custom', ...schemaInfo(t.parameters) }));
   const input = Array.isArray(body.input) ? body.input : [{ type: 'message', role: 'user', content: body.input ?? '' }];
-  const lastItem = input[input.length - 1] ?? {};
-  let last = { user: '' };
-  if (/_call_output$/.test(lastItem.type ?? '')) {
-    const out = lastItem.output;
-    last = { toolResult: typeof out === 'string' ? out : textOf(out?.content ?? out) };
-  } else {
-    const users = input.filter((i) => i.role === 'user');
-    last = { user: textOf(users[users.length - 1]?.content) };
+  const conv = [];
+  for (const item of input) {
+    if (/_call_output$/.test(item.type ?? '')) {
+      const out = item.output;
+      conv.push({ toolResult: typeof out === 'string' ? out : textOf(out?.content ?? out) });
+    } else if (item.role === 'user') {
+      conv.push({ user: textOf(item.content) });
+    }
   }
-  return { tools, last };
+  return { tools, conv };
 }
 
 function responsesAnswer(res, body, answer) {
@@ -282,16 +295,12 @@ function responsesAnswer(res, body, answer) {
 
 function chatParse(body) {
   const tools = (body.tools ?? []).map((t) => t.function).filter((f) => f?.name).map((f) => ({ name: f.name, custom: false, ...schemaInfo(f.parameters) }));
-  const msgs = body.messages ?? [];
-  const lastMsg = msgs[msgs.length - 1] ?? {};
-  let last;
-  if (lastMsg.role === 'tool') {
-    last = { toolResult: textOf(lastMsg.content) };
-  } else {
-    const users = msgs.filter((m) => m.role === 'user');
-    last = { user: textOf(users[users.length - 1]?.content) };
+  const conv = [];
+  for (const m of body.messages ?? []) {
+    if (m.role === 'tool') conv.push({ toolResult: textOf(m.content) });
+    else if (m.role === 'user') conv.push({ user: textOf(m.content) });
   }
-  return { tools, last };
+  return { tools, conv };
 }
 
 function chatAnswer(res, body, answer) {
@@ -327,17 +336,15 @@ function chatAnswer(res, body, answer) {
 function geminiParse(body) {
   const decls = (body.tools ?? []).flatMap((t) => t.functionDeclarations ?? []);
   const tools = decls.map((d) => ({ name: d.name, custom: false, ...schemaInfo(d.parameters ?? d.parametersJsonSchema) }));
-  const contents = body.contents ?? [];
-  const lastC = contents[contents.length - 1] ?? {};
-  const fr = (lastC.parts ?? []).find((p) => p.functionResponse);
-  let last;
-  if (fr) {
-    last = { toolResult: JSON.stringify(fr.functionResponse.response ?? {}) };
-  } else {
-    const users = contents.filter((c) => c.role === 'user' && (c.parts ?? []).some((p) => p.text));
-    last = { user: (users[users.length - 1]?.parts ?? []).map((p) => p.text ?? '').join('\n') };
+  const conv = [];
+  for (const c of body.contents ?? []) {
+    if (c.role !== 'user') continue;
+    const parts = c.parts ?? [];
+    const frs = parts.filter((p) => p.functionResponse);
+    if (frs.length) frs.forEach((p) => conv.push({ toolResult: JSON.stringify(p.functionResponse.response ?? {}) }));
+    else if (parts.some((p) => p.text)) conv.push({ user: parts.map((p) => p.text ?? '').join('\n') });
   }
-  return { tools, last };
+  return { tools, conv };
 }
 
 function geminiAnswer(res, body, answer, method) {
@@ -371,7 +378,8 @@ function geminiAnswer(res, body, answer, method) {
 // ---- the server ----
 
 function summary(entry, parsed, answer) {
-  const last = parsed.last.toolResult !== undefined ? { toolResult: parsed.last.toolResult.slice(0, 200) } : { user: (parsed.last.user ?? '').slice(-200) };
+  const end = parsed.conv[parsed.conv.length - 1] ?? { user: '' };
+  const last = end.toolResult !== undefined ? { toolResult: end.toolResult.slice(0, 200) } : { user: end.user.slice(-200) };
   const ans = answer.fail ? { fail: answer.fail } : answer.tool ? { tool: answer.tool.name, input: answer.tool.input } : { text: answer.text };
   return { ...entry, tools: parsed.tools.map((t) => t.name), last, answer: ans };
 }
@@ -397,19 +405,19 @@ const server = http.createServer((req, res) => {
       }
       if (req.method === 'POST' && path.endsWith('/messages')) {
         const parsed = anthropicParse(body);
-        const answer = decide(parsed.last, parsed.tools);
+        const answer = decide(parsed.conv, parsed.tools);
         log(summary({ ...entry, kind: 'anthropic' }, parsed, answer));
         return anthropicAnswer(res, body, answer);
       }
       if (req.method === 'POST' && path.endsWith('/responses')) {
         const parsed = responsesParse(body);
-        const answer = decide(parsed.last, parsed.tools);
+        const answer = decide(parsed.conv, parsed.tools);
         log(summary({ ...entry, kind: 'responses', stream: body.stream }, parsed, answer));
         return responsesAnswer(res, body, answer);
       }
       if (req.method === 'POST' && path.endsWith('/chat/completions')) {
         const parsed = chatParse(body);
-        const answer = decide(parsed.last, parsed.tools);
+        const answer = decide(parsed.conv, parsed.tools);
         log(summary({ ...entry, kind: 'chat' }, parsed, answer));
         return chatAnswer(res, body, answer);
       }
@@ -420,7 +428,7 @@ const server = http.createServer((req, res) => {
           return sendJson(res, 200, { totalTokens: 42 });
         }
         const parsed = geminiParse(body);
-        const answer = decide(parsed.last, parsed.tools);
+        const answer = decide(parsed.conv, parsed.tools);
         log(summary({ ...entry, model: g[1], kind: `gemini-${g[2]}` }, parsed, answer));
         return geminiAnswer(res, body, answer, g[2]);
       }
