@@ -29,6 +29,9 @@ need_node
 command -v jq >/dev/null 2>&1 || { note "FAIL: jq is required (scripts/deps installs it)"; exit 1; }
 setup_tmp
 STARTED=$SECONDS
+# tether reads no user config (a heartbeat set there would put $/ping on the wire); the agents get
+# a clean environment of their own (env -i).
+export XDG_CONFIG_HOME=$TMP/config
 
 # qwen-code's lockfile entries lack optional packages the registry does not have: `npm ci`
 # refuses such a lockfile, `npm install` installs from it as pinned.
