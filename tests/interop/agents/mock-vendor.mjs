@@ -1,5 +1,6 @@
-// A small mock of three vendors' model APIs, so that real ACP agents (claude-agent-acp, codex-acp,
-// qwen-code, ...) do real turns offline in tests/interop/real_agents_test.sh.
+// A small mock of the model APIs of Anthropic, OpenAI and Google, so that real ACP agents
+// (claude-agent-acp, codex-acp, qwen-code, gemini-cli, opencode) do real turns offline in
+// tests/interop/real_agents_test.sh.
 //
 // It speaks just enough of each wire format for the agents' own clients:
 //   Anthropic Messages   POST /v1/messages (SSE when "stream": true), POST /v1/messages/count_tokens
@@ -15,9 +16,10 @@
 //   TRIGGER_READ <path>                 read <path>
 //   TRIGGER_RUN <command...>            run a shell command
 //   TRIGGER_FAIL <status> <message...>  answer HTTP <status> with <message> in the vendor's error shape
-// Once the tool result comes back (the latest input is a tool result), the answer is a short text
-// quoting the start of that result. With no matching tool declared (side requests such as title
-// generation), the canned text is the answer.
+// An edit is preceded by a read when the agent has a read tool (claude's and qwen's edit tools refuse
+// a file not read first). Once the last tool result is back, the answer is a short text quoting its
+// start. With no matching tool declared (side requests such as title generation), the canned text
+// is the answer. Errors 401 and 400 are not retried by the agents; 5xx are, with backoff.
 //
 // usage: node mock-vendor.mjs PORT_FILE LOG_FILE
 // Listens on 127.0.0.1 with an ephemeral port, writes the port to PORT_FILE (atomically) and logs each
