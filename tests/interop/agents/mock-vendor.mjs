@@ -19,7 +19,8 @@
 // An edit is preceded by a read when the agent has a read tool (claude's and qwen's edit tools refuse
 // a file not read first). Once the last tool result is back, the answer is a short text quoting its
 // start. With no matching tool declared (side requests such as title generation), the canned text
-// is the answer. Errors 401 and 400 are not retried by the agents; 5xx are, with backoff.
+// is the answer. Mind the agents' retries of errors: claude retries even a 401 (unless
+// CLAUDE_CODE_MAX_RETRIES=0), codex a 401 (five times) but not a 400.
 //
 // usage: node mock-vendor.mjs PORT_FILE LOG_FILE
 // Listens on 127.0.0.1 with an ephemeral port, writes the port to PORT_FILE (atomically) and logs each
