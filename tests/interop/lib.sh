@@ -59,7 +59,8 @@ need_node() {
 
 # npm_prepare SRC_DIR WORK_DIR [EXTRA_FILE...]: copy package.json, package-lock.json (written
 # without registry URLs: .npmrc sets omit-lockfile-registry-resolved) and the extra
-# files from SRC_DIR into WORK_DIR and install the pinned packages there with `npm ci`, unless
+# files from SRC_DIR into WORK_DIR and install the pinned packages there with `npm ci` (or
+# `npm install` from the lockfile when NPM_PREPARE_INSTALL=1: for a lockfile `npm ci` refuses), unless
 # WORK_DIR already holds an install made from the same lockfile. Installing into the build
 # directory keeps the source tree clean and lets several build directories test side by side.
 npm_prepare() {
@@ -83,7 +84,9 @@ npm_prepare() {
     if [[ -f $src/.npmrc ]]; then cp -f "$src/.npmrc" "$work/" || exit 1; fi
     rm -f "$work/.installed-lock.json"
     note "installing pinned npm packages into $work"
-    (cd "$work" && timeout 150 npm ci --no-audit --no-fund --loglevel=error) >&2 || exit 1
+    local how=(ci)
+    [[ ${NPM_PREPARE_INSTALL:-0} == 1 ]] && how=(install --no-save)
+    (cd "$work" && timeout 150 npm "${how[@]}" --no-audit --no-fund --loglevel=error) >&2 || exit 1
     cp -f "$src/package-lock.json" "$work/.installed-lock.json"
   )
 }
