@@ -38,10 +38,12 @@ std::string method_type(const json& m) {
   return t.empty() ? "agent" : t;
 }
 
-// A method whose _meta says it runs in a terminal (e.g. "terminal-auth"), whatever its type.
+// A method whose _meta says it runs in a terminal ("terminal-auth", or Qwen's {"type":"terminal"}),
+// whatever its type.
 const json* terminal_meta(const json& m) {
   const json* meta = member(m, "_meta");
   if (!meta || !meta->is_object()) return nullptr;
+  if (string_of(*meta, "type") == "terminal") return meta;
   for (auto it = meta->begin(); it != meta->end(); ++it)
     if (it.key().find("terminal") != std::string::npos) return &it.value();
   return nullptr;
@@ -345,7 +347,13 @@ std::variant<std::vector<SettingRequest>, json> plan_settings(const SessionSetti
     if (auto* err = std::get_if<json>(&r)) return *err;
     if (current_value_text(*opt) != want.model) out.push_back(std::move(std::get<SettingRequest>(r)));
   }
-  for (const auto& [key, value] : want.set) {
+  // The same key twice: the last one wins, as on a command line.
+  std::vector<std::pair<std::string, std::string>> set;
+  for (const auto& kv : want.set) {
+    std::erase_if(set, [&](const auto& old) { return old.first == kv.first; });
+    set.push_back(kv);
+  }
+  for (const auto& [key, value] : set) {
     const json* opt = find_option(config_options, key);
     if (!opt)
       return usage_error("--set " + key + "=" + value + ": the agent has no option " + key + " (its options: " +

@@ -538,10 +538,10 @@ class BatchRunner {
   // Every worker's last session is closed at its agent (which may keep a process per session),
   // all within one short wait.
   void close_sessions() {
-    auto deadline = base::Deadline::after(std::chrono::seconds(2));
+    auto deadline = base::Deadline::after(kCloseWait);
     for (auto& w : workers_) {
       w.turn.reset();
-      if (w.session && !w.retired) w.session->close(deadline);
+      if (w.session && !w.retired && w.session->close(deadline) && w.bridge) w.bridge->stop(kClosedGrace);
     }
   }
 

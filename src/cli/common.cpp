@@ -187,7 +187,7 @@ void add_session_options(CLI::App& app, CommonOptions& o) {
   reg["auth"] = app.add_option("--auth", o.auth, "When the agent asks for authentication, use its method METHOD_ID (default: an env_var method whose variables are set; never a browser login)")->option_text("METHOD_ID")->group(group);
   reg["mode"] = app.add_option("--mode", o.mode, "Set the session's mode (session/set_mode) before the first prompt")->option_text("ID")->group(group);
   reg["model"] = app.add_option("--model", o.model, "Set the session's model (the agent's model config option)")->option_text("ID")->group(group);
-  app.add_option("--set", o.set, "Set one of the agent's session config options (repeatable)")->option_text("KEY=VALUE")->group(group);
+  app.add_option("--set", o.set, "Set one of the agent's session config options (repeatable)")->option_text("KEY=VALUE")->allow_extra_args(false)->group(group);
 }
 
 namespace {

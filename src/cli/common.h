@@ -2,6 +2,7 @@
 // codes, signal handling, the bridge command lookup, and the config file.
 #pragma once
 
+#include <chrono>
 #include <csignal>
 #include <optional>
 #include <string>
@@ -30,6 +31,12 @@ enum ExitCode : int {
   kExitProtocol = 76,    // the bridge does not speak what we expect
   kExitConfig = 78,
 };
+
+// Closing sessions at the end (DESIGN §6): how long the agent gets to answer session/close, and
+// how long a bridge whose sessions are all closed gets to exit on stdin EOF before it is
+// signalled (it has nothing left to finish; Codex never exits on EOF, Claude does in ~50 ms).
+inline constexpr std::chrono::milliseconds kCloseWait{2000};
+inline constexpr std::chrono::milliseconds kClosedGrace{250};
 
 struct CommonOptions {
   std::string cwd;                        // --cwd (default: the current directory)

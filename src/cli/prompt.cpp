@@ -27,8 +27,6 @@ using base::Deadline;
 using nlohmann::json;
 
 constexpr auto kSetupTimeout = std::chrono::seconds(30);
-// How long the agent gets to answer session/close before the bridge is stopped anyway.
-constexpr auto kCloseWait = std::chrono::seconds(2);
 
 // Only the fields DESIGN §7 names, in its order.
 json public_error(const json& err) {
@@ -380,6 +378,8 @@ int run_prompt(PromptOptions& o) {
       }
       fail_json(failed->error);
       exit_code = acp::exit_status(*failed);
+      // No session was opened: the agent has nothing to finish, and some never exit on stdin EOF.
+      bridge.stop(kClosedGrace);
     } else {
       if (o.common.verbose > 0) {
         const auto& st = session.state();
@@ -467,7 +467,7 @@ int run_prompt(PromptOptions& o) {
                     " update(s) came after a turn's final response and were not shown (see --trace)");
       // The session is closed at the agent (it may keep a process per session, and some agents
       // do not exit on stdin EOF while one is open); a second Ctrl-C does not wait for that.
-      if (!hurried) session.close(Deadline::after(kCloseWait));
+      if (!hurried && session.close(Deadline::after(kCloseWait))) bridge.stop(kClosedGrace);
     }
     // Leaving the scope: the session is dropped, then the bridge is stopped (stdin closed, the
     // stop ladder if it lingers) before we report or re-raise.

@@ -264,6 +264,7 @@ class Server {
     return std::any_of(stoppers_.begin(), stoppers_.end(), [&](const auto& s) { return s.first == c; });
   }
   void finish_shutdown();
+  bool close_all_sessions();
 
  public:
   int exit_signal() const { return exit_signal_; }
@@ -382,7 +383,8 @@ void Server::finish_shutdown() {
   if (::lstat(where_.path.c_str(), &st) == 0 && st.st_ino == inode_) ::unlink(where_.path.c_str());
   for (auto& [id, c] : clients_)
     if (!is_stopper(id)) c->fd.reset();
-  bridge_.stop();
+  if (close_all_sessions()) bridge_.stop(kClosedGrace);
+  else bridge_.stop();
   lock_.reset();
   // Those who asked for the stop hear of it last, when the name is free again: their
   // `tether serve --stop && tether serve` cannot find the old server still holding the name.
@@ -399,6 +401,32 @@ void Server::finish_shutdown() {
     }
   }
   clients_.clear();
+}
+
+// At shutdown: session/close for every session the agent still has open (the main one too), when
+// it can close sessions, and their answers awaited (kCloseWait at most). True when the agent has
+// nothing open any more, so the bridge need not get its whole grace to exit.
+bool Server::close_all_sessions() {
+  if (link_ != Link::ready || !profile_.close) return false;
+  std::vector<CallKey> waiting;
+  for (auto& [id, s] : sessions_) {
+    CallKey key;
+    key.id = bridge_.call_queued_to(link_gen_, "session/close", {{"sessionId", s.bridge_id}}, &key.generation);
+    waiting.push_back(key);
+  }
+  auto until = Deadline::after(kCloseWait);
+  std::size_t answered = 0;
+  while (answered < waiting.size() && !until.expired()) {
+    pollfd p{bridge_.events()->fd(), POLLIN, 0};
+    ::poll(&p, 1, until.poll_timeout_ms());
+    for (auto& ev : bridge_.events()->drain()) {
+      if (ev.kind == rpc::Event::Kind::request) answer_unroutable({0, ev.generation, ev.message["id"], string_of(ev.message, "method"), "", {}}, "the server is stopping");
+      if (ev.kind != rpc::Event::Kind::response) continue;
+      CallKey key{ev.generation, ev.call_id};
+      if (std::find(waiting.begin(), waiting.end(), key) != waiting.end()) ++answered;
+    }
+  }
+  return answered == waiting.size();
 }
 
 Deadline Server::next_deadline() const {

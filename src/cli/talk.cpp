@@ -146,7 +146,7 @@ class Talk {
     // The session is closed at the agent (it may keep a process per session, and some agents do
     // not exit on stdin EOF while one is open); /session new closed the ones before it.
     turn_.reset();
-    if (session_) session_->close(base::Deadline::after(std::chrono::seconds(2)));
+    if (session_ && session_->close(base::Deadline::after(kCloseWait))) bridge_.stop(kClosedGrace);
     return rc;
   }
 

@@ -403,6 +403,14 @@ void Bridge::recycle(std::uint64_t generation, std::string why) {
   cv_.notify_all();
 }
 
+void Bridge::stop(base::Duration grace) {
+  {
+    std::lock_guard lock(mu_);
+    stop_grace_ = std::min(grace, opt_.grace);
+  }
+  stop();
+}
+
 void Bridge::stop() {
   {
     std::lock_guard lock(mu_);
@@ -527,7 +535,15 @@ BridgeExited Bridge::end_generation(proc::Child* child, rpc::Connection& conn, E
       fail_waiters();  // do not hold callers while the ladder runs
       proc::stop_ladder(*child, reason == ExitReason::hung ? base::Duration(0) : opt_.grace, opt_.term_wait, hooks);
       break;
-    case ExitReason::stopped:
+    case ExitReason::stopped: {
+      base::Duration grace = opt_.grace;
+      {
+        std::lock_guard lock(mu_);
+        if (stop_grace_) grace = *stop_grace_;
+      }
+      proc::stop_ladder(*child, grace, opt_.term_wait, hooks);
+      break;
+    }
     case ExitReason::restarted:
     case ExitReason::spawn_failed:
       proc::stop_ladder(*child, opt_.grace, opt_.term_wait, hooks);

@@ -148,6 +148,11 @@ class Bridge {
   // start() runs (start() then returns a stopped BridgeExited); before start(), start() will not
   // start at all.
   void stop();
+  // The same, but after closing the bridge's stdin it waits at most `grace` (not
+  // BridgeOptions::grace) for the process to exit before the rest of the stop ladder: for a caller
+  // that closed every session it opened, so the agent has nothing left to finish (some agents,
+  // Codex among them, never exit on stdin EOF).
+  void stop(base::Duration grace);
 
  private:
   enum class Request { none, restart, recycle, stop };
@@ -190,6 +195,7 @@ class Bridge {
   std::string last_stderr_ GUARDED_BY(mu_);
   bool gave_up_ GUARDED_BY(mu_) = false;
   std::string give_up_message_ GUARDED_BY(mu_);
+  std::optional<base::Duration> stop_grace_ GUARDED_BY(mu_);  // stop(grace): the grace to use
 
   // Heartbeat state: supervisor thread only, except ping_answered_ (set by the ping's completion).
   base::TimePoint hb_last_rx_{};

@@ -469,3 +469,77 @@ TEST_CASE("--repeat runs the turns in one session") {
   CHECK(r.exit_code == 0);
   CHECK(r.out == demo_answer("hi", 1, 2, 1) + "\n" + demo_answer("hi", 1, 2, 2) + "\n" + demo_answer("hi", 1, 2, 3) + "\n");
 }
+
+// --- the session's lifecycle, settings and errors (issue 11) -------------------------------------
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST_CASE("prompt closes its session at the agent, sends no $/ping, and stops the bridge at once") {
+  Scratch s;
+  std::string trace = s.path("wire");
+  auto r = run(with_demo({"--trace", trace, "hello"}), opts(s));
+  CHECK(r.exit_code == 0);
+  std::string wire = slurp(trace);
+  INFO(wire.substr(0, 3000));
+  CHECK(count_of(wire, "\"method\":\"session/new\"") == 1);
+  CHECK(count_of(wire, "\"method\":\"session/close\"") == 1);
+  CHECK(wire.find("$/ping") == std::string::npos);
+  CHECK(wire.find("-> {\"id\":4,\"jsonrpc\":\"2.0\",\"method\":\"session/close\"") != std::string::npos);
+}
+
+TEST_CASE("--model and --mode set the session up before the prompt; --set too; an id not offered exits 64 with the offer") {
+  Scratch s;
+  auto shout = run(with_demo({"--model", "shout", "hello there"}), opts(s));
+  CHECK(shout.exit_code == 0);
+  CHECK(shout.out.rfind("Echo: HELLO THERE\n", 0) == 0);
+  auto set = run(with_demo({"--set", "model=shout", "quiet please"}), opts(s));
+  CHECK(set.out.rfind("Echo: QUIET PLEASE\n", 0) == 0);
+  auto ro = run(with_demo({"--mode", "read-only", "--permission", "allow", "please", "edit", "it"}), opts(s));
+  CHECK(ro.exit_code == 0);
+  CHECK(ro.out.find("Read-only mode: no file was edited.") != std::string::npos);
+  CHECK(ro.err.find("permission:") == std::string::npos);  // it asked nothing
+
+  auto bad_mode = run(with_demo({"--mode", "yolo", "hi"}), opts(s));
+  CHECK(bad_mode.exit_code == 64);
+  CHECK(bad_mode.err.find("ask, read-only") != std::string::npos);
+  auto bad_model = run(with_demo({"--json", "--model", "gpt-9", "hi"}), opts(s));
+  CHECK(bad_model.exit_code == 64);
+  auto j = json::parse(bad_model.out);
+  CHECK(j["error"]["code"] == "usage");
+  CHECK(j["error"]["message"].get<std::string>().find("echo, shout") != std::string::npos);
+  auto bad_set = run(with_demo({"--set", "nonsense", "hi"}), opts(s));
+  CHECK(bad_set.exit_code == 64);
+}
+
+TEST_CASE("auth: nothing usable exits 69 at once naming the methods; --auth uses the one named") {
+  Scratch s;
+  auto r = run(with_fake({}, {"auth"}), opts(s));
+  CHECK(r.exit_code == 69);
+  for (const char* m : {"terminal-login", "agent-login", "api-key", "FAKE_API_KEY", "no credentials for the fake provider"})
+    CHECK_MESSAGE(r.err.find(m) != std::string::npos, m);
+  auto named = run(with_fake({"--auth", "agent-login"}, {"auth"}), opts(s));
+  CHECK(named.exit_code == 0);
+}
+
+TEST_CASE("errors: the agent's own reason (data.details) in text and --json; the quoted stderr line is not a lone }") {
+  Scratch s;
+  auto r = run(with_fake({}, {"error-data"}), opts(s));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("Quota exceeded for model fake-1") != std::string::npos);
+  auto j = run(with_fake({"--json"}, {"error-data"}), opts(s));
+  auto obj = json::parse(j.out);
+  CHECK(obj["error"]["data"]["details"] == "Quota exceeded for model fake-1");
+  CHECK(obj["error"]["rpcCode"] == -32603);
+}
+
+TEST_CASE("a line the agent prints on stdout that is not JSON is shown on stderr") {
+  Scratch s;
+  auto r = run(with_fake({}, {"noisy"}), opts(s));
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "ok\n");
+  CHECK(r.err.find("the agent wrote on stdout: Please visit https://login.example.invalid/device?code=ABCD") != std::string::npos);
+}

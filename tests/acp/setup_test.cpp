@@ -111,6 +111,11 @@ TEST_CASE("plan_settings: modes, a mode as a config option, the model option, bo
   REQUIRE(std::holds_alternative<std::vector<acp::SettingRequest>>(p2));
   CHECK(std::get<std::vector<acp::SettingRequest>>(p2).at(0).params["configId"] == "approval");
 
+  // The same key twice: the last one wins.
+  acp::SessionSettings twice;
+  twice.set = {{"think", "true"}, {"think", "false"}};
+  CHECK(std::get<std::vector<acp::SettingRequest>>(acp::plan_settings(twice, "s", modes, opts)).empty());
+
   // Already so: nothing to send.
   acp::SessionSettings same;
   same.mode = "default";

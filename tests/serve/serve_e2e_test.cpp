@@ -1179,6 +1179,31 @@ TEST_CASE("200 clients come and go while a turn streams: the turn completes whol
 
 // --- acceptance ---------------------------------------------------------------------------------------
 
+TEST_CASE("serve closes a client's session at the agent when its last client leaves, and every session at --stop") {
+  TmpDir t;
+  Server srv(t);
+  srv.wait_ready();
+  for (int i = 0; i < 3; ++i) {
+    auto r = run_to_end(t, connect_arg("prompt", srv.socket(), {"hello"}));
+    CHECK(r.status == 0);
+  }
+  auto count = [&](const std::string& needle) {
+    std::string trace = srv.trace();
+    std::size_t n = 0;
+    for (auto at = trace.find(needle); at != std::string::npos; at = trace.find(needle, at + 1)) ++n;
+    return n;
+  };
+  // Three sessions of their own, each closed once its client left (the main one stays open).
+  CHECK(eventually([&] { return count("-> {\"id\"") > 0 && count("\"method\":\"session/close\"") == 3; }, 5s));
+  CHECK(count("\"method\":\"session/new\"") == 4);
+  CHECK(count("$/ping") == 0);
+  // --stop closes what is left: the main session.
+  auto stop = run_to_end(t, {tether_bin(), "serve", "--stop", "--socket", srv.socket()});
+  CHECK(stop.status == 0);
+  CHECK(srv.proc().wait_exit(10s) == 0);
+  CHECK(count("\"method\":\"session/close\"") == 4);
+}
+
 TEST_CASE("tether prompt --connect=PATH prints the demo agent's answer and exits 0") {
   TmpDir t;
   Server srv(t);

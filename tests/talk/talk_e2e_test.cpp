@@ -403,6 +403,50 @@ TEST_CASE("script mode: one prompt per line, commands work, exit status at the e
   CHECK(dead.err.find("1 more input line was not sent") != std::string::npos);
 }
 
+TEST_CASE("script mode: /mode, /model and /set list and change the session's settings; /status shows them") {
+  tether::test::RunOptions o;
+  o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};
+  o.stdin_text = "/mode\n/model\n/model shout\nhello\n/set model echo\nagain\n/mode read-only\n/status\n";
+  auto r = tether::test::run(talk(), o);
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("mode: ask (offers ask, read-only)") != std::string::npos);
+  CHECK(r.out.find("model: echo (offers echo, shout)") != std::string::npos);
+  CHECK(r.out.find("Echo: HELLO\n") != std::string::npos);
+  CHECK(r.out.find("Echo: again\n") != std::string::npos);
+  CHECK(r.out.find("setting:   mode: read-only") != std::string::npos);
+  CHECK(r.err.find("model shout: set") != std::string::npos);
+
+  o.stdin_text = "/mode yolo\n";
+  auto bad = tether::test::run(talk(), o);
+  CHECK(bad.shell_status() == 64);
+  CHECK(bad.err.find("ask, read-only") != std::string::npos);
+}
+
+TEST_CASE("talk closes its sessions: /session new closes the old one, exit the last one") {
+  tether::test::RunOptions o;
+  char tmpl[] = "/tmp/tether-talk-trace-XXXXXX";
+  int fd = ::mkstemp(tmpl);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  std::string trace = tmpl;
+  o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};
+  o.stdin_text = "one\n/session new\ntwo\n";
+  auto r = tether::test::run(talk({"--trace", trace}), o);
+  CHECK(r.shell_status() == 0);
+  std::ifstream in(trace);
+  std::string wire((std::istreambuf_iterator<char>(in)), {});
+  ::unlink(trace.c_str());
+  auto count = [&](const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = wire.find(needle); at != std::string::npos; at = wire.find(needle, at + 1)) ++n;
+    return n;
+  };
+  CHECK(count("\"method\":\"session/new\"") == 2);
+  CHECK(count("\"method\":\"session/close\"") == 2);
+  CHECK(count("$/ping") == 0);
+}
+
 // --- through a tether server (--connect) ------------------------------------------------------
 
 TEST_CASE("--connect: another client's turn is drawn between ours, and the line being typed waits") {
