@@ -164,8 +164,10 @@ int FsRoot::open_beneath(const std::string& rel, int flags, bool dir) const {
       if (errno == EINTR || errno == EAGAIN) continue;
       if (errno == ENOSYS) g_no_openat2.store(true, std::memory_order_relaxed);
       // EXDEV is also what an absolute symlink gets, even one that points inside: the walk, which
-      // understands those, decides. Anything else is the answer.
-      if (errno != ENOSYS && errno != EXDEV) return -errno;
+      // understands those, decides. EPERM: some seccomp filters answer unknown system calls so
+      // (these flags give no EPERM of their own); the walk is just as confined. Anything else is
+      // the answer.
+      if (errno != ENOSYS && errno != EXDEV && errno != EPERM) return -errno;
       break;
     }
   }
