@@ -291,6 +291,16 @@ TEST_CASE("a directory swapped for a symlink to the outside never lets a read or
     }
     ::closedir(d);
     CHECK(outside_entries == 0);
+    // Nor are temporary files left inside: the directory is at one of the two names now.
+    int leftovers = 0;
+    for (const std::string& dir : {race, spare}) {
+      struct stat st;
+      if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+      DIR* in = ::opendir(dir.c_str());
+      while (auto* e = ::readdir(in)) leftovers += std::string(e->d_name).find(".tether-") != std::string::npos;
+      ::closedir(in);
+    }
+    CHECK(leftovers == 0);
   }
 }
 
