@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,10 +19,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "base/private_dir.h"
 #include "tether_config.h"
 
 namespace tether::acp {
@@ -143,13 +146,24 @@ Triggers parse_triggers(std::string_view text) {
   return t;
 }
 
-std::string state_dir() {
-  if (const char* d = std::getenv("TETHER_DEMO_STATE_DIR"); d && *d) return d;
-  std::string base;
-  if (const char* r = std::getenv("XDG_RUNTIME_DIR"); r && *r && ::access(r, W_OK) == 0) base = r;
-  else if (const char* t = std::getenv("TMPDIR"); t && *t) base = t;
-  else base = "/tmp";
-  return base + "/tether-demo-agent-" + std::to_string(::getuid());
+// Where the histories live: $TETHER_DEMO_STATE_DIR; else $XDG_RUNTIME_DIR/tether-demo-agent-UID
+// (a per-user directory the system keeps private); else $XDG_STATE_HOME/tether/demo-agent or
+// ~/.local/state/tether/demo-agent (parents created); /tmp/tether-demo-agent-UID only with no HOME
+// either. Never $TMPDIR or /tmp by default: there another user can create the name first and plant
+// symlinks in it. Wherever it is, the directory is checked (base/private_dir.h) before any use.
+struct StateDir {
+  std::string path;
+  bool make_parents = false;
+};
+
+StateDir state_dir() {
+  if (const char* d = std::getenv("TETHER_DEMO_STATE_DIR"); d && *d) return {d};
+  std::string uid = std::to_string(::getuid());
+  if (const char* r = std::getenv("XDG_RUNTIME_DIR"); r && r[0] == '/' && ::access(r, W_OK) == 0)
+    return {std::string(r) + "/tether-demo-agent-" + uid};
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && x[0] == '/') return {std::string(x) + "/tether/demo-agent", true};
+  if (const char* h = std::getenv("HOME"); h && h[0] == '/') return {std::string(h) + "/.local/state/tether/demo-agent", true};
+  return {"/tmp/tether-demo-agent-" + uid};
 }
 
 bool valid_session_id(std::string_view id) {
@@ -502,8 +516,8 @@ class DemoAgent {
       respond_error(id, -32002, "Resource not found: session " + sid);
       return;
     }
-    std::string path = state_dir() + "/" + sid;
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    base::UniqueFd dir = open_state_dir();
+    int fd = dir ? base::open_private_file(dir.get(), sid, O_RDONLY) : -1;
     if (fd < 0) {
       respond_error(id, -32002, "Resource not found: session " + sid);
       return;
@@ -541,19 +555,35 @@ class DemoAgent {
   // The file is opened for that write and closed after it: a batch may create thousands of
   // sessions on one agent, and an fd kept per session would run it out of fds (the open fails,
   // and those sessions silently lose their history).
+  // The state directory, created if missing and checked each time (it may have been removed under
+  // us); invalid when it is refused, which is said once on stderr: then no history is kept.
+  base::UniqueFd open_state_dir() {
+    StateDir where = state_dir();
+    auto r = base::open_private_dir(where.path, where.make_parents);
+    if (auto* fd = std::get_if<base::UniqueFd>(&r)) return std::move(*fd);
+    warn_once("not keeping session histories: " + std::get<std::string>(r));
+    return {};
+  }
+
+  void warn_once(const std::string& why) {
+    if (warned_) return;
+    warned_ = true;
+    std::string msg = "tether demo-agent: " + why + "\n";
+    [[maybe_unused]] auto n = ::write(2, msg.data(), msg.size());
+  }
+
+  // The directory is opened (created if it was removed under us) and checked for each write.
   void remember(Session& s, std::string_view prompt, std::string_view answer) {
-    std::string dir = state_dir();
-    if (!cleaned_) {
-      ::mkdir(dir.c_str(), 0700);
-      clean_state_dir(dir);
+    base::UniqueFd dir = open_state_dir();
+    if (!dir) return;
+    if (!cleaned_) clean_state_dir(dir.get());
+    int fd = base::open_private_file(dir.get(), s.id, O_WRONLY | O_CREAT | O_APPEND);
+    if (fd < 0) {
+      warn_once("cannot keep the history of " + s.id + ": " +
+                (errno == ELOOP ? std::string("a symlink is in its place") :
+                 errno == EPERM ? std::string("another file is in its place") : std::string(::strerror(errno))));
+      return;
     }
-    std::string path = dir + "/" + s.id;
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == ENOENT) {  // the directory was removed under us
-      ::mkdir(dir.c_str(), 0700);
-      fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    }
-    if (fd < 0) return;
     std::string lines = "{\"u\":\"";
     append_escaped(lines, prompt.substr(0, kMaxStoredAnswer));
     lines += "\"}\n{\"a\":\"";
@@ -564,10 +594,14 @@ class DemoAgent {
   }
 
   // Removes the histories of sessions whose tether (the parent named in the id) has exited.
-  void clean_state_dir(const std::string& dir) {
+  void clean_state_dir(int dirfd) {
     cleaned_ = true;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return;
+    int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
+    if (!d) {
+      if (dup >= 0) ::close(dup);
+      return;
+    }
     while (auto* e = ::readdir(d)) {
       std::string_view name(e->d_name);
       if (!valid_session_id(name)) continue;
@@ -575,7 +609,7 @@ class DemoAgent {
       auto parent = number(name.substr(5, dash - 5));
       if (!parent || *parent == ::getppid()) continue;
       if (::kill(static_cast<pid_t>(*parent), 0) != 0 && errno == ESRCH)
-        ::unlink((dir + "/" + std::string(name)).c_str());
+        ::unlinkat(dirfd, std::string(name).c_str(), 0);
     }
     ::closedir(d);
   }
@@ -834,6 +868,7 @@ class DemoAgent {
   std::map<std::string, Session> sessions_;
   bool fs_read_ = false, fs_write_ = false;
   bool cleaned_ = false;
+  bool warned_ = false;  // the state directory's trouble has been said on stderr
   long long next_id_ = 0;
   int created_ = 0;
   std::optional<int> exit_code_;

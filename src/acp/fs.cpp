@@ -3,15 +3,24 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdint>
+#include <cstring>
 #include <cstdio>
+#include <deque>
 #include <fstream>
+#include <optional>
+#include <vector>
 
-#include "base/unique_fd.h"
 #include "rpc/message.h"
 
 namespace tether::acp {
@@ -19,20 +28,51 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::size_t kMaxFileBytes = std::size_t{32} << 20;  // fits well under the line cap
+constexpr int kResourceNotFound = -32002;  // ACP's resource-not-found error
+constexpr int kMaxSymlinks = 40;           // as the kernel's own limit on a path's symlinks
+constexpr int kOpenat2Retries = 8;         // EAGAIN: a rename raced with a `..`; the kernel says retry
 
-std::optional<std::string> real(const std::string& path, int& err) {
-  char buf[PATH_MAX];
-  if (!::realpath(path.c_str(), buf)) {
-    err = errno;
-    return std::nullopt;
+// Set once openat2 answers ENOSYS (a kernel before 5.6, or a seccomp filter that hides it): from
+// then on, every resolution is the walk.
+std::atomic<bool> g_no_openat2{false};
+
+// The components of `path` ("" and "." dropped), put in front of `todo`, in order.
+void push_front_components(std::deque<std::string>& todo, std::string_view path) {
+  std::vector<std::string> parts;
+  std::size_t pos = 0;
+  while (pos <= path.size()) {
+    auto slash = path.find('/', pos);
+    if (slash == std::string_view::npos) slash = path.size();
+    std::string_view part = path.substr(pos, slash - pos);
+    if (!part.empty() && part != ".") parts.emplace_back(part);
+    pos = slash + 1;
   }
-  return std::string(buf);
+  todo.insert(todo.begin(), parts.begin(), parts.end());
 }
 
-FsError io_error(const std::string& what, int err) {
-  if (err == ENOENT || err == ENOTDIR) return {-32002, what + ": no such file or directory"};
-  return {rpc::kInternalError, what + ": " + ::strerror(err)};
+// The text of the symlink `name` in `dirfd` (name "": dirfd is the link, opened O_PATH|O_NOFOLLOW).
+std::optional<std::string> read_link(int dirfd, const char* name) {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlinkat(dirfd, name, buf, sizeof buf);
+  if (n < 0) return std::nullopt;
+  if (static_cast<std::size_t>(n) == sizeof buf) {
+    errno = ENAMETOOLONG;
+    return std::nullopt;
+  }
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+const char* kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "not a file";
+}
+
+FsError not_regular(const std::string& path, mode_t mode) {
+  return {rpc::kInvalidParams, path + " is not a regular file (" + kind_of(mode) + ")"};
 }
 
 // The process umask, without changing it (umask(2) would race with other threads).
@@ -44,63 +84,174 @@ mode_t current_umask() {
   return 022;
 }
 
+// A temporary file in a directory fd, removed when this goes out of scope unless it was renamed.
+struct TempFile {
+  int dirfd = -1;
+  std::string name;
+  base::UniqueFd fd;
+  ~TempFile() {
+    fd.reset();
+    if (!name.empty()) ::unlinkat(dirfd, name.c_str(), 0);
+  }
+};
+
+// Creates ".NAME.tether-XXXXXXXX" beside NAME, O_EXCL and 0600 (its final mode is set once it is
+// written). -errno on failure.
+int create_temp(TempFile& tmp, const std::string& target_name) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    unsigned char rnd[4];
+    if (::getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd) {
+      timespec ts{};
+      ::clock_gettime(CLOCK_MONOTONIC, &ts);
+      unsigned v = static_cast<unsigned>(ts.tv_nsec) ^ static_cast<unsigned>(::getpid()) ^
+                   static_cast<unsigned>(attempt);
+      std::memcpy(rnd, &v, sizeof rnd);
+    }
+    char suffix[16];
+    std::snprintf(suffix, sizeof suffix, "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+    // NAME is cut so that the temporary's name stays under NAME_MAX (255).
+    std::string name = "." + target_name.substr(0, 200) + ".tether-" + suffix;
+    int fd = ::openat(tmp.dirfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      tmp.name = std::move(name);
+      tmp.fd.reset(fd);
+      return 0;
+    }
+    if (errno != EEXIST) return -errno;
+  }
+  return -EEXIST;
+}
+
 }  // namespace
 
-FsRoot::FsRoot(const std::string& cwd) {
-  int err = 0;
-  root_ = real(cwd, err).value_or("");
-}
-
-bool FsRoot::inside(const std::string& p) const {
-  if (root_.empty()) return false;
-  if (root_ == "/") return true;
-  return p == root_ || (p.size() > root_.size() && p.compare(0, root_.size(), root_) == 0 && p[root_.size()] == '/');
-}
-
-std::variant<std::string, FsError> FsRoot::resolve_read(std::string_view path_in) const {
-  std::string path(path_in);
-  if (path.empty() || path[0] != '/') return FsError{rpc::kInvalidParams, "path must be absolute: " + path};
-  int err = 0;
-  if (auto r = real(path, err)) {
-    if (!inside(*r)) return FsError{rpc::kInvalidParams, path + " is outside the session directory " + root_};
-    return *r;
+FsRoot::FsRoot(const std::string& cwd, Resolver resolver) : resolver_(resolver) {
+  dir_.reset(::open(cwd.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir_) return;
+  char buf[PATH_MAX];
+  // The real path of the directory we opened (not of `cwd` again: it may have changed since).
+  std::string self = "/proc/self/fd/" + std::to_string(dir_.get());
+  ssize_t n = ::readlink(self.c_str(), buf, sizeof buf);
+  if (n > 0 && static_cast<std::size_t>(n) < sizeof buf && buf[0] == '/')
+    root_.assign(buf, static_cast<std::size_t>(n));
+  else if (::realpath(cwd.c_str(), buf)) root_ = buf;
+  if (!cwd.empty() && cwd[0] == '/') {
+    given_ = cwd;
+    while (given_.size() > 1 && given_.back() == '/') given_.pop_back();
   }
-  // Missing: say "not found" only for a place we would serve, so nothing leaks about the outside.
-  auto slash = path.rfind('/');
-  int perr = 0;
-  auto parent = real(slash == 0 ? "/" : path.substr(0, slash), perr);
-  if (!parent || !inside(*parent)) return FsError{rpc::kInvalidParams, path + " is outside the session directory " + root_};
-  return io_error(path, err);
 }
 
-std::variant<std::string, FsError> FsRoot::resolve_write(std::string_view path_in) const {
-  std::string path(path_in);
-  if (path.empty() || path[0] != '/') return FsError{rpc::kInvalidParams, "path must be absolute: " + path};
-  auto slash = path.rfind('/');
-  std::string name = path.substr(slash + 1);
-  if (name.empty() || name == "." || name == "..") return FsError{rpc::kInvalidParams, "not a file path: " + path};
-  int err = 0;
-  auto parent = real(slash == 0 ? "/" : path.substr(0, slash), err);
-  if (!parent) {
-    // As for reads: an outside place is refused as such, an inside one is "not found".
-    return FsError{err == ENOENT ? -32002 : rpc::kInternalError,
-                   "cannot write " + path + ": its directory does not exist"};
+std::optional<std::string> FsRoot::relative(std::string_view path) const {
+  for (const std::string* prefix : {&root_, &given_}) {
+    if (prefix->empty()) continue;
+    if (*prefix == "/") return path.size() > 1 ? std::string(path.substr(1)) : std::string(".");
+    if (path == *prefix) return std::string(".");
+    if (path.size() > prefix->size() && path.compare(0, prefix->size(), *prefix) == 0 && path[prefix->size()] == '/')
+      return std::string(path.substr(prefix->size() + 1));
   }
-  if (!inside(*parent)) return FsError{rpc::kInvalidParams, path + " is outside the session directory " + root_};
-  std::string target = (*parent == "/" ? "" : *parent) + "/" + name;
-  struct stat st;
-  if (::lstat(target.c_str(), &st) == 0) {
-    if (S_ISLNK(st.st_mode)) {
-      // Replacing the link itself would surprise; write where it points, if that is inside.
-      auto to = real(target, err);
-      if (!to) return FsError{rpc::kInvalidParams, path + " is a symbolic link that points nowhere"};
-      if (!inside(*to)) return FsError{rpc::kInvalidParams, path + " is outside the session directory " + root_};
-      target = *to;
-      if (::stat(target.c_str(), &st) != 0) return io_error(path, errno);
+  return std::nullopt;
+}
+
+int FsRoot::open_beneath(const std::string& rel, int flags, bool dir) const {
+  if (!dir_) return -ENOENT;
+  if (dir) flags = O_PATH | O_DIRECTORY;
+  if (resolver_ == Resolver::kAuto && !g_no_openat2.load(std::memory_order_relaxed)) {
+    open_how how{};
+    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    for (int attempt = 0; attempt < kOpenat2Retries; ++attempt) {
+      long fd = ::syscall(SYS_openat2, dir_.get(), rel.c_str(), &how, sizeof how);
+      if (fd >= 0) return static_cast<int>(fd);
+      if (errno == EINTR || errno == EAGAIN) continue;
+      if (errno == ENOSYS) g_no_openat2.store(true, std::memory_order_relaxed);
+      // EXDEV is also what an absolute symlink gets, even one that points inside: the walk, which
+      // understands those, decides. EPERM: some seccomp filters answer unknown system calls so
+      // (these flags give no EPERM of their own); the walk is just as confined. Anything else is
+      // the answer.
+      if (errno != ENOSYS && errno != EXDEV && errno != EPERM) return -errno;
+      break;
     }
-    if (S_ISDIR(st.st_mode)) return FsError{rpc::kInvalidParams, path + " is a directory"};
   }
-  return target;
+  return walk(rel, flags, dir);
+}
+
+// The fallback: one component at a time, each opened O_NOFOLLOW relative to the directory fd before
+// it, so nothing that changes meanwhile can move an earlier step. `..` pops our own stack of
+// directory fds (never the kernel's `..`), so it cannot climb above the root either. A symlink is
+// read and its text put in front of the components still to walk: from the root for an absolute one
+// that starts with the root, from where it is for a relative one.
+int FsRoot::walk(const std::string& rel, int flags, bool dir) const {
+  std::vector<base::UniqueFd> stack;  // the directories below the root, down to the current one
+  auto here = [&] { return stack.empty() ? dir_.get() : stack.back().get(); };
+  std::deque<std::string> todo;
+  push_front_components(todo, rel);
+  int links = 0;
+  while (!todo.empty()) {
+    std::string name = std::move(todo.front());
+    todo.pop_front();
+    if (name == "..") {
+      if (stack.empty()) return -EXDEV;
+      stack.pop_back();
+      continue;
+    }
+    std::optional<std::string> target;
+    if (!dir && todo.empty()) {
+      int fd = ::openat(here(), name.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) return fd;
+      if (errno != ELOOP) return -errno;  // O_NOFOLLOW: ELOOP means the last component is a symlink
+      target = read_link(here(), name.c_str());
+      if (!target && errno == EINVAL && ++links <= kMaxSymlinks) {  // no longer a symlink: again
+        todo.push_front(std::move(name));
+        continue;
+      }
+      if (!target) return -ELOOP;
+    } else {
+      base::UniqueFd fd(::openat(here(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd) return -errno;
+      struct stat st;
+      if (::fstat(fd.get(), &st) != 0) return -errno;
+      if (S_ISDIR(st.st_mode)) {
+        stack.push_back(std::move(fd));
+        continue;
+      }
+      if (!S_ISLNK(st.st_mode)) return -ENOTDIR;
+      target = read_link(fd.get(), "");
+      if (!target) return -errno;
+    }
+    if (++links > kMaxSymlinks) return -ELOOP;
+    if (target->empty()) return -ENOENT;
+    if ((*target)[0] == '/') {
+      auto inner = relative(*target);
+      if (!inner) return -EXDEV;
+      stack.clear();
+      push_front_components(todo, *inner);
+    } else {
+      push_front_components(todo, *target);
+    }
+  }
+  // Every component was a directory (or `rel` names the root): the current one is the answer.
+  if (dir) {
+    if (!stack.empty()) return stack.back().release();
+    int fd = ::fcntl(dir_.get(), F_DUPFD_CLOEXEC, 0);
+    return fd >= 0 ? fd : -errno;
+  }
+  int fd = ::openat(here(), ".", flags | O_CLOEXEC);
+  return fd >= 0 ? fd : -errno;
+}
+
+FsError FsRoot::error_for(const std::string& path, int err) const {
+  switch (err) {
+    case EXDEV:
+      return {rpc::kInvalidParams, path + " is outside the session directory " + root_};
+    case ENOENT:
+    case ENOTDIR:
+      return {kResourceNotFound, "Resource not found: " + path};
+    case ELOOP:
+      return {rpc::kInvalidParams, path + ": too many symbolic links, or one tether does not follow"};
+    case ENXIO:  // what open() says for a socket, or a device without a driver
+      return {rpc::kInvalidParams, path + " is not a regular file"};
+    default:
+      return {rpc::kInternalError, path + ": " + ::strerror(err)};
+  }
 }
 
 std::string select_lines(std::string_view text, long line, long limit) {
@@ -131,23 +282,32 @@ std::variant<json, FsError> FsRoot::read_text_file(const json& params) const {
     if (!l->is_number_integer() || l->get<long>() < 0) return FsError{rpc::kInvalidParams, "limit must be an integer >= 0"};
     limit = l->get<long>();
   }
-  auto resolved = resolve_read(params["path"].get<std::string>());
-  if (auto* e = std::get_if<FsError>(&resolved)) return *e;
-  const std::string& file = std::get<std::string>(resolved);
-  base::UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return io_error(params["path"].get<std::string>(), errno);
+  const std::string& path = params["path"].get_ref<const std::string&>();
+  if (path.empty() || path[0] != '/') return FsError{rpc::kInvalidParams, "path must be absolute: " + path};
+  auto rel = relative(path);
+  if (!rel) return error_for(path, EXDEV);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked before any read.
+  int opened = open_beneath(*rel, O_RDONLY | O_NONBLOCK | O_NOCTTY, false);
+  if (opened < 0) return error_for(path, -opened);
+  base::UniqueFd fd(opened);
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return io_error(file, errno);
-  if (!S_ISREG(st.st_mode)) return FsError{rpc::kInvalidParams, params["path"].get<std::string>() + " is not a regular file"};
+  if (::fstat(fd.get(), &st) != 0) return error_for(path, errno);
+  if (!S_ISREG(st.st_mode)) return not_regular(path, st.st_mode);
+  auto too_large = [&] {
+    return FsError{rpc::kInternalError, path + " is larger than " + std::to_string(kMaxReadBytes >> 20) + " MiB"};
+  };
+  if (static_cast<std::size_t>(st.st_size) > kMaxReadBytes) return too_large();
+  int fl = ::fcntl(fd.get(), F_GETFL);
+  if (fl >= 0) ::fcntl(fd.get(), F_SETFL, fl & ~O_NONBLOCK);  // a regular file: reads as usual
   std::string text;
   char buf[65536];
   for (;;) {
     ssize_t n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return io_error(file, errno);
+    if (n < 0) return error_for(path, errno);
     if (n == 0) break;
     text.append(buf, static_cast<std::size_t>(n));
-    if (text.size() > kMaxFileBytes) return FsError{rpc::kInternalError, file + " is larger than 32 MiB"};
+    if (text.size() > kMaxReadBytes) return too_large();  // it grew while we read
   }
   return json{{"content", select_lines(text, line, limit)}};
 }
@@ -157,35 +317,73 @@ std::variant<json, FsError> FsRoot::write_text_file(const json& params) const {
     return FsError{rpc::kInvalidParams, "fs/write_text_file needs a string path"};
   if (!params.contains("content") || !params["content"].is_string())
     return FsError{rpc::kInvalidParams, "fs/write_text_file needs a string content"};
-  auto resolved = resolve_write(params["path"].get<std::string>());
-  if (auto* e = std::get_if<FsError>(&resolved)) return *e;
-  const std::string& target = std::get<std::string>(resolved);
+  const std::string& path = params["path"].get_ref<const std::string&>();
   const std::string& content = params["content"].get_ref<const std::string&>();
+  if (path.empty() || path[0] != '/') return FsError{rpc::kInvalidParams, "path must be absolute: " + path};
+  if (content.size() > kMaxWriteBytes)
+    return FsError{rpc::kInvalidParams,
+                   "content for " + path + " is larger than " + std::to_string(kMaxWriteBytes >> 20) + " MiB"};
+  auto rel = relative(path);
+  if (!rel) return error_for(path, EXDEV);
 
-  auto slash = target.rfind('/');
-  std::string tmpl = target.substr(0, slash + 1) + "." + target.substr(slash + 1) + ".tether-XXXXXX";
-  std::vector<char> tmp(tmpl.begin(), tmpl.end());
-  tmp.push_back('\0');
-  base::UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
-  if (!fd) return io_error("cannot create a temporary file beside " + target, errno);
-  std::string tmp_path(tmp.data());
-  auto fail = [&](const std::string& what, int err) {
-    ::unlink(tmp_path.c_str());
-    return io_error(what, err);
-  };
-  struct stat st;
-  mode_t mode = ::stat(target.c_str(), &st) == 0 ? (st.st_mode & 07777) : (0666 & ~current_umask());
-  if (::fchmod(fd.get(), mode) != 0) return fail(tmp_path, errno);
-  std::string_view rest(content);
-  while (!rest.empty()) {
-    ssize_t n = ::write(fd.get(), rest.data(), rest.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail(target, errno);
-    rest.remove_prefix(static_cast<std::size_t>(n));
+  // Find the directory and the name to replace: follow a symlink at the target while it stays
+  // inside (each hop resolved from the root again), so writing to a link writes its target.
+  base::UniqueFd dirfd;
+  std::string name;
+  mode_t mode = 0;
+  bool via_link = false;
+  for (int hops = 0;; ++hops) {
+    auto slash = rel->rfind('/');
+    std::string dir_rel = slash == std::string::npos ? "." : rel->substr(0, slash);
+    name = slash == std::string::npos ? *rel : rel->substr(slash + 1);
+    if (name.empty() || name == "." || name == "..") return FsError{rpc::kInvalidParams, "not a file path: " + path};
+    int opened = open_beneath(dir_rel.empty() ? "." : dir_rel, 0, true);
+    if (opened == -ENOENT || opened == -ENOTDIR)
+      return FsError{kResourceNotFound, "Resource not found: " + path + " (its directory does not exist)"};
+    if (opened < 0) return error_for(path, -opened);
+    dirfd.reset(opened);
+    struct stat st;
+    if (::fstatat(dirfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno != ENOENT) return error_for(path, errno);
+      if (via_link) return FsError{rpc::kInvalidParams, path + " is a symbolic link that points nowhere"};
+      mode = 0666 & ~current_umask();
+      break;
+    }
+    if (S_ISLNK(st.st_mode)) {
+      if (hops >= kMaxSymlinks) return error_for(path, ELOOP);
+      auto target = read_link(dirfd.get(), name.c_str());
+      if (!target) continue;  // replaced meanwhile: look again (bounded by hops)
+      if (target->empty()) return error_for(path, ENOENT);
+      if ((*target)[0] == '/') {
+        rel = relative(*target);
+        if (!rel) return error_for(path, EXDEV);
+      } else {
+        rel = dir_rel + "/" + *target;
+      }
+      via_link = true;
+      continue;
+    }
+    if (S_ISDIR(st.st_mode)) return FsError{rpc::kInvalidParams, path + " is a directory"};
+    if (!S_ISREG(st.st_mode)) return not_regular(path, st.st_mode);
+    mode = st.st_mode & 07777;
+    break;
   }
-  if (::fsync(fd.get()) != 0) return fail(target, errno);
-  fd.reset();
-  if (::rename(tmp_path.c_str(), target.c_str()) != 0) return fail(target, errno);
+
+  TempFile tmp;
+  tmp.dirfd = dirfd.get();
+  if (int r = create_temp(tmp, name); r < 0) {
+    auto e = error_for(path, -r);
+    e.message = "cannot create a temporary file beside " + path + ": " + ::strerror(-r);
+    return e;
+  }
+  if (::fchmod(tmp.fd.get(), mode) != 0) return error_for(path, errno);
+  if (!base::write_all(tmp.fd.get(), content)) return error_for(path, errno);
+  if (::fsync(tmp.fd.get()) != 0) return error_for(path, errno);
+  if (::close(tmp.fd.release()) != 0) return error_for(path, errno);
+  // renameat replaces the name itself, never following it: whatever is at `name` by now (even a
+  // symlink swapped in), the file lands in this directory, inside the root.
+  if (::renameat(dirfd.get(), tmp.name.c_str(), dirfd.get(), name.c_str()) != 0) return error_for(path, errno);
+  tmp.name.clear();
   return json::object();
 }
 

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "base/private_dir.h"
+
 namespace tether::cli {
 namespace {
 
@@ -51,20 +53,11 @@ std::variant<SocketLocation, std::string> resolve_socket(std::string_view name_o
 
 std::optional<std::string> check_private_dir(const SocketLocation& where) {
   if (!where.private_dir) return std::nullopt;
-  if (::mkdir(where.dir.c_str(), 0700) != 0 && errno != EEXIST)
-    return "cannot create " + where.dir + ": " + strerror(errno);
-  struct stat st;
-  if (::lstat(where.dir.c_str(), &st) != 0) return "cannot inspect " + where.dir + ": " + strerror(errno);
-  if (!S_ISDIR(st.st_mode)) return where.dir + " is not a directory (a symlink or another file is in the way); remove it";
-  if (st.st_uid != ::getuid())
-    return where.dir + " belongs to uid " + std::to_string(st.st_uid) + ", not to us (uid " +
-           std::to_string(::getuid()) + "); someone may be trying to intercept the socket";
-  if ((st.st_mode & 077) != 0)
-    return where.dir + " is open to other users (mode " + [&] {
-      char m[8];
-      std::snprintf(m, sizeof m, "%03o", st.st_mode & 0777);
-      return std::string(m);
-    }() + "); run: chmod 700 " + where.dir;
+  // The same checks as every private directory of ours (base/private_dir.h). The fd is not kept:
+  // the directory is ours and 0700, and its parent is /tmp (sticky) or XDG_RUNTIME_DIR (the
+  // user's), so nobody else can move it from under the names used from here on.
+  auto r = base::open_private_dir(where.dir);
+  if (auto* why = std::get_if<std::string>(&r)) return *why;
   return std::nullopt;
 }
 

@@ -11,11 +11,14 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,8 +33,10 @@ namespace {
 // `tether demo-agent` with its stdin and stdout on pipes; killed and reaped at the end.
 class Agent {
  public:
-  // `max_fds`: the child's RLIMIT_NOFILE (0: inherited).
-  Agent(const std::string& state_dir, rlim_t max_fds = 0) {
+  // `max_fds`: the child's RLIMIT_NOFILE (0: inherited). `env_extra`: NAME=value set in the child
+  // too. `err_file`: the child's stderr goes there (else it is ours).
+  Agent(const std::string& state_dir, rlim_t max_fds = 0, std::vector<std::string> env_extra = {},
+        const std::string& err_file = "") {
     int in[2], out[2];
     REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
     REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
@@ -47,6 +52,11 @@ class Agent {
         ::setrlimit(RLIMIT_NOFILE, &lim);
       }
       ::putenv(env.data());
+      for (auto& e : env_extra) ::putenv(e.data());
+      if (!err_file.empty()) {
+        int fd = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) ::dup2(fd, 2);
+      }
       ::execl(bin.c_str(), "tether", "demo-agent", static_cast<char*>(nullptr));
       ::_exit(127);
     }
@@ -287,4 +297,107 @@ TEST_CASE("demo agent: many sessions cost no fds; every history is kept") {
   json r = a.until_response("load", &seen);
   REQUIRE_MESSAGE(r.contains("result"), r.dump());
   CHECK(answer(seen).find("Echo: turn " + std::to_string(n)) == 0);
+}
+
+// Hostile local users (issue 12, finding 3). The histories used to go to
+// $TMPDIR/tether-demo-agent-UID (else /tmp), taken on trust: another user could create that name
+// first, as a symlink or a directory full of symlinks, and have the victim's prompts appended to
+// a file of their choice. Now the default is under $XDG_RUNTIME_DIR or ~/.local/state, and any
+// state directory is checked: ours, 0700, not a symlink, and nothing in it is followed.
+namespace {
+
+// A scratch directory: `home` for HOME, an `attacker` directory open to all, a `victim.txt`.
+struct Hostile {
+  std::string dir;
+  Hostile() {
+    char tmpl[] = "/tmp/tether-demo-hostile-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    REQUIRE(::mkdir((dir + "/home").c_str(), 0700) == 0);
+    REQUIRE(::mkdir((dir + "/attacker").c_str(), 0777) == 0);
+    ::chmod((dir + "/attacker").c_str(), 0777);
+    std::ofstream(dir + "/victim.txt") << "victim\n";
+  }
+  ~Hostile() { [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str()); }
+  std::string path(const std::string& name) const { return dir + "/" + name; }
+  std::vector<std::string> entries(const std::string& name) const {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(path(name).c_str());
+    if (!d) return out;
+    while (auto* e = ::readdir(d)) {
+      std::string entry = e->d_name;
+      if (entry != "." && entry != "..") out.push_back(entry);
+    }
+    ::closedir(d);
+    return out;
+  }
+  // The environment of a user without XDG_RUNTIME_DIR or XDG_STATE_HOME, TMPDIR in the scratch.
+  std::vector<std::string> env() const {
+    return {"XDG_RUNTIME_DIR=", "XDG_STATE_HOME=", "HOME=" + path("home"), "TMPDIR=" + dir};
+  }
+};
+
+std::string slurp_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// One turn in a new session; the session id.
+std::string one_turn(Agent& a, const std::string& text) {
+  a.initialize();
+  std::string sid = a.new_session();
+  a.send(Agent::prompt("p", sid, text));
+  json r = a.until_response("p");
+  REQUIRE_MESSAGE(r.contains("result"), r.dump());
+  return sid;
+}
+
+}  // namespace
+
+TEST_CASE("demo agent: a state directory planted under $TMPDIR is not used") {
+  Hostile h;
+  // The attacker's name, as the old default spelled it, is a symlink to their own directory.
+  std::string planted = h.path("tether-demo-agent-" + std::to_string(::getuid()));
+  REQUIRE(::symlink(h.path("attacker").c_str(), planted.c_str()) == 0);
+  {
+    Agent a("", 0, h.env());
+    one_turn(a, "my secret prompt");
+  }
+  CHECK(h.entries("attacker").empty());
+  // The history went to ~/.local/state, into a private directory.
+  std::string mine = h.path("home/.local/state/tether/demo-agent");
+  struct stat st;
+  REQUIRE(::lstat(mine.c_str(), &st) == 0);
+  CHECK(S_ISDIR(st.st_mode));
+  CHECK((st.st_mode & 0777) == 0700);
+  CHECK(h.entries("home/.local/state/tether/demo-agent").size() == 1);
+}
+
+TEST_CASE("demo agent: a state directory that is a symlink, or open to others, is refused") {
+  Hostile h;
+  for (const std::string& name : {std::string("link"), std::string("attacker")}) {
+    CAPTURE(name);
+    if (name == "link") REQUIRE(::symlink(h.path("attacker").c_str(), h.path("link").c_str()) == 0);
+    {
+      Agent a(h.path(name), 0, h.env(), h.path("err.txt"));
+      one_turn(a, "my secret prompt");  // the turn itself still works
+    }
+    CHECK(h.entries("attacker").empty());
+    CHECK(slurp_file(h.path("err.txt")).find("not keeping session histories: " + h.path(name)) != std::string::npos);
+  }
+}
+
+TEST_CASE("demo agent: a symlink planted in the state directory is not followed") {
+  Hostile h;
+  std::string state = h.path("state");
+  REQUIRE(::mkdir(state.c_str(), 0700) == 0);
+  Agent a(state, 0, h.env(), h.path("err.txt"));
+  // The session id is demo-PARENT-PID-N: predictable, so the file can be planted before the turn.
+  std::string expected = "demo-" + std::to_string(::getpid()) + "-" + std::to_string(a.pid()) + "-1";
+  REQUIRE(::symlink(h.path("victim.txt").c_str(), (state + "/" + expected).c_str()) == 0);
+  std::string sid = one_turn(a, "my secret prompt");
+  REQUIRE(sid == expected);
+  CHECK(slurp_file(h.path("victim.txt")) == "victim\n");
+  CHECK(slurp_file(h.path("err.txt")).find("a symlink is in its place") != std::string::npos);
 }

@@ -449,6 +449,53 @@ TEST_CASE("--allow-fs: the agent reads and writes inside --cwd only") {
   CHECK(::access(s.path("evil.txt").c_str(), F_OK) != 0);
 }
 
+// Hostile input (issue 12): a read of a FIFO used to block tether's main thread in open() for ever
+// (--timeout, Ctrl-C and SIGTERM did nothing); now it is an error answered at once. A missing file
+// is the spec's "Resource not found" error, which agents such as Gemini CLI recognise.
+TEST_CASE("--allow-fs: a FIFO is refused at once, a missing file is \"Resource not found\"") {
+  Scratch s;
+  ::mkdir(s.path("work").c_str(), 0755);
+  std::string cwd = s.path("work");
+  REQUIRE(::mkfifo((cwd + "/pipe").c_str(), 0644) == 0);
+  RunOptions o = opts(s);
+  o.limit = std::chrono::milliseconds(10000);
+  auto fifo = run(with_demo({"-q", "--allow-fs", "--timeout", "5", "--cwd", cwd, "/read", cwd + "/pipe"}), o);
+  CHECK_FALSE(fifo.timed_out);
+  CHECK(fifo.exit_code == 0);
+  CHECK(fifo.seconds < 4);
+  CHECK(fifo.out.find("Could not read " + cwd + "/pipe: " + cwd + "/pipe is not a regular file") != std::string::npos);
+
+  auto missing = run(with_demo({"-q", "--allow-fs", "--cwd", cwd, "/read", cwd + "/missing.txt"}), o);
+  CHECK(missing.exit_code == 0);
+  CHECK(missing.out.find("Could not read " + cwd + "/missing.txt: Resource not found: " + cwd + "/missing.txt") !=
+        std::string::npos);
+}
+
+// Hostile agent (issue 12, finding 1): it swaps a directory of the session for a symlink to the
+// outside while it asks to read and write through it. tether used to check the path once and then
+// open by name, and lost this race hundreds of times in 3000 tries. The verdict is exact: no read
+// of the outside text, nothing created outside, no temporary file left anywhere.
+TEST_CASE("--allow-fs: a hostile agent racing a symlink swap never reads or writes outside") {
+  Scratch s;
+  std::string cwd = s.path("work"), outside = s.path("outside");
+  REQUIRE(::mkdir(cwd.c_str(), 0755) == 0);
+  REQUIRE(::mkdir(outside.c_str(), 0755) == 0);
+  REQUIRE(::mkdir((cwd + "/race").c_str(), 0755) == 0);
+  std::ofstream(cwd + "/race/secret.txt") << "inside";
+  std::ofstream(outside + "/secret.txt") << "secret";
+  REQUIRE(::symlink(outside.c_str(), (cwd + "/spare").c_str()) == 0);
+  RunOptions o = opts(s);
+  o.limit = std::chrono::milliseconds(60000);
+  auto r = run(with_fake({"-q", "--allow-fs", "--cwd", cwd}, {"fs-race"}), o);
+  MESSAGE(r.out);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("tries=") != std::string::npos);
+  CHECK(r.out.find(" leaks=0 ") != std::string::npos);
+  CHECK(slurp(outside + "/secret.txt") == "secret");
+  auto listing = run({"/usr/bin/find", s.dir, "(", "-name", "*.tether-*", "-o", "-path", outside + "/*", ")", "-print"});
+  CHECK(listing.out == outside + "/secret.txt\n");
+}
+
 TEST_CASE("| head -c 10: quiet SIGPIPE exit, no bridge left running") {
   Scratch s;
   std::string cmd = "'" + tether_bin() + "' prompt --stream go -- '" + fake_agent() + "' flood '" + s.path("pids") +

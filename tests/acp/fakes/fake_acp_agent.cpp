@@ -46,6 +46,11 @@
 //                      and _tether/bridge_gone; "withdraw" answers, then asks permission and
 //                      withdraws it; anything else answers "ok SESSION-ID"
 //   not-server         a plain agent where a tether server was expected (no _meta.tether)
+//   fs-race            a hostile agent: on a prompt, keeps swapping CWD/race (a directory) and
+//                      CWD/spare (a symlink to a directory outside) with RENAME_EXCHANGE while it
+//                      asks to read CWD/race/secret.txt and write CWD/race/planted.txt, for 2 s (or
+//                      3000 tries); answers "tries=T reads=R leaks=L writes=W", where a leak is a
+//                      read that returned "secret" (the outside file's text)
 //
 // Each session/new makes a new session id, "fake-session-PID-N".
 #include <errno.h>
@@ -54,12 +59,15 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -69,6 +77,7 @@ using nlohmann::json;
 namespace {
 
 std::string mode, arg;
+std::string session_cwd;  // of the last session/new
 std::string in_buf;
 std::string session_id = "fake-session-1";
 bool eof = false;
@@ -280,6 +289,32 @@ void on_prompt(const json& id, const json& params) {
     }
     send(chunk(text));
     send(result(id, {{"stopReason", "end_turn"}}));
+  } else if (mode == "fs-race") {
+    std::string race = session_cwd + "/race", spare = session_cwd + "/spare";
+    std::atomic<bool> stop{false};
+    std::thread swapper([&] {
+      while (!stop.load()) ::renameat2(AT_FDCWD, race.c_str(), AT_FDCWD, spare.c_str(), RENAME_EXCHANGE);
+    });
+    int tries = 0, reads = 0, leaks = 0, writes = 0;
+    std::vector<json> others;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (tries < 3000 && std::chrono::steady_clock::now() < until) {
+      ++tries;
+      long rid = next_id++;
+      send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "fs/read_text_file"},
+            {"params", {{"sessionId", session_id}, {"path", race + "/secret.txt"}}}});
+      json r = await_response(rid, others);
+      if (r.contains("result")) ++(r["result"].value("content", "") == "secret" ? leaks : reads);
+      rid = next_id++;
+      send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "fs/write_text_file"},
+            {"params", {{"sessionId", session_id}, {"path", race + "/planted.txt"}, {"content", "planted"}}}});
+      writes += await_response(rid, others).contains("result");
+    }
+    stop = true;
+    swapper.join();
+    send(chunk("tries=" + std::to_string(tries) + " reads=" + std::to_string(reads) + " leaks=" + std::to_string(leaks) +
+               " writes=" + std::to_string(writes)));
+    send(result(id, {{"stopReason", "end_turn"}}));
   } else if (mode == "flood") {
     std::string c = line(chunk("x "));
     std::string block;
@@ -377,6 +412,7 @@ int main(int argc, char** argv) {
         send(error(id, -32602, "cwd must be absolute and mcpServers present"));
         continue;
       }
+      session_cwd = cwd;
       static int created = 0;
       session_id = "fake-session-" + std::to_string(::getpid()) + "-" + std::to_string(++created);
       if (mode == "before-new") {
