@@ -21,6 +21,7 @@
 #include "base/unique_fd.h"
 #include "acp/session.h"
 #include "cli/render.h"
+#include "cli/wait_notice.h"
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
 #include "tether_config.h"
@@ -164,6 +165,7 @@ class Talk {
 
   void flush() {
     auto writes = renderer_.take();
+    if (!writes.empty()) wait_.clear();
 #ifdef TETHER_HAVE_LIBEDIT
     if (editor_ && editor_->editing()) {
       // The person is typing: the text goes above the prompt, the line being typed is kept. Whole
@@ -195,7 +197,9 @@ class Talk {
 
   int open_session() {
     session_ = std::make_unique<acp::AcpSession>(bridge_, copts_);
-    auto failed = session_->open(base::Deadline::never(), sig_.get());
+    wait_.start();
+    auto failed = session_->open(base::Deadline::never(), sig_.get(), [&] { wait_.tick(); });
+    wait_.stop();
     if (!failed) {
       sync_bridge_state();
       seen_loaded_ = session_->state().sessions_loaded;
@@ -436,6 +440,7 @@ class Talk {
     base::Duration timeout = o_.common.timeout > 0 ? base::seconds(o_.common.timeout) : base::Duration::zero();
     turn_text_ = text;
     turn_.emplace(session_->prompt(std::move(text), timeout));
+    wait_.start();
     if (interactive_) turn_terminal_mode();
     handle_turn_events();
   }
@@ -494,6 +499,7 @@ class Talk {
   }
 
   void end_turn(const acp::TurnEvent& e) {
+    wait_.stop();
     drop_turn_permissions();
     renderer_.end_turn(e);
     flush();
@@ -1178,7 +1184,9 @@ class Talk {
       if (turn_ && connected_mode()) d = base::Deadline::earliest(d, session_->next_deadline());
       if (!turn_) d = base::Deadline::earliest(d, editor_->partial_deadline());
       if (!turn_ && perms_.empty()) d = base::Deadline::earliest(d, other_pause_);
+      if (turn_ && perms_.empty()) d = base::Deadline::earliest(d, wait_.next_tick());
       int r = ::poll(p, n, d.poll_timeout_ms());
+      if (turn_ && perms_.empty()) wait_.tick();  // a question waits for us, not for the agent
       if (r < 0 && errno != EINTR) {
         renderer_.error(std::string("poll: ") + strerror(errno));
         flush();
@@ -1274,9 +1282,10 @@ class Talk {
   void wait_turn() {
     while (turn_) {
       pollfd p[2] = {{sig_.get(), POLLIN, 0}, {turn_->fd(), POLLIN, 0}};
-      base::Deadline d = turn_->next_deadline();
+      base::Deadline d = base::Deadline::earliest(turn_->next_deadline(), wait_.next_tick());
       if (connected_mode()) d = base::Deadline::earliest(d, session_->next_deadline());
       int r = ::poll(p, 2, d.poll_timeout_ms());
+      wait_.tick();
       if (r > 0 && (p[0].revents & POLLIN)) on_signals();
       handle_turn_events();
       if (connected_mode()) on_session_events(session_->take_notices());
@@ -1311,6 +1320,7 @@ class Talk {
   const std::string server_;  // connect mode: the tether server's socket
   const bool interactive_;
   Renderer renderer_;
+  WaitNotice wait_{bridge_, o_.common.quiet, ::isatty(STDERR_FILENO) == 1};  // "waiting for the agent: 12 s"
   base::UniqueFd sig_;
   std::unique_ptr<acp::AcpSession> session_;
   std::optional<acp::Turn> turn_;
