@@ -141,6 +141,15 @@ struct Session {
   std::vector<std::pair<std::uint64_t, json>> load_waiters;
   Deadline orphan_until = Deadline::never();
   std::map<std::string, json> state_updates;  // the last update of each state kind, for new attachers
+  // The session's modes and configOptions as its setup answer gave them (kept current by the
+  // agent's mode and config option updates): the answer to a client that attaches, so that its
+  // --mode/--model/--set know what the agent offers.
+  json settings = json::object();
+  void keep_settings(const json& answer) {
+    if (!answer.is_object()) return;
+    for (const char* k : {"modes", "configOptions"})
+      if (answer.contains(k)) settings[k] = answer[k];
+  }
 
   std::uint64_t active() const { return attached.empty() ? 0 : attached.back(); }
   bool has(std::uint64_t c) const { return std::find(attached.begin(), attached.end(), c) != attached.end(); }
@@ -700,7 +709,7 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
         return;
       }
       attach(*known, c);
-      return reply(c, id, json::object());
+      return reply(c, id, known->settings);
     }
   }
   // Everything else needs the bridge: wait while it (re)starts; fail at once when it is gone.
@@ -1030,6 +1039,7 @@ void Server::on_bridge_response(rpc::Event& ev) {
       s.cwd = string_of(call.params, "cwd");
       if (const json* m = member(call.params, "mcpServers")) s.mcp_servers = *m;
       s.attached.push_back(call.client);  // the session's creator is its first, active client
+      s.keep_settings(r.value);
       sessions_.emplace(sid, std::move(s));
       by_bridge_id_[sid] = sid;
     }
@@ -1041,10 +1051,11 @@ void Server::on_bridge_response(rpc::Event& ev) {
       s->load_call.reset();
       auto waiters = std::exchange(s->load_waiters, {});
       if (r.ok()) {
+        s->keep_settings(r.value);
         for (auto& [c, id] : waiters) {
           if (!client(c)) continue;
           attach(*s, c);
-          reply(c, id, json::object());
+          reply(c, id, s->settings);
         }
       } else {
         for (auto& [c, id] : waiters) reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + call.session);
@@ -1095,6 +1106,9 @@ void Server::on_bridge_notification(rpc::Event& ev) {
       if (kind == "available_commands_update" || kind == "current_mode_update" || kind == "session_info_update" ||
           kind == "usage_update" || kind == "config_option_update")
         s->state_updates[kind] = *u;
+      if (kind == "current_mode_update" && s->settings.contains("modes") && s->settings["modes"].is_object())
+        s->settings["modes"]["currentModeId"] = u->value("currentModeId", json());
+      if (kind == "config_option_update" && u->contains("configOptions")) s->settings["configOptions"] = (*u)["configOptions"];
     }
     params["sessionId"] = s->public_id;
     std::string line = rpc::dump(msg);
@@ -1225,6 +1239,11 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
   }
   if (call.step == "session/set_mode" || call.step == "session/set_config_option") {
     if (!r.ok()) return setup_failed("the agent refused the main session's " + call.step.substr(12) + ": " + rpc_text());
+    if (Session* m = session(main_session_)) {
+      if (call.step == "session/set_config_option") m->keep_settings(r.value);
+      else if (m->settings.contains("modes") && m->settings["modes"].is_object())
+        m->settings["modes"]["currentModeId"] = call.params.value("modeId", json());
+    }
     return setup_next();
   }
   Session* s = call.session.empty() ? nullptr : session(call.session);
@@ -1244,6 +1263,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
       m.cwd = o_.common.cwd;
       m.main = true;
       main_session_ = sid;
+      m.keep_settings(r.value);
       sessions_.emplace(sid, std::move(m));
       by_bridge_id_[sid] = sid;
       plan_main_settings(r.value);
@@ -1252,6 +1272,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
     by_bridge_id_.erase(s->bridge_id);
     s->bridge_id = sid;
     by_bridge_id_[sid] = s->public_id;
+    s->keep_settings(r.value);
     sessions_restored_ = false;  // a fresh session: the agent lost the conversation
     if (s->main) plan_main_settings(r.value);
     return setup_next();
@@ -1269,6 +1290,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
       }
       return;
     }
+    if (s) s->keep_settings(r.value);
     if (s && s->main) plan_main_settings(r.value);
     return setup_next();
   }
