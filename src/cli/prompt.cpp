@@ -484,8 +484,9 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "--json prints one object per turn instead: {ok,text,stopReason,sessionId,toolCalls,restarts,\n"
       "elapsedMs} or {ok:false,error}. A turn cut by a bridge crash is sent again (--retries).\n"
       "Exit status: 0 end_turn; 1 another stop reason (refusal, max_tokens, cancelled...) or an agent\n"
-      "error; 64 usage error; 65 empty prompt; 69 the bridge cannot start or is gone past its restart\n"
-      "budget; 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
+      "error; 64 usage error (also a --mode/--model/--set the agent does not offer); 65 empty prompt;\n"
+      "69 the bridge cannot start, is gone past its restart budget, or wants a sign-in tether may not\n"
+      "start (see --auth); 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
       "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.\n"
       "--connect[=NAME|PATH] sends the prompt through a running `tether serve` (in a session of its own)\n"
       "instead of starting a bridge; 69 also when no server listens there.");
