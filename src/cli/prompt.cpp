@@ -132,9 +132,9 @@ struct TurnResult {
 class PromptRun {
  public:
   PromptRun(PromptOptions& o, acp::AcpSession& session, acp::PermissionPolicy policy, int sigfd, bool stream,
-            SideChannel& side, WaitNotice& wait, bool stdout_terminal)
+            SideChannel& side, WaitNotice& wait, bool stdout_terminal, bool& line_open)
       : policy_(policy), o_(o), session_(session), sigfd_(sigfd), stream_(stream), side_(side), wait_(wait),
-        stdout_terminal_(stdout_terminal) {}
+        stdout_terminal_(stdout_terminal), line_open_(line_open) {}
 
   TurnResult run_turn(const std::string& text) {
     TurnResult r;
@@ -149,6 +149,7 @@ class PromptRun {
       if (!out.empty() && !r.stdout_gone && r.write_errno == 0) {
         wait_.clear();
         if (stdout_terminal_) out = talk::sanitize_text(out);
+        if (!out.empty()) line_open_ = out.back() != '\n';
         if (!write_stdout(out)) {
           if (errno == EPIPE) r.stdout_gone = true;
           else r.write_errno = errno;
@@ -269,6 +270,7 @@ class PromptRun {
   SideChannel& side_;
   WaitNotice& wait_;
   bool stdout_terminal_;
+  bool& line_open_;  // the streamed answer's last line is not ended yet
 };
 
 }  // namespace
@@ -361,6 +363,10 @@ int run_prompt(PromptOptions& o) {
     acp::AcpSession session(bridge, copt);
     WaitNotice wait(bridge, o.common.quiet, stderr_terminal);
     side.set_wait_notice(&wait);
+    // A streamed answer's half-written line on the same terminal is not erased by the notice.
+    bool answer_line_open = false;
+    const bool shared_terminal = stream && stderr_terminal && ::isatty(STDOUT_FILENO);
+    wait.set_line_open([&] { return shared_terminal && answer_line_open; });
 
     wait.start();
     auto failed = session.open(Deadline::never(), sigfd.get(), [&] { wait.tick(); });
@@ -387,7 +393,7 @@ int run_prompt(PromptOptions& o) {
                                                       : std::string("an agent");
         side.notice("connected to " + agent + ", session " + st.session_id);
       }
-      PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0);
+      PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0, answer_line_open);
       bool hurried = false;
       for (int i = 0; i < std::max(1, o.repeat); ++i) {
         TurnResult r = run.run_turn(text);

@@ -300,6 +300,7 @@ class Server {
   std::int64_t next_routed_ = 0;
   bool reading_paused_ = false;  // the bridge's events are not read (backpressure)
   std::vector<ClientRequest> deferred_;  // wait for the link
+  std::vector<std::string> turn_ended_;  // sessions whose turn ended in this batch: pumped after it
   std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
   std::uint64_t restart_from_gen_ = 0;
 
@@ -392,6 +393,9 @@ void Server::finish_shutdown() {
   if (::lstat(where_.path.c_str(), &st) == 0 && st.st_ino == inode_) ::unlink(where_.path.c_str());
   for (auto& [id, c] : clients_)
     if (!is_stopper(id)) c->fd.reset();
+  // The agent's open questions first (their clients are gone): an agent that waits on one would
+  // not answer session/close.
+  for (auto& [rid, r] : std::exchange(routed_, {})) answer_unroutable(r, "the server is stopping");
   if (close_all_sessions()) bridge_.stop(kClosedGrace);
   else bridge_.stop();
   lock_.reset();
@@ -959,6 +963,12 @@ void Server::on_bridge_events() {
       case rpc::Event::Kind::request: on_bridge_request(ev); break;
     }
   }
+  for (auto& sid : std::exchange(turn_ended_, {})) {
+    if (Session* s = session(sid)) {
+      pump(*s);
+      forget_session_if_unused(sid);
+    }
+  }
 }
 
 void Server::on_bridge_status(const rpc::Event& ev) {
@@ -1069,12 +1079,10 @@ void Server::on_bridge_response(rpc::Event& ev) {
   }
 
   if (call.client) reply_to(call, r);
-  if (call.kind == Call::Kind::prompt) {
-    if (Session* s = session(call.session)) {
-      pump(*s);
-      forget_session_if_unused(call.session);
-    }
-  }
+  // The next turn of the session starts once this batch of the bridge's events is handled
+  // (on_bridge_events): what the agent wrote after the response in the same read is the ended
+  // turn's late output, and goes out before the next sender's _tether/turn_started.
+  if (call.kind == Call::Kind::prompt) turn_ended_.push_back(call.session);
 }
 
 void Server::reply_to(const Call& call, const rpc::Reply& r) {
@@ -1301,8 +1309,22 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
 // (exit 64), or, after a restart, is logged.
 void Server::plan_main_settings(const json& answer) {
   if (settings_.empty()) return;
-  json modes = answer.is_object() && answer.contains("modes") ? answer["modes"] : json();
-  json opts = answer.is_object() && answer.contains("configOptions") ? answer["configOptions"] : json();
+  // What the answer does not report is taken from what the session offered before, without its
+  // current values: a new process may have reopened it in its defaults, so nothing is skipped as
+  // already in effect.
+  Session* m = session(main_session_);
+  auto offered = [&](const char* key) -> json {
+    if (answer.is_object() && answer.contains(key)) return answer[key];
+    if (!m || !m->settings.contains(key)) return json();
+    json old = m->settings[key];
+    if (old.is_object()) old.erase("currentModeId");
+    if (old.is_array())
+      for (auto& o : old)
+        if (o.is_object()) o.erase("currentValue");
+    return old;
+  };
+  json modes = offered("modes");
+  json opts = offered("configOptions");
   auto plan = acp::plan_settings(settings_, main_session_bridge_id(), modes, opts);
   if (auto* err = std::get_if<json>(&plan)) {
     if (!ever_ready_) {

@@ -142,6 +142,7 @@ class Talk {
 
   int run() {
     sig_ = open_signal_fd();
+    wait_.set_line_open([this] { return renderer_.style().shared && renderer_.line_open(STDOUT_FILENO); });
     if (int rc = open_session(); rc != kExitOk) return rc;
     int rc = interactive_ ? run_interactive() : run_script();
     // The session is closed at the agent (it may keep a process per session, and some agents do
@@ -211,6 +212,7 @@ class Talk {
     }
     renderer_.error(acp::message_with_tail(failed->error));
     flush();
+    bridge_.stop(kClosedGrace);  // no session was opened: nothing for the agent to finish
     return acp::exit_status(*failed);
   }
 
@@ -1380,11 +1382,11 @@ std::string ask_auth_method(const nlohmann::json& methods, const nlohmann::json&
   base::write_all(STDERR_FILENO, text);
   std::string answer;
   char c;
-  while (::read(STDIN_FILENO, &c, 1) == 1 && c != '\n') answer += c;
+  while (::read(STDIN_FILENO, &c, 1) == 1 && c != '\n' && c != '\r' && answer.size() < 200) answer += c;
   while (!answer.empty() && (answer.back() == ' ' || answer.back() == '\r')) answer.pop_back();
   while (!answer.empty() && answer.front() == ' ') answer.erase(0, 1);
   if (answer.empty()) return "";
-  if (std::all_of(answer.begin(), answer.end(), [](char d) { return d >= '0' && d <= '9'; })) {
+  if (answer.size() < 6 && std::all_of(answer.begin(), answer.end(), [](char d) { return d >= '0' && d <= '9'; })) {
     std::size_t k = std::stoul(answer);
     return k >= 1 && k <= ids.size() ? ids[k - 1] : "";
   }

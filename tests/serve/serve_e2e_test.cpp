@@ -792,7 +792,7 @@ TEST_CASE("a sender that leaves while another client holds its permission reques
   CHECK(b.chunks().find("Permission granted") == std::string::npos);
 }
 
-TEST_CASE("a queued prompt goes to the bridge right after the previous response: no $/ping on the bridge's wire") {
+TEST_CASE("a queued prompt goes to the bridge after the previous response and what came with it: no $/ping on the bridge's wire") {
   TmpDir t;
   const char* fake = std::getenv("TETHER_FAKE_ACP");
   REQUIRE(fake);
@@ -820,10 +820,17 @@ TEST_CASE("a queued prompt goes to the bridge right after the previous response:
   long own = at([](const json& m) {
     return is_update(m, "agent_message_chunk") && m["params"]["update"]["content"].value("text", "") == "answer-2";
   });
+  long late = at([](const json& m) {
+    return is_update(m, "agent_message_chunk") && m["params"]["update"]["content"].value("text", "") == "LATE-1";
+  });
   INFO("B received:\n" << b.dump());
   REQUIRE(started >= 0);
   REQUIRE(own >= 0);
   CHECK(started < own);
+  // A's late chunk came in the same write as A's response: it goes out as A's (before B's
+  // turn_started), since the next turn starts only once that batch of events is handled.
+  REQUIRE(late >= 0);
+  CHECK(late < started);
   // By the spec a turn's updates precede its response: the server sends nothing the agent did not
   // advertise to find a turn's end (the old $/ping boundary).
   std::string trace = srv.trace();
