@@ -132,8 +132,10 @@ class SessionCore {
       case Link::ready: send_new_session(); break;
       case Link::configuring:
         // The old session's settings are still being applied: the rest is not wanted, and the
-        // session itself is closed (its id was cleared above, so by the one kept here).
+        // session itself is closed (its id was cleared above, so by the one kept here), or left
+        // at a tether server.
         bridge_.cancel(link_call_gen_, link_call_);
+        if (opt_.via_server) bridge_.call_queued("_tether/detach", {{"sessionId", old_id}}, nullptr);
         close_by_id(old_id);
         send_new_session();
         break;
@@ -142,8 +144,11 @@ class SessionCore {
       case Link::attaching:
         // A restart was bringing the old session back (or we were joining the server's main
         // one): it is no longer wanted. The request is on the wire already: the agent may reopen
-        // it, so a close follows it (an agent that handles requests in order closes it again).
+        // it, so a close follows it (an agent that handles requests in order closes it again);
+        // a tether server, which attaches us, hears that we leave it.
         bridge_.cancel(link_call_gen_, link_call_);
+        if (opt_.via_server)
+          bridge_.call_queued("_tether/detach", {{"sessionId", link_ == Link::attaching ? attach_id_ : old_id}}, nullptr);
         if (link_ != Link::attaching) close_by_id(old_id);
         send_new_session();
         break;
@@ -613,7 +618,9 @@ class SessionCore {
       TurnEvent e;
       e.kind = TurnEvent::Kind::reply;
       e.request_id = it->token;
-      if (ev.reply.status == Reply::Status::result && !it->params.is_null()) {
+      // A setting's answer for a session we have left (/session new meanwhile) changes nothing.
+      if (ev.reply.status == Reply::Status::result && !it->params.is_null() &&
+          string_of(it->params, "sessionId") == state_.session_id) {
         apply_setting(it->method, it->params, ev.reply.value);
         remember_setting(it->method, it->params);
       }
@@ -811,6 +818,7 @@ class SessionCore {
                                "the agent refused session/new: " + rpc_error_text(err), rpc_error_extra(err)));
         return;
       case Link::authenticating:
+        if (picked_auth_ == state_.auth_method) picked_auth_.clear();  // ask again next time
         link_fail(error_object("auth_required", "authentication with " + state_.auth_method + " failed: " + rpc_error_text(err),
                                rpc_error_extra(err)));
         return;
@@ -962,8 +970,12 @@ class SessionCore {
       const json* v = member(params, "value");
       if (key.empty() || !v) return;
       std::string value = v->is_string() ? v->get<std::string>() : v->is_boolean() ? (v->get<bool>() ? "true" : "false") : "";
-      // It may have been asked as --model or as a mode option: the explicit key wins from now on.
+      // It may have been asked as --model or as --mode (a mode option): the explicit key wins from
+      // now on, so that a re-establishment does not set the old value first.
       if (const json* m = model_option(state_.config_options); m && string_of(*m, "id") == key) settings_.model.clear();
+      if (state_.config_options.is_array())
+        for (const auto& o : state_.config_options)
+          if (string_of(o, "category") == "mode" && string_of(o, "id") == key) settings_.mode.clear();
       std::erase_if(settings_.set, [&](const auto& old) { return old.first == key; });
       settings_.set.emplace_back(key, value);
     }

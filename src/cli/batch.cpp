@@ -259,8 +259,9 @@ class BatchRunner {
     w.retired = true;
     w.turn.reset();
     w.session.reset();
-    // A bridge whose session could not be set up has nothing to finish: it need not get the whole
-    // grace to exit on stdin EOF (some agents never do).
+    // A bridge whose session could not be set up (no turn ran on it; at most a session whose
+    // settings were refused) is discarded: it need not get the whole grace to exit on stdin EOF
+    // (some agents never do).
     if (w.bridge) {
       if (nothing_open) w.bridge->stop(kClosedGrace);
       else w.bridge->stop();

@@ -179,6 +179,7 @@ class PromptRun {
       // The streamed answer ends with one newline, like the written one.
       if (!write_stdout("\n")) r.stdout_gone = errno == EPIPE;
     }
+    line_open_ = false;
     r.elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
     return r;
   }

@@ -1298,7 +1298,22 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
       }
       return;
     }
-    if (s) s->keep_settings(r.value);
+    if (s) {
+      // What the answer does not report may have changed with the new process: forgotten, so
+      // that a client attaching later does not skip a setting as already in effect.
+      for (const char* key : {"modes", "configOptions"}) {
+        if (r.value.is_object() && r.value.contains(key)) continue;
+        if (!s->settings.contains(key)) continue;
+        json& old = s->settings[key];
+        if (old.is_object()) old.erase("currentModeId");
+        if (old.is_array())
+          for (auto& o : old)
+            if (o.is_object()) o.erase("currentValue");
+      }
+      if (!r.value.is_object() || !r.value.contains("modes")) s->state_updates.erase("current_mode_update");
+      if (!r.value.is_object() || !r.value.contains("configOptions")) s->state_updates.erase("config_option_update");
+      s->keep_settings(r.value);
+    }
     if (s && s->main) plan_main_settings(r.value);
     return setup_next();
   }

@@ -1382,7 +1382,9 @@ std::string ask_auth_method(const nlohmann::json& methods, const nlohmann::json&
   base::write_all(STDERR_FILENO, text);
   std::string answer;
   char c;
-  while (::read(STDIN_FILENO, &c, 1) == 1 && c != '\n' && c != '\r' && answer.size() < 200) answer += c;
+  // The whole line is read (a long one is cut to 200 bytes), so nothing of it is left for the prompt.
+  while (::read(STDIN_FILENO, &c, 1) == 1 && c != '\n' && c != '\r')
+    if (answer.size() < 200) answer += c;
   while (!answer.empty() && (answer.back() == ' ' || answer.back() == '\r')) answer.pop_back();
   while (!answer.empty() && answer.front() == ' ') answer.erase(0, 1);
   if (answer.empty()) return "";

@@ -30,6 +30,7 @@ void WaitNotice::stop() {
 }
 
 void WaitNotice::clear() {
+  broke_line_ = false;  // other output follows: the line state is the front-end's again
   if (!shown_) return;
   write_err("\r\x1b[K");
   shown_ = false;
@@ -52,7 +53,7 @@ void WaitNotice::tick() {
   }
   auto quiet_for = now - quiet_since_;
   if (quiet_for < kAfter) return;
-  const bool mid_line = !shown_ && line_open_ && line_open_();
+  const bool mid_line = !shown_ && (broke_line_ || (line_open_ && line_open_()));
   const bool in_place = terminal_ && !mid_line;
   if (!in_place && last_written_ != base::TimePoint{} && now - last_written_ < kRepeatPlain) return;
   std::string line = "tether: waiting for the agent: nothing from it for " +
@@ -65,7 +66,8 @@ void WaitNotice::tick() {
     write_err("\r\x1b[K" + line);
     shown_ = true;
   } else {
-    write_err((mid_line ? "\n" : "") + line + "\n");
+    write_err((mid_line && !broke_line_ ? "\n" : "") + line + "\n");
+    broke_line_ = mid_line;
   }
 }
 

@@ -47,6 +47,7 @@ class WaitNotice {
   const bool terminal_;
   bool watching_ = false;
   bool shown_ = false;  // terminal: the line is on the screen
+  bool broke_line_ = false;  // a notice ended the half-written line; the next one needs no break
   std::function<bool()> line_open_;
   std::uint64_t frames_seen_ = 0;
   base::TimePoint quiet_since_{};
