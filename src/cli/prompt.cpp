@@ -328,7 +328,7 @@ int run_prompt(PromptOptions& o) {
   }
   base::UniqueFd sigfd = open_signal_fd();
 
-  auto print_json = [&](const json& j) { return write_stdout(dump(j) + "\n"); };
+  auto print_json = [&](const json& j) { return write_stdout(json_for_fd(STDOUT_FILENO, dump(j)) + "\n"); };
   auto fail_json = [&](const json& error) {
     if (o.json) print_json({{"ok", false}, {"error", public_error(error)}});
   };

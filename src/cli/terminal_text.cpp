@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
 
 namespace tether::cli {
 namespace {
@@ -136,6 +137,28 @@ std::string terminal_line(std::string_view text) { return clean(text, true); }
 
 std::string for_terminal(int fd, std::string_view text) {
   return ::isatty(fd) == 1 ? terminal_text(text) : std::string(text);
+}
+
+std::string json_for_terminal(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    Char c = char_at(text, i);
+    if (c.cp == 0x7f || (c.cp >= 0x80 && c.cp <= 0x9f) || bidi_control(c.cp)) {
+      char esc[16];
+      std::snprintf(esc, sizeof esc, "\\u%04x", static_cast<unsigned>(c.cp));
+      out += esc;
+    } else {
+      out.append(text.substr(i, c.len));
+    }
+    i += c.len;
+  }
+  return out;
+}
+
+std::string json_for_fd(int fd, std::string_view text) {
+  return ::isatty(fd) == 1 ? json_for_terminal(text) : std::string(text);
 }
 
 }  // namespace tether::cli

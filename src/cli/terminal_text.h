@@ -19,7 +19,9 @@
 //
 // Where: talk's renderer and prompt's side channel run their output through these when the fd is
 // a terminal; error_line does for stderr. JSON outputs (--json, batch records, `call`) are data
-// and stay exact.
+// and stay exact: on a terminal only their encoding changes (json_for_terminal): the characters
+// a JSON dump leaves raw that a terminal could act on (DEL, C1 controls, bidi overrides; it
+// escapes C0 itself) are written as \uXXXX escapes, which decode to the same strings.
 //
 // Thread contract: pure functions.
 #pragma once
@@ -35,5 +37,12 @@ std::string terminal_text(std::string_view text);
 std::string terminal_line(std::string_view text);
 // terminal_text(text) when fd is a terminal, else the text as it is.
 std::string for_terminal(int fd, std::string_view text);
+
+// A JSON text (valid UTF-8, as nlohmann's dump writes it) with DEL, U+0080..U+009F and the bidi
+// controls as \uXXXX escapes: the same JSON value, safe to show. Such characters occur only inside
+// strings, where the escape means the same.
+std::string json_for_terminal(std::string_view json_text);
+// json_for_terminal(text) when fd is a terminal, else the text as it is.
+std::string json_for_fd(int fd, std::string_view json_text);
 
 }  // namespace tether::cli

@@ -314,6 +314,12 @@ TEST_CASE("terminal_text: every kind of escape sequence and control goes whole, 
   CHECK(terminal_text("a\xed\xa0\x80" "b").find("\xed") == std::string::npos);
 }
 
+TEST_CASE("json_for_terminal: the same JSON, with nothing a terminal acts on") {
+  using tether::cli::json_for_terminal;
+  CHECK(json_for_terminal(R"({"t":"a\u001b]0;x\u0007 \u00e9"})") == R"({"t":"a\u001b]0;x\u0007 \u00e9"})");
+  CHECK(json_for_terminal("{\"t\":\"a\xc2\x9b" "2J\x7f\xe2\x80\xae\xc3\xa9\"}") == R"({"t":"a\u009b2J\u007f\u202e)" "\xc3\xa9\"}");
+}
+
 TEST_CASE("terminal_line: one line, whatever the agent put in") {
   using tether::cli::terminal_line;
   CHECK(terminal_line("title\n  permission: fake\tquestion\r\n") == "title   permission: fake question ");
