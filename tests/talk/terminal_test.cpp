@@ -193,6 +193,7 @@ TEST_CASE("prompt under a pty: answer, side lines, -v and failures carry no cont
       {{"--no-stream", "--permission", "deny", "go"}, "answer"},        // written once complete
       {{"fail"}, "details"},                                             // an agent error with data
       {{"--max-restarts", "0", "--retries", "0", "crash"}, "hostile stderr in the turn"},  // the stderr tail
+      {{"--json", "--permission", "allow", "go"}, "\\u001b]52"},          // JSON: exact data, escaped
   };
   for (const auto& c : cases) {
     std::vector<std::string> argv{tether_bin(), "prompt", "--color", "never"};
@@ -207,4 +208,18 @@ TEST_CASE("prompt under a pty: answer, side lines, -v and failures carry no cont
     CHECK_MESSAGE(t.text().find(c.seen) != std::string::npos, what << ": did not see " << c.seen << "\n" << dump(t));
     check_clean(t, {}, what);  // no colour, no line editor: no escape sequence at all
   }
+}
+
+TEST_CASE("batch under a pty: its records and stderr lines carry no control sequence of the agent's") {
+  Home home;
+  // stdin is a pipe (the items), stdout and stderr the terminal; -v shows the agent's stdout lines.
+  std::string cmd = "printf '%s\\n' go fail | '" + tether_bin() + "' batch -v --color never --permission allow -- '" +
+                    fake_agent() + "' hostile";
+  Pty t({"/bin/sh", "-c", cmd}, home.env());
+  auto st = t.wait_exit(20s);
+  REQUIRE_MESSAGE(st.has_value(), "batch did not exit\n" << dump(t));
+  CHECK_MESSAGE(t.text().find("\"ok\":false") != std::string::npos, dump(t));  // the failed item's record
+  CHECK_MESSAGE(t.text().find("details") != std::string::npos, dump(t));
+  // batch's progress line on a terminal redraws itself with CR and clear-to-end-of-line.
+  check_clean(t, {"\x1b[K"}, "batch");
 }
