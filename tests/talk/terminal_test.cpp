@@ -5,7 +5,8 @@
 // permission options, plans, thoughts, answers, a stdout line that is not JSON, error messages and
 // data, and its stderr. Every output path is walked (greeting, /help, /status, /mode, /model, /set,
 // a turn with a permission question, /stderr, a failing turn; prompt streamed and not, -v, an agent
-// error, a crash that quotes the stderr tail), and every byte written to the terminal is checked:
+// error, a crash that quotes the stderr tail, --json; batch's records and stderr lines), and every
+// byte written to the terminal is checked:
 // colour is off (--color never, NO_COLOR), so the only escape sequences allowed are the few that
 // talk's line editor draws the prompt with. Waits are for text on the screen, with deadlines.
 #include <doctest/doctest.h>
