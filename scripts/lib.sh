@@ -42,6 +42,11 @@ run_deps() { bash "$SCRIPTS/deps" --quiet; }
 
 # format_line PASSED FAILED SKIPPED [LABEL]: the closing line CI reads, e.g. "3 passed, 0 failed",
 # with ", N skipped" only when some were skipped and "LABEL: " in front when a label is given.
+# duration SECS: "12m05s" (or "45s").
+duration() {
+  if (($1 >= 60)); then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi
+}
+
 format_line() {
   local line="$1 passed, $2 failed"
   if (($3 > 0)); then line+=", $3 skipped"; fi
@@ -126,16 +131,18 @@ TOTAL_PASSED=0 TOTAL_FAILED=0 TOTAL_SKIPPED=0
 # stdout. A stage that could not run its tests (setup or build failed, meson test stopped before
 # writing a log) counts as one failed test, so the closing line never looks green when it is not.
 stage() {
-  local dir=$1 log rc=0 counts
+  local dir=$1 log rc=0 counts t0=$SECONDS t1
   shift
   log=$dir/meson-logs/testlog.json
   STAGE_PASSED=0 STAGE_FAILED=0 STAGE_SKIPPED=0
+  STAGE_TIME=""
   if ! prepare "$dir"; then
     say "$(rel "$dir")/ could not be built: counted as 1 failed"
     STAGE_FAILED=1
   else
     # A log left by an earlier run must never be counted as this run's.
     rm -f -- "$log"
+    t1=$SECONDS
     env ${TEST_ENV[@]+"${TEST_ENV[@]}"} ${TEST_WRAPPER[@]+"${TEST_WRAPPER[@]}"} \
       meson test -C "$dir" --no-rebuild --print-errorlogs "$@" </dev/null || rc=$?
     if [[ -f $log ]]; then
@@ -155,6 +162,7 @@ stage() {
     else
       say "meson test in $(rel "$dir")/ ran no test"
     fi
+    STAGE_TIME="$(duration $((SECONDS - t0))): build $(duration $((t1 - t0))), tests $(duration $((SECONDS - t1)))"
   fi
   TOTAL_PASSED=$((TOTAL_PASSED + STAGE_PASSED))
   TOTAL_FAILED=$((TOTAL_FAILED + STAGE_FAILED))

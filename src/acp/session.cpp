@@ -78,6 +78,11 @@ class SessionCore {
   const SessionState& state() const { return state_; }
 
   std::optional<TurnEvent> open(Deadline deadline, int interrupt_fd, const std::function<void()>& on_wait = {}) {
+    in_open_ = true;
+    struct Reset {
+      bool& flag;
+      ~Reset() { flag = false; }
+    } reset{in_open_};
     if (link_ == Link::idle || link_ == Link::failed) begin_handshake();
     else if (link_ == Link::closed) send_new_session();
     for (;;) {
@@ -108,6 +113,7 @@ class SessionCore {
     // is 200+ MB). Nobody waits for the answer: it is dropped as one we do not wait for.
     if (link_ == Link::ready) send_close();
     // The old session's state goes with it; the agent's and the connection's stay.
+    const std::string old_id = state_.session_id;
     state_.on_main = false;
     other_turn_ = false;
     state_.session_id.clear();
@@ -125,24 +131,32 @@ class SessionCore {
     switch (link_) {
       case Link::ready: send_new_session(); break;
       case Link::configuring:
-        // The old session's settings are still being applied: the rest is not wanted.
+        // The old session's settings are still being applied: the rest is not wanted, and the
+        // session itself is closed (its id was cleared above, so by the one kept here).
         bridge_.cancel(link_call_gen_, link_call_);
+        close_by_id(old_id);
         send_new_session();
         break;
       case Link::loading:
       case Link::resuming:
       case Link::attaching:
         // A restart was bringing the old session back (or we were joining the server's main
-        // one): it is no longer wanted.
+        // one): it is no longer wanted. The request is on the wire already: the agent may reopen
+        // it, so a close follows it (an agent that handles requests in order closes it again).
         bridge_.cancel(link_call_gen_, link_call_);
+        if (link_ != Link::attaching) close_by_id(old_id);
         send_new_session();
         break;
       case Link::closed: send_new_session(); break;
       case Link::idle:
       case Link::failed: begin_handshake(); break;
+      case Link::authenticating:
+        // authenticate is under way for the old session's load or resume: what follows it is a
+        // new session instead.
+        if (redo_.phase != Link::creating) redo_ = {Link::creating, "session/new", new_session_params(opt_.cwd, json::array())};
+        break;
       case Link::waiting_bridge:
       case Link::initializing:
-      case Link::authenticating:
       case Link::creating:
         break;  // the handshake under way ends in session/new: the session id is empty
     }
@@ -283,13 +297,8 @@ class SessionCore {
     if (link_ != Link::ready) return error_object("usage", "the session is not ready yet");
     auto plan = plan_settings(change, state_.session_id, state_.modes, state_.config_options);
     if (auto* err = std::get_if<json>(&plan)) return *err;
-    // Kept, so that a re-established session gets it again.
-    if (!change.mode.empty()) settings_.mode = change.mode;
-    if (!change.model.empty()) settings_.model = change.model;
-    for (const auto& kv : change.set) {
-      std::erase_if(settings_.set, [&](const auto& old) { return old.first == kv.first; });
-      settings_.set.push_back(kv);
-    }
+    // Kept once the agent accepts it (remember_setting), so that a re-established session gets
+    // it again; a refused one is not replayed.
     std::uint64_t token = 0;
     for (auto& r : std::get<std::vector<SettingRequest>>(plan)) token = request(r.method, std::move(r.params));
     return token;
@@ -604,7 +613,10 @@ class SessionCore {
       TurnEvent e;
       e.kind = TurnEvent::Kind::reply;
       e.request_id = it->token;
-      if (ev.reply.status == Reply::Status::result) apply_setting(it->method, it->params, ev.reply.value);
+      if (ev.reply.status == Reply::Status::result && !it->params.is_null()) {
+        apply_setting(it->method, it->params, ev.reply.value);
+        remember_setting(it->method, it->params);
+      }
       if (ev.reply.status == Reply::Status::result) e.result = std::move(ev.reply.value);
       else if (ev.reply.status == Reply::Status::error || ev.reply.status == Reply::Status::closed) e.error = std::move(ev.reply.value);
       else e.error = error_object("cancelled", "the request was abandoned");
@@ -700,6 +712,7 @@ class SessionCore {
   // Brings back the session we had, on a fresh connection: resume (no replay) when the agent
   // offers it, else load, else a new session and a notice that the context is lost.
   void reopen_session() {
+    forget_current_settings();
     if (state_.can_resume) {
       send_setup(Link::resuming, "session/resume", reopen_params(state_.session_id, opt_.cwd, json::array()));
     } else if (state_.load_session) {
@@ -710,6 +723,17 @@ class SessionCore {
     }
   }
 
+  // Before a session is brought back on a new connection: what it offered is kept, not what was in
+  // effect. A new process may have reopened it in its defaults, and an answer that does not say
+  // otherwise must not let a setting be skipped as already in effect.
+  void forget_current_settings() {
+    if (state_.modes.is_object()) state_.modes.erase("currentModeId");
+    if (state_.config_options.is_array())
+      for (auto& o : state_.config_options)
+        if (o.is_object()) o.erase("currentValue");
+    state_.mode_id.clear();
+  }
+
   // session/close for the session we have, when the agent offers it; never through a tether
   // server (it closes what its clients leave). True when it was sent.
   bool send_close() {
@@ -718,6 +742,13 @@ class SessionCore {
     close_call_ = bridge_.call_queued("session/close", {{"sessionId", state_.session_id}}, &close_gen_);
     ++state_.sessions_closed;
     return true;
+  }
+
+  // session/close for a session we no longer track (its answer goes to no one).
+  void close_by_id(const std::string& id) {
+    if (opt_.via_server || !state_.can_close || id.empty()) return;
+    bridge_.call_queued("session/close", {{"sessionId", id}}, nullptr);
+    ++state_.sessions_closed;
   }
 
   void on_setup_reply(const Reply& r) {
@@ -746,11 +777,16 @@ class SessionCore {
     if (!is_auth_required(err) || auth_tried_ || opt_.via_server) return false;
     auth_tried_ = true;
     EnvLookup env = opt_.env ? opt_.env : EnvLookup([](const char* name) { return std::getenv(name); });
-    AuthChoice choice = choose_auth(state_.auth_methods, opt_.auth, env, err);
-    if (choice.method_id.empty() && opt_.auth.empty() && opt_.ask_auth && state_.auth_methods.is_array() &&
+    // The method the user named, else the one a person picked earlier (a restart asks again).
+    const std::string& named = opt_.auth.empty() ? picked_auth_ : opt_.auth;
+    AuthChoice choice = choose_auth(state_.auth_methods, named, env, err);
+    // A person is asked only inside open(): elsewhere (a restart mid-session) the terminal belongs
+    // to the front-end's line editor.
+    if (choice.method_id.empty() && named.empty() && opt_.ask_auth && in_open_ && state_.auth_methods.is_array() &&
         !state_.auth_methods.empty()) {
       std::string picked = opt_.ask_auth(state_.auth_methods, err);
       if (!picked.empty()) choice = choose_auth(state_.auth_methods, picked, env, err);
+      if (!choice.method_id.empty()) picked_auth_ = choice.method_id;
     }
     if (choice.method_id.empty()) {
       link_fail(choice.error);
@@ -917,6 +953,22 @@ class SessionCore {
     }
   }
 
+  // A setting changed by change_settings() and accepted: applied again after re-establishment.
+  void remember_setting(const std::string& method, const json& params) {
+    if (method == "session/set_mode") {
+      settings_.mode = string_of(params, "modeId");
+    } else if (method == "session/set_config_option") {
+      std::string key = string_of(params, "configId");
+      const json* v = member(params, "value");
+      if (key.empty() || !v) return;
+      std::string value = v->is_string() ? v->get<std::string>() : v->is_boolean() ? (v->get<bool>() ? "true" : "false") : "";
+      // It may have been asked as --model or as a mode option: the explicit key wins from now on.
+      if (const json* m = model_option(state_.config_options); m && string_of(*m, "id") == key) settings_.model.clear();
+      std::erase_if(settings_.set, [&](const auto& old) { return old.first == key; });
+      settings_.set.emplace_back(key, value);
+    }
+  }
+
   void begin_configure() {
     auto plan = plan_settings(settings_, state_.session_id, state_.modes, state_.config_options);
     if (auto* err = std::get_if<json>(&plan)) {
@@ -962,6 +1014,7 @@ class SessionCore {
       }
       send_setup(Link::attaching, "session/load", reopen_params(attach_id_, opt_.cwd, json::array()));
     } else if (!state_.session_id.empty()) {
+      forget_current_settings();
       send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, json::array()));
     } else {
       send_new_session();
@@ -1183,6 +1236,8 @@ class SessionCore {
   std::uint64_t dead_gen_ = 0;       // waiting_bridge: handshake again on a later generation
   json link_error_;                  // failed: why
   bool auth_tried_ = false;
+  bool in_open_ = false;             // open() runs: a person may be asked (ask_auth)
+  std::string picked_auth_;          // the method a person picked (ask_auth), used again later
   SetupStep last_step_;              // the last session/new, load, resume or attach sent
   SetupStep redo_;                   // authenticating: the step that asked for it, sent again after
   std::string setting_what_;         // configuring: the setting in flight ("mode plan"), for messages

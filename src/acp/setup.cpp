@@ -241,7 +241,7 @@ std::string describe_auth_methods(const json& methods) {
     } else if (type == "terminal" || terminal_meta(m)) {
       line += ", runs in a terminal";
     } else {
-      line += ", the agent signs in itself: may open a browser";
+      line += ", run by the agent: possibly a browser or device login";
     }
     line += ")";
     if (auto d = string_of(m, "description"); !d.empty()) line += ": " + cut(d, 200);

@@ -256,12 +256,17 @@ class BatchRunner {
 
   // Takes the bridge out of service: its job (if any) goes back to the queue, and when no bridge
   // is left every item still waiting becomes an error record.
-  void retire(Worker& w, json why) {
+  void retire(Worker& w, json why, bool nothing_open = false) {
     if (w.retired) return;
     w.retired = true;
     w.turn.reset();
     w.session.reset();
-    if (w.bridge) w.bridge->stop();
+    // A bridge whose session could not be set up has nothing to finish: it need not get the whole
+    // grace to exit on stdin EOF (some agents never do).
+    if (w.bridge) {
+      if (nothing_open) w.bridge->stop(kClosedGrace);
+      else w.bridge->stop();
+    }
     last_bridge_error_ = std::move(why);
     if (!o_.common.quiet) {
       error_line("bridge " + std::to_string(w.number) + " is out of service: " +
@@ -389,7 +394,7 @@ class BatchRunner {
       // not speak ACP): the item never reached the agent, so it goes to another bridge as it was.
       --job->attempts;
       w.job = std::move(job);
-      retire(w, ev.error);
+      retire(w, ev.error, /*nothing_open=*/true);
       return;
     }
     bool crashed = code == "bridge_exited" || code == "bridge_hung" || code == "restart_limit";

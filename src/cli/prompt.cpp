@@ -134,9 +134,9 @@ struct TurnResult {
 class PromptRun {
  public:
   PromptRun(PromptOptions& o, acp::AcpSession& session, acp::PermissionPolicy policy, int sigfd, bool stream,
-            SideChannel& side, WaitNotice& wait, bool stdout_terminal)
+            SideChannel& side, WaitNotice& wait, bool stdout_terminal, bool& line_open)
       : policy_(policy), o_(o), session_(session), sigfd_(sigfd), stream_(stream), side_(side), wait_(wait),
-        stdout_terminal_(stdout_terminal) {}
+        stdout_terminal_(stdout_terminal), line_open_(line_open) {}
 
   TurnResult run_turn(const std::string& text) {
     TurnResult r;
@@ -151,6 +151,7 @@ class PromptRun {
       if (!out.empty() && !r.stdout_gone && r.write_errno == 0) {
         wait_.clear();
         if (stdout_terminal_) out = terminal_text(out);
+        if (!out.empty()) line_open_ = out.back() != '\n';
         if (!write_stdout(out)) {
           if (errno == EPIPE) r.stdout_gone = true;
           else r.write_errno = errno;
@@ -271,6 +272,7 @@ class PromptRun {
   SideChannel& side_;
   WaitNotice& wait_;
   bool stdout_terminal_;
+  bool& line_open_;  // the streamed answer's last line is not ended yet
 };
 
 }  // namespace
@@ -363,6 +365,10 @@ int run_prompt(PromptOptions& o) {
     acp::AcpSession session(bridge, copt);
     WaitNotice wait(bridge, o.common.quiet, stderr_terminal);
     side.set_wait_notice(&wait);
+    // A streamed answer's half-written line on the same terminal is not erased by the notice.
+    bool answer_line_open = false;
+    const bool shared_terminal = stream && stderr_terminal && ::isatty(STDOUT_FILENO);
+    wait.set_line_open([&] { return shared_terminal && answer_line_open; });
 
     wait.start();
     auto failed = session.open(Deadline::never(), sigfd.get(), [&] { wait.tick(); });
@@ -389,7 +395,7 @@ int run_prompt(PromptOptions& o) {
                                                       : std::string("an agent");
         side.notice("connected to " + terminal_line(agent) + ", session " + terminal_line(st.session_id));
       }
-      PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0);
+      PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0, answer_line_open);
       bool hurried = false;
       for (int i = 0; i < std::max(1, o.repeat); ++i) {
         TurnResult r = run.run_turn(text);
@@ -486,8 +492,9 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "--json prints one object per turn instead: {ok,text,stopReason,sessionId,toolCalls,restarts,\n"
       "elapsedMs} or {ok:false,error}. A turn cut by a bridge crash is sent again (--retries).\n"
       "Exit status: 0 end_turn; 1 another stop reason (refusal, max_tokens, cancelled...) or an agent\n"
-      "error; 64 usage error; 65 empty prompt; 69 the bridge cannot start or is gone past its restart\n"
-      "budget; 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
+      "error; 64 usage error (also a --mode/--model/--set the agent does not offer); 65 empty prompt;\n"
+      "69 the bridge cannot start, is gone past its restart budget, or wants a sign-in tether may not\n"
+      "start (see --auth); 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
       "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.\n"
       "--connect[=NAME|PATH] sends the prompt through a running `tether serve` (in a session of its own)\n"
       "instead of starting a bridge; 69 also when no server listens there.");

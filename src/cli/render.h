@@ -74,6 +74,8 @@ class Renderer {
 
   // Ends any half-written line, so the next output (or the prompt) starts at column 0.
   void finish_lines();
+  // A line was started on fd (1 or 2) and not ended.
+  bool line_open(int fd) const { return open_[fd]; }
   std::vector<Write> take() { return std::exchange(out_, {}); }
 
  private:

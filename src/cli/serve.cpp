@@ -143,6 +143,15 @@ struct Session {
   std::vector<std::pair<std::uint64_t, json>> load_waiters;
   Deadline orphan_until = Deadline::never();
   std::map<std::string, json> state_updates;  // the last update of each state kind, for new attachers
+  // The session's modes and configOptions as its setup answer gave them (kept current by the
+  // agent's mode and config option updates): the answer to a client that attaches, so that its
+  // --mode/--model/--set know what the agent offers.
+  json settings = json::object();
+  void keep_settings(const json& answer) {
+    if (!answer.is_object()) return;
+    for (const char* k : {"modes", "configOptions"})
+      if (answer.contains(k)) settings[k] = answer[k];
+  }
 
   std::uint64_t active() const { return attached.empty() ? 0 : attached.back(); }
   bool has(std::uint64_t c) const { return std::find(attached.begin(), attached.end(), c) != attached.end(); }
@@ -293,6 +302,7 @@ class Server {
   std::int64_t next_routed_ = 0;
   bool reading_paused_ = false;  // the bridge's events are not read (backpressure)
   std::vector<ClientRequest> deferred_;  // wait for the link
+  std::vector<std::string> turn_ended_;  // sessions whose turn ended in this batch: pumped after it
   std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
   std::uint64_t restart_from_gen_ = 0;
 
@@ -385,6 +395,9 @@ void Server::finish_shutdown() {
   if (::lstat(where_.path.c_str(), &st) == 0 && st.st_ino == inode_) ::unlink(where_.path.c_str());
   for (auto& [id, c] : clients_)
     if (!is_stopper(id)) c->fd.reset();
+  // The agent's open questions first (their clients are gone): an agent that waits on one would
+  // not answer session/close.
+  for (auto& [rid, r] : std::exchange(routed_, {})) answer_unroutable(r, "the server is stopping");
   if (close_all_sessions()) bridge_.stop(kClosedGrace);
   else bridge_.stop();
   lock_.reset();
@@ -702,7 +715,7 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
         return;
       }
       attach(*known, c);
-      return reply(c, id, json::object());
+      return reply(c, id, known->settings);
     }
   }
   // Everything else needs the bridge: wait while it (re)starts; fail at once when it is gone.
@@ -952,6 +965,12 @@ void Server::on_bridge_events() {
       case rpc::Event::Kind::request: on_bridge_request(ev); break;
     }
   }
+  for (auto& sid : std::exchange(turn_ended_, {})) {
+    if (Session* s = session(sid)) {
+      pump(*s);
+      forget_session_if_unused(sid);
+    }
+  }
 }
 
 void Server::on_bridge_status(const rpc::Event& ev) {
@@ -1032,6 +1051,7 @@ void Server::on_bridge_response(rpc::Event& ev) {
       s.cwd = string_of(call.params, "cwd");
       if (const json* m = member(call.params, "mcpServers")) s.mcp_servers = *m;
       s.attached.push_back(call.client);  // the session's creator is its first, active client
+      s.keep_settings(r.value);
       sessions_.emplace(sid, std::move(s));
       by_bridge_id_[sid] = sid;
     }
@@ -1043,10 +1063,11 @@ void Server::on_bridge_response(rpc::Event& ev) {
       s->load_call.reset();
       auto waiters = std::exchange(s->load_waiters, {});
       if (r.ok()) {
+        s->keep_settings(r.value);
         for (auto& [c, id] : waiters) {
           if (!client(c)) continue;
           attach(*s, c);
-          reply(c, id, json::object());
+          reply(c, id, s->settings);
         }
       } else {
         for (auto& [c, id] : waiters) reply_error(c, id, rpc::kInvalidParams, "Unknown session: " + call.session);
@@ -1060,12 +1081,10 @@ void Server::on_bridge_response(rpc::Event& ev) {
   }
 
   if (call.client) reply_to(call, r);
-  if (call.kind == Call::Kind::prompt) {
-    if (Session* s = session(call.session)) {
-      pump(*s);
-      forget_session_if_unused(call.session);
-    }
-  }
+  // The next turn of the session starts once this batch of the bridge's events is handled
+  // (on_bridge_events): what the agent wrote after the response in the same read is the ended
+  // turn's late output, and goes out before the next sender's _tether/turn_started.
+  if (call.kind == Call::Kind::prompt) turn_ended_.push_back(call.session);
 }
 
 void Server::reply_to(const Call& call, const rpc::Reply& r) {
@@ -1097,6 +1116,9 @@ void Server::on_bridge_notification(rpc::Event& ev) {
       if (kind == "available_commands_update" || kind == "current_mode_update" || kind == "session_info_update" ||
           kind == "usage_update" || kind == "config_option_update")
         s->state_updates[kind] = *u;
+      if (kind == "current_mode_update" && s->settings.contains("modes") && s->settings["modes"].is_object())
+        s->settings["modes"]["currentModeId"] = u->value("currentModeId", json());
+      if (kind == "config_option_update" && u->contains("configOptions")) s->settings["configOptions"] = (*u)["configOptions"];
     }
     params["sessionId"] = s->public_id;
     std::string line = rpc::dump(msg);
@@ -1227,6 +1249,11 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
   }
   if (call.step == "session/set_mode" || call.step == "session/set_config_option") {
     if (!r.ok()) return setup_failed("the agent refused the main session's " + call.step.substr(12) + ": " + rpc_text());
+    if (Session* m = session(main_session_)) {
+      if (call.step == "session/set_config_option") m->keep_settings(r.value);
+      else if (m->settings.contains("modes") && m->settings["modes"].is_object())
+        m->settings["modes"]["currentModeId"] = call.params.value("modeId", json());
+    }
     return setup_next();
   }
   Session* s = call.session.empty() ? nullptr : session(call.session);
@@ -1246,6 +1273,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
       m.cwd = o_.common.cwd;
       m.main = true;
       main_session_ = sid;
+      m.keep_settings(r.value);
       sessions_.emplace(sid, std::move(m));
       by_bridge_id_[sid] = sid;
       plan_main_settings(r.value);
@@ -1254,6 +1282,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
     by_bridge_id_.erase(s->bridge_id);
     s->bridge_id = sid;
     by_bridge_id_[sid] = s->public_id;
+    s->keep_settings(r.value);
     sessions_restored_ = false;  // a fresh session: the agent lost the conversation
     if (s->main) plan_main_settings(r.value);
     return setup_next();
@@ -1271,6 +1300,7 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
       }
       return;
     }
+    if (s) s->keep_settings(r.value);
     if (s && s->main) plan_main_settings(r.value);
     return setup_next();
   }
@@ -1281,8 +1311,22 @@ void Server::on_setup_reply(const Call& call, const rpc::Reply& r) {
 // (exit 64), or, after a restart, is logged.
 void Server::plan_main_settings(const json& answer) {
   if (settings_.empty()) return;
-  json modes = answer.is_object() && answer.contains("modes") ? answer["modes"] : json();
-  json opts = answer.is_object() && answer.contains("configOptions") ? answer["configOptions"] : json();
+  // What the answer does not report is taken from what the session offered before, without its
+  // current values: a new process may have reopened it in its defaults, so nothing is skipped as
+  // already in effect.
+  Session* m = session(main_session_);
+  auto offered = [&](const char* key) -> json {
+    if (answer.is_object() && answer.contains(key)) return answer[key];
+    if (!m || !m->settings.contains(key)) return json();
+    json old = m->settings[key];
+    if (old.is_object()) old.erase("currentModeId");
+    if (old.is_array())
+      for (auto& o : old)
+        if (o.is_object()) o.erase("currentValue");
+    return old;
+  };
+  json modes = offered("modes");
+  json opts = offered("configOptions");
   auto plan = acp::plan_settings(settings_, main_session_bridge_id(), modes, opts);
   if (auto* err = std::get_if<json>(&plan)) {
     if (!ever_ready_) {

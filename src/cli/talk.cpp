@@ -21,6 +21,7 @@
 #include "base/unique_fd.h"
 #include "acp/session.h"
 #include "cli/render.h"
+#include "cli/wait_notice.h"
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
 #include "cli/terminal_text.h"
@@ -142,6 +143,7 @@ class Talk {
 
   int run() {
     sig_ = open_signal_fd();
+    wait_.set_line_open([this] { return renderer_.style().shared && renderer_.line_open(STDOUT_FILENO); });
     if (int rc = open_session(); rc != kExitOk) return rc;
     int rc = interactive_ ? run_interactive() : run_script();
     // The session is closed at the agent (it may keep a process per session, and some agents do
@@ -166,6 +168,7 @@ class Talk {
 
   void flush() {
     auto writes = renderer_.take();
+    if (!writes.empty()) wait_.clear();
 #ifdef TETHER_HAVE_LIBEDIT
     if (editor_ && editor_->editing()) {
       // The person is typing: the text goes above the prompt, the line being typed is kept. Whole
@@ -197,7 +200,9 @@ class Talk {
 
   int open_session() {
     session_ = std::make_unique<acp::AcpSession>(bridge_, copts_);
-    auto failed = session_->open(base::Deadline::never(), sig_.get());
+    wait_.start();
+    auto failed = session_->open(base::Deadline::never(), sig_.get(), [&] { wait_.tick(); });
+    wait_.stop();
     if (!failed) {
       sync_bridge_state();
       seen_loaded_ = session_->state().sessions_loaded;
@@ -209,6 +214,7 @@ class Talk {
     }
     renderer_.error(acp::message_with_tail(failed->error));
     flush();
+    bridge_.stop(kClosedGrace);  // no session was opened: nothing for the agent to finish
     return acp::exit_status(*failed);
   }
 
@@ -438,6 +444,7 @@ class Talk {
     base::Duration timeout = o_.common.timeout > 0 ? base::seconds(o_.common.timeout) : base::Duration::zero();
     turn_text_ = text;
     turn_.emplace(session_->prompt(std::move(text), timeout));
+    wait_.start();
     if (interactive_) turn_terminal_mode();
     handle_turn_events();
   }
@@ -496,6 +503,7 @@ class Talk {
   }
 
   void end_turn(const acp::TurnEvent& e) {
+    wait_.stop();
     drop_turn_permissions();
     renderer_.end_turn(e);
     flush();
@@ -1180,7 +1188,9 @@ class Talk {
       if (turn_ && connected_mode()) d = base::Deadline::earliest(d, session_->next_deadline());
       if (!turn_) d = base::Deadline::earliest(d, editor_->partial_deadline());
       if (!turn_ && perms_.empty()) d = base::Deadline::earliest(d, other_pause_);
+      if (turn_ && perms_.empty()) d = base::Deadline::earliest(d, wait_.next_tick());
       int r = ::poll(p, n, d.poll_timeout_ms());
+      if (turn_ && perms_.empty()) wait_.tick();  // a question waits for us, not for the agent
       if (r < 0 && errno != EINTR) {
         renderer_.error(std::string("poll: ") + strerror(errno));
         flush();
@@ -1276,9 +1286,10 @@ class Talk {
   void wait_turn() {
     while (turn_) {
       pollfd p[2] = {{sig_.get(), POLLIN, 0}, {turn_->fd(), POLLIN, 0}};
-      base::Deadline d = turn_->next_deadline();
+      base::Deadline d = base::Deadline::earliest(turn_->next_deadline(), wait_.next_tick());
       if (connected_mode()) d = base::Deadline::earliest(d, session_->next_deadline());
       int r = ::poll(p, 2, d.poll_timeout_ms());
+      wait_.tick();
       if (r > 0 && (p[0].revents & POLLIN)) on_signals();
       handle_turn_events();
       if (connected_mode()) on_session_events(session_->take_notices());
@@ -1313,6 +1324,7 @@ class Talk {
   const std::string server_;  // connect mode: the tether server's socket
   const bool interactive_;
   Renderer renderer_;
+  WaitNotice wait_{bridge_, o_.common.quiet, ::isatty(STDERR_FILENO) == 1};  // "waiting for the agent: 12 s"
   base::UniqueFd sig_;
   std::unique_ptr<acp::AcpSession> session_;
   std::optional<acp::Turn> turn_;
@@ -1372,11 +1384,11 @@ std::string ask_auth_method(const nlohmann::json& methods, const nlohmann::json&
   base::write_all(STDERR_FILENO, text);
   std::string answer;
   char c;
-  while (::read(STDIN_FILENO, &c, 1) == 1 && c != '\n') answer += c;
+  while (::read(STDIN_FILENO, &c, 1) == 1 && c != '\n' && c != '\r' && answer.size() < 200) answer += c;
   while (!answer.empty() && (answer.back() == ' ' || answer.back() == '\r')) answer.pop_back();
   while (!answer.empty() && answer.front() == ' ') answer.erase(0, 1);
   if (answer.empty()) return "";
-  if (std::all_of(answer.begin(), answer.end(), [](char d) { return d >= '0' && d <= '9'; })) {
+  if (answer.size() < 6 && std::all_of(answer.begin(), answer.end(), [](char d) { return d >= '0' && d <= '9'; })) {
     std::size_t k = std::stoul(answer);
     return k >= 1 && k <= ids.size() ? ids[k - 1] : "";
   }

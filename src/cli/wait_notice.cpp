@@ -52,18 +52,20 @@ void WaitNotice::tick() {
   }
   auto quiet_for = now - quiet_since_;
   if (quiet_for < kAfter) return;
-  if (!terminal_ && last_written_ != base::TimePoint{} && now - last_written_ < kRepeatPlain) return;
+  const bool mid_line = !shown_ && line_open_ && line_open_();
+  const bool in_place = terminal_ && !mid_line;
+  if (!in_place && last_written_ != base::TimePoint{} && now - last_written_ < kRepeatPlain) return;
   std::string line = "tether: waiting for the agent: nothing from it for " +
                      acp::duration_text(std::chrono::duration_cast<std::chrono::seconds>(quiet_for));
   std::string said = talk::sanitize_text(base::last_telling_line(st.stderr_tail));
   if (said.size() > kMaxQuoted) said = said.substr(0, kMaxQuoted) + "…";
   line += said.empty() ? "; its stderr is quiet" : "; its stderr said: " + said;
   last_written_ = now;
-  if (terminal_) {
+  if (in_place) {
     write_err("\r\x1b[K" + line);
     shown_ = true;
   } else {
-    write_err(line + "\n");
+    write_err((mid_line ? "\n" : "") + line + "\n");
   }
 }
 

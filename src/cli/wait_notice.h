@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "base/clock.h"
@@ -36,6 +37,9 @@ class WaitNotice {
   base::Deadline next_tick() const;
   // Before other output to stderr on a terminal: the line is erased (it comes back at the next tick).
   void clear();
+  // True while the answer's line on the same terminal is half written: the notice then goes on a
+  // line of its own, once, instead of being rewritten in place (which would erase that line).
+  void set_line_open(std::function<bool()> line_open) { line_open_ = std::move(line_open); }
 
  private:
   const supervisor::Bridge& bridge_;
@@ -43,6 +47,7 @@ class WaitNotice {
   const bool terminal_;
   bool watching_ = false;
   bool shown_ = false;  // terminal: the line is on the screen
+  std::function<bool()> line_open_;
   std::uint64_t frames_seen_ = 0;
   base::TimePoint quiet_since_{};
   base::TimePoint last_written_{};

@@ -365,6 +365,56 @@ TEST_CASE("lines on the agent's stdout that are not JSON are delivered as output
   CHECK(session.state().stray_lines == 2);
 }
 
+TEST_CASE("after a restart the settings are sent again even when the resume answer reports no modes") {
+  TempFile log;
+  auto bo = bridge_options({"settings", log.path});
+  bo.extra_env = {"FAKE_RESUME_BARE=1"};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  auto o = client_options();
+  o.settings.mode = "plan";
+  o.settings.model = "m2";
+  acp::AcpSession session(bridge, o);
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  bridge.restart();
+  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("x");
+  CHECK(answer_text(collect(turn)) == "mode=plan model=m2 fast=false");
+  std::string wire = slurp_file(log.path);
+  INFO(wire);
+  CHECK(wire.find("session/resume\nsession/set_mode plan\nsession/set_config_option model=\"m2\"\nsession/prompt") !=
+        std::string::npos);
+}
+
+TEST_CASE("a setting changed later is kept for re-establishment only once the agent accepted it") {
+  TempFile log;
+  supervisor::Bridge bridge(bridge_options({"settings", log.path}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, client_options());
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  acp::SessionSettings change;
+  change.mode = "plan";
+  auto token = session.change_settings(change);
+  REQUIRE(std::holds_alternative<std::uint64_t>(token));
+  auto deadline = base::Deadline::after(std::chrono::seconds(10));
+  bool replied = false;
+  while (!replied && !deadline.expired()) {
+    pollfd p{session.fd(), POLLIN, 0};
+    ::poll(&p, 1, 100);
+    for (auto& e : session.poll()) replied = replied || (e.kind == TurnEvent::Kind::reply && e.request_id == std::get<std::uint64_t>(token));
+  }
+  REQUIRE(replied);
+  CHECK(session.state().mode_id == "plan");
+  bridge.restart();
+  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  auto turn = session.prompt("x");
+  CHECK(answer_text(collect(turn)) == "mode=plan model=m1 fast=false");
+  // An id it does not offer is refused before anything is sent.
+  acp::SessionSettings bad;
+  bad.mode = "yolo";
+  CHECK(std::holds_alternative<nlohmann::json>(session.change_settings(bad)));
+}
+
 TEST_CASE("a restart brings the session back with session/resume when the agent offers it, and the settings again") {
   TempFile log;
   supervisor::Bridge bridge(bridge_options({"settings", log.path}));

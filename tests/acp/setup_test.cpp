@@ -37,7 +37,7 @@ TEST_CASE("choose_auth: an env_var method whose variables are set; never an agen
   CHECK(none.error["code"] == "auth_required");
   std::string m = none.error["message"];
   for (const char* s : {"chatgpt", "Login with ChatGPT", "openai-api-key", "needs OPENAI_API_KEY", "tui", "runs in a terminal",
-                        "may open a browser", "--auth", "Authentication required: no key"})
+                        "possibly a browser", "--auth", "Authentication required: no key"})
     CHECK_MESSAGE(m.find(s) != std::string::npos, s);
   CHECK(none.error["rpcCode"] == -32000);
 }

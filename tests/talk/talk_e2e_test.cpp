@@ -403,6 +403,35 @@ TEST_CASE("script mode: one prompt per line, commands work, exit status at the e
   CHECK(dead.err.find("1 more input line was not sent") != std::string::npos);
 }
 
+TEST_CASE("an agent that wants a sign-in: talk lists its methods and uses the one picked; none picked exits 69") {
+  const char* dir = std::getenv("TETHER_ACP_FAKES_DIR");
+  REQUIRE(dir);
+  std::string fake = std::string(dir) + "/fake_acp_agent";
+  Home home;
+  {
+    Pty t(talk({"--", fake, "auth"}), home.env());
+    expect(t, "Pick one");
+    std::string menu = t.text();
+    CHECK(menu.find("[2]  agent-login: Agent login") != std::string::npos);
+    CHECK(menu.find("api-key") != std::string::npos);
+    type_line(t, "2");
+    expect(t, kPrompt);
+    t.mark();
+    type_line(t, "/status");
+    expect(t, "auth:      agent-login");
+    quit(t);
+  }
+  {
+    Pty t(talk({"--", fake, "auth"}), home.env());
+    expect(t, "Pick one");
+    type_line(t, "");
+    auto st = t.wait_exit(15s);
+    REQUIRE(st.has_value());
+    CHECK(*st == 69);
+    CHECK(t.text().find("--auth") != std::string::npos);
+  }
+}
+
 TEST_CASE("script mode: /mode, /model and /set list and change the session's settings; /status shows them") {
   tether::test::RunOptions o;
   o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};

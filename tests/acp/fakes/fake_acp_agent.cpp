@@ -22,7 +22,8 @@
 //   settings FILE      appends every method it receives (with set_mode's and set_config_option's
 //                      value) to FILE; offers sessionCapabilities close and resume, the modes ask
 //                      and plan (ask current), the config options model (select m1, m2; category
-//                      model) and fast (boolean); a prompt answers "mode=M model=V fast=B"
+//                      model) and fast (boolean); a prompt answers "mode=M model=V fast=B"; with
+//                      FAKE_RESUME_BARE set, session/resume answers {}
 //   noisy              writes non-JSON lines on stdout (a sign-in URL) before its initialize
 //                      answer and during a prompt; answers "ok"
 //   error-data         a prompt fails with -32603 and data.details; its stderr is a multi-line
@@ -529,7 +530,9 @@ int main(int argc, char** argv) {
       send(result(id, {{"configOptions", settings()["configOptions"]}}));
     } else if (mode == "settings" && (method == "session/close" || method == "session/resume")) {
       if (method == "session/resume") session_id = params.value("sessionId", "");
-      send(result(id, method == "session/resume" ? settings() : json::object()));
+      // FAKE_RESUME_BARE: a resume answer that reports no modes or options (the schema allows it).
+      bool bare = std::getenv("FAKE_RESUME_BARE") != nullptr;
+      send(result(id, method == "session/resume" && !bare ? settings() : json::object()));
     } else if (mode == "hostile" && (method == "session/set_mode" || method == "session/set_config_option")) {
       json e = error(id, -32602, evil("refused"));
       e["error"]["data"] = {{"details", evil("details")}};
