@@ -20,6 +20,7 @@
 #include "cli/batch_journal.h"
 #include "cli/batch_order.h"
 #include "cli/render.h"
+#include "cli/terminal_text.h"
 #include "tether_config.h"
 
 namespace tether::cli {
@@ -84,6 +85,7 @@ class BatchRunner {
       workers_.back().number = i + 1;
     }
     progress_tty_ = ::isatty(STDERR_FILENO) == 1;
+    stdout_tty_ = ::isatty(STDOUT_FILENO) == 1;
     progress_ = o.progress || progress_tty_;
     if (o.common.quiet && !o.progress) progress_ = false;
   }
@@ -474,6 +476,7 @@ class BatchRunner {
       committing_.clear();
     }
     for (auto& line : order_.take()) {
+      if (stdout_tty_) line = json_for_terminal(line);  // same JSON, nothing a terminal acts on
       line += '\n';
       if (!write_stdout(line)) {
         if (errno == EPIPE) {
@@ -654,6 +657,7 @@ class BatchRunner {
   base::TimePoint next_progress_;
   bool progress_ = false;
   bool progress_tty_ = false;
+  bool stdout_tty_ = false;
   bool progress_shown_ = false;
 };
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 
+#include "cli/terminal_text.h"
 #include "rpc/line_framer.h"
 #include "rpc/message.h"
 
@@ -113,7 +114,7 @@ class CallRunner {
   }
 
   void emit(const json& line) {
-    std::string text = rpc::dump(line);
+    std::string text = json_for_fd(STDOUT_FILENO, rpc::dump(line));  // same JSON, nothing a terminal acts on
     text += '\n';
     if (!write_stdout(text)) {
       if (errno == EPIPE) {

@@ -22,6 +22,7 @@
 #include "base/event_fd.h"
 #include "cli/config_file.h"
 #include "cli/socket_path.h"
+#include "cli/terminal_text.h"
 #include "rpc/trace.h"
 
 namespace tether::cli {
@@ -394,8 +395,8 @@ std::string self_exe() {
 }
 
 void error_line(std::string_view message) {
-  std::string line = "tether: ";
-  line += message;
+  // Messages quote the agent (its error message and data, its stdout, its stderr tail).
+  std::string line = "tether: " + for_terminal(STDERR_FILENO, message);
   if (line.back() != '\n') line += '\n';
   [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
 }

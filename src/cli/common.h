@@ -122,7 +122,7 @@ bool write_stdout(std::string_view data);
 // Path of the running tether binary (/proc/self/exe).
 std::string self_exe();
 
-// "tether: <message>" on stderr.
+// "tether: <message>" on stderr; on a terminal the message passes through cli::terminal_text.
 void error_line(std::string_view message);
 
 }  // namespace tether::cli

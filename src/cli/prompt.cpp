@@ -13,6 +13,7 @@
 
 #include "acp/session.h"
 #include "cli/render.h"
+#include "cli/terminal_text.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 #include "tether_config.h"
@@ -58,8 +59,9 @@ bool read_all_stdin(std::string& out) {
   }
 }
 
-// Short lines on stderr about what the agent does, unless -q. On a terminal the agent's text in
-// them is sanitized (no escape sequence of the agent's reaches the screen).
+// Short lines on stderr about what the agent does, unless -q. On a terminal they pass through
+// cli::terminal_text (no escape sequence of the agent's reaches the screen), and a prefixed line
+// (tool, plan, permission, thinking) stays one line (cli::terminal_line).
 class SideChannel {
  public:
   SideChannel(bool quiet, int verbose, bool color, bool terminal)
@@ -69,12 +71,12 @@ class SideChannel {
   void line(std::string_view prefix, std::string_view text, bool dim = true) {
     if (quiet_) return;
     flush_thought();
-    write_line(prefix, text, dim);
+    write_line(prefix, text, dim, /*one_line=*/true);
   }
   void notice(std::string_view text) {
     if (quiet_) return;
     flush_thought();
-    write_line("tether: ", text, false);
+    write_line("tether: ", text, false, /*one_line=*/false);
   }
   void thought(std::string_view text) {
     if (!quiet_) thought_ += text;
@@ -83,16 +85,16 @@ class SideChannel {
     if (thought_.empty()) return;
     std::string t = std::exchange(thought_, {});
     std::replace(t.begin(), t.end(), '\n', ' ');
-    write_line("thinking: ", t, true);
+    write_line("thinking: ", t, true, /*one_line=*/true);
   }
   int verbose() const { return verbose_; }
 
  private:
-  void write_line(std::string_view prefix, std::string_view text, bool dim) {
+  void write_line(std::string_view prefix, std::string_view text, bool dim, bool one_line) {
     if (wait_) wait_->clear();
     std::string safe;
     if (terminal_) {
-      safe = talk::sanitize_text(text);
+      safe = one_line ? terminal_line(text) : terminal_text(text);
       text = safe;
     }
     std::string s;
@@ -148,7 +150,7 @@ class PromptRun {
       for (auto& ev : turn.poll()) handle(ev, r, out, streamed_any);
       if (!out.empty() && !r.stdout_gone && r.write_errno == 0) {
         wait_.clear();
-        if (stdout_terminal_) out = talk::sanitize_text(out);
+        if (stdout_terminal_) out = terminal_text(out);
         if (!out.empty()) line_open_ = out.back() != '\n';
         if (!write_stdout(out)) {
           if (errno == EPIPE) r.stdout_gone = true;
@@ -329,7 +331,7 @@ int run_prompt(PromptOptions& o) {
   }
   base::UniqueFd sigfd = open_signal_fd();
 
-  auto print_json = [&](const json& j) { return write_stdout(dump(j) + "\n"); };
+  auto print_json = [&](const json& j) { return write_stdout(json_for_fd(STDOUT_FILENO, dump(j)) + "\n"); };
   auto fail_json = [&](const json& error) {
     if (o.json) print_json({{"ok", false}, {"error", public_error(error)}});
   };
@@ -392,7 +394,7 @@ int run_prompt(PromptOptions& o) {
         const auto& st = session.state();
         std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "?") + " " + st.agent_info.value("version", "")
                                                       : std::string("an agent");
-        side.notice("connected to " + agent + ", session " + st.session_id);
+        side.notice("connected to " + terminal_line(agent) + ", session " + terminal_line(st.session_id));
       }
       PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0, answer_line_open);
       bool hurried = false;
@@ -444,7 +446,7 @@ int run_prompt(PromptOptions& o) {
             break;
           }
         } else if (completed && !stream) {
-          if (!write_stdout(r.text + "\n")) {
+          if (!write_stdout(for_terminal(STDOUT_FILENO, r.text) + "\n")) {
             if (errno == EPIPE) raise_sig = SIGPIPE;
             else exit_code = kExitIoErr;
             break;

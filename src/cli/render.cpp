@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "acp/outcome.h"
+#include "cli/terminal_text.h"
 
 namespace tether::cli::talk {
 namespace {
@@ -44,6 +45,16 @@ std::string usage_text(const acp::Usage& u) {
   return s;
 }
 
+// The agent's one-line fields of a tool call, each on one line (the renderer's lines are its own).
+acp::ToolCall one_line(acp::ToolCall t) {
+  if (t.title) t.title = terminal_line(*t.title);
+  if (t.kind) t.kind = terminal_line(*t.kind);
+  if (t.status) t.status = terminal_line(*t.status);
+  t.id = terminal_line(t.id);
+  for (auto& l : t.locations) l = terminal_line(l);
+  return t;
+}
+
 std::string status_color(const std::string& status) {
   if (status == "completed") return std::string(kGood);
   if (status == "failed") return std::string(kBad);
@@ -52,36 +63,7 @@ std::string status_color(const std::string& status) {
 
 }  // namespace
 
-std::string sanitize_text(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c == 0x1b) {
-      // CSI: ESC [ parameters... final byte 0x40-0x7e; OSC: ESC ] ... BEL or ESC \; else ESC + one.
-      if (i + 1 < text.size() && text[i + 1] == '[') {
-        i += 2;
-        while (i < text.size() && !(text[i] >= 0x40 && text[i] <= 0x7e)) ++i;
-      } else if (i + 1 < text.size() && text[i + 1] == ']') {
-        i += 2;
-        while (i < text.size() && text[i] != '\a' && !(text[i] == 0x1b && i + 1 < text.size() && text[i + 1] == '\\')) ++i;
-        if (i < text.size() && text[i] == 0x1b) ++i;
-      } else {
-        ++i;
-      }
-      continue;
-    }
-    if (c == 0xc2 && i + 1 < text.size()) {
-      unsigned char n = static_cast<unsigned char>(text[i + 1]);
-      if (n >= 0x80 && n <= 0x9f) {  // a C1 control character, UTF-8 encoded
-        ++i;
-        continue;
-      }
-    }
-    if (c == '\n' || c == '\t' || (c >= 0x20 && c != 0x7f)) out += static_cast<char>(c);
-  }
-  return out;
-}
+std::string sanitize_text(std::string_view text) { return terminal_text(text); }
 
 std::vector<char> option_letters(const std::vector<acp::PermissionOption>& options) {
   std::vector<char> letters;
@@ -118,6 +100,11 @@ void Renderer::emit(int fd, std::string_view text) {
   open_[fd] = text.back() != '\n';
 }
 
+std::string Renderer::safe(int fd, std::string_view text) const {
+  bool terminal = fd == 1 ? style_.sanitize : style_.sanitize_err;
+  return terminal ? terminal_text(text) : std::string(text);
+}
+
 void Renderer::break_lines(int fd) {
   for (int f : {1, 2}) {
     if (!open_[f]) continue;
@@ -132,15 +119,16 @@ std::string Renderer::paint(std::string_view color, std::string_view text) const
   return "\x1b[" + std::string(color) + "m" + std::string(text) + "\x1b[0m";
 }
 
-void Renderer::line(int fd, std::string_view color, std::string_view text) {
+void Renderer::line(int fd, std::string_view color, std::string_view raw) {
+  std::string text = safe(fd, raw);
   break_lines(fd);
   if (block_ == Block::answer && fd == 2 && style_.shared) block_ = Block::none;
   // Colour one line at a time, so nothing bleeds past a line end.
   std::size_t pos = 0;
   while (pos <= text.size()) {
     std::size_t nl = text.find('\n', pos);
-    if (nl == std::string_view::npos) nl = text.size();
-    emit(fd, paint(color, text.substr(pos, nl - pos)) + "\n");
+    if (nl == std::string::npos) nl = text.size();
+    emit(fd, paint(color, std::string_view(text).substr(pos, nl - pos)) + "\n");
     pos = nl + 1;
   }
 }
@@ -157,7 +145,7 @@ void Renderer::begin_turn() {
 
 void Renderer::thought(std::string_view raw) {
   if (!style_.details) return;
-  std::string text = style_.sanitize ? sanitize_text(raw) : std::string(raw);
+  std::string text = safe(2, raw);
   if (block_ != Block::thought) {
     break_lines(2);
     emit(2, paint(kThought, "  thinking: "));
@@ -185,7 +173,7 @@ void Renderer::tool(const acp::Update& u) {
   const acp::ToolCall& in = u.tool;
   if (u.kind == acp::Update::Kind::tool_call) {
     tools_[in.id] = in;
-    line(2, kTool, "  tool: " + acp::describe_tool_call(in));
+    line(2, kTool, "  tool: " + acp::describe_tool_call(one_line(in)));
     return;
   }
   acp::ToolCall& t = tools_[in.id];
@@ -195,9 +183,9 @@ void Renderer::tool(const acp::Update& u) {
   if (!in.locations.empty()) t.locations = in.locations;
   if (in.status && in.status != t.status) {
     t.status = in.status;
-    std::string head = "  tool: " + t.title.value_or(t.id) + ": ";
+    std::string head = "  tool: " + safe(2, terminal_line(t.title.value_or(t.id))) + ": ";
     break_lines(2);
-    emit(2, paint(kTool, head) + paint(status_color(*in.status), *in.status) + "\n");
+    emit(2, paint(kTool, head) + paint(status_color(*in.status), safe(2, terminal_line(*in.status))) + "\n");
   }
 }
 
@@ -206,7 +194,7 @@ void Renderer::update(const acp::Update& u) {
   std::string sep = breaks_.separator(u);  // a new agent message: a new paragraph
   switch (u.kind) {
     case K::agent_message: {
-      std::string text = style_.sanitize ? sanitize_text(u.text) : u.text;
+      std::string text = safe(1, u.text);
       if (text.empty()) return;
       text.insert(0, sep);
       if (block_ != Block::answer) {
@@ -224,24 +212,23 @@ void Renderer::update(const acp::Update& u) {
       std::string plan = acp::describe_plan(u.plan);
       if (plan.empty() || plan == last_plan_) return;
       last_plan_ = plan;
-      line(2, kDim, "  plan: " + (style_.sanitize ? sanitize_text(plan) : plan));
+      line(2, kDim, "  plan: " + terminal_line(plan));
       return;
     }
     case K::usage: usage_ = u.usage; return;
     case K::mode:
       // The agent changed its mode (leaving a plan mode, say): that changes what it may do.
       if (!style_.details || u.mode_id.empty()) return;
-      line(2, kDim, "  mode: " + (style_.sanitize ? sanitize_text(u.mode_id) : u.mode_id));
+      line(2, kDim, "  mode: " + terminal_line(u.mode_id));
       return;
     default: return;  // other session state (commands, config options, title) and history echoes are not shown
   }
 }
 
 void Renderer::permission(const acp::PermissionRequest& p) {
-  std::string what = acp::describe_tool_call(p.tool);
-  if (style_.sanitize) what = sanitize_text(what);
+  std::string what = acp::describe_tool_call(one_line(p.tool));
   if (p.answered) {
-    std::string answer = p.chosen ? p.chosen->name : std::string("cancelled");
+    std::string answer = p.chosen ? terminal_line(p.chosen->name) : std::string("cancelled");
     line(2, kAsk, "  permission: " + what + ": " + answer);
     return;
   }
@@ -249,7 +236,7 @@ void Renderer::permission(const acp::PermissionRequest& p) {
   auto letters = option_letters(p.options);
   std::string menu = "    ";
   for (std::size_t i = 0; i < p.options.size(); ++i) {
-    std::string name = style_.sanitize ? sanitize_text(p.options[i].name) : p.options[i].name;
+    std::string name = terminal_line(p.options[i].name);
     if (i) menu += "  ";
     menu += "[" + std::to_string(i + 1) + (letters[i] ? std::string("/") + letters[i] : "") + "] " + name;
   }
@@ -259,7 +246,7 @@ void Renderer::permission(const acp::PermissionRequest& p) {
   emit(2, paint(kAsk, ask));
 }
 
-void Renderer::permission_choice(std::string_view what) { emit(2, std::string(what) + "\n"); }
+void Renderer::permission_choice(std::string_view what) { emit(2, safe(2, terminal_line(what)) + "\n"); }
 
 void Renderer::permission_withdrawn() { line(2, kDim, "  (the agent withdrew its permission request)"); }
 
@@ -281,7 +268,7 @@ void Renderer::end_turn(const acp::TurnEvent& t) {
     } else if (r == "max_turn_requests") {
       line(2, kNote, "tether: the agent stopped: too many model requests in one turn (max_turn_requests)");
     } else if (r != "end_turn") {
-      line(2, kNote, "tether: the agent stopped: " + r);
+      line(2, kNote, "tether: the agent stopped: " + terminal_line(r));
     }
   } else {
     std::string code = t.error.is_object() ? t.error.value("code", "") : "";
@@ -305,7 +292,8 @@ void Renderer::note(std::string_view text) { line(2, kNote, "tether: " + std::st
 void Renderer::error(std::string_view text) { line(2, kError, "tether: " + std::string(text)); }
 void Renderer::dim(std::string_view text) { line(2, kDim, text); }
 
-void Renderer::info(std::string_view text) {
+void Renderer::info(std::string_view raw) {
+  std::string text = safe(1, raw);
   break_lines(1);
   if (text.empty()) return;
   emit(1, text);

@@ -5,8 +5,11 @@
 // kind is unit-tested as text.
 //
 // When stdout and stderr are the same terminal (`shared`), the renderer keeps their lines apart:
-// a note never lands in the middle of a half-written answer line. Text that came from the agent is
-// stripped of control characters and escape sequences when it is shown on a terminal (`sanitize`).
+// a note never lands in the middle of a half-written answer line. What the renderer writes to an fd
+// that is a terminal passes through cli::terminal_text (`sanitize`, `sanitize_err`), so no escape
+// sequence or control character of the agent's reaches the screen; the agent's one-line fields
+// (tool titles, kinds and statuses, option names, mode ids, plan entries) are flattened to one line
+// (cli::terminal_line) wherever they are shown.
 //
 // Thread contract: thread-bound (a plain value).
 #pragma once
@@ -26,7 +29,8 @@ namespace tether::cli::talk {
 
 struct RenderStyle {
   bool color = false;     // ANSI colours and dim text
-  bool sanitize = false;  // the agent's text is shown on a terminal: strip control characters
+  bool sanitize = false;      // stdout is a terminal: what goes there passes through terminal_text
+  bool sanitize_err = false;  // stderr is a terminal: likewise for what goes there
   bool shared = false;    // stdout and stderr are the same terminal
   bool details = true;    // show thoughts, tool calls, plans and usage (else only the answer and notes)
 };
@@ -36,8 +40,8 @@ struct Write {
   std::string text;
 };
 
-// The agent's text made safe for a terminal: escape sequences, C0 and C1 control characters and
-// carriage returns are dropped; newlines and tabs are kept.
+// The agent's text made safe for a terminal: cli::terminal_text (escape sequences, C0 and C1
+// control characters, carriage returns and bidi overrides are dropped; newlines and tabs kept).
 std::string sanitize_text(std::string_view text);
 
 // Keys for a permission menu: each option's first letter, lower-cased, for the first option that
@@ -78,6 +82,7 @@ class Renderer {
   enum class Block { none, answer, thought };
 
   void emit(int fd, std::string_view text);
+  std::string safe(int fd, std::string_view text) const;  // terminal_text when that fd is a terminal
   void break_lines(int fd);  // before writing to fd: end the half-written lines in the way
   void line(int fd, std::string_view color, std::string_view text);
   std::string paint(std::string_view color, std::string_view text) const;

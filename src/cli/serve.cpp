@@ -44,6 +44,7 @@
 #include "base/signals.h"
 #include "base/unique_fd.h"
 #include "cli/socket_path.h"
+#include "cli/terminal_text.h"
 #include "rpc/line_framer.h"
 #include "rpc/message.h"
 #include "supervisor/bridge.h"
@@ -79,7 +80,8 @@ constexpr int kListenBacklog = 128;
 int g_log_fd = STDERR_FILENO;
 
 void log_line(std::string_view text) {
-  std::string line = "tether serve: " + std::string(text) + "\n";
+  // Lines quote the agent and the bridge (its stdout lines, error messages, stderr lines).
+  std::string line = "tether serve: " + for_terminal(g_log_fd, text) + "\n";
   [[maybe_unused]] auto w = ::write(g_log_fd, line.data(), line.size());
 }
 

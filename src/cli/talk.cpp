@@ -24,6 +24,7 @@
 #include "cli/wait_notice.h"
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
+#include "cli/terminal_text.h"
 #include "tether_config.h"
 
 #ifdef TETHER_HAVE_LIBEDIT
@@ -157,6 +158,7 @@ class Talk {
     talk::RenderStyle s;
     s.color = color_wanted(o.common.color, STDERR_FILENO);
     s.sanitize = ::isatty(STDOUT_FILENO) == 1;
+    s.sanitize_err = ::isatty(STDERR_FILENO) == 1;
     s.shared = ::isatty(STDOUT_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
     s.details = interactive ? !o.common.quiet : (o.common.verbose > 0 || (::isatty(STDERR_FILENO) == 1 && !o.common.quiet));
     return s;
@@ -221,8 +223,8 @@ class Talk {
   void greet() {
     if (o_.common.quiet) return;
     const auto& st = session_->state();
-    std::string agent = st.agent_info.is_object() ? st.agent_info.value("title", st.agent_info.value("name", "")) : "";
-    std::string version = st.agent_info.is_object() ? st.agent_info.value("version", "") : "";
+    std::string agent = terminal_line(st.agent_info.is_object() ? st.agent_info.value("title", st.agent_info.value("name", "")) : "");
+    std::string version = terminal_line(st.agent_info.is_object() ? st.agent_info.value("version", "") : "");
     if (connected_mode()) {
       std::string who = agent.empty() ? "" : agent + (version.empty() ? "" : " " + version) + ", ";
       renderer_.dim("tether " + std::string(TETHER_VERSION) + ", connected to tether server at " + server_ + " (" + who +
@@ -290,7 +292,7 @@ class Talk {
 
   // A line the agent wrote on its stdout that is not JSON: agents print sign-in URLs there.
   void show_output(const std::string& text) {
-    renderer_.note("the agent wrote on stdout: " + (renderer_.style().sanitize ? talk::sanitize_text(text) : text));
+    renderer_.note("the agent wrote on stdout: " + terminal_line(text));
   }
 
   // /mode, /model, /set: with an argument, the change (its answer comes later, see
@@ -312,7 +314,7 @@ class Talk {
                                                       : "(the agent offers no session options)");
       } else {
         std::string text;
-        for (auto& l : lines) text += (renderer_.style().sanitize ? talk::sanitize_text(l) : l) + "\n";
+        for (auto& l : lines) text += terminal_line(l) + "\n";
         renderer_.info(text);
       }
       return;
@@ -349,7 +351,7 @@ class Talk {
   bool on_setting_reply(const acp::TurnEvent& e) {
     if (setting_token_ == 0 || e.request_id != setting_token_) return false;
     setting_token_ = 0;
-    std::string what = renderer_.style().sanitize ? talk::sanitize_text(setting_what_) : setting_what_;
+    std::string what = terminal_line(setting_what_);
     if (e.error.is_null()) {
       renderer_.note(what + ": set");
     } else {
@@ -949,7 +951,7 @@ class Talk {
            std::to_string(o_.common.max_restarts) + " allowed), " + std::to_string(st.restarts_total) + " in all\n";
       if (st.last_exit) s += "last exit: " + supervisor::describe(*st.last_exit) + "\n";
     }
-    s += "session:   " + (ss.session_id.empty() ? std::string("(none)") : ss.session_id);
+    s += "session:   " + (ss.session_id.empty() ? std::string("(none)") : terminal_line(ss.session_id));
     if (connected_mode() && !ss.session_id.empty())
       s += ss.on_main ? " (the server's main session)" : " (a session of our own)";
     if (ss.sessions_loaded) s += ", restored " + std::to_string(ss.sessions_loaded) + "x by session/load";
@@ -960,12 +962,12 @@ class Talk {
       name = ss.agent_info.value("name", "");
       version = ss.agent_info.value("version", "");
     }
-    s += "agent:     " + (name.empty() ? std::string("(unnamed)") : name) + (version.empty() ? "" : " " + version) +
+    s += "agent:     " + (name.empty() ? std::string("(unnamed)") : terminal_line(name)) + (version.empty() ? "" : " " + terminal_line(version)) +
          ", ACP v" + std::to_string(ss.protocol_version) + (ss.load_session ? ", can load sessions" : "") + "\n";
     for (const auto& l : acp::describe_settings(ss.modes, ss.config_options))
-      s += "setting:   " + (renderer_.style().sanitize ? talk::sanitize_text(l) : l) + "\n";
-    if (ss.modes.is_null() && !ss.mode_id.empty()) s += "mode:      " + ss.mode_id + "\n";
-    if (!ss.auth_method.empty()) s += "auth:      " + ss.auth_method + "\n";
+      s += "setting:   " + terminal_line(l) + "\n";
+    if (ss.modes.is_null() && !ss.mode_id.empty()) s += "mode:      " + terminal_line(ss.mode_id) + "\n";
+    if (!ss.auth_method.empty()) s += "auth:      " + terminal_line(ss.auth_method) + "\n";
     if (ss.sessions_closed) s += "closed:    " + std::to_string(ss.sessions_closed) + " session(s) closed at the agent\n";
     if (ss.usage) s += "context:   " + std::to_string(ss.usage->used) + " of " + std::to_string(ss.usage->size) + " tokens\n";
     const auto& c = st.counters;
@@ -1042,7 +1044,7 @@ class Talk {
     auto failed = session_->new_session(base::Deadline::after(kRestartWait), sig_.get());
     seen_loaded_ = session_->state().sessions_loaded;
     if (failed) renderer_.error(acp::message_with_tail(failed->error));
-    else renderer_.note("new session " + session_->state().session_id);
+    else renderer_.note("new session " + terminal_line(session_->state().session_id));
     flush();
   }
 

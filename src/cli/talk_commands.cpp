@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "cli/terminal_text.h"
+
 namespace tether::cli::talk {
 namespace {
 
@@ -97,14 +99,15 @@ std::string help_text(const std::vector<acp::Command>& agent_commands) {
     std::size_t width = 0;
     std::vector<std::string> heads;
     for (const auto& c : agent_commands) {
-      std::string head = "  /" + c.name + (c.hint.empty() ? "" : " " + c.hint);
+      // The agent's words, each kept on its line (cli::terminal_line).
+      std::string head = "  /" + terminal_line(c.name) + (c.hint.empty() ? "" : " " + terminal_line(c.hint));
       width = std::max(width, head.size());
       heads.push_back(std::move(head));
     }
     for (std::size_t i = 0; i < agent_commands.size(); ++i) {
       s += heads[i];
       if (!agent_commands[i].description.empty())
-        s += std::string(width + 2 - heads[i].size(), ' ') + agent_commands[i].description;
+        s += std::string(width + 2 - heads[i].size(), ' ') + terminal_line(agent_commands[i].description);
       s += '\n';
     }
   }

@@ -35,6 +35,8 @@ class Pty {
   std::size_t count(std::string_view needle);
   std::string since_mark() const { return text_.substr(mark_); }
   const std::string& text() const { return text_; }
+  // Every byte the child wrote to the terminal, escape sequences included.
+  const std::string& raw() const { return raw_; }
 
   // Waits for the child to exit (draining output meanwhile): its shell status, or nothing.
   std::optional<int> wait_exit(std::chrono::milliseconds limit = std::chrono::seconds(15));

@@ -12,6 +12,7 @@
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
 #include "cli/talk_input.h"
+#include "cli/terminal_text.h"
 
 using namespace tether::cli::talk;
 using tether::acp::Command;
@@ -60,6 +61,7 @@ RenderStyle plain(bool shared = true) {
   RenderStyle s;
   s.color = false;
   s.sanitize = true;
+  s.sanitize_err = true;
   s.shared = shared;
   s.details = true;
   return s;
@@ -279,6 +281,65 @@ TEST_CASE("sanitize: escape sequences and control characters go, text stays") {
   CHECK(sanitize_text("a\rb\x08" "c\x7f") == "abc");
   CHECK(sanitize_text("\x1b]0;title\x07" "after") == "after");
   CHECK(sanitize_text("caf\xc3\xa9 \xc2\x9b") == "caf\xc3\xa9 ");
+}
+
+TEST_CASE("terminal_text: every kind of escape sequence and control goes whole, text around it stays") {
+  using tether::cli::terminal_text;
+  // OSC, terminated by BEL or by ST; OSC 52 would write the clipboard.
+  CHECK(terminal_text("a\x1b]52;c;SGVsbG8=\x07" "b") == "ab");
+  CHECK(terminal_text("a\x1b]0;title\x1b\\b") == "ab");
+  // DCS, SOS, PM, APC: strings up to ST.
+  CHECK(terminal_text("a\x1bP1$q\x1b\\b\x1bXsos\x1b\\c\x1b^pm\x1b\\d\x1b_apc\x1b\\e") == "abcde");
+  // CSI with parameters and intermediates; other ESC sequences with intermediates.
+  CHECK(terminal_text("a\x1b[2J\x1b[1;1H\x1b[?2004h\x1b[0 qb") == "ab");
+  CHECK(terminal_text("a\x1b(B" "b\x1b#8" "c\x1b" "7d\x1b" "ce") == "abcde");
+  // A CSI cut short by a control ends there; the text after it stays.
+  CHECK(terminal_text("a\x1b[12\nb") == "a\nb");
+  // Unterminated: the rest of the text goes (it is part of the sequence).
+  CHECK(terminal_text("a\x1b]0;never ends") == "a");
+  CHECK(terminal_text("a\x1b") == "a");
+  // C1 controls, UTF-8 encoded and as raw bytes: CSI and OSC are parsed like their ESC forms.
+  CHECK(terminal_text("a\xc2\x9b" "31mb\xc2\x9d" "0;t\x07" "c\xc2\x85" "d") == "abcd");
+  CHECK(terminal_text("a\x9b" "2Jb\x9d" "0;t\xc2\x9c" "c\x90" "dcs\x1b\\d") == "abcd");
+  // C0 controls but newline and tab, DEL; bidi embeddings, overrides and isolates.
+  CHECK(terminal_text(std::string_view("a\x07\x08\x0c\r\x7f\x00" "b\n\tc", 11)) == "ab\n\tc");
+  CHECK(terminal_text("a\xe2\x80\xae" "b\xe2\x81\xa6" "c\xe2\x80\xaa" "d") == "abcd");
+  // Not UTF-8: shown as U+FFFD, but a stray byte 0x80..0x9f is a C1 control (a terminal may take
+  // it for one); UTF-8 text is kept as it is (its continuation bytes 0x80..0x9f too).
+  CHECK(terminal_text("a\xff" "b\xe2\x82") == "a\xef\xbf\xbd" "b\xef\xbf\xbd");
+  CHECK(terminal_text("caf\xc3\xa9 \xe2\x86\x92 \xe2\x80\xa6 \xf0\x9f\x99\x82") == "caf\xc3\xa9 \xe2\x86\x92 \xe2\x80\xa6 \xf0\x9f\x99\x82");
+  // Overlong forms and surrogates are not UTF-8: an overlong ESC or CSI does not pass as one.
+  CHECK(terminal_text("a\xc0\x9b" "b") == "a\xef\xbf\xbd");
+  CHECK(terminal_text("a\xc0\x9b" "b").find('\x1b') == std::string::npos);
+  CHECK(terminal_text("a\xed\xa0\x80" "b").find("\xed") == std::string::npos);
+}
+
+TEST_CASE("json_for_terminal: the same JSON, with nothing a terminal acts on") {
+  using tether::cli::json_for_terminal;
+  CHECK(json_for_terminal(R"({"t":"a\u001b]0;x\u0007 \u00e9"})") == R"({"t":"a\u001b]0;x\u0007 \u00e9"})");
+  CHECK(json_for_terminal("{\"t\":\"a\xc2\x9b" "2J\x7f\xe2\x80\xae\xc3\xa9\"}") == R"({"t":"a\u009b2J\u007f\u202e)" "\xc3\xa9\"}");
+}
+
+TEST_CASE("terminal_line: one line, whatever the agent put in") {
+  using tether::cli::terminal_line;
+  CHECK(terminal_line("title\n  permission: fake\tquestion\r\n") == "title   permission: fake question ");
+  CHECK(terminal_line("\x1b[2Jtool\x1b]0;x\x07") == "tool");
+}
+
+TEST_CASE("the renderer keeps the agent's fields on their lines and strips what goes to a terminal") {
+  Renderer r(plain());
+  r.begin_turn();
+  Update u;
+  u.kind = Update::Kind::tool_call;
+  u.tool.id = "t1";
+  u.tool.title = "Edit\n  permission: fake\x1b]52;c;eA==\x07";
+  u.tool.kind = "edit\x1b[2J";
+  r.update(u);
+  r.permission_choice("Allow\x1b]0;t\x07\nnext");
+  std::string err;
+  for (auto& w : r.take())
+    if (w.fd == 2) err += w.text;
+  CHECK(err == "  tool: Edit   permission: fake (edit)\nAllow next\n");
 }
 
 TEST_CASE("permission keys: numbers always, first letters when unambiguous") {

@@ -52,8 +52,19 @@
 //                      asks to read CWD/race/secret.txt and write CWD/race/planted.txt, for 2 s (or
 //                      3000 tries); answers "tries=T reads=R leaks=L writes=W", where a leak is a
 //                      read that returned "secret" (the outside file's text)
+//   hostile            puts terminal escape sequences (kHostile: OSC 52 clipboard, OSC 0 title, CSI
+//                      2J clear, C1 CSI and OSC in UTF-8, BEL) into everything a client may show:
+//                      agentInfo name, title and version, the session id, its commands (name,
+//                      description, hint), modes, config options, and its stderr (with raw 8-bit
+//                      C1 bytes); the mode "plain", the model "m2" and the boolean option "fast"
+//                      have plain ids, so a client can ask for them. A prompt's first word picks the turn: "fail" fails it with an
+//                      error whose message and data.details carry them; "crash" writes them on
+//                      stderr and exits 3; anything else sends a non-JSON stdout line, a thought, a
+//                      plan, a tool call and its update, asks permission (hostile tool title, kind
+//                      and option names) and answers with hostile chunks. set_mode and
+//                      set_config_option fail with a hostile message.
 //
-// Each session/new makes a new session id, "fake-session-PID-N".
+// Each session/new makes a new session id, "fake-session-PID-N" ("hostile" mode: kHostile in it).
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -78,6 +89,20 @@ using nlohmann::json;
 namespace {
 
 std::string mode, arg;
+
+// What a hostile agent puts into every text: each sequence would do something to a terminal that
+// interpreted it (clipboard, window title, clear the screen, move the cursor, ring the bell).
+const std::string kHostile =
+    "\x1b]52;c;SG9zdGlsZQ==\x07"   // OSC 52: write the clipboard
+    "\x1b]0;pwned-title\x1b\\"     // OSC 0: the window title, ST-terminated
+    "\x1b[2J\x1b[1;1H"              // CSI: clear the screen, cursor home
+    "\xc2\x9b" "31m"               // C1 CSI, UTF-8 encoded
+    "\xc2\x9d" "0;c1-title\x07"    // C1 OSC, UTF-8 encoded
+    "\x1bP1$q\x1b\\"               // DCS
+    "\x07\x08\x7f";                 // BEL, BS, DEL
+// The same for raw bytes (stderr, stdout lines that are not JSON): 8-bit C1 CSI and OSC too.
+const std::string kHostileRaw = kHostile + "\x9b" "2J" "\x9d" "0;raw-title\x07";
+std::string evil(const std::string& word) { return word + kHostile + " " + word; }
 std::string session_cwd;  // of the last session/new
 std::string in_buf;
 std::string session_id = "fake-session-1";
@@ -213,6 +238,44 @@ void on_server_prompt(const json& id, const json& params) {
     send(chunk("ok " + params.value("sessionId", "")));
     send(result(id, {{"stopReason", "end_turn"}}));
   }
+}
+
+void on_hostile_prompt(const json& id, const json& params) {
+  std::string text;
+  if (params.contains("prompt") && params["prompt"].is_array() && !params["prompt"].empty())
+    text = params["prompt"][0].value("text", "");
+  std::string word = text.substr(0, text.find(' '));
+  std::string err = "hostile stderr in the turn " + kHostileRaw + "\n";
+  if (word == "fail") {
+    [[maybe_unused]] auto n = ::write(2, err.data(), err.size());
+    json e = error(id, -32603, evil("Internal error"));
+    e["error"]["data"] = {{"details", evil("details")}};
+    send(e);
+    return;
+  }
+  if (word == "crash") {
+    [[maybe_unused]] auto n = ::write(2, err.data(), err.size());
+    ::_exit(3);
+  }
+  write_all("not json " + kHostileRaw + "\n");
+  send(update({{"sessionUpdate", "agent_thought_chunk"}, {"content", {{"type", "text"}, {"text", evil("thought")}}}}));
+  send(update({{"sessionUpdate", "plan"},
+               {"entries", {{{"content", evil("step")}, {"priority", "high"}, {"status", "pending"}}}}}));
+  send(update({{"sessionUpdate", "tool_call"}, {"toolCallId", "t1"}, {"title", evil("tool")}, {"kind", evil("kind")},
+               {"status", "pending"}}));
+  send(update({{"sessionUpdate", "tool_call_update"}, {"toolCallId", "t1"}, {"status", evil("status")}}));
+  send(update({{"sessionUpdate", "current_mode_update"}, {"currentModeId", evil("newmode")}}));
+  long rid = next_id++;
+  send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "session/request_permission"},
+        {"params", {{"sessionId", session_id},
+                    {"toolCall", {{"toolCallId", "t2"}, {"title", evil("ask")}, {"kind", evil("kind")}}},
+                    {"options", {{{"optionId", "yes"}, {"name", evil("Allow")}, {"kind", "allow_once"}},
+                                 {{"optionId", "no"}, {"name", evil("Reject")}, {"kind", "reject_once"}}}}}}});
+  std::vector<json> others;
+  json r = await_response(rid, others);
+  send(chunk(evil("answer") + "\n"));
+  send(chunk(std::string("permission ") + (r.contains("result") ? "answered" : "failed") + "\n"));
+  send(result(id, {{"stopReason", "end_turn"}}));
 }
 
 void on_prompt(const json& id, const json& params) {
@@ -394,6 +457,11 @@ int main(int argc, char** argv) {
                             {{"id", "api-key"}, {"name", "API key"}, {"type", "env_var"}, {"vars", {{{"name", "FAKE_API_KEY"}}}}}};
       if (mode == "settings") r["agentCapabilities"]["sessionCapabilities"] = {{"close", json::object()}, {"resume", json::object()}};
       if (mode == "noisy") write_all("Please visit https://login.example.invalid/device?code=ABCD to sign in\n");
+      if (mode == "hostile") {
+        r["agentInfo"] = {{"name", evil("name")}, {"title", evil("title")}, {"version", evil("version")}};
+        std::string err = "hostile stderr " + kHostileRaw + "\n";
+        [[maybe_unused]] auto n = ::write(2, err.data(), err.size());
+      }
       if (mode == "server") r["_meta"] = {{"tether", {{"mainSessionId", "main-1"}, {"generation", 1}, {"version", "test"}}}};
       send(result(id, r));
     } else if (method == "authenticate") {
@@ -416,6 +484,7 @@ int main(int argc, char** argv) {
       session_cwd = cwd;
       static int created = 0;
       session_id = "fake-session-" + std::to_string(::getpid()) + "-" + std::to_string(++created);
+      if (mode == "hostile") session_id = evil("session") + "-" + std::to_string(created);
       if (mode == "before-new") {
         std::string out = line(update({{"sessionUpdate", "available_commands_update"},
                                        {"availableCommands", {{{"name", "early"}, {"description", "sent early"}}}}}));
@@ -425,6 +494,19 @@ int main(int argc, char** argv) {
       }
       json answer = {{"sessionId", session_id}};
       if (mode == "settings") answer.update(settings());
+      if (mode == "hostile")
+        answer.update({{"modes", {{"currentModeId", evil("mode")}, {"availableModes", {{{"id", evil("mode")}, {"name", evil("Mode")}}, {{"id", "plain"}, {"name", evil("Plain")}}}}}},
+                       {"configOptions",
+                        {{{"id", "model"}, {"name", evil("Model")}, {"category", "model"}, {"type", "select"},
+                          {"currentValue", evil("model")},
+                          {"options", {{{"value", evil("model")}, {"name", evil("Model")}}, {{"value", "m2"}, {"name", evil("Model two")}}}}},
+                         {{"id", evil("option")}, {"name", evil("Option")}, {"type", "select"}, {"currentValue", evil("value")},
+                          {"options", {{{"value", evil("value")}, {"name", evil("Value")}}}}},
+                         {{"id", "fast"}, {"name", evil("Fast")}, {"type", "boolean"}, {"currentValue", false}}}}});
+      // Before the answer, so that the client knows the commands once its session is open.
+      if (mode == "hostile")
+        send(update({{"sessionUpdate", "available_commands_update"},
+                     {"availableCommands", {{{"name", evil("cmd")}, {"description", evil("description")}, {"input", {{"hint", evil("hint")}}}}}}}));
       send(result(id, answer));
       if (mode == "before-new") send(update({{"sessionUpdate", "session_info_update"}, {"title", "after new"}}));
     } else if (method == "session/load") {
@@ -451,6 +533,10 @@ int main(int argc, char** argv) {
       // FAKE_RESUME_BARE: a resume answer that reports no modes or options (the schema allows it).
       bool bare = std::getenv("FAKE_RESUME_BARE") != nullptr;
       send(result(id, method == "session/resume" && !bare ? settings() : json::object()));
+    } else if (mode == "hostile" && (method == "session/set_mode" || method == "session/set_config_option")) {
+      json e = error(id, -32602, evil("refused"));
+      e["error"]["data"] = {{"details", evil("details")}};
+      send(e);
     } else if (method == "_tether/status" && mode == "server") {
       send(result(id, {{"state", "ready"}, {"clients", 2}}));
     } else if (method == "session/prompt" && mode == "settings") {
@@ -466,6 +552,8 @@ int main(int argc, char** argv) {
       json e = error(id, -32603, "Internal error");
       e["error"]["data"] = {{"details", "Quota exceeded for model fake-1"}};
       send(e);
+    } else if (method == "session/prompt" && mode == "hostile") {
+      on_hostile_prompt(id, params);
     } else if (method == "session/prompt") {
       on_prompt(id, params);
     } else {
