@@ -2,10 +2,58 @@
 
 #include <charconv>
 
+#include "rpc/message.h"
+
 namespace tether::cli::batch {
 namespace {
 
 bool is_blank(std::string_view s) { return s.find_first_not_of(" \t") == std::string_view::npos; }
+
+// Finds the text of a top-level "id" number read as a double: nlohmann's SAX interface hands
+// number_float() the token as written, which the DOM forgets. The last "id" wins, as in the DOM.
+class RawIdFinder : public nlohmann::json_sax<ojson> {
+ public:
+  std::string raw;
+
+  bool null() override { return scalar(); }
+  bool boolean(bool) override { return scalar(); }
+  bool number_integer(number_integer_t) override { return scalar(); }
+  bool number_unsigned(number_unsigned_t) override { return scalar(); }
+  bool number_float(number_float_t, const string_t& text) override {
+    if (depth_ == 1 && id_key_) raw = text;
+    id_key_ = false;
+    return true;
+  }
+  bool string(string_t&) override { return scalar(); }
+  bool binary(binary_t&) override { return scalar(); }
+  bool start_object(std::size_t) override { return open(); }
+  bool key(string_t& k) override {
+    id_key_ = depth_ == 1 && k == "id";
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  bool scalar() {
+    if (depth_ == 1 && id_key_) raw.clear();  // not this kind of number: nothing to keep
+    id_key_ = false;
+    return true;
+  }
+  bool open() {
+    scalar();
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+  int depth_ = 0;
+  bool id_key_ = false;
+};
 
 }  // namespace
 
@@ -89,6 +137,12 @@ Item parse_item(const InputLine& line) {
     item.prompt = line.text;  // plain text (a JSON string, number or array is text too)
     return item;
   }
+  if (rpc::nested_deeper_than(text)) {
+    // Refused before parsing: copying or printing such a value would overflow the stack.
+    item.error = "input line " + item.id_text + " is nested deeper than " + std::to_string(rpc::kMaxJsonDepth) +
+                 " levels";
+    return item;
+  }
   ojson obj = ojson::parse(text, nullptr, false);
   if (obj.is_discarded() || !obj.is_object()) {
     item.error = "input line " + item.id_text + " starts with '{' but is not valid JSON";
@@ -100,7 +154,8 @@ Item parse_item(const InputLine& line) {
     if (key == "id") {
       if (value.is_string() || value.is_number()) {
         item.id = value;
-        item.id_text = dump(value);
+        item.id_raw = value.is_number_float() ? raw_float_id(text) : std::string();
+        item.id_text = item.id_raw.empty() ? dump(value) : item.id_raw;
       } else {
         item.error = "input line " + std::to_string(line.line_no) + ": \"id\" must be a string or a number";
       }
@@ -117,6 +172,27 @@ Item parse_item(const InputLine& line) {
   if (!item.error && !has_prompt)
     item.error = "input line " + std::to_string(line.line_no) + ": a JSON object needs a \"prompt\" string";
   return item;
+}
+
+std::string raw_float_id(std::string_view text) {
+  RawIdFinder finder;
+  if (!ojson::sax_parse(text, &finder)) return {};
+  return finder.raw;
+}
+
+std::string dump_record(const ojson& record, std::string_view id_raw) {
+  if (id_raw.empty() || !record.is_object()) return dump(record);
+  std::string out = "{";
+  for (auto& [key, value] : record.items()) {
+    if (out.size() > 1) out += ',';
+    out += dump(ojson(key));
+    out += ':';
+    if (key == "id") out += id_raw;
+    else if (key == "result" && value.is_object()) out += dump_record(value, id_raw);
+    else out += dump(value);
+  }
+  out += '}';
+  return out;
 }
 
 std::uint64_t fnv1a64(std::string_view bytes) {

@@ -2,13 +2,7 @@
 
 namespace tether::rpc {
 
-namespace {
-
-// nlohmann's parser keeps its own stack, but copying, comparing and dumping a value recurse: a
-// line nested a hundred thousand deep would overflow ours. No JSON-RPC message needs more.
-constexpr int kMaxDepth = 512;
-
-bool nested_too_deep(std::string_view line) {
+bool nested_deeper_than(std::string_view line, int max_depth) {
   int depth = 0;
   bool in_string = false, escaped = false;
   for (char c : line) {
@@ -20,7 +14,7 @@ bool nested_too_deep(std::string_view line) {
     }
     if (c == '"') in_string = true;
     else if (c == '[' || c == '{') {
-      if (++depth > kMaxDepth) return true;
+      if (++depth > max_depth) return true;
     } else if (c == ']' || c == '}') {
       --depth;
     }
@@ -28,10 +22,8 @@ bool nested_too_deep(std::string_view line) {
   return false;
 }
 
-}  // namespace
-
 std::optional<json> parse_line(std::string_view line) {
-  if (nested_too_deep(line)) return std::nullopt;
+  if (nested_deeper_than(line)) return std::nullopt;
   json value = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) return std::nullopt;
   return value;
