@@ -47,6 +47,7 @@ struct Worker {
   std::optional<acp::Turn> turn;  // destroyed before `session`
   std::unique_ptr<Job> job;       // in flight
   std::string text;               // the answer of the attempt in flight
+  std::uint64_t dropped_at_start = 0;  // the bridge's oversize-line count when the attempt began
   bool retired = false;
 };
 
@@ -236,6 +237,7 @@ class BatchRunner {
     ++job.attempts;
     if (!job.started) job.started = base::Clock::now();
     w.text.clear();
+    w.dropped_at_start = w.bridge->status().counters.oversize_lines;
     w.turn.reset();
     if (!w.session) {
       w.session = std::make_unique<acp::AcpSession>(*w.bridge, client_options_);
@@ -347,6 +349,13 @@ class BatchRunner {
       r["stopReason"] = ev.stop_reason;
       if (ev.stop_reason != "end_turn")
         r["error"] = ojson(error_object("agent_error", "the agent ended the turn with stopReason " + ev.stop_reason));
+      // A line over --max-line was dropped during the turn: the answer may lack a chunk.
+      const auto dropped_now = w.bridge->status().counters.oversize_lines;
+      if (dropped_now > w.dropped_at_start && !r.contains("error")) {
+        r["ok"] = false;
+        r["error"] = ojson(error_object("agent_error", std::to_string(dropped_now - w.dropped_at_start) +
+                                                           " line(s) from the agent were longer than --max-line and were dropped: the answer may be incomplete"));
+      }
       finish(*job, with_meta(*job, std::move(r)));
       return;
     }
@@ -421,7 +430,7 @@ class BatchRunner {
     if (ok) ++ok_;
     else ++failed_;
     if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, result);
-    committing_.emplace_back(job.seq, batch::dump(result));
+    committing_.emplace_back(job.seq, batch::dump_record(result, job.item.id_raw));
   }
 
   // Group commit, then every line whose turn has come. False when tether must stop (stdout or the
