@@ -76,7 +76,9 @@ struct Connection::State {
   bool stdout_open = true;
   bool stderr_open = true;
   std::uint64_t local_in = 0, local_out = 0, local_invalid = 0, local_notrpc = 0, local_unknown = 0,
-                local_stderr = 0;
+                local_stderr = 0, local_stalls = 0;
+  bool outbound_stalled = false;
+  std::uint64_t published_oversize = 0;
 
   std::thread thread;
 
@@ -138,9 +140,11 @@ struct Connection::State {
     counters.frames_out = local_out;
     counters.invalid_json = local_invalid;
     counters.not_jsonrpc = local_notrpc;
-    counters.oversize_lines = framer.oversize_dropped();
+    counters.oversize_lines = published_oversize = framer.oversize_dropped();
     counters.unknown_responses = local_unknown;
     counters.stderr_bytes = local_stderr;
+    counters.outbound_stalls = local_stalls;
+    counters.outbound_backlog = out_buf.size() - out_off;
   }
 
   void note(std::string_view text) {
@@ -196,6 +200,9 @@ struct Connection::State {
     while (force || opt.events->has_room()) {
       auto line = framer.next();
       if (!line) return true;
+      // A dropped line is counted before anything after it is handed on: whoever gets the answer
+      // that followed it can tell that something of it was lost.
+      if (framer.oversize_dropped() != published_oversize) publish_counters();
       handle_line(*line);
     }
     return false;
@@ -273,6 +280,18 @@ struct Connection::State {
     }
   }
 
+  // Outbound backpressure. Invariant: while more than kOutboundLimit bytes wait for the bridge's
+  // stdin, the dispatcher neither reads stdout nor hands on a buffered line (each could be a
+  // request, and its answer would queue behind the others: a bridge that writes requests but never
+  // reads would grow our memory without end). Its pipe fills and the bridge blocks on it. All else
+  // goes on: stdin is polled for room (the backlog drains), stderr is drained, and the exit fd is
+  // watched, so a bridge that dies while stalled is seen as before (exit fd, or EPIPE on stdin:
+  // both reach set_death(), whose owner fails every waiter); final_drain() then reads what is left
+  // of stdout regardless. A socket peer has no exit fd: its stdout is still polled, for hang-up
+  // only (POLLHUP/POLLERR), and a hang-up reads on to the end. Once stdin is closed nothing will
+  // drain, so nothing stalls: what waits is dropped with it.
+  bool outbound_over_limit() const { return fds.stdin_w && out_buf.size() - out_off > kOutboundLimit; }
+
   void flush_stdin() {
     while (out_off < out_buf.size() && fds.stdin_w) {
       const char* data = out_buf.data() + out_off;
@@ -288,6 +307,8 @@ struct Connection::State {
       // EPIPE (ECONNRESET on a socket): nobody reads the bridge's stdin any more, so the bridge is
       // dead to us.
       fds.stdin_w.reset();
+      out_buf.clear();
+      out_off = 0;
       note("bridge's stdin is closed (EPIPE)");
       set_death(DeathCause::stdin_closed);
     }
@@ -357,7 +378,13 @@ struct Connection::State {
         note("closed the bridge's stdin");
       }
 
-      bool blocked = stdout_open && !process_lines(false);  // lines waiting for room in the queue
+      const bool stalled = stdout_open && outbound_over_limit();
+      if (stalled && !outbound_stalled) {
+        ++local_stalls;
+        note("stopped reading stdout: the bridge does not read its stdin");
+      }
+      outbound_stalled = stalled;
+      bool blocked = stdout_open && !stalled && !process_lines(false);  // lines waiting for room in the queue
       backpressured.store(blocked, std::memory_order_relaxed);
       if (blocked) opt.events->clear_space();
       if (blocked && opt.events->has_room()) continue;  // room appeared in between
@@ -366,7 +393,9 @@ struct Connection::State {
       nfds_t n = 0;
       int i_wake = -1, i_out = -1, i_space = -1, i_err = -1, i_in = -1, i_exit = -1;
       p[i_wake = static_cast<int>(n++)] = {wake.fd(), POLLIN, 0};
-      if (stdout_open && !blocked) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), POLLIN, 0};
+      if (stdout_open && !blocked && !stalled) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), POLLIN, 0};
+      // Stalled on a socket peer: only a hang-up is of interest (there is no exit fd to tell).
+      if (stalled && eof_is_exit) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), 0, 0};
       if (blocked) p[i_space = static_cast<int>(n++)] = {opt.events->space_fd(), POLLIN, 0};
       if (stderr_open) p[i_err = static_cast<int>(n++)] = {fds.stderr_r.get(), POLLIN, 0};
       if (fds.stdin_w && !out_buf.empty()) p[i_in = static_cast<int>(n++)] = {fds.stdin_w.get(), POLLOUT, 0};
@@ -388,7 +417,7 @@ struct Connection::State {
       if (i_in >= 0 && p[i_in].revents) flush_stdin();
       if (i_out >= 0 && p[i_out].revents) {
         if (!read_stdout()) on_stdout_eof();
-        else process_lines(false);
+        else if (!stalled || (p[i_out].revents & (POLLHUP | POLLERR))) process_lines(false);
       }
       if (eof_is_exit && !stdout_open) {
         // A socket peer: nothing more can come, and there is no process whose exit to wait for.
