@@ -403,6 +403,18 @@ TEST_CASE("script mode: one prompt per line, commands work, exit status at the e
   CHECK(dead.err.find("1 more input line was not sent") != std::string::npos);
 }
 
+TEST_CASE("script mode with stdin closed (`talk <&-`): exit 74 at once, never a hang") {
+  tether::test::RunOptions o;
+  o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};
+  o.limit = 20s;
+  std::vector<std::string> argv{"/bin/sh", "-c", "exec \"$0\" \"$@\" <&-"};
+  for (auto& a : talk()) argv.push_back(a);
+  auto r = tether::test::run(argv, o);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.shell_status() == 74);
+  CHECK(r.err.find("cannot read stdin") != std::string::npos);
+}
+
 // --- through a tether server (--connect) ------------------------------------------------------
 
 TEST_CASE("--connect: another client's turn is drawn between ours, and the line being typed waits") {
