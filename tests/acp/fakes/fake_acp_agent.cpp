@@ -35,6 +35,7 @@
 //                      and _tether/bridge_gone; "withdraw" answers, then asks permission and
 //                      withdraws it; anything else answers "ok SESSION-ID"
 //   not-server         a plain agent where a tether server was expected (no _meta.tether)
+//   oversize N         answers "before ", a chunk of N bytes ('y'), "after", then end_turn
 //
 // Each session/new makes a new session id, "fake-session-PID-N".
 #include <errno.h>
@@ -203,6 +204,11 @@ void on_prompt(const json& id, const json& params) {
     for (int i = 1; i <= n; ++i) out += line(chunk(std::to_string(i) + " "));
     out += line(result(id, {{"stopReason", "end_turn"}}));
     write_all(out);
+  } else if (mode == "oversize") {
+    send(chunk("before "));
+    send(chunk(std::string(std::strtoul(arg.c_str(), nullptr, 10), 'y')));
+    send(chunk("after"));
+    send(result(id, {{"stopReason", "end_turn"}}));
   } else if (mode == "crash-once" || mode == "no-load") {
     if (!exists(arg)) {
       append_file(arg, "crashed");
