@@ -529,7 +529,7 @@ TEST_CASE("--journal that is not a regular file (/dev/zero, /dev/full, a directo
     // address space makes that a quick failure here instead of a machine's worth of RAM.
     std::vector<std::string> argv = batch_argv({"--journal", path});
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-    argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -v 4000000; exec \"$0\" \"$@\""});
+    argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -v 1000000; exec \"$0\" \"$@\""});
 #endif
     auto r = run(argv, o);
     CHECK_FALSE(r.timed_out);
