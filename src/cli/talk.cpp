@@ -177,9 +177,12 @@ class Talk {
     if (writes.empty()) return;
     for (auto& w : writes) {
       if (w.fd == STDOUT_FILENO) {
-        if (!write_stdout(w.text) && errno == EPIPE) {
-          shutdown_now();
-          reraise(SIGPIPE);
+        if (!write_stdout(w.text)) {
+          if (errno == EPIPE) {
+            shutdown_now();
+            reraise(SIGPIPE);
+          }
+          last_status_ = worse(last_status_, kExitIoErr);  // stdout closed at start-up (EBADF), a full disk
         }
       } else {
         base::write_all(STDERR_FILENO, w.text);

@@ -403,7 +403,7 @@ TEST_CASE("script mode: one prompt per line, commands work, exit status at the e
   CHECK(dead.err.find("1 more input line was not sent") != std::string::npos);
 }
 
-TEST_CASE("script mode with stdin closed (`talk <&-`): exit 74 at once, never a hang") {
+TEST_CASE("script mode with stdin or stdout closed (`talk <&-`, `>&-`): exit 74, never a hang") {
   tether::test::RunOptions o;
   o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};
   o.limit = 20s;
@@ -413,6 +413,13 @@ TEST_CASE("script mode with stdin closed (`talk <&-`): exit 74 at once, never a 
   CHECK_FALSE(r.timed_out);
   CHECK(r.shell_status() == 74);
   CHECK(r.err.find("cannot read stdin") != std::string::npos);
+
+  // stdout closed instead: the answers cannot be written, an I/O error at the end.
+  o.stdin_text = "hello\n";
+  argv[2] = "exec \"$0\" \"$@\" >&-";
+  auto out = tether::test::run(argv, o);
+  CHECK_FALSE(out.timed_out);
+  CHECK(out.shell_status() == 74);
 }
 
 // --- through a tether server (--connect) ------------------------------------------------------
