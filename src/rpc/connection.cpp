@@ -315,6 +315,11 @@ struct Connection::State {
     if (out_off == out_buf.size()) {
       out_buf.clear();
       out_off = 0;
+    } else if (out_off > (std::size_t{1} << 20) && out_off > out_buf.size() / 2) {
+      // A bridge that reads slowly but steadily may never empty the buffer: drop what it has read,
+      // or the buffer would keep it (and grow past the outbound limit) for as long as that lasts.
+      out_buf.erase(0, out_off);
+      out_off = 0;
     }
   }
 
