@@ -9,52 +9,6 @@ namespace {
 
 bool is_blank(std::string_view s) { return s.find_first_not_of(" \t") == std::string_view::npos; }
 
-// Finds the text of a top-level "id" number read as a double: nlohmann's SAX interface hands
-// number_float() the token as written, which the DOM forgets. The last "id" wins, as in the DOM.
-class RawIdFinder : public nlohmann::json_sax<ojson> {
- public:
-  std::string raw;
-
-  bool null() override { return scalar(); }
-  bool boolean(bool) override { return scalar(); }
-  bool number_integer(number_integer_t) override { return scalar(); }
-  bool number_unsigned(number_unsigned_t) override { return scalar(); }
-  bool number_float(number_float_t, const string_t& text) override {
-    if (depth_ == 1 && id_key_) raw = text;
-    id_key_ = false;
-    return true;
-  }
-  bool string(string_t&) override { return scalar(); }
-  bool binary(binary_t&) override { return scalar(); }
-  bool start_object(std::size_t) override { return open(); }
-  bool key(string_t& k) override {
-    id_key_ = depth_ == 1 && k == "id";
-    return true;
-  }
-  bool end_object() override { return close(); }
-  bool start_array(std::size_t) override { return open(); }
-  bool end_array() override { return close(); }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
-
- private:
-  bool scalar() {
-    if (depth_ == 1 && id_key_) raw.clear();  // not this kind of number: nothing to keep
-    id_key_ = false;
-    return true;
-  }
-  bool open() {
-    scalar();
-    ++depth_;
-    return true;
-  }
-  bool close() {
-    --depth_;
-    return true;
-  }
-  int depth_ = 0;
-  bool id_key_ = false;
-};
-
 }  // namespace
 
 void LineReader::push(std::string_view bytes) {
@@ -174,11 +128,7 @@ Item parse_item(const InputLine& line) {
   return item;
 }
 
-std::string raw_float_id(std::string_view text) {
-  RawIdFinder finder;
-  if (!ojson::sax_parse(text, &finder)) return {};
-  return finder.raw;
-}
+std::string raw_float_id(std::string_view text) { return rpc::raw_float_text(text, "id"); }
 
 std::string dump_record(const ojson& record, std::string_view id_raw) {
   if (id_raw.empty() || !record.is_object()) return dump(record);

@@ -10,11 +10,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "base/byte_ring.h"
 #include "base/event_fd.h"
@@ -30,6 +32,8 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
+// Request ids kept as written (see State::raw_ids) at most; past that, ids are echoed by value.
+constexpr std::size_t kMaxRawIds = 4096;
 
 bool is_socket(int fd) {
   struct stat st;
@@ -65,6 +69,12 @@ struct Connection::State {
   // Held while on_change runs, so that detach_on_change() waits for a call in progress.
   std::mutex cb_mu;
 
+  // The bridge's request ids that a double would print back changed (12345678901234567890123,
+  // 1.50): their text as written, by the value's bits. Added by the dispatcher, taken by the
+  // answer (each request is answered once), which then carries the id exactly as the bridge wrote.
+  std::mutex ids_mu;
+  std::unordered_multimap<std::uint64_t, std::string> raw_ids GUARDED_BY(ids_mu);
+
   std::atomic<base::TimePoint::rep> last_rx{base::Clock::now().time_since_epoch().count()};
   // True while the dispatcher has stopped reading stdout because the event queue is full.
   std::atomic<bool> backpressured{false};
@@ -99,6 +109,33 @@ struct Connection::State {
       outbound.push_back(std::move(line));
     }
     if (was_empty) wake.notify();
+  }
+
+  static std::uint64_t id_key(const json& id) { return std::bit_cast<std::uint64_t>(id.get<double>()); }
+
+  void remember_raw_id(const json& id, std::string raw) {
+    if (raw.empty()) return;
+    std::lock_guard lock(ids_mu);
+    if (raw_ids.size() < kMaxRawIds) raw_ids.emplace(id_key(id), std::move(raw));
+  }
+
+  std::optional<std::string> take_raw_id(const json& id) {
+    if (!id.is_number_float()) return std::nullopt;
+    std::lock_guard lock(ids_mu);
+    auto it = raw_ids.find(id_key(id));
+    if (it == raw_ids.end()) return std::nullopt;
+    std::string raw = std::move(it->second);
+    raw_ids.erase(it);
+    return raw;
+  }
+
+  // The answer to the bridge's request `id` when its id was kept as written: `member` ("result"
+  // or "error") holding `value`, with that id. False (nothing sent) for any other id.
+  bool enqueue_raw_answer(const json& id, const char* member, const json& value) {
+    auto raw = take_raw_id(id);
+    if (!raw) return false;
+    enqueue("{\"jsonrpc\":\"2.0\",\"id\":" + *raw + ",\"" + member + "\":" + dump(value) + "}");
+    return true;
   }
 
   void changed() {
@@ -184,6 +221,9 @@ struct Connection::State {
       }
       case MessageKind::request:
       case MessageKind::notification: {
+        if (c.kind == MessageKind::request) {
+          if (const json& id = (*msg)["id"]; id.is_number_float()) remember_raw_id(id, raw_float_text(line, "id"));
+        }
         Event ev;
         ev.kind = c.kind == MessageKind::request ? Event::Kind::request : Event::Kind::notification;
         ev.generation = opt.generation;
@@ -538,11 +578,12 @@ void Connection::notify(std::string_view method, json params) {
 }
 
 void Connection::respond(const json& id, json result) {
-  s_->enqueue(dump(make_result(id, std::move(result))));
+  if (!s_->enqueue_raw_answer(id, "result", result)) s_->enqueue(dump(make_result(id, std::move(result))));
 }
 
 void Connection::respond_error(const json& id, int code, std::string_view message, json data) {
-  s_->enqueue(dump(make_error(id, code, message, std::move(data))));
+  json msg = make_error(id, code, message, std::move(data));
+  if (!s_->enqueue_raw_answer(id, "error", msg["error"])) s_->enqueue(dump(msg));
 }
 
 void Connection::close_stdin() {

@@ -40,6 +40,12 @@ bool nested_deeper_than(std::string_view text, int max_depth = kMaxJsonDepth);
 std::optional<json> parse_line(std::string_view line);
 Classified classify(const json& msg);
 
+// The text of the number that is the value of top-level key `key` in the JSON object `text`, as
+// written, when nlohmann reads it as a double (an integer beyond 64 bits, `1.50`, `1e2`: printed
+// back, it would change); empty otherwise. A second pass over the text: call it only when the
+// parsed value is a float. Works for any nlohmann json type (the SAX events are the same).
+std::string raw_float_text(std::string_view text, std::string_view key);
+
 // The member `key` of an object, or null (not an object, or no such member).
 const json* member(const json& obj, std::string_view key);
 // The string member `key`, or "" (absent, or not a string).
