@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "base/std_fds.h"
 #include "cli/batch.h"
 #include "cli/call.h"
 #include "cli/common.h"
@@ -17,6 +18,8 @@
 
 int main(int argc, char** argv) {
   using namespace tether;
+  // First of all: a closed stdin, stdout or stderr must not become the next file opened.
+  base::reserve_standard_fds();
   // Before any thread exists: signals are read from a signalfd by each front-end.
   cli::block_signals();
   proc::become_subreaper();

@@ -806,6 +806,13 @@ class SessionCore {
   }
 
   void on_setup_error(const json& err) {
+    // A tether server's own failure (past its restart budget: restart_limit) is told as it is,
+    // not as the agent's refusal of the method.
+    if (const json* data = opt_.via_server && is_server_error(err) ? member(err, "data") : nullptr;
+        data && data->is_object() && !string_of(*data, "code").empty()) {
+      link_fail(*data);
+      return;
+    }
     switch (link_) {
       case Link::initializing:
         link_fail(error_object("protocol_error",

@@ -18,6 +18,8 @@ Deadline Deadline::earliest(Deadline a, Deadline b) {
 }
 
 Duration seconds(double s) {
+  if (!(s <= kMaxSeconds)) s = kMaxSeconds;  // NaN too
+  if (s < 0) s = 0;
   return std::chrono::duration_cast<Duration>(std::chrono::duration<double>(s));
 }
 

@@ -32,7 +32,13 @@ class Deadline {
   std::optional<TimePoint> at_;
 };
 
-// Seconds as a double (command-line values) to a Duration.
+// The longest duration a command-line value can ask for: 10^9 s, about 31.7 years, which means
+// "never" in practice. A Duration counts nanoseconds in 64 bits (about 292 years), so a larger value
+// would overflow it (and `now() + d` with it); larger values, infinity and NaN are clamped to this.
+inline constexpr double kMaxSeconds = 1e9;
+
+// Seconds as a double (command-line values) to a Duration; negative values are zero, values over
+// kMaxSeconds are kMaxSeconds.
 Duration seconds(double s);
 
 }  // namespace tether::base

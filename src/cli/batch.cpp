@@ -50,6 +50,7 @@ struct Worker {
   std::unique_ptr<Job> job;       // in flight
   std::string text;               // the answer of the attempt in flight
   acp::MessageBreaks breaks;      // ... with a blank line between the agent's messages
+  std::uint64_t dropped_at_start = 0;  // the bridge's oversize-line count when the attempt began
   bool retired = false;
 };
 
@@ -243,6 +244,7 @@ class BatchRunner {
     if (!job.started) job.started = base::Clock::now();
     w.text.clear();
     w.breaks = {};
+    w.dropped_at_start = w.bridge->status().counters.oversize_lines;
     w.turn.reset();
     if (!w.session) {
       w.session = std::make_unique<acp::AcpSession>(*w.bridge, client_options_);
@@ -383,6 +385,13 @@ class BatchRunner {
       r["stopReason"] = ev.stop_reason;
       if (ev.stop_reason != "end_turn")
         r["error"] = ojson(error_object("agent_error", "the agent ended the turn with stopReason " + ev.stop_reason));
+      // A line over --max-line was dropped during the turn: the answer may lack a chunk.
+      const auto dropped_now = w.bridge->status().counters.oversize_lines;
+      if (dropped_now > w.dropped_at_start && !r.contains("error")) {
+        r["ok"] = false;
+        r["error"] = ojson(error_object("agent_error", std::to_string(dropped_now - w.dropped_at_start) +
+                                                           " line(s) from the agent were longer than --max-line and were dropped: the answer may be incomplete"));
+      }
       finish(*job, with_meta(*job, std::move(r)));
       return;
     }
@@ -457,7 +466,7 @@ class BatchRunner {
     if (ok) ++ok_;
     else ++failed_;
     if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, result);
-    committing_.emplace_back(job.seq, batch::dump(result));
+    committing_.emplace_back(job.seq, batch::dump_record(result, job.item.id_raw));
   }
 
   // Group commit, then every line whose turn has come. False when tether must stop (stdout or the

@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "rpc/message.h"
+
 namespace tether::cli::batch {
 namespace {
 
@@ -89,6 +91,12 @@ Item parse_item(const InputLine& line) {
     item.prompt = line.text;  // plain text (a JSON string, number or array is text too)
     return item;
   }
+  if (rpc::nested_deeper_than(text)) {
+    // Refused before parsing: copying or printing such a value would overflow the stack.
+    item.error = "input line " + item.id_text + " is nested deeper than " + std::to_string(rpc::kMaxJsonDepth) +
+                 " levels";
+    return item;
+  }
   ojson obj = ojson::parse(text, nullptr, false);
   if (obj.is_discarded() || !obj.is_object()) {
     item.error = "input line " + item.id_text + " starts with '{' but is not valid JSON";
@@ -100,7 +108,8 @@ Item parse_item(const InputLine& line) {
     if (key == "id") {
       if (value.is_string() || value.is_number()) {
         item.id = value;
-        item.id_text = dump(value);
+        item.id_raw = value.is_number_float() ? raw_float_id(text) : std::string();
+        item.id_text = item.id_raw.empty() ? dump(value) : item.id_raw;
       } else {
         item.error = "input line " + std::to_string(line.line_no) + ": \"id\" must be a string or a number";
       }
@@ -117,6 +126,23 @@ Item parse_item(const InputLine& line) {
   if (!item.error && !has_prompt)
     item.error = "input line " + std::to_string(line.line_no) + ": a JSON object needs a \"prompt\" string";
   return item;
+}
+
+std::string raw_float_id(std::string_view text) { return rpc::raw_float_text(text, "id"); }
+
+std::string dump_record(const ojson& record, std::string_view id_raw) {
+  if (id_raw.empty() || !record.is_object()) return dump(record);
+  std::string out = "{";
+  for (auto& [key, value] : record.items()) {
+    if (out.size() > 1) out += ',';
+    out += dump(ojson(key));
+    out += ':';
+    if (key == "id") out += id_raw;
+    else if (key == "result" && value.is_object()) out += dump_record(value, id_raw);
+    else out += dump(value);
+  }
+  out += '}';
+  return out;
 }
 
 std::uint64_t fnv1a64(std::string_view bytes) {

@@ -56,7 +56,10 @@ class LineReader {
 struct Item {
   std::size_t index = 0;  // the input line number
   ojson id;               // string or number: as given, or the line number
-  std::string id_text;    // the id's canonical JSON text (`"abc"`, `12`): shard hash, duplicates
+  // A number id nlohmann holds as a double (an integer beyond 64 bits, `1.0`, `1e3`) would be
+  // printed back changed: its text exactly as given, written in its place (empty otherwise).
+  std::string id_raw;
+  std::string id_text;    // the id's JSON text (`"abc"`, `12`, id_raw): shard hash, duplicates
   std::string prompt;
   ojson meta;             // the object's other keys (null when none)
   std::optional<std::string> error;
@@ -64,8 +67,17 @@ struct Item {
 
 // Parses one line: a JSON object is an item (`prompt` must be a string; `id`, when present, a
 // string or a number; every other key goes to `meta`); a line that starts with '{' but is not
-// valid JSON is bad input (it was meant as an object); anything else is the prompt text itself.
+// valid JSON, or is nested deeper than rpc::kMaxJsonDepth, is bad input (it was meant as an
+// object); anything else is the prompt text itself.
 Item parse_item(const InputLine& line);
+
+// The text of the number that is the value of the top-level key "id" in the JSON object `text`,
+// as written, when nlohmann reads it as a double (see Item::id_raw); empty otherwise.
+std::string raw_float_id(std::string_view text);
+
+// dump() for an output or journal record, with `id_raw` (when not empty) written as the value of
+// "id" at the top level and in a top-level "result" object.
+std::string dump_record(const ojson& record, std::string_view id_raw);
 
 // Duplicate detection: the first item with an id wins; a later one is bad input.
 class IdRegistry {

@@ -1,14 +1,17 @@
 #include "cli/batch_journal.h"
 
 #include "base/unique_fd.h"
+#include "rpc/message.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -38,6 +41,10 @@ void sync_parent_dir(const std::string& path) {
   ::close(dir);
 }
 
+// A record holds the output line, which holds the input line's other keys under "meta": two levels
+// more than the input, which was at most rpc::kMaxJsonDepth deep.
+constexpr int kMaxRecordDepth = rpc::kMaxJsonDepth + 2;
+
 }  // namespace
 
 std::string journal_line(const Item& item, std::uint64_t hash, const ojson& result) {
@@ -47,12 +54,13 @@ std::string journal_line(const Item& item, std::uint64_t hash, const ojson& resu
   rec["hash"] = hex16(hash);
   rec["ok"] = result.value("ok", false);
   rec["result"] = result;
-  std::string line = dump(rec);
+  std::string line = dump_record(rec, item.id_raw);
   line += '\n';
   return line;
 }
 
 std::optional<JournalRecord> parse_journal_line(std::string_view line) {
+  if (rpc::nested_deeper_than(line, kMaxRecordDepth)) return std::nullopt;
   ojson j = ojson::parse(line, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
   auto index = j.find("index");
@@ -69,23 +77,32 @@ std::optional<JournalRecord> parse_journal_line(std::string_view line) {
   r.hash = *h;
   r.ok = ok->get<bool>();
   r.result = std::move(*result);
+  if (auto id = j.find("id"); id != j.end() && id->is_number_float()) r.id_raw = raw_float_id(line);
   return r;
 }
 
 void JournalIndex::feed(std::string_view bytes) {
   while (!bytes.empty()) {
     auto nl = bytes.find('\n');
-    if (nl == std::string_view::npos) {
-      partial_.append(bytes);
-      total_ += bytes.size();
-      return;
+    std::string_view piece = bytes.substr(0, nl);  // all of it when there is no newline
+    if (!overlong_ && partial_.size() + piece.size() > kMaxJournalLine) {
+      // Not a record of ours (Entry::length could not even hold it): skipped without holding it.
+      overlong_ = true;
+      partial_.clear();
     }
-    std::uint64_t start = total_ - partial_.size();
-    partial_.append(bytes.substr(0, nl));
-    total_ += nl + 1;
+    if (!overlong_) partial_.append(piece);
+    total_ += piece.size();
+    if (nl == std::string_view::npos) return;
+    total_ += 1;
     bytes.remove_prefix(nl + 1);
-    line(partial_, start);
-    partial_.clear();
+    if (overlong_) {
+      if (lines_++ == 0) foreign_ = true;
+      else ++bad_lines_;
+      overlong_ = false;
+    } else {
+      line(partial_, total_ - partial_.size() - 1);
+      partial_.clear();
+    }
     valid_ = total_;
   }
 }
@@ -93,8 +110,9 @@ void JournalIndex::feed(std::string_view bytes) {
 void JournalIndex::finish() {
   // A torn tail stays out of the index (valid_ stops before it). A file that is nothing but an
   // unfinished line is ours only if that line is the start of a header.
-  if (lines_ == 0 && !partial_.empty() && !kJournalHeader.starts_with(partial_)) foreign_ = true;
+  if (lines_ == 0 && (overlong_ || (!partial_.empty() && !kJournalHeader.starts_with(partial_)))) foreign_ = true;
   partial_.clear();
+  overlong_ = false;
 }
 
 void JournalIndex::line(std::string_view text, std::uint64_t offset) {
@@ -130,11 +148,24 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, std::string& err
                                  : "cannot lock the journal " + path + ": " + strerror(errno);
     return nullptr;
   }
+  // Only a regular file has an end: /dev/zero would be read for ever, a FIFO would block.
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) {
+    error = "cannot read the journal " + path + ": " + strerror(errno);
+    return nullptr;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = "the journal " + path + " is not a regular file; refusing to use it";
+    return nullptr;
+  }
   JournalIndex index;
   char buf[1 << 16];
   std::uint64_t off = 0;
-  for (;;) {
-    ssize_t n = ::pread(fd.get(), buf, sizeof buf, static_cast<off_t>(off));
+  // Up to the size it had when opened: we hold the lock, so nobody appends meanwhile, and a file
+  // that grows anyway is not read for ever.
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  while (off < size) {
+    ssize_t n = ::pread(fd.get(), buf, std::min<std::uint64_t>(sizeof buf, size - off), static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       error = "cannot read the journal " + path + ": " + strerror(errno);
@@ -192,7 +223,7 @@ std::optional<std::string> Journal::result_line(const JournalIndex::Entry& entry
   }
   auto r = parse_journal_line(text);
   if (!r) return std::nullopt;
-  return dump(r->result);
+  return dump_record(r->result, r->id_raw);
 }
 
 }  // namespace tether::cli::batch

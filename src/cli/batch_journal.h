@@ -27,6 +27,9 @@
 namespace tether::cli::batch {
 
 inline constexpr std::string_view kJournalHeader = "{\"tetherBatchJournal\":1}";
+// A journal line longer than this is not taken as a record (it is skipped, never held whole, and
+// its item runs again): 256 MiB, far above any real output line.
+inline constexpr std::size_t kMaxJournalLine = std::size_t{256} << 20;
 
 // The journal line (with its newline) for an item that finished with `result`.
 std::string journal_line(const Item& item, std::uint64_t hash, const ojson& result);
@@ -36,8 +39,10 @@ struct JournalRecord {
   std::uint64_t hash = 0;
   bool ok = false;
   ojson result;
+  std::string id_raw;  // Item::id_raw of the record's id, as written in the file
 };
-// Nothing when the line is not a well-formed record.
+// Nothing when the line is not a well-formed record (nested deeper than a record of an input line
+// that was accepted can be included: such a line is not one of ours).
 std::optional<JournalRecord> parse_journal_line(std::string_view line);
 
 class JournalIndex {
@@ -71,6 +76,7 @@ class JournalIndex {
 
   std::unordered_map<std::size_t, Entry> entries_;
   std::string partial_;        // the unfinished last line so far
+  bool overlong_ = false;      // inside a line over kMaxJournalLine: its bytes are not kept
   std::uint64_t total_ = 0;    // bytes fed
   std::uint64_t valid_ = 0;
   std::size_t lines_ = 0;

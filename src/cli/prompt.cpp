@@ -398,8 +398,13 @@ int run_prompt(PromptOptions& o) {
       }
       PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0, answer_line_open);
       bool hurried = false;
+      bool incomplete = false;
       for (int i = 0; i < std::max(1, o.repeat); ++i) {
+        const auto dropped_before = bridge.status().counters.oversize_lines;
         TurnResult r = run.run_turn(text);
+        // Lines over --max-line are dropped by the connection: a chunk of the answer may be lost.
+        const auto dropped_after = bridge.status().counters.oversize_lines;
+        const auto dropped = dropped_after > dropped_before ? dropped_after - dropped_before : 0;
         if (r.stdout_gone) {
           raise_sig = SIGPIPE;  // `| head`: end quietly, as the shell expects
           break;
@@ -417,6 +422,11 @@ int run_prompt(PromptOptions& o) {
         const TurnEvent& t = *r.terminal;
         exit_code = acp::exit_status(t);
         bool completed = t.kind == TurnEvent::Kind::completed && t.cancelled == acp::CancelCause::none;
+        if (dropped > 0) {
+          error_line(std::to_string(dropped) + " line(s) from the agent were longer than --max-line (" +
+                     std::to_string(o.common.max_line) + " bytes) and were dropped: the answer may be incomplete");
+          incomplete = true;  // exit 1 once the turns are done, unless something worse happens
+        }
         if (o.json) {
           json j;
           if (completed) {
@@ -433,6 +443,7 @@ int run_prompt(PromptOptions& o) {
                  {"toolCalls", std::move(tools)},
                  {"restarts", bridge.status().restarts_total},
                  {"elapsedMs", r.elapsed_ms}};
+            if (dropped > 0) j["droppedLines"] = dropped;
           } else {
             json err = t.kind == TurnEvent::Kind::failed ? t.error
                        : t.cancelled == acp::CancelCause::timeout
@@ -471,6 +482,7 @@ int run_prompt(PromptOptions& o) {
           break;
         }
       }
+      if (incomplete && exit_code == kExitOk) exit_code = kExitNotClean;
       if (o.common.verbose > 0 && session.state().late_updates > 0)
         side.notice(std::to_string(session.state().late_updates) +
                     " update(s) came after a turn's final response and were not shown (see --trace)");
@@ -492,8 +504,9 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "The answer goes to stdout; thoughts, tool calls and plans to stderr as short lines (-q: none).\n"
       "--json prints one object per turn instead: {ok,text,stopReason,sessionId,toolCalls,restarts,\n"
       "elapsedMs} or {ok:false,error}. A turn cut by a bridge crash is sent again (--retries).\n"
-      "Exit status: 0 end_turn; 1 another stop reason (refusal, max_tokens, cancelled...) or an agent\n"
-      "error; 64 usage error (also a --mode/--model/--set the agent does not offer); 65 empty prompt;\n"
+      "Exit status: 0 end_turn; 1 another stop reason (refusal, max_tokens, cancelled...), an agent\n"
+      "error, or an incomplete answer (a line over --max-line was dropped; --json: droppedLines);\n"
+      "64 usage error (also a --mode/--model/--set the agent does not offer); 65 empty prompt;\n"
       "69 the bridge cannot start, is gone past its restart budget, or wants a sign-in tether may not\n"
       "start (see --auth); 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
       "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.\n"

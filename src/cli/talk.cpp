@@ -186,9 +186,12 @@ class Talk {
     if (writes.empty()) return;
     for (auto& w : writes) {
       if (w.fd == STDOUT_FILENO) {
-        if (!write_stdout(w.text) && errno == EPIPE) {
-          shutdown_now();
-          reraise(SIGPIPE);
+        if (!write_stdout(w.text)) {
+          if (errno == EPIPE) {
+            shutdown_now();
+            reraise(SIGPIPE);
+          }
+          last_status_ = worse(last_status_, kExitIoErr);  // stdout closed at start-up (EBADF), a full disk
         }
       } else {
         base::write_all(STDERR_FILENO, w.text);
@@ -443,6 +446,7 @@ class Talk {
     drop_turn_permissions();
     base::Duration timeout = o_.common.timeout > 0 ? base::seconds(o_.common.timeout) : base::Duration::zero();
     turn_text_ = text;
+    dropped_at_turn_start_ = bridge_.status().counters.oversize_lines;
     turn_.emplace(session_->prompt(std::move(text), timeout));
     wait_.start();
     if (interactive_) turn_terminal_mode();
@@ -508,6 +512,12 @@ class Talk {
     renderer_.end_turn(e);
     flush();
     int status = acp::exit_status(e);
+    // A line over --max-line was dropped during the turn (counted in /status): the answer may lack it.
+    if (auto dropped = bridge_.status().counters.oversize_lines; dropped > dropped_at_turn_start_) {
+      renderer_.note(std::to_string(dropped - dropped_at_turn_start_) +
+                     " line(s) from the agent were longer than --max-line and were dropped: the answer may be incomplete");
+      if (status == kExitOk) status = kExitNotClean;
+    }
     if (status != kExitOk && !(e.cancelled == acp::CancelCause::interrupt)) last_status_ = worse(last_status_, status);
     if (status == kExitUnavailable) stop_script_ = true;
     turn_.reset();
@@ -1277,6 +1287,10 @@ class Talk {
         char buf[65536];
         ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0) {  // stdin closed at start-up (EBADF) or broken: the end of the script, and an I/O error
+          error_line(std::string("cannot read stdin: ") + strerror(errno));
+          last_status_ = worse(last_status_, kExitIoErr);
+        }
         if (n <= 0) script_eof_ = true;
         else script_buf_.append(buf, static_cast<std::size_t>(n));
       }
@@ -1335,6 +1349,7 @@ class Talk {
   std::string above_;                         // output held for the editor until its line ends
   bool other_prompt_ = false;                 // another client's prompt is being shown
   bool other_in_turn_ = false;                // another client's turn showed while ours waited
+  std::uint64_t dropped_at_turn_start_ = 0;   // the bridge's oversize-line count when our turn began
   std::string turn_text_;                     // our turn's prompt
   base::Deadline other_pause_ = base::Deadline::never();  // then its unfinished line is shown
   bool server_trouble_shown_ = false;         // a tether server notice was shown

@@ -10,11 +10,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "base/byte_ring.h"
 #include "base/event_fd.h"
@@ -30,6 +32,8 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
+// Request ids kept as written (see State::raw_ids) at most; past that, ids are echoed by value.
+constexpr std::size_t kMaxRawIds = 4096;
 
 // The batch that the dispatcher thread is filling for one queue (process_lines), if any. Only the
 // thread that set it sees it: a completion that runs on another thread (a dead connection's,
@@ -90,6 +94,12 @@ struct Connection::State {
   // Held while on_change runs, so that detach_on_change() waits for a call in progress.
   std::mutex cb_mu;
 
+  // The bridge's request ids that a double would print back changed (12345678901234567890123,
+  // 1.50): their text as written, by the value's bits. Added by the dispatcher, taken by the
+  // answer (each request is answered once), which then carries the id exactly as the bridge wrote.
+  std::mutex ids_mu;
+  std::unordered_multimap<std::uint64_t, std::string> raw_ids GUARDED_BY(ids_mu);
+
   std::atomic<base::TimePoint::rep> last_rx{base::Clock::now().time_since_epoch().count()};
   // True while the dispatcher has stopped reading stdout because the event queue is full.
   std::atomic<bool> backpressured{false};
@@ -104,7 +114,9 @@ struct Connection::State {
   int outputs_passed = 0;         // Event::Kind::output pushed (pass_output)
   base::TimePoint last_output{};
   std::uint64_t local_in = 0, local_out = 0, local_invalid = 0, local_notrpc = 0, local_unknown = 0,
-                local_stderr = 0;
+                local_stderr = 0, local_stalls = 0;
+  bool outbound_stalled = false;
+  std::uint64_t published_oversize = 0;
 
   std::thread thread;
 
@@ -125,6 +137,33 @@ struct Connection::State {
       outbound.push_back(std::move(line));
     }
     if (was_empty) wake.notify();
+  }
+
+  static std::uint64_t id_key(const json& id) { return std::bit_cast<std::uint64_t>(id.get<double>()); }
+
+  void remember_raw_id(const json& id, std::string raw) {
+    if (raw.empty()) return;
+    std::lock_guard lock(ids_mu);
+    if (raw_ids.size() < kMaxRawIds) raw_ids.emplace(id_key(id), std::move(raw));
+  }
+
+  std::optional<std::string> take_raw_id(const json& id) {
+    if (!id.is_number_float()) return std::nullopt;
+    std::lock_guard lock(ids_mu);
+    auto it = raw_ids.find(id_key(id));
+    if (it == raw_ids.end()) return std::nullopt;
+    std::string raw = std::move(it->second);
+    raw_ids.erase(it);
+    return raw;
+  }
+
+  // The answer to the bridge's request `id` when its id was kept as written: `member` ("result"
+  // or "error") holding `value`, with that id. False (nothing sent) for any other id.
+  bool enqueue_raw_answer(const json& id, const char* member, const json& value) {
+    auto raw = take_raw_id(id);
+    if (!raw) return false;
+    enqueue("{\"jsonrpc\":\"2.0\",\"id\":" + *raw + ",\"" + member + "\":" + dump(value) + "}");
+    return true;
   }
 
   void changed() {
@@ -166,9 +205,11 @@ struct Connection::State {
     counters.frames_out = local_out;
     counters.invalid_json = local_invalid;
     counters.not_jsonrpc = local_notrpc;
-    counters.oversize_lines = framer.oversize_dropped();
+    counters.oversize_lines = published_oversize = framer.oversize_dropped();
     counters.unknown_responses = local_unknown;
     counters.stderr_bytes = local_stderr;
+    counters.outbound_stalls = local_stalls;
+    counters.outbound_backlog = out_buf.size() - out_off;
   }
 
   void note(std::string_view text) {
@@ -224,6 +265,9 @@ struct Connection::State {
       }
       case MessageKind::request:
       case MessageKind::notification: {
+        if (c.kind == MessageKind::request) {
+          if (const json& id = (*msg)["id"]; id.is_number_float()) remember_raw_id(id, raw_float_text(line, "id"));
+        }
         Event ev;
         ev.kind = c.kind == MessageKind::request ? Event::Kind::request : Event::Kind::notification;
         ev.generation = opt.generation;
@@ -250,6 +294,9 @@ struct Connection::State {
         drained = true;
         break;
       }
+      // A dropped line is counted before anything after it is handed on: whoever gets the answer
+      // that followed it can tell that something of it was lost.
+      if (framer.oversize_dropped() != published_oversize) publish_counters();
       handle_line(*line);
     }
     opt.events->push_all(batch);
@@ -328,6 +375,18 @@ struct Connection::State {
     }
   }
 
+  // Outbound backpressure. Invariant: while more than kOutboundLimit bytes wait for the bridge's
+  // stdin, the dispatcher neither reads stdout nor hands on a buffered line (each could be a
+  // request, and its answer would queue behind the others: a bridge that writes requests but never
+  // reads would grow our memory without end). Its pipe fills and the bridge blocks on it. All else
+  // goes on: stdin is polled for room (the backlog drains), stderr is drained, and the exit fd is
+  // watched, so a bridge that dies while stalled is seen as before (exit fd, or EPIPE on stdin:
+  // both reach set_death(), whose owner fails every waiter); final_drain() then reads what is left
+  // of stdout regardless. A socket peer has no exit fd: its stdout is still polled, for hang-up
+  // only (POLLHUP/POLLERR), and a hang-up reads on to the end. Once stdin is closed nothing will
+  // drain, so nothing stalls: what waits is dropped with it.
+  bool outbound_over_limit() const { return fds.stdin_w && out_buf.size() - out_off > kOutboundLimit; }
+
   void flush_stdin() {
     while (out_off < out_buf.size() && fds.stdin_w) {
       const char* data = out_buf.data() + out_off;
@@ -343,11 +402,18 @@ struct Connection::State {
       // EPIPE (ECONNRESET on a socket): nobody reads the bridge's stdin any more, so the bridge is
       // dead to us.
       fds.stdin_w.reset();
+      out_buf.clear();
+      out_off = 0;
       note("bridge's stdin is closed (EPIPE)");
       set_death(DeathCause::stdin_closed);
     }
     if (out_off == out_buf.size()) {
       out_buf.clear();
+      out_off = 0;
+    } else if (out_off > (std::size_t{1} << 20) && out_off > out_buf.size() / 2) {
+      // A bridge that reads slowly but steadily may never empty the buffer: drop what it has read,
+      // or the buffer would keep it (and grow past the outbound limit) for as long as that lasts.
+      out_buf.erase(0, out_off);
       out_off = 0;
     }
   }
@@ -412,7 +478,13 @@ struct Connection::State {
         note("closed the bridge's stdin");
       }
 
-      bool blocked = stdout_open && !process_lines(false);  // lines waiting for room in the queue
+      const bool stalled = stdout_open && outbound_over_limit();
+      if (stalled && !outbound_stalled) {
+        ++local_stalls;
+        note("stopped reading stdout: the bridge does not read its stdin");
+      }
+      outbound_stalled = stalled;
+      bool blocked = stdout_open && !stalled && !process_lines(false);  // lines waiting for room in the queue
       backpressured.store(blocked, std::memory_order_relaxed);
       if (blocked) opt.events->clear_space();
       if (blocked && opt.events->has_room()) continue;  // room appeared in between
@@ -421,7 +493,9 @@ struct Connection::State {
       nfds_t n = 0;
       int i_wake = -1, i_out = -1, i_space = -1, i_err = -1, i_in = -1, i_exit = -1;
       p[i_wake = static_cast<int>(n++)] = {wake.fd(), POLLIN, 0};
-      if (stdout_open && !blocked) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), POLLIN, 0};
+      if (stdout_open && !blocked && !stalled) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), POLLIN, 0};
+      // Stalled on a socket peer: only a hang-up is of interest (there is no exit fd to tell).
+      if (stalled && eof_is_exit) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), 0, 0};
       if (blocked) p[i_space = static_cast<int>(n++)] = {opt.events->space_fd(), POLLIN, 0};
       if (stderr_open) p[i_err = static_cast<int>(n++)] = {fds.stderr_r.get(), POLLIN, 0};
       if (fds.stdin_w && !out_buf.empty()) p[i_in = static_cast<int>(n++)] = {fds.stdin_w.get(), POLLOUT, 0};
@@ -443,7 +517,7 @@ struct Connection::State {
       if (i_in >= 0 && p[i_in].revents) flush_stdin();
       if (i_out >= 0 && p[i_out].revents) {
         if (!read_stdout()) on_stdout_eof();
-        else process_lines(false);
+        else if (!stalled || (p[i_out].revents & (POLLHUP | POLLERR))) process_lines(false);
       }
       if (eof_is_exit && !stdout_open) {
         // A socket peer: nothing more can come, and there is no process whose exit to wait for.
@@ -559,11 +633,12 @@ void Connection::notify(std::string_view method, json params) {
 }
 
 void Connection::respond(const json& id, json result) {
-  s_->enqueue(dump(make_result(id, std::move(result))));
+  if (!s_->enqueue_raw_answer(id, "result", result)) s_->enqueue(dump(make_result(id, std::move(result))));
 }
 
 void Connection::respond_error(const json& id, int code, std::string_view message, json data) {
-  s_->enqueue(dump(make_error(id, code, message, std::move(data))));
+  json msg = make_error(id, code, message, std::move(data));
+  if (!s_->enqueue_raw_answer(id, "error", msg["error"])) s_->enqueue(dump(msg));
 }
 
 void Connection::close_stdin() {

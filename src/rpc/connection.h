@@ -57,7 +57,15 @@ struct Counters {
   std::uint64_t oversize_lines = 0;     // lines over max_line, drained and dropped
   std::uint64_t unknown_responses = 0;  // responses to ids we are not waiting for
   std::uint64_t stderr_bytes = 0;
+  // Times the dispatcher stopped reading stdout because the bridge does not read its stdin: more
+  // than kOutboundLimit bytes were waiting for it (see connection.cpp).
+  std::uint64_t outbound_stalls = 0;
+  std::uint64_t outbound_backlog = 0;   // bytes waiting to be written to the bridge's stdin
 };
+
+// Past this many bytes waiting to be written to a bridge, its stdout is not read until they drain:
+// every line read may be a request whose answer would wait behind them.
+inline constexpr std::size_t kOutboundLimit = std::size_t{4} << 20;
 
 struct ConnectionFds {
   // exit_fd: readable once the process exited. stderr_r and exit_fd may be invalid (a socket).

@@ -2,13 +2,7 @@
 
 namespace tether::rpc {
 
-namespace {
-
-// nlohmann's parser keeps its own stack, but copying, comparing and dumping a value recurse: a
-// line nested a hundred thousand deep would overflow ours. No JSON-RPC message needs more.
-constexpr int kMaxDepth = 512;
-
-bool nested_too_deep(std::string_view line) {
+bool nested_deeper_than(std::string_view line, int max_depth) {
   int depth = 0;
   bool in_string = false, escaped = false;
   for (char c : line) {
@@ -20,7 +14,7 @@ bool nested_too_deep(std::string_view line) {
     }
     if (c == '"') in_string = true;
     else if (c == '[' || c == '{') {
-      if (++depth > kMaxDepth) return true;
+      if (++depth > max_depth) return true;
     } else if (c == ']' || c == '}') {
       --depth;
     }
@@ -28,10 +22,66 @@ bool nested_too_deep(std::string_view line) {
   return false;
 }
 
+namespace {
+
+// nlohmann's SAX interface hands number_float() the token as written, which the DOM forgets. The
+// last occurrence of the key wins, as in the DOM.
+class RawFloatFinder : public nlohmann::json_sax<json> {
+ public:
+  explicit RawFloatFinder(std::string_view key) : key_(key) {}
+  std::string raw;
+
+  bool null() override { return scalar(); }
+  bool boolean(bool) override { return scalar(); }
+  bool number_integer(number_integer_t) override { return scalar(); }
+  bool number_unsigned(number_unsigned_t) override { return scalar(); }
+  bool number_float(number_float_t, const string_t& text) override {
+    if (depth_ == 1 && at_key_) raw = text;
+    at_key_ = false;
+    return true;
+  }
+  bool string(string_t&) override { return scalar(); }
+  bool binary(binary_t&) override { return scalar(); }
+  bool start_object(std::size_t) override { return open(); }
+  bool key(string_t& k) override {
+    at_key_ = depth_ == 1 && k == key_;
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  bool scalar() {
+    if (depth_ == 1 && at_key_) raw.clear();  // another kind of value: nothing to keep
+    at_key_ = false;
+    return true;
+  }
+  bool open() {
+    scalar();
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+  std::string_view key_;
+  int depth_ = 0;
+  bool at_key_ = false;
+};
+
 }  // namespace
 
+std::string raw_float_text(std::string_view text, std::string_view key) {
+  RawFloatFinder finder(key);  // builds no values: no depth to fear
+  if (!json::sax_parse(text, &finder)) return {};
+  return finder.raw;
+}
+
 std::optional<json> parse_line(std::string_view line) {
-  if (nested_too_deep(line)) return std::nullopt;
+  if (nested_deeper_than(line)) return std::nullopt;
   json value = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) return std::nullopt;
   return value;

@@ -25,10 +25,26 @@ struct Classified {
   std::string_view why;  // for invalid: what is wrong, for --trace and counters
 };
 
-// Parses one line; nothing when it is not valid JSON (invalid UTF-8 included) or is nested more
-// than 512 deep (deeper values would overflow the stack of whoever copies or prints them).
+// How deep JSON from outside may nest, from any source (bridge lines, socket clients, batch input,
+// the batch journal). nlohmann's parser keeps its own stack, but copying, comparing and dumping a
+// value recurse: a line nested a hundred thousand deep would overflow ours. No message needs more.
+inline constexpr int kMaxJsonDepth = 512;
+
+// True when `text` opens more than `max_depth` arrays or objects at once (brackets inside strings
+// do not count). A scan of the raw text, cheap enough for every line: it runs before parsing, so a
+// deep value is never built.
+bool nested_deeper_than(std::string_view text, int max_depth = kMaxJsonDepth);
+
+// Parses one line; nothing when it is not valid JSON (invalid UTF-8 included) or is nested deeper
+// than kMaxJsonDepth.
 std::optional<json> parse_line(std::string_view line);
 Classified classify(const json& msg);
+
+// The text of the number that is the value of top-level key `key` in the JSON object `text`, as
+// written, when nlohmann reads it as a double (an integer beyond 64 bits, `1.50`, `1e2`: printed
+// back, it would change); empty otherwise. A second pass over the text: call it only when the
+// parsed value is a float. Works for any nlohmann json type (the SAX events are the same).
+std::string raw_float_text(std::string_view text, std::string_view key);
 
 // The member `key` of an object, or null (not an object, or no such member).
 const json* member(const json& obj, std::string_view key);

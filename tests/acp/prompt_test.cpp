@@ -590,3 +590,75 @@ TEST_CASE("a line the agent prints on stdout that is not JSON is shown on stderr
   CHECK(r.out == "ok\n");
   CHECK(r.err.find("the agent wrote on stdout: Please visit https://login.example.invalid/device?code=ABCD") != std::string::npos);
 }
+
+// --- hostile input (issue 12) -------------------------------------------------------------------
+
+TEST_CASE("a chunk longer than --max-line: dropped, said on stderr, exit 1; --json counts it") {
+  Scratch s;
+  auto r = run(with_fake({"--max-line", "1000"}, {"oversize", "5000"}), opts(s));
+  CHECK(r.exit_code == 1);
+  CHECK(r.out == "before after\n");
+  CHECK(r.err.find("1 line(s) from the agent were longer than --max-line (1000 bytes)") != std::string::npos);
+
+  auto j = run(with_fake({"--max-line", "1000", "--json"}, {"oversize", "5000"}), opts(s));
+  CHECK(j.exit_code == 1);
+  json o = json::parse(lines_of(j.out).at(0));
+  CHECK(o["text"] == "before after");
+  CHECK(o["droppedLines"] == 1);
+
+  // Under the limit nothing is dropped, and nothing is said.
+  auto fits = run(with_fake({"--max-line", "100000", "--json"}, {"oversize", "5000"}), opts(s));
+  CHECK(fits.exit_code == 0);
+  CHECK_FALSE(json::parse(lines_of(fits.out).at(0)).contains("droppedLines"));
+}
+
+TEST_CASE("--timeout larger than the clock can hold means no timeout, not an instant one") {
+  Scratch s;
+  for (std::string t : {"1e10", "1e300"}) {
+    auto r = run(with_fake({"--timeout", t}, {"count", "3"}), opts(s));
+    CHECK_MESSAGE(r.exit_code == 0, "--timeout " << t << ": " << r.err);
+    CHECK(r.out == "1 2 3 \n");
+  }
+}
+
+namespace {
+// The same command run by a shell that closed some of its descriptors first (`<&-`, `>&-`).
+std::vector<std::string> with_closed(const std::string& redirections, std::vector<std::string> argv) {
+  std::vector<std::string> sh{"/bin/sh", "-c", "exec \"$0\" \"$@\" " + redirections};
+  sh.insert(sh.end(), argv.begin(), argv.end());
+  return sh;
+}
+}  // namespace
+
+TEST_CASE("stdin closed: reading the prompt from it is an I/O error (74), never a hang") {
+  Scratch s;
+  RunOptions o = opts(s);
+  o.limit = std::chrono::milliseconds(20000);
+  std::vector<std::string> argv{tether_bin(), "prompt", "--", fake_agent(), "count", "1"};
+  auto r = run(with_closed("<&-", argv), o);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exit_code == 74);
+}
+
+TEST_CASE("stdout and stderr closed: exit 74, and the answer never lands in the --trace file") {
+  Scratch s;
+  RunOptions o = opts(s);
+  o.limit = std::chrono::milliseconds(20000);
+  const std::string trace = s.path("trace");
+  auto argv = with_fake({"--trace", trace}, {"count", "2"});
+  auto r = run(with_closed(">&- 2>&-", argv), o);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exit_code == 74);
+  // Every line of the trace is a trace record ("TIME gN TAG TEXT"): no answer written into it.
+  auto lines = lines_of(slurp(trace));
+  CHECK_FALSE(lines.empty());
+  for (const auto& l : lines) {
+    CHECK_MESSAGE(l.find(" g") != std::string::npos, "not a trace line: " << l);
+    CHECK(l != "1 2 ");
+  }
+
+  // Only stderr closed: the answer is written, and the exit is clean.
+  auto only_err = run(with_closed("2>&-", with_fake({}, {"count", "2"})), o);
+  CHECK(only_err.exit_code == 0);
+  CHECK(only_err.out == "1 2 \n");
+}

@@ -463,3 +463,104 @@ TEST_CASE("against the demo agent (the default bridge)") {
   CHECK(!recs[0]["text"].get<std::string>().empty());
   CHECK(recs[1]["ok"] == true);
 }
+
+// --- hostile input (issue 12) -------------------------------------------------------------------
+
+namespace {
+std::string nested_meta_line(std::size_t depth) {
+  return "{\"prompt\":\"deep\",\"meta\":" + std::string(depth, '[') + std::string(depth, ']') + "}\n";
+}
+}  // namespace
+
+TEST_CASE("a line nested 100,000 deep is bad input, not a crash, and a rerun with the journal is fine too") {
+  Scratch s;
+  const std::string text = "{\"id\":\"a\",\"prompt\":\"first\"}\n" + nested_meta_line(100000) +
+                           "{\"id\":\"b\",\"prompt\":\"last\",\"m\":" + std::string(500, '[') + std::string(500, ']') + "}\n";
+  const std::string journal = s.path("journal");
+  for (int pass = 0; pass < 2; ++pass) {
+    CAPTURE(pass);
+    auto r = run(batch_argv({"--journal", journal}), input(text, s));
+    CHECK(r.signal == 0);
+    CHECK(r.exit_code == 1);
+    auto recs = records(r);
+    REQUIRE(recs.size() == 3);
+    CHECK(recs[0]["ok"] == true);
+    CHECK(recs[1]["ok"] == false);
+    CHECK(recs[1]["error"]["code"] == "bad_input");
+    CHECK(recs[1]["error"]["message"].get<std::string>().find("nested deeper than 512") != std::string::npos);
+    CHECK(recs[2]["ok"] == true);  // 501 deep as a line: within the limit
+    CHECK(recs[2]["text"] == "echo: last");
+  }
+}
+
+TEST_CASE("number ids come back exactly as written, however large; they are distinct ids") {
+  Scratch s;
+  const std::string text =
+      "{\"id\":12345678901234567890123,\"prompt\":\"one\"}\n"
+      "{\"id\":12345678901234567890124,\"prompt\":\"two\"}\n"
+      "{\"id\":1.50,\"prompt\":\"three\"}\n"
+      "{\"id\":-7,\"prompt\":\"four\"}\n";
+  const std::string journal = s.path("journal");
+  for (int pass = 0; pass < 2; ++pass) {  // the second one comes from the journal
+    CAPTURE(pass);
+    auto r = run(batch_argv({"--journal", journal}), input(text, s));
+    CHECK(r.exit_code == 0);
+    auto lines = r.out_lines();
+    REQUIRE(lines.size() == 4);
+    CHECK(lines[0].rfind("{\"id\":12345678901234567890123,\"index\":1,\"ok\":true", 0) == 0);
+    CHECK(lines[1].rfind("{\"id\":12345678901234567890124,\"index\":2,\"ok\":true", 0) == 0);
+    CHECK(lines[2].rfind("{\"id\":1.50,\"index\":3,\"ok\":true", 0) == 0);
+    CHECK(lines[3].rfind("{\"id\":-7,\"index\":4,\"ok\":true", 0) == 0);
+    records(r);  // each is still valid JSON
+  }
+  // The journal holds them as written as well.
+  auto j = slurp(journal);
+  CHECK(j.find("\"id\":12345678901234567890123,") != std::string::npos);
+  CHECK(j.find("\"id\":1.50,") != std::string::npos);
+}
+
+TEST_CASE("--journal that is not a regular file (/dev/zero, /dev/full, a directory): exit 74 at once") {
+  Scratch s;
+  for (std::string path : {std::string("/dev/zero"), std::string("/dev/full"), s.dir}) {
+    CAPTURE(path);
+    RunOptions o = input("hello\n", s);
+    o.limit = std::chrono::milliseconds(20000);
+    // Without the check, tether reads /dev/zero into memory until it runs out: a cap on its
+    // address space makes that a quick failure here instead of a machine's worth of RAM.
+    std::vector<std::string> argv = batch_argv({"--journal", path});
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -v 1000000; exec \"$0\" \"$@\""});
+#endif
+    auto r = run(argv, o);
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.signal == 0);
+    CHECK(r.exit_code == 74);
+    CHECK(r.out.empty());
+    CHECK(r.seconds < 10);
+  }
+}
+
+TEST_CASE("stdin closed (`batch <&-`): exit 74 at once, never a hang") {
+  Scratch s;
+  RunOptions o = input("", s);
+  o.limit = std::chrono::milliseconds(20000);
+  std::vector<std::string> argv = batch_argv({});
+  argv.insert(argv.begin(), {"/bin/sh", "-c", "exec \"$0\" \"$@\" <&-"});
+  auto r = run(argv, o);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.exit_code == 74);
+  CHECK(r.err.find("stdin") != std::string::npos);
+}
+
+TEST_CASE("an answer chunk longer than --max-line: the item is not ok, its error says why, exit 1") {
+  Scratch s;
+  auto r = run(batch_argv({"--max-line", "2000"}), input("fine\nbig oversize:5000\n", s));
+  CHECK(r.exit_code == 1);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[0]["ok"] == true);
+  CHECK(recs[1]["ok"] == false);
+  CHECK(recs[1]["error"]["code"] == "agent_error");
+  CHECK(recs[1]["error"]["message"].get<std::string>().find("longer than --max-line") != std::string::npos);
+  CHECK(recs[1]["text"] == "echo: big oversize:5000");  // what did arrive is kept
+}

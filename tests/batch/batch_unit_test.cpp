@@ -293,3 +293,67 @@ TEST_CASE("order buffer, unordered: results leave as they come") {
   CHECK(ob.take() == std::vector<std::string>{"b"});
   CHECK(ob.window() == 0);
 }
+
+TEST_CASE("nesting: an object deeper than 512 levels is bad input before it is parsed; 512 is fine") {
+  auto nested = [](std::size_t depth) {  // the item object is one level, meta's value the rest
+    return "{\"prompt\":\"p\",\"meta\":" + std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+  };
+  Item ok = item_of(nested(512));
+  CHECK(!ok.error);
+  CHECK(ok.meta.is_object());
+  Item deep = item_of(nested(513));
+  REQUIRE(deep.error);
+  CHECK(deep.error->find("nested deeper than 512") != std::string::npos);
+  Item very = item_of(nested(100000));
+  REQUIRE(very.error);
+  // Brackets inside strings do not count.
+  Item text = item_of("{\"prompt\":\"" + std::string(2000, '[') + "\"}");
+  CHECK(!text.error);
+}
+
+TEST_CASE("number ids keep the text they were written with when a double would change it") {
+  Item big = item_of(R"({"id":12345678901234567890123,"prompt":"p"})");
+  CHECK(!big.error);
+  CHECK(big.id_raw == "12345678901234567890123");
+  CHECK(big.id_text == "12345678901234567890123");
+  Item other = item_of(R"({"id":12345678901234567890124,"prompt":"p"})");
+  CHECK(other.id_text != big.id_text);  // not duplicates of each other
+  CHECK(item_of(R"({"id":1.50,"prompt":"p"})").id_raw == "1.50");
+  CHECK(item_of(R"({"id":1e2,"prompt":"p"})").id_raw == "1e2");
+  // Integers that fit are printed back the same: nothing to keep.
+  CHECK(item_of(R"({"id":18446744073709551615,"prompt":"p"})").id_raw.empty());
+  CHECK(item_of(R"({"id":-9223372036854775808,"prompt":"p"})").id_raw.empty());
+  // Only the top-level id; the last one wins, as in the parsed object.
+  CHECK(item_of(R"({"x":{"id":1.5},"prompt":"p"})").id_raw.empty());
+  CHECK(item_of(R"({"id":2.5,"id":3,"prompt":"p"})").id_raw.empty());
+  CHECK(item_of(R"({"id":3,"id":2.50,"prompt":"p"})").id_raw == "2.50");
+
+  ojson r = ojson::object();
+  r["id"] = big.id;
+  r["index"] = 1;
+  r["result"] = ojson::object({{"id", big.id}, {"ok", true}});
+  r["meta"] = ojson::object({{"id", 1.5}});
+  CHECK(dump_record(r, big.id_raw) ==
+        R"({"id":12345678901234567890123,"index":1,"result":{"id":12345678901234567890123,"ok":true},"meta":{"id":1.5}})");
+  CHECK(dump_record(r, "") == dump(r));
+
+  // Through the journal and back.
+  ojson result = ojson::object();
+  result["id"] = big.id;
+  result["ok"] = true;
+  std::string line = journal_line(big, 5, result);
+  CHECK(line.find("\"id\":12345678901234567890123,") != std::string::npos);
+  auto rec = parse_journal_line(std::string_view(line).substr(0, line.size() - 1));
+  REQUIRE(rec);
+  CHECK(rec->id_raw == "12345678901234567890123");
+  CHECK(dump_record(rec->result, rec->id_raw) == R"({"id":12345678901234567890123,"ok":true})");
+}
+
+TEST_CASE("journal: a line nested deeper than any record of ours is not a record; it costs that line") {
+  std::string deep = "{\"index\":2,\"hash\":\"0000000000000001\",\"ok\":true,\"result\":{\"m\":" + std::string(600, '[') +
+                     std::string(600, ']') + "}}";
+  CHECK(!parse_journal_line(deep));
+  JournalIndex idx = index_of(header() + deep + "\n" + record_for(3, "three", true));
+  CHECK(idx.bad_lines() == 1);
+  CHECK(idx.find(3));
+}

@@ -6,6 +6,7 @@
 //   hang-once:KEY    the first time KEY is seen, never answer (until session/cancel)
 //   error            answer the prompt with a JSON-RPC error
 //   refuse           answer with stopReason refusal
+//   oversize:N       send one more chunk of N bytes ('y') between the two halves of the answer
 // Each session/prompt appends "<pid> <prompt>" to $FAKE_LOG when set, so tests can count runs.
 #include <fcntl.h>
 #include <poll.h>
@@ -157,6 +158,7 @@ void handle(const json& msg) {
     std::size_t half = answer.size() / 2;
     while (half > 0 && (static_cast<unsigned char>(answer[half]) & 0xC0) == 0x80) --half;  // not inside a character
     update(sid, answer.substr(0, half));
+    if (auto n = word_arg(text, "oversize:")) update(sid, std::string(std::stoul(*n), 'y'));
     update(sid, answer.substr(half));
     send({{"jsonrpc", "2.0"}, {"id", id}, {"result", {{"stopReason", has_word(text, "refuse") ? "refusal" : "end_turn"}}}});
   } else {

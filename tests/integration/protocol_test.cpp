@@ -59,5 +59,30 @@ TEST_CASE("a request from the bridge, with the same id as our pending one, is an
   CHECK_NO_LEAKS(guard);
 }
 
+TEST_CASE("a request id a double cannot hold (12345678901234567890123, 1.50) is echoed exactly as the bridge wrote it") {
+  test::LeakGuard guard;
+  for (std::string raw : {"12345678901234567890123", "1.50", "-0.0"}) {
+    CAPTURE(raw);
+    Bridge bridge(fake_bridge("asks_back", {"--id", raw}));
+    REQUIRE_FALSE(bridge.start().has_value());
+    auto& q = *bridge.events();
+    for (bool as_error : {false, true}) {
+      Reply reply;
+      std::thread caller([&] { reply = bridge.call("do-it", json::object(), Deadline::after(10s)); });
+      auto req = next_request(q);
+      REQUIRE(req.has_value());
+      CHECK(req->message["id"].is_number_float());
+      if (as_error) bridge.respond_error(req->generation, req->message["id"], rpc::kMethodNotFound, "Method not found");
+      else bridge.respond(req->generation, req->message["id"], {{"yes", true}});
+      caller.join();
+      REQUIRE(reply.ok());
+      CHECK(reply.value["echoedId"] == raw);
+      if (as_error) CHECK(reply.value["clientError"].value("code", 0) == rpc::kMethodNotFound);
+      else CHECK(reply.value["clientSaid"] == json{{"yes", true}});
+    }
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
 }  // namespace
 }  // namespace tether::itest

@@ -1,10 +1,14 @@
 // What a bridge writes, in bulk and in bad shape: a stderr flood, an oversized line and garbage
 // before a valid response, a million notifications to a slow consumer, and the wire order of
-// queued responses and the notifications before them.
+// queued responses and the notifications before them; a bridge that sends requests but never
+// reads its stdin.
 #include <doctest/doctest.h>
 #include <malloc.h>
+#include <poll.h>
+#include <signal.h>
 
 #include <cstdio>
+#include <future>
 
 #include "integration.h"
 
@@ -289,6 +293,63 @@ TEST_CASE("call_queued: the response comes through the event queue after the not
       expect_ticks_then_response(q, 3000, b);
     }
     CHECK(q.size() == 0);
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+
+TEST_CASE("requests from a bridge that never reads its stdin: reading stops past the outbound limit, memory stays bounded, its death ends every waiter") {
+  // The fake sends 50,000 requests whose answers echo a 1 KiB id (about 50 MiB owed to it). We
+  // answer each at once, as a session answers a method it does not offer. Unbounded, all of them
+  // would come through and wait in our memory; bounded, tether stops reading the bridge once
+  // kOutboundLimit bytes wait for it, and only what was already in the event queue follows.
+  constexpr std::size_t kTotal = 50000;
+  test::LeakGuard guard;
+  {
+    auto opt = fake_bridge("requests_never_reads", {std::to_string(kTotal)});
+    Bridge bridge(opt);
+    REQUIRE_FALSE(bridge.start().has_value());
+    auto& q = *bridge.events();
+    const long rss0 = rss_kib();
+    long rss_peak = rss0;
+    std::size_t answered = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    bool stalled = false;
+    while (answered < kTotal && ms_since(t0) < 30000) {
+      for (auto& ev : q.drain()) {
+        if (ev.kind != Event::Kind::request) continue;
+        bridge.respond_error(ev.generation, ev.message["id"], rpc::kMethodNotFound, "Method not found");
+        if (++answered % 512 == 0) rss_peak = std::max(rss_peak, rss_kib());
+      }
+      // Stalled, and what was queued before is answered: nothing more can come.
+      if (bridge.status().counters.outbound_stalls > 0 && q.size() == 0) {
+        stalled = true;
+        break;
+      }
+      pollfd p{q.fd(), POLLIN, 0};
+      ::poll(&p, 1, 20);  // not a synchronization: the loop re-checks its condition either way
+    }
+    rss_peak = std::max(rss_peak, rss_kib());
+    auto c = bridge.status().counters;
+    MESSAGE("answered " << answered << " of " << kTotal << " requests; outbound backlog " << c.outbound_backlog / 1024
+                        << " KiB; RSS +" << (rss_peak - rss0) / 1024 << " MiB");
+    CHECK(stalled);
+    CHECK(answered < kTotal);
+    CHECK(c.outbound_backlog > rpc::kOutboundLimit);
+    // The limit, the event queue's worth of answers behind it (1 KiB each), allocator slack.
+    CHECK(rss_peak - rss0 < 24 * 1024 * kRssScale);
+
+    // A call made now waits behind the backlog; the bridge's death ends it.
+    const auto backlog = c.outbound_backlog;
+    auto waiting = std::async(std::launch::async, [&] { return bridge.call("work", json::object(), Deadline::after(60s)); });
+    REQUIRE(test::eventually([&] { return bridge.status().counters.outbound_backlog > backlog; }, Ms(10000)));
+    const pid_t pid = bridge.status().pid;
+    REQUIRE(pid > 0);
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    REQUIRE(waiting.wait_for(10s) == std::future_status::ready);
+    Reply r = waiting.get();
+    CHECK(r.status == Reply::Status::closed);
+    CHECK(r.value.value("code", "") == "bridge_exited");
   }
   CHECK_NO_LEAKS(guard);
 }

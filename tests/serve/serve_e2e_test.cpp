@@ -948,6 +948,15 @@ TEST_CASE_FIXTURE(TwoOnMainNoRestarts, "past the restart budget: _tether/bridge_
   CHECK(failed["error"]["data"]["code"] == "restart_limit");
   CHECK(srv.proc().running());
 
+  // A new client's session/new fails the same way: tether's clients tell restart_limit (exit 69),
+  // not the agent refusing session/new.
+  auto late = run_to_end(t, connect_arg("prompt", srv.socket(), {"--json", "late"}));
+  INFO("stdout:\n" << late.out << "\nstderr:\n" << late.err);
+  CHECK(late.status == 69);
+  json lj = json::parse(late.out, nullptr, false);
+  REQUIRE(lj.is_object());
+  CHECK(lj["error"]["code"] == "restart_limit");
+
   auto restart = a.request("_tether/restart");
   auto r = a.response(restart, 15s);
   INFO(r.dump());

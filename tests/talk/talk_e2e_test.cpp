@@ -476,6 +476,25 @@ TEST_CASE("talk closes its sessions: /session new closes the old one, exit the l
   CHECK(count("$/ping") == 0);
 }
 
+TEST_CASE("script mode with stdin or stdout closed (`talk <&-`, `>&-`): exit 74, never a hang") {
+  tether::test::RunOptions o;
+  o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};
+  o.limit = 20s;
+  std::vector<std::string> argv{"/bin/sh", "-c", "exec \"$0\" \"$@\" <&-"};
+  for (auto& a : talk()) argv.push_back(a);
+  auto r = tether::test::run(argv, o);
+  CHECK_FALSE(r.timed_out);
+  CHECK(r.shell_status() == 74);
+  CHECK(r.err.find("cannot read stdin") != std::string::npos);
+
+  // stdout closed instead: the answers cannot be written, an I/O error at the end.
+  o.stdin_text = "hello\n";
+  argv[2] = "exec \"$0\" \"$@\" >&-";
+  auto out = tether::test::run(argv, o);
+  CHECK_FALSE(out.timed_out);
+  CHECK(out.shell_status() == 74);
+}
+
 // --- through a tether server (--connect) ------------------------------------------------------
 
 TEST_CASE("--connect: another client's turn is drawn between ours, and the line being typed waits") {

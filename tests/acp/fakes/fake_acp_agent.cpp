@@ -63,6 +63,7 @@
 //                      plan, a tool call and its update, asks permission (hostile tool title, kind
 //                      and option names) and answers with hostile chunks. set_mode and
 //                      set_config_option fail with a hostile message.
+//   oversize N         answers "before ", a chunk of N bytes ('y'), "after", then end_turn
 //
 // Each session/new makes a new session id, "fake-session-PID-N" ("hostile" mode: kHostile in it).
 #include <errno.h>
@@ -287,6 +288,11 @@ void on_prompt(const json& id, const json& params) {
     for (int i = 1; i <= n; ++i) out += line(chunk(std::to_string(i) + " "));
     out += line(result(id, {{"stopReason", "end_turn"}}));
     write_all(out);
+  } else if (mode == "oversize") {
+    send(chunk("before "));
+    send(chunk(std::string(std::strtoul(arg.c_str(), nullptr, 10), 'y')));
+    send(chunk("after"));
+    send(result(id, {{"stopReason", "end_turn"}}));
   } else if (mode == "crash-once" || mode == "no-load") {
     if (!exists(arg)) {
       append_file(arg, "crashed");
