@@ -1,6 +1,7 @@
 #include "acp/update.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "rpc/message.h"
 
@@ -15,13 +16,22 @@ std::optional<std::string> string_member(const json& obj, std::string_view key) 
   return v->get<std::string>();
 }
 
+// A count an agent sent as a number; one that does not fit in 64 bits (1e300, or an integer too
+// long for nlohmann's uint64, which it parses as a double) is malformed: converting it would be
+// undefined behaviour (found by tests/fuzz/fuzz_acp_update).
 std::int64_t int_member(const json& obj, std::string_view key, bool& ok) {
   const json* v = member(obj, key);
-  if (!v || !v->is_number()) {
-    ok = false;
-    return 0;
+  if (v && v->is_number_float()) {
+    double d = v->get<double>();
+    // [-2^63, 2^63): the doubles that convert; NaN fails both comparisons.
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0) return static_cast<std::int64_t>(d);
+  } else if (v && v->is_number_unsigned()) {
+    if (v->get<std::uint64_t>() <= static_cast<std::uint64_t>(INT64_MAX)) return v->get<std::int64_t>();
+  } else if (v && v->is_number_integer()) {
+    return v->get<std::int64_t>();
   }
-  return v->is_number_float() ? static_cast<std::int64_t>(v->get<double>()) : v->get<std::int64_t>();
+  ok = false;
+  return 0;
 }
 
 // tool_call and tool_call_update share their fields; `full` requires a title (tool_call).

@@ -1,6 +1,9 @@
 // session/update parsing: every kind the schema names, unknown kinds, malformed updates.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <string>
+
 #include "acp/update.h"
 
 using tether::acp::json;
@@ -101,6 +104,10 @@ TEST_CASE("session state kinds: commands, mode, config options, title, usage") {
   CHECK(u.usage.cost == doctest::Approx(0.25));
   CHECK(u.usage.currency == "USD");
   CHECK_FALSE(parse_update(json::parse(R"({"sessionUpdate":"usage_update","used":1})")));
+  // Counts that do not fit in 64 bits are malformed, never converted (found by fuzzing).
+  for (const char* used : {"1e300", "-1e300", "53333333333333333330", "18446744073709551615"})
+    CHECK_FALSE(parse_update(json::parse(std::string(R"({"sessionUpdate":"usage_update","size":1,"used":)") + used + "}")));
+  CHECK(must_parse(R"({"sessionUpdate":"usage_update","used":1.5e3,"size":9223372036854775807})").usage.size == INT64_MAX);
 }
 
 TEST_CASE("unknown kinds parse as unknown; malformed updates do not parse") {
