@@ -19,7 +19,6 @@
 #include "cli/batch_input.h"
 #include "cli/batch_journal.h"
 #include "cli/batch_order.h"
-#include "cli/render.h"
 #include "cli/terminal_text.h"
 #include "tether_config.h"
 
@@ -333,11 +332,8 @@ class BatchRunner {
   void on_output(const Worker& w, const acp::TurnEvent& ev) {
     if (o_.common.quiet) return;
     clear_progress();
-    error_line("bridge " + std::to_string(w.number) + ": the agent wrote on stdout: " + sanitize_if_tty(ev.text));
-  }
-
-  static std::string sanitize_if_tty(const std::string& text) {
-    return ::isatty(STDERR_FILENO) ? talk::sanitize_text(text) : text;
+    // error_line() passes it through the terminal sanitizer when stderr is a terminal.
+    error_line("bridge " + std::to_string(w.number) + ": the agent wrote on stdout: " + ev.text);
   }
 
   void on_turn_event(Worker& w, acp::TurnEvent& ev) {
