@@ -108,15 +108,15 @@ check_leftovers json
 
 # 2. Permission requests answered by policy.
 before=$FAILURES
-run perm_allow 0 --permission allow "ask permission please" && text_is perm_allow "$STREAMED permission: allowed."
+run perm_allow 0 --permission allow "ask permission please" && text_is perm_allow "$STREAMED"$'\n\n'"permission: allowed."
 logged '.event == "permission" and .outcome.outcome == "selected" and .outcome.optionId == "allow"' ||
   fail "perm_allow: the agent did not get optionId allow" "$LOG"
 check_leftovers perm_allow
-run perm_deny 0 --permission deny "ask permission please" && text_is perm_deny "$STREAMED permission: rejected."
+run perm_deny 0 --permission deny "ask permission please" && text_is perm_deny "$STREAMED"$'\n\n'"permission: rejected."
 logged '.event == "permission" and .outcome.outcome == "selected" and .outcome.optionId == "reject"' ||
   fail "perm_deny: the agent did not get optionId reject" "$LOG"
 check_leftovers perm_deny
-run perm_default 0 "ask permission please" && text_is perm_default "$STREAMED permission: rejected."
+run perm_default 0 "ask permission please" && text_is perm_default "$STREAMED"$'\n\n'"permission: rejected."
 check_leftovers perm_default
 ((FAILURES == before)) && pass "permission: allow, deny, and the default (deny) outside talk"
 

@@ -84,7 +84,7 @@ const app = acp
       await say(client, sessionId, "Streaming reply:");
       for (let i = 1; i <= 10; i++) await say(client, sessionId, ` ${i}`);
       await say(client, sessionId, ".");
-      if (/\bpermission\b/.test(text)) await say(client, sessionId, ` permission: ${await askPermission(client, sessionId)}.`);
+      if (/\bpermission\b/.test(text)) await say(client, sessionId, `permission: ${await askPermission(client, sessionId)}.`); // a new message after the tool call
       const read = /\bread (\S+)/.exec(text);
       if (read) {
         if (clientCapabilities.fs?.readTextFile) {

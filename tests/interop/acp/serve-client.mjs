@@ -51,7 +51,7 @@ try {
     // The server's main session: attached with session/load, and we are its active client.
     await agent.request(acp.methods.agent.session.load, { sessionId: main, cwd, mcpServers: [] });
     r = await agent.request(acp.methods.agent.session.prompt, { sessionId: main, prompt: [{ type: "text", text: "ask permission please" }] });
-    expect(r.stopReason === "end_turn" && asked === 1 && (texts.get(main) ?? "").endsWith(" permission: allowed."),
+    expect(r.stopReason === "end_turn" && asked === 1 && (texts.get(main) ?? "").endsWith("permission: allowed."),
       "the main session's permission request came to us", { r, asked, text: texts.get(main) });
   });
 } finally {

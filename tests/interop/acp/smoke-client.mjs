@@ -60,10 +60,10 @@ try {
     let r = await turn("hello");
     expect(r.stopReason === "end_turn" && r.text === "Streaming reply: 1 2 3 4 5 6 7 8 9 10.", "streaming", r);
     r = await turn("ask permission please");
-    expect(r.text.endsWith(" permission: allowed."), "permission allowed", r);
+    expect(r.text.endsWith("permission: allowed."), "permission allowed", r);
     permissionAnswer = "reject";
     r = await turn("ask permission please");
-    expect(r.text.endsWith(" permission: rejected."), "permission rejected", r);
+    expect(r.text.endsWith("permission: rejected."), "permission rejected", r);
     r = await turn(`read ${file}`);
     expect(r.text.endsWith(" file content: interop-file-content-42"), "fs/read_text_file", r);
     // Cancel mid-stream: session/cancel once a few slow chunks have arrived.
