@@ -6,6 +6,7 @@
 #include <deque>
 
 #include "acp/fs.h"
+#include "acp/server_wire.h"
 #include "rpc/message.h"
 #include "supervisor/bridge.h"
 
@@ -108,7 +109,7 @@ class SessionCore {
     // A tether server would go on treating us as attached to the old session (and asking us its
     // questions): say we leave it. The answer needs no one.
     if (opt_.via_server && link_ == Link::ready && !state_.session_id.empty())
-      bridge_.call_queued("_tether/detach", {{"sessionId", state_.session_id}}, nullptr);
+      bridge_.call_queued(server_wire::kDetach, {{"sessionId", state_.session_id}}, nullptr);
     // The old session is closed at the agent, which may hold a process per open session (Claude's
     // is 200+ MB). Nobody waits for the answer: it is dropped as one we do not wait for.
     if (link_ == Link::ready) send_close();
@@ -135,7 +136,7 @@ class SessionCore {
         // session itself is closed (its id was cleared above, so by the one kept here), or left
         // at a tether server.
         bridge_.cancel(link_call_gen_, link_call_);
-        if (opt_.via_server) bridge_.call_queued("_tether/detach", {{"sessionId", old_id}}, nullptr);
+        if (opt_.via_server) bridge_.call_queued(server_wire::kDetach, {{"sessionId", old_id}}, nullptr);
         close_by_id(old_id);
         send_new_session();
         break;
@@ -148,7 +149,7 @@ class SessionCore {
         // a tether server, which attaches us, hears that we leave it.
         bridge_.cancel(link_call_gen_, link_call_);
         if (opt_.via_server)
-          bridge_.call_queued("_tether/detach", {{"sessionId", link_ == Link::attaching ? attach_id_ : old_id}}, nullptr);
+          bridge_.call_queued(server_wire::kDetach, {{"sessionId", link_ == Link::attaching ? attach_id_ : old_id}}, nullptr);
         if (link_ != Link::attaching) close_by_id(old_id);
         send_new_session();
         break;
@@ -386,16 +387,16 @@ class SessionCore {
       on_update(ev.generation, *params);
     } else if (name == "$/cancel_request") {
       on_cancel_request(ev.generation, *params);
-    } else if (opt_.via_server && name == "_tether/turn_started") {
+    } else if (opt_.via_server && name == server_wire::kTurnStarted) {
       TurnState* t = active_.get();
       if (t && string_of(*params, "sessionId") == state_.session_id && t->phase != TurnState::Phase::waiting &&
           t->phase != TurnState::Phase::done) {
         t->server_started = true;
         other_turn_ = false;
       }
-    } else if (opt_.via_server && name == "_tether/bridge_restarted") {
+    } else if (opt_.via_server && name == server_wire::kBridgeRestarted) {
       notice(server_restart_text(*params), /*server_trouble=*/true);
-    } else if (opt_.via_server && name == "_tether/bridge_gone") {
+    } else if (opt_.via_server && name == server_wire::kBridgeGone) {
       std::string m = string_of(*params, "message");
       notice("the tether server gave up on its bridge" + (m.empty() ? std::string() : ": " + m), true);
     }
@@ -1017,7 +1018,7 @@ class SessionCore {
   // it, whatever the agent can load) or created.
   void server_setup(const json& r) {
     const json* meta = member(r, "_meta");
-    const json* t = meta ? member(*meta, "tether") : nullptr;
+    const json* t = meta ? member(*meta, server_wire::kMetaKey) : nullptr;
     if (!t || !t->is_object()) {
       link_fail(error_object("protocol_error",
                              "the peer is not a tether server (its initialize answer has no _meta.tether)"));
@@ -1026,7 +1027,7 @@ class SessionCore {
     state_.server = *t;
     bool to_main = state_.session_id.empty() ? opt_.attach_main : state_.on_main;
     if (to_main) {
-      attach_id_ = string_of(*t, "mainSessionId");
+      attach_id_ = string_of(*t, server_wire::kMainSessionId);
       if (attach_id_.empty()) {
         link_fail(error_object("protocol_error", "the tether server did not name its main session (_meta.tether.mainSessionId)"));
         return;

@@ -25,6 +25,7 @@
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
 #include "cli/terminal_text.h"
+#include "serve/protocol.h"
 #include "tether_config.h"
 
 #ifdef TETHER_HAVE_LIBEDIT
@@ -879,7 +880,7 @@ class Talk {
     flush();
     server_trouble_shown_ = false;
     std::string why;
-    auto r = ask_server("_tether/restart", kRestartWait, why);
+    auto r = ask_server(serve::protocol::kRestart, kRestartWait, why);
     if (!r) {
       renderer_.error("the tether server did not restart its bridge: " + why);
     } else if (!server_trouble_shown_) {
@@ -892,7 +893,7 @@ class Talk {
   // /stderr through a server: the bridge's stderr is the server's; what it kept of the last exit.
   void server_stderr() {
     std::string why;
-    auto r = ask_server("_tether/status", kServerStatusWait, why);
+    auto r = ask_server(serve::protocol::kStatus, kServerStatusWait, why);
     if (!r) {
       renderer_.error("the tether server did not answer _tether/status: " + why);
       return;
@@ -909,7 +910,7 @@ class Talk {
     using nlohmann::json;
     std::string s = "server:    " + server_;
     std::string why;
-    auto got = ask_server("_tether/status", kServerStatusWait, why);
+    auto got = ask_server(serve::protocol::kStatus, kServerStatusWait, why);
     const json r = got && got->is_object() ? *got : json::object();
     auto number = [&](const char* key) { return r.contains(key) && r[key].is_number() ? r[key].dump() : std::string(); };
     if (auto pid = number("serverPid"); !pid.empty()) s += ", pid " + pid;

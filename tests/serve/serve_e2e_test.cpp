@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/socket_path.h"
+#include "serve/socket_path.h"
 #include "support/support.h"
 #include "talk/pty_session.h"
 
@@ -1108,7 +1108,7 @@ TEST_CASE("Ctrl-C ends a prompt --connect that waits for a server still starting
   // client waits up to 10 s for it (socket_path.h).
   int lock = ::open((sock + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   REQUIRE(lock >= 0);
-  REQUIRE(tether::cli::take_server_lock(lock));  // as `tether serve` takes it
+  REQUIRE(tether::serve::take_server_lock(lock));  // as `tether serve` takes it
 
   Proc client(connect_arg("prompt", sock, {"--json", "hi"}), t.env(), t.path("c.out"), t.path("c.err"));
   // Its bridge's supervisor thread runs: start() is waiting (signals are blocked before any thread).
