@@ -21,5 +21,8 @@ inline constexpr char kDetach[] = "_tether/detach";
 inline constexpr char kTurnStarted[] = "_tether/turn_started";          // {"sessionId"}
 inline constexpr char kBridgeRestarted[] = "_tether/bridge_restarted";  // {"generation","cause","stderrLine","sessionsRestored"}
 inline constexpr char kBridgeGone[] = "_tether/bridge_gone";            // {"message"}
+// To a turn's sender whose turn's question (permission, fs) went to another client:
+// {"sessionId","method"}.
+inline constexpr char kAskedElsewhere[] = "_tether/asked_elsewhere";
 
 }  // namespace tether::acp::server_wire

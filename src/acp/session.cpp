@@ -399,6 +399,11 @@ class SessionCore {
     } else if (opt_.via_server && name == server_wire::kBridgeGone) {
       std::string m = string_of(*params, "message");
       notice("the tether server gave up on its bridge" + (m.empty() ? std::string() : ": " + m), true);
+    } else if (opt_.via_server && name == server_wire::kAskedElsewhere &&
+               string_of(*params, "sessionId") == state_.session_id) {
+      notice(string_of(*params, "method") == "session/request_permission"
+                 ? "waiting: the permission question went to another client of the tether server"
+                 : "waiting: the agent's " + string_of(*params, "method") + " request went to another client of the tether server");
     }
     // Other notifications ($/progress, extensions) are ignored, as the spec asks.
   }
@@ -551,7 +556,7 @@ class SessionCore {
     bool in_turn = started && ours && gen == t->call_gen && t->phase == TurnState::Phase::prompting;
     bool cancelling = started && t->phase == TurnState::Phase::cancelling;
     // Through a server, a request for our session while no turn of ours is in flight comes from
-    // another client's turn: the server asks us as the session's active client.
+    // another client's turn: the server asks us in its place (serve/protocol.h).
     bool idle = opt_.via_server && ours && !state_.session_id.empty() && !in_turn && !cancelling;
     if (idle) {
       pr.outside_turn = true;

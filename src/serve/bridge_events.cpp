@@ -217,22 +217,44 @@ void Server::on_bridge_request(rpc::Event& ev) {
   route(std::move(r));
 }
 
+bool Server::can_answer(std::uint64_t id, const std::string& method) {
+  const Client* c = client(id);
+  if (!c) return false;
+  // ACP §4: never call a method the client did not advertise.
+  if (method == "fs/read_text_file") return c->fs_read;
+  if (method == "fs/write_text_file") return c->fs_write;
+  return true;
+}
+
+std::uint64_t Server::answerer(const Session& s, const std::string& method) {
+  // The person who sent the prompt is the one who expects its questions ...
+  if (s.busy && s.turn_client != 0 && s.has(s.turn_client) && can_answer(s.turn_client, method)) return s.turn_client;
+  // ... else the last client to attach wins.
+  for (auto it = s.attached.rbegin(); it != s.attached.rend(); ++it)
+    if (can_answer(*it, method)) return *it;
+  return 0;
+}
+
 void Server::route(Routed r) {
   Session* s = session(r.session);
-  r.client = s ? s->active() : 0;
-  if (!r.client) return answer_unroutable(r, "no tether client is attached to the session");
-  // A file request goes to the active client only if it said it serves files (ACP §4: never call
-  // a method the client did not advertise).
-  if (Client* c = client(r.client); c && ((r.method == "fs/read_text_file" && !c->fs_read) ||
-                                          (r.method == "fs/write_text_file" && !c->fs_write))) {
-    bridge_.respond_error(r.generation, r.bridge_id, rpc::kMethodNotFound,
-                          "Method not found: " + r.method + " (the active tether client does not serve files)");
-    return;
+  if (!s || !s->active()) return answer_unroutable(r, "no tether client is attached to the session");
+  r.client = answerer(*s, r.method);
+  if (!r.client) {
+    if (r.method == "fs/read_text_file" || r.method == "fs/write_text_file") {
+      bridge_.respond_error(r.generation, r.bridge_id, rpc::kMethodNotFound,
+                            "Method not found: " + r.method + " (no attached tether client serves files)");
+      return;
+    }
+    return answer_unroutable(r, "no tether client is attached to the session");
   }
   std::int64_t id = ++next_routed_;
   std::string line = rpc::dump(rpc::make_request(id, r.method, r.params));
   std::uint64_t to = r.client;
+  // The turn's sender waits on someone else's answer: it hears so, once per question it is not asked.
+  std::uint64_t sender = s->busy ? s->turn_client : 0;
+  json note = rpc::make_notification(protocol::kAskedElsewhere, {{"sessionId", r.session}, {"method", r.method}});
   routed_.emplace(id, std::move(r));
+  if (sender && sender != to) send_json(sender, note);
   send(to, line);  // a failed send is a dead client: drop_client() hands the request on
 }
 

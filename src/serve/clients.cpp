@@ -152,7 +152,7 @@ void Server::leave_session(Session& s, std::uint64_t id, std::string_view why) {
     s.orphan_until = Deadline::after(kOrphanGrace);
     withdraw_permissions(sid, id);
   }
-  // What the bridge asked it for this session: to the next active client, or answered here.
+  // What the bridge asked it for this session: to another client (route), or answered here.
   std::vector<std::int64_t> mine;
   for (auto& [rid, r] : routed_)
     if (r.client == id && r.session == sid) mine.push_back(rid);

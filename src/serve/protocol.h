@@ -21,8 +21,8 @@
 //                       the sender only. The server's own failures are JSON-RPC errors with
 //                       code kServerError (-32090) and `data` = tether's error object
 //                       ({"code":"bridge_exited"|"restart_limit"|…, "message", …}). A prompt the
-//                       bridge died on is answered with such an error and never sent again by
-//                       the server.
+//                       bridge died on is answered with such an error and never sent again: the
+//                       client decides (its --retries), so a turn is retried by one side only.
 //   session/cancel      cancels the sender's own turn in that session (in flight: forwarded, its
 //                       pending permission requests answered `cancelled`; queued: answered with
 //                       stopReason "cancelled"). Another client's turn is not touched.
@@ -37,18 +37,23 @@
 //                       "clients","sessions",…}.
 //   _tether/shutdown    {} and the server stops (what `tether serve --stop` sends).
 //   _tether/detach      {"sessionId"}: the sender leaves that session (talk's /new); its turn
-//                       there is cancelled, its questions go to the next active client.
+//                       there is cancelled, its questions go to another client (below).
 //
 // Server -> client
 //   session/update              every update of a session goes to every client attached to it.
 //   session/request_permission, fs/*, terminal/*, other requests with a sessionId
-//                               go to the session's active client (the most recently attached
-//                               one still connected) under a server-chosen id; its answer goes
-//                               back to the bridge. fs/* only if that client advertised it in
-//                               its initialize (else -32601 to the bridge). When the active
-//                               client leaves first, the request is sent to the next active
-//                               client; when none is left, a permission is answered `cancelled`,
-//                               anything else with -32603.
+//                               go, under a server-chosen id, to the client whose turn it is
+//                               while it is attached and can answer (fs/*: it advertised that
+//                               method in its initialize); otherwise to the most recently
+//                               attached client that can (last client wins). Its answer goes
+//                               back to the bridge. When the asked client leaves first (it
+//                               disconnects, is killed, or detaches), the request goes to the
+//                               next client by the same rule; when none can answer, a
+//                               permission is answered `cancelled`, an fs/* request -32601,
+//                               anything else -32603.
+//   _tether/asked_elsewhere     {"sessionId","method"} to a turn's sender each time a question
+//                               of its turn goes to another client: it is waiting on someone
+//                               else's answer.
 //   _tether/turn_started        {"sessionId"} to a prompt's sender when the server sends the
 //                               prompt on to the bridge: what the sender received for the session
 //                               before it belonged to other clients' turns, what follows (until
@@ -60,8 +65,8 @@
 //                               _tether/restart.
 //
 // A client that disconnects mid-turn has its turn cancelled at the bridge (session/cancel), its
-// permission requests answered `cancelled`; requests routed to it as the active client of someone
-// else's turn are handed to the next active client.
+// permission requests answered `cancelled`; requests routed to it for someone else's turn are
+// handed on by the rule above.
 //
 // The names the client half reads (in acp, below this layer) are defined in acp/server_wire.h and
 // re-exported here; the rest are defined here.
@@ -76,6 +81,7 @@
 
 namespace tether::serve::protocol {
 
+using acp::server_wire::kAskedElsewhere;
 using acp::server_wire::kBridgeGone;
 using acp::server_wire::kBridgeRestarted;
 using acp::server_wire::kDetach;

@@ -108,7 +108,7 @@ struct Session {
   json mcp_servers = json::array();
   bool main = false;
   bool loading = false;   // session/load under way at the bridge: its updates are a replay
-  std::vector<std::uint64_t> attached;  // in attach order: back() is the active client
+  std::vector<std::uint64_t> attached;  // in attach order: back() is the most recent
   std::deque<QueuedPrompt> queue;
   // The turn at the bridge, if any.
   bool busy = false;
@@ -240,6 +240,10 @@ class Server {
   void reply_to(const Call& call, const rpc::Reply& r);  // the bridge's answer, to the client that asked
   void on_bridge_notification(rpc::Event& ev);
   void on_bridge_request(rpc::Event& ev);
+  // Who answers a question of the bridge's about session `s`: the turn's client while it is
+  // attached and can answer, else the most recently attached one that can; 0 when none can.
+  std::uint64_t answerer(const Session& s, const std::string& method);
+  bool can_answer(std::uint64_t client, const std::string& method);
   void route(Routed r);
   void answer_unroutable(const Routed& r, std::string_view why);
 

@@ -121,3 +121,36 @@ TEST_CASE_FIXTURE(TwoOnMainNoRestarts, "past the restart budget: _tether/bridge_
   CHECK(stop_reason(a.response(next, 10s)) == "end_turn");
   CHECK(contains(a.chunks(), "Echo: back again"));
 }
+
+// A turn the server's bridge dies under is answered with an error by the server and sent again by
+// the client only, by its own --retries (the direct commands' rule, applied once, by one side).
+TEST_CASE("prompt --connect: a turn the bridge crashed on is resent by the client's --retries, never by the server") {
+  TmpDir t;
+  Server srv(t, {"--restart-delay", "0.05"});
+  srv.wait_ready();
+  auto prompts_out = [&] {
+    int n = 0;
+    for (auto& m : srv.to_bridge()) n += is_method(m, "session/prompt") && contains(m["params"]["prompt"].dump(), "boom");
+    return n;
+  };
+  int sent = 0;
+  SUBCASE("--retries 0: sent once") {
+    sent = 1;
+    auto r = run_to_end(t, connect_arg("prompt", srv.socket(), {"--retries", "0", "/crash boom"}));
+    INFO(r.err);
+    CHECK(r.status == 69);
+    CHECK(prompts_out() == sent);
+  }
+  SUBCASE("--retries 1 (the default): sent twice") {
+    sent = 2;
+    auto r = run_to_end(t, connect_arg("prompt", srv.socket(), {"/crash boom"}));
+    INFO(r.err);
+    CHECK(r.status == 69);
+    CHECK(contains(r.err, "retry 1 of 1"));
+    CHECK(prompts_out() == sent);
+  }
+  // The server sent nothing again on its own, even once its bridge was back.
+  Raw c(srv.socket());
+  CHECK(eventually([&] { return status(c)["link"] == "ready"; }));
+  CHECK(prompts_out() == sent);
+}

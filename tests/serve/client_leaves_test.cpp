@@ -65,25 +65,20 @@ TEST_CASE("SIGKILL of a prompt --connect client mid-turn: session/cancel reaches
   CHECK(srv.proc().running());
 }
 
-TEST_CASE("a sender that leaves while another client holds its permission request: withdrawn, answered cancelled") {
+TEST_CASE("a sender that leaves while it holds its permission request: answered cancelled at the bridge, the session goes on") {
   TmpDir t;
   Server srv(t);
   srv.wait_ready();
   auto a = std::make_unique<Raw>(srv.socket());
   std::string sid = attach_main(*a, t);
-  Raw b(srv.socket());  // the newer: the one asked
+  Raw b(srv.socket());  // the newer: not asked (the question is the sender's)
   attach_main(b, t);
   a->request("session/prompt", text_prompt(sid, "edit and leave"));
-  auto perm = b.wait([](const json& m) { return is_method(m, "session/request_permission"); });
-  INFO("B got:\n" << b.dump());
+  auto perm = a->wait([](const json& m) { return is_method(m, "session/request_permission"); });
+  INFO("A got:\n" << a->dump());
   REQUIRE(perm.has_value());
   std::string bridge_sid = wait_prompt_out(srv, "edit and leave");
-  auto withdrawn = [&](const json& m) {
-    return is_method(m, "$/cancel_request") && m["params"]["requestId"] == (*perm)["id"];
-  };
-  CHECK(b.count(withdrawn) == 0);
-  a.reset();  // the sender leaves mid-turn
-  CHECK(b.wait(withdrawn).has_value());
+  a.reset();  // the sender leaves mid-turn, its question unanswered
   {
     INFO("trace:\n" << srv.trace());
     CHECK(cancel_sent(srv, bridge_sid));
@@ -97,6 +92,7 @@ TEST_CASE("a sender that leaves while another client holds its permission reques
   CHECK(stop_reason(r) == "end_turn");
   CHECK(contains(b.chunks(), "Echo: next one"));
   CHECK(cancelled_before_next(srv, "edit and leave", "next one"));
+  CHECK(b.count([](const json& m) { return is_method(m, "session/request_permission"); }) == 0);
   CHECK(b.chunks().find("Permission granted") == std::string::npos);
 }
 

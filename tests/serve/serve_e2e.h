@@ -430,8 +430,9 @@ inline json text_prompt(const std::string& session, const std::string& text) {
 }
 
 // initialize: the server's answer (REQUIREs the tether metadata).
-inline json initialize(Raw& c) {
-  auto r = c.response(c.request("initialize", {{"protocolVersion", 1}, {"clientCapabilities", json::object()}}));
+// `caps`: the clientCapabilities it advertises (none by default; fs_caps() serves files).
+inline json initialize(Raw& c, json caps = json::object()) {
+  auto r = c.response(c.request("initialize", {{"protocolVersion", 1}, {"clientCapabilities", std::move(caps)}}));
   INFO(r.dump());
   REQUIRE(r.contains("result"));
   REQUIRE(r["result"]["protocolVersion"] == 1);
@@ -440,8 +441,10 @@ inline json initialize(Raw& c) {
 }
 
 // initialize + session/load of the main session: its id.
-inline std::string attach_main(Raw& c, const TmpDir& t) {
-  std::string sid = initialize(c)["_meta"]["tether"]["mainSessionId"];
+inline json fs_caps() { return {{"fs", {{"readTextFile", true}, {"writeTextFile", true}}}}; }
+
+inline std::string attach_main(Raw& c, const TmpDir& t, json caps = json::object()) {
+  std::string sid = initialize(c, std::move(caps))["_meta"]["tether"]["mainSessionId"];
   REQUIRE(!sid.empty());
   auto r = c.response(c.request("session/load", {{"sessionId", sid}, {"cwd", t.dir}, {"mcpServers", json::array()}}));
   INFO(r.dump());
