@@ -15,6 +15,35 @@
 
 namespace tether::cli {
 
+namespace {
+
+// The server's options from the command line's, and its log: stderr, through a non-blocking file
+// description of its own (kept in `log_fd`) when stderr is a pipe or terminal, so that a reader
+// that stalls costs log lines, never the one thread that serves every client. The lines quote the
+// agent and the bridge (its stdout lines, error messages, stderr lines): sanitized for a terminal.
+std::optional<SetupError> server_options(const CommonOptions& c, serve::ServerOptions& so, base::UniqueFd& log_fd) {
+  if (auto err = session_settings(c, so.settings)) return err;
+  so.cwd = c.cwd;
+  so.bridge = c.bridge;
+  so.max_line = c.max_line;
+  so.verbose = c.verbose;
+  so.allow_fs = c.allow_fs;
+  so.auth = c.auth;
+  so.close_wait = kCloseWait;
+  so.closed_grace = kClosedGrace;
+  struct stat err_st;
+  if (::fstat(STDERR_FILENO, &err_st) == 0 && !S_ISREG(err_st.st_mode))
+    log_fd = base::UniqueFd(::open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  const int fd = log_fd ? log_fd.get() : STDERR_FILENO;
+  so.log = [fd](std::string_view text) {
+    std::string line = "tether serve: " + for_terminal(fd, text) + "\n";
+    [[maybe_unused]] auto w = ::write(fd, line.data(), line.size());
+  };
+  return std::nullopt;
+}
+
+}  // namespace
+
 int run_serve(ServeOptions& o) {
   if (!o.name.empty() && !o.socket.empty()) {
     error_line("--name and --socket name the same thing: give one");
@@ -44,32 +73,12 @@ int run_serve(ServeOptions& o) {
     error_line(err->message);
     return err->exit_code;
   }
+  base::UniqueFd log_fd;
   serve::ServerOptions so;
-  if (auto err = session_settings(o.common, so.settings)) {
+  if (auto err = server_options(o.common, so, log_fd)) {
     error_line(err->message);
     return err->exit_code;
   }
-  so.cwd = o.common.cwd;
-  so.bridge = o.common.bridge;
-  so.max_line = o.common.max_line;
-  so.verbose = o.common.verbose;
-  so.allow_fs = o.common.allow_fs;
-  so.auth = o.common.auth;
-  so.close_wait = kCloseWait;
-  so.closed_grace = kClosedGrace;
-  // Log lines go to stderr, through a non-blocking file description of their own when stderr is a
-  // pipe or terminal, so that a reader that stalls costs log lines, never the one thread that
-  // serves every client. They quote the agent and the bridge (its stdout lines, error messages,
-  // stderr lines): sanitized for a terminal.
-  struct stat err_st;
-  base::UniqueFd log_fd;
-  if (::fstat(STDERR_FILENO, &err_st) == 0 && !S_ISREG(err_st.st_mode))
-    log_fd = base::UniqueFd(::open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC));
-  const int fd = log_fd ? log_fd.get() : STDERR_FILENO;
-  so.log = [fd](std::string_view text) {
-    std::string line = "tether serve: " + for_terminal(fd, text) + "\n";
-    [[maybe_unused]] auto w = ::write(fd, line.data(), line.size());
-  };
 
   base::UniqueFd sigfd = open_signal_fd();
   serve::SignalSource signals{sigfd.get(), [&sigfd] { return read_signal(sigfd.get()); }};
