@@ -163,7 +163,7 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   reg["max_line"] = app.add_option("--max-line", o.max_line, "Longest line accepted from the bridge, in bytes; longer lines are dropped and counted")->capture_default_str()->check(CLI::PositiveNumber)->group(group);
   reg["permission"] = app.add_option("--permission", o.permission, "Answer to the agent's permission requests: ask, allow (once), allow-always (lets the agent keep a lasting rule) or deny")->check(CLI::IsMember({"ask", "allow", "allow-always", "deny"}))->group("Agent (ACP commands)");
   reg["allow_fs"] = app.add_flag("--allow-fs", o.allow_fs, "Serve the agent's file reads and writes inside --cwd")->group("Agent (ACP commands)");
-  reg["color"] = app.add_option("--color", o.color, "Colour: auto, always or never (NO_COLOR is honoured)")->capture_default_str()->check(CLI::IsMember({"auto", "always", "never"}))->group("Output");
+  reg["color"] = app.add_option("--color", o.color, "Colour: auto, always or never (auto: none with NO_COLOR or TERM=dumb, or when stderr is not a terminal)")->capture_default_str()->check(CLI::IsMember({"auto", "always", "never"}))->group("Output");
   reg["quiet"] = app.add_flag("-q,--quiet", o.quiet, "Print only answers and errors")->group("Output");
   app.add_flag("-v,--verbose", o.verbose, "More detail on stderr (repeatable)")->group("Output");
   app.add_option("--config", o.config, "Config file (default: $XDG_CONFIG_HOME/tether/config.toml)")->group("Output");
