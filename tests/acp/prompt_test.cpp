@@ -1,5 +1,5 @@
 // `tether prompt` as a user runs it: the built binary (TETHER_BIN), real pipes, against the fake
-// agent (tests/acp/fakes) and the built-in demo agent.
+// agent (tests/fakes/fake_acp_agent.cpp) and the built-in demo agent.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>

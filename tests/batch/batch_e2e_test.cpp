@@ -1,4 +1,4 @@
-// `tether batch` as a user runs it: the built binary, a small fake ACP agent (fake_acp_agent.cpp:
+// `tether batch` as a user runs it: the built binary, the fake ACP agent (tests/fakes, mode batch:
 // behaviours chosen by words in each prompt) and the demo agent, real pipes, real signals.
 #include <doctest/doctest.h>
 #include <signal.h>
@@ -41,7 +41,7 @@ struct Scratch {
 std::vector<std::string> batch_argv(std::vector<std::string> args, std::vector<std::string> bridge = {}) {
   std::vector<std::string> argv{env_or_fail("TETHER_BIN"), "batch", "--restart-delay", "0.05"};
   argv.insert(argv.end(), args.begin(), args.end());
-  if (bridge.empty()) bridge = {env_or_fail("BATCH_FAKE_AGENT")};
+  if (bridge.empty()) bridge = {env_or_fail("BATCH_FAKE_AGENT"), "batch"};
   argv.push_back("--");
   argv.insert(argv.end(), bridge.begin(), bridge.end());
   return argv;
