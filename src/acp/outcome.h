@@ -20,18 +20,22 @@ enum class CancelCause {
 };
 const char* to_string(CancelCause c);
 
-// Exit statuses (sysexits.h; DESIGN §7).
+// Exit statuses (DESIGN §7, after sysexits.h): the one table every front-end returns from
+// (cli/common.h names the same constants in tether::cli).
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitNotClean = 1;
+inline constexpr int kExitNotClean = 1;       // the agent answered but not cleanly; or some items / requests failed
 inline constexpr int kExitUsage = 64;
-inline constexpr int kExitDataErr = 65;
-inline constexpr int kExitUnavailable = 69;
-inline constexpr int kExitSoftware = 70;
+inline constexpr int kExitDataErr = 65;       // malformed input data
+inline constexpr int kExitUnavailable = 69;   // bridge cannot start, handshake failed, restart limit reached, died
+inline constexpr int kExitSoftware = 70;      // internal error
+inline constexpr int kExitIoErr = 74;
 inline constexpr int kExitTimeout = 75;
-inline constexpr int kExitProtocol = 76;
-inline constexpr int kExitInterrupted = 130;
+inline constexpr int kExitProtocol = 76;      // the bridge does not speak what we expect
+inline constexpr int kExitConfig = 78;
+inline constexpr int kExitInterrupted = 130;  // 128 + SIGINT: a turn cancelled by an interrupt
 
-// {"code":…,"message":…} plus the given extras.
+// Tether's error object (DESIGN §7), {"code":…,"message":…} plus the given extras: the one
+// builder of what --json, batch records and a tether server's answers carry as "error".
 nlohmann::json error_object(std::string_view code, std::string message,
                             nlohmann::json extra = nlohmann::json::object());
 

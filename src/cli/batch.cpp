@@ -25,6 +25,7 @@
 namespace tether::cli {
 namespace {
 
+using acp::error_object;
 using batch::Item;
 using batch::ojson;
 using nlohmann::json;
@@ -422,10 +423,6 @@ class BatchRunner {
   }
 
   // --- results ---------------------------------------------------------------------------------
-
-  static json error_object(std::string_view code, std::string message) {
-    return acp::error_object(code, std::move(message));
-  }
 
   ojson record(const Job& job, bool ok) const {
     ojson r = ojson::object();

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 
+#include "acp/outcome.h"
 #include "cli/terminal_text.h"
 #include "rpc/line_framer.h"
 #include "rpc/message.h"
@@ -141,7 +142,7 @@ class CallRunner {
       case rpc::Reply::Status::timeout:
       case rpc::Reply::Status::cancelled:
         line = {{"id", inflight_user_id_},
-                {"error", {{"code", "timeout"}, {"message", "no response within " + format_secs(o_.common.timeout)}}}};
+                {"error", acp::error_object("timeout", "no response within " + format_secs(o_.common.timeout))}};
         status_ = worse(status_, kExitTimeout);
         break;
       case rpc::Reply::Status::closed:
@@ -234,7 +235,7 @@ class CallRunner {
       else out = parse_outgoing(*msg, why);
       if (!out) {
         json id = msg && msg->is_object() && msg->contains("id") ? (*msg)["id"] : json(nullptr);
-        emit({{"id", id}, {"error", {{"code", "bad_input"}, {"message", "input line " + std::to_string(line_no_) + ": " + why}}}});
+        emit({{"id", id}, {"error", acp::error_object("bad_input", "input line " + std::to_string(line_no_) + ": " + why)}});
         status_ = worse(status_, kExitDataErr);
         continue;
       }
