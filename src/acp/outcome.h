@@ -39,6 +39,12 @@ inline constexpr int kExitInterrupted = 130;  // 128 + SIGINT: a turn cancelled 
 nlohmann::json error_object(std::string_view code, std::string message,
                             nlohmann::json extra = nlohmann::json::object());
 
+// Of two exit statuses, the one a run that met both ends with: the more serious (unavailable >
+// protocol > timeout > I/O error > internal error, usage and any other > bad data > not clean >
+// ok); on a tie, `a`, the earlier. The one precedence rule of every command that ends on the worst of several outcomes
+// (call, talk).
+int worse_exit(int a, int b);
+
 // end_turn -> 0; refusal, max_tokens, max_turn_requests, cancelled and anything unknown -> 1.
 int exit_status_for_stop_reason(std::string_view stop_reason);
 

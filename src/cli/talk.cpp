@@ -53,22 +53,6 @@ std::string duration_text(base::Duration d) {
   return buf;
 }
 
-int worse(int a, int b) {
-  auto rank = [](int c) {
-    switch (c) {
-      case kExitOk: return 0;
-      case kExitNotClean: return 1;
-      case kExitDataErr: return 2;
-      case kExitSoftware: return 3;
-      case kExitTimeout: return 4;
-      case kExitProtocol: return 5;
-      case kExitUnavailable: return 6;
-      default: return 3;
-    }
-  };
-  return rank(b) > rank(a) ? b : a;
-}
-
 std::string reply_error_text(const nlohmann::json& err) {
   if (!err.is_object()) return "an unreadable error";
   auto data = err.find("data");
@@ -141,7 +125,7 @@ void Talk::flush() {
           shutdown_now();
           reraise(SIGPIPE);
         }
-        last_status_ = worse(last_status_, kExitIoErr);  // stdout closed at start-up (EBADF), a full disk
+        last_status_ = acp::worse_exit(last_status_, kExitIoErr);  // stdout closed at start-up (EBADF), a full disk
       }
     } else {
       base::write_all(STDERR_FILENO, w.text);

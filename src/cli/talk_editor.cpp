@@ -101,7 +101,7 @@ void Talk::restore_terminal() {
 void Talk::edit(const std::string& initial) {
   if (!interactive_) {
     renderer_.error("/edit needs a terminal");
-    last_status_ = worse(last_status_, kExitDataErr);
+    last_status_ = acp::worse_exit(last_status_, kExitDataErr);
     return;
   }
   const char* tmpdir = ::getenv("TMPDIR");

@@ -55,9 +55,6 @@ std::string first_line(const std::string& text);
 std::string shell_quote(const std::vector<std::string>& argv);
 // "42s", "3m05s", "2h10m".
 std::string duration_text(base::Duration d);
-// Exit status precedence for script mode: an unavailable bridge outranks a protocol error, a
-// timeout, an internal error, bad input and an unclean answer.
-int worse(int a, int b);
 // The text of a failed reply: tether's error object when the server sent one, else the JSON-RPC
 // error's message.
 std::string reply_error_text(const nlohmann::json& err);

@@ -253,11 +253,11 @@ void Talk::on_line(const std::string& text, bool multiline) {
     case LineKind::unknown:
       renderer_.error("unknown command /" + parsed.text + ": /help lists the commands; //" + parsed.text +
                       " sends the line to the agent as it is");
-      if (!interactive_) last_status_ = worse(last_status_, kExitDataErr);
+      if (!interactive_) last_status_ = acp::worse_exit(last_status_, kExitDataErr);
       break;
     case LineKind::usage_error:
       renderer_.error(parsed.text);
-      if (!interactive_) last_status_ = worse(last_status_, kExitDataErr);
+      if (!interactive_) last_status_ = acp::worse_exit(last_status_, kExitDataErr);
       break;
   }
   flush();

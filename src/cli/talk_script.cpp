@@ -1,6 +1,6 @@
 // Talk (talk_private.h) with stdin not a terminal: each input line is one prompt or command,
 // run to its end before the next is read; at the end of input tether exits with the worst status
-// seen (worse()). Through a tether server, the questions it routes to us are answered meanwhile.
+// seen (acp::worse_exit()). Through a tether server, the questions it routes to us are answered meanwhile.
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
@@ -38,7 +38,7 @@ bool Talk::read_script_line(std::string& line) {
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
       if (n < 0) {  // stdin closed at start-up (EBADF) or broken: the end of the script, and an I/O error
         error_line(std::string("cannot read stdin: ") + strerror(errno));
-        last_status_ = worse(last_status_, kExitIoErr);
+        last_status_ = acp::worse_exit(last_status_, kExitIoErr);
       }
       if (n <= 0) script_eof_ = true;
       else script_buf_.append(buf, static_cast<std::size_t>(n));

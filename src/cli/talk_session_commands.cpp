@@ -29,7 +29,7 @@ void Talk::change_setting(talk::LineKind kind, const std::string& arg) {
   auto r = session_->change_settings(change);
   if (auto* err = std::get_if<nlohmann::json>(&r)) {
     renderer_.error(err->value("message", "cannot change that"));
-    if (!interactive_) last_status_ = worse(last_status_, kExitUsage);
+    if (!interactive_) last_status_ = acp::worse_exit(last_status_, kExitUsage);
     return;
   }
   std::uint64_t token = std::get<std::uint64_t>(r);
@@ -83,7 +83,7 @@ bool Talk::on_setting_reply(const acp::TurnEvent& e) {
     renderer_.error("the agent refused " + what + ": " +
                     (e.error.contains("code") && e.error["code"].is_number() ? acp::rpc_error_text(e.error)
                                                                              : e.error.value("message", "error")));
-    if (!interactive_) last_status_ = worse(last_status_, kExitNotClean);
+    if (!interactive_) last_status_ = acp::worse_exit(last_status_, kExitNotClean);
   }
   return true;
 }

@@ -24,7 +24,7 @@ bool Talk::bridge_down() {
 
 void Talk::start_turn(std::string text) {
   if (bridge_down()) {
-    last_status_ = worse(last_status_, kExitUnavailable);
+    last_status_ = acp::worse_exit(last_status_, kExitUnavailable);
     return;
   }
   // Another client's unfinished line ends before our turn starts.
@@ -109,7 +109,7 @@ void Talk::end_turn(const acp::TurnEvent& e) {
                    " line(s) from the agent were longer than --max-line and were dropped: the answer may be incomplete");
     if (status == kExitOk) status = kExitNotClean;
   }
-  if (status != kExitOk && !(e.cancelled == acp::CancelCause::interrupt)) last_status_ = worse(last_status_, status);
+  if (status != kExitOk && !(e.cancelled == acp::CancelCause::interrupt)) last_status_ = acp::worse_exit(last_status_, status);
   if (status == kExitUnavailable) stop_script_ = true;
   turn_.reset();
   sync_bridge_state();

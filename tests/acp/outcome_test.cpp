@@ -42,6 +42,25 @@ TEST_CASE("every error code of DESIGN §7 maps to a status of the table, never 2
   CHECK(exit_status_for_error(error_object("auth_required", "no usable sign-in"), true) == kExitUnavailable);
 }
 
+TEST_CASE("worse_exit: the more serious status wins, the earlier one on a tie") {
+  using namespace tether::acp;
+  // The order, least serious first; each must beat all before it, from either side.
+  const int order[] = {kExitOk, kExitNotClean, kExitDataErr, kExitSoftware,
+                       kExitIoErr, kExitTimeout, kExitProtocol, kExitUnavailable};
+  for (std::size_t i = 0; i < std::size(order); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      CHECK(worse_exit(order[i], order[j]) == order[i]);
+      CHECK(worse_exit(order[j], order[i]) == order[i]);
+    }
+  }
+  // Codes of the same rank (internal error, usage, any other status): the first one stays.
+  CHECK(worse_exit(kExitUsage, kExitSoftware) == kExitUsage);
+  CHECK(worse_exit(kExitSoftware, kExitUsage) == kExitSoftware);
+  CHECK(worse_exit(kExitConfig, kExitUsage) == kExitConfig);
+  CHECK(worse_exit(kExitUsage, kExitDataErr) == kExitUsage);
+  CHECK(worse_exit(kExitOk, kExitOk) == kExitOk);
+}
+
 TEST_CASE("error_object: code and message, the extras after them; a non-object extra is ignored") {
   json e = error_object("timeout", "the turn did not finish within the timeout");
   CHECK(e.size() == 2);
