@@ -34,6 +34,19 @@ supervisor::BridgeOptions bridge_options(std::vector<std::string> args) {
   return o;
 }
 
+// restart(), then what a front-end waits for (talk's /restart): a newer generation that is ready.
+bool restart_and_wait(supervisor::Bridge& bridge) {
+  const auto before = bridge.status().generation;
+  bridge.restart();
+  auto deadline = base::Deadline::after(std::chrono::seconds(10));
+  for (;;) {
+    auto st = bridge.status();
+    if (st.generation > before && st.state == supervisor::State::ready) return true;
+    if (deadline.expired() || (st.generation > before && st.state == supervisor::State::failed)) return false;
+    ::poll(nullptr, 0, 5);  // polling a condition, not synchronizing on time
+  }
+}
+
 acp::ClientOptions client_options(acp::PermissionPolicy p = acp::PermissionPolicy::deny) {
   acp::ClientOptions o;
   o.cwd = "/tmp";
@@ -378,8 +391,7 @@ TEST_CASE("after a restart the settings are sent again even when the resume answ
   o.settings.model = "m2";
   acp::AcpSession session(bridge, o);
   REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
-  bridge.restart();
-  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  REQUIRE(restart_and_wait(bridge));
   auto turn = session.prompt("x");
   CHECK(answer_text(collect(turn)) == "mode=plan model=m2 fast=false");
   std::string wire = slurp_file(log.path);
@@ -407,8 +419,7 @@ TEST_CASE("a setting changed later is kept for re-establishment only once the ag
   }
   REQUIRE(replied);
   CHECK(session.state().mode_id == "plan");
-  bridge.restart();
-  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  REQUIRE(restart_and_wait(bridge));
   auto turn = session.prompt("x");
   CHECK(answer_text(collect(turn)) == "mode=plan model=m1 fast=false");
   // An id it does not offer is refused before anything is sent.
@@ -426,8 +437,7 @@ TEST_CASE("a restart brings the session back with session/resume when the agent 
   acp::AcpSession session(bridge, o);
   REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
   std::string id = session.state().session_id;
-  bridge.restart();
-  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  REQUIRE(restart_and_wait(bridge));
   auto turn = session.prompt("x");
   CHECK(answer_text(collect(turn)) == "mode=plan model=m1 fast=false");
   CHECK(session.state().session_id == id);

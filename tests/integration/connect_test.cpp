@@ -390,8 +390,7 @@ TEST_CASE("the server goes away for good: reconnects within the budget, then giv
 
     // A server that is back, and a manual restart (talk's /restart when disconnected): connected.
     FakeServer server(path, echo);
-    bridge->restart();
-    REQUIRE(bridge->wait_ready(Deadline::after(5s)));
+    REQUIRE(restart_and_wait(*bridge));
     Reply r = bridge->call("back", json::object(), Deadline::after(5s));
     REQUIRE(r.status == Reply::Status::result);
     bridge.reset();
