@@ -8,7 +8,8 @@
 // its end when the server went first, and there is nothing to signal or reap.
 //
 // Thread contract: thread-bound to the bridge's supervisor thread (a process source must spawn,
-// signal and reap on the thread that outlives the child, as PR_SET_PDEATHSIG requires).
+// signal and reap on the thread that outlives the child, as PR_SET_PDEATHSIG requires), except
+// connection(), which never changes and may be asked from any thread.
 #pragma once
 
 #include <sys/types.h>

@@ -13,6 +13,7 @@
 
 #include "acp/session.h"
 #include "supervisor/bridge.h"
+#include "support/support.h"
 
 using namespace tether;
 using acp::TurnEvent;
@@ -34,17 +35,21 @@ supervisor::BridgeOptions bridge_options(std::vector<std::string> args) {
   return o;
 }
 
-// restart(), then what a front-end waits for (talk's /restart): a newer generation that is ready.
+// restart(), then what a front-end waits for (talk's /restart polls status()): a newer generation
+// that is ready (true), rather than one that failed, within 10 s.
 bool restart_and_wait(supervisor::Bridge& bridge) {
   const auto before = bridge.status().generation;
   bridge.restart();
-  auto deadline = base::Deadline::after(std::chrono::seconds(10));
-  for (;;) {
-    auto st = bridge.status();
-    if (st.generation > before && st.state == supervisor::State::ready) return true;
-    if (deadline.expired() || (st.generation > before && st.state == supervisor::State::failed)) return false;
-    ::poll(nullptr, 0, 5);  // polling a condition, not synchronizing on time
-  }
+  bool ready = false;
+  test::eventually(
+      [&] {
+        auto st = bridge.status();
+        if (st.generation <= before) return false;
+        ready = st.state == supervisor::State::ready;
+        return ready || st.state == supervisor::State::failed;
+      },
+      std::chrono::seconds(10));
+  return ready;
 }
 
 acp::ClientOptions client_options(acp::PermissionPolicy p = acp::PermissionPolicy::deny) {
