@@ -96,7 +96,7 @@ class Connection {
   // Sends a request and waits for its reply until `deadline` (then Status::timeout; a late
   // response is counted as unknown and dropped). Never call it on the thread that drains the
   // event queue: a reply queued behind more than a queue's worth of notifications would never
-  // arrive (use call_queued there).
+  // arrive (use call_queued there). Its one caller is Bridge::call(), which only tests use.
   Reply call(std::string_view method, json params, base::Deadline deadline);
   // Sends a request; `done` runs exactly once, on the dispatcher thread or (when the connection is
   // already dead) on the caller's. It must not block.
