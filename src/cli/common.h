@@ -108,8 +108,8 @@ int read_signal(int signal_fd);
 // Bridge::start() that a SIGINT, SIGTERM or SIGHUP on `signal_fd` cuts short. start() blocks until
 // the first generation runs or fails, which with --connect can be a wait of up to 10 s for a
 // server that is still starting; Ctrl-C must end that at once, as it does everywhere else. A
-// caught signal stops the bridge and lands in *caught (0 when none came): check it first, since the
-// signal may also come just after a successful start; a SIGWINCH meanwhile is read and dropped.
+// caught signal stops the bridge and lands in *caught (0 when none came): check it first (the
+// BridgeExited then only says "stopped"); a SIGWINCH meanwhile is read and dropped.
 std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge, int signal_fd, int* caught);
 // Ends the process with `sig` after cleanup (default disposition, unblocked, raised), so the
 // parent sees the signal: SIGINT -> 130, SIGPIPE -> 141, SIGTERM -> 143.

@@ -13,6 +13,7 @@
 
 #include "acp/session.h"
 #include "supervisor/bridge.h"
+#include "support/support.h"
 
 using namespace tether;
 using acp::TurnEvent;
@@ -32,6 +33,23 @@ supervisor::BridgeOptions bridge_options(std::vector<std::string> args) {
   o.cwd = "/tmp";
   o.restart.base_delay = std::chrono::milliseconds(10);
   return o;
+}
+
+// restart(), then what a front-end waits for (talk's /restart polls status()): a newer generation
+// that is ready (true), rather than one that failed, within 10 s.
+bool restart_and_wait(supervisor::Bridge& bridge) {
+  const auto before = bridge.status().generation;
+  bridge.restart();
+  bool ready = false;
+  test::eventually(
+      [&] {
+        auto st = bridge.status();
+        if (st.generation <= before) return false;
+        ready = st.state == supervisor::State::ready;
+        return ready || st.state == supervisor::State::failed;
+      },
+      std::chrono::seconds(10));
+  return ready;
 }
 
 acp::ClientOptions client_options(acp::PermissionPolicy p = acp::PermissionPolicy::deny) {
@@ -378,8 +396,7 @@ TEST_CASE("after a restart the settings are sent again even when the resume answ
   o.settings.model = "m2";
   acp::AcpSession session(bridge, o);
   REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
-  bridge.restart();
-  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  REQUIRE(restart_and_wait(bridge));
   auto turn = session.prompt("x");
   CHECK(answer_text(collect(turn)) == "mode=plan model=m2 fast=false");
   std::string wire = slurp_file(log.path);
@@ -407,8 +424,7 @@ TEST_CASE("a setting changed later is kept for re-establishment only once the ag
   }
   REQUIRE(replied);
   CHECK(session.state().mode_id == "plan");
-  bridge.restart();
-  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  REQUIRE(restart_and_wait(bridge));
   auto turn = session.prompt("x");
   CHECK(answer_text(collect(turn)) == "mode=plan model=m1 fast=false");
   // An id it does not offer is refused before anything is sent.
@@ -426,8 +442,7 @@ TEST_CASE("a restart brings the session back with session/resume when the agent 
   acp::AcpSession session(bridge, o);
   REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
   std::string id = session.state().session_id;
-  bridge.restart();
-  REQUIRE(bridge.wait_ready(base::Deadline::after(std::chrono::seconds(10))));
+  REQUIRE(restart_and_wait(bridge));
   auto turn = session.prompt("x");
   CHECK(answer_text(collect(turn)) == "mode=plan model=m1 fast=false");
   CHECK(session.state().session_id == id);

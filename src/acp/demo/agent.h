@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/unique_fd.h"
+#include "rpc/line_framer.h"
 
 namespace tether::acp::demo {
 
@@ -132,8 +134,9 @@ class DemoAgent {
   int in_;
   int out_fd_;
   std::string out_;
-  std::string in_buf_;
-  std::size_t in_pos_ = 0;
+  // Input lines, split as rpc::Connection splits a bridge's output; with no length cap (SIZE_MAX
+  // never trips the framer's), as the demo agent never had one.
+  rpc::LineFramer framer_{std::numeric_limits<std::size_t>::max()};
   bool eof_ = false;
   std::deque<json> deferred_;
   std::map<std::string, json> responses_;  // answers to our requests, by dumped id

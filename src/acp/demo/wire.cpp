@@ -74,31 +74,22 @@ bool DemoAgent::fill(int timeout_ms) {
       eof_ = true;
       return false;
     }
-    in_buf_.append(buf, static_cast<std::size_t>(n));
+    framer_.push(std::string_view(buf, static_cast<std::size_t>(n)));
     return true;
   }
 }
 
 // The next parsed message from what is buffered; nothing if no complete line is buffered.
 std::optional<json> DemoAgent::buffered_message() {
-  for (;;) {
-    auto nl = in_buf_.find('\n', in_pos_);
-    if (nl == std::string::npos) {
-      in_buf_.erase(0, in_pos_);
-      in_pos_ = 0;
-      return std::nullopt;
-    }
-    std::string_view line(in_buf_.data() + in_pos_, nl - in_pos_);
-    in_pos_ = nl + 1;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    json msg = json::parse(line, nullptr, false);
+  while (auto line = framer_.next()) {
+    json msg = json::parse(*line, nullptr, false);
     if (msg.is_discarded() || !msg.is_object()) {
       send({{"jsonrpc", "2.0"}, {"id", nullptr}, {"error", {{"code", -32700}, {"message", "Parse error"}}}});
       continue;
     }
     return msg;
   }
+  return std::nullopt;
 }
 
 std::optional<json> DemoAgent::next_message(int timeout_ms) {
