@@ -71,22 +71,35 @@ with_lock() {
   return "$rc"
 }
 
-# configure DIR SETUP_ARGS...: `meson setup` DIR unless it is already configured. Call under
-# with_lock. A directory without build.ninja is a setup that failed or was interrupted: it is
-# emptied and set up afresh.
+# configure DIR SETUP_ARGS...: `meson setup` DIR (with SETUP_CXX as the compiler when set) unless
+# it is already configured that way. Call under with_lock. A directory without build.ninja is a
+# setup that failed or was interrupted, and one set up with other arguments or another compiler
+# (the stamp file .scripts-setup says which) is stale: either is emptied and set up afresh.
 configure() {
-  local dir=$1 log
+  local dir=$1 log stamp want
   shift
-  [[ -f $dir/build.ninja ]] && return 0
+  stamp=$dir/.scripts-setup
+  want="CXX=${SETUP_CXX:-} $*"
+  if [[ -f $dir/build.ninja ]]; then
+    if [[ -f $stamp ]]; then
+      [[ $(<"$stamp") == "$want" ]] && return 0
+      say "$(rel "$dir")/ was set up with other arguments ($(<"$stamp")): setting it up afresh"
+    elif [[ -z ${SETUP_CXX:-} ]] || grep -qF "$SETUP_CXX " "$dir/compile_commands.json" 2>/dev/null; then
+      return 0 # set up by hand or by an older script, with the right compiler: kept as is
+    else
+      say "$(rel "$dir")/ was set up with another compiler than $SETUP_CXX: setting it up afresh"
+    fi
+  fi
   find "$dir" -mindepth 1 -maxdepth 1 ! -name "$LOCK_NAME" -exec rm -rf -- {} +
   log=$(mktemp)
-  if ! meson setup "$@" "$dir" "$ROOT" </dev/null >"$log" 2>&1; then
+  if ! env ${SETUP_CXX:+CXX="$SETUP_CXX"} meson setup "$@" "$dir" "$ROOT" </dev/null >"$log" 2>&1; then
     say "meson setup $(rel "$dir") failed:"
     cat "$log" >&2
     rm -f -- "$log"
     return 1
   fi
   rm -f -- "$log"
+  printf '%s\n' "$want" >"$stamp"
 }
 
 # build DIR [TARGET...]: ninja, silent when it succeeds. Says "building DIR/" first when there is
@@ -118,6 +131,7 @@ _prepare_locked() { configure "$1" "${SETUP_ARGS[@]}" && build "$1" ${STAGE_TARG
 
 # What the next `stage` uses. Callers set these before calling it.
 SETUP_ARGS=()   # meson setup options for the build directory
+SETUP_CXX=""    # the C++ compiler for a new build directory (empty: meson's choice, $CXX or c++)
 TEST_ENV=()     # NAME=VALUE pairs for meson test (and so for every test)
 TEST_WRAPPER=() # command that meson test itself runs under, e.g. (setarch x86_64 -R)
 STAGE_TARGETS=() # ninja targets to build (none: all); the tests run must need no others
@@ -188,17 +202,37 @@ sanitizer_setup() {
   local kind=$1 flags=()
   case $kind in
     asan)
+      # clang when it can be had: it compiles this code base under ASan+UBSan three times faster
+      # than g++ (one heavy file: 12 s against 38 s), and it checks the thread-safety annotations
+      # (-Wthread-safety, see meson.build), so this pass builds with warnings as errors. g++ (no
+      # -Werror: it warns about things only sanitizers care about) when clang cannot be installed.
+      SETUP_CXX=""
       # shellcheck disable=SC2054 # the commas belong to the option values
       SETUP_ARGS=(--buildtype=debugoptimized --wrap-mode=nodownload
         -Db_sanitize=address,undefined -Db_lundef=false)
+      if ensure_clang -fsanitize=address,undefined; then
+        SETUP_CXX=clang++
+        SETUP_ARGS+=(-Dwerror=true)
+      else
+        say "asan: clang++ cannot be had here; building with g++, and the thread-safety annotations go unchecked"
+      fi
       TEST_ENV=("ASAN_OPTIONS=detect_leaks=1:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
         "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}")
       # shellcheck disable=SC2054
       flags=(-fsanitize=address,undefined)
       ;;
     tsan)
+      # clang as for asan (faster to build, warnings as errors; g++ warns -Wtsan about
+      # atomic_thread_fence), g++ without -Werror when clang cannot be had.
+      SETUP_CXX=""
       SETUP_ARGS=(--buildtype=debugoptimized --wrap-mode=nodownload
         -Db_sanitize=thread -Db_lundef=false)
+      if ensure_clang -fsanitize=thread; then
+        SETUP_CXX=clang++
+        SETUP_ARGS+=(-Dwerror=true)
+      else
+        say "tsan: clang++ cannot be had here; building with g++"
+      fi
       TEST_ENV=("TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}")
       flags=(-fsanitize=thread)
       ;;
@@ -230,7 +264,7 @@ int main() {
   return x == 1 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 CPP
-  if ! "${CXX:-c++}" -std=c++20 -pthread -g "$@" "$tmp/probe.cpp" -o "$tmp/probe" >"$tmp/cc.log" 2>&1; then
+  if ! "${SETUP_CXX:-${CXX:-c++}}" -std=c++20 -pthread -g "$@" "$tmp/probe.cpp" -o "$tmp/probe" >"$tmp/cc.log" 2>&1; then
     say "$kind: cannot compile with $*:"
     cat "$tmp/cc.log" >&2
     rm -rf -- "$tmp"
@@ -276,4 +310,62 @@ _probe_run() {
     return 0
   fi
   return 1
+}
+
+# ensure_clang FLAGS...: makes sure clang++ is on PATH and can link a program with FLAGS (e.g.
+# -fsanitize=fuzzer,address,undefined); installs clang and its compiler-rt (the sanitizer and
+# libFuzzer runtimes, for clang's own major version) with apt-get when it cannot, as scripts/deps
+# does for the rest. Returns non-zero, with the reason on stderr, when it still cannot.
+ensure_clang() {
+  _clang_links "$@" && return 0
+  _install_clang || return 1
+  _clang_links "$@" && return 0
+  say "clang++ still cannot link with $*: $CLANG_PROBE_LOG"
+  return 1
+}
+
+_clang_links() {
+  local tmp rc=0
+  command -v clang++ >/dev/null 2>&1 || { CLANG_PROBE_LOG="clang++ is not installed"; return 1; }
+  tmp=$(mktemp -d)
+  if [[ " $* " == *fuzzer* ]]; then
+    printf '%s\n' '#include <cstddef>' '#include <cstdint>' \
+      'extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t*, std::size_t) { return 0; }' >"$tmp/p.cpp"
+  else
+    printf '%s\n' 'int main() { return 0; }' >"$tmp/p.cpp"
+  fi
+  clang++ "$@" "$tmp/p.cpp" -o "$tmp/p" >"$tmp/log" 2>&1 || rc=$?
+  ((rc == 0)) || CLANG_PROBE_LOG=$(tail -n 5 "$tmp/log")
+  rm -rf -- "$tmp"
+  return "$rc"
+}
+
+_install_clang() {
+  local sudo=() major pkgs log
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null 2>&1 || { say "clang++ is missing; run as root (or install sudo) to install it"; return 1; }
+    sudo=(sudo -n)
+  fi
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300)
+  log=$(mktemp)
+  ${sudo[@]+"${sudo[@]}"} "${apt[@]}" update </dev/null >"$log" 2>&1 || say "apt-get update failed; trying with the lists already here"
+  if ! command -v clang++ >/dev/null 2>&1; then
+    if ! ${sudo[@]+"${sudo[@]}"} "${apt[@]}" install --no-install-recommends clang </dev/null >>"$log" 2>&1; then
+      tail -n 20 "$log" >&2
+      rm -f -- "$log"
+      say "apt-get install clang failed"
+      return 1
+    fi
+  fi
+  major=$(clang++ -dumpversion | cut -d. -f1)
+  pkgs=("libclang-rt-$major-dev")
+  apt-cache show "${pkgs[0]}" >/dev/null 2>&1 || pkgs=("libclang-common-$major-dev")
+  if ! ${sudo[@]+"${sudo[@]}"} "${apt[@]}" install --no-install-recommends "${pkgs[@]}" </dev/null >>"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    rm -f -- "$log"
+    say "apt-get install ${pkgs[*]} failed"
+    return 1
+  fi
+  rm -f -- "$log"
+  say "installed clang and ${pkgs[*]}"
 }

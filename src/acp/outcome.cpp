@@ -43,6 +43,22 @@ std::string duration_text(base::Duration d) {
   return s + " s";
 }
 
+int worse_exit(int a, int b) {
+  auto rank = [](int c) {
+    switch (c) {
+      case kExitOk: return 0;
+      case kExitNotClean: return 1;
+      case kExitDataErr: return 2;
+      case kExitIoErr: return 4;
+      case kExitTimeout: return 5;
+      case kExitProtocol: return 6;
+      case kExitUnavailable: return 7;
+      default: return 3;  // internal error, usage, and whatever else
+    }
+  };
+  return rank(b) > rank(a) ? b : a;
+}
+
 int exit_status_for_stop_reason(std::string_view stop_reason) {
   return stop_reason == "end_turn" ? kExitOk : kExitNotClean;
 }

@@ -20,20 +20,30 @@ enum class CancelCause {
 };
 const char* to_string(CancelCause c);
 
-// Exit statuses (sysexits.h; DESIGN §7).
+// Exit statuses (DESIGN §7, after sysexits.h): the one table every front-end returns from
+// (cli/common.h names the same constants in tether::cli).
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitNotClean = 1;
+inline constexpr int kExitNotClean = 1;       // the agent answered but not cleanly; or some items / requests failed
 inline constexpr int kExitUsage = 64;
-inline constexpr int kExitDataErr = 65;
-inline constexpr int kExitUnavailable = 69;
-inline constexpr int kExitSoftware = 70;
+inline constexpr int kExitDataErr = 65;       // malformed input data
+inline constexpr int kExitUnavailable = 69;   // bridge cannot start, handshake failed, restart limit reached, died
+inline constexpr int kExitSoftware = 70;      // internal error
+inline constexpr int kExitIoErr = 74;
 inline constexpr int kExitTimeout = 75;
-inline constexpr int kExitProtocol = 76;
-inline constexpr int kExitInterrupted = 130;
+inline constexpr int kExitProtocol = 76;      // the bridge does not speak what we expect
+inline constexpr int kExitConfig = 78;
+inline constexpr int kExitInterrupted = 130;  // 128 + SIGINT: a turn cancelled by an interrupt
 
-// {"code":…,"message":…} plus the given extras.
+// Tether's error object (DESIGN §7), {"code":…,"message":…} plus the given extras: the one
+// builder of what --json, batch records and a tether server's answers carry as "error".
 nlohmann::json error_object(std::string_view code, std::string message,
                             nlohmann::json extra = nlohmann::json::object());
+
+// Of two exit statuses, the one a run that met both ends with: the more serious (unavailable >
+// protocol > timeout > I/O error > internal error, usage and any other > bad data > not clean >
+// ok); on a tie, `a`, the earlier. The one precedence rule of every command that ends on the worst of several outcomes
+// (call, talk).
+int worse_exit(int a, int b);
 
 // end_turn -> 0; refusal, max_tokens, max_turn_requests, cancelled and anything unknown -> 1.
 int exit_status_for_stop_reason(std::string_view stop_reason);

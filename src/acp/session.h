@@ -2,17 +2,17 @@
 // event streams (DESIGN §6, §6a; ACP.md §15).
 //
 // AcpSession drives the session setup whose decisions live in acp/setup.h: initialize with
-// protocolVersion 1 and only the capabilities we implement, one setup request at a time;
-// session/new with an absolute cwd and no MCP servers; authenticate only when session/new, load or
-// resume answers auth_required, with the method the user named or an env_var method whose
+// kProtocolVersion (acp/protocol.h) and only the capabilities we implement, one setup request at a
+// time; session/new with an absolute cwd and no MCP servers; authenticate only when session/new,
+// load or resume answers auth_required, with the method the user named or an env_var method whose
 // variables are set, then the setup request once more; the requested mode and config options
 // (--mode, --model, --set) before the first prompt. After a bridge restart it re-establishes the
-// session (session/resume when the agent advertises it, else session/load, else a new session and
-// a notice that the context was lost), and applies the settings again. Sessions it opened are
-// closed (session/close) when the agent advertises that: by close(), and by start_new_session()
-// for the session it replaces. It answers every request the agent makes exactly once (permission
-// by policy, fs when --allow-fs, -32601 for the rest), and keeps the session state that updates
-// outside a turn change (commands, mode, config options, title, usage).
+// session (session/resume when the agent advertises it, else session/load, else a new session and a
+// notice that the context was lost), and applies the settings again. Sessions it opened are closed
+// (session/close) when the agent advertises that: by close(), and by start_new_session() for the
+// session it replaces. It answers every request the agent makes exactly once (permission by policy,
+// fs when --allow-fs, -32601 for the rest), and keeps the session state that updates outside a turn
+// change (commands, mode, config options, title, usage).
 //
 // A Turn is one session/prompt: poll its fd (the bridge's event queue) together with whatever
 // else the front-end waits on, call poll() when it is readable or next_deadline() has passed, and

@@ -143,7 +143,8 @@ std::variant<AgentProfile, json> read_initialize(const json& r) {
   const json* v = member(r, "protocolVersion");
   if (!v || !v->is_number_integer() || v->get<long long>() != kProtocolVersion) {
     std::string got = v ? rpc::dump(*v) : "no version";
-    return error_object("protocol_error", "the agent speaks ACP protocol version " + got + "; tether speaks version 1");
+    return error_object("protocol_error", "the agent speaks ACP protocol version " + got + "; tether speaks version " +
+                                            std::to_string(kProtocolVersion));
   }
   AgentProfile p;
   if (const json* info = member(r, "agentInfo"); info && info->is_object()) p.info = *info;

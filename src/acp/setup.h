@@ -19,9 +19,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/protocol.h"
+
 namespace tether::acp {
 
-inline constexpr int kProtocolVersion = 1;
 // ACP error codes (schema ErrorCode).
 inline constexpr int kAuthRequired = -32000;
 inline constexpr int kResourceNotFound = -32002;
@@ -37,10 +38,10 @@ struct AgentProfile {
   bool list = false;    // sessionCapabilities.list
 };
 
-// initialize's params: protocol version 1, only the capabilities we implement, clientInfo.
+// initialize's params: kProtocolVersion, only the capabilities we implement, clientInfo.
 nlohmann::json initialize_params(std::string_view client_name, std::string_view client_version, bool allow_fs);
 // The agent's profile from initialize's result, or tether's error object (protocol_error) when
-// the answer is not ACP v1.
+// the answer is not kProtocolVersion.
 std::variant<AgentProfile, nlohmann::json> read_initialize(const nlohmann::json& result);
 
 nlohmann::json new_session_params(const std::string& cwd, const nlohmann::json& mcp_servers);

@@ -89,6 +89,95 @@ std::string content_text(const json& block) {
   return "[" + *type + (mime.empty() ? "" : " " + mime) + "]";
 }
 
+namespace {
+
+// The fields of each kind of update (parse_update). False when a field the kind needs is
+// missing or malformed.
+
+bool read_chunk(const json& update, Update& u) {
+  const json* content = member(update, "content");
+  if (!content || !content->is_object()) return false;
+  if (auto t = content->find("type"); t != content->end() && *t == "text") {
+    auto text = content->find("text");
+    if (text == content->end() || !text->is_string()) return false;
+    u.text = text->get_ref<const std::string&>();
+  } else {
+    u.text = content_text(*content);
+  }
+  if (auto id = string_member(update, "messageId")) u.message_id = std::move(*id);
+  return true;
+}
+
+bool read_plan(const json& update, Update& u) {
+  const json* entries = member(update, "entries");
+  if (!entries || !entries->is_array()) return false;
+  for (const auto& e : *entries) {
+    auto content = string_member(e, "content");
+    if (!content) return false;
+    u.plan.push_back({std::move(*content), string_member(e, "priority").value_or(""),
+                      string_member(e, "status").value_or("")});
+  }
+  return true;
+}
+
+bool read_commands(const json& update, Update& u) {
+  const json* cmds = member(update, "availableCommands");
+  if (!cmds || !cmds->is_array()) return false;
+  for (const auto& c : *cmds) {
+    auto name = string_member(c, "name");
+    if (!name) return false;
+    Command cmd{std::move(*name), string_member(c, "description").value_or(""), {}};
+    if (const json* input = member(c, "input")) cmd.hint = string_member(*input, "hint").value_or("");
+    u.commands.push_back(std::move(cmd));
+  }
+  return true;
+}
+
+bool read_mode(const json& update, Update& u) {
+  // The schema says currentModeId; one docs example says modeId. Accept both.
+  auto id = string_member(update, "currentModeId");
+  if (!id) id = string_member(update, "modeId");
+  if (!id) return false;
+  u.mode_id = std::move(*id);
+  return true;
+}
+
+bool read_usage(const json& update, Update& u) {
+  bool ok = true;
+  u.usage.used = int_member(update, "used", ok);
+  u.usage.size = int_member(update, "size", ok);
+  if (!ok) return false;
+  if (const json* cost = member(update, "cost")) {
+    if (const json* amount = member(*cost, "amount"); amount && amount->is_number())
+      u.usage.cost = amount->get<double>();
+    u.usage.currency = string_member(*cost, "currency").value_or("");
+  }
+  return true;
+}
+
+bool read_fields(const json& update, Update& u) {
+  switch (u.kind) {
+    case Update::Kind::agent_message:
+    case Update::Kind::agent_thought:
+    case Update::Kind::user_message: return read_chunk(update, u);
+    case Update::Kind::tool_call:
+    case Update::Kind::tool_call_update: return parse_tool(update, u.tool, u.kind == Update::Kind::tool_call);
+    case Update::Kind::plan: return read_plan(update, u);
+    case Update::Kind::commands: return read_commands(update, u);
+    case Update::Kind::mode: return read_mode(update, u);
+    case Update::Kind::config_options: {
+      const json* opts = member(update, "configOptions");
+      return opts && opts->is_array();
+    }
+    case Update::Kind::session_info: u.title = string_member(update, "title"); return true;
+    case Update::Kind::usage: return read_usage(update, u);
+    case Update::Kind::unknown: return true;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::optional<Update> parse_update(json update) {
   const json* tag = member(update, "sessionUpdate");
   if (!tag || !tag->is_string()) return std::nullopt;
@@ -96,81 +185,7 @@ std::optional<Update> parse_update(json update) {
   u.kind_name = tag->get<std::string>();
   for (const auto& [name, kind] : kKinds)
     if (u.kind_name == name) u.kind = kind;
-
-  switch (u.kind) {
-    case Update::Kind::agent_message:
-    case Update::Kind::agent_thought:
-    case Update::Kind::user_message: {
-      const json* content = member(update, "content");
-      if (!content || !content->is_object()) return std::nullopt;
-      if (auto t = content->find("type"); t != content->end() && *t == "text") {
-        auto text = content->find("text");
-        if (text == content->end() || !text->is_string()) return std::nullopt;
-        u.text = text->get_ref<const std::string&>();
-      } else {
-        u.text = content_text(*content);
-      }
-      if (auto id = string_member(update, "messageId")) u.message_id = std::move(*id);
-      break;
-    }
-    case Update::Kind::tool_call:
-    case Update::Kind::tool_call_update:
-      if (!parse_tool(update, u.tool, u.kind == Update::Kind::tool_call)) return std::nullopt;
-      break;
-    case Update::Kind::plan: {
-      const json* entries = member(update, "entries");
-      if (!entries || !entries->is_array()) return std::nullopt;
-      for (const auto& e : *entries) {
-        auto content = string_member(e, "content");
-        if (!content) return std::nullopt;
-        u.plan.push_back({std::move(*content), string_member(e, "priority").value_or(""),
-                          string_member(e, "status").value_or("")});
-      }
-      break;
-    }
-    case Update::Kind::commands: {
-      const json* cmds = member(update, "availableCommands");
-      if (!cmds || !cmds->is_array()) return std::nullopt;
-      for (const auto& c : *cmds) {
-        auto name = string_member(c, "name");
-        if (!name) return std::nullopt;
-        Command cmd{std::move(*name), string_member(c, "description").value_or(""), {}};
-        if (const json* input = member(c, "input")) cmd.hint = string_member(*input, "hint").value_or("");
-        u.commands.push_back(std::move(cmd));
-      }
-      break;
-    }
-    case Update::Kind::mode: {
-      // The schema says currentModeId; one docs example says modeId. Accept both.
-      auto id = string_member(update, "currentModeId");
-      if (!id) id = string_member(update, "modeId");
-      if (!id) return std::nullopt;
-      u.mode_id = std::move(*id);
-      break;
-    }
-    case Update::Kind::config_options: {
-      const json* opts = member(update, "configOptions");
-      if (!opts || !opts->is_array()) return std::nullopt;
-      break;
-    }
-    case Update::Kind::session_info:
-      u.title = string_member(update, "title");
-      break;
-    case Update::Kind::usage: {
-      bool ok = true;
-      u.usage.used = int_member(update, "used", ok);
-      u.usage.size = int_member(update, "size", ok);
-      if (!ok) return std::nullopt;
-      if (const json* cost = member(update, "cost")) {
-        if (const json* amount = member(*cost, "amount"); amount && amount->is_number())
-          u.usage.cost = amount->get<double>();
-        u.usage.currency = string_member(*cost, "currency").value_or("");
-      }
-      break;
-    }
-    case Update::Kind::unknown:
-      break;
-  }
+  if (!read_fields(update, u)) return std::nullopt;
   u.raw = std::move(update);
   return u;
 }

@@ -7,13 +7,12 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/event_fd.h"
-#include "base/thread_annotations.h"
+#include "base/mutex.h"
 
 namespace tether::base {
 
@@ -28,11 +27,11 @@ class PollableQueue {
 
   // `pending`: items the producer holds back to push_all() later, counted as queued.
   bool has_room(std::size_t pending = 0) const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return items_.size() + pending < capacity_;
   }
   std::size_t size() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return items_.size();
   }
 
@@ -41,7 +40,7 @@ class PollableQueue {
   void push(T item) {
     bool was_empty;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       was_empty = items_.empty();
       items_.push_back(std::move(item));
       if (items_.size() > high_water_) high_water_ = items_.size();
@@ -58,7 +57,7 @@ class PollableQueue {
     if (items.empty()) return;
     bool was_empty;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       was_empty = items_.empty();
       for (auto& item : items) items_.push_back(std::move(item));
       if (items_.size() > high_water_) high_water_ = items_.size();
@@ -76,7 +75,7 @@ class PollableQueue {
     ready_.clear();
     bool freed;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       freed = items_.size() >= capacity_ / 2;
       out.reserve(items_.size());
       for (auto& item : items_) out.push_back(std::move(item));
@@ -88,10 +87,10 @@ class PollableQueue {
 
   // The oldest item, waiting until `deadline`; nothing at expiry.
   std::optional<T> pop(Deadline deadline = Deadline::never()) {
-    std::unique_lock lock(mu_);
-    auto ready = [&] { return !items_.empty(); };
-    if (deadline.is_never()) cv_.wait(lock, ready);
-    else if (!cv_.wait_until(lock, deadline.when(), ready)) return std::nullopt;
+    MutexLock lock(mu_);
+    auto ready = [&]() REQUIRES(mu_) { return !items_.empty(); };
+    if (deadline.is_never()) lock.wait(cv_, ready);
+    else if (!lock.wait_until(cv_, deadline.when(), ready)) return std::nullopt;
     // The producer waits for the queue to fall below half, not for the first free slot: waking
     // it for every item taken from a full queue would cost a context switch per line.
     bool freed = items_.size() == capacity_ / 2 + 1;
@@ -106,13 +105,13 @@ class PollableQueue {
   // Called by the producer before it polls space_fd().
   void clear_space() { space_.clear(); }
   std::size_t high_water() const {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return high_water_;
   }
 
  private:
   const std::size_t capacity_;
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable cv_;
   std::deque<T> items_ GUARDED_BY(mu_);
   std::size_t high_water_ GUARDED_BY(mu_) = 0;

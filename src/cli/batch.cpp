@@ -19,12 +19,13 @@
 #include "cli/batch_input.h"
 #include "cli/batch_journal.h"
 #include "cli/batch_order.h"
+#include "cli/launch.h"
 #include "cli/terminal_text.h"
-#include "tether_config.h"
 
 namespace tether::cli {
 namespace {
 
+using acp::error_object;
 using batch::Item;
 using batch::ojson;
 using nlohmann::json;
@@ -69,11 +70,9 @@ std::string format_duration(double seconds) {
 
 class BatchRunner {
  public:
-  BatchRunner(BatchOptions& o, supervisor::BridgeOptions bridge_options, acp::ClientOptions client_options,
-              batch::Shard shard, std::unique_ptr<batch::Journal> journal)
+  BatchRunner(BatchOptions& o, LaunchPlan plan, batch::Shard shard, std::unique_ptr<batch::Journal> journal)
       : o_(o),
-        bridge_options_(std::move(bridge_options)),
-        client_options_(std::move(client_options)),
+        plan_(std::move(plan)),
         shard_(shard),
         journal_(std::move(journal)),
         reader_(o.common.max_line),
@@ -205,16 +204,17 @@ class BatchRunner {
     if (bridges_started_) return;
     bridges_started_ = true;
     for (auto& w : workers_) {
-      w.bridge = std::make_unique<supervisor::Bridge>(bridge_options_);
-      int caught = 0;
-      auto failed = start_bridge(*w.bridge, sig_.get(), &caught);
-      if (caught) {
+      // Its session comes with its first item (start_attempt): until then service() answers
+      // what the bridge asks by itself.
+      StartedBridge started = launch_bridge(plan_, sig_.get());
+      w.bridge = std::move(started.bridge);
+      if (started.caught) {
         // Interrupted while this bridge started (or waited for a server): it is stopped, the
         // rest are not started, and dispatch() cancels what waits.
-        on_signal(caught);
+        on_signal(started.caught);
         return;
       }
-      if (failed) retire(w, failed->to_json());
+      if (started.failed) retire(w, started.failed->to_json());
     }
   }
 
@@ -246,7 +246,7 @@ class BatchRunner {
     w.dropped_at_start = w.bridge->status().counters.oversize_lines;
     w.turn.reset();
     if (!w.session) {
-      w.session = std::make_unique<acp::AcpSession>(*w.bridge, client_options_);
+      w.session = make_session(*w.bridge, plan_);
     } else if (per_item_) {
       // A fresh session/new on the same connection: the handshake is not repeated per item. The
       // previous item's session is closed at the agent first (when it can close sessions).
@@ -285,7 +285,7 @@ class BatchRunner {
   json gave_up_error(const Worker& w) const {
     auto st = w.bridge->status();
     std::string message = st.last_exit
-                              ? supervisor::give_up_message(st.restarts_in_window, bridge_options_.restart.window, *st.last_exit)
+                              ? supervisor::give_up_message(st.restarts_in_window, plan_.bridge.restart.window, *st.last_exit)
                               : "the bridge is past its restart limit";
     return error_object("restart_limit", message);
   }
@@ -422,10 +422,6 @@ class BatchRunner {
   }
 
   // --- results ---------------------------------------------------------------------------------
-
-  static json error_object(std::string_view code, std::string message) {
-    return acp::error_object(code, std::move(message));
-  }
 
   ojson record(const Job& job, bool ok) const {
     ojson r = ojson::object();
@@ -628,8 +624,7 @@ class BatchRunner {
   }
 
   BatchOptions& o_;
-  const supervisor::BridgeOptions bridge_options_;
-  const acp::ClientOptions client_options_;
+  const LaunchPlan plan_;  // every worker's bridge and session options
   const batch::Shard shard_;
   std::unique_ptr<batch::Journal> journal_;
   base::UniqueFd sig_;
@@ -669,10 +664,6 @@ class BatchRunner {
 }  // namespace
 
 int run_batch(BatchOptions& o) {
-  if (auto err = finish_options(o.common)) {
-    error_line(err->message);
-    return err->exit_code;
-  }
   if (o.jobs < 1) {
     error_line("--jobs must be at least 1");
     return kExitUsage;
@@ -690,31 +681,13 @@ int run_batch(BatchOptions& o) {
     }
     shard = *s;
   }
-  acp::ClientOptions co;
-  co.cwd = o.common.cwd;
-  co.allow_fs = o.common.allow_fs;
-  co.retries = 0;  // batch retries interrupted items itself, on whichever bridge is free
-  co.client_version = TETHER_VERSION;
-  co.via_server = !o.common.connect.empty();  // each item in a session of its own (or per connection)
-  co.permission = acp::PermissionPolicy::deny;
-  co.auth = o.common.auth;
-  if (auto err = session_settings(o.common, co.settings)) {
+  auto planned = plan_launch(o.common, {.command = "batch", .asker = Asker::nobody});
+  if (auto* err = std::get_if<SetupError>(&planned)) {
     error_line(err->message);
     return err->exit_code;
   }
-  if (!o.common.permission.empty()) {
-    auto p = acp::parse_policy(o.common.permission);
-    if (!p || *p == acp::PermissionPolicy::ask) {
-      error_line("tether batch cannot ask anyone: use --permission allow or deny");
-      return kExitUsage;
-    }
-    co.permission = *p;
-  }
-  supervisor::BridgeOptions bo;
-  if (auto err = make_bridge_options(o.common, true, bo)) {
-    error_line(err->message);
-    return err->exit_code;
-  }
+  LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  plan.client.retries = 0;  // batch retries interrupted items itself, on whichever bridge is free
   std::unique_ptr<batch::Journal> journal;
   if (!o.journal.empty()) {
     std::string err;
@@ -726,7 +699,7 @@ int run_batch(BatchOptions& o) {
     if (journal->index().bad_lines() > 0)
       error_line("warning: the journal has " + std::to_string(journal->index().bad_lines()) + " unreadable lines; they are ignored");
   }
-  BatchRunner runner(o, std::move(bo), std::move(co), shard, std::move(journal));
+  BatchRunner runner(o, std::move(plan), shard, std::move(journal));
   return runner.run();
 }
 

@@ -6,7 +6,8 @@
 // items durable so a rerun skips them; --shard K/N splits the items among independent runs.
 //
 // The pure pieces are in batch_input.h (lines, items, ids, shard hash), batch_journal.h and
-// batch_order.h; this file is the loop that drives them.
+// batch_order.h; this file is the loop that drives them. Its bridges and sessions come from the
+// launch steps every front-end uses (launch.h: plan_launch once, launch_bridge per worker).
 #pragma once
 
 #include <functional>

@@ -11,65 +11,23 @@ bool is_blank(std::string_view s) { return s.find_first_not_of(" \t") == std::st
 
 }  // namespace
 
-void LineReader::push(std::string_view bytes) {
-  // Drop what was consumed before growing, so the buffer holds at most one partial line plus the
-  // complete lines not taken yet.
-  if (start_ > 0 && (start_ == buf_.size() || start_ > 64 * 1024)) {
-    buf_.erase(0, start_);
-    start_ = 0;
-  }
-  buf_.append(bytes);
-}
-
-std::optional<InputLine> LineReader::take(std::string_view raw, bool oversize) {
-  ++line_no_;
-  if (oversize) return InputLine{line_no_, std::string(), true};
-  if (!raw.empty() && raw.back() == '\r') raw.remove_suffix(1);
-  if (is_blank(raw)) return std::nullopt;
-  return InputLine{line_no_, std::string(raw), false};
-}
-
 std::optional<InputLine> LineReader::next() {
-  for (;;) {
-    std::string_view view(buf_);
-    view.remove_prefix(start_);
-    auto nl = view.find('\n');
-    if (discarding_) {
-      if (nl == std::string_view::npos) {
-        start_ = buf_.size();  // still inside the oversize line
-        return std::nullopt;
-      }
-      start_ += nl + 1;
-      discarding_ = false;
-      return take({}, true);
-    }
-    if (nl == std::string_view::npos) {
-      if (view.size() > max_line_) {
-        discarding_ = true;  // reported when its newline (or the end of input) comes
-        start_ = buf_.size();
-      }
-      return std::nullopt;
-    }
-    std::string_view raw = view.substr(0, nl);
-    start_ += nl + 1;
-    auto line = raw.size() > max_line_ ? take({}, true) : take(raw, false);
-    if (line) return line;
+  while (auto line = framer_.next_line()) {
+    ++line_no_;
+    if (line->oversize) return InputLine{line_no_, std::string(), true};
+    if (is_blank(line->text)) continue;
+    return InputLine{line_no_, std::string(line->text), false};
   }
+  return std::nullopt;
 }
 
 std::optional<InputLine> LineReader::finish() {
   if (finished_) return std::nullopt;
   finished_ = true;
-  if (discarding_) {
-    discarding_ = false;
-    start_ = buf_.size();
-    return take({}, true);
-  }
-  std::string_view rest(buf_);
-  rest.remove_prefix(start_);
-  start_ = buf_.size();
-  if (rest.empty()) return std::nullopt;
-  return take(rest, rest.size() > max_line_);
+  if (auto rest = framer_.finish()) return InputLine{++line_no_, std::move(*rest), false};
+  // Input that ended inside an oversize line: the framer reports it in its place now.
+  if (auto line = framer_.next_line(); line && line->oversize) return InputLine{++line_no_, std::string(), true};
+  return std::nullopt;
 }
 
 std::string dump(const ojson& value) {

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "rpc/line_framer.h"
+
 namespace tether::cli::batch {
 
 // Output and journal records keep their keys in the order written (id, index, ok, ...).
@@ -33,22 +35,17 @@ struct InputLine {
 // whole, and reported as oversize so it still gets its one output line.
 class LineReader {
  public:
-  explicit LineReader(std::size_t max_line) : max_line_(max_line) {}
-  void push(std::string_view bytes);
+  explicit LineReader(std::size_t max_line) : framer_(max_line, /*cap_counts_cr=*/true) {}
+  void push(std::string_view bytes) { framer_.push(bytes); }
   // The next complete non-blank line, or nothing until more bytes arrive.
   std::optional<InputLine> next();
   // At end of input: the last line when it had no newline (non-blank), then nothing.
   std::optional<InputLine> finish();
-  std::size_t buffered() const { return buf_.size() - start_; }
+  std::size_t buffered() const { return framer_.buffered(); }
 
  private:
-  std::optional<InputLine> take(std::string_view raw, bool oversize);
-
-  std::size_t max_line_;
-  std::string buf_;
-  std::size_t start_ = 0;     // first unread byte of buf_
+  rpc::LineFramer framer_;
   std::size_t line_no_ = 0;   // lines completed so far
-  bool discarding_ = false;   // inside an oversize line: drop bytes up to its newline
   bool finished_ = false;
 };
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 
+#include "acp/outcome.h"
 #include "cli/terminal_text.h"
 #include "rpc/line_framer.h"
 #include "rpc/message.h"
@@ -56,24 +57,8 @@ std::optional<Outgoing> parse_outgoing(const json& msg, std::string& why) {
   return out;
 }
 
-// Exit status precedence: a dead bridge outranks a timeout, then I/O and internal errors, then bad
-// input, then a JSON-RPC error answer.
-int worse(int a, int b) {
-  auto rank = [](int c) {
-    switch (c) {
-      case kExitUnavailable: return 7;
-      case kExitTimeout: return 6;
-      case kExitIoErr: return 5;
-      case kExitSoftware: return 4;
-      case kExitDataErr: return 3;
-      case kExitNotClean: return 2;
-      case kExitOk: return 0;
-      default: return 1;
-    }
-  };
-  return rank(a) >= rank(b) ? a : b;
-}
-
+// A run ends on the worst of its outcomes (acp::worse_exit): a dead bridge outranks a timeout, then
+// I/O and internal errors, then bad input, then a JSON-RPC error answer.
 class CallRunner {
  public:
   CallRunner(CallOptions& o, supervisor::Bridge& bridge) : o_(o), bridge_(bridge) {}
@@ -122,7 +107,7 @@ class CallRunner {
         reraise(SIGPIPE);
       }
       error_line(std::string("cannot write to stdout: ") + strerror(errno));
-      status_ = worse(status_, kExitIoErr);
+      status_ = acp::worse_exit(status_, kExitIoErr);
       finished_ = true;
     }
   }
@@ -136,19 +121,19 @@ class CallRunner {
         break;
       case rpc::Reply::Status::error:
         line = {{"jsonrpc", "2.0"}, {"id", inflight_user_id_}, {"error", std::move(reply.value)}};
-        status_ = worse(status_, kExitNotClean);
+        status_ = acp::worse_exit(status_, kExitNotClean);
         break;
       case rpc::Reply::Status::timeout:
       case rpc::Reply::Status::cancelled:
         line = {{"id", inflight_user_id_},
-                {"error", {{"code", "timeout"}, {"message", "no response within " + format_secs(o_.common.timeout)}}}};
-        status_ = worse(status_, kExitTimeout);
+                {"error", acp::error_object("timeout", "no response within " + format_secs(o_.common.timeout))}};
+        status_ = acp::worse_exit(status_, kExitTimeout);
         break;
       case rpc::Reply::Status::closed:
         // tether's own error object (string code), not the bridge's: there is no "jsonrpc" member.
         line = {{"id", inflight_user_id_}, {"error", reply.value}};
         if (reply.value.contains("message")) error_line(reply.value["message"].get<std::string>());
-        status_ = worse(status_, kExitUnavailable);
+        status_ = acp::worse_exit(status_, kExitUnavailable);
         // With --restart the script goes on once the bridge is back (this request is not sent
         // again: it may not be idempotent); without, or past the budget, it ends here.
         if (!o_.restart || reply.value.value("code", "") == "restart_limit") bridge_dead_ = true;
@@ -196,7 +181,7 @@ class CallRunner {
                               : ev.message.contains("error") ? ev.message["error"].value("message", "")
                                                               : "the bridge exited";
             error_line(why);
-            status_ = worse(status_, kExitUnavailable);
+            status_ = acp::worse_exit(status_, kExitUnavailable);
             bridge_dead_ = true;
           } else if (gone) {
             bridge_dead_ = true;
@@ -234,8 +219,8 @@ class CallRunner {
       else out = parse_outgoing(*msg, why);
       if (!out) {
         json id = msg && msg->is_object() && msg->contains("id") ? (*msg)["id"] : json(nullptr);
-        emit({{"id", id}, {"error", {{"code", "bad_input"}, {"message", "input line " + std::to_string(line_no_) + ": " + why}}}});
-        status_ = worse(status_, kExitDataErr);
+        emit({{"id", id}, {"error", acp::error_object("bad_input", "input line " + std::to_string(line_no_) + ": " + why)}});
+        status_ = acp::worse_exit(status_, kExitDataErr);
         continue;
       }
       send(*out);
@@ -258,7 +243,7 @@ class CallRunner {
       int r = ::poll(p, n, timeout);
       if (r < 0 && errno != EINTR) {
         error_line(std::string("poll: ") + strerror(errno));
-        status_ = worse(status_, kExitSoftware);
+        status_ = acp::worse_exit(status_, kExitSoftware);
         break;
       }
       if (r > 0 && p[0].revents) {

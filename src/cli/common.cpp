@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,14 +11,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
-#include <thread>
 
-#include "base/event_fd.h"
 #include "cli/config_file.h"
 #include "cli/terminal_text.h"
 #include "rpc/trace.h"
@@ -163,7 +159,7 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   reg["max_line"] = app.add_option("--max-line", o.max_line, "Longest line accepted from the bridge, in bytes; longer lines are dropped and counted")->capture_default_str()->check(CLI::PositiveNumber)->group(group);
   reg["permission"] = app.add_option("--permission", o.permission, "Answer to the agent's permission requests: ask, allow (once), allow-always (lets the agent keep a lasting rule) or deny")->check(CLI::IsMember({"ask", "allow", "allow-always", "deny"}))->group("Agent (ACP commands)");
   reg["allow_fs"] = app.add_flag("--allow-fs", o.allow_fs, "Serve the agent's file reads and writes inside --cwd")->group("Agent (ACP commands)");
-  reg["color"] = app.add_option("--color", o.color, "Colour: auto, always or never (NO_COLOR is honoured)")->capture_default_str()->check(CLI::IsMember({"auto", "always", "never"}))->group("Output");
+  reg["color"] = app.add_option("--color", o.color, "Colour: auto, always or never (auto: none with NO_COLOR or TERM=dumb, or when stderr is not a terminal)")->capture_default_str()->check(CLI::IsMember({"auto", "always", "never"}))->group("Output");
   reg["quiet"] = app.add_flag("-q,--quiet", o.quiet, "Print only answers and errors")->group("Output");
   app.add_flag("-v,--verbose", o.verbose, "More detail on stderr (repeatable)")->group("Output");
   app.add_option("--config", o.config, "Config file (default: $XDG_CONFIG_HOME/tether/config.toml)")->group("Output");
@@ -339,39 +335,14 @@ int read_signal(int signal_fd) {
 
 std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge, int signal_fd, int* caught) {
   *caught = 0;
-  base::EventFd done;
-  std::atomic<int> signal{0};
-  // The watcher only stops the bridge; start() on this thread then returns. Bridge::stop() may
-  // run concurrently with start(), or before it (then start() does not start): both end as
-  // "stopped" (tests/integration/connect_test.cpp).
-  std::thread watcher([&] {
-    pollfd p[2] = {{done.fd(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
-    for (;;) {
-      int r = ::poll(p, 2, -1);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0 || p[0].revents) return;
-      int sig = read_signal(signal_fd);
-      if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
-        signal = sig;
-        bridge.stop();
-        return;
-      }
-    }
+  // start() polls signal_fd while it waits and asks us about each signal: one that ends tether
+  // stops the bridge (start() then returns it stopped), a SIGWINCH is read and dropped.
+  return bridge.start(signal_fd, [&] {
+    int sig = read_signal(signal_fd);
+    if (sig != SIGINT && sig != SIGTERM && sig != SIGHUP) return false;
+    *caught = sig;
+    return true;
   });
-  auto finish_watcher = [&] {
-    done.notify();
-    watcher.join();
-    *caught = signal.load();
-  };
-  std::optional<supervisor::BridgeExited> result;
-  try {
-    result = bridge.start();
-  } catch (...) {
-    finish_watcher();  // a joinable std::thread must not be destroyed by the unwinding
-    throw;
-  }
-  finish_watcher();
-  return result;
 }
 
 void reraise(int sig) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "acp/outcome.h"
 #include "acp/setup.h"
 #include "base/unique_fd.h"
 #include "supervisor/bridge.h"
@@ -18,19 +19,17 @@ class App;
 
 namespace tether::cli {
 
-// Exit statuses (DESIGN §7, after sysexits.h).
-enum ExitCode : int {
-  kExitOk = 0,
-  kExitNotClean = 1,     // the agent answered but not cleanly; or some items / requests failed
-  kExitUsage = 64,
-  kExitDataErr = 65,     // malformed input data
-  kExitUnavailable = 69, // bridge cannot start, handshake failed, restart limit reached, died
-  kExitSoftware = 70,    // internal error
-  kExitIoErr = 74,
-  kExitTimeout = 75,
-  kExitProtocol = 76,    // the bridge does not speak what we expect
-  kExitConfig = 78,
-};
+// Exit statuses (DESIGN §7): acp/outcome.h holds the one table; the front-ends name it here.
+using acp::kExitConfig;
+using acp::kExitDataErr;
+using acp::kExitIoErr;
+using acp::kExitNotClean;
+using acp::kExitOk;
+using acp::kExitProtocol;
+using acp::kExitSoftware;
+using acp::kExitTimeout;
+using acp::kExitUnavailable;
+using acp::kExitUsage;
 
 // Closing sessions at the end (DESIGN §6): how long the agent gets to answer session/close, and
 // how long a bridge whose sessions are all closed gets to exit on stdin EOF before it is
@@ -109,8 +108,8 @@ int read_signal(int signal_fd);
 // Bridge::start() that a SIGINT, SIGTERM or SIGHUP on `signal_fd` cuts short. start() blocks until
 // the first generation runs or fails, which with --connect can be a wait of up to 10 s for a
 // server that is still starting; Ctrl-C must end that at once, as it does everywhere else. A
-// caught signal stops the bridge and lands in *caught (0 when none came): check it first, since the
-// signal may also come just after a successful start; a SIGWINCH meanwhile is read and dropped.
+// caught signal stops the bridge and lands in *caught (0 when none came): check it first (the
+// BridgeExited then only says "stopped"); a SIGWINCH meanwhile is read and dropped.
 std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge, int signal_fd, int* caught);
 // Ends the process with `sig` after cleanup (default disposition, unblocked, raised), so the
 // parent sees the signal: SIGINT -> 130, SIGPIPE -> 141, SIGTERM -> 143.

@@ -8,15 +8,14 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "acp/session.h"
+#include "cli/launch.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
-#include "tether_config.h"
 
 namespace tether::cli {
 namespace {
@@ -276,225 +275,253 @@ class PromptRun {
   bool& line_open_;  // the streamed answer's last line is not ended yet
 };
 
-}  // namespace
-
-int run_prompt(PromptOptions& o) {
-  // The prompt text: the words, or stdin when there are none (or just "-").
-  std::string text;
+// The prompt text: the words, or stdin when there are none (or just "-"). kExitOk, or the exit
+// code after the error was reported.
+int read_prompt(const PromptOptions& o, std::string& text) {
   bool from_stdin = o.text.empty() || (o.text.size() == 1 && o.text[0] == "-");
-  if (from_stdin) {
-    if (::isatty(STDIN_FILENO)) {
-      error_line("no prompt given: pass it as words (tether prompt \"Hello\") or pipe it on stdin (echo Hello | tether prompt)");
-      return kExitUsage;
-    }
-    if (!read_all_stdin(text)) {
-      error_line(std::string("cannot read the prompt from stdin: ") + ::strerror(errno));
-      return kExitIoErr;
-    }
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-    if (text.empty()) {
-      error_line("the prompt read from stdin is empty");
-      return kExitDataErr;
-    }
-  } else {
+  if (!from_stdin) {
     for (const auto& w : o.text) {
       if (!text.empty()) text += ' ';
       text += w;
     }
+    return kExitOk;
   }
-
-  if (auto err = finish_options(o.common)) {
-    error_line(err->message);
-    return err->exit_code;
-  }
-  auto policy = acp::parse_policy(o.common.permission.empty() ? "deny" : o.common.permission);
-  if (!policy || *policy == acp::PermissionPolicy::ask) {
-    error_line("tether prompt cannot ask anyone for permission: use --permission allow or --permission deny");
+  if (::isatty(STDIN_FILENO)) {
+    error_line("no prompt given: pass it as words (tether prompt \"Hello\") or pipe it on stdin (echo Hello | tether prompt)");
     return kExitUsage;
   }
-  supervisor::BridgeOptions bopt;
-  if (auto err = make_bridge_options(o.common, /*auto_restart=*/true, bopt)) {
-    error_line(err->message);
-    return err->exit_code;
+  if (!read_all_stdin(text)) {
+    error_line(std::string("cannot read the prompt from stdin: ") + ::strerror(errno));
+    return kExitIoErr;
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  if (text.empty()) {
+    error_line("the prompt read from stdin is empty");
+    return kExitDataErr;
+  }
+  return kExitOk;
+}
+
+// One `tether prompt` run once its options are planned: the bridge and session (launch()), the
+// handshake, the turns (--repeat), the output of each, the close. Its steps record how the run
+// ends in exit_code_ and raise_sig_ (a signal to die by, after the bridge is stopped).
+class PromptCommand {
+ public:
+  PromptCommand(PromptOptions& o, const LaunchPlan& plan)
+      : o_(o),
+        plan_(plan),
+        stream_(o.stream.value_or(::isatty(STDOUT_FILENO) != 0)),
+        stderr_terminal_(::isatty(STDERR_FILENO) != 0),
+        side_(o.common.quiet, o.common.verbose, plan.color, stderr_terminal_),
+        sigfd_(open_signal_fd()) {}
+
+  int run(const std::string& text) {
+    {
+      Launched launched = launch(plan_, sigfd_.get());
+      if (launched.started.caught) {  // interrupted while starting (or waiting for a server): the bridge is stopped
+        fail_json(acp::error_object("cancelled", "interrupted while connecting to the agent"));
+        reraise(launched.started.caught);
+      }
+      if (launched.started.failed) {
+        json e = launched.started.failed->to_json();
+        report(e);
+        fail_json(e);
+        return kExitUnavailable;
+      }
+      converse(*launched.started.bridge, *launched.session, text);
+      // Leaving the scope: the session is dropped, then the bridge is stopped (stdin closed, the
+      // stop ladder if it lingers) before we report or re-raise.
+    }
+    if (raise_sig_) reraise(raise_sig_);
+    return exit_code_;
   }
 
-  const bool stream = o.stream.value_or(::isatty(STDOUT_FILENO) != 0);
-  const char* no_color = std::getenv("NO_COLOR");
-  const bool color = o.common.color == "always" ||
-                     (o.common.color == "auto" && !(no_color && *no_color) && ::isatty(STDERR_FILENO));
-  const bool stderr_terminal = ::isatty(STDERR_FILENO) != 0;
-  SideChannel side(o.common.quiet, o.common.verbose, color, stderr_terminal);
-  acp::SessionSettings settings;
-  if (auto err = session_settings(o.common, settings)) {
-    error_line(err->message);
-    return err->exit_code;
+ private:
+  bool print_json(const json& j) { return write_stdout(json_for_fd(STDOUT_FILENO, dump(j)) + "\n"); }
+  void fail_json(const json& error) {
+    if (o_.json) print_json({{"ok", false}, {"error", public_error(error)}});
   }
-  base::UniqueFd sigfd = open_signal_fd();
 
-  auto print_json = [&](const json& j) { return write_stdout(json_for_fd(STDOUT_FILENO, dump(j)) + "\n"); };
-  auto fail_json = [&](const json& error) {
-    if (o.json) print_json({{"ok", false}, {"error", public_error(error)}});
-  };
-
-  int exit_code = kExitOk;
-  int raise_sig = 0;
-  {
-    supervisor::Bridge bridge(std::move(bopt));
-    int caught = 0;
-    auto start_failed = start_bridge(bridge, sigfd.get(), &caught);
-    if (caught) {  // interrupted while starting (or waiting for a server): the bridge is stopped
-      fail_json(acp::error_object("cancelled", "interrupted while connecting to the agent"));
-      reraise(caught);
-    }
-    if (start_failed) {
-      json e = start_failed->to_json();
-      report(e);
-      fail_json(e);
-      return kExitUnavailable;
-    }
-    acp::ClientOptions copt;
-    copt.cwd = o.common.cwd;
-    copt.permission = *policy;
-    copt.allow_fs = o.common.allow_fs;
-    copt.retries = o.common.retries;
-    copt.setup_timeout = o.common.timeout > 0 ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)
-                                              : base::Duration(kSetupTimeout);
-    copt.client_version = TETHER_VERSION;
-    copt.via_server = !o.common.connect.empty();  // its own session there: session/new, as directly
-    copt.auth = o.common.auth;
-    copt.settings = settings;
-    acp::AcpSession session(bridge, copt);
-    WaitNotice wait(bridge, o.common.quiet, stderr_terminal);
-    side.set_wait_notice(&wait);
+  // The handshake, the turns, the close.
+  void converse(supervisor::Bridge& bridge, acp::AcpSession& session, const std::string& text) {
+    WaitNotice wait(bridge, o_.common.quiet, stderr_terminal_);
+    side_.set_wait_notice(&wait);
     // A streamed answer's half-written line on the same terminal is not erased by the notice.
     bool answer_line_open = false;
-    const bool shared_terminal = stream && stderr_terminal && ::isatty(STDOUT_FILENO);
+    const bool shared_terminal = stream_ && stderr_terminal_ && ::isatty(STDOUT_FILENO);
     wait.set_line_open([&] { return shared_terminal && answer_line_open; });
 
+    if (!open_session(bridge, session, wait)) return;
+    if (o_.common.verbose > 0) {
+      const auto& st = session.state();
+      std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "?") + " " + st.agent_info.value("version", "")
+                                                    : std::string("an agent");
+      side_.notice("connected to " + terminal_line(agent) + ", session " + terminal_line(st.session_id));
+    }
+    PromptRun run(o_, session, plan_.client.permission, sigfd_.get(), stream_, side_, wait, ::isatty(STDOUT_FILENO) != 0,
+                  answer_line_open);
+    bool incomplete = false;
+    for (int i = 0; i < std::max(1, o_.repeat); ++i) {
+      const auto dropped_before = bridge.status().counters.oversize_lines;
+      TurnResult r = run.run_turn(text);
+      // Lines over --max-line are dropped by the connection: a chunk of the answer may be lost.
+      const auto dropped_after = bridge.status().counters.oversize_lines;
+      const auto dropped = dropped_after > dropped_before ? dropped_after - dropped_before : 0;
+      if (!take_turn(r, dropped, session, bridge, incomplete)) break;
+    }
+    if (incomplete && exit_code_ == kExitOk) exit_code_ = kExitNotClean;
+    if (o_.common.verbose > 0 && session.state().late_updates > 0)
+      side_.notice(std::to_string(session.state().late_updates) +
+                   " update(s) came after a turn's final response and were not shown (see --trace)");
+    // The session is closed at the agent (it may keep a process per session, and some agents
+    // do not exit on stdin EOF while one is open); a second Ctrl-C does not wait for that.
+    if (!hurried_ && session.close(Deadline::after(kCloseWait))) bridge.stop(kClosedGrace);
+  }
+
+  // session/initialize and session/new (or the server's equivalent); false when it failed.
+  bool open_session(supervisor::Bridge& bridge, acp::AcpSession& session, WaitNotice& wait) {
     wait.start();
-    auto failed = session.open(Deadline::never(), sigfd.get(), [&] { wait.tick(); });
+    auto failed = session.open(Deadline::never(), sigfd_.get(), [&] { wait.tick(); });
     wait.stop();
     for (auto& n : session.take_notices()) {
-      if (n.kind == TurnEvent::Kind::output) side.notice("the agent wrote on stdout: " + n.text);
-      else if (n.kind == TurnEvent::Kind::notice) side.notice(n.text);
+      if (n.kind == TurnEvent::Kind::output) side_.notice("the agent wrote on stdout: " + n.text);
+      else if (n.kind == TurnEvent::Kind::notice) side_.notice(n.text);
     }
-    if (failed) {
-      if (failed->cancelled == acp::CancelCause::interrupt) {
-        raise_sig = read_signal(sigfd.get());
-        if (raise_sig == 0) raise_sig = SIGINT;
-      } else {
-        report(failed->error);
-      }
-      fail_json(failed->error);
-      exit_code = acp::exit_status(*failed);
-      // No session was opened: the agent has nothing to finish, and some never exit on stdin EOF.
-      bridge.stop(kClosedGrace);
+    if (!failed) return true;
+    if (failed->cancelled == acp::CancelCause::interrupt) {
+      raise_sig_ = read_signal(sigfd_.get());
+      if (raise_sig_ == 0) raise_sig_ = SIGINT;
     } else {
-      if (o.common.verbose > 0) {
-        const auto& st = session.state();
-        std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "?") + " " + st.agent_info.value("version", "")
-                                                      : std::string("an agent");
-        side.notice("connected to " + terminal_line(agent) + ", session " + terminal_line(st.session_id));
-      }
-      PromptRun run(o, session, *policy, sigfd.get(), stream, side, wait, ::isatty(STDOUT_FILENO) != 0, answer_line_open);
-      bool hurried = false;
-      bool incomplete = false;
-      for (int i = 0; i < std::max(1, o.repeat); ++i) {
-        const auto dropped_before = bridge.status().counters.oversize_lines;
-        TurnResult r = run.run_turn(text);
-        // Lines over --max-line are dropped by the connection: a chunk of the answer may be lost.
-        const auto dropped_after = bridge.status().counters.oversize_lines;
-        const auto dropped = dropped_after > dropped_before ? dropped_after - dropped_before : 0;
-        if (r.stdout_gone) {
-          raise_sig = SIGPIPE;  // `| head`: end quietly, as the shell expects
-          break;
-        }
-        if (r.write_errno) {
-          error_line(std::string("cannot write the answer: ") + ::strerror(r.write_errno));
-          exit_code = kExitIoErr;
-          break;
-        }
-        if (!r.terminal) {  // interrupted twice: no answer awaited
-          hurried = true;
-          raise_sig = r.signal ? r.signal : SIGINT;
-          break;
-        }
-        const TurnEvent& t = *r.terminal;
-        exit_code = acp::exit_status(t);
-        bool completed = t.kind == TurnEvent::Kind::completed && t.cancelled == acp::CancelCause::none;
-        if (dropped > 0) {
-          error_line(std::to_string(dropped) + " line(s) from the agent were longer than --max-line (" +
-                     std::to_string(o.common.max_line) + " bytes) and were dropped: the answer may be incomplete");
-          incomplete = true;  // exit 1 once the turns are done, unless something worse happens
-        }
-        if (o.json) {
-          json j;
-          if (completed) {
-            json tools = json::array();
-            for (const auto& tc : r.tools) {
-              json one = {{"id", tc.id}, {"title", tc.title}, {"status", tc.status}};
-              if (!tc.kind.empty()) one["kind"] = tc.kind;
-              tools.push_back(std::move(one));
-            }
-            j = {{"ok", true},
-                 {"text", r.text},
-                 {"stopReason", t.stop_reason},
-                 {"sessionId", session.state().session_id},
-                 {"toolCalls", std::move(tools)},
-                 {"restarts", bridge.status().restarts_total},
-                 {"elapsedMs", r.elapsed_ms}};
-            if (dropped > 0) j["droppedLines"] = dropped;
-          } else {
-            json err = t.kind == TurnEvent::Kind::failed ? t.error
-                       : t.cancelled == acp::CancelCause::timeout
-                           ? acp::error_object("timeout", "the turn did not finish within the timeout")
-                           : acp::error_object("cancelled", "the turn was cancelled");
-            j = {{"ok", false}, {"error", public_error(err)}};
-          }
-          if (!print_json(j)) {
-            if (errno == EPIPE) raise_sig = SIGPIPE;
-            else exit_code = kExitIoErr;
-            break;
-          }
-        } else if (completed && !stream) {
-          if (!write_stdout(for_terminal(STDOUT_FILENO, r.text) + "\n")) {
-            if (errno == EPIPE) raise_sig = SIGPIPE;
-            else exit_code = kExitIoErr;
-            break;
-          }
-        }
-        if (r.signal) {
-          raise_sig = r.signal;
-          break;
-        }
-        if (t.kind == TurnEvent::Kind::failed) {
-          if (t.cancelled == acp::CancelCause::none) report(t.error);
-          else if (t.cancelled == acp::CancelCause::timeout) error_line(t.error.value("message", "timeout"));
-          break;
-        }
-        if (t.cancelled == acp::CancelCause::timeout) {
-          error_line("the turn did not finish within the timeout (" + acp::duration_text(base::seconds(o.common.timeout)) +
-                     "); it was cancelled");
-          break;
-        }
-        if (exit_code != kExitOk) {
-          error_line("the agent stopped with " + t.stop_reason);
-          break;
-        }
-      }
-      if (incomplete && exit_code == kExitOk) exit_code = kExitNotClean;
-      if (o.common.verbose > 0 && session.state().late_updates > 0)
-        side.notice(std::to_string(session.state().late_updates) +
-                    " update(s) came after a turn's final response and were not shown (see --trace)");
-      // The session is closed at the agent (it may keep a process per session, and some agents
-      // do not exit on stdin EOF while one is open); a second Ctrl-C does not wait for that.
-      if (!hurried && session.close(Deadline::after(kCloseWait))) bridge.stop(kClosedGrace);
+      report(failed->error);
     }
-    // Leaving the scope: the session is dropped, then the bridge is stopped (stdin closed, the
-    // stop ladder if it lingers) before we report or re-raise.
+    fail_json(failed->error);
+    exit_code_ = acp::exit_status(*failed);
+    // No session was opened: the agent has nothing to finish, and some never exit on stdin EOF.
+    bridge.stop(kClosedGrace);
+    return false;
   }
-  if (raise_sig) reraise(raise_sig);
-  return exit_code;
+
+  // What one turn's result means for the run: its exit status, its output, whether another turn
+  // follows (true).
+  bool take_turn(const TurnResult& r, std::uint64_t dropped, acp::AcpSession& session, supervisor::Bridge& bridge,
+                 bool& incomplete) {
+    if (r.stdout_gone) {
+      raise_sig_ = SIGPIPE;  // `| head`: end quietly, as the shell expects
+      return false;
+    }
+    if (r.write_errno) {
+      error_line(std::string("cannot write the answer: ") + ::strerror(r.write_errno));
+      exit_code_ = kExitIoErr;
+      return false;
+    }
+    if (!r.terminal) {  // interrupted twice: no answer awaited
+      hurried_ = true;
+      raise_sig_ = r.signal ? r.signal : SIGINT;
+      return false;
+    }
+    exit_code_ = acp::exit_status(*r.terminal);
+    if (dropped > 0) {
+      error_line(std::to_string(dropped) + " line(s) from the agent were longer than --max-line (" +
+                 std::to_string(o_.common.max_line) + " bytes) and were dropped: the answer may be incomplete");
+      incomplete = true;  // exit 1 once the turns are done, unless something worse happens
+    }
+    if (!print_turn(r, dropped, session, bridge)) return false;
+    return !ends_run(r);
+  }
+
+  // The turn on stdout: its JSON object (--json), or the answer when it was not streamed. False
+  // when stdout failed (raise_sig_ or exit_code_ set).
+  bool print_turn(const TurnResult& r, std::uint64_t dropped, acp::AcpSession& session, supervisor::Bridge& bridge) {
+    const TurnEvent& t = *r.terminal;
+    bool completed = t.kind == TurnEvent::Kind::completed && t.cancelled == acp::CancelCause::none;
+    bool written = true;
+    if (o_.json) {
+      json j;
+      if (completed) {
+        json tools = json::array();
+        for (const auto& tc : r.tools) {
+          json one = {{"id", tc.id}, {"title", tc.title}, {"status", tc.status}};
+          if (!tc.kind.empty()) one["kind"] = tc.kind;
+          tools.push_back(std::move(one));
+        }
+        j = {{"ok", true},
+             {"text", r.text},
+             {"stopReason", t.stop_reason},
+             {"sessionId", session.state().session_id},
+             {"toolCalls", std::move(tools)},
+             {"restarts", bridge.status().restarts_total},
+             {"elapsedMs", r.elapsed_ms}};
+        if (dropped > 0) j["droppedLines"] = dropped;
+      } else {
+        json err = t.kind == TurnEvent::Kind::failed ? t.error
+                   : t.cancelled == acp::CancelCause::timeout
+                       ? acp::error_object("timeout", "the turn did not finish within the timeout")
+                       : acp::error_object("cancelled", "the turn was cancelled");
+        j = {{"ok", false}, {"error", public_error(err)}};
+      }
+      written = print_json(j);
+    } else if (completed && !stream_) {
+      written = write_stdout(for_terminal(STDOUT_FILENO, r.text) + "\n");
+    }
+    if (!written) {
+      if (errno == EPIPE) raise_sig_ = SIGPIPE;
+      else exit_code_ = kExitIoErr;
+    }
+    return written;
+  }
+
+  // A signal, a failure, a timeout or an unclean stop ends the run (said on stderr).
+  bool ends_run(const TurnResult& r) {
+    const TurnEvent& t = *r.terminal;
+    if (r.signal) {
+      raise_sig_ = r.signal;
+      return true;
+    }
+    if (t.kind == TurnEvent::Kind::failed) {
+      if (t.cancelled == acp::CancelCause::none) report(t.error);
+      else if (t.cancelled == acp::CancelCause::timeout) error_line(t.error.value("message", "timeout"));
+      return true;
+    }
+    if (t.cancelled == acp::CancelCause::timeout) {
+      error_line("the turn did not finish within the timeout (" + acp::duration_text(base::seconds(o_.common.timeout)) +
+                 "); it was cancelled");
+      return true;
+    }
+    if (exit_code_ != kExitOk) {
+      error_line("the agent stopped with " + t.stop_reason);
+      return true;
+    }
+    return false;
+  }
+
+  PromptOptions& o_;
+  const LaunchPlan& plan_;
+  const bool stream_;
+  const bool stderr_terminal_;
+  SideChannel side_;
+  base::UniqueFd sigfd_;
+  int exit_code_ = kExitOk;
+  int raise_sig_ = 0;
+  bool hurried_ = false;  // a second signal: the session is not closed politely
+};
+
+}  // namespace
+
+int run_prompt(PromptOptions& o) {
+  std::string text;
+  if (int rc = read_prompt(o, text); rc != kExitOk) return rc;
+  auto planned = plan_launch(o.common, {.command = "prompt", .asker = Asker::nobody});
+  if (auto* err = std::get_if<SetupError>(&planned)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  // A script's one prompt: --timeout also bounds each handshake request (which gets 30 s at most).
+  plan.client.setup_timeout = o.common.timeout > 0
+                                  ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)
+                                  : base::Duration(kSetupTimeout);
+  PromptCommand command(o, plan);
+  return command.run(text);
 }
 
 std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>& bridge_argv) {

@@ -12,6 +12,9 @@
 //
 // One thread runs one poll loop over stdin, the signalfd and the session's event fd; it never
 // touches an fd of the bridge.
+//
+// The machinery is the Talk class (talk_private.h), defined section by section in talk*.cpp; it
+// launches through cli::launch() (launch.h) like prompt and batch.
 #pragma once
 
 #include <functional>

@@ -158,6 +158,8 @@ std::string ExitStatus::describe() const {
   return s;
 }
 
+// long: fork to exec is one sequence whose child side may only make async-signal-safe calls, and
+// the parent side must hold g_leaders_mu across fork(); kept whole so it reads against both rules.
 std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildFds& fds) {
   if (options.argv.empty()) return SpawnError{EINVAL, "no bridge command given"};
   std::string path = resolve(options.argv[0]);

@@ -659,11 +659,6 @@ bool Connection::wait_exited(base::Deadline deadline) {
   return s_->cv.wait_until(lock, deadline.when(), done);
 }
 
-bool Connection::exited() const {
-  std::lock_guard lock(s_->mu);
-  return s_->exited;
-}
-
 DeathCause Connection::death() const {
   std::lock_guard lock(s_->mu);
   return s_->death;
@@ -679,11 +674,6 @@ void Connection::detach_on_change() {
 std::string Connection::stderr_tail() const {
   std::lock_guard lock(s_->mu);
   return s_->ring.contents();
-}
-
-std::string Connection::stderr_last_line() const {
-  std::lock_guard lock(s_->mu);
-  return s_->ring.last_line();
 }
 
 Counters Connection::counters() const {

@@ -5,7 +5,7 @@
 //
 // The peer may also be a stream socket (a `tether serve` server): stdin_w and stdout_r are then
 // two fds of the same socket, there is no stderr and no exit fd, and the end of stdout is the end
-// of the peer (death() and exited() are both set). Writes to a socket never raise SIGPIPE.
+// of the peer (death() is set and wait_exited() returns). Writes to a socket never raise SIGPIPE.
 //
 // Thread contract: thread-safe. Any thread may call, notify, respond and query; only the
 // dispatcher thread touches the fds. No call blocks the dispatcher and no lock is held across a
@@ -80,7 +80,7 @@ struct ConnectionOptions {
   int stderr_copy_fd = -1;              // also copy stderr bytes here (--bridge-stderr pass|FILE)
   std::string thread_name = "tether-disp";
   // Runs on the dispatcher thread, with no lock of the connection's state held, each time death()
-  // or exited() changes, until detach_on_change() returns.
+  // changes or the exit is seen (wait_exited() returns), until detach_on_change() returns.
   std::function<void()> on_change;
 };
 
@@ -96,7 +96,7 @@ class Connection {
   // Sends a request and waits for its reply until `deadline` (then Status::timeout; a late
   // response is counted as unknown and dropped). Never call it on the thread that drains the
   // event queue: a reply queued behind more than a queue's worth of notifications would never
-  // arrive (use call_queued there).
+  // arrive (use call_queued there). Its one caller is Bridge::call(), which only tests use.
   Reply call(std::string_view method, json params, base::Deadline deadline);
   // Sends a request; `done` runs exactly once, on the dispatcher thread or (when the connection is
   // already dead) on the caller's. It must not block.
@@ -116,7 +116,6 @@ class Connection {
   // Waits until the process exit (or, without an exit fd, the end of stdout) was seen and its last
   // output drained; true if so.
   bool wait_exited(base::Deadline deadline);
-  bool exited() const;
   DeathCause death() const;
   // Fails every waiting request with `reply` and every later one at once (the death path).
   void fail_pending(const Reply& reply);
@@ -125,7 +124,6 @@ class Connection {
   void detach_on_change();
 
   std::string stderr_tail() const;       // the last 4 KiB
-  std::string stderr_last_line() const;
   Counters counters() const;
   base::TimePoint last_received() const;  // when stdout last produced bytes
   // True while the dispatcher has stopped reading stdout because the event queue is full (the

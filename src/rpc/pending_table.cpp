@@ -5,7 +5,7 @@
 namespace tether::rpc {
 
 std::int64_t PendingTable::add(Completion done) {
-  std::unique_lock lock(mu_);
+  base::MutexLock lock(mu_);
   std::int64_t id = next_id_++;
   if (!closed_) {
     waiting_.emplace(id, std::move(done));
@@ -21,7 +21,7 @@ std::int64_t PendingTable::add(Completion done) {
 bool PendingTable::complete(std::int64_t id, Reply reply) {
   Completion done;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     auto it = waiting_.find(id);
     if (it == waiting_.end()) return false;
     done = std::move(it->second);
@@ -35,7 +35,7 @@ bool PendingTable::complete(std::int64_t id, Reply reply) {
 void PendingTable::close(const Reply& reply) {
   std::unordered_map<std::int64_t, Completion> orphans;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     if (closed_) return;
     closed_ = true;
     close_reply_ = reply;
@@ -53,12 +53,12 @@ void PendingTable::close(const Reply& reply) {
 }
 
 bool PendingTable::closed() const {
-  std::lock_guard lock(mu_);
+  base::MutexLock lock(mu_);
   return closed_;
 }
 
 std::size_t PendingTable::size() const {
-  std::lock_guard lock(mu_);
+  base::MutexLock lock(mu_);
   return waiting_.size();
 }
 

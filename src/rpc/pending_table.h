@@ -8,11 +8,10 @@
 
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <unordered_map>
 #include <vector>
 
-#include "base/thread_annotations.h"
+#include "base/mutex.h"
 #include "rpc/message.h"
 
 namespace tether::rpc {
@@ -45,7 +44,7 @@ class PendingTable {
   std::size_t size() const;
 
  private:
-  mutable std::mutex mu_;
+  mutable base::Mutex mu_;
   std::int64_t next_id_ GUARDED_BY(mu_) = 1;
   std::unordered_map<std::int64_t, Completion> waiting_ GUARDED_BY(mu_);
   bool closed_ GUARDED_BY(mu_) = false;

@@ -28,7 +28,7 @@ void Trace::write(std::uint64_t generation, std::string_view tag, std::string_vi
   std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<long>(tv.tv_usec));
-  std::lock_guard lock(mu_);
+  base::MutexLock lock(mu_);
   std::fprintf(file_, "%s g%llu %.*s %.*s\n", stamp, static_cast<unsigned long long>(generation),
                static_cast<int>(tag.size()), tag.data(), static_cast<int>(text.size()), text.data());
   std::fflush(file_);  // a trace is read after a crash: keep it complete

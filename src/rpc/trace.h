@@ -6,11 +6,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 
-#include "base/thread_annotations.h"
+#include "base/mutex.h"
 
 namespace tether::rpc {
 
@@ -29,7 +28,7 @@ class Trace {
   explicit Trace(std::FILE* f) : file_(f) {}
   void write(std::uint64_t generation, std::string_view tag, std::string_view text);
 
-  std::mutex mu_;
+  base::Mutex mu_;
   std::FILE* file_ GUARDED_BY(mu_);
 };
 

@@ -5,7 +5,8 @@
 //
 // Connect mode (BridgeOptions::connect_path): each generation is a connection to a `tether serve`
 // socket instead of a process. The server's end of the connection is its death, a reconnect is its
-// restart (the same restart policy), and there is nothing to signal or reap.
+// restart (the same restart policy), and there is nothing to signal or reap. What differs between
+// the two modes lives in a GenerationSource (generation_source.h); Bridge is the lifecycle.
 //
 // Thread contract: thread-safe. Each Bridge owns one supervisor thread, which spawns, signals and
 // reaps (it outlives every child, as PR_SET_PDEATHSIG requires); the dispatcher thread of the
@@ -16,6 +17,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,14 +26,18 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/event_fd.h"
 #include "base/restart_policy.h"
 #include "base/thread_annotations.h"
 #include "proc/child.h"
 #include "rpc/connection.h"
+#include "supervisor/heartbeat.h"
 
 namespace tether::supervisor {
 
 using rpc::json;
+
+class GenerationSource;
 
 // Lifecycle states; transitions happen in one place (Bridge::transition).
 enum class State { starting, ready, backoff, stopping, exited, failed };
@@ -106,15 +112,19 @@ class Bridge {
   Bridge& operator=(const Bridge&) = delete;
 
   // Starts the supervisor thread and waits for the first generation to be running. On failure
-  // (cannot spawn), the BridgeExited that says why.
-  std::optional<BridgeExited> start();
-  // Waits until a generation is running (true) or the bridge failed or stopped (false). After
-  // restart(), only a generation newer than the one running at the restart() counts.
-  bool wait_ready(base::Deadline deadline);
+  // (cannot spawn, no server), the BridgeExited that says why. While it waits, each time
+  // `interrupt_fd` (when >= 0) is readable it asks `interrupted()` (which reads the fd): when that
+  // says true, start() stops the bridge and returns it stopped. So a caller waiting for a server
+  // that is still starting can let a signalfd cut the wait short without a thread of its own.
+  std::optional<BridgeExited> start(int interrupt_fd = -1, const std::function<bool()>& interrupted = {});
 
   // Requests to the current generation. While no generation runs, they fail at once with the
-  // last exit (code "restart_limit" once the budget is spent). call() blocks: never use it on the
-  // thread that drains events() (see rpc::Connection::call).
+  // last exit (code "restart_limit" once the budget is spent).
+  //
+  // call() blocks and its reply does not pass through events(): only the integration tests use it
+  // (they send from the thread that also reads the status events, and assert on those in order);
+  // front-ends use call_queued(). Never use it on the thread that drains events() while something
+  // else fills it (see rpc::Connection::call).
   rpc::Reply call(std::string_view method, json params, base::Deadline deadline);
   // The reply arrives as an rpc::Event::response in events(); `generation` receives the
   // generation it was sent to (0 when none was running: then the failure is in the queue too).
@@ -157,23 +167,42 @@ class Bridge {
  private:
   enum class Request { none, restart, recycle, stop };
 
+  // What the supervisor does once a generation has exited: stop, start the next one, or start it
+  // with the restart history forgotten (a manual restart, or after a wait for one).
+  enum class Next { stop, again, fresh };
+
   void run();
+  // The next generation's number and "starting", in one step; spends the requests the previous
+  // generation was asked for.
+  std::uint64_t begin_generation();
+  // A generation that could not start: the BridgeExited that says why.
+  BridgeExited not_started(std::uint64_t gen, std::string why) const;
   void transition(State to, json extra = json::object());
   // The status event for a state already set (and the wake-up of whoever waits on it).
   void publish(State to, std::uint64_t generation, json extra = json::object());
-  // Runs one started generation (a process, or a connection when `child` is null) until it dies
-  // or is asked to end; `req` receives the request that ended it (none: it died).
-  BridgeExited watch_generation(std::uint64_t gen, proc::Child* child, proc::ChildFds fds, Request& req);
-  BridgeExited end_generation(proc::Child* child, rpc::Connection& conn, ExitReason reason,
-                              std::string detail);
+  // Runs one started generation until it dies or is asked to end; `req` receives the request that
+  // ended it (none: it died).
+  BridgeExited watch_generation(std::uint64_t gen, rpc::ConnectionFds fds, Request& req);
+  // Waits until the generation dies or a request ends it, ticking the heartbeat and the source.
+  ExitReason wait_for_end(std::uint64_t gen, rpc::Connection& conn, Request& req, std::string& detail);
+  BridgeExited end_generation(rpc::Connection& conn, ExitReason reason, std::string detail);
+  // After an exit: the restart policy (backoff, or giving up).
+  Next after_exit(const BridgeExited& e, Request req);
+  // Failed or waiting to be asked: waits for restart() (fresh) or stop().
+  Next park();
   std::optional<Request> wait_backoff(base::Duration delay);
-  void heartbeat_tick(rpc::Connection& conn, bool& hung);
   rpc::Reply closed_reply() const;
   // What start() returns when a stop() ended it before any generation ran. Needs mu_.
   BridgeExited stopped_exit() const REQUIRES(mu_);
+  // start()'s answer once the first generation settled; nothing while it has not.
+  std::optional<std::optional<BridgeExited>> start_result() const REQUIRES(mu_);
 
   const BridgeOptions opt_;
   const std::shared_ptr<rpc::EventQueue> events_;
+  // Where generations come from. Supervisor thread only (after construction).
+  const std::unique_ptr<GenerationSource> source_;
+  // Readable after each status change: start() polls it together with its interrupt fd.
+  base::EventFd settled_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -181,8 +210,6 @@ class Bridge {
   Request request_ GUARDED_BY(mu_) = Request::none;
   std::string recycle_why_ GUARDED_BY(mu_);
   std::uint64_t recycle_gen_ GUARDED_BY(mu_) = 0;
-  // After restart(), wait_ready() must not settle on the state of the generation being replaced.
-  std::uint64_t ready_min_gen_ GUARDED_BY(mu_) = 0;
   bool started_ GUARDED_BY(mu_) = false;
   bool conn_changed_ GUARDED_BY(mu_) = false;  // the dispatcher reported a death or exit
   std::shared_ptr<rpc::Connection> conn_ GUARDED_BY(mu_);
@@ -197,14 +224,7 @@ class Bridge {
   std::string give_up_message_ GUARDED_BY(mu_);
   std::optional<base::Duration> stop_grace_ GUARDED_BY(mu_);  // stop(grace): the grace to use
 
-  // Heartbeat state: supervisor thread only, except ping_answered_ (set by the ping's completion).
-  base::TimePoint hb_last_rx_{};
-  base::TimePoint hb_ping_sent_{};
-  std::int64_t hb_ping_id_ = 0;
-  bool hb_ping_out_ = false;
-  bool hb_armed_ = false;
-  int hb_misses_ = 0;
-  std::shared_ptr<std::atomic<int>> hb_answered_ = std::make_shared<std::atomic<int>>(0);
+  Heartbeat heartbeat_;  // supervisor thread only
 
   std::mutex join_mu_;    // serializes joining thread_
   std::thread thread_;    // written once by start() under mu_; joined by stop() under join_mu_

@@ -134,7 +134,9 @@ class Agent {
 
   void initialize() {
     send({{"jsonrpc", "2.0"}, {"id", "init"}, {"method", "initialize"}, {"params", {{"protocolVersion", 1}}}});
-    REQUIRE(until_response("init").contains("result"));
+    json r = until_response("init");
+    REQUIRE(r.contains("result"));
+    CHECK(r["result"]["protocolVersion"] == 1);  // acp::kProtocolVersion: the client's own
   }
 
   std::string new_session(const std::string& id = "new") {

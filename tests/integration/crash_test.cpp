@@ -16,6 +16,12 @@ using rpc::Reply;
 using supervisor::Bridge;
 using supervisor::State;
 
+// The deadline of calls that must fail at once. "At once" is asserted as an ordering, not a speed
+// (a busy machine may be slow, but not by seconds): the call returns `closed`, not `timeout`, long
+// before its deadline, so it waited neither for the deadline nor for anything of that size.
+constexpr auto kPatience = 10s;
+constexpr double kPatienceMs = std::chrono::duration<double, std::milli>(kPatience).count();
+
 TEST_CASE("killed mid-request: every caller fails at once with bridge_exited, the signal and the stderr tail") {
   test::LeakGuard guard;
   {
@@ -33,7 +39,7 @@ TEST_CASE("killed mid-request: every caller fails at once with bridge_exited, th
     for (int i = 0; i < kCallers; ++i)
       callers.emplace_back([&, i] {
         auto t0 = std::chrono::steady_clock::now();
-        replies[static_cast<std::size_t>(i)] = bridge.call("work", {{"i", i}}, Deadline::after(10s));
+        replies[static_cast<std::size_t>(i)] = bridge.call("work", {{"i", i}}, Deadline::after(kPatience));
         took[static_cast<std::size_t>(i)] = ms_since(t0);
       });
     for (auto& t : callers) t.join();
@@ -50,8 +56,8 @@ TEST_CASE("killed mid-request: every caller fails at once with bridge_exited, th
       CHECK(r.value.value("generation", 0) == 1);
       CHECK(contains(r.value.value("message", ""), "SIGKILL"));
       // The crash follows the first request within microseconds: the call's duration bounds the
-      // time from the crash to the failed reply.
-      CHECK(took[static_cast<std::size_t>(i)] < 1000.0);
+      // time from the crash to the failed reply, which comes long before the call's deadline.
+      CHECK(took[static_cast<std::size_t>(i)] < kPatienceMs / 2);
     }
     MESSAGE("slowest caller failed after " << *std::max_element(took.begin(), took.end()) << " ms");
 
@@ -62,8 +68,8 @@ TEST_CASE("killed mid-request: every caller fails at once with bridge_exited, th
 
     // Dead and not restarted: a later call fails at once with the same cause.
     auto t0 = std::chrono::steady_clock::now();
-    Reply later = bridge.call("work", json::object(), Deadline::after(10s));
-    CHECK(ms_since(t0) < 100.0);
+    Reply later = bridge.call("work", json::object(), Deadline::after(kPatience));
+    CHECK(ms_since(t0) < kPatienceMs / 2);
     CHECK(later.status == Reply::Status::closed);
     CHECK(later.value.value("code", "") == "bridge_exited");
     CHECK(contains(later.value.value("stderrTail", ""), "about to crash: boom"));
@@ -123,13 +129,13 @@ TEST_CASE("crashes at start-up every time: 3 restarts (4 spawns), then failed wi
 
     // A call now fails at once with the same error.
     auto c0 = std::chrono::steady_clock::now();
-    Reply r = bridge.call("work", json::object(), Deadline::after(10s));
-    CHECK(ms_since(c0) < 100.0);
+    Reply r = bridge.call("work", json::object(), Deadline::after(kPatience));
+    CHECK(ms_since(c0) < kPatienceMs / 2);
     CHECK(r.status == Reply::Status::closed);
     CHECK(r.value.value("code", "") == "restart_limit");
     CHECK(contains(r.value.value("message", ""), "fatal: config missing"));
     CHECK(contains(r.value.value("stderrTail", ""), "fatal: config missing"));
-    CHECK_FALSE(bridge.wait_ready(Deadline::after(1s)));
+    CHECK(bridge.status().state == State::failed);  // and the call did not start anything
 
     // A queued call fails through the event queue, not silently.
     std::uint64_t gen = 99;
@@ -172,14 +178,13 @@ TEST_CASE("a bridge that closes its stdin (EPIPE): the caller fails at once, the
     REQUIRE_FALSE(bridge.start().has_value());
     const pid_t pid = bridge.status().pid;
     REQUIRE(test::eventually([&] { return contains(bridge.status().stderr_tail, "closed my stdin"); }));
-    auto t0 = std::chrono::steady_clock::now();
-    Reply r = bridge.call("work", json::object(), Deadline::after(10s));
-    const double ms = ms_since(t0);
+    Reply r = bridge.call("work", json::object(), Deadline::after(kPatience));
+    // Waiters are failed before the stop ladder runs (250 ms to exit by itself, then the ladder:
+    // stdin closed, `grace`, SIGTERM): the bridge still runs when the caller has its answer.
+    CHECK(test::process_exists(pid));
     CHECK(r.status == Reply::Status::closed);
     CHECK(r.value.value("code", "") == "bridge_exited");
     CHECK(contains(r.value.value("message", ""), "stopped reading its stdin"));
-    // Waiters are failed before the stop ladder runs (250 ms to exit by itself, then the ladder).
-    CHECK(ms < 1000.0);
     auto exited = wait_state(*bridge.events(), "exited", 1);
     REQUIRE(exited.has_value());
     CHECK((*exited)["error"].value("signal", "") == "SIGTERM");
@@ -196,13 +201,11 @@ TEST_CASE("a bridge that closes its stdout but keeps running: the caller fails a
     Bridge bridge(opt);
     REQUIRE_FALSE(bridge.start().has_value());
     const pid_t pid = bridge.status().pid;
-    auto t0 = std::chrono::steady_clock::now();
-    Reply r = bridge.call("work", json::object(), Deadline::after(10s));
-    const double ms = ms_since(t0);
+    Reply r = bridge.call("work", json::object(), Deadline::after(kPatience));
+    CHECK(test::process_exists(pid));  // failed before the stop ladder, as above
     CHECK(r.status == Reply::Status::closed);
     CHECK(r.value.value("code", "") == "bridge_exited");
     CHECK(contains(r.value.value("message", ""), "closed its stdout"));
-    CHECK(ms < 1000.0);
     auto exited = wait_state(*bridge.events(), "exited", 1);
     REQUIRE(exited.has_value());
     CHECK((*exited)["error"].value("signal", "") == "SIGTERM");

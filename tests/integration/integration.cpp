@@ -32,6 +32,25 @@ long status_field(const std::string& path, const std::string& key) {
 
 }  // namespace
 
+bool ready_after(const supervisor::Bridge& bridge, std::uint64_t before, Ms limit) {
+  bool ready = false;
+  test::eventually(
+      [&] {
+        auto st = bridge.status();
+        if (st.generation <= before) return false;
+        ready = st.state == supervisor::State::ready;
+        return ready || st.state == supervisor::State::failed;
+      },
+      limit);
+  return ready;
+}
+
+bool restart_and_wait(supervisor::Bridge& bridge, Ms limit) {
+  const auto before = bridge.status().generation;
+  bridge.restart();
+  return ready_after(bridge, before, limit);
+}
+
 supervisor::BridgeOptions fake_bridge(const std::string& name, std::vector<std::string> args) {
   (void)kProcessSetUp;
   supervisor::BridgeOptions o;

@@ -31,6 +31,12 @@ std::optional<json> wait_status(rpc::EventQueue& q, const std::function<bool(con
 std::optional<json> wait_state(rpc::EventQueue& q, const std::string& state,
                                std::uint64_t generation = 0, Ms limit = Ms(5000));
 
+// What a front-end waits for after restart() (talk's /restart polls status()): a generation newer
+// than `before` that is ready (true); false when a newer one failed instead, or at expiry.
+bool ready_after(const supervisor::Bridge& bridge, std::uint64_t before, Ms limit = Ms(5000));
+// restart(), then ready_after() the generation that ran at the restart().
+bool restart_and_wait(supervisor::Bridge& bridge, Ms limit = Ms(5000));
+
 // True when `needle` occurs in `hay`.
 inline bool contains(const std::string& hay, const std::string& needle) {
   return hay.find(needle) != std::string::npos;

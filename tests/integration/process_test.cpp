@@ -44,20 +44,24 @@ void grandchild_case(bool grandchild_ignores_term) {
 
     // A request sent now reaches a pipe the grandchild still holds: only the exit of the bridge
     // itself (pidfd), not stdout EOF or EPIPE, can end it.
-    Reply second = bridge.call("after", json::object(), Deadline::after(10s));
+    // Its death is noticed long before the call's deadline (asserted as that ordering, not as a
+    // speed that a busy machine could miss): the pipe alone would hold the call to its deadline.
+    constexpr auto kPatience = 10s;
+    Reply second = bridge.call("after", json::object(), Deadline::after(kPatience));
     const double failed_ms = ms_since(t0);
     CHECK(second.status == Reply::Status::closed);
     CHECK(second.value.value("code", "") == "bridge_exited");
     CHECK(second.value.value("exitStatus", -1) == 0);
     CHECK(contains(second.value.value("stderrTail", ""), "grandchild " + std::to_string(grandchild)));
-    CHECK(failed_ms < 1000.0);
+    CHECK(failed_ms < std::chrono::duration<double, std::milli>(kPatience).count() / 2);
 
+    // The exited event waits for the group clean-up: SIGTERM, then SIGKILL after term_wait (so it
+    // comes no sooner than that); wait_state's deadline bounds it from above.
     auto exited = wait_state(*bridge.events(), "exited", 1, Ms(5000));
     const double exited_ms = ms_since(t0);
     REQUIRE(exited.has_value());
     CHECK((*exited)["error"].value("exitStatus", -1) == 0);
-    // The exited event waits for the group clean-up: SIGTERM, then SIGKILL after term_wait.
-    CHECK(exited_ms < (grandchild_ignores_term ? 1000.0 + 300.0 : 1000.0));
+    if (grandchild_ignores_term) CHECK(exited_ms >= 290.0);
     MESSAGE("caller failed after " << failed_ms << " ms; exited event after " << exited_ms << " ms");
 
     // The grandchild was killed and reaped (we are its subreaper): gone, and no zombie.
@@ -68,7 +72,7 @@ void grandchild_case(bool grandchild_ignores_term) {
   CHECK_NO_LEAKS(guard);
 }
 
-TEST_CASE("a grandchild keeps stdout open after the bridge exits: death noticed in < 1 s, grandchild killed and reaped") {
+TEST_CASE("a grandchild keeps stdout open after the bridge exits: death noticed at once, grandchild killed and reaped") {
   grandchild_case(false);
 }
 
@@ -111,8 +115,10 @@ TEST_CASE("a bridge that ignores SIGTERM and stdin EOF: stop() takes grace + ter
     bridge.stop();
     const double ms = ms_since(t0);
     MESSAGE("stop() took " << ms << " ms (grace 300 + term_wait 300)");
-    CHECK(ms >= 590.0);           // it really waited through both steps of the ladder
-    CHECK(ms < 300 + 300 + 1000.0);
+    CHECK(ms >= 590.0);  // it really waited through both steps of the ladder
+    // ... the ones configured, not the default ladder (an ordering, which a busy machine keeps).
+    const supervisor::BridgeOptions defaults;
+    CHECK(ms < std::chrono::duration<double, std::milli>(defaults.grace + defaults.term_wait).count());
     CHECK_FALSE(test::process_exists(pid));  // gone and reaped when stop() returns
 
     auto stopping = wait_state(*bridge.events(), "stopping", 1, Ms(1000));
@@ -126,7 +132,7 @@ TEST_CASE("a bridge that ignores SIGTERM and stdin EOF: stop() takes grace + ter
   CHECK_NO_LEAKS(guard);
 }
 
-TEST_CASE("a bridge that ignores SIGTERM, default ladder: stop() returns within 2 s + 2 s + 1 s") {
+TEST_CASE("a bridge that ignores SIGTERM, default ladder: stop() takes 2 s + 2 s, once") {
   test::LeakGuard guard;
   {
     supervisor::BridgeOptions opt;  // grace 2 s, term_wait 2 s
@@ -140,7 +146,7 @@ TEST_CASE("a bridge that ignores SIGTERM, default ladder: stop() returns within 
     const double ms = ms_since(t0);
     MESSAGE("stop() took " << ms << " ms (grace 2000 + term_wait 2000)");
     CHECK(ms >= 3990.0);
-    CHECK(ms < 5000.0);
+    CHECK(ms < 2 * 3990.0);  // through the ladder once, not twice
     CHECK_FALSE(test::process_exists(pid));
   }
   CHECK_NO_LEAKS(guard);

@@ -9,6 +9,7 @@
 // byte written to the terminal is checked:
 // colour is off (--color never, NO_COLOR), so the only escape sequences allowed are the few that
 // talk's line editor draws the prompt with. Waits are for text on the screen, with deadlines.
+// The last case checks the colour rule itself: prompt and talk both honour NO_COLOR and TERM=dumb.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -223,4 +224,50 @@ TEST_CASE("batch under a pty: its records and stderr lines carry no control sequ
   CHECK_MESSAGE(t.text().find("details") != std::string::npos, dump(t));
   // batch's progress line on a terminal redraws itself with CR and clear-to-end-of-line.
   check_clean(t, {"\x1b[K"}, "batch");
+}
+
+// The colour rule is one function for every command (cli/launch.h): --color auto is colour on a
+// terminal unless NO_COLOR is set or TERM is dumb. Here against the demo agent, colour on: prompt's
+// thought line and talk's greeting are dim (ESC [2m); each of NO_COLOR and TERM=dumb turns it off.
+TEST_CASE("colour: prompt and talk follow the one rule (--color auto, NO_COLOR, TERM=dumb)") {
+  Home home;
+  auto env_with = [&](std::vector<std::string> changes) {
+    std::vector<std::string> env = home.env();
+    for (const auto& c : changes) {
+      std::string name = c.substr(0, c.find('=') + 1);
+      std::erase_if(env, [&](const std::string& e) { return e.rfind(name, 0) == 0; });
+      env.push_back(c);
+    }
+    return env;
+  };
+  struct Case {
+    std::vector<std::string> env;
+    bool colour;
+  };
+  const std::vector<Case> cases = {
+      {{"NO_COLOR=", "TERM=xterm"}, true},
+      {{"NO_COLOR=", "TERM=dumb"}, false},
+      {{"NO_COLOR=1", "TERM=xterm"}, false},
+  };
+  const std::string dim = "\x1b[2m";
+  for (const auto& c : cases) {
+    std::string what = c.env[0] + " " + c.env[1];
+    CAPTURE(what);
+    {
+      Pty t({tether_bin(), "prompt", "hello there"}, env_with(c.env));
+      auto st = t.wait_exit(20s);
+      REQUIRE_MESSAGE(st.has_value(), "prompt did not exit\n" << dump(t));
+      CHECK_MESSAGE(*st == 0, dump(t));
+      CHECK_MESSAGE(t.text().find("thinking:") != std::string::npos, dump(t));
+      CHECK_MESSAGE((t.raw().find(dim) != std::string::npos) == c.colour, "prompt: " << visible(t.raw()));
+    }
+    {
+      Pty t({tether_bin(), "talk", "--no-history"}, env_with(c.env));
+      expect(t, "tether> ");
+      t.send("/exit\r");  // a line: typed ahead of the editor it still arrives (a Ctrl-D might not)
+      auto st = t.wait_exit(20s);
+      REQUIRE_MESSAGE(st.has_value(), "talk did not exit\n" << dump(t));
+      CHECK_MESSAGE((t.raw().find(dim) != std::string::npos) == c.colour, "talk: " << visible(t.raw()));
+    }
+  }
 }

@@ -323,6 +323,57 @@ TEST_CASE("finish() leaves complete lines not yet taken for next()") {
   }
 }
 
+// next_line(), for a reader that numbers lines (tether batch): "#" stands for an oversize line.
+Lines numbered(std::string_view input, std::size_t chunk, std::size_t cap, bool cap_counts_cr = false) {
+  LineFramer f(cap, cap_counts_cr);
+  Lines out;
+  auto take_all = [&] {
+    while (auto line = f.next_line()) out.push_back(line->oversize ? "#" : std::string(line->text));
+  };
+  if (chunk == 0) chunk = input.size() == 0 ? 1 : input.size();
+  for (std::size_t i = 0; i < input.size(); i += chunk) {
+    f.push(input.substr(i, chunk));
+    take_all();
+  }
+  if (auto last = f.finish()) out.push_back(*last);
+  take_all();
+  return out;
+}
+
+TEST_CASE("next_line() keeps blank and oversize lines in their place, whatever the chunking") {
+  const std::string input = "a\n\n  \n" + std::string(20, 'x') + "\nb\r\n" + std::string(30, 'y') + "\nc\n" +
+                            std::string(25, 'z');
+  const Lines want{"a", "", "  ", "#", "b", "#", "c", "#"};
+  for (std::size_t chunk : {0, 1, 2, 3, 7, 11, 64}) {
+    CAPTURE(chunk);
+    CHECK(numbered(input, chunk, 10) == want);
+  }
+  CHECK(numbered("a\nlast", 1, 10) == Lines{"a", "last"});
+}
+
+TEST_CASE("next_line() reports an oversize line once its newline came, not before") {
+  LineFramer f(10);
+  f.push(std::string(50, 'y'));
+  CHECK_FALSE(f.next_line().has_value());
+  CHECK(f.buffered() == 0);
+  f.push("yy\nok\n");
+  auto over = f.next_line();
+  REQUIRE(over.has_value());
+  CHECK(over->oversize);
+  auto ok = f.next_line();
+  REQUIRE(ok.has_value());
+  CHECK(ok->text == "ok");
+  CHECK(f.oversize_dropped() == 1);
+}
+
+TEST_CASE("cap_counts_cr: the CR of a CRLF line counts toward the cap") {
+  for (std::size_t chunk : {0, 1, 2, 5}) {
+    CAPTURE(chunk);
+    CHECK(numbered("abcd\r\nabc\r\nabcde\n", chunk, 4, true) == Lines{"#", "abc", "#"});
+    CHECK(numbered("abcd\r\nabc\r\nabcde\n", chunk, 4) == Lines{"abcd", "abc", "#"});
+  }
+}
+
 TEST_CASE("invalid UTF-8 passes through the framer and is rejected by parse_line") {
   const std::string bad = "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"t\":\"\xff\xfe\xc3\"}}";
   const std::string good = "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}";

@@ -1,5 +1,8 @@
-// A fake ACP agent for the acp tests: one program, one misbehaviour per mode (argv[1]), so that
-// every path of the client is driven by a real process over real pipes.
+// The fake ACP agent of every test that needs one (acp, batch, talk, serve): one program, one
+// behaviour or misbehaviour per mode (argv[1]), so that every path of a client is driven by a real
+// process over real pipes. Without arguments it runs in mode "pid" with no file. Its files:
+// fake_acp_agent.cpp (this: the modes, start-up, the handshake and session methods),
+// fake_acp_turns.cpp (each mode's session/prompt), fake_acp_io.cpp (stdin/stdout, message builders).
 //
 //   count N            answers each prompt with N chunks "1 ", "2 ", ... then end_turn
 //   crash-once FILE    the first process (FILE absent) creates FILE, sends one chunk, dies with
@@ -64,357 +67,37 @@
 //                      and option names) and answers with hostile chunks. set_mode and
 //                      set_config_option fail with a hostile message.
 //   oversize N         answers "before ", a chunk of N bytes ('y'), "after", then end_turn
+//   batch              for tether batch: no loadSession; a prompt's words (all its text blocks)
+//                      pick the turn, so one batch can mix them; it answers "echo: <prompt>" in two
+//                      chunks unless a word says otherwise:
+//                        sleep:MS        wait MS ms first (a session/cancel ends it: cancelled)
+//                        crash           die by SIGKILL before answering (every time)
+//                        crash-once:KEY  die by SIGKILL the first time KEY is seen
+//                                        ($FAKE_STATE_DIR/KEY marks it)
+//                        hang-once:KEY   the first time KEY is seen, never answer (until
+//                                        session/cancel)
+//                        error           answer the prompt with a JSON-RPC error
+//                        refuse          answer with stopReason refusal
+//                        oversize:N      one more chunk of N bytes ('y') between the halves
+//                      Each prompt appends "<pid> <prompt>" to $FAKE_LOG when set, so tests can
+//                      count runs. A write to a closed stdout kills it (SIGPIPE), as it does
+//                      most agents; every other mode ignores SIGPIPE and exits 0.
 //
 // Each session/new makes a new session id, "fake-session-PID-N" ("hostile" mode: kHostile in it).
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <optional>
-#include <sstream>
-#include <string>
-#include <thread>
-#include <vector>
 
-#include <nlohmann/json.hpp>
+#include "fake_acp_agent.h"
 
-using nlohmann::json;
-
-namespace {
-
-std::string mode, arg;
-
-// What a hostile agent puts into every text: each sequence would do something to a terminal that
-// interpreted it (clipboard, window title, clear the screen, move the cursor, ring the bell).
-const std::string kHostile =
-    "\x1b]52;c;SG9zdGlsZQ==\x07"   // OSC 52: write the clipboard
-    "\x1b]0;pwned-title\x1b\\"     // OSC 0: the window title, ST-terminated
-    "\x1b[2J\x1b[1;1H"              // CSI: clear the screen, cursor home
-    "\xc2\x9b" "31m"               // C1 CSI, UTF-8 encoded
-    "\xc2\x9d" "0;c1-title\x07"    // C1 OSC, UTF-8 encoded
-    "\x1bP1$q\x1b\\"               // DCS
-    "\x07\x08\x7f";                 // BEL, BS, DEL
-// The same for raw bytes (stderr, stdout lines that are not JSON): 8-bit C1 CSI and OSC too.
-const std::string kHostileRaw = kHostile + "\x9b" "2J" "\x9d" "0;raw-title\x07";
-std::string evil(const std::string& word) { return word + kHostile + " " + word; }
-std::string session_cwd;  // of the last session/new
-std::string in_buf;
-std::string session_id = "fake-session-1";
-bool eof = false;
-long next_id = 0;
-
-void write_all(const std::string& s) {
-  std::size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::write(1, s.data() + off, s.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) ::_exit(0);
-    off += static_cast<std::size_t>(n);
-  }
-}
-
-std::string line(const json& j) { return j.dump() + "\n"; }
-void send(const json& j) { write_all(line(j)); }
-
-json result(const json& id, json r) { return {{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(r)}}; }
-json error(const json& id, int code, const std::string& msg) {
-  return {{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}}}};
-}
-json update(json u) {
-  return {{"jsonrpc", "2.0"}, {"method", "session/update"}, {"params", {{"sessionId", session_id}, {"update", std::move(u)}}}};
-}
-json chunk(const std::string& text) {
-  return update({{"sessionUpdate", "agent_message_chunk"}, {"content", {{"type", "text"}, {"text", text}}}});
-}
-
-// The next message; nothing at EOF.
-std::optional<json> next() {
-  for (;;) {
-    auto nl = in_buf.find('\n');
-    if (nl != std::string::npos) {
-      std::string l = in_buf.substr(0, nl);
-      in_buf.erase(0, nl + 1);
-      json j = json::parse(l, nullptr, false);
-      if (j.is_object()) return j;
-      continue;
-    }
-    if (eof) return std::nullopt;
-    char buf[65536];
-    ssize_t n = ::read(0, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      eof = true;
-      continue;
-    }
-    in_buf.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
-bool input_ready() {
-  if (in_buf.find('\n') != std::string::npos) return true;
-  pollfd p{0, POLLIN, 0};
-  return ::poll(&p, 1, 0) > 0;
-}
-
-void append_file(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::app) << text << '\n' << std::flush;
-}
-
-bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
-
-// Waits for the answer to our request `id`, keeping other messages out of the way.
-json await_response(long id, std::vector<json>& others) {
-  for (;;) {
-    auto m = next();
-    if (!m) ::_exit(0);
-    if (!m->contains("method") && m->contains("id") && (*m)["id"] == id) return *m;
-    others.push_back(*m);
-  }
-}
-
-// Waits for session/cancel; records what arrives meanwhile.
-void await_cancel() {
-  for (;;) {
-    auto m = next();
-    if (!m) ::_exit(0);
-    std::string method = m->value("method", "");
-    if (mode == "record" || mode == "cancel-end-turn") append_file(arg, method.empty() ? "response" : method);
-    if (method == "session/cancel") return;
-  }
-}
-
-json notification(const std::string& method, json params) {
-  return {{"jsonrpc", "2.0"}, {"method", method}, {"params", std::move(params)}};
-}
-
-// Asks permission for the session as another client's turn would; the outcome, as text.
-std::string ask_permission(bool withdraw) {
-  long rid = next_id++;
-  send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "session/request_permission"},
-        {"params", {{"sessionId", session_id}, {"toolCall", {{"toolCallId", "b1"}, {"title", "B edits"}, {"kind", "edit"}}},
-                    {"options", {{{"optionId", "yes"}, {"name", "Allow"}, {"kind", "allow_once"}},
-                                 {{"optionId", "no"}, {"name", "Reject"}, {"kind", "reject_once"}}}}}}});
-  if (withdraw) send(notification("$/cancel_request", {{"requestId", rid}}));
-  std::vector<json> others;
-  json r = await_response(rid, others);
-  const json& o = r.contains("result") ? r["result"].value("outcome", json::object()) : json::object();
-  return o.value("outcome", "") == "selected" ? "selected:" + o.value("optionId", "") : "cancelled";
-}
-
-void on_server_prompt(const json& id, const json& params) {
-  // As tether serve does when it sends a prompt on: what follows is the sender's turn.
-  send(notification("_tether/turn_started", {{"sessionId", params.value("sessionId", "")}}));
-  std::string text;
-  if (params.contains("prompt") && params["prompt"].is_array() && !params["prompt"].empty())
-    text = params["prompt"][0].value("text", "");
-  std::string word = text.substr(0, text.find(' '));
-  if (word == "fail") {
-    send({{"jsonrpc", "2.0"}, {"id", id},
-          {"error", {{"code", -32090}, {"message", "the bridge exited"},
-                     {"data", {{"code", "bridge_exited"}, {"message", "the bridge was killed by SIGSEGV"}, {"signal", "SIGSEGV"}}}}}});
-  } else if (word == "other") {
-    send(chunk("mine"));
-    send(result(id, {{"stopReason", "end_turn"}}));
-    send(chunk("LATE "));  // our own turn's late chunk: before another client's prompt, not shown
-    send(update({{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "from B"}}}}));
-    send(chunk("answer B "));
-    send(chunk("B got " + ask_permission(false)));
-    send(notification("_tether/bridge_restarted", {{"generation", 2},
-                                                   {"cause", "the bridge was killed by SIGSEGV; its last stderr line: boom"},
-                                                   {"stderrLine", "boom"},
-                                                   {"sessionsRestored", false}}));
-    send(notification("_tether/bridge_gone", {{"message", "tether gave up on the bridge after 3 restarts"}}));
-  } else if (word == "withdraw") {
-    send(result(id, {{"stopReason", "end_turn"}}));
-    send(update({{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", "from B"}}}}));
-    send(chunk("B got " + ask_permission(true)));
-  } else {
-    send(chunk("ok " + params.value("sessionId", "")));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  }
-}
-
-void on_hostile_prompt(const json& id, const json& params) {
-  std::string text;
-  if (params.contains("prompt") && params["prompt"].is_array() && !params["prompt"].empty())
-    text = params["prompt"][0].value("text", "");
-  std::string word = text.substr(0, text.find(' '));
-  std::string err = "hostile stderr in the turn " + kHostileRaw + "\n";
-  if (word == "fail") {
-    [[maybe_unused]] auto n = ::write(2, err.data(), err.size());
-    json e = error(id, -32603, evil("Internal error"));
-    e["error"]["data"] = {{"details", evil("details")}};
-    send(e);
-    return;
-  }
-  if (word == "crash") {
-    [[maybe_unused]] auto n = ::write(2, err.data(), err.size());
-    ::_exit(3);
-  }
-  write_all("not json " + kHostileRaw + "\n");
-  send(update({{"sessionUpdate", "agent_thought_chunk"}, {"content", {{"type", "text"}, {"text", evil("thought")}}}}));
-  send(update({{"sessionUpdate", "plan"},
-               {"entries", {{{"content", evil("step")}, {"priority", "high"}, {"status", "pending"}}}}}));
-  send(update({{"sessionUpdate", "tool_call"}, {"toolCallId", "t1"}, {"title", evil("tool")}, {"kind", evil("kind")},
-               {"status", "pending"}}));
-  send(update({{"sessionUpdate", "tool_call_update"}, {"toolCallId", "t1"}, {"status", evil("status")}}));
-  send(update({{"sessionUpdate", "current_mode_update"}, {"currentModeId", evil("newmode")}}));
-  long rid = next_id++;
-  send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "session/request_permission"},
-        {"params", {{"sessionId", session_id},
-                    {"toolCall", {{"toolCallId", "t2"}, {"title", evil("ask")}, {"kind", evil("kind")}}},
-                    {"options", {{{"optionId", "yes"}, {"name", evil("Allow")}, {"kind", "allow_once"}},
-                                 {{"optionId", "no"}, {"name", evil("Reject")}, {"kind", "reject_once"}}}}}}});
-  std::vector<json> others;
-  json r = await_response(rid, others);
-  send(chunk(evil("answer") + "\n"));
-  send(chunk(std::string("permission ") + (r.contains("result") ? "answered" : "failed") + "\n"));
-  send(result(id, {{"stopReason", "end_turn"}}));
-}
-
-void on_prompt(const json& id, const json& params) {
-  static int turn = 0;
-  ++turn;
-  if (mode == "count") {
-    int n = std::atoi(arg.c_str());
-    std::string out;
-    for (int i = 1; i <= n; ++i) out += line(chunk(std::to_string(i) + " "));
-    out += line(result(id, {{"stopReason", "end_turn"}}));
-    write_all(out);
-  } else if (mode == "oversize") {
-    send(chunk("before "));
-    send(chunk(std::string(std::strtoul(arg.c_str(), nullptr, 10), 'y')));
-    send(chunk("after"));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  } else if (mode == "crash-once" || mode == "no-load") {
-    if (!exists(arg)) {
-      append_file(arg, "crashed");
-      send(chunk("partial "));
-      std::fputs("fake: crashing once\n", stderr);
-      ::_exit(3);
-    }
-    send(chunk("recovered"));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  } else if (mode == "crash-always") {
-    send(chunk("partial "));
-    std::fprintf(stderr, "fake: starting the turn\nfake: boom %d\n", static_cast<int>(::getpid()));
-    ::_exit(3);
-  } else if (mode == "hang") {
-    send(chunk("thinking "));
-    while (next()) {
-    }
-    ::_exit(0);
-  } else if (mode == "record" || mode == "cancel-end-turn") {
-    send(chunk("ready\n"));
-    await_cancel();
-    send(chunk("stopped "));  // a trailing update after the cancel, as the spec allows
-    send(result(id, {{"stopReason", mode == "record" ? "cancelled" : "end_turn"}}));
-  } else if (mode == "late-updates") {
-    if (!arg.empty()) ::poll(nullptr, 0, std::atoi(arg.c_str()));  // a slow agent
-    std::string out = line(chunk("answer-" + std::to_string(turn)));
-    out += line(result(id, {{"stopReason", "end_turn"}}));
-    out += line(chunk("LATE-" + std::to_string(turn)));
-    out += line(update({{"sessionUpdate", "tool_call"}, {"toolCallId", "late"}, {"title", "Late"}, {"status", "completed"}}));
-    out += line(update({{"sessionUpdate", "session_info_update"}, {"title", "late title " + std::to_string(turn)}}));
-    write_all(out);
-  } else if (mode == "permission" || mode == "withdraw") {
-    json options = json::array();
-    std::stringstream kinds(mode == "withdraw" ? std::string("allow_once,reject_once") : arg);
-    for (std::string k; std::getline(kinds, k, ',');)
-      if (!k.empty()) options.push_back({{"optionId", "opt-" + k}, {"name", k}, {"kind", k}});
-    long rid = next_id++;
-    send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "session/request_permission"},
-          {"params", {{"sessionId", session_id}, {"toolCall", {{"toolCallId", "t1"}, {"title", "Touch a file"}, {"kind", "edit"}}},
-                      {"options", options}}}});
-    if (mode == "withdraw") {
-      send({{"jsonrpc", "2.0"}, {"method", "$/cancel_request"}, {"params", {{"requestId", rid}}}});
-    }
-    std::vector<json> others;
-    json r = await_response(rid, others);
-    std::string text = "cancelled";
-    if (r.contains("result")) {
-      const json& o = r["result"]["outcome"];
-      if (o.value("outcome", "") == "selected") text = "selected:" + o.value("optionId", "");
-    } else {
-      text = "error:" + std::to_string(r["error"].value("code", 0));
-    }
-    send(chunk(text));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  } else if (mode == "unknown-requests") {
-    std::string text;
-    std::vector<json> others;
-    for (const char* method : {"terminal/create", "fs/read_text_file"}) {
-      long rid = next_id++;
-      send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", method},
-            {"params", {{"sessionId", session_id}, {"command", "ls"}, {"path", "/etc/hostname"}}}});
-      json r = await_response(rid, others);
-      text += std::string(method) + ":" + (r.contains("error") ? std::to_string(r["error"].value("code", 0)) : "ok") + " ";
-    }
-    send(chunk(text));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  } else if (mode == "fs-race") {
-    std::string race = session_cwd + "/race", spare = session_cwd + "/spare";
-    std::atomic<bool> stop{false};
-    std::thread swapper([&] {
-      while (!stop.load()) ::renameat2(AT_FDCWD, race.c_str(), AT_FDCWD, spare.c_str(), RENAME_EXCHANGE);
-    });
-    int tries = 0, reads = 0, leaks = 0, writes = 0;
-    std::vector<json> others;
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while (tries < 3000 && std::chrono::steady_clock::now() < until) {
-      ++tries;
-      long rid = next_id++;
-      send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "fs/read_text_file"},
-            {"params", {{"sessionId", session_id}, {"path", race + "/secret.txt"}}}});
-      json r = await_response(rid, others);
-      if (r.contains("result")) ++(r["result"].value("content", "") == "secret" ? leaks : reads);
-      rid = next_id++;
-      send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "fs/write_text_file"},
-            {"params", {{"sessionId", session_id}, {"path", race + "/planted.txt"}, {"content", "planted"}}}});
-      writes += await_response(rid, others).contains("result");
-    }
-    stop = true;
-    swapper.join();
-    send(chunk("tries=" + std::to_string(tries) + " reads=" + std::to_string(reads) + " leaks=" + std::to_string(leaks) +
-               " writes=" + std::to_string(writes)));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  } else if (mode == "flood") {
-    std::string c = line(chunk("x "));
-    std::string block;
-    for (int i = 0; i < 256; ++i) block += c;
-    for (;;) {
-      write_all(block);
-      if (input_ready()) {
-        auto m = next();
-        if (!m) ::_exit(0);
-        if (m->value("method", "") == "session/cancel") break;
-      }
-    }
-    send(result(id, {{"stopReason", "cancelled"}}));
-  } else if (mode == "sessions") {
-    send(chunk("ok " + params.value("sessionId", "")));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  } else if (mode == "server") {
-    on_server_prompt(id, params);
-  } else {
-    send(chunk("ok"));
-    send(result(id, {{"stopReason", "end_turn"}}));
-  }
-}
-
-}  // namespace
+using namespace fake_acp;
 
 int main(int argc, char** argv) {
-  ::signal(SIGPIPE, SIG_IGN);
   mode = argc > 1 ? argv[1] : "pid";
   arg = argc > 2 ? argv[2] : "";
+  ::signal(SIGPIPE, mode == "batch" ? SIG_DFL : SIG_IGN);
   if (mode == "crash-always") append_file(arg, std::to_string(::getpid()));
   if (mode == "hang" || mode == "flood" || mode == "pid") append_file(arg, std::to_string(::getpid()));
   if (mode == "record" || mode == "cancel-end-turn") append_file(arg, "spawned");
@@ -454,7 +137,7 @@ int main(int argc, char** argv) {
     if (method == "initialize") {
       int version = mode == "version" ? std::atoi(arg.c_str()) : 1;
       json r = {{"protocolVersion", version},
-                {"agentCapabilities", {{"loadSession", mode != "no-load"}}},
+                {"agentCapabilities", {{"loadSession", mode != "no-load" && mode != "batch"}}},
                 {"agentInfo", {{"name", "fake-acp-agent"}, {"version", "1.0"}}},
                 {"authMethods", json::array()}};
       if (mode == "auth")
@@ -560,6 +243,8 @@ int main(int argc, char** argv) {
       send(e);
     } else if (method == "session/prompt" && mode == "hostile") {
       on_hostile_prompt(id, params);
+    } else if (method == "session/prompt" && mode == "batch") {
+      on_batch_prompt(id, params);
     } else if (method == "session/prompt") {
       on_prompt(id, params);
     } else {
