@@ -42,9 +42,18 @@ class SCOPED_CAPABILITY MutexLock {
   void unlock() RELEASE() { lock_.unlock(); }
   void lock() ACQUIRE() { lock_.lock(); }
 
+  void wait(std::condition_variable& cv) { cv.wait(lock_); }
   template <typename Pred>
   void wait(std::condition_variable& cv, Pred pred) {
     cv.wait(lock_, std::move(pred));
+  }
+  template <typename Clock, typename Dur>
+  std::cv_status wait_until(std::condition_variable& cv, std::chrono::time_point<Clock, Dur> when) {
+    return cv.wait_until(lock_, when);
+  }
+  template <typename Rep, typename Period, typename Pred>
+  bool wait_for(std::condition_variable& cv, std::chrono::duration<Rep, Period> d, Pred pred) {
+    return cv.wait_for(lock_, d, std::move(pred));
   }
   // False when `when` passed with `pred` still false.
   template <typename Clock, typename Dur, typename Pred>

@@ -61,10 +61,10 @@ std::optional<Outgoing> parse_outgoing(const json& msg, std::string& why) {
 // I/O and internal errors, then bad input, then a JSON-RPC error answer.
 class CallRunner {
  public:
-  CallRunner(CallOptions& o, supervisor::Bridge& bridge) : o_(o), bridge_(bridge) {}
+  CallRunner(CallOptions& o, supervisor::Bridge& bridge, base::UniqueFd sig)
+      : o_(o), bridge_(bridge), sig_(std::move(sig)) {}
 
   int run() {
-    sig_ = open_signal_fd();
     if (!o_.method.empty()) {
       Outgoing out;
       out.is_request = true;
@@ -302,11 +302,16 @@ int run_call(CallOptions& o) {
     return err->exit_code;
   }
   supervisor::Bridge bridge(std::move(bo));
-  if (auto failed = bridge.start()) {
+  // Ctrl-C cuts the wait for the bridge short too (with --connect, up to the server's patience):
+  // tether then dies of the signal, as it does once running.
+  auto sig = open_signal_fd();
+  int caught = 0;
+  if (auto failed = start_bridge(bridge, sig.get(), &caught)) {
+    if (caught) reraise(caught);
     error_line(supervisor::describe(*failed));
     return kExitUnavailable;
   }
-  CallRunner runner(o, bridge);
+  CallRunner runner(o, bridge, std::move(sig));
   int status = runner.run();
   bridge.stop();
   return status;

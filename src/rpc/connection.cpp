@@ -20,7 +20,7 @@
 
 #include "base/byte_ring.h"
 #include "base/event_fd.h"
-#include "base/thread_annotations.h"
+#include "base/mutex.h"
 #include "rpc/line_framer.h"
 #include "rpc/trace.h"
 
@@ -79,12 +79,12 @@ struct Connection::State {
   base::EventFd wake;
 
   // Outbound lines, handed to the dispatcher. Callers never write the fd themselves.
-  std::mutex out_mu;
+  base::Mutex out_mu;
   std::deque<std::string> outbound GUARDED_BY(out_mu);
   bool close_stdin_requested GUARDED_BY(out_mu) = false;
   bool stop_requested GUARDED_BY(out_mu) = false;
 
-  mutable std::mutex mu;
+  mutable base::Mutex mu;
   std::condition_variable cv;
   DeathCause death GUARDED_BY(mu) = DeathCause::none;
   bool exited GUARDED_BY(mu) = false;
@@ -97,7 +97,7 @@ struct Connection::State {
   // The bridge's request ids that a double would print back changed (12345678901234567890123,
   // 1.50): their text as written, by the value's bits. Added by the dispatcher, taken by the
   // answer (each request is answered once), which then carries the id exactly as the bridge wrote.
-  std::mutex ids_mu;
+  base::Mutex ids_mu;
   std::unordered_multimap<std::uint64_t, std::string> raw_ids GUARDED_BY(ids_mu);
 
   std::atomic<base::TimePoint::rep> last_rx{base::Clock::now().time_since_epoch().count()};
@@ -132,7 +132,7 @@ struct Connection::State {
   void enqueue(std::string line) {
     bool was_empty;
     {
-      std::lock_guard lock(out_mu);
+      base::MutexLock lock(out_mu);
       was_empty = outbound.empty();
       outbound.push_back(std::move(line));
     }
@@ -143,13 +143,13 @@ struct Connection::State {
 
   void remember_raw_id(const json& id, std::string raw) {
     if (raw.empty()) return;
-    std::lock_guard lock(ids_mu);
+    base::MutexLock lock(ids_mu);
     if (raw_ids.size() < kMaxRawIds) raw_ids.emplace(id_key(id), std::move(raw));
   }
 
   std::optional<std::string> take_raw_id(const json& id) {
     if (!id.is_number_float()) return std::nullopt;
-    std::lock_guard lock(ids_mu);
+    base::MutexLock lock(ids_mu);
     auto it = raw_ids.find(id_key(id));
     if (it == raw_ids.end()) return std::nullopt;
     std::string raw = std::move(it->second);
@@ -173,7 +173,7 @@ struct Connection::State {
 
   void set_death(DeathCause cause) {
     {
-      std::lock_guard lock(mu);
+      base::MutexLock lock(mu);
       if (death != DeathCause::none) return;
       death = cause;
     }
@@ -184,7 +184,7 @@ struct Connection::State {
   void set_exited() {
     bool first_death;
     {
-      std::lock_guard lock(mu);
+      base::MutexLock lock(mu);
       first_death = death == DeathCause::none;
       if (first_death) death = DeathCause::exited;
     }
@@ -193,14 +193,14 @@ struct Connection::State {
     if (first_death) cv.notify_all();
     changed();
     {
-      std::lock_guard lock(mu);
+      base::MutexLock lock(mu);
       exited = true;
     }
     cv.notify_all();
   }
 
   void publish_counters() {
-    std::lock_guard lock(mu);
+    base::MutexLock lock(mu);
     counters.frames_in = local_in;
     counters.frames_out = local_out;
     counters.invalid_json = local_invalid;
@@ -338,7 +338,7 @@ struct Connection::State {
         total += bytes.size();
         local_stderr += bytes.size();
         {
-          std::lock_guard lock(mu);
+          base::MutexLock lock(mu);
           ring.append(bytes);
         }
         if (opt.stderr_copy_fd >= 0) {
@@ -358,7 +358,7 @@ struct Connection::State {
   void take_outbound(bool& stop, bool& close_in) {
     std::deque<std::string> lines;
     {
-      std::lock_guard lock(out_mu);
+      base::MutexLock lock(out_mu);
       lines.swap(outbound);
       stop = stop_requested;
       close_in = close_stdin_requested;
@@ -550,7 +550,7 @@ bool Connection::backpressured() const { return s_->backpressured.load(std::memo
 
 Connection::~Connection() {
   {
-    std::lock_guard lock(s_->out_mu);
+    base::MutexLock lock(s_->out_mu);
     s_->stop_requested = true;
   }
   s_->wake.notify();
@@ -643,24 +643,24 @@ void Connection::respond_error(const json& id, int code, std::string_view messag
 
 void Connection::close_stdin() {
   {
-    std::lock_guard lock(s_->out_mu);
+    base::MutexLock lock(s_->out_mu);
     s_->close_stdin_requested = true;
   }
   s_->wake.notify();
 }
 
 bool Connection::wait_exited(base::Deadline deadline) {
-  std::unique_lock lock(s_->mu);
-  auto done = [&] { return s_->exited; };
+  base::MutexLock lock(s_->mu);
+  auto done = [&]() REQUIRES(s_->mu) { return s_->exited; };
   if (deadline.is_never()) {
-    s_->cv.wait(lock, done);
+    lock.wait(s_->cv, done);
     return true;
   }
-  return s_->cv.wait_until(lock, deadline.when(), done);
+  return lock.wait_until(s_->cv, deadline.when(), done);
 }
 
 DeathCause Connection::death() const {
-  std::lock_guard lock(s_->mu);
+  base::MutexLock lock(s_->mu);
   return s_->death;
 }
 
@@ -672,12 +672,12 @@ void Connection::detach_on_change() {
 }
 
 std::string Connection::stderr_tail() const {
-  std::lock_guard lock(s_->mu);
+  base::MutexLock lock(s_->mu);
   return s_->ring.contents();
 }
 
 Counters Connection::counters() const {
-  std::lock_guard lock(s_->mu);
+  base::MutexLock lock(s_->mu);
   return s_->counters;
 }
 

@@ -153,11 +153,18 @@ std::optional<std::optional<BridgeExited>> Bridge::start_result() const {
 
 std::optional<BridgeExited> Bridge::start(int interrupt_fd, const std::function<bool()>& interrupted) {
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     if (started_) return std::nullopt;
     started_ = true;
-    // A stop() that came first is for good (a Ctrl-C watcher can be that quick): nothing starts.
-    if (request_ == Request::stop) return stopped_exit();
+    // A stop() that came first is for good (a Ctrl-C can be that quick): nothing starts, and the
+    // state says so (exited, announced like any other end) rather than staying `starting`.
+    if (request_ == Request::stop) {
+      state_ = State::exited;
+      auto exit = stopped_exit();
+      lock.unlock();
+      publish(State::exited, 0);
+      return exit;
+    }
     // Made in the same critical section that sets started_: a stop() from another thread that sees
     // started_ then sees the handle too (run() waits for mu_ before it touches anything).
     thread_ = std::thread([this] { run(); });
@@ -166,7 +173,7 @@ std::optional<BridgeExited> Bridge::start(int interrupt_fd, const std::function<
     // Cleared before the state is read: a change after the read makes settled_ readable again.
     settled_.clear();
     {
-      std::lock_guard lock(mu_);
+      base::MutexLock lock(mu_);
       if (auto result = start_result()) return *result;
     }
     pollfd p[2] = {{settled_.fd(), POLLIN, 0}, {interrupt_fd, POLLIN, 0}};
@@ -174,9 +181,9 @@ std::optional<BridgeExited> Bridge::start(int interrupt_fd, const std::function<
     if (::poll(p, n, -1) < 0) {
       if (errno == EINTR) continue;
       // Cannot poll at all (ENOMEM): wait for the bridge alone, as if there were no interrupt fd.
-      std::unique_lock lock(mu_);
+      base::MutexLock lock(mu_);
       std::optional<std::optional<BridgeExited>> result;
-      cv_.wait(lock, [&]() REQUIRES(mu_) { return (result = start_result()).has_value(); });
+      lock.wait(cv_, [&]() REQUIRES(mu_) { return (result = start_result()).has_value(); });
       return *result;
     }
     if (n < 2 || p[1].revents == 0) continue;
@@ -188,7 +195,7 @@ std::optional<BridgeExited> Bridge::start(int interrupt_fd, const std::function<
 void Bridge::transition(State to, json extra) {
   std::uint64_t gen;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     assert(allowed(state_, to));
     (void)allowed;
     state_ = to;
@@ -213,7 +220,7 @@ void Bridge::publish(State to, std::uint64_t gen, json extra) {
 rpc::Reply Bridge::closed_reply() const {
   rpc::Reply r;
   r.status = rpc::Reply::Status::closed;
-  std::lock_guard lock(mu_);
+  base::MutexLock lock(mu_);
   if (gave_up_) {
     r.value = {{"code", "restart_limit"}, {"message", give_up_message_}};
     if (last_exit_) {
@@ -232,7 +239,7 @@ rpc::Reply Bridge::closed_reply() const {
 rpc::Reply Bridge::call(std::string_view method, json params, Deadline deadline) {
   std::shared_ptr<rpc::Connection> c;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     c = conn_;
   }
   if (!c) return closed_reply();
@@ -247,7 +254,7 @@ std::int64_t Bridge::call_queued_to(std::uint64_t only, std::string_view method,
                                     std::uint64_t* generation) {
   std::shared_ptr<rpc::Connection> c;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     c = conn_;
   }
   if (!c || (only != 0 && c->generation() != only)) {
@@ -268,7 +275,7 @@ std::int64_t Bridge::call_queued_to(std::uint64_t only, std::string_view method,
 bool Bridge::cancel(std::uint64_t generation, std::int64_t id) {
   std::shared_ptr<rpc::Connection> c;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     c = conn_;
   }
   return c && c->generation() == generation && c->cancel(id);
@@ -277,7 +284,7 @@ bool Bridge::cancel(std::uint64_t generation, std::int64_t id) {
 void Bridge::notify(std::string_view method, json params, std::uint64_t only) {
   std::shared_ptr<rpc::Connection> c;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     c = conn_;
   }
   if (c && (only == 0 || c->generation() == only)) c->notify(method, std::move(params));
@@ -286,7 +293,7 @@ void Bridge::notify(std::string_view method, json params, std::uint64_t only) {
 void Bridge::respond(std::uint64_t generation, const json& id, json result) {
   std::shared_ptr<rpc::Connection> c;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     c = conn_;
   }
   if (c && c->generation() == generation) c->respond(id, std::move(result));
@@ -295,7 +302,7 @@ void Bridge::respond(std::uint64_t generation, const json& id, json result) {
 void Bridge::respond_error(std::uint64_t generation, const json& id, int code, std::string_view message) {
   std::shared_ptr<rpc::Connection> c;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     c = conn_;
   }
   if (c && c->generation() == generation) c->respond_error(id, code, message);
@@ -305,7 +312,7 @@ BridgeStatus Bridge::status() const {
   std::shared_ptr<rpc::Connection> c;
   BridgeStatus s;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     c = conn_;
     s.state = state_;
     s.generation = generation_;
@@ -325,7 +332,7 @@ BridgeStatus Bridge::status() const {
 
 void Bridge::restart() {
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     if (request_ != Request::stop) {
       request_ = Request::restart;
     }
@@ -336,7 +343,7 @@ void Bridge::restart() {
 void Bridge::recycle(std::string why) {
   std::uint64_t gen;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     gen = conn_ ? generation_ : 0;
   }
   recycle(gen, std::move(why));
@@ -344,7 +351,7 @@ void Bridge::recycle(std::string why) {
 
 void Bridge::recycle(std::uint64_t generation, std::string why) {
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     // Only the generation the caller meant: a late recycle must not end its successor.
     bool stale_recycle = request_ == Request::recycle && recycle_gen_ != generation_;
     if ((request_ != Request::none && !stale_recycle) || !conn_ || generation != generation_) return;
@@ -357,7 +364,7 @@ void Bridge::recycle(std::uint64_t generation, std::string why) {
 
 void Bridge::stop(base::Duration grace) {
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     stop_grace_ = std::min(grace, opt_.grace);
   }
   stop();
@@ -365,7 +372,7 @@ void Bridge::stop(base::Duration grace) {
 
 void Bridge::stop() {
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     request_ = Request::stop;  // before start(): start() will not start (see there)
     if (!started_) return;
   }
@@ -377,7 +384,7 @@ void Bridge::stop() {
 std::optional<Bridge::Request> Bridge::wait_backoff(base::Duration delay) {
   const bool forever = delay == base::Duration::max();
   const auto until = forever ? base::TimePoint::max() : Clock::now() + delay;  // now + max overflows
-  std::unique_lock lock(mu_);
+  base::MutexLock lock(mu_);
   for (;;) {
     if (request_ == Request::recycle) request_ = Request::none;  // nothing runs to recycle
     if (request_ != Request::none) {
@@ -386,8 +393,8 @@ std::optional<Bridge::Request> Bridge::wait_backoff(base::Duration delay) {
       return r;
     }
     if (!forever && Clock::now() >= until) return std::nullopt;
-    if (forever) cv_.wait(lock);
-    else cv_.wait_until(lock, until);
+    if (forever) lock.wait(cv_);
+    else lock.wait_until(cv_, until);
   }
 }
 
@@ -399,7 +406,7 @@ BridgeExited Bridge::end_generation(rpc::Connection& conn, ExitReason reason, st
   e.connection = source_->connection();
   base::Duration stop_grace = opt_.grace;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     if (stop_grace_) stop_grace = *stop_grace_;
   }
   source_->end(conn, e, stop_grace);
@@ -413,8 +420,8 @@ ExitReason Bridge::wait_for_end(std::uint64_t gen, rpc::Connection& conn, Reques
                         ? std::max<base::Duration>(opt_.heartbeat / 4, std::chrono::milliseconds(20))
                         : base::Duration(kStrayReapInterval);
   for (;;) {
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, tick, [&] { return conn_changed_ || request_ != Request::none; });
+    base::MutexLock lock(mu_);
+    lock.wait_for(cv_, tick, [&]() REQUIRES(mu_) { return conn_changed_ || request_ != Request::none; });
     if (request_ == Request::recycle && recycle_gen_ != gen) {
       request_ = Request::none;  // meant for a generation that is already gone
       continue;
@@ -452,14 +459,14 @@ BridgeExited Bridge::watch_generation(std::uint64_t gen, rpc::ConnectionFds fds,
   copt.thread_name = "tether-disp" + std::to_string(gen);
   copt.on_change = [this] {
     {
-      std::lock_guard lock(mu_);
+      base::MutexLock lock(mu_);
       conn_changed_ = true;
     }
     cv_.notify_all();
   };
   auto conn = std::make_shared<rpc::Connection>(std::move(fds), std::move(copt));
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     conn_ = conn;
     pid_ = source_->pid();
     started_at_ = Clock::now();
@@ -477,7 +484,7 @@ BridgeExited Bridge::watch_generation(std::uint64_t gen, rpc::ConnectionFds fds,
   // Bridge that could be gone by the time its dispatcher notices anything more.
   conn->detach_on_change();
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     conn_.reset();
     conn_changed_ = false;
     pid_ = -1;
@@ -493,7 +500,7 @@ std::uint64_t Bridge::begin_generation() {
   std::uint64_t gen;
   bool need_starting;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     gen = ++generation_;
     need_starting = state_ != State::starting;
     if (need_starting) {
@@ -537,7 +544,7 @@ Bridge::Next Bridge::after_exit(const BridgeExited& e, Request req) {
   std::optional<base::Duration> delay;
   std::string msg;
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     std::size_t in_window = policy_.in_window(Clock::now());
     delay = policy_.request(Clock::now());
     if (delay) {
@@ -562,13 +569,13 @@ Bridge::Next Bridge::after_exit(const BridgeExited& e, Request req) {
 void Bridge::run() {
   ::pthread_setname_np(::pthread_self(), "tether-super");
   const WaitForStop wait_for_stop = [this](base::Duration d) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, d, [&] { return request_ == Request::stop; });
+    base::MutexLock lock(mu_);
+    return lock.wait_for(cv_, d, [&]() REQUIRES(mu_) { return request_ == Request::stop; });
   };
   Next next = Next::again;
   for (;;) {
     {
-      std::lock_guard lock(mu_);
+      base::MutexLock lock(mu_);
       if (request_ == Request::stop) break;  // e.g. stop() during a manual restart's ladder
       if (next == Next::fresh) {
         policy_.reset();
@@ -579,7 +586,7 @@ void Bridge::run() {
     Opened opened = source_->open(wait_for_stop);
     if (opened.outcome == Opened::Outcome::stopped) {
       // Not a failure to report, but start() must not take the stop for a connection.
-      std::lock_guard lock(mu_);
+      base::MutexLock lock(mu_);
       if (!last_exit_) last_exit_ = stopped_exit();  // generation_ is still gen
       break;
     }
@@ -589,7 +596,7 @@ void Bridge::run() {
       e = not_started(gen, std::move(opened.why));
       const bool final = source_->open_failure_is_final();
       {
-        std::lock_guard lock(mu_);
+        base::MutexLock lock(mu_);
         last_exit_ = e;
         if (final) {
           gave_up_ = true;
@@ -614,7 +621,7 @@ void Bridge::run() {
     if ((next = after_exit(e, req)) == Next::stop) break;
   }
   {
-    std::lock_guard lock(mu_);
+    base::MutexLock lock(mu_);
     if (state_ == State::exited) {
       cv_.notify_all();
       settled_.notify();

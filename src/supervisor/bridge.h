@@ -27,8 +27,8 @@
 
 #include "base/clock.h"
 #include "base/event_fd.h"
+#include "base/mutex.h"
 #include "base/restart_policy.h"
-#include "base/thread_annotations.h"
 #include "proc/child.h"
 #include "rpc/connection.h"
 #include "supervisor/heartbeat.h"
@@ -204,7 +204,7 @@ class Bridge {
   // Readable after each status change: start() polls it together with its interrupt fd.
   base::EventFd settled_;
 
-  mutable std::mutex mu_;
+  mutable base::Mutex mu_;
   std::condition_variable cv_;
   State state_ GUARDED_BY(mu_) = State::starting;
   Request request_ GUARDED_BY(mu_) = Request::none;

@@ -289,6 +289,7 @@ TEST_CASE("stop() before start() is for good: start() starts nothing and says st
     CHECK(started->reason == ExitReason::stopped);
     CHECK(started->connection);
     CHECK(bridge.status().generation == 0);
+    CHECK(bridge.status().state == State::exited);  // not left `starting` for good
     CHECK(server.accepted() == 0);  // it never connected, though a server was there
     bridge.stop();                  // still idempotent
   }
