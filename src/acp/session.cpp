@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <poll.h>
 
+#include "acp/server_wire.h"
 #include "acp/session_core.h"
 #include "supervisor/bridge.h"
 
@@ -72,7 +73,7 @@ void SessionCore::start_new_session() {
   // A tether server would go on treating us as attached to the old session (and asking us its
   // questions): say we leave it. The answer needs no one.
   if (opt_.via_server && link_ == Link::ready && !state_.session_id.empty())
-    bridge_.call_queued("_tether/detach", {{"sessionId", state_.session_id}}, nullptr);
+    bridge_.call_queued(server_wire::kDetach, {{"sessionId", state_.session_id}}, nullptr);
   // The old session is closed at the agent, which may hold a process per open session (Claude's
   // is 200+ MB). Nobody waits for the answer: it is dropped as one we do not wait for.
   if (link_ == Link::ready) send_close();
@@ -109,7 +110,7 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
       // session itself is closed (its id was cleared already, so by the one kept here), or left
       // at a tether server.
       bridge_.cancel(link_call_gen_, link_call_);
-      if (opt_.via_server) bridge_.call_queued("_tether/detach", {{"sessionId", old_id}}, nullptr);
+      if (opt_.via_server) bridge_.call_queued(server_wire::kDetach, {{"sessionId", old_id}}, nullptr);
       close_by_id(old_id);
       send_new_session();
       break;
@@ -122,7 +123,7 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
       // a tether server, which attaches us, hears that we leave it.
       bridge_.cancel(link_call_gen_, link_call_);
       if (opt_.via_server)
-        bridge_.call_queued("_tether/detach", {{"sessionId", link_ == Link::attaching ? attach_id_ : old_id}}, nullptr);
+        bridge_.call_queued(server_wire::kDetach, {{"sessionId", link_ == Link::attaching ? attach_id_ : old_id}}, nullptr);
       if (link_ != Link::attaching) close_by_id(old_id);
       send_new_session();
       break;

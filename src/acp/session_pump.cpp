@@ -3,6 +3,7 @@
 // stdout lines) is handled here in wire order, and sorted into the active turn's events, the
 // session's state, or the session's notices (what AcpSession::poll() returns). Requests the agent
 // makes are handed to session_requests.cpp, answers to setup requests to session_setup.cpp.
+#include "acp/server_wire.h"
 #include "acp/session_core.h"
 
 #include "supervisor/bridge.h"
@@ -59,18 +60,23 @@ void SessionCore::on_notification(Event& ev) {
     on_update(ev.generation, *params);
   } else if (name == "$/cancel_request") {
     on_cancel_request(ev.generation, *params);
-  } else if (opt_.via_server && name == "_tether/turn_started") {
+  } else if (opt_.via_server && name == server_wire::kTurnStarted) {
     TurnState* t = active_.get();
     if (t && string_of(*params, "sessionId") == state_.session_id && t->phase != TurnState::Phase::waiting &&
         t->phase != TurnState::Phase::done) {
       t->server_started = true;
       other_turn_ = false;
     }
-  } else if (opt_.via_server && name == "_tether/bridge_restarted") {
+  } else if (opt_.via_server && name == server_wire::kBridgeRestarted) {
     notice(server_restart_text(*params), /*server_trouble=*/true);
-  } else if (opt_.via_server && name == "_tether/bridge_gone") {
+  } else if (opt_.via_server && name == server_wire::kBridgeGone) {
     std::string m = string_of(*params, "message");
     notice("the tether server gave up on its bridge" + (m.empty() ? std::string() : ": " + m), true);
+  } else if (opt_.via_server && name == server_wire::kAskedElsewhere &&
+             string_of(*params, "sessionId") == state_.session_id) {
+    notice(string_of(*params, "method") == "session/request_permission"
+               ? "waiting: the permission question went to another client of the tether server"
+               : "waiting: the agent's " + string_of(*params, "method") + " request went to another client of the tether server");
   }
   // Other notifications ($/progress, extensions) are ignored, as the spec asks.
 }

@@ -69,7 +69,7 @@ void SessionCore::on_permission(std::uint64_t gen, const json& id, const json& p
   bool in_turn = started && ours && gen == t->call_gen && t->phase == TurnState::Phase::prompting;
   bool cancelling = started && t->phase == TurnState::Phase::cancelling;
   // Through a server, a request for our session while no turn of ours is in flight comes from
-  // another client's turn: the server asks us as the session's active client.
+  // another client's turn: the server asks us in its place (serve/protocol.h).
   bool idle = opt_.via_server && ours && !state_.session_id.empty() && !in_turn && !cancelling;
   if (idle) {
     pr.outside_turn = true;

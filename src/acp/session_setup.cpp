@@ -4,6 +4,7 @@
 // then the settings (session_settings.cpp); then ready. The same sequence re-establishes the
 // session after a bridge restart. What each request carries and what each answer means is
 // acp/setup.h's; here is only the order and what a failure at each step does.
+#include "acp/server_wire.h"
 #include "acp/session_core.h"
 
 #include "supervisor/bridge.h"
@@ -274,7 +275,7 @@ void SessionCore::on_reopened(const json& r) {
 // it, whatever the agent can load) or created.
 void SessionCore::server_setup(const json& r) {
   const json* meta = member(r, "_meta");
-  const json* t = meta ? member(*meta, "tether") : nullptr;
+  const json* t = meta ? member(*meta, server_wire::kMetaKey) : nullptr;
   if (!t || !t->is_object()) {
     link_fail(error_object("protocol_error",
                            "the peer is not a tether server (its initialize answer has no _meta.tether)"));
@@ -283,7 +284,7 @@ void SessionCore::server_setup(const json& r) {
   state_.server = *t;
   bool to_main = state_.session_id.empty() ? opt_.attach_main : state_.on_main;
   if (to_main) {
-    attach_id_ = string_of(*t, "mainSessionId");
+    attach_id_ = string_of(*t, server_wire::kMainSessionId);
     if (attach_id_.empty()) {
       link_fail(error_object("protocol_error", "the tether server did not name its main session (_meta.tether.mainSessionId)"));
       return;

@@ -17,9 +17,9 @@
 #include <sstream>
 
 #include "cli/config_file.h"
-#include "cli/socket_path.h"
 #include "cli/terminal_text.h"
 #include "rpc/trace.h"
+#include "serve/socket_path.h"
 
 namespace tether::cli {
 namespace {
@@ -260,16 +260,16 @@ std::optional<SetupError> make_bridge_options(const CommonOptions& o, bool auto_
   out.argv = o.bridge;
   out.cwd = o.cwd;
   if (!o.connect.empty()) {
-    auto where = resolve_socket(o.connect);
+    auto where = serve::resolve_socket(o.connect);
     if (auto* err = std::get_if<std::string>(&where)) return SetupError{"--connect: " + *err, kExitUsage};
-    const auto& loc = std::get<SocketLocation>(where);
+    const auto& loc = std::get<serve::SocketLocation>(where);
     // A NAME's directory must be ours alone, for the client as for the server: a socket in a
     // directory someone else controls may be theirs, listening in on the conversation.
-    if (auto err = check_private_dir(loc)) return SetupError{"--connect: " + *err, kExitConfig};
+    if (auto err = serve::check_private_dir(loc)) return SetupError{"--connect: " + *err, kExitConfig};
     out.connect_path = loc.path;
     // `tether serve & tether prompt --connect`: the server may not have bound its socket yet. A
     // moment's patience for that, longer when a server holds the name's lock (it is starting).
-    out.connect_patience = server_holds_lock(loc) ? std::chrono::seconds(10) : std::chrono::seconds(1);
+    out.connect_patience = serve::server_holds_lock(loc) ? std::chrono::seconds(10) : std::chrono::seconds(1);
   }
   out.restart.max_restarts = o.max_restarts;
   out.restart.window = base::seconds(o.restart_window);

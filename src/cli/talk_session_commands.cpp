@@ -8,6 +8,7 @@
 
 #include "cli/talk_private.h"
 #include "cli/terminal_text.h"
+#include "serve/protocol.h"
 
 namespace tether::cli {
 
@@ -133,7 +134,7 @@ void Talk::restart_server_bridge() {
   flush();
   server_trouble_shown_ = false;
   std::string why;
-  auto r = ask_server("_tether/restart", kRestartWait, why);
+  auto r = ask_server(serve::protocol::kRestart, kRestartWait, why);
   if (!r) {
     renderer_.error("the tether server did not restart its bridge: " + why);
   } else if (!server_trouble_shown_) {
@@ -146,7 +147,7 @@ void Talk::restart_server_bridge() {
 // /stderr through a server: the bridge's stderr is the server's; what it kept of the last exit.
 void Talk::server_stderr() {
   std::string why;
-  auto r = ask_server("_tether/status", kServerStatusWait, why);
+  auto r = ask_server(serve::protocol::kStatus, kServerStatusWait, why);
   if (!r) {
     renderer_.error("the tether server did not answer _tether/status: " + why);
     return;
@@ -163,7 +164,7 @@ std::string Talk::server_status_lines(const supervisor::BridgeStatus& st) {
   using nlohmann::json;
   std::string s = "server:    " + server_;
   std::string why;
-  auto got = ask_server("_tether/status", kServerStatusWait, why);
+  auto got = ask_server(serve::protocol::kStatus, kServerStatusWait, why);
   const json r = got && got->is_object() ? *got : json::object();
   auto number = [&](const char* key) { return r.contains(key) && r[key].is_number() ? r[key].dump() : std::string(); };
   if (auto pid = number("serverPid"); !pid.empty()) s += ", pid " + pid;

@@ -257,6 +257,9 @@ void Talk::on_signals() {
         break;
       default:  // SIGTERM, SIGHUP: cancel what is in flight, stop the bridge, die by the signal
         if (turn_) turn_->cancel(acp::CancelCause::interrupt);
+        // Through a server, the connection closes before the session could answer the questions
+        // we hold `cancelled`: the server hands them to another client, as when we are killed.
+        if (connected_mode()) bridge_.stop();
         shutdown_now();
         reraise(sig);
     }

@@ -11,7 +11,7 @@
 #include <optional>
 #include <variant>
 
-namespace tether::cli {
+namespace tether::serve {
 
 struct SocketLocation {
   std::string path;       // the socket
@@ -35,4 +35,4 @@ std::optional<std::string> check_private_dir(const SocketLocation& where);
 bool take_server_lock(int fd);
 bool server_holds_lock(const SocketLocation& where);
 
-}  // namespace tether::cli
+}  // namespace tether::serve

@@ -1,4 +1,4 @@
-#include "cli/socket_path.h"
+#include "serve/socket_path.h"
 
 #include <errno.h>
 #include <string.h>
@@ -11,7 +11,7 @@
 
 #include "base/private_dir.h"
 
-namespace tether::cli {
+namespace tether::serve {
 namespace {
 
 constexpr std::size_t kMaxName = 64;
@@ -84,4 +84,4 @@ bool server_holds_lock(const SocketLocation& where) {
   return held;
 }
 
-}  // namespace tether::cli
+}  // namespace tether::serve
