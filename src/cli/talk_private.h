@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <deque>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -29,6 +30,7 @@
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
 #include "cli/wait_notice.h"
+#include "rpc/line_framer.h"
 
 #ifdef TETHER_HAVE_LIBEDIT
 #include "cli/line_editor.h"
@@ -188,7 +190,7 @@ class Talk {
   bool history_warned_ = false;
   termios orig_termios_{};
   bool have_termios_ = false;
-  std::string script_buf_;
+  rpc::LineFramer script_lines_{std::numeric_limits<std::size_t>::max()};  // no cap: a person's script
   bool script_eof_ = false;
 #ifdef TETHER_HAVE_LIBEDIT
   std::optional<talk::LineEditor> editor_;

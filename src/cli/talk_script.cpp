@@ -14,17 +14,13 @@ using namespace talk_detail;
 
 bool Talk::read_script_line(std::string& line) {
   for (;;) {
-    auto nl = script_buf_.find('\n');
-    if (nl != std::string::npos) {
-      line = script_buf_.substr(0, nl);
-      script_buf_.erase(0, nl + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (auto next = script_lines_.next_line()) {  // blank lines too: inside /multi they are text
+      line.assign(next->text);
       return true;
     }
     if (script_eof_) {
-      if (script_buf_.empty()) return false;
-      line = std::exchange(script_buf_, {});
-      return true;
+      line = script_lines_.take_tail();  // once; "" after it, or after a final newline
+      return !line.empty();
     }
     // Through a server, requests routed to us (another client's turn) are answered meanwhile.
     pollfd p[3] = {{sig_.get(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}, {session_->fd(), POLLIN, 0}};
@@ -41,7 +37,7 @@ bool Talk::read_script_line(std::string& line) {
         last_status_ = acp::worse_exit(last_status_, kExitIoErr);
       }
       if (n <= 0) script_eof_ = true;
-      else script_buf_.append(buf, static_cast<std::size_t>(n));
+      else script_lines_.push(std::string_view(buf, static_cast<std::size_t>(n)));
     }
   }
 }

@@ -84,4 +84,15 @@ std::optional<std::string> LineFramer::finish() {
   return rest;
 }
 
+std::string LineFramer::take_tail() {
+  if (discarding_) {
+    discarding_ = false;
+    dropped_at_.push_back(buf_.size());
+    return {};
+  }
+  std::string rest = buf_.substr(tail_start_);
+  buf_.resize(tail_start_);
+  return rest;
+}
+
 }  // namespace tether::rpc

@@ -3,8 +3,10 @@
 // thread-bound to the reader that feeds it.
 //
 // Every line split in tether goes through it: a bridge's stdout (rpc::Connection), a tether
-// server's clients, `tether call`'s input, the demo agent's input, and `tether batch`'s numbered
-// input lines (next_line(): blank and oversized lines kept in their place, so they can be counted).
+// server's clients, `tether call`'s input, the demo agent's input, `tether batch`'s numbered
+// input lines (next_line(): blank and oversized lines kept in their place, so they can be counted)
+// and `tether talk`'s script lines (next_line() and take_tail()). The one exception is the batch
+// journal's index, which needs each record's byte offset in the file.
 #pragma once
 
 #include <cstddef>
@@ -30,6 +32,10 @@ class LineFramer {
   std::optional<std::string_view> next();
   // At EOF: the final line that had no newline (if non-blank and not oversized).
   std::optional<std::string> finish();
+  // At EOF, for a reader that keeps an unterminated last line exactly as written (talk's script
+  // mode: inside /multi a last line of blanks, or one ending in '\r', is text): the bytes after the
+  // last newline, verbatim, or "" when the input ended with a newline or inside an oversized line.
+  std::string take_tail();
 
   // For a reader that numbers lines: every complete line, blank ones included, and in the place of
   // an oversized one a Line with `oversize` set and no text (reported once its newline came, or

@@ -374,6 +374,24 @@ TEST_CASE("cap_counts_cr: the CR of a CRLF line counts toward the cap") {
   }
 }
 
+TEST_CASE("take_tail(): the unterminated last line verbatim, once; nothing after a final newline") {
+  LineFramer f;
+  f.push("one\r\n\n  \r");
+  auto a = f.next_line();
+  REQUIRE(a.has_value());
+  CHECK(a->text == "one");
+  auto b = f.next_line();
+  REQUIRE(b.has_value());
+  CHECK(b->text.empty());             // a blank line keeps its place
+  CHECK_FALSE(f.next_line().has_value());
+  CHECK(f.take_tail() == "  \r");     // blanks and the CR kept, unlike finish()
+  CHECK(f.take_tail().empty());        // taken once
+  LineFramer g;
+  g.push("x\n");
+  CHECK(g.take_tail().empty());
+  REQUIRE(g.next_line().has_value());  // complete lines stay to be taken
+}
+
 TEST_CASE("invalid UTF-8 passes through the framer and is rejected by parse_line") {
   const std::string bad = "{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":{\"t\":\"\xff\xfe\xc3\"}}";
   const std::string good = "{\"jsonrpc\":\"2.0\",\"method\":\"m\"}";
