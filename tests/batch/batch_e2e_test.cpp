@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "support/run.h"
+#include "support/sanitizers.h"
 
 using nlohmann::json;
 using tether::test::run;
@@ -528,7 +529,7 @@ TEST_CASE("--journal that is not a regular file (/dev/zero, /dev/full, a directo
     // Without the check, tether reads /dev/zero into memory until it runs out: a cap on its
     // address space makes that a quick failure here instead of a machine's worth of RAM.
     std::vector<std::string> argv = batch_argv({"--journal", path});
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if !TETHER_TEST_ASAN && !TETHER_TEST_TSAN
     argv.insert(argv.begin(), {"/bin/sh", "-c", "ulimit -v 1000000; exec \"$0\" \"$@\""});
 #endif
     auto r = run(argv, o);

@@ -11,6 +11,7 @@
 #include <future>
 
 #include "integration.h"
+#include "support/sanitizers.h"
 
 namespace tether::itest {
 namespace {
@@ -84,9 +85,9 @@ TEST_CASE("100 MiB of stderr while answering: every call answered, no stall, the
 // Sanitizers keep shadow memory (and ASan a quarantine of freed blocks) that counts in RSS:
 // bounds on growth are scaled there, still far below what holding a 70 MiB line whole would cost
 // at the larger scale.
-#if defined(__SANITIZE_THREAD__)
+#if TETHER_TEST_TSAN
 constexpr long kRssScale = 8;
-#elif defined(__SANITIZE_ADDRESS__)
+#elif TETHER_TEST_ASAN
 constexpr long kRssScale = 4;
 #else
 constexpr long kRssScale = 1;
