@@ -129,6 +129,13 @@ build() {
 prepare() { with_lock "$1" _prepare_locked "$1"; }
 _prepare_locked() { configure "$1" "${SETUP_ARGS[@]}" && build "$1" ${STAGE_TARGETS[@]+"${STAGE_TARGETS[@]}"}; }
 
+# Debug information in the test and sanitizer builds: line tables only (-g1; clang: line tables
+# too). Backtraces, sanitizer reports and gdb still name file:line and function; local variables
+# are not described. It compiles this code base about a quarter faster than -g (one heavy test
+# file: 12.0 s against 16.4 s), which CI's two cores feel in every pass. A build of your own with
+# full -g: `meson setup build --buildtype=debugoptimized`.
+DEBUG_INFO_ARGS=(-Dcpp_args=-g1)
+
 # What the next `stage` uses. Callers set these before calling it.
 SETUP_ARGS=()   # meson setup options for the build directory
 SETUP_CXX=""    # the C++ compiler for a new build directory (empty: meson's choice, $CXX or c++)
@@ -208,7 +215,7 @@ sanitizer_setup() {
       # -Werror: it warns about things only sanitizers care about) when clang cannot be installed.
       SETUP_CXX=""
       # shellcheck disable=SC2054 # the commas belong to the option values
-      SETUP_ARGS=(--buildtype=debugoptimized --wrap-mode=nodownload
+      SETUP_ARGS=(--buildtype=debugoptimized --wrap-mode=nodownload "${DEBUG_INFO_ARGS[@]}"
         -Db_sanitize=address,undefined -Db_lundef=false)
       if ensure_clang -fsanitize=address,undefined; then
         SETUP_CXX=clang++
@@ -225,7 +232,7 @@ sanitizer_setup() {
       # clang as for asan (faster to build, warnings as errors; g++ warns -Wtsan about
       # atomic_thread_fence), g++ without -Werror when clang cannot be had.
       SETUP_CXX=""
-      SETUP_ARGS=(--buildtype=debugoptimized --wrap-mode=nodownload
+      SETUP_ARGS=(--buildtype=debugoptimized --wrap-mode=nodownload "${DEBUG_INFO_ARGS[@]}"
         -Db_sanitize=thread -Db_lundef=false)
       if ensure_clang -fsanitize=thread; then
         SETUP_CXX=clang++
