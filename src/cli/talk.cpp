@@ -84,7 +84,13 @@ int Talk::run() {
   // The session is closed at the agent (it may keep a process per session, and some agents do
   // not exit on stdin EOF while one is open); /session new closed the ones before it.
   turn_.reset();
-  if (session_ && session_->close(base::Deadline::after(kCloseWait))) bridge_.stop(kClosedGrace);
+  if (connected_mode()) {
+    // A tether server closes a session when its last client leaves; leaving first (before the
+    // session's end could answer the questions we hold `cancelled`) hands them to another client.
+    bridge_.stop();
+  } else if (session_ && session_->close(base::Deadline::after(kCloseWait))) {
+    bridge_.stop(kClosedGrace);
+  }
   return rc;
 }
 

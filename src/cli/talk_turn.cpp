@@ -192,8 +192,11 @@ void Talk::read_permission_key() {
   ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
   if (n < 0 || perms_.empty()) return;
   if (n == 0) {
-    // The terminal is gone: nobody can answer. Cancelled, and talk ends (as at Ctrl-D).
-    while (!perms_.empty()) answer_permission(std::nullopt);
+    // The terminal is gone: nobody here can answer, and talk ends (as at Ctrl-D). Directly, the
+    // questions are answered cancelled; through a server, leaving hands them to another client
+    // (run() closes the connection before the session could answer them).
+    if (!connected_mode())
+      while (!perms_.empty()) answer_permission(std::nullopt);
     quit_ = true;
     return;
   }
@@ -257,9 +260,6 @@ void Talk::on_signals() {
         break;
       default:  // SIGTERM, SIGHUP: cancel what is in flight, stop the bridge, die by the signal
         if (turn_) turn_->cancel(acp::CancelCause::interrupt);
-        // Through a server, the connection closes before the session could answer the questions
-        // we hold `cancelled`: the server hands them to another client, as when we are killed.
-        if (connected_mode()) bridge_.stop();
         shutdown_now();
         reraise(sig);
     }
@@ -273,6 +273,10 @@ void Talk::shutdown_now() {
 #endif
   restore_terminal();
   turn_.reset();
+  // Through a server, the connection closes before the session could answer the questions we
+  // hold `cancelled`: the server hands them to another client, as when we are killed. Every way
+  // out goes through here (SIGTERM, SIGHUP, a broken stdout, a failed poll).
+  if (connected_mode()) bridge_.stop();
   session_.reset();
   bridge_.stop();
 }

@@ -250,11 +250,15 @@ void Server::route(Routed r) {
   std::int64_t id = ++next_routed_;
   std::string line = rpc::dump(rpc::make_request(id, r.method, r.params));
   std::uint64_t to = r.client;
-  // The turn's sender waits on someone else's answer: it hears so, once per question it is not asked.
-  std::uint64_t sender = s->busy ? s->turn_client : 0;
+  // The turn's sender waits on someone else's answer: it hears so once per turn, for the first
+  // question it is not asked (one line, not one per file an agent reads through another client).
+  std::uint64_t sender = s->busy && !s->told_elsewhere ? s->turn_client : 0;
   json note = rpc::make_notification(protocol::kAskedElsewhere, {{"sessionId", r.session}, {"method", r.method}});
   routed_.emplace(id, std::move(r));
-  if (sender && sender != to) send_json(sender, note);
+  if (sender && sender != to) {
+    s->told_elsewhere = true;
+    send_json(sender, note);
+  }
   send(to, line);  // a failed send is a dead client: drop_client() hands the request on
 }
 

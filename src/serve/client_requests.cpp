@@ -231,6 +231,7 @@ void Server::pump(Session& s) {
   call.client_id = q.id;
   call.session = s.public_id;
   s.busy = true;
+  s.told_elsewhere = false;
   s.turn_client = q.client;
   s.orphan_until = Deadline::never();
   s.turn_call = send_call("session/prompt", std::move(q.params), std::move(call));

@@ -113,11 +113,29 @@ void Server::sweep_dead() {
   }
 }
 
+void Server::salvage_answers(Client& c) {
+  char buf[kReadBurst];
+  std::size_t budget = std::size_t{4} << 20;  // a client that floods as it dies is not read forever
+  while (budget > 0) {
+    ssize_t n = ::read(c.fd.get(), buf, std::min(sizeof buf, budget));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF, EAGAIN (the socket is non-blocking) or an error: nothing more
+    c.framer.push(std::string_view(buf, static_cast<std::size_t>(n)));
+    budget -= static_cast<std::size_t>(n);
+  }
+  if (auto rest = c.framer.finish()) c.framer.push(*rest + "\n");
+  while (auto line = c.framer.next()) {
+    auto msg = rpc::parse_line(*line);
+    if (msg && rpc::classify(*msg).kind == rpc::MessageKind::response) on_client_response(c.id, *msg);
+  }
+}
+
 void Server::drop_client(std::uint64_t id) {
   auto it = clients_.find(id);
   if (it == clients_.end()) return;
   it->second->dead = true;
   if (o_.verbose > 0) log("client " + std::to_string(id) + " disconnected");
+  salvage_answers(*it->second);
 
   std::vector<std::string> touched;
   for (auto& [sid, s] : sessions_)

@@ -49,11 +49,13 @@
 //                               back to the bridge. When the asked client leaves first (it
 //                               disconnects, is killed, or detaches), the request goes to the
 //                               next client by the same rule; when none can answer, a
-//                               permission is answered `cancelled`, an fs/* request -32601,
-//                               anything else -32603.
-//   _tether/asked_elsewhere     {"sessionId","method"} to a turn's sender each time a question
-//                               of its turn goes to another client: it is waiting on someone
-//                               else's answer.
+//                               permission is answered `cancelled`, an fs/* request -32601 (no
+//                               attached client serves files), anything else -32603; when no
+//                               client is attached at all, or the turn is being cancelled, an
+//                               fs/* request gets -32603 too.
+//   _tether/asked_elsewhere     {"sessionId","method"} to a turn's sender, once per turn, when the
+//                               first question of its turn goes to another client: it is waiting
+//                               on someone else's answer.
 //   _tether/turn_started        {"sessionId"} to a prompt's sender when the server sends the
 //                               prompt on to the bridge: what the sender received for the session
 //                               before it belonged to other clients' turns, what follows (until

@@ -113,6 +113,7 @@ struct Session {
   // The turn at the bridge, if any.
   bool busy = false;
   std::uint64_t turn_client = 0;  // 0: its client left (the turn is being cancelled)
+  bool told_elsewhere = false;    // the sender heard, this turn, that a question went elsewhere
   CallKey turn_call;
   // A session/load a client asked for, under way: who else waits for it.
   std::optional<CallKey> load_call;
@@ -204,6 +205,10 @@ class Server {
   void broadcast(const std::string& method, json params);
   void sweep_dead();
   void drop_client(std::uint64_t id);
+  // Before a dead client's questions are handed over: the answers it sent before it went, still in
+  // its socket or its framer, count (it may have answered and closed at once, and a write to it
+  // failed before its input was read). Everything else it sent goes with it.
+  void salvage_answers(Client& c);
   Client* client(std::uint64_t id) {
     auto it = clients_.find(id);
     return it == clients_.end() || it->second->dead ? nullptr : it->second.get();

@@ -1,8 +1,18 @@
 // A client that disappears mid-turn (closes, is killed, leaves a question unanswered): its turn is
 // cancelled at the bridge and the session goes on; the turn queue's boundary between turns.
+#include <signal.h>
+
 #include "serve/serve_e2e.h"
 
 using namespace serve_e2e;
+
+namespace {
+bool stopped(pid_t pid) {  // the process is in state T (SIGSTOP took)
+  std::string st = slurp("/proc/" + std::to_string(pid) + "/stat");
+  auto close = st.rfind(')');
+  return close != std::string::npos && close + 2 < st.size() && st[close + 2] == 'T';
+}
+}  // namespace
 
 // --- 2. a client that disappears mid-turn ----------------------------------------------------------------
 
@@ -166,4 +176,39 @@ TEST_CASE_FIXTURE(TwoOnMain, "session/cancel from one client does not touch anot
     CHECK_FALSE(is_method(m, "session/cancel"));
     CHECK_FALSE(contains(m.dump(), "queued behind"));
   }
+}
+
+TEST_CASE("a client that answers and leaves at once keeps its answer, though a write to it fails first") {
+  // The server is held (SIGSTOP) while B answers a file request and closes, and C prompts in a second
+  // session B also joined: on resuming, the server writes C's user message to B before it reads B
+  // (EPIPE: B is dead). B's answer, still in its socket, must reach the agent, not be handed over
+  // or refused (it used to be refused -32601: no other client served files).
+  TmpDir t;
+  Server srv(t, {"--allow-fs"});
+  srv.wait_ready();
+  Raw c(srv.socket());  // first, so its input is read first in a poll round
+  initialize(c);
+  auto created = c.response(c.request("session/new", {{"cwd", t.dir}, {"mcpServers", json::array()}}));
+  REQUIRE(created.contains("result"));
+  std::string s2 = created["result"]["sessionId"];
+  Raw a(srv.socket());  // the sender: serves no files
+  std::string sid = attach_main(a, t);
+  auto b = std::make_unique<Raw>(srv.socket());  // the only client that serves files
+  attach_main(*b, t, fs_caps());
+  auto loaded = b->response(b->request("session/load", {{"sessionId", s2}, {"cwd", t.dir}, {"mcpServers", json::array()}}));
+  REQUIRE(loaded.contains("result"));
+
+  auto prompt = a.request("session/prompt", text_prompt(sid, "/read " + t.path("note.txt") + " show it"));
+  auto asked = b->wait([](const json& m) { return is_method(m, "fs/read_text_file"); });
+  REQUIRE(asked.has_value());
+  REQUIRE(::kill(srv.pid(), SIGSTOP) == 0);
+  REQUIRE(eventually([&] { return stopped(srv.pid()); }));
+  b->respond((*asked)["id"], {{"content", "hello from B"}});
+  b.reset();
+  c.request("session/prompt", text_prompt(s2, "hi"));
+  REQUIRE(::kill(srv.pid(), SIGCONT) == 0);
+  auto done = a.response(prompt);
+  INFO("A got:\n" << a.dump() << "\nserver log:\n" << srv.log());
+  CHECK(stop_reason(done) == "end_turn");
+  CHECK(contains(a.chunks(), "Read " + t.path("note.txt") + ": hello from B"));
 }

@@ -84,8 +84,39 @@ TEST_CASE("a question the sender cannot answer goes to the newest client that ca
   b.respond((*handed)["id"], {{"content", "hello from B"}});
   CHECK(stop_reason(a.response(prompt)) == "end_turn");
   CHECK(contains(a.chunks(), "Read " + t.path("note.txt") + ": hello from B"));
-  CHECK(a.count([](const json& m) { return asked_elsewhere(m, "fs/read_text_file"); }) == 2);  // once per client asked
+  // One line per turn, not one per client asked (nor one per request: next test).
+  CHECK(a.count([](const json& m) { return asked_elsewhere(m, "fs/read_text_file"); }) == 1);
   CHECK(a.count(is_read) == 0);
+}
+
+TEST_CASE("the sender hears once per turn that its questions went elsewhere, however many there are") {
+  TmpDir t;
+  std::ofstream(t.path("note.txt")) << "hello";
+  Server srv(t, {"--allow-fs"});
+  srv.wait_ready();
+  Raw a(srv.socket());  // the sender: serves no files
+  std::string sid = attach_main(a, t);
+  Raw b(srv.socket());
+  attach_main(b, t, fs_caps());
+  auto notes = [&] { return a.count([](const json& m) { return is_method(m, "_tether/asked_elsewhere"); }); };
+  for (int turn = 1; turn <= 2; ++turn) {
+    CAPTURE(turn);
+    auto prompt = a.request("session/prompt",
+                            text_prompt(sid, "/read " + t.path("note.txt") + " /write " + t.path("out.txt") + " edit"));
+    auto perm = a.wait([](const json& m) { return is_method(m, "session/request_permission"); });
+    REQUIRE(perm.has_value());
+    a.respond((*perm)["id"], allow_once());
+    auto wr = b.wait([](const json& m) { return is_method(m, "fs/write_text_file"); });
+    REQUIRE(wr.has_value());
+    b.respond((*wr)["id"], json::object());
+    auto rd = b.wait(is_read);
+    REQUIRE(rd.has_value());
+    b.respond((*rd)["id"], {{"content", "from B"}});
+    CHECK(stop_reason(a.response(prompt)) == "end_turn");
+    CHECK(notes() == 1);  // two requests went to B in this turn: one note, and again next turn
+    a.clear();
+    b.clear();
+  }
 }
 
 TEST_CASE("a file request nobody attached serves is refused at the bridge (-32601), not sent") {
@@ -211,7 +242,7 @@ TEST_CASE("talk --connect: the sender is told where its question went; SIGHUP of
   // Handed to the keeper, which serves it: the sender's turn ends with the file's content.
   expect(*sender, "hello from the file");
   expect(*sender, kPrompt);
-  CHECK(sender->count("waiting:") == 2);  // the holder, then the keeper
+  CHECK(sender->count("waiting:") == 1);  // once per turn, not again when the keeper is asked
   for (Pty* p : {sender.get(), keeper.get()}) {
     p->send("\x04");
     CHECK(p->wait_exit(15s) == 0);

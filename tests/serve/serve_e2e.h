@@ -395,6 +395,12 @@ class Raw {
     for (auto& m : msgs_) n += pred(m);
     return n;
   }
+  // Forgets what was received so far (what is still in the socket is read first): the next wait()
+  // sees only what comes after, e.g. the next turn's questions.
+  void clear() {
+    drain();
+    msgs_.clear();
+  }
   // Waits until the server closes the connection.
   bool wait_closed(std::chrono::milliseconds limit = 10s) {
     return wait_until([&] { return eof_; }, limit);
