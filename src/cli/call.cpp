@@ -302,8 +302,8 @@ int run_call(CallOptions& o) {
     return err->exit_code;
   }
   supervisor::Bridge bridge(std::move(bo));
-  // Ctrl-C cuts the wait for the bridge short too (with --connect, up to the server's patience):
-  // tether then dies of the signal, as it does once running.
+  // Started like every command's bridge (cli::start_bridge): a termination signal during the start
+  // ends tether by that signal, as it does once running.
   auto sig = open_signal_fd();
   int caught = 0;
   if (auto failed = start_bridge(bridge, sig.get(), &caught)) {
