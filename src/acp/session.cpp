@@ -14,9 +14,6 @@
 
 namespace tether::acp {
 
-using base::Deadline;
-using nlohmann::json;
-
 int exit_status(const TurnEvent& t) {
   if (t.cancelled == CancelCause::timeout) return kExitTimeout;
   if (t.cancelled == CancelCause::interrupt) return kExitInterrupted;

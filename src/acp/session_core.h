@@ -39,6 +39,15 @@ struct Reply;
 
 namespace tether::acp {
 
+// The names every file of SessionCore uses (this header is private to them).
+using base::Clock;
+using base::Deadline;
+using nlohmann::json;
+using rpc::Event;
+using rpc::member;
+using rpc::Reply;
+using rpc::string_of;
+
 struct TurnState {
   enum class Phase { waiting, prompting, cancelling, done };
   nlohmann::json content;

@@ -10,14 +10,6 @@
 
 namespace tether::acp {
 
-using base::Clock;
-using base::Deadline;
-using nlohmann::json;
-using rpc::Event;
-using rpc::member;
-using rpc::Reply;
-using rpc::string_of;
-
 void SessionCore::pump() {
   // Always drain, even when size() says empty: drain() also clears the queue's fd, which a
   // push racing with the previous drain may have left readable (skipping it would spin).

@@ -9,14 +9,6 @@
 
 namespace tether::acp {
 
-using base::Clock;
-using base::Deadline;
-using nlohmann::json;
-using rpc::Event;
-using rpc::member;
-using rpc::Reply;
-using rpc::string_of;
-
 // `t`: only a request of that turn; null: any.
 bool SessionCore::answer_permission(const TurnState* t, std::uint64_t token, const std::optional<std::string>& option_id) {
   for (auto it = pending_perms_.begin(); it != pending_perms_.end(); ++it) {

@@ -9,14 +9,6 @@
 
 namespace tether::acp {
 
-using base::Clock;
-using base::Deadline;
-using nlohmann::json;
-using rpc::Event;
-using rpc::member;
-using rpc::Reply;
-using rpc::string_of;
-
 std::variant<std::uint64_t, json> SessionCore::change_settings(const SessionSettings& change) {
   if (link_ != Link::ready) return error_object("usage", "the session is not ready yet");
   auto plan = plan_settings(change, state_.session_id, state_.modes, state_.config_options);

@@ -11,14 +11,6 @@
 
 namespace tether::acp {
 
-using base::Clock;
-using base::Deadline;
-using nlohmann::json;
-using rpc::Event;
-using rpc::member;
-using rpc::Reply;
-using rpc::string_of;
-
 void SessionCore::begin_handshake() {
   send_setup(Link::initializing, "initialize", initialize_params(opt_.client_name, opt_.client_version, opt_.allow_fs));
 }

@@ -9,14 +9,6 @@
 
 namespace tether::acp {
 
-using base::Clock;
-using base::Deadline;
-using nlohmann::json;
-using rpc::Event;
-using rpc::member;
-using rpc::Reply;
-using rpc::string_of;
-
 void SessionCore::cancel(TurnState& t, CancelCause cause) {
   if (t.phase == TurnState::Phase::done) return;
   if (t.cancel_cause == CancelCause::none) t.cancel_cause = cause;
