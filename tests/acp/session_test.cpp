@@ -12,6 +12,7 @@
 #include <string>
 
 #include "acp/session.h"
+#include "integration/integration.h"
 #include "supervisor/bridge.h"
 #include "support/support.h"
 
@@ -36,21 +37,8 @@ supervisor::BridgeOptions bridge_options(std::vector<std::string> args) {
 }
 
 // restart(), then what a front-end waits for (talk's /restart polls status()): a newer generation
-// that is ready (true), rather than one that failed, within 10 s.
-bool restart_and_wait(supervisor::Bridge& bridge) {
-  const auto before = bridge.status().generation;
-  bridge.restart();
-  bool ready = false;
-  test::eventually(
-      [&] {
-        auto st = bridge.status();
-        if (st.generation <= before) return false;
-        ready = st.state == supervisor::State::ready;
-        return ready || st.state == supervisor::State::failed;
-      },
-      std::chrono::seconds(10));
-  return ready;
-}
+// that is ready, rather than one that failed (the integration suite's helper).
+bool restart_and_wait(supervisor::Bridge& bridge) { return itest::restart_and_wait(bridge, std::chrono::seconds(10)); }
 
 acp::ClientOptions client_options(acp::PermissionPolicy p = acp::PermissionPolicy::deny) {
   acp::ClientOptions o;
