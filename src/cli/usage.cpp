@@ -24,9 +24,9 @@ class HelpFormatter : public CLI::Formatter {
   std::string make_option_opts(const CLI::Option* opt) const override {
     const std::string& text = opt->get_option_text();
     if (!text.empty()) return text.rfind("[=", 0) == 0 ? std::string() : " " + text;
-    if (opt->get_type_size() == 0) return {};
+    if (opt->get_type_size() == 0 || opt->get_expected_max() == 0) return {};  // a flag
     // A positional's name is its metavar already; a repeatable option takes one value each time.
-    std::string out = opt->get_positional() ? std::string() : " " + opt->get_type_name();
+    std::string out = opt->get_positional() || opt->get_type_name().empty() ? std::string() : " " + opt->get_type_name();
     if (opt->get_positional() && opt->get_expected_max() == CLI::detail::expected_max_vector_size) out += " ...";
     if (opt->get_required()) out += " (required)";
     return out;
@@ -87,7 +87,8 @@ std::vector<std::string> commands_with(const CLI::App& app, const std::string& n
 }
 
 UsageError unknown_option(const CLI::App& app, const CLI::App* where, const CLI::App* command, const std::string& word) {
-  const std::string name = word.substr(0, word.find('='));
+  std::string name = word.substr(0, word.find('='));
+  if (name.size() < 2) name = word;  // CLI11 leaves "-=3" of "-q=3"
   if (where == &app) {
     // Before the command: `tether --timeout 5 prompt hi`.
     if (command && command->get_option_no_throw(name))
@@ -206,7 +207,7 @@ UsageError describe_parse_error(const CLI::App& app, const CLI::ParseError& erro
   if (auto* opt = option_in_message(command, what)) {
     const std::string name = opt->get_name();
     if (dynamic_cast<const CLI::ArgumentMismatch*>(&error) || dynamic_cast<const CLI::ConversionError*>(&error)) {
-      if (opt->get_type_size() == 0) return {name + " is a flag: it takes no value", cmd};
+      if (opt->get_expected_max() == 0) return {name + " is a flag: it takes no value", cmd};
       return {name + " needs a value (" + opt->get_type_name() + ")", cmd};
     }
     if (dynamic_cast<const CLI::ExcludesError*>(&error)) {
