@@ -12,6 +12,7 @@
 
 #include "acp/session.h"
 #include "cli/launch.h"
+#include "cli/option_values.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
 #include "cli/wait_notice.h"
@@ -539,14 +540,13 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.\n"
       "--connect[=NAME|PATH] sends the prompt through a running `tether serve` (in a session of its own)\n"
       "instead of starting a bridge; 69 also when no server listens there.");
-  sub->add_option("text", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin");
+  sub->add_option("PROMPT", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin")->type_name("TEXT");
   sub->add_flag("--json", o->json, "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,restarts,elapsedMs}")
       ->group("Output");
   auto* s = sub->add_flag("--stream")->description("Write the answer chunk by chunk (default when stdout is a terminal)")->group("Output");
   auto* ns = sub->add_flag("--no-stream")->description("Write the answer once the turn completed (default otherwise)")->group("Output");
   s->excludes(ns);
-  sub->add_option("--repeat", o->repeat, "Send the same prompt N times in one session (benchmarks)")
-      ->check(CLI::PositiveNumber)
+  expects(sub->add_option("--repeat", o->repeat, "Send the same prompt N times in one session, for benchmarks"), count_value(1, 1000000))
       ->capture_default_str()
       ->group("Output");
   add_common_options(*sub, o->common);
