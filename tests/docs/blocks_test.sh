@@ -14,8 +14,8 @@ if (($# != 2)); then
 fi
 TETHER=$(realpath "$1")
 SRC=$(realpath "$2")
-TETHER_DIR=$(dirname "$TETHER")
-# shellcheck source=lib.sh
+TETHER_DIR=$(dirname "$TETHER")  # lib.sh puts it first on PATH
+# shellcheck source=tests/docs/lib.sh
 source "$SRC/tests/docs/lib.sh"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tether-docs-XXXXXX")
@@ -68,6 +68,7 @@ done
 # README: the first column of the table rows that start with a command, e.g. "| `/multi [WORD]`,
 # `/edit` |". Man page: the .B/.BR/.BI lines of REPL COMMANDS up to its "Keys:".
 readme_cmds() {
+  # shellcheck disable=SC2016  # backquotes to match, not expansions
   grep -E '^\| `/' README.md | cut -d'|' -f2 | grep -oE '`/[^`]*`' | tr -d '`'
 }
 man_cmds() {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # BLOCK_RC and BLOCK_LEFT are read by the tests that source it
 # Shared by the docs suite's tests (sourced): finding the fenced blocks of a Markdown file, and the
 # scratch directory a block runs in. A block is what a reader would paste into a shell, so it runs
 # as written: only its directory and its environment are prepared.

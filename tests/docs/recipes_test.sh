@@ -17,8 +17,8 @@ if (($# != 2)); then
 fi
 TETHER=$(realpath "$1")
 SRC=$(realpath "$2")
-TETHER_DIR=$(dirname "$TETHER")
-# shellcheck source=lib.sh
+TETHER_DIR=$(dirname "$TETHER")  # lib.sh puts it first on PATH
+# shellcheck source=tests/docs/lib.sh
 source "$SRC/tests/docs/lib.sh"
 
 for tool in parallel jq; do
