@@ -48,7 +48,6 @@ prepare_dir() {
   chmod 700 "$d/env/run"
   printf '%s\n' '{"id":"q1","prompt":"hello","lang":"en"}' '{"id":2,"prompt":"please edit the file"}' \
     'a plain line is a prompt too' >"$d/work/prompts.jsonl"
-  printf '%s\n' 'hello' 'what is tether?' >"$d/work/prompts.txt"
   # "Your agent": a stand-in that records that it ran, then becomes the demo agent.
   cat >"$d/work/my_agent.py" <<'EOF'
 import os, sys
