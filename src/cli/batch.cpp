@@ -737,7 +737,8 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
   sub->footer(
       "Each input line is a JSON object {\"prompt\":\"...\", \"id\":...} (id optional: default the line\n"
       "number; other keys come back under \"meta\") or, if it is not a JSON object, the prompt text\n"
-      "itself. Blank lines are skipped. Exactly one output line per item, in input order:\n"
+      "itself. Blank lines are skipped. Only ids that lines give are checked for duplicates (the\n"
+      "line-number default is not one). Exactly one output line per item, in input order:\n"
       "  {\"id\":...,\"index\":N,\"ok\":true,\"text\":\"...\",\"stopReason\":\"end_turn\",\"attempts\":1,\"elapsedMs\":5}\n"
       "or with \"ok\":false and an \"error\" object. An item interrupted by a bridge crash or --timeout is\n"
       "tried again (--retries). With --journal, finished items are recorded durably and a rerun skips\n"
