@@ -57,20 +57,25 @@ void ItemCounter::finish() {
   finished_ = true;
 }
 
+void Throughput::start(base::TimePoint t) {
+  samples_.clear();
+  samples_.push_back({t, completed_});
+}
+
 void Throughput::completed(base::TimePoint t) {
-  times_.push_back(t);
-  if (times_.size() > window_ + 1) times_.pop_front();
+  ++completed_;
+  if (samples_.size() > 1 && t - samples_.back().t < std::chrono::milliseconds(100)) samples_.back().completed = completed_;
+  else samples_.push_back({t, completed_});
+  // The next sample can be the base too: enough completions after it, and far enough back.
+  while (samples_.size() > 2 && completed_ - samples_[1].completed >= window_ && t - samples_[1].t >= min_span_)
+    samples_.pop_front();
 }
 
 std::optional<double> Throughput::per_second(base::TimePoint now) const {
-  if (times_.empty()) return std::nullopt;
-  // With more than `window_` completions, the rate over the last window_ of them: from the one
-  // before the window to now. With fewer, from the start of the run (which includes starting the
-  // bridges: the first items do pay for that).
-  std::size_t n = times_.size() <= window_ ? times_.size() : window_;
-  base::TimePoint from = times_.size() <= window_ ? origin_ : times_.front();
-  double secs = std::chrono::duration<double>(now - from).count();
-  return double(n) / std::max(secs, 0.001);
+  if (completed_ == 0 || samples_.empty()) return std::nullopt;
+  const Sample& from = samples_.front();
+  double secs = std::chrono::duration<double>(now - from.t).count();
+  return double(completed_ - from.completed) / std::max(secs, 0.001);
 }
 
 std::string format_rate(double per_second) {

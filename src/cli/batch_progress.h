@@ -52,22 +52,31 @@ class ItemCounter {
   bool finished_ = false;
 };
 
-// The recent completion rate: items per second over the last `window` completions (or since the
-// start, with fewer), measured up to now, so it falls while nothing finishes. With --jobs N items
-// overlap, and throughput (completions per wall-clock second) is what the time left depends on,
-// not any one item's latency.
+// The recent completion rate: items per second since a point that has at least `window`
+// completions after it and lies at least `min_span` back (when the run is that old), measured up
+// to now, so it falls while nothing finishes. With --jobs N items overlap, and throughput
+// (completions per wall-clock second) is what the time left depends on, not any one item's
+// latency; the span keeps thousands of fast items a second from making it jump about.
+// Completions within 100 ms share one sample, so what it keeps is bounded by the span / 100 ms
+// plus `window`.
 class Throughput {
  public:
-  explicit Throughput(std::size_t window = 20) : window_(window < 1 ? 1 : window) {}
-  void start(base::TimePoint t) { origin_ = t; }
+  explicit Throughput(std::size_t window = 20, base::Duration min_span = std::chrono::seconds(10))
+      : window_(window < 1 ? 1 : window), min_span_(min_span) {}
+  void start(base::TimePoint t);
   void completed(base::TimePoint t);
   // Nothing until the first completion.
   std::optional<double> per_second(base::TimePoint now) const;
 
  private:
+  struct Sample {
+    base::TimePoint t;
+    std::uint64_t completed;  // completions so far at t
+  };
   std::size_t window_;
-  base::TimePoint origin_{};
-  std::deque<base::TimePoint> times_;  // the last window_ + 1 completions at most
+  base::Duration min_span_;
+  std::uint64_t completed_ = 0;
+  std::deque<Sample> samples_;  // oldest first; the front is the point the rate is measured from
 };
 
 // What the progress line shows.

@@ -89,7 +89,7 @@ TEST_CASE("with a shard filter the count is this shard's items (ids parsed, line
 
 TEST_CASE("throughput: completions per second, recent ones only, falling while nothing finishes") {
   tether::base::TimePoint t0{};
-  Throughput t(3);
+  Throughput t(3, 0s);
   t.start(t0);
   CHECK(!t.per_second(t0 + 5s));
   // Two bridges: items finish in pairs every 2 s, so 1 item/s whatever each one's latency.
@@ -97,16 +97,31 @@ TEST_CASE("throughput: completions per second, recent ones only, falling while n
     t.completed(t0 + std::chrono::seconds(2 * i));
     t.completed(t0 + std::chrono::seconds(2 * i));
   }
-  CHECK(*t.per_second(t0 + 8s) == doctest::Approx(1.5));  // the last 3, since the pair before them
+  CHECK(*t.per_second(t0 + 8s) == doctest::Approx(1.0));  // the 4 since t0 + 4 s
   // It slows down: one item in 10 s.
   t.completed(t0 + 18s);
-  CHECK(*t.per_second(t0 + 18s) == doctest::Approx(3.0 / 12));  // 8, 8, 18 since 6
+  CHECK(*t.per_second(t0 + 18s) == doctest::Approx(3.0 / 12));  // 8, 8, 18 since t0 + 6 s
   CHECK(*t.per_second(t0 + 28s) == doctest::Approx(3.0 / 22));
 
   Throughput few(20);
   few.start(t0);
   few.completed(t0 + 4s);
   CHECK(*few.per_second(t0 + 4s) == doctest::Approx(0.25));  // since the start
+}
+
+TEST_CASE("throughput: fast items are measured over the span, so a burst does not swing it") {
+  tether::base::TimePoint t0{};
+  Throughput t(3, 10s);
+  t.start(t0);
+  for (int i = 1; i <= 20; ++i) t.completed(t0 + std::chrono::seconds(i));
+  CHECK(*t.per_second(t0 + 20s) == doctest::Approx(1.0));  // the 10 since t0 + 10 s
+  for (int i = 0; i < 5; ++i) t.completed(t0 + 20s + 50ms);
+  CHECK(*t.per_second(t0 + 20s + 50ms) == doctest::Approx(15.0 / 10.05));
+  // Thousands a second: what it keeps stays bounded (one sample per 100 ms).
+  Throughput fast(20, 10s);
+  fast.start(t0);
+  for (int i = 1; i <= 100000; ++i) fast.completed(t0 + std::chrono::microseconds(200 * i));
+  CHECK(*fast.per_second(t0 + 20s) == doctest::Approx(5000).epsilon(0.02));
 }
 
 TEST_CASE("the progress line: the total and the time left once known; items from the journal said") {
