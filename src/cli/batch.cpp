@@ -62,6 +62,7 @@ using batch::format_rate;
 // Bytes of a pipe read ahead of what admission needs, so that the end of a short input (and with
 // it the total) is seen at once; the read-ahead of items is bounded by the window as before.
 constexpr std::size_t kReadAhead = 64 * 1024;
+
 class BatchRunner {
  public:
   BatchRunner(BatchOptions& o, LaunchPlan plan, batch::Shard shard, std::unique_ptr<batch::Journal> journal)
@@ -285,8 +286,7 @@ class BatchRunner {
     }
     last_bridge_error_ = std::move(why);
     if (!o_.common.quiet) {
-      say("bridge " + std::to_string(w.number) + " is out of service: " +
-                 acp::message_with_tail(last_bridge_error_, 3));
+      say("bridge " + std::to_string(w.number) + " is out of service: " + acp::message_with_tail(last_bridge_error_, 3));
     }
     if (w.job) ready_.push_front(std::move(w.job));
     if (live_workers() == 0) {
@@ -424,8 +424,8 @@ class BatchRunner {
     if ((crashed || timed_out) && job->attempts <= o_.common.retries && !no_bridges_) {
       if (!o_.common.quiet) {
         say("item " + job->item.id_text + ": " + (timed_out ? "timed out" : acp::message_with_tail(ev.error, 1)) +
-                   "; trying again (attempt " + std::to_string(job->attempts + 1) + " of " +
-                   std::to_string(o_.common.retries + 1) + ")");
+            "; trying again (attempt " + std::to_string(job->attempts + 1) + " of " +
+            std::to_string(o_.common.retries + 1) + ")");
       }
       ready_.push_front(std::move(job));
       return;
@@ -483,7 +483,7 @@ class BatchRunner {
     if (!committing_.empty()) {
       if (journal_ && !journal_->append(journal_batch_)) {
         say(std::string("cannot write the journal ") + o_.journal + ": " + strerror(errno) +
-                   "; stopping (finished items not yet recorded are not written)");
+            "; stopping (finished items not yet recorded are not written)");
         io_error_ = true;
         return false;
       }
@@ -525,6 +525,7 @@ class BatchRunner {
     fds.push_back({sig_.get(), POLLIN, 0});
     bool want_items = !input_done_ && order_.window() < window_limit_ &&
                       (no_bridges_ || ready_.size() < std::max<std::size_t>(1, live_workers()));
+    // Beyond what admission needs, a pipe is read up to kReadAhead bytes so its end is seen early.
     bool want_stdin = !stdin_eof_ && !stopping_ && (want_items || reader_.buffered() < kReadAhead);
     if (want_stdin) fds.push_back({STDIN_FILENO, POLLIN, 0});
     base::Deadline deadline = progress_.enabled() ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
@@ -586,12 +587,12 @@ class BatchRunner {
 
   // --- progress --------------------------------------------------------------------------------
 
-  // Items of the total that are not finished and will run: those the journal holds as ok further
-  // on are re-emitted, not run, so they take no time (an estimate: a record made from another
-  // input is only found out when its line is read).
   // Every item of the input: exact once all of it was read, else counted (when progress is shown).
   std::optional<std::uint64_t> total() const { return total_ ? total_ : count_.total(); }
 
+  // Items of the total that are not finished and will run: those the journal holds as ok further
+  // on are re-emitted, not run, so they take no time (an estimate: a record made from another
+  // input is only found out when its line is read).
   std::uint64_t to_run() const {
     auto all = total();
     if (!all) return 0;
