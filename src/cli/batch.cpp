@@ -20,6 +20,8 @@
 #include "cli/batch_journal.h"
 #include "cli/option_values.h"
 #include "cli/batch_order.h"
+#include "cli/batch_progress.h"
+#include "cli/batch_report.h"
 #include "cli/launch.h"
 #include "cli/terminal_text.h"
 
@@ -55,19 +57,12 @@ struct Worker {
   bool retired = false;
 };
 
-std::string format_rate(double per_second) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, per_second >= 100 ? "%.0f" : "%.1f", per_second);
-  return buf;
-}
+using batch::format_duration;
+using batch::format_rate;
 
-std::string format_duration(double seconds) {
-  char buf[32];
-  if (seconds < 60) std::snprintf(buf, sizeof buf, "%.1f s", seconds);
-  else if (seconds < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", int(seconds) / 60, int(seconds) % 60);
-  else std::snprintf(buf, sizeof buf, "%dh%02dm", int(seconds) / 3600, int(seconds) / 60 % 60);
-  return buf;
-}
+// Bytes of a pipe read ahead of what admission needs, so that the end of a short input (and with
+// it the total) is seen at once; the read-ahead of items is bounded by the window as before.
+constexpr std::size_t kReadAhead = 64 * 1024;
 
 class BatchRunner {
  public:
@@ -77,17 +72,21 @@ class BatchRunner {
         shard_(shard),
         journal_(std::move(journal)),
         reader_(o.common.max_line),
+        count_(o.common.max_line, shard),
         order_(o.unordered),
         per_item_(o.session == "per-item"),
-        window_limit_(static_cast<std::uint64_t>(std::max(32, 8 * o.jobs))) {
+        window_limit_(static_cast<std::uint64_t>(std::max(32, 8 * o.jobs))),
+        throughput_(static_cast<std::size_t>(std::max(20, 4 * o.jobs))),
+        progress_(o.common.quiet && !o.progress ? false : o.progress || ::isatty(STDERR_FILENO) == 1, o.progress) {
     for (int i = 0; i < o.jobs; ++i) {
       workers_.emplace_back();
       workers_.back().number = i + 1;
     }
-    progress_tty_ = ::isatty(STDERR_FILENO) == 1;
     stdout_tty_ = ::isatty(STDOUT_FILENO) == 1;
-    progress_ = o.progress || progress_tty_;
-    if (o.common.quiet && !o.progress) progress_ = false;
+    if (journal_) journal_ok_total_ = journal_->index().ok_entries();
+    // The total is counted for the progress line only: a run nobody watches does not read its
+    // input twice.
+    if (progress_.enabled()) count_.start();
   }
 
   ~BatchRunner() { shutdown_workers(); }
@@ -95,7 +94,8 @@ class BatchRunner {
   int run() {
     sig_ = open_signal_fd();
     start_ = base::Clock::now();
-    next_progress_ = start_;
+    throughput_.start(start_);
+    count_.step();  // most inputs are counted in this one step, before the first progress line
     for (;;) {
       // Until nothing moves: writing lines frees the window, which lets more input in, which may
       // finish at once (journal, bad input) and be written, and so on.
@@ -108,9 +108,11 @@ class BatchRunner {
         moved = order_.admitted() + order_.taken() != before;
       }
       if (io_error_ || finished()) break;
+      count_.step();
       wait();
     }
-    end_progress();
+    progress_.end([this] { return progress_text(); });
+    if (stop_signal_) say_interrupted(stop_signal_, 0);
     close_sessions();
     shutdown_workers();
     if (stop_signal_) reraise(stop_signal_);
@@ -122,6 +124,13 @@ class BatchRunner {
   }
 
  private:
+  // Every line tether writes on stderr during the run: the progress line is erased first (the
+  // next tick draws it again below).
+  void say(const std::string& message) {
+    progress_.clear();
+    error_line(message);
+  }
+
   // --- input -----------------------------------------------------------------------------------
 
   std::size_t live_workers() const {
@@ -141,6 +150,7 @@ class BatchRunner {
         line = reader_.finish();
         if (!line) {
           input_done_ = true;
+          total_ = order_.admitted();  // exact, whatever was counted before
           return;
         }
       }
@@ -152,7 +162,7 @@ class BatchRunner {
   void admit_line(const batch::InputLine& line) {
     Item item = batch::parse_item(line);
     if (!shard_.contains(item.id_text)) return;
-    if (!item.error && !ids_.insert(item.id_text))
+    if (!item.error && item.id_given && !ids_.insert(item.id_text))
       item.error = "input line " + std::to_string(item.index) + ": duplicate id " + item.id_text;
     auto job = std::make_unique<Job>();
     job->seq = order_.admit();
@@ -160,6 +170,7 @@ class BatchRunner {
     job->item = std::move(item);
     if (journal_ && !job->item.error) {
       if (const auto* e = journal_->index().find(job->item.index)) {
+        journal_ok_seen_ += e->ok;
         if (e->hash != job->hash) {
           ++journal_mismatches_;  // made from another input: run the item again
         } else if (e->ok) {
@@ -189,14 +200,16 @@ class BatchRunner {
     ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
     if (n < 0) {
-      error_line(std::string("cannot read stdin: ") + strerror(errno));
+      say(std::string("cannot read stdin: ") + strerror(errno));
       io_error_ = true;
     }
     if (n <= 0) {
       stdin_eof_ = true;
+      count_.end_of_input();
       return;
     }
     reader_.push(std::string_view(buf, static_cast<std::size_t>(n)));
+    count_.read(std::string_view(buf, static_cast<std::size_t>(n)));
   }
 
   // --- bridges ---------------------------------------------------------------------------------
@@ -222,8 +235,10 @@ class BatchRunner {
   void dispatch() {
     if (stopping_) {
       // Interrupted: what has not started will not (a retry queued meanwhile included).
-      for (auto& job : std::exchange(ready_, {}))
+      for (auto& job : std::exchange(ready_, {})) {
+        ++cancelled_queued_;
         finish(*job, failure(*job, error_object("cancelled", "tether was interrupted before the item ran")));
+      }
       return;
     }
     if (ready_.empty()) return;
@@ -272,8 +287,7 @@ class BatchRunner {
     }
     last_bridge_error_ = std::move(why);
     if (!o_.common.quiet) {
-      error_line("bridge " + std::to_string(w.number) + " is out of service: " +
-                 acp::message_with_tail(last_bridge_error_, 3));
+      say("bridge " + std::to_string(w.number) + " is out of service: " + acp::message_with_tail(last_bridge_error_, 3));
     }
     if (w.job) ready_.push_front(std::move(w.job));
     if (live_workers() == 0) {
@@ -315,7 +329,7 @@ class BatchRunner {
   }
 
   void say_notice(const Worker& w, const std::string& text) {
-    if (o_.common.verbose > 0 && !text.empty()) error_line("bridge " + std::to_string(w.number) + ": " + text);
+    if (o_.common.verbose > 0 && !text.empty()) say("bridge " + std::to_string(w.number) + ": " + text);
   }
 
   void on_notice(const Worker& w, const acp::TurnEvent& ev) {
@@ -326,15 +340,14 @@ class BatchRunner {
     // Trouble at the tether server is an error; every connection hears it, the person once.
     if (ev.text == last_server_trouble_) return;
     last_server_trouble_ = ev.text;
-    error_line(ev.text);
+    say(ev.text);
   }
 
   // A line the agent wrote on stdout that is not JSON (a sign-in URL, say): a person should see it.
   void on_output(const Worker& w, const acp::TurnEvent& ev) {
     if (o_.common.quiet) return;
-    clear_progress();
-    // error_line() passes it through the terminal sanitizer when stderr is a terminal.
-    error_line("bridge " + std::to_string(w.number) + ": the agent wrote on stdout: " + ev.text);
+    // say() passes it through the terminal sanitizer when stderr is a terminal.
+    say("bridge " + std::to_string(w.number) + ": the agent wrote on stdout: " + ev.text);
   }
 
   void on_turn_event(Worker& w, acp::TurnEvent& ev) {
@@ -393,6 +406,7 @@ class BatchRunner {
       return;
     }
     if (ev.cancelled == acp::CancelCause::interrupt || stopping_) {
+      ++cancelled_running_;
       finish(*job, failure(*job, error_object("cancelled", "tether was interrupted before the item finished")));
       return;
     }
@@ -410,9 +424,9 @@ class BatchRunner {
       retire(w, code == "restart_limit" ? ev.error : gave_up_error(w));
     if ((crashed || timed_out) && job->attempts <= o_.common.retries && !no_bridges_) {
       if (!o_.common.quiet) {
-        error_line("item " + job->item.id_text + ": " + (timed_out ? "timed out" : acp::message_with_tail(ev.error, 1)) +
-                   "; trying again (attempt " + std::to_string(job->attempts + 1) + " of " +
-                   std::to_string(o_.common.retries + 1) + ")");
+        say("item " + job->item.id_text + ": " + (timed_out ? "timed out" : acp::message_with_tail(ev.error, 1)) +
+            "; trying again (attempt " + std::to_string(job->attempts + 1) + " of " +
+            std::to_string(o_.common.retries + 1) + ")");
       }
       ready_.push_front(std::move(job));
       return;
@@ -458,6 +472,7 @@ class BatchRunner {
     bool ok = result.value("ok", false);
     if (ok) ++ok_;
     else ++failed_;
+    throughput_.completed(base::Clock::now());
     if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, result);
     committing_.emplace_back(job.seq, batch::dump_record(result, job.item.id_raw));
   }
@@ -468,8 +483,8 @@ class BatchRunner {
     if (io_error_) return false;
     if (!committing_.empty()) {
       if (journal_ && !journal_->append(journal_batch_)) {
-        error_line(std::string("cannot write the journal ") + o_.journal + ": " + strerror(errno) +
-                   "; stopping (finished items not yet recorded are not written)");
+        say(std::string("cannot write the journal ") + o_.journal + ": " + strerror(errno) +
+            "; stopping (finished items not yet recorded are not written)");
         io_error_ = true;
         return false;
       }
@@ -483,16 +498,16 @@ class BatchRunner {
       if (!write_stdout(line)) {
         if (errno == EPIPE) {
           // The reader is gone (`| head`): end quietly, as SIGPIPE would have.
-          clear_progress();
+          progress_.clear();
           shutdown_workers();
           reraise(SIGPIPE);
         }
-        error_line(std::string("cannot write to stdout: ") + strerror(errno));
+        say(std::string("cannot write to stdout: ") + strerror(errno));
         io_error_ = true;
         return false;
       }
     }
-    tick_progress(false);
+    progress_.tick([this] { return progress_text(); });
     return true;
   }
 
@@ -509,10 +524,13 @@ class BatchRunner {
   void wait() {
     std::vector<pollfd> fds;
     fds.push_back({sig_.get(), POLLIN, 0});
-    bool want_stdin = !stdin_eof_ && !input_done_ && !stopping_ && order_.window() < window_limit_ &&
+    bool want_items = !input_done_ && order_.window() < window_limit_ &&
                       (no_bridges_ || ready_.size() < std::max<std::size_t>(1, live_workers()));
+    // Beyond what admission needs, a pipe is read up to kReadAhead bytes so its end is seen early.
+    bool want_stdin = !stdin_eof_ && !stopping_ && (want_items || reader_.buffered() < kReadAhead);
     if (want_stdin) fds.push_back({STDIN_FILENO, POLLIN, 0});
-    base::Deadline deadline = progress_ ? base::Deadline::at(next_progress_) : base::Deadline::never();
+    base::Deadline deadline = progress_.enabled() ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
+    if (count_.stepping()) deadline = base::Deadline::at(base::Clock::now());  // count on at once
     for (auto& w : workers_) {
       if (w.retired || !w.bridge) continue;
       fds.push_back({w.bridge->events()->fd(), POLLIN, 0});
@@ -521,7 +539,7 @@ class BatchRunner {
     }
     int r = ::poll(fds.data(), fds.size(), deadline.poll_timeout_ms());
     if (r < 0 && errno != EINTR) {
-      error_line(std::string("poll: ") + strerror(errno));
+      say(std::string("poll: ") + strerror(errno));
       io_error_ = true;
       return;
     }
@@ -535,8 +553,11 @@ class BatchRunner {
   void on_signal(int sig) {
     if (sig != SIGINT && sig != SIGTERM && sig != SIGHUP) return;
     if (stopping_) {
-      // A second signal: no more waiting for the agents.
-      clear_progress();
+      // A second signal: no more waiting for the agents (their items get no line).
+      progress_.clear();
+      std::uint64_t abandoned = 0;
+      for (const auto& w : workers_) abandoned += w.job != nullptr;
+      say_interrupted(sig, abandoned);
       shutdown_workers();
       reraise(sig);
     }
@@ -567,40 +588,45 @@ class BatchRunner {
 
   // --- progress --------------------------------------------------------------------------------
 
+  // Every item of the input: exact once all of it was read, else counted (when progress is shown).
+  std::optional<std::uint64_t> total() const { return total_ ? total_ : count_.total(); }
+
+  // Items of the total that are not finished and will run: those the journal holds as ok further
+  // on are re-emitted, not run, so they take no time (an estimate: a record made from another
+  // input is only found out when its line is read).
+  std::uint64_t to_run() const {
+    auto all = total();
+    if (!all) return 0;
+    std::uint64_t finished = ok_ + failed_;
+    std::uint64_t ahead = input_done_ ? 0 : journal_ok_total_ - std::min(journal_ok_total_, journal_ok_seen_);
+    std::uint64_t left = *all > finished ? *all - finished : 0;
+    return left > ahead ? left - ahead : 0;
+  }
+
   std::string progress_text() const {
-    double secs = std::chrono::duration<double>(base::Clock::now() - start_).count();
-    std::uint64_t done = order_.taken();
-    std::string s = "batch: " + std::to_string(done);
-    if (input_done_) s += "/" + std::to_string(order_.admitted());
-    s += " done, " + std::to_string(ok_) + " ok, " +
-         std::to_string(failed_) + " failed";
-    double rate = secs > 0 ? double(done - std::min(done, from_journal_)) / secs : 0;
-    s += ", " + format_rate(rate) + " items/s";
-    if (input_done_ && rate > 0 && order_.admitted() > done)
-      s += ", ETA " + format_duration(double(order_.admitted() - done) / rate);
-    return s;
+    batch::ProgressCounts c;
+    c.done = order_.taken();
+    c.ok = ok_;
+    c.failed = failed_;
+    c.from_journal = from_journal_;
+    c.total = total();
+    c.to_run = to_run();
+    c.rate = throughput_.per_second(base::Clock::now());
+    return batch::progress_text(c);
   }
 
-  void tick_progress(bool force) {
-    if (!progress_) return;
-    auto now = base::Clock::now();
-    if (!force && now < next_progress_) return;
-    next_progress_ = now + (progress_tty_ && !o_.progress ? std::chrono::milliseconds(200) : std::chrono::seconds(1));
-    std::string line = progress_tty_ && !o_.progress ? "\r" + progress_text() + "\x1b[K" : progress_text() + "\n";
-    [[maybe_unused]] auto n = ::write(STDERR_FILENO, line.data(), line.size());
-    progress_shown_ = true;
-  }
-
-  void clear_progress() {
-    if (progress_ && progress_tty_ && !o_.progress && progress_shown_) {
-      static const char clear[] = "\r\x1b[K";
-      [[maybe_unused]] auto n = ::write(STDERR_FILENO, clear, sizeof clear - 1);
-    }
-  }
-
-  void end_progress() {
-    if (progress_ && o_.progress) tick_progress(true);
-    clear_progress();
+  // Interrupted: what was done and what was not, and with --journal the command that resumes.
+  // `abandoned`: items in flight given up without a line (a second signal).
+  void say_interrupted(int sig, std::uint64_t abandoned) {
+    if (o_.common.quiet) return;
+    batch::InterruptCounts c;
+    c.signal = sig;
+    c.ok = ok_;
+    c.failed = failed_ - std::min(failed_, cancelled_running_ + cancelled_queued_);
+    c.cancelled_running = cancelled_running_ + abandoned;
+    c.total = total();
+    error_line(batch::interrupt_summary(c));
+    if (journal_) batch::say_resume_hint(ok_);
   }
 
   void summary() {
@@ -631,6 +657,8 @@ class BatchRunner {
   base::UniqueFd sig_;
 
   batch::LineReader reader_;
+  batch::InputCount count_;              // the input's items, for the total (when progress is shown)
+  std::optional<std::uint64_t> total_;  // set once all input was read: then exact
   batch::IdRegistry ids_;
   batch::OrderBuffer order_;
   const bool per_item_;
@@ -652,14 +680,15 @@ class BatchRunner {
   bool io_error_ = false;
 
   std::uint64_t ok_ = 0, failed_ = 0, from_journal_ = 0;
+  std::uint64_t cancelled_running_ = 0, cancelled_queued_ = 0;  // by a signal, of failed_
+  std::uint64_t journal_ok_total_ = 0;  // records of ok items in the journal
+  std::uint64_t journal_ok_seen_ = 0;   // ... whose line was read
   std::uint64_t journal_mismatches_ = 0, journal_unreadable_ = 0;
 
   base::TimePoint start_;
-  base::TimePoint next_progress_;
-  bool progress_ = false;
-  bool progress_tty_ = false;
+  batch::Throughput throughput_;
+  batch::ProgressLine progress_;
   bool stdout_tty_ = false;
-  bool progress_shown_ = false;
 };
 
 }  // namespace
@@ -710,7 +739,8 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
   sub->footer(
       "Each input line is a JSON object {\"prompt\":\"...\", \"id\":...} (id optional: default the line\n"
       "number; other keys come back under \"meta\") or, if it is not a JSON object, the prompt text\n"
-      "itself. Blank lines are skipped. Exactly one output line per item, in input order:\n"
+      "itself. Blank lines are skipped. Only ids that lines give are checked for duplicates (the\n"
+      "line-number default is not one). Exactly one output line per item, in input order:\n"
       "  {\"id\":...,\"index\":N,\"ok\":true,\"text\":\"...\",\"stopReason\":\"end_turn\",\"attempts\":1,\"elapsedMs\":5}\n"
       "or with \"ok\":false and an \"error\" object. An item interrupted by a bridge crash or --timeout is\n"
       "tried again (--retries). With --journal, finished items are recorded durably and a rerun skips\n"

@@ -66,6 +66,7 @@ Item parse_item(const InputLine& line) {
     if (key == "id") {
       if (value.is_string() || value.is_number()) {
         item.id = value;
+        item.id_given = true;
         item.id_raw = value.is_number_float() ? raw_float_id(text) : std::string();
         item.id_text = item.id_raw.empty() ? dump(value) : item.id_raw;
       } else {

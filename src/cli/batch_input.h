@@ -53,10 +53,14 @@ class LineReader {
 struct Item {
   std::size_t index = 0;  // the input line number
   ojson id;               // string or number: as given, or the line number
+  // The line gave its id. Only such ids are checked for duplicates: a line without one is known by
+  // its line number (`index`, unique by itself), so its default id never takes an explicit id's
+  // place, whatever the types (`{"id":3}` on line 9 and a plain line 3 are both fine).
+  bool id_given = false;
   // A number id nlohmann holds as a double (an integer beyond 64 bits, `1.0`, `1e3`) would be
   // printed back changed: its text exactly as given, written in its place (empty otherwise).
   std::string id_raw;
-  std::string id_text;    // the id's JSON text (`"abc"`, `12`, id_raw): shard hash, duplicates
+  std::string id_text;    // the id's JSON text (`"abc"`, `12`, id_raw): shard hash, duplicates, journal hash
   std::string prompt;
   ojson meta;             // the object's other keys (null when none)
   std::optional<std::string> error;
@@ -76,7 +80,8 @@ std::string raw_float_id(std::string_view text);
 // "id" at the top level and in a top-level "result" object.
 std::string dump_record(const ojson& record, std::string_view id_raw);
 
-// Duplicate detection: the first item with an id wins; a later one is bad input.
+// Duplicate detection among the ids lines give (Item::id_given): the first wins; a later one is
+// bad input.
 class IdRegistry {
  public:
   // False when `id_text` was seen before.

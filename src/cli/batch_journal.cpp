@@ -136,6 +136,12 @@ const JournalIndex::Entry* JournalIndex::find(std::size_t index) const {
   return it == entries_.end() ? nullptr : &it->second;
 }
 
+std::size_t JournalIndex::ok_entries() const {
+  std::size_t n = 0;
+  for (const auto& [index, entry] : entries_) n += entry.ok;
+  return n;
+}
+
 std::unique_ptr<Journal> Journal::open(const std::string& path, std::string& error) {
   bool existed = ::access(path.c_str(), F_OK) == 0;
   base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));

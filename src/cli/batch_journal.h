@@ -60,6 +60,7 @@ class JournalIndex {
 
   const Entry* find(std::size_t index) const;
   std::size_t size() const { return entries_.size(); }
+  std::size_t ok_entries() const;  // entries of items that were ok
   bool empty_file() const { return total_ == 0; }
   // The first line is the header (false for an empty file or a foreign one).
   bool has_header() const { return header_ok_; }

@@ -11,10 +11,13 @@
 #include <set>
 #include <sstream>
 
+#include "pty_session.h"
 #include "support/run.h"
 #include "support/sanitizers.h"
+#include "support/support.h"
 
 using nlohmann::json;
+using tether::test::Pty;
 using tether::test::run;
 using tether::test::RunOptions;
 using tether::test::RunResult;
@@ -80,6 +83,31 @@ std::map<std::string, int> prompt_counts(const Scratch& s) {
   std::string pid, line;
   while (in >> pid && std::getline(in, line)) ++counts[line.substr(1)];
   return counts;
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+// `tether batch ARGS < in > out` typed at a terminal (or `cat in | tether batch ARGS > out`):
+// stderr (the progress line) is the pty, and Ctrl-C typed into it reaches tether as SIGINT.
+std::unique_ptr<Pty> batch_on_terminal(const Scratch& s, const std::vector<std::string>& args, bool pipe = false) {
+  std::string in = "'" + s.path("in") + "'", out = "'" + s.path("out") + "'";
+  std::string script = pipe ? "cat " + in + " | exec \"$@\" > " + out : "exec \"$@\" < " + in + " > " + out;
+  std::vector<std::string> argv{"/bin/sh", "-c", script, "sh"};
+  for (auto& a : batch_argv(args)) argv.push_back(a);
+  return std::make_unique<Pty>(argv, std::vector<std::string>{"FAKE_STATE_DIR=" + s.dir, "FAKE_LOG=" + s.path("log")});
+}
+
+// The command on the line after "to resume, ...:" (indented by two spaces).
+std::string resume_hint(const std::string& err) {
+  auto at = err.find("to resume, run the same command again");
+  if (at == std::string::npos) return {};
+  auto start = err.find("\n  ", at);
+  if (start == std::string::npos) return {};
+  start += 3;
+  return err.substr(start, err.find('\n', start) - start);
 }
 
 std::size_t count_lines(const std::string& text) {
@@ -564,4 +592,138 @@ TEST_CASE("an answer chunk longer than --max-line: the item is not ok, its error
   CHECK(recs[1]["error"]["code"] == "agent_error");
   CHECK(recs[1]["error"]["message"].get<std::string>().find("longer than --max-line") != std::string::npos);
   CHECK(recs[1]["text"] == "echo: big oversize:5000");  // what did arrive is kept
+}
+
+TEST_CASE("on a terminal, the total and the time left show from the first items on: a regular file, a short pipe") {
+  // A regular file is counted ahead; a pipe as it is read, and a short one's end is seen at once.
+  for (bool pipe : {false, true}) {
+    CAPTURE(pipe);
+    Scratch s;
+    std::string in;
+    for (int i = 1; i <= 6; ++i) in += "item " + std::to_string(i) + " sleep:150\n";
+    write_file(s.path("in"), in);
+    auto p = batch_on_terminal(s, {}, pipe);
+    auto status = p->wait_exit(std::chrono::seconds(30));
+    REQUIRE(status);
+    CHECK(*status == 0);
+    const std::string text = p->text();
+    auto summary = text.find("tether: batch: 6 items, 6 ok, 0 failed");
+    REQUIRE(summary != std::string::npos);
+    // A frame drawn while at least three items were still to come has the total and the ETA (with
+    // --jobs 1 all input is admitted only when the fifth item starts).
+    bool early = false;
+    for (std::string frame : {"batch: 1/6 done", "batch: 2/6 done", "batch: 3/6 done"}) {
+      for (auto at = text.find(frame); at != std::string::npos && at < summary; at = text.find(frame, at + 1)) {
+        std::string line = text.substr(at, text.find("batch:", at + 1) - at);
+        if (line.find(", ETA ") != std::string::npos) early = true;
+      }
+    }
+    CHECK_MESSAGE(early, text);
+    CHECK(count_lines(slurp(s.path("out"))) == 6);
+  }
+}
+
+TEST_CASE("Ctrl-C: a summary line and the command that resumes; running it completes the rest") {
+  Scratch s;
+  write_file(s.path("in"), "one\ntwo\nthree hang-once:c3\nfour\nfive\nsix\n");
+  std::string journal = s.path("journal");
+  auto p = batch_on_terminal(s, {"--journal", journal});
+  REQUIRE(p->wait_for("batch: 2"));  // two done, the third hangs until cancelled
+  // ... once the agent has it (else the rerun would be the first time it sees it, and hang).
+  CHECK(tether::test::eventually([&] { return prompt_counts(s).count("three hang-once:c3") == 1; }));
+  p->send("\x03");
+  auto status = p->wait_exit(std::chrono::seconds(30));
+  REQUIRE(status);
+  CHECK(*status == 130);
+  const std::string text = p->text();
+  CHECK_MESSAGE(text.find("tether: interrupted by SIGINT: 2 of 6 items done (2 ok, 0 failed), 1 cancelled while "
+                          "running, 3 not started\n") != std::string::npos,
+                text);
+  CHECK(text.find("tether: to resume, run the same command again with the same journal (the 2 items that are ok "
+                  "will not run again):") != std::string::npos);
+  std::string command = resume_hint(text);
+  REQUIRE_MESSAGE(!command.empty(), text);
+  CHECK(command.rfind(env_or_fail("TETHER_BIN") + " batch ", 0) == 0);
+  CHECK(command.find(" --journal " + journal + " ") != std::string::npos);
+  CHECK(command.substr(command.size() - s.path("in").size() - 3) == " < " + s.path("in"));
+  auto before = records(RunResult{0, 0, false, slurp(s.path("out")), "", 0});
+  REQUIRE(before.size() == 4);  // two answers, the cancelled third, the fourth that was read
+  CHECK(before[2]["error"]["code"] == "cancelled");
+
+  // The hint, run by a shell as printed: only what was not ok runs.
+  RunOptions o = input("", s);
+  auto resumed = run({"/bin/sh", "-c", command}, o);
+  CHECK(resumed.shell_status() == 0);
+  auto recs = records(resumed);
+  REQUIRE(recs.size() == 6);
+  for (int i = 0; i < 6; ++i) {
+    CHECK(recs[i]["index"] == i + 1);
+    CHECK(recs[i]["ok"] == true);
+  }
+  CHECK(resumed.err.find("(2 from the journal)") != std::string::npos);
+  auto counts = prompt_counts(s);
+  CHECK(counts["one"] == 1);
+  CHECK(counts["two"] == 1);
+  CHECK(counts["three hang-once:c3"] == 2);
+  CHECK(counts["six"] == 1);
+}
+
+TEST_CASE("SIGTERM with --journal, stdin a pipe: the summary, and the hint asks for the same input") {
+  Scratch s;
+  std::string in = "quick\nslow hang-once:a\nslow hang-once:b\nlater 1\nlater 2\nlater 3\n";
+  std::string journal = s.path("journal");
+  RunOptions o = input(in, s);
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      // Once the agents have both hanging prompts (else the rerun would hang on one).
+      CHECK(tether::test::eventually([&] {
+        auto counts = prompt_counts(s);
+        return counts.count("slow hang-once:a") == 1 && counts.count("slow hang-once:b") == 1;
+      }));
+      ::kill(pid, SIGTERM);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--journal", journal}), o);
+  CHECK(r.shell_status() == 143);
+  // Both bridges were busy with the hanging items and the queue was full: the rest was not read.
+  CHECK_MESSAGE(r.err.find("tether: interrupted by SIGTERM: 1 item done (1 ok, 0 failed), 2 cancelled while running; "
+                           "the rest of the input was not started\n") != std::string::npos,
+                r.err);
+  CHECK(r.err.find("with the same journal and the same input on stdin (the 1 item that is ok will not run again):") !=
+        std::string::npos);
+  std::string command = resume_hint(r.err);
+  REQUIRE_MESSAGE(!command.empty(), r.err);
+  CHECK(command.find(" < ") == std::string::npos);
+  auto resumed = run({"/bin/sh", "-c", command}, input(in, s));
+  CHECK(resumed.shell_status() == 0);
+  auto recs = records(resumed);
+  REQUIRE(recs.size() == 6);
+  for (const auto& j : recs) CHECK(j["ok"] == true);
+  CHECK(prompt_counts(s)["quick"] == 1);
+}
+
+TEST_CASE("ids: a line without an id does not take an explicit id's place, whatever its type") {
+  Scratch s;
+  std::string in =
+      "alpha\n"                                  // no id: 1
+      "{\"id\":1,\"prompt\":\"beta\"}\n"         // explicit 1
+      "{\"id\":\"3\",\"prompt\":\"gamma\"}\n"    // explicit "3"
+      "{\"prompt\":\"delta\"}\n"                 // no id: 4
+      "{\"id\":4,\"prompt\":\"epsilon\"}\n"      // explicit 4, after the line 4 without one
+      "{\"id\":1,\"prompt\":\"again\"}\n";       // explicit 1 again: a duplicate
+  auto r = run(batch_argv({}), input(in, s));
+  CHECK(r.shell_status() == 1);
+  auto recs = records(r);
+  REQUIRE(recs.size() == 6);
+  const std::vector<json> ids = {1, 1, "3", 4, 4, 1};
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    CAPTURE(i);
+    CHECK(recs[i]["id"] == ids[i]);
+    CHECK(recs[i]["index"] == i + 1);
+    CHECK(recs[i]["ok"] == (i < 5));
+  }
+  CHECK(recs[5]["error"]["code"] == "bad_input");
+  CHECK(recs[5]["error"]["message"] == "input line 6: duplicate id 1");
 }
