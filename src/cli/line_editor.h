@@ -96,6 +96,8 @@ class LineEditor {
   // still describe the previous line (libedit updates them only after a key).
   bool fresh_ = true;
   bool line_ready_ = false;
+  bool probing_ = false;      // feed_one() runs what libedit pushed back: getc answers end of input
+  bool probe_asked_ = false;  // ... and libedit asked for a key (nothing was pushed back)
   bool line_eof_ = false;
   std::string line_text_;
   base::Deadline partial_deadline_ = base::Deadline::never();

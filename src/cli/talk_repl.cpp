@@ -199,7 +199,8 @@ bool Talk::on_multi_line(const std::string& text, bool multiline) {
     return true;
   }
   if (multiline) {
-    start_turn(text);
+    // Pasted blank lines are no prompt, as a blank typed line is none (start_turn() says so too).
+    if (text.find_first_not_of(" \t\r\n") != std::string::npos) start_turn(text);
     return true;
   }
   return false;

@@ -23,6 +23,8 @@ bool Talk::bridge_down() {
 }
 
 void Talk::start_turn(std::string text) {
+  // Empty input is never a turn, whichever way it came (a blank paste, a failed Ctrl-R search).
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) return;
   if (bridge_down()) {
     last_status_ = acp::worse_exit(last_status_, kExitUnavailable);
     return;
