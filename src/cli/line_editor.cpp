@@ -26,6 +26,9 @@ LineEditor* g_editor = nullptr;  // libedit's callbacks carry no context
 // How long a lone Escape waits for the rest of a paste marker before it counts as a key.
 constexpr auto kPartialWait = std::chrono::milliseconds(40);
 
+// ^G: ends a Ctrl-R search (restoring the line); unbound elsewhere.
+constexpr int kAbortKey = 0x07;
+
 // How many commands libedit may have pushed back for itself after one key (feed_one()).
 constexpr int kMaxPushedCommands = 64;
 
@@ -141,9 +144,17 @@ int LineEditor::getc_blocking() {
       return c;
     }
     if (restore_left_ > 0) return -1;  // never: the restored keys are all in feed_
-    // libedit wants the rest of a key sequence: it is on its way, so a blocking read is brief.
+    // libedit wants another key within one command: the rest of a key sequence (on its way), or
+    // the next key of a Ctrl-R search (whenever the person types it). The read holds up the
+    // caller's poll loop meanwhile, so a signal (Ctrl-C, SIGTERM, a resize) ends the wait: the
+    // key given then is ^G, which aborts a search and is no key elsewhere, and the caller's loop
+    // reads the signal next.
     decoder_.release_partial();
     if (pull()) continue;
+    if (wake_fd_ >= 0) {
+      pollfd p[2] = {{in_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+      if (::poll(p, 2, -1) > 0 && (p[1].revents & POLLIN)) return kAbortKey;
+    }
     char buf[256];
     ssize_t n = ::read(in_fd_, buf, sizeof buf);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) {

@@ -55,6 +55,7 @@ void Talk::start_editor() {
   }
   use_utf8_ctype();
   editor_.emplace(STDIN_FILENO, STDOUT_FILENO);
+  editor_->wake_on(sig_.get());  // Ctrl-C and SIGTERM reach us during a Ctrl-R search too
   for (auto& e : entries) editor_->add_history(e);
   if (!entries.empty()) last_entry_ = entries.back();
 }

@@ -589,7 +589,24 @@ TEST_CASE("Ctrl-R: one Enter sends the line found, with no continuation prompt; 
   CHECK(t.count("turn 3 of this session") == 1);  // no turn in between
   CHECK(t.count("Summary: 0 words") == 0);
   CHECK(t.count("...>") == 0);
-  quit(t);
+
+  // Ctrl-C in a search clears the line at once (not at the next key), and SIGTERM ends tether.
+  t.mark();
+  t.send("\x12" "alpha");
+  expect(t, "bck:");
+  t.send("\x03");
+  expect(t, "^C", 5s);
+  expect(t, kPrompt);
+  type_line(t, "delta");
+  expect(t, "Echo: delta\n");
+  CHECK(t.count("Echo: alpha bravo") == 0);
+  expect(t, kPrompt);
+  t.send("\x12" "alpha");
+  expect(t, "bck:");
+  REQUIRE(::kill(t.pid(), SIGTERM) == 0);
+  auto st = t.wait_exit(5s);
+  REQUIRE(st.has_value());
+  CHECK(*st == 128 + SIGTERM);
 }
 
 TEST_CASE("Ctrl-C during a flood: nothing of the turn is drawn after the cancel mark, and the rest is counted") {
