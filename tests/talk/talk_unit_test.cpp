@@ -620,3 +620,15 @@ TEST_CASE("script mode: blocks of stdout (answers, command output) are one blank
     if (w.fd == 1) out += w.text;
   CHECK(out == "first\n\nsecond\n\nlisting\n");
 }
+
+TEST_CASE("/help lists an agent command named like one of talk's with the // that reaches it") {
+  std::vector<Command> cmds = {{"exit", "Exit at once", "CODE"}, {"chunks", "Answer in N chunks", "N"}};
+  std::string h = help_text(cmds);
+  CHECK(h.find("  //exit CODE") != std::string::npos);
+  CHECK(h.find("\n  /exit CODE") == std::string::npos);
+  CHECK(h.find("  /chunks N") != std::string::npos);
+  CHECK(h.find("type the // to reach the agent's") != std::string::npos);
+  CHECK(help_text({cmds[1]}).find("type the //") == std::string::npos);
+  CHECK(parse_line("//exit 3", cmds).kind == LineKind::prompt);
+  CHECK(parse_line("//exit 3", cmds).text == "/exit 3");
+}
