@@ -26,6 +26,12 @@ LineEditor* g_editor = nullptr;  // libedit's callbacks carry no context
 // How long a lone Escape waits for the rest of a paste marker before it counts as a key.
 constexpr auto kPartialWait = std::chrono::milliseconds(40);
 
+// ^G: ends a Ctrl-R search (restoring the line); unbound elsewhere.
+constexpr int kAbortKey = 0x07;
+
+// How many commands libedit may have pushed back for itself after one key (feed_one()).
+constexpr int kMaxPushedCommands = 64;
+
 constexpr std::string_view kPasteOn = "\x1b[?2004h";
 constexpr std::string_view kPasteOff = "\x1b[?2004l";
 
@@ -122,6 +128,12 @@ void LineEditor::stop() {
 }
 
 int LineEditor::getc_blocking() {
+  if (probing_) {
+    // A probe (feed_one()) found nothing libedit had pushed back: end of input, which a callback
+    // read takes as "no key yet" (it returns without touching the line).
+    probe_asked_ = true;
+    return -1;
+  }
   for (;;) {
     if (!feed_.empty()) {
       auto c = static_cast<unsigned char>(feed_[0]);
@@ -132,9 +144,17 @@ int LineEditor::getc_blocking() {
       return c;
     }
     if (restore_left_ > 0) return -1;  // never: the restored keys are all in feed_
-    // libedit wants the rest of a key sequence: it is on its way, so a blocking read is brief.
+    // libedit wants another key within one command: the rest of a key sequence (on its way), or
+    // the next key of a Ctrl-R search (whenever the person types it). The read holds up the
+    // caller's poll loop meanwhile, so a signal (Ctrl-C, SIGTERM, a resize) ends the wait: the
+    // key given then is ^G, which aborts a search and is no key elsewhere, and the caller's loop
+    // reads the signal next.
     decoder_.release_partial();
     if (pull()) continue;
+    if (wake_fd_ >= 0) {
+      pollfd p[2] = {{in_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+      if (::poll(p, 2, -1) > 0 && (p[1].revents & POLLIN)) return kAbortKey;
+    }
     char buf[256];
     ssize_t n = ::read(in_fd_, buf, sizeof buf);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
@@ -161,6 +181,20 @@ void LineEditor::feed_one() {
   line_ready_ = false;
   rl_callback_read_char();
   fresh_ = false;
+  // A command may push keys back for libedit itself: Enter that ends a Ctrl-R search is pushed
+  // back to run as the next command (accepting the line), and a key bound to a string pushes the
+  // string. libedit runs pushed keys only at the next rl_callback_read_char(), that is after the
+  // next key typed: the found line would wait for a second Enter, and that second Enter would
+  // look like the start of a paste. So run them now, one probe per pushed command, until libedit
+  // asks us for a key (nothing was pushed) or the line is done. The bound keeps a runaway macro
+  // from spinning.
+  for (int i = 0; i < kMaxPushedCommands && editing_ && !line_ready_; ++i) {
+    probing_ = true;
+    probe_asked_ = false;
+    rl_callback_read_char();
+    probing_ = false;
+    if (probe_asked_) break;
+  }
 }
 
 std::vector<LineEditor::Event> LineEditor::on_readable() {
@@ -201,7 +235,10 @@ std::vector<LineEditor::Event> LineEditor::process() {
       break;
     }
     bool more_came_with_it = last_from_paste_ || !feed_.empty() || !decoder_.empty();
-    if (more_came_with_it) {
+    // An empty line starts no paste (Enter pressed twice in a row is two empty lines, which send
+    // nothing); a paste's leading blank lines are no part of a prompt anyway.
+    bool starts_nothing = pasted_.empty() && line_text_.empty();
+    if (more_came_with_it && !starts_nothing) {
       // Part of a paste: collect it and keep editing under the continuation prompt.
       pasted_.push_back(std::move(line_text_));
       install(continuation_);

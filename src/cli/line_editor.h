@@ -39,6 +39,9 @@ class LineEditor {
   LineEditor& operator=(const LineEditor&) = delete;
 
   void add_history(const std::string& entry);
+  // `fd` (the caller's signal fd) readable ends a wait for a key inside one libedit command (a
+  // Ctrl-R search), so that the caller sees the signal at once.
+  void wake_on(int fd) { wake_fd_ = fd; }
 
   // Shows `prompt` and starts editing (installs the callback handler). A line interrupted by
   // stop() while it was being edited comes back. `continuation` prompts pasted lines.
@@ -83,6 +86,7 @@ class LineEditor {
   void hold_input();  // non-canonical, no echo, signals on: between two editing spells
 
   int in_fd_, out_fd_;
+  int wake_fd_ = -1;
   bool editing_ = false;
   std::string prompt_, continuation_;
   InputDecoder decoder_;
@@ -96,6 +100,8 @@ class LineEditor {
   // still describe the previous line (libedit updates them only after a key).
   bool fresh_ = true;
   bool line_ready_ = false;
+  bool probing_ = false;      // feed_one() runs what libedit pushed back: getc answers end of input
+  bool probe_asked_ = false;  // ... and libedit asked for a key (nothing was pushed back)
   bool line_eof_ = false;
   std::string line_text_;
   base::Deadline partial_deadline_ = base::Deadline::never();

@@ -178,7 +178,7 @@ class PromptRun {
     wait_.stop();
     side_.flush_thought();
     if (r.usage && side_.verbose() > 0)
-      side_.line("usage: ", std::to_string(r.usage->used) + " of " + std::to_string(r.usage->size) + " tokens");
+      side_.line("usage: ", talk::usage_text(*r.usage));  // talk's format (cli/render.h)
     bool answered = r.terminal && r.terminal->kind == TurnEvent::Kind::completed &&
                     r.terminal->cancelled == acp::CancelCause::none;
     if ((streamed_any || answered) && stream_ && !o_.json && !r.stdout_gone && r.write_errno == 0) {

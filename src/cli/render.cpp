@@ -19,32 +19,6 @@ constexpr std::string_view kNote = "33";
 constexpr std::string_view kError = "1;31";
 constexpr std::string_view kAsk = "1;35";
 
-std::string grouped(std::int64_t n) {
-  std::string digits = std::to_string(n < 0 ? -n : n);
-  std::string out;
-  for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return n < 0 ? "-" + out : out;
-}
-
-std::string usage_text(const acp::Usage& u) {
-  std::string s = "usage: " + grouped(u.used) + " of " + grouped(u.size) + " tokens";
-  if (u.size > 0) {
-    char pct[32];
-    std::snprintf(pct, sizeof pct, " (%.1f%%)", 100.0 * static_cast<double>(u.used) / static_cast<double>(u.size));
-    s += pct;
-  }
-  if (u.cost) {
-    char cost[64];
-    std::snprintf(cost, sizeof cost, ", cost %.4g", *u.cost);
-    s += cost;
-    if (!u.currency.empty()) s += " " + u.currency;
-  }
-  return s;
-}
-
 // The agent's one-line fields of a tool call, each on one line (the renderer's lines are its own).
 acp::ToolCall one_line(acp::ToolCall t) {
   if (t.title) t.title = terminal_line(*t.title);
@@ -62,6 +36,32 @@ std::string status_color(const std::string& status) {
 }
 
 }  // namespace
+
+std::string number_text(std::int64_t n) {
+  std::string digits = std::to_string(n < 0 ? -n : n);
+  std::string out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+std::string usage_text(const acp::Usage& u) {
+  std::string s = number_text(u.used) + " of " + number_text(u.size) + " tokens";
+  if (u.size > 0) {
+    char pct[32];
+    std::snprintf(pct, sizeof pct, " (%.1f%%)", 100.0 * static_cast<double>(u.used) / static_cast<double>(u.size));
+    s += pct;
+  }
+  if (u.cost) {
+    char cost[64];
+    std::snprintf(cost, sizeof cost, ", cost %.4g", *u.cost);
+    s += cost;
+    if (!u.currency.empty()) s += " " + u.currency;
+  }
+  return s;
+}
 
 std::string sanitize_text(std::string_view text) { return terminal_text(text); }
 
@@ -95,6 +95,15 @@ std::optional<std::size_t> pick_option(char key, const std::vector<char>& letter
 
 void Renderer::emit(int fd, std::string_view text) {
   if (text.empty()) return;
+  ask_open_ = false;
+  // separate_blocks: a block (a turn, a command's output) that is not the first starts with a
+  // blank line where it shows: on stdout, or on the terminal that both outputs share.
+  bool shows = fd == 1 || style_.shared;
+  if (style_.separate_blocks && shows && gap_due_) {
+    gap_due_ = false;
+    if (written_) emit(1, "\n");
+  }
+  if (shows) written_ = true;
   if (!out_.empty() && out_.back().fd == fd) out_.back().text += text;
   else out_.push_back({fd, std::string(text)});
   open_[fd] = text.back() != '\n';
@@ -139,8 +148,10 @@ void Renderer::begin_turn() {
   last_plan_.clear();
   usage_.reset();
   cancel_shown_ = false;
+  dropped_after_cancel_ = 0;
   block_ = Block::none;
   indent_pending_ = false;
+  gap_due_ = true;
 }
 
 void Renderer::thought(std::string_view raw) {
@@ -191,6 +202,16 @@ void Renderer::tool(const acp::Update& u) {
 
 void Renderer::update(const acp::Update& u) {
   using K = acp::Update::Kind;
+  if (cancel_shown_) {
+    // The person cancelled: ACP lets the agent flush what it had before it stops, and the session
+    // takes it (acp/session.h), but the screen is the person's: after "^C (cancelled)" nothing more
+    // of the turn is drawn. The answer's characters are counted for end_turn(); the usage is kept
+    // for the footer.
+    if (u.kind == K::agent_message)
+      for (char c : u.text) dropped_after_cancel_ += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    if (u.kind == K::usage) usage_ = u.usage;
+    return;
+  }
   std::string sep = breaks_.separator(u);  // a new agent message: a new paragraph
   switch (u.kind) {
     case K::agent_message: {
@@ -227,6 +248,8 @@ void Renderer::update(const acp::Update& u) {
 
 void Renderer::permission(const acp::PermissionRequest& p) {
   std::string what = acp::describe_tool_call(one_line(p.tool));
+  // Asked after the cancel, a question was answered cancelled at once (acp/session.h): not drawn.
+  if (p.answered && cancel_shown_) return;
   if (p.answered) {
     std::string answer = p.chosen ? terminal_line(p.chosen->name) : std::string("cancelled");
     line(2, kAsk, "  permission: " + what + ": " + answer);
@@ -244,9 +267,20 @@ void Renderer::permission(const acp::PermissionRequest& p) {
   std::string ask = "  choose 1-" + std::to_string(p.options.size()) + " or a letter (Ctrl-C: cancel): ";
   if (p.options.empty()) ask = "  no options offered; press Ctrl-C to cancel: ";
   emit(2, paint(kAsk, ask));
+  ask_open_ = true;
+  ask_what_ = what;
 }
 
-void Renderer::permission_choice(std::string_view what) { emit(2, safe(2, terminal_line(what)) + "\n"); }
+void Renderer::permission_choice(std::string_view what) {
+  std::string choice = safe(2, terminal_line(what));
+  if (ask_open_) {
+    emit(2, choice + "\n");
+    return;
+  }
+  // Something came after the question (the answer went on streaming, a note): the outcome written
+  // at the cursor would land on the end of that text. A line of its own says which question.
+  line(2, kAsk, "  permission: " + ask_what_ + ": " + choice);
+}
 
 void Renderer::permission_withdrawn() { line(2, kDim, "  (the agent withdrew its permission request)"); }
 
@@ -256,7 +290,9 @@ void Renderer::cancelled() {
 }
 
 void Renderer::end_turn(const acp::TurnEvent& t) {
-  if (style_.details && usage_) line(2, kDim, "  " + usage_text(*usage_));
+  if (style_.details && dropped_after_cancel_ > 0)
+    line(2, kDim, "  (" + number_text(dropped_after_cancel_) + " more characters of the answer came after the cancel: not shown)");
+  if (style_.details && usage_) line(2, kDim, "  usage: " + usage_text(*usage_));
   if (t.kind == acp::TurnEvent::Kind::completed) {
     const std::string& r = t.stop_reason;
     if (r == "cancelled") {
@@ -296,6 +332,7 @@ void Renderer::info(std::string_view raw) {
   std::string text = safe(1, raw);
   break_lines(1);
   if (text.empty()) return;
+  gap_due_ = true;
   emit(1, text);
   if (text.back() != '\n') emit(1, "\n");
 }

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -33,12 +34,23 @@ struct RenderStyle {
   bool sanitize_err = false;  // stderr is a terminal: likewise for what goes there
   bool shared = false;    // stdout and stderr are the same terminal
   bool details = true;    // show thoughts, tool calls, plans and usage (else only the answer and notes)
+  // Script mode: one blank line between two blocks of stdout (a turn's answer, a command's
+  // output), so answers that run one after another stay apart for a reader and for a script.
+  bool separate_blocks = false;
 };
 
 struct Write {
   int fd;  // 1 or 2
   std::string text;
 };
+
+// A count or a quantity as talk and prompt show it, in one format everywhere: digits grouped by
+// thousands with commas ("1,028", "200,000"). Identifiers (pids, generations, exit statuses) are
+// not counts and keep their plain digits.
+std::string number_text(std::int64_t n);
+// "1,004 of 200,000 tokens (0.5%)", with the cost when the agent gave one: the turn footer's
+// `usage:`, /status's `context:` and prompt's `usage:` line.
+std::string usage_text(const acp::Usage& u);
 
 // The agent's text made safe for a terminal: cli::terminal_text (escape sequences, C0 and C1
 // control characters, carriage returns and bidi overrides are dropped; newlines and tabs kept).
@@ -61,9 +73,13 @@ class Renderer {
   // A permission request: a menu when it waits for the person (`answered` false), else one line
   // saying what was answered.
   void permission(const acp::PermissionRequest& p);
-  void permission_choice(std::string_view what);  // ends the menu line with the choice
+  // The question's outcome (the option picked, cancelled, withdrawn): at the end of the question
+  // line while nothing came after it, else on a line of its own that names the question again.
+  void permission_choice(std::string_view what);
   void permission_withdrawn();
-  void cancelled();  // "^C (cancelled)": the person pressed Ctrl-C during the turn
+  // "^C (cancelled)": the person pressed Ctrl-C during the turn. Nothing more of the turn is shown
+  // after it (what the agent still sends before it stops is counted, and end_turn() says how much).
+  void cancelled();
   // The terminal event: usage, an unusual stop reason or the error, and a clean line end.
   void end_turn(const acp::TurnEvent& terminal);
 
@@ -99,6 +115,11 @@ class Renderer {
   std::string last_plan_;
   std::optional<acp::Usage> usage_;
   bool cancel_shown_ = false;
+  std::int64_t dropped_after_cancel_ = 0;  // characters of the answer not shown after the cancel
+  bool ask_open_ = false;                  // a question's "choose ...: " is the last thing written
+  std::string ask_what_;                   // the tool call the last question was about
+  bool written_ = false;  // separate_blocks: something showed (on stdout, or the shared terminal)
+  bool gap_due_ = false;  // separate_blocks: a block began and has shown nothing yet
 };
 
 }  // namespace tether::cli::talk

@@ -101,6 +101,7 @@ talk::RenderStyle Talk::make_style(const TalkOptions& o, bool color, bool intera
   s.sanitize_err = ::isatty(STDERR_FILENO) == 1;
   s.shared = ::isatty(STDOUT_FILENO) == 1 && ::isatty(STDERR_FILENO) == 1;
   s.details = interactive ? !o.common.quiet : (o.common.verbose > 0 || (::isatty(STDERR_FILENO) == 1 && !o.common.quiet));
+  s.separate_blocks = !interactive;
   return s;
 }
 

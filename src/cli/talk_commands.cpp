@@ -22,6 +22,14 @@ ParsedLine no_args(LineKind kind, std::string_view name, std::string_view args) 
   return make(kind);
 }
 
+// The names parse_line() takes as talk's own: an agent command of the same name is shadowed.
+bool talk_command(std::string_view name) {
+  for (std::string_view own : {"help", "?", "exit", "quit", "cancel", "restart", "status", "stderr", "multi", "edit",
+                               "session", "mode", "model", "set", "end"})
+    if (name == own) return true;
+  return false;
+}
+
 }  // namespace
 
 ParsedLine parse_line(std::string_view line, const std::vector<acp::Command>& agent_commands) {
@@ -98,9 +106,14 @@ std::string help_text(const std::vector<acp::Command>& agent_commands) {
     s += "\nThe agent's commands (sent to the agent as typed):\n";
     std::size_t width = 0;
     std::vector<std::string> heads;
+    bool shadowed = false;
     for (const auto& c : agent_commands) {
+      // An agent command named like one of ours (the demo agent's /exit CODE) is reached with
+      // `//`: it is listed the way it must be typed.
+      bool ours = talk_command(c.name);
+      shadowed = shadowed || ours;
       // The agent's words, each kept on its line (cli::terminal_line).
-      std::string head = "  /" + terminal_line(c.name) + (c.hint.empty() ? "" : " " + terminal_line(c.hint));
+      std::string head = (ours ? "  //" : "  /") + terminal_line(c.name) + (c.hint.empty() ? "" : " " + terminal_line(c.hint));
       width = std::max(width, head.size());
       heads.push_back(std::move(head));
     }
@@ -110,6 +123,7 @@ std::string help_text(const std::vector<acp::Command>& agent_commands) {
         s += std::string(width + 2 - heads[i].size(), ' ') + terminal_line(agent_commands[i].description);
       s += '\n';
     }
+    if (shadowed) s += "(A command listed with // has the name of one of talk's own: type the // to reach the agent's.)\n";
   }
   return s;
 }

@@ -55,6 +55,7 @@ void Talk::start_editor() {
   }
   use_utf8_ctype();
   editor_.emplace(STDIN_FILENO, STDOUT_FILENO);
+  editor_->wake_on(sig_.get());  // Ctrl-C and SIGTERM reach us during a Ctrl-R search too
   for (auto& e : entries) editor_->add_history(e);
   if (!entries.empty()) last_entry_ = entries.back();
 }
@@ -199,7 +200,8 @@ bool Talk::on_multi_line(const std::string& text, bool multiline) {
     return true;
   }
   if (multiline) {
-    start_turn(text);
+    // Pasted blank lines are no prompt, as a blank typed line is none (start_turn() says so too).
+    if (text.find_first_not_of(" \t\r\n") != std::string::npos) start_turn(text);
     return true;
   }
   return false;

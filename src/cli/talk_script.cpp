@@ -70,7 +70,7 @@ int Talk::run_script() {
     std::string rest;
     std::size_t left = 0;
     while (read_script_line(rest)) ++left;
-    if (left) renderer_.note(std::to_string(left) + " more input line" + (left == 1 ? " was" : "s were") + " not sent");
+    if (left) renderer_.note(talk::number_text(static_cast<std::int64_t>(left)) + " more input line" + (left == 1 ? " was" : "s were") + " not sent");
     flush();
   }
   return last_status_;

@@ -167,11 +167,15 @@ std::string Talk::server_status_lines(const supervisor::BridgeStatus& st) {
   auto got = ask_server(serve::protocol::kStatus, kServerStatusWait, why);
   const json r = got && got->is_object() ? *got : json::object();
   auto number = [&](const char* key) { return r.contains(key) && r[key].is_number() ? r[key].dump() : std::string(); };
+  // Counts (not ids) in talk's one number format.
+  auto count = [&](const char* key) {
+    return r.contains(key) && r[key].is_number_integer() ? talk::number_text(r[key].get<std::int64_t>()) : number(key);
+  };
   if (auto pid = number("serverPid"); !pid.empty()) s += ", pid " + pid;
-  if (auto clients = number("clients"); !clients.empty()) s += ", " + clients + " client" + (clients == "1" ? "" : "s");
+  if (auto clients = count("clients"); !clients.empty()) s += ", " + clients + " client" + (clients == "1" ? "" : "s");
   s += "\n";
   s += "link:      " + std::string(supervisor::to_string(st.state)) + ", connection " + std::to_string(st.generation) +
-       (st.restarts_total ? " (reconnected " + std::to_string(st.restarts_total) + "x)" : "");
+       (st.restarts_total ? " (reconnected " + talk::number_text(st.restarts_total) + "x)" : "");
   if (st.state == supervisor::State::ready) s += ", up " + duration_text(st.uptime);
   s += "\n";
   if (st.last_exit && st.last_exit->reason != supervisor::ExitReason::stopped)
@@ -190,8 +194,8 @@ std::string Talk::server_status_lines(const supervisor::BridgeStatus& st) {
     s += ", up " + duration_text(std::chrono::milliseconds(r["uptimeMs"].get<long long>()));
   if (auto link = r.value("link", std::string()); !link.empty() && link != "ready") s += ", ACP link " + link;
   s += "\n";
-  s += "restarts:  " + (number("restartsInWindow").empty() ? "?" : number("restartsInWindow")) + " in the server's window, " +
-       (number("restartsTotal").empty() ? "?" : number("restartsTotal")) + " in all\n";
+  s += "restarts:  " + (count("restartsInWindow").empty() ? "?" : count("restartsInWindow")) + " in the server's window, " +
+       (count("restartsTotal").empty() ? "?" : count("restartsTotal")) + " in all\n";
   if (r.contains("lastExit") && r["lastExit"].is_object())
     s += "last exit: " + r["lastExit"].value("message", std::string("?")) + "\n";
   return s;
@@ -213,15 +217,15 @@ std::string Talk::status_text() {
     s += "\n";
     char window[32];
     std::snprintf(window, sizeof window, "%g s", o_.common.restart_window);
-    s += "restarts:  " + std::to_string(st.restarts_in_window) + " in the last " + window + " (" +
-         std::to_string(o_.common.max_restarts) + " allowed), " + std::to_string(st.restarts_total) + " in all\n";
+    s += "restarts:  " + talk::number_text(st.restarts_in_window) + " in the last " + window + " (" +
+         talk::number_text(o_.common.max_restarts) + " allowed), " + talk::number_text(st.restarts_total) + " in all\n";
     if (st.last_exit) s += "last exit: " + supervisor::describe(*st.last_exit) + "\n";
   }
   s += "session:   " + (ss.session_id.empty() ? std::string("(none)") : terminal_line(ss.session_id));
   if (connected_mode() && !ss.session_id.empty())
     s += ss.on_main ? " (the server's main session)" : " (a session of our own)";
-  if (ss.sessions_loaded) s += ", restored " + std::to_string(ss.sessions_loaded) + "x by session/load";
-  if (ss.sessions_created > 1) s += ", " + std::to_string(ss.sessions_created) + " sessions created";
+  if (ss.sessions_loaded) s += ", restored " + talk::number_text(static_cast<std::int64_t>(ss.sessions_loaded)) + "x by session/load";
+  if (ss.sessions_created > 1) s += ", " + talk::number_text(static_cast<std::int64_t>(ss.sessions_created)) + " sessions created";
   s += "\n";
   std::string name, version;
   if (ss.agent_info.is_object()) {
@@ -234,15 +238,15 @@ std::string Talk::status_text() {
     s += "setting:   " + terminal_line(l) + "\n";
   if (ss.modes.is_null() && !ss.mode_id.empty()) s += "mode:      " + terminal_line(ss.mode_id) + "\n";
   if (!ss.auth_method.empty()) s += "auth:      " + terminal_line(ss.auth_method) + "\n";
-  if (ss.sessions_closed) s += "closed:    " + std::to_string(ss.sessions_closed) + " session(s) closed at the agent\n";
-  if (ss.usage) s += "context:   " + std::to_string(ss.usage->used) + " of " + std::to_string(ss.usage->size) + " tokens\n";
+  // Counts in talk's one number format (talk::number_text), like the turn footer's usage.
+  auto n = [](auto v) { return talk::number_text(static_cast<std::int64_t>(v)); };
+  if (ss.sessions_closed) s += "closed:    " + n(ss.sessions_closed) + " session(s) closed at the agent\n";
+  if (ss.usage) s += "context:   " + talk::usage_text(*ss.usage) + "\n";
   const auto& c = st.counters;
-  s += "anomalies: " + std::to_string(c.invalid_json) + " invalid JSON, " + std::to_string(c.not_jsonrpc) +
-       " not JSON-RPC, " + std::to_string(c.oversize_lines) + " oversize, " + std::to_string(c.unknown_responses) +
-       " unknown responses, " + std::to_string(ss.ignored_updates) + " ignored updates, " +
-       std::to_string(ss.late_updates) + " late updates\n";
-  s += "traffic:   " + std::to_string(c.frames_in) + " frames in, " + std::to_string(c.frames_out) + " out, " +
-       std::to_string(c.stderr_bytes) + " stderr bytes\n";
+  s += "anomalies: " + n(c.invalid_json) + " invalid JSON, " + n(c.not_jsonrpc) + " not JSON-RPC, " + n(c.oversize_lines) +
+       " oversize, " + n(c.unknown_responses) + " unknown responses, " + n(ss.ignored_updates) + " ignored updates, " +
+       n(ss.late_updates) + " late updates\n";
+  s += "traffic:   " + n(c.frames_in) + " frames in, " + n(c.frames_out) + " out, " + n(c.stderr_bytes) + " stderr bytes\n";
   return s;
 }
 

@@ -23,6 +23,8 @@ bool Talk::bridge_down() {
 }
 
 void Talk::start_turn(std::string text) {
+  // Empty input is never a turn, whichever way it came (a blank paste, a failed Ctrl-R search).
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) return;
   if (bridge_down()) {
     last_status_ = acp::worse_exit(last_status_, kExitUnavailable);
     return;
@@ -105,7 +107,7 @@ void Talk::end_turn(const acp::TurnEvent& e) {
   int status = acp::exit_status(e);
   // A line over --max-line was dropped during the turn (counted in /status): the answer may lack it.
   if (auto dropped = bridge_.status().counters.oversize_lines; dropped > dropped_at_turn_start_) {
-    renderer_.note(std::to_string(dropped - dropped_at_turn_start_) +
+    renderer_.note(talk::number_text(static_cast<std::int64_t>(dropped - dropped_at_turn_start_)) +
                    " line(s) from the agent were longer than --max-line and were dropped: the answer may be incomplete");
     if (status == kExitOk) status = kExitNotClean;
   }

@@ -33,8 +33,10 @@
 //                      dump that ends with "}"
 //   unknown-requests   on a prompt, calls terminal/create and fs/read_text_file (not advertised)
 //                      and answers with the error codes it got back
-//   withdraw           asks permission, then withdraws it with $/cancel_request; answers with
-//                      what the client answered
+//   withdraw [HOW]     asks permission, then withdraws it with $/cancel_request; answers with
+//                      what the client answered. HOW "mid-answer": a chunk "partial answer" comes
+//                      between the question and its withdrawal, then " and the rest"; HOW
+//                      "turn-ends": the chunk, then the turn ends with the question unanswered
 //   before-new         sends updates for the new session before answering session/new
 //   no-load FILE       like crash-once, but without loadSession
 //   flood FILE         writes its pid to FILE; streams chunks until cancelled or stdin closes

@@ -169,11 +169,25 @@ void on_prompt(const json& id, const json& params) {
     send({{"jsonrpc", "2.0"}, {"id", rid}, {"method", "session/request_permission"},
           {"params", {{"sessionId", session_id}, {"toolCall", {{"toolCallId", "t1"}, {"title", "Touch a file"}, {"kind", "edit"}}},
                       {"options", options}}}});
+    // withdraw mid-answer / turn-ends: the answer streams on while the question is open, then the
+    // question is withdrawn, or the turn ends with it unanswered (an agent that stopped waiting).
+    if (mode == "withdraw" && !arg.empty()) send(chunk("partial answer"));
+    if (mode == "withdraw" && arg == "turn-ends") {
+      send(result(id, {{"stopReason", "end_turn"}}));
+      std::vector<json> others;
+      await_response(rid, others);  // the client's cancelled answer, read and dropped
+      return;
+    }
     if (mode == "withdraw") {
       send({{"jsonrpc", "2.0"}, {"method", "$/cancel_request"}, {"params", {{"requestId", rid}}}});
     }
     std::vector<json> others;
     json r = await_response(rid, others);
+    if (mode == "withdraw" && !arg.empty()) {
+      send(chunk(" and the rest\n"));
+      send(result(id, {{"stopReason", "end_turn"}}));
+      return;
+    }
     std::string text = "cancelled";
     if (r.contains("result")) {
       const json& o = r["result"]["outcome"];

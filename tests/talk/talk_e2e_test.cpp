@@ -556,3 +556,165 @@ TEST_CASE("--connect with no server: one sentence that says how to start one, ex
   CHECK(usage.shell_status() == 64);
   CHECK(usage.err.find("--connect takes no bridge command") != std::string::npos);
 }
+
+// --- rough edges (issue 16): each test fails on the code before its fix ------------------------
+
+TEST_CASE("Ctrl-R: one Enter sends the line found, with no continuation prompt; a failed search sends nothing") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  type_line(t, "alpha bravo");
+  expect(t, "turn 1 of this session");
+  expect(t, kPrompt);
+  t.mark();
+  t.send("\x12" "bravo");  // Ctrl-R, then the search text
+  expect(t, "bck:");
+  t.send("\r");  // one Enter: the search ends and the line found is sent
+  expect(t, "turn 2 of this session", 5s);
+  expect(t, kPrompt);
+  CHECK(t.count("...>") == 0);
+  CHECK(t.count("Echo: alpha bravo") == 1);
+
+  // A search that finds nothing, then Enter, Enter: the line stays empty, and empty input is no turn.
+  t.mark();
+  t.send("\x12" "zzz");
+  expect(t, "bck?");  // the search failed
+  t.send("\r");
+  expect(t, kPrompt);
+  t.send("\r");
+  expect(t, kPrompt);
+  type_line(t, "charlie");
+  expect(t, "Echo: charlie");
+  expect(t, kPrompt);
+  CHECK(t.count("turn 3 of this session") == 1);  // no turn in between
+  CHECK(t.count("Summary: 0 words") == 0);
+  CHECK(t.count("...>") == 0);
+
+  // Ctrl-C in a search clears the line at once (not at the next key), and SIGTERM ends tether.
+  t.mark();
+  t.send("\x12" "alpha");
+  expect(t, "bck:");
+  t.send("\x03");
+  expect(t, "^C", 5s);
+  expect(t, kPrompt);
+  type_line(t, "delta");
+  expect(t, "Echo: delta\n");
+  CHECK(t.count("Echo: alpha bravo") == 0);
+  expect(t, kPrompt);
+  t.send("\x12" "alpha");
+  expect(t, "bck:");
+  REQUIRE(::kill(t.pid(), SIGTERM) == 0);
+  auto st = t.wait_exit(5s);
+  REQUIRE(st.has_value());
+  CHECK(*st == 128 + SIGTERM);
+}
+
+TEST_CASE("Ctrl-C during a flood: nothing of the turn is drawn after the cancel mark, and the rest is counted") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/flood 50000000");  // 100 MB if nobody stopped it: it streams until the cancel lands
+  expect(t, "w w w w w w w w");
+  t.send("\x03");
+  expect(t, "^C (cancelled)", 10s);
+  expect(t, kPrompt, 20s);
+  std::string out = t.since_mark();
+  std::string after = out.substr(out.find("^C (cancelled)"));
+  INFO("after the cancel mark:\n" << after.substr(0, 400));
+  CHECK(after.find("w w") == std::string::npos);
+  type_line(t, "still fine");
+  expect(t, "Echo: still fine");
+  quit(t);
+}
+
+TEST_CASE("an agent command shadowed by one of talk's (the demo agent's /exit CODE) is listed as //exit and reached so") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  type_line(t, "warm up");  // the agent's commands came before this answer on the wire
+  expect(t, "Echo: warm up");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/help");
+  expect(t, "The agent's commands");
+  expect(t, "  //exit CODE");
+  expect(t, kPrompt);
+  CHECK(t.count("  /exit CODE") == 0);
+  CHECK(t.count("  /chunks N") == 1);  // the others keep their one slash
+  t.mark();
+  type_line(t, "//exit 3");  // the agent exits with status 3, as asked; talk goes on
+  expect(t, "status 3");
+  expect(t, kPrompt);
+  type_line(t, "after it");
+  expect(t, "Echo: after it");
+  quit(t);
+}
+
+TEST_CASE("a permission question withdrawn, or left open by the turn's end, is finished on a line of its own") {
+  const char* dir = std::getenv("TETHER_ACP_FAKES_DIR");
+  REQUIRE(dir);
+  std::string fake = std::string(dir) + "/fake_acp_agent";
+  Home home;
+  for (const char* how : {"mid-answer", "turn-ends"}) {
+    CAPTURE(how);
+    Pty t(talk({"--", fake, "withdraw", how}), home.env());
+    expect(t, kPrompt);
+    t.mark();
+    type_line(t, "hello");
+    expect(t, "choose 1-2");
+    expect(t, std::string("permission: Touch a file (edit): ") + (std::string(how) == "mid-answer" ? "withdrawn" : "cancelled"));
+    expect(t, kPrompt);
+    std::string out = t.since_mark();
+    INFO(out);
+    CHECK(out.find("partial answer\n") != std::string::npos);  // the answer's line ends before the outcome
+    CHECK(out.find("partial answerwithdrawn") == std::string::npos);
+    CHECK(out.find("partial answercancelled") == std::string::npos);
+    quit(t);
+  }
+}
+
+TEST_CASE("one number format: the turn's usage, /status and prompt's usage line all group digits by thousands") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  type_line(t, "count me");
+  expect(t, "usage: 1,004 of 200,000 tokens (0.5%)");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/status");
+  expect(t, "context:   1,004 of 200,000 tokens (0.5%)");
+  quit(t);
+
+  tether::test::RunOptions o;
+  o.env = {"HOME=" + home.dir, "XDG_CONFIG_HOME=" + home.dir, "TETHER_BRIDGE=", "NO_COLOR=1"};
+  auto r = tether::test::run({tether_bin(), "prompt", "-v", "count me"}, o);
+  CHECK(r.shell_status() == 0);
+  CHECK(r.err.find("usage: 1,004 of 200,000 tokens") != std::string::npos);
+}
+
+TEST_CASE("script mode: a blank line between two answers (and command outputs), each answer ending its line") {
+  tether::test::RunOptions o;
+  o.env = {"HOME=/nonexistent", "XDG_CONFIG_HOME=/nonexistent", "TETHER_BRIDGE=", "NO_COLOR=1"};
+  o.stdin_text = "one\n//chunks 2 two\n/mode\nthree\n";
+  auto r = tether::test::run(talk(), o);
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out ==
+        "Echo: one\nSummary: 1 word, 3 characters; turn 1 of this session.\n"
+        "\n"
+        "Echo: two\nSummary: 1 word, 3 characters; turn 2 of this session.\n"
+        "\n"
+        "mode: ask (offers ask, read-only)\n"
+        "\n"
+        "Echo: three\nSummary: 1 word, 5 characters; turn 3 of this session.\n");
+
+  // The same on a terminal (stdin a pipe, stdout the terminal): the answers do not run together.
+  Home home;
+  std::vector<std::string> argv{"/bin/sh", "-c", "printf 'one\\ntwo\\n' | exec \"$0\" talk -q", tether_bin()};
+  Pty t(argv, home.env());
+  auto st = t.wait_exit(15s);
+  REQUIRE(st.has_value());
+  CHECK(*st == 0);
+  INFO(dump(t));
+  CHECK(t.text().find("turn 1 of this session.\n\nEcho: two") != std::string::npos);
+}

@@ -335,11 +335,38 @@ TEST_CASE("the renderer keeps the agent's fields on their lines and strips what 
   u.tool.title = "Edit\n  permission: fake\x1b]52;c;eA==\x07";
   u.tool.kind = "edit\x1b[2J";
   r.update(u);
+  tether::acp::PermissionRequest p;
+  p.tool = u.tool;
+  p.options = {{"ok", "Allow\x1b]0;t\x07\nnext", "allow_once"}};
+  r.permission(p);
   r.permission_choice("Allow\x1b]0;t\x07\nnext");
   std::string err;
   for (auto& w : r.take())
     if (w.fd == 2) err += w.text;
-  CHECK(err == "  tool: Edit   permission: fake (edit)\nAllow next\n");
+  CHECK(err ==
+        "  tool: Edit   permission: fake (edit)\n"
+        "  permission: Edit   permission: fake (edit)\n"
+        "    [1/a] Allow next\n"
+        "  choose 1-1 or a letter (Ctrl-C: cancel): Allow next\n");
+}
+
+TEST_CASE("a question's outcome ends its line, or has a line of its own when something came after the question") {
+  Renderer r(plain());
+  r.begin_turn();
+  tether::acp::PermissionRequest p;
+  p.tool.id = "t1";
+  p.tool.title = "Touch";
+  p.options = {{"y", "Yes", "allow_once"}};
+  r.permission(p);
+  Update u;
+  u.kind = Update::Kind::agent_message;
+  u.text = "streaming on";
+  r.update(u);
+  r.permission_choice("withdrawn");
+  std::string all;
+  for (auto& w : r.take()) all += w.text;
+  CHECK(all.find("streaming onwithdrawn") == std::string::npos);
+  CHECK(all.find("  permission: Touch: withdrawn\n") != std::string::npos);
 }
 
 TEST_CASE("permission keys: numbers always, first letters when unambiguous") {
@@ -529,4 +556,79 @@ TEST_CASE("render: the agent's escape sequences do not reach the terminal") {
   r.begin_turn();
   r.update(chunk(Update::Kind::agent_message, "\x1b]0;pwned\x07hi\x1b[2J"));
   CHECK(all_text(r.take()) == "hi");
+}
+
+TEST_CASE("one number format: digits grouped by thousands") {
+  CHECK(number_text(0) == "0");
+  CHECK(number_text(999) == "999");
+  CHECK(number_text(1000) == "1,000");
+  CHECK(number_text(1028) == "1,028");
+  CHECK(number_text(1234567) == "1,234,567");
+  CHECK(number_text(-4321) == "-4,321");
+  tether::acp::Usage u;
+  u.used = 1028;
+  u.size = 200000;
+  CHECK(usage_text(u) == "1,028 of 200,000 tokens (0.5%)");
+}
+
+TEST_CASE("after the cancel mark nothing of the turn is drawn; the answer's characters are counted") {
+  Renderer r(plain());
+  r.begin_turn();
+  Update u;
+  u.kind = Update::Kind::agent_message;
+  u.text = "before ";
+  r.update(u);
+  r.cancelled();
+  u.text = "after é";
+  r.update(u);
+  Update t;
+  t.kind = Update::Kind::tool_call;
+  t.tool.id = "t1";
+  t.tool.title = "Late tool";
+  r.update(t);
+  TurnEvent end;
+  end.kind = TurnEvent::Kind::completed;
+  end.stop_reason = "cancelled";
+  r.end_turn(end);
+  std::string all;
+  for (auto& w : r.take()) all += w.text;
+  CHECK(all.find("after é") == std::string::npos);
+  CHECK(all.find("Late tool") == std::string::npos);
+  CHECK(all.find("(7 more characters of the answer came after the cancel: not shown)") != std::string::npos);
+}
+
+TEST_CASE("script mode: blocks of stdout (answers, command output) are one blank line apart") {
+  RenderStyle s = plain(false);
+  s.separate_blocks = true;
+  Renderer r(s);
+  TurnEvent end;
+  end.kind = TurnEvent::Kind::completed;
+  end.stop_reason = "end_turn";
+  Update u;
+  u.kind = Update::Kind::agent_message;
+  for (const char* text : {"first", "second\n"}) {
+    r.begin_turn();
+    u.text = text;
+    r.update(u);
+    r.end_turn(end);
+  }
+  r.begin_turn();  // a turn with no answer adds no blank line
+  r.end_turn(end);
+  r.info("listing");
+  std::string out;
+  for (auto& w : r.take())
+    if (w.fd == 1) out += w.text;
+  CHECK(out == "first\n\nsecond\n\nlisting\n");
+}
+
+TEST_CASE("/help lists an agent command named like one of talk's with the // that reaches it") {
+  std::vector<Command> cmds = {{"exit", "Exit at once", "CODE"}, {"chunks", "Answer in N chunks", "N"}};
+  std::string h = help_text(cmds);
+  CHECK(h.find("  //exit CODE") != std::string::npos);
+  CHECK(h.find("\n  /exit CODE") == std::string::npos);
+  CHECK(h.find("  /chunks N") != std::string::npos);
+  CHECK(h.find("type the // to reach the agent's") != std::string::npos);
+  CHECK(help_text({cmds[1]}).find("type the //") == std::string::npos);
+  CHECK(parse_line("//exit 3", cmds).kind == LineKind::prompt);
+  CHECK(parse_line("//exit 3", cmds).text == "/exit 3");
 }
