@@ -248,11 +248,11 @@ _tether() {
     _tether_words "$opts" "$cur"
   elif [[ -z $cmd ]]; then
     _tether_words "$_tether_commands" "$cur"
+  elif ((pos < positionals || many)); then
+    ((pos >= positionals)) && pos=$((positionals - 1))
+    _tether_values "$cmd" "#$pos" "$cur" # free text (a prompt) gets nothing, not a '-' typed in
   else
-    ((pos >= positionals && many && positionals > 0)) && pos=$((positionals - 1))
-    _tether_values "$cmd" "#$pos" "$cur"
-    # Nothing to offer for this word (free text): show the options rather than nothing.
-    [[ -z $cur && ${#COMPREPLY[@]} -eq 0 ]] && _tether_words "$opts" ''
+    _tether_words "$opts" "$cur" # the command takes no more positionals: its options
   fi
   return 0
 }

@@ -68,7 +68,9 @@ mkdir -p "$dest/files/some dir"
 touch "$dest/files/socket1" "$dest/files/some dir/x"
 commands=$("$bin" --help | awk '/^Subcommands:/ { on = 1; next } on && NF == 0 { exit } on { print $1 }' | sort | tr '\n' ' ')
 [[ -n $commands ]] || fail "tether --help lists no commands"
-out=$(DIR="$dest/files" COMMANDS="$commands" bash --norc --noprofile -c '
+# Every option that `tether talk --help` shows, and no other: what `tether talk <Tab>` offers.
+talk_options=$("$bin" talk --help | grep -oE '^  +-[-a-zA-Z0-9,]+' | tr -d ' ' | tr ',' '\n' | sort | tr '\n' ' ')
+out=$(DIR="$dest/files" COMMANDS="$commands" TALK_OPTIONS="${talk_options% }" bash --norc --noprofile -c '
   set -u
   source "$1"
   # complete WORDS... EXPECTED: what _tether offers for the last word, sorted, space-separated.
@@ -91,7 +93,8 @@ out=$(DIR="$dest/files" COMMANDS="$commands" bash --norc --noprofile -c '
   check tether talk --color=n --color=never
   check tether completion "" "bash fish zsh"
   check tether prompt --timeout "" ""
-  check tether prompt --permission allow hello "" "$(_tether_spec prompt; tr " " "\n" <<<"$opts" | sed /^$/d | sort | tr "\n" " " | sed "s/ $//")"
+  check tether prompt --permission allow hello "" ""
+  check tether talk --permission allow "" "$TALK_OPTIONS"
   check tether prompt --connect="$DIR/so" "--connect=$DIR/socket1 --connect=$DIR/some dir"
   check tether prompt --permission allow -- printen printenv
   check tether prompt -- cat "$DIR/some dir/" "$DIR/some dir/x"
