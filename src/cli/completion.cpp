@@ -530,7 +530,7 @@ std::function<int()> setup_completion(CLI::App& app, const std::vector<std::stri
       "  fish: tether completion fish > ~/.config/fish/completions/tether.fish\n"
       "The scripts are made from tether's own option definitions, so they match this tether.");
   // Checked by the run function rather than CLI11, so that the error names the choices.
-  sub->add_option("SHELL", *shell, "bash, zsh or fish")->option_text("bash|zsh|fish");
+  sub->add_option("SHELL", *shell, "The shell the script is for")->option_text("bash|zsh|fish");
   return [shell, &app, &bridge_argv] {
     if (!bridge_argv.empty()) {
       std::fprintf(stderr, "tether: completion takes no bridge command (nothing after --)\n");

@@ -8,11 +8,10 @@
 # that the zsh and fish scripts parse, when those shells are here.
 #
 #   install_test.sh MESON BUILD_DIR PREFIX BINDIR MANDIR DATADIR
+#   install_test.sh --generate TETHER
+# The second form, for a sanitizer build (which installs no completions): the same completion
+# checks on the scripts that TETHER prints, and no install or man page.
 set -euo pipefail
-
-meson=$1 build=$2 prefix=$3
-under_prefix() { [[ $1 == /* ]] && echo "$1" || echo "$prefix/$1"; }
-bindir=$(under_prefix "$4") mandir=$(under_prefix "$5") datadir=$(under_prefix "$6")
 
 failures=0
 fail() {
@@ -22,28 +21,38 @@ fail() {
 
 dest=$(mktemp -d "${TMPDIR:-/tmp}/tether-install-test.XXXXXX")
 trap 'rm -rf -- "$dest"' EXIT
-if ! "$meson" install -C "$build" --destdir "$dest" --no-rebuild --skip-subprojects --quiet >"$dest.log" 2>&1; then
-  cat "$dest.log" >&2
-  rm -f -- "$dest.log"
-  echo "FAIL: meson install --destdir failed" >&2
-  exit 1
+
+if [[ $1 == --generate ]]; then
+  bin=$2 page=''
+  bash_script=$dest/tether.bash zsh_script=$dest/_tether fish_script=$dest/tether.fish
+  for shell in bash zsh fish; do
+    script_var=${shell}_script
+    "$bin" completion "$shell" >"${!script_var}" || fail "tether completion $shell failed"
+  done
+else
+  meson=$1 build=$2 prefix=$3
+  under_prefix() { [[ $1 == /* ]] && echo "$1" || echo "$prefix/$1"; }
+  bindir=$(under_prefix "$4") mandir=$(under_prefix "$5") datadir=$(under_prefix "$6")
+  if ! "$meson" install -C "$build" --destdir "$dest" --no-rebuild --skip-subprojects --quiet >"$dest/install.log" 2>&1; then
+    cat "$dest/install.log" >&2
+    echo "FAIL: meson install --destdir failed" >&2
+    exit 1
+  fi
+  bin=$dest$bindir/tether
+  page=$dest$mandir/man1/tether.1
+  bash_script=$dest$datadir/bash-completion/completions/tether
+  zsh_script=$dest$datadir/zsh/site-functions/_tether
+  fish_script=$dest$datadir/fish/vendor_completions.d/tether.fish
+  for file in "$bin" "$page" "$bash_script" "$zsh_script" "$fish_script"; do
+    [[ -s $file ]] || fail "not installed: ${file#"$dest"}"
+  done
+  ((failures == 0)) || exit 1
+  [[ -x $bin ]] || fail "installed tether is not executable"
+  "$bin" --version | grep -q '^tether ' || fail "installed tether --version"
+  diff -q <("$bin" completion bash) "$bash_script" >/dev/null || fail "tether completion bash differs from the installed script"
 fi
-rm -f -- "$dest.log"
 
-bin=$dest$bindir/tether
-page=$dest$mandir/man1/tether.1
-bash_script=$dest$datadir/bash-completion/completions/tether
-zsh_script=$dest$datadir/zsh/site-functions/_tether
-fish_script=$dest$datadir/fish/vendor_completions.d/tether.fish
-for file in "$bin" "$page" "$bash_script" "$zsh_script" "$fish_script"; do
-  [[ -s $file ]] || fail "not installed: ${file#"$dest"}"
-done
-((failures == 0)) || exit 1
-[[ -x $bin ]] || fail "installed tether is not executable"
-"$bin" --version | grep -q '^tether ' || fail "installed tether --version"
-
-# `tether completion` prints what was installed; another shell is a usage error.
-diff -q <("$bin" completion bash) "$bash_script" >/dev/null || fail "tether completion bash differs from the installed script"
+# Another shell is a usage error that names the shells.
 set +e
 err=$("$bin" completion tcsh 2>&1 >/dev/null)
 rc=$?
@@ -51,7 +60,9 @@ set -e
 [[ $rc == 64 && $err == "tether: "*bash*zsh*fish* ]] || fail "tether completion tcsh: exit $rc, stderr '$err' (want 64, a tether: message naming the shells)"
 
 # The man page: renders without warnings, and `man tether` finds it with PREFIX/bin on PATH.
-if command -v man >/dev/null 2>&1; then
+if [[ -z $page ]]; then
+  : # --generate: nothing installed
+elif command -v man >/dev/null 2>&1; then
   text=$(MANPAGER=cat MANWIDTH=80 man --warnings -l "$page" 2>"$dest/man.err") || fail "man -l failed: $(cat "$dest/man.err")"
   [[ ! -s $dest/man.err ]] || fail "man -l warned: $(head -5 "$dest/man.err")"
   grep -q '^NAME' <<<"$text" && grep -q 'tether completion' <<<"$text" || fail "man -l: the rendered page lacks NAME or tether completion"
@@ -122,4 +133,4 @@ if ((failures > 0)); then
   echo "$failures check(s) failed" >&2
   exit 1
 fi
-echo "ok: installed under $prefix and checked"
+echo "ok: ${page:+installed and }checked"
