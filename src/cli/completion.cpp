@@ -55,27 +55,29 @@ struct ValueSpec {
 
 // Reads a value's completion from what --help shows for it: the option text when there is one
 // ("SECS", "tail|pass|FILE", "[=NAME|PATH]"), else the type and its validators' descriptions
-// ("TEXT:{ask,allow,deny}", "FLOAT:NONNEGATIVE").
+// ("TEXT:{ask,allow,deny}", "FLOAT:NONNEGATIVE"); a validator's set counts even when an option
+// text hides it from --help.
 ValueSpec read_value(const CLI::Option& opt) {
-  std::string shown = opt.get_option_text().empty() ? opt.get_type_name() : opt.get_option_text();
   ValueSpec spec;
   // A validator's set (IsMember: "{a,b}"; a Transformer's map: "{a->x,b->y}").
-  std::size_t open = shown.find('{');
-  std::size_t close = open == std::string::npos ? open : shown.find('}', open);
+  std::string type = opt.get_type_name();
+  std::size_t open = type.find('{');
+  std::size_t close = open == std::string::npos ? open : type.find('}', open);
   if (close != std::string::npos) {
-    for (std::string& item : split(std::string_view(shown).substr(open + 1, close - open - 1), ','))
+    for (std::string& item : split(std::string_view(type).substr(open + 1, close - open - 1), ','))
       if (std::string value = item.substr(0, item.find("->")); !value.empty()) spec.choices.push_back(value);
-    shown.erase(open, close - open + 1);
   }
   // The metavar: the type before the validators, without "[=", "]" and a trailing "...".
-  std::string meta = shown.substr(0, shown.find(':'));
+  std::string shown = opt.get_option_text().empty() ? type : opt.get_option_text();
+  std::string meta = shown.substr(0, shown.find_first_of(":{"));
   meta.erase(std::remove_if(meta.begin(), meta.end(), [](char c) { return c == '[' || c == ']'; }), meta.end());
   if (!meta.empty() && meta.front() == '=') meta.erase(0, 1);
   if (meta.size() > 3 && meta.compare(meta.size() - 3, 3, "...") == 0) meta.resize(meta.size() - 3);
   std::vector<std::string> alternatives = split(meta, '|');
   for (const std::string& alternative : alternatives) {
     if (alternatives.size() > 1 && is_value_word(alternative)) {
-      spec.choices.push_back(alternative);
+      if (std::find(spec.choices.begin(), spec.choices.end(), alternative) == spec.choices.end())
+        spec.choices.push_back(alternative);
     } else if (ValueKind kind = placeholder_kind(alternative); kind != ValueKind::kNone) {
       if (spec.kind != ValueKind::kFile) spec.kind = kind;  // a file may be a directory, not the reverse
     }
@@ -332,8 +334,9 @@ std::string zsh_colon(std::string_view text) {
 
 std::string zsh_action(const std::vector<std::string>& choices, ValueKind kind) {
   std::string files = kind == ValueKind::kDir ? "_files -/" : kind == ValueKind::kFile ? "_files" : "";
+  // Both: a helper, as a colon in the action would start another argument of the option.
   if (!choices.empty() && !files.empty())
-    return "_alternative \"values:value:(" + join(choices, " ") + ")\" \"files:file:" + files + "\"";
+    return "_tether_words_or_files \"" + join(choices, " ") + "\" " + (kind == ValueKind::kDir ? "dirs" : "files");
   if (!choices.empty()) return "(" + join(choices, " ") + ")";
   return files.empty() ? " " : files;
 }
@@ -375,6 +378,13 @@ std::string zsh_script(const CompletionModel& model) {
   std::string out = "#compdef " + model.program + "\n" + header(model, "zsh", "#");
   out += "# Install: `meson install` puts it in DATADIR/zsh/site-functions/_" + model.program +
          ";\n# for one shell (after compinit): source <(" + model.program + " completion zsh)\n\n";
+  out += "# ... WORDS files|dirs: one of the words, or a file (directory) name. _arguments puts its\n"
+         "# own options first: the last two arguments are ours.\n"
+         "_tether_words_or_files() {\n"
+         "  local words=${@[-2]} files=_files\n"
+         "  [[ ${@[-1]} == dirs ]] && files='_files -/'\n"
+         "  _alternative \"values:value:($words)\" \"files:file:$files\"\n"
+         "}\n\n";
   out += "_tether() {\n"
          "  local curcontext=$curcontext state state_descr line ret=1\n"
          "  local -A opt_args\n"
