@@ -148,7 +148,6 @@ CompletionCommand read_command(const CLI::App& app) {
   return command;
 }
 
-
 // ---- shared by the writers
 
 // `text` inside single quotes, for sh and zsh: a quote ends the string, is escaped, restarts it.
