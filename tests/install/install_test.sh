@@ -4,8 +4,8 @@
 # it), then checks that the binary, the man page and the three completion scripts are where the
 # shells and man look; that the page renders without a groff warning and that `man tether` finds
 # it with PREFIX/bin on PATH; that the installed bash completion completes commands, options and
-# values when its function is called as bash calls it (COMP_WORDS, COMP_CWORD, COMPREPLY); and
-# that the zsh and fish scripts parse, when those shells are here.
+# values when its function is called as bash calls it (COMP_WORDS, COMP_CWORD, COMPREPLY); and,
+# when those shells are here, that zsh and fish load their scripts and fish completes from it.
 #
 #   install_test.sh MESON BUILD_DIR PREFIX BINDIR MANDIR DATADIR
 #   install_test.sh --generate TETHER
@@ -117,14 +117,22 @@ out=$(DIR="$dest/files" COMMANDS="$commands" TALK_OPTIONS="${talk_options% }" ba
 ' bash "$bash_script" 2>&1) || fail "bash completion script failed: $out"
 [[ -z $out ]] || fail "bash completion:"$'\n'"$out"
 
-# zsh and fish: the scripts parse (the shells are optional; scripts/deps does not install them).
+# zsh and fish, when here (scripts/deps does not install them): zsh parses its script and compinit
+# binds it to tether from its directory; fish completes from its script (`complete -C` is fish
+# asked for completions as at a Tab).
 if command -v zsh >/dev/null 2>&1; then
   zsh -n "$zsh_script" || fail "zsh -n $zsh_script"
+  got=$(env -i HOME="$dest" PATH=/usr/bin:/bin zsh -fc 'fpath=("$1" $fpath); autoload -Uz compinit; compinit -u -D; print -r -- "${_comps[tether]}"' \
+    zsh "$(dirname "$zsh_script")" 2>&1) || true
+  [[ $got == _tether ]] || fail "zsh compinit binds tether to '$got', not _tether"
 else
   echo "note: no zsh here, its script is not checked"
 fi
 if command -v fish >/dev/null 2>&1; then
   fish -n "$fish_script" || fail "fish -n $fish_script"
+  got=$(env -i HOME="$dest" PATH=/usr/bin:/bin fish --no-config -c 'source $argv[1]; complete -C "tether prompt --permission a"' "$fish_script" 2>&1 |
+    cut -f1 | sort | tr '\n' ' ') || true
+  [[ $got == "allow allow-always ask " ]] || fail "fish completes 'tether prompt --permission a' with [$got]"
 else
   echo "note: no fish here, its script is not checked"
 fi
