@@ -1,6 +1,6 @@
 // tether's entry point: CLI11 wiring only. Parse, pick the subcommand, return its exit code.
 #include <CLI/CLI.hpp>
-#include <cstdio>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +14,7 @@
 #include "cli/prompt.h"
 #include "cli/serve.h"
 #include "cli/talk.h"
+#include "cli/usage.h"
 #include "proc/child.h"
 #include "tether_config.h"
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("tether ") + TETHER_VERSION);
   app.footer("Run `tether COMMAND --help` for a command's options; `man tether` for the whole story.");
+  app.formatter(cli::help_formatter());  // before the subcommands: they inherit it
 
   std::map<std::string, std::function<int()>> runs;
   runs["batch"] = cli::setup_batch(app, bridge);
@@ -51,17 +53,18 @@ int main(int argc, char** argv) {
   runs["talk"] = cli::setup_talk(app, bridge);
 
   // CLI11 would say "A subcommand is required" for a misspelt one: name it, and the real ones.
-  if (own_argc > 1 && argv[1][0] != '-' && !runs.count(argv[1])) {
-    std::string list;
-    for (auto& [name, run] : runs) list += (list.empty() ? "" : ", ") + name;
-    std::fprintf(stderr, "tether: unknown command '%s'; the commands are %s (tether --help)\n", argv[1], list.c_str());
-    return cli::kExitUsage;
+  if (own_argc > 1 && argv[1][0] != '-') {
+    if (auto err = cli::unknown_command(app, argv[1])) {
+      cli::print_usage_error(*err);
+      return cli::kExitUsage;
+    }
   }
   try {
     app.parse(own_argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : cli::kExitUsage;  // CLI11's own codes become 64
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    cli::print_usage_error(cli::describe_parse_error(app, e));
+    return cli::kExitUsage;
   }
   for (CLI::App* sub : app.get_subcommands()) {
     auto it = runs.find(sub->get_name());

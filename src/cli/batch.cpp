@@ -18,6 +18,7 @@
 #include "acp/session.h"
 #include "cli/batch_input.h"
 #include "cli/batch_journal.h"
+#include "cli/option_values.h"
 #include "cli/batch_order.h"
 #include "cli/launch.h"
 #include "cli/terminal_text.h"
@@ -718,17 +719,21 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
       "69 no bridge left (restart limit); 74 cannot read stdin, write stdout or the journal.\n"
       "--connect[=NAME|PATH] runs the items through a running `tether serve` instead: --jobs connections,\n"
       "each item in a session of its own (--session per-item) or one session per connection.");
-  sub->add_option("-j,--jobs", o->jobs, "Bridges run in parallel, each with its own process and restart budget")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--session", o->session, "per-item: a fresh ACP session per item; shared: one session per bridge")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"per-item", "shared"}));
-  sub->add_option("--journal", o->journal, "Record finished items durably in FILE; a rerun with it skips and re-emits them");
+  // At most 1024 bridges: each is a process with its own pipes, and --jobs 100000 is a typo.
+  expects(sub->add_option("-j,--jobs", o->jobs, "Bridges run in parallel, each with its own process and restart budget (at most 1024)"),
+          count_value(1, 1024))
+      ->capture_default_str();
+  expects(sub->add_option("--session", o->session, "per-item: a fresh ACP session per item; shared: one session per bridge"),
+          choice_value({"per-item", "shared"}))
+      ->capture_default_str();
+  expects(sub->add_option("--journal", o->journal, "Record finished items durably in FILE; a rerun with it skips and re-emits them"),
+          file_value());
   sub->add_flag("--unordered", o->unordered, "Write results in completion order instead of input order");
-  sub->add_option("--shard", o->shard, "Run only shard K of N (0 <= K < N): items whose id hashes to K (FNV-1a 64 mod N)");
+  expects(sub->add_option("--shard", o->shard, "Run only shard K of N (0 <= K < N): items whose id hashes to K (FNV-1a 64 mod N)"),
+          custom_value("K/N", "K/N with 0 ≤ K < N (e.g. 0/4)", [](std::string_view s) { return batch::parse_shard(s).has_value(); }));
   sub->add_flag("--progress", o->progress, "Progress lines on stderr even when it is not a terminal");
-  add_common_options(*sub, o->common);
+  // Batch writes no colour: its progress line is plain.
+  add_common_options(*sub, o->common, {.color = false});
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
   return [o, &bridge_argv] {

@@ -327,11 +327,15 @@ std::function<int()> setup_call(CLI::App& app, const std::vector<std::string>& b
       "No handshake is implied: tether call speaks exactly what it is given.\n"
       "Exit status: 0 every request got a result; 1 one got a JSON-RPC error; 65 a malformed input\n"
       "line; 69 the bridge died or could not start; 75 a request timed out.");
-  sub->add_option("METHOD", o->method, "Method of the one request to send");
-  sub->add_option("PARAMS_JSON", o->params, "Its params: a JSON object or array");
+  sub->add_option("METHOD", o->method, "Method of the one request to send")->type_name("METHOD");
+  sub->add_option("PARAMS_JSON", o->params, "Its params: a JSON object or array")->type_name("JSON");
   sub->add_flag("--notifications", o->notifications, "Also print the bridge's notifications and requests as JSON lines");
   sub->add_flag("--restart", o->restart, "Restart the bridge when it dies (off: requests may not be idempotent)");
-  add_common_options(*sub, o->common);
+  // call speaks only the JSON-RPC it is given: it answers no request of the bridge's (so no
+  // --permission, --allow-fs), never sends a request twice (no --retries), and writes only JSON
+  // lines and error lines (no --color, -q, -v).
+  add_common_options(*sub, o->common,
+                     {.retries = false, .permission = false, .allow_fs = false, .color = false, .quiet = false, .verbose = false});
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_call(*o);

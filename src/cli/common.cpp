@@ -13,19 +13,24 @@
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
+#include <variant>
 
 #include "cli/config_file.h"
+#include "cli/option_values.h"
 #include "cli/terminal_text.h"
+#include "cli/usage.h"
 #include "rpc/trace.h"
 #include "serve/socket_path.h"
 
 namespace tether::cli {
 namespace {
 
-// Which command-line option carries each config key, per options struct: a key from the config
-// file applies only when its option was not given on the command line.
+// The config keys whose options a command offers, and those options, per options struct: a key
+// applies only when its option was not given on the command line, and only to a command that
+// offers it.
 std::map<const CommonOptions*, std::map<std::string, CLI::Option*>>& option_registry() {
   static std::map<const CommonOptions*, std::map<std::string, CLI::Option*>> registry;
   return registry;
@@ -71,32 +76,129 @@ std::string default_config_path() {
   return {};
 }
 
-template <typename T>
-std::optional<std::string> apply_number(const ConfigValue& v, T& out, const std::string& key) {
-  auto* d = std::get_if<double>(&v);
-  if (!d || *d < 0 || !std::isfinite(*d)) return key + " must be a non-negative number";
-  if constexpr (std::is_integral_v<T>) {
-    if (*d != std::floor(*d)) return key + " must be a whole number";
-  }
-  out = static_cast<T>(*d);
-  return std::nullopt;
+// One common option: its names on the command line, its config key, the variable it sets, what
+// its value may be, and which commands offer it. The one table for the command line and the
+// config file, so that the two cannot drift apart.
+using Field = std::variant<std::string CommonOptions::*, double CommonOptions::*, int CommonOptions::*,
+                           std::size_t CommonOptions::*, bool CommonOptions::*>;
+struct CommonOption {
+  const char* names;                            // CLI11's names: "-q,--quiet"
+  const char* key;                              // its config key
+  Field field;
+  std::function<ValueKind()> kind;              // empty for a flag
+  const char* group;
+  const char* help;
+  bool CommonOptionSet::*offered_if = nullptr;  // nullptr: every command with a bridge
+  bool session = false;                         // added by add_session_options
+  bool show_default = false;                    // --help shows the variable's default value
+};
+
+const char* const kBridgeGroup = "Bridge and supervision";
+const char* const kAgentGroup = "Agent (ACP commands)";
+const char* const kOutputGroup = "Output";
+
+const std::vector<CommonOption>& common_option_table() {
+  using O = CommonOptions;
+  using S = CommonOptionSet;
+  static const std::vector<CommonOption> table = {
+      {"--cwd", "cwd", &O::cwd, [] { return dir_value(); }, kBridgeGroup,
+       "Working directory of the bridge and the ACP session (default: the current directory)"},
+      {"--max-restarts", "max_restarts", &O::max_restarts, [] { return count_value(0, 1000000); }, kBridgeGroup,
+       "Restarts allowed within the restart window", nullptr, false, true},
+      {"--restart-window", "restart_window", &O::restart_window, [] { return seconds_value(false); }, kBridgeGroup,
+       "Sliding window for --max-restarts, in seconds", nullptr, false, true},
+      {"--restart-delay", "restart_delay", &O::restart_delay, [] { return seconds_value(); }, kBridgeGroup,
+       "Delay before a restart, doubled per restart already in the window, capped at 30 s", nullptr, false, true},
+      {"--heartbeat", "heartbeat", &O::heartbeat, [] { return seconds_value(); }, kBridgeGroup,
+       "Ping an idle bridge every SECS ($/ping); 3 missed answers mean it is hung; 0 turns it off", nullptr, false, true},
+      {"--retries", "retries", &O::retries, [] { return count_value(0, 1000000); }, kBridgeGroup,
+       "Retries of a turn interrupted by a bridge death", &S::retries, false, true},
+      {"--timeout", "timeout", &O::timeout, [] { return seconds_value(); }, kBridgeGroup,
+       "Per request / turn timeout in seconds; 0 waits forever", &S::timeout, false, true},
+      {"--bridge-stderr", "bridge_stderr", &O::bridge_stderr,
+       [] { return choice_value({"tail", "pass"}, "FILE", "a file name"); }, kBridgeGroup,
+       "The bridge's stderr: tail (keep the last 4 KiB, shown on failure), pass (copy to ours), or a FILE to append to",
+       nullptr, false, true},
+      {"--trace", "trace", &O::trace, [] { return file_value(); }, kBridgeGroup,
+       "Write every frame both ways, timestamped, to FILE"},
+      {"--max-line", "max_line", &O::max_line, [] { return bytes_value(); }, kBridgeGroup,
+       "Longest line accepted from the bridge, in bytes; longer lines are dropped and counted", nullptr, false, true},
+      {"--permission", "permission", &O::permission,
+       [] { return choice_value({"ask", "allow", "allow-always", "deny"}); }, kAgentGroup,
+       "Answer to the agent's permission requests: ask, allow (once), allow-always (lets the agent keep a lasting "
+       "rule) or deny",
+       &S::permission},
+      {"--allow-fs", "allow_fs", &O::allow_fs, {}, kAgentGroup, "Serve the agent's file reads and writes inside --cwd",
+       &S::allow_fs},
+      {"--auth", "auth", &O::auth, [] { return custom_value("METHOD_ID", "an authentication method id", [](std::string_view) { return true; }); },
+       kAgentGroup,
+       "When the agent asks for authentication, use its method METHOD_ID (default: an env_var method whose variables "
+       "are set; never a browser login)",
+       nullptr, true},
+      {"--mode", "mode", &O::mode, [] { return custom_value("ID", "a mode id", [](std::string_view) { return true; }); },
+       kAgentGroup, "Set the session's mode (session/set_mode) before the first prompt", nullptr, true},
+      {"--model", "model", &O::model, [] { return custom_value("ID", "a model id", [](std::string_view) { return true; }); },
+       kAgentGroup, "Set the session's model (the agent's model config option)", nullptr, true},
+      {"--color", "color", &O::color, [] { return choice_value({"auto", "always", "never"}); }, kOutputGroup,
+       "Colour: auto, always or never (auto: none with NO_COLOR or TERM=dumb, or when stderr is not a terminal)",
+       &S::color, false, true},
+      {"-q,--quiet", "quiet", &O::quiet, {}, kOutputGroup, "Print only answers and errors", &S::quiet},
+  };
+  return table;
 }
 
-std::optional<std::string> apply_string(const ConfigValue& v, std::string& out, const std::string& key,
-                                        std::initializer_list<const char*> allowed = {}) {
-  auto* s = std::get_if<std::string>(&v);
-  if (!s) return key + " must be a string";
-  if (allowed.size()) {
-    bool ok = false;
-    for (const char* a : allowed) ok = ok || *s == a;
-    if (!ok) return key + " has an unknown value '" + *s + "'";
+const CommonOption* find_config_key(const std::string& key) {
+  for (const auto& entry : common_option_table())
+    if (key == entry.key) return &entry;
+  return nullptr;
+}
+
+// A config value as the error quotes it: strings quoted, numbers and booleans as written.
+std::string config_text(const ConfigValue& v) {
+  if (auto* s = std::get_if<std::string>(&v)) return quoted_value(*s);
+  if (auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
+  if (auto* d = std::get_if<double>(&v)) {
+    char buf[64];
+    if (std::isfinite(*d) && *d == std::floor(*d) && std::fabs(*d) < 1e18)
+      std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(*d));
+    else
+      std::snprintf(buf, sizeof buf, "%.17g", *d);
+    return buf;
   }
-  out = *s;
+  return "an array";
+}
+
+// Sets `entry`'s variable in `o` from a config value, through the same check as the command line.
+std::optional<std::string> apply_value(const CommonOption& entry, const ConfigValue& v, CommonOptions& o) {
+  if (auto* flag = std::get_if<bool CommonOptions::*>(&entry.field)) {
+    if (auto* b = std::get_if<bool>(&v)) {
+      o.*(*flag) = *b;
+      return std::nullopt;
+    }
+    return "expected true or false, got " + config_text(v);
+  }
+  ValueKind kind = entry.kind();
+  const bool text = std::holds_alternative<std::string CommonOptions::*>(entry.field);
+  // Strings take quotes, numbers do not: `timeout = "5"` is a mistake worth naming.
+  if (text != std::holds_alternative<std::string>(v) || std::holds_alternative<std::vector<std::string>>(v))
+    return "expected " + kind.expected + ", got " + config_text(v) +
+           (text ? " (strings need quotes)" : std::holds_alternative<std::string>(v) ? " (numbers take no quotes)" : "");
+  std::string value = text ? std::get<std::string>(v) : config_text(v);
+  if (auto err = value_error(kind, value)) return err;
+  std::visit(
+      [&](auto member) {
+        using T = std::remove_reference_t<decltype(o.*member)>;
+        if constexpr (std::is_same_v<T, std::string>) o.*member = value;
+        else if constexpr (std::is_same_v<T, double>) o.*member = std::strtod(value.c_str(), nullptr);
+        else if constexpr (std::is_same_v<T, bool>) o.*member = value == "true";
+        else o.*member = static_cast<T>(std::strtoull(value.c_str(), nullptr, 10));
+      },
+      entry.field);
   return std::nullopt;
 }
 
 std::optional<std::string> apply_config(CommonOptions& o, const ConfigMap& map, std::vector<std::string>& config_bridge) {
-  auto& given = option_registry()[&o];
+  auto& offered = option_registry()[&o];
   for (const auto& [key, value] : map) {
     if (key == "bridge") {
       if (auto* words = std::get_if<std::vector<std::string>>(&value)) config_bridge = *words;
@@ -104,65 +206,57 @@ std::optional<std::string> apply_config(CommonOptions& o, const ConfigMap& map, 
       else return std::string("bridge must be an array of strings");
       continue;
     }
-    auto it = given.find(key);
-    if (it == given.end()) return "unknown key '" + key + "'";
-    if (it->second->count() > 0) continue;  // the command line wins
-    std::optional<std::string> err;
-    if (key == "cwd") err = apply_string(value, o.cwd, key);
-    else if (key == "max_restarts") err = apply_number(value, o.max_restarts, key);
-    else if (key == "restart_window") err = apply_number(value, o.restart_window, key);
-    else if (key == "restart_delay") err = apply_number(value, o.restart_delay, key);
-    else if (key == "heartbeat") err = apply_number(value, o.heartbeat, key);
-    else if (key == "retries") err = apply_number(value, o.retries, key);
-    else if (key == "timeout") err = apply_number(value, o.timeout, key);
-    else if (key == "max_line") err = apply_number(value, o.max_line, key);
-    else if (key == "bridge_stderr") err = apply_string(value, o.bridge_stderr, key);
-    else if (key == "trace") err = apply_string(value, o.trace, key);
-    else if (key == "permission") err = apply_string(value, o.permission, key, {"ask", "allow", "allow-always", "deny"});
-    else if (key == "auth") err = apply_string(value, o.auth, key);
-    else if (key == "mode") err = apply_string(value, o.mode, key);
-    else if (key == "model") err = apply_string(value, o.model, key);
-    else if (key == "color") err = apply_string(value, o.color, key, {"auto", "always", "never"});
-    else if (key == "allow_fs") {
-      if (auto* b = std::get_if<bool>(&value)) o.allow_fs = *b;
-      else err = "allow_fs must be true or false";
-    } else if (key == "quiet") {
-      if (auto* b = std::get_if<bool>(&value)) o.quiet = *b;
-      else err = "quiet must be true or false";
-    } else {
-      err = "key '" + key + "' cannot be set in the config file";
+    const CommonOption* entry = find_config_key(key);
+    if (!entry) {
+      std::vector<std::string> keys{"bridge"};
+      for (const auto& e : common_option_table()) keys.emplace_back(e.key);
+      auto near = closest_word(key, keys);
+      return "unknown key '" + key + "'" + (near.empty() ? std::string() : "; did you mean " + near + "?");
     }
-    if (err) return err;
+    // One config file serves every command: a key this command does not offer is checked (a
+    // mistake in it is a mistake for the next command too) and then ignored.
+    auto it = offered.find(key);
+    CommonOptions ignored;
+    if (it != offered.end() && it->second->count() > 0) continue;  // the command line wins
+    if (auto err = apply_value(*entry, value, it == offered.end() ? ignored : o)) return key + ": " + *err;
   }
   return std::nullopt;
 }
 
+// Adds the table's entries for which `pick` says yes.
+void add_from_table(CLI::App& app, CommonOptions& o, const std::function<bool(const CommonOption&)>& pick) {
+  auto& reg = option_registry()[&o];
+  for (const auto& entry : common_option_table()) {
+    if (!pick(entry)) continue;
+    CLI::Option* opt = std::visit(
+        [&](auto member) -> CLI::Option* {
+          if constexpr (std::is_same_v<decltype(member), bool CommonOptions::*>)
+            return app.add_flag(entry.names, o.*member, entry.help);
+          else
+            return expects(app.add_option(entry.names, o.*member, entry.help), entry.kind());
+        },
+        entry.field);
+    if (entry.show_default) opt->capture_default_str();
+    opt->group(entry.group);
+    reg[entry.key] = opt;
+  }
+}
+
 }  // namespace
 
-void add_common_options(CLI::App& app, CommonOptions& o) {
+void add_common_options(CLI::App& app, CommonOptions& o, const CommonOptionSet& offered) {
   // CLI11 2.1's usage line cannot show it, so every command's help ends with it.
   app.footer(app.get_footer() + (app.get_footer().empty() ? "" : "\n") + "The bridge: tether " + app.get_name() +
              " [OPTIONS] -- BRIDGE [ARGS...]\n"
              "Everything after -- is the bridge's command line, never tether's options. Without it:\n"
              "$TETHER_BRIDGE, else the config file's bridge, else the built-in demo agent.");
-  auto& reg = option_registry()[&o];
-  const std::string group = "Bridge and supervision";
-  reg["cwd"] = app.add_option("--cwd", o.cwd, "Working directory of the bridge and the ACP session (default: the current directory)")->group(group);
-  reg["max_restarts"] = app.add_option("--max-restarts", o.max_restarts, "Restarts allowed within the restart window")->capture_default_str()->group(group);
-  reg["restart_window"] = app.add_option("--restart-window", o.restart_window, "Sliding window for --max-restarts, in seconds")->capture_default_str()->check(CLI::PositiveNumber)->group(group);
-  reg["restart_delay"] = app.add_option("--restart-delay", o.restart_delay, "Delay before a restart, doubled per restart already in the window (capped at 30 s)")->capture_default_str()->check(CLI::NonNegativeNumber)->group(group);
-  reg["heartbeat"] = app.add_option("--heartbeat", o.heartbeat, "Ping an idle bridge every SECS ($/ping); 3 missed answers mean it is hung (0 = off)")->capture_default_str()->check(CLI::NonNegativeNumber)->group(group);
-  reg["retries"] = app.add_option("--retries", o.retries, "Retries of a turn interrupted by a bridge death")->capture_default_str()->check(CLI::NonNegativeNumber)->group(group);
-  reg["timeout"] = app.add_option("--timeout", o.timeout, "Per request / turn timeout in seconds (0 = none)")->capture_default_str()->check(CLI::NonNegativeNumber)->group(group);
-  reg["bridge_stderr"] = app.add_option("--bridge-stderr", o.bridge_stderr, "The bridge's stderr: tail (keep the last 4 KiB, shown on failure), pass (copy to ours), or a FILE to append to")->capture_default_str()->group(group);
-  reg["trace"] = app.add_option("--trace", o.trace, "Write every frame both ways, timestamped, to FILE")->group(group);
-  reg["max_line"] = app.add_option("--max-line", o.max_line, "Longest line accepted from the bridge, in bytes; longer lines are dropped and counted")->capture_default_str()->check(CLI::PositiveNumber)->group(group);
-  reg["permission"] = app.add_option("--permission", o.permission, "Answer to the agent's permission requests: ask, allow (once), allow-always (lets the agent keep a lasting rule) or deny")->check(CLI::IsMember({"ask", "allow", "allow-always", "deny"}))->group("Agent (ACP commands)");
-  reg["allow_fs"] = app.add_flag("--allow-fs", o.allow_fs, "Serve the agent's file reads and writes inside --cwd")->group("Agent (ACP commands)");
-  reg["color"] = app.add_option("--color", o.color, "Colour: auto, always or never (auto: none with NO_COLOR or TERM=dumb, or when stderr is not a terminal)")->capture_default_str()->check(CLI::IsMember({"auto", "always", "never"}))->group("Output");
-  reg["quiet"] = app.add_flag("-q,--quiet", o.quiet, "Print only answers and errors")->group("Output");
-  app.add_flag("-v,--verbose", o.verbose, "More detail on stderr (repeatable)")->group("Output");
-  app.add_option("--config", o.config, "Config file (default: $XDG_CONFIG_HOME/tether/config.toml)")->group("Output");
+  add_from_table(app, o, [&](const CommonOption& e) {
+    return !e.session && (e.offered_if == nullptr || offered.*(e.offered_if));
+  });
+  option_registry()[&o]["max_line"]->default_str("67108864 = 64 MiB");
+  if (offered.verbose) app.add_flag("-v,--verbose", o.verbose, "More detail on stderr (repeatable)")->group(kOutputGroup);
+  expects(app.add_option("--config", o.config, "Config file (default: $XDG_CONFIG_HOME/tether/config.toml)"), file_value())
+      ->group(kOutputGroup);
 }
 
 std::optional<SetupError> session_settings(const CommonOptions& o, acp::SessionSettings& out) {
@@ -179,28 +273,13 @@ std::optional<SetupError> session_settings(const CommonOptions& o, acp::SessionS
 }
 
 void add_session_options(CLI::App& app, CommonOptions& o) {
-  auto& reg = option_registry()[&o];
-  const std::string group = "Agent (ACP commands)";
-  reg["auth"] = app.add_option("--auth", o.auth, "When the agent asks for authentication, use its method METHOD_ID (default: an env_var method whose variables are set; never a browser login)")->option_text("METHOD_ID")->group(group);
-  reg["mode"] = app.add_option("--mode", o.mode, "Set the session's mode (session/set_mode) before the first prompt")->option_text("ID")->group(group);
-  reg["model"] = app.add_option("--model", o.model, "Set the session's model (the agent's model config option)")->option_text("ID")->group(group);
-  app.add_option("--set", o.set, "Set one of the agent's session config options (repeatable)")->option_text("KEY=VALUE")->allow_extra_args(false)->group(group);
+  add_from_table(app, o, [](const CommonOption& e) { return e.session; });
+  expects(app.add_option("--set", o.set, "Set one of the agent's session config options (repeatable)"),
+          custom_value("KEY=VALUE", "KEY=VALUE (an option id of the agent and its value)",
+                       [](std::string_view kv) { return kv.find('=') != std::string_view::npos && kv[0] != '='; }))
+      ->allow_extra_args(false)
+      ->group(kAgentGroup);
 }
-
-namespace {
-
-// Shows --connect as itself in the help: CLI11 would print its default value in braces
-// ("--connect{default}"), which reads as if the braces were to be typed.
-class ConnectFormatter : public CLI::Formatter {
- public:
-  explicit ConnectFormatter(const CLI::Formatter& base) : CLI::Formatter(base) {}
-  std::string make_option_name(const CLI::Option* opt, bool is_positional) const override {
-    if (!is_positional && opt->get_name() == "--connect") return "--connect";
-    return CLI::Formatter::make_option_name(opt, is_positional);
-  }
-};
-
-}  // namespace
 
 void add_connect_option(CLI::App& app, CommonOptions& o) {
   // A flag whose value comes only after '=': "--connect hello" leaves "hello" to the positionals.
@@ -208,9 +287,7 @@ void add_connect_option(CLI::App& app, CommonOptions& o) {
                "Use the bridge of a running `tether serve` instead of starting one: --connect (the server "
                "named default), --connect=NAME or --connect=PATH (its socket). No bridge command then")
       ->option_text("[=NAME|PATH]")
-      ->group("Bridge and supervision");
-  if (auto base = std::dynamic_pointer_cast<CLI::Formatter>(app.get_formatter()))
-    app.formatter(std::make_shared<ConnectFormatter>(*base));
+      ->group(kBridgeGroup);
 }
 
 std::optional<SetupError> finish_options(CommonOptions& o) {

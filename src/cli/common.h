@@ -68,8 +68,24 @@ struct CommonOptions {
   std::vector<std::string> set;           // --set KEY=VALUE (repeatable)
 };
 
-// Adds the common options to a subcommand. Each subcommand gets its own copy of the struct.
-void add_common_options(CLI::App& app, CommonOptions& options);
+// Which of the common options a command offers: only those it reads, so that none is accepted
+// and then ignored. The bridge's options (--cwd, --max-restarts, --restart-window,
+// --restart-delay, --heartbeat, --bridge-stderr, --trace, --max-line) and --config are offered by
+// every command that has a bridge. Config-file keys of options a command does not offer are
+// checked and ignored for it: one config file serves every command.
+struct CommonOptionSet {
+  bool timeout = true;     // --timeout
+  bool retries = true;     // --retries
+  bool permission = true;  // --permission
+  bool allow_fs = true;    // --allow-fs
+  bool color = true;       // --color
+  bool quiet = true;       // -q, --quiet
+  bool verbose = true;     // -v, --verbose
+};
+
+// Adds the common options in `offered` to a subcommand. Each subcommand gets its own copy of the
+// struct.
+void add_common_options(CLI::App& app, CommonOptions& options, const CommonOptionSet& offered = {});
 // Adds --auth, --mode, --model and --set (the commands that open ACP sessions).
 void add_session_options(CLI::App& app, CommonOptions& options);
 // Adds --connect[=NAME|PATH]. It takes a value only after '=' (`tether prompt --connect hello`

@@ -12,6 +12,7 @@
 
 #include "acp/session.h"
 #include "cli/launch.h"
+#include "cli/option_values.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
 #include "cli/wait_notice.h"
@@ -25,20 +26,24 @@ using acp::Update;
 using base::Clock;
 using base::Deadline;
 using nlohmann::json;
+// What --json prints keeps its keys in the order the man page documents (ok, text, stopReason,
+// sessionId, toolCalls, restarts, elapsedMs, droppedLines; an error's code, message, ...): plain
+// `json` sorts them, which a person reading the output (or a tool comparing it as text) trips on.
+using OutJson = nlohmann::ordered_json;
 
 constexpr auto kSetupTimeout = std::chrono::seconds(30);
 
 // Only the fields DESIGN §7 names, in its order.
-json public_error(const json& err) {
-  json out = json::object();
+OutJson public_error(const json& err) {
+  OutJson out = OutJson::object();
   for (const char* k : {"code", "message", "rpcCode", "data", "exitStatus", "signal", "stderrTail"})
-    if (err.is_object() && err.contains(k)) out[k] = err[k];
+    if (err.is_object() && err.contains(k)) out[k] = OutJson(err[k]);
   if (!out.contains("code")) out["code"] = "agent_error";
   if (!out.contains("message")) out["message"] = "unknown error";
   return out;
 }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const OutJson& j) { return j.dump(-1, ' ', false, OutJson::error_handler_t::replace); }
 
 // "tether: <message>", the bridge's last stderr lines last.
 void report(const json& error) {
@@ -337,9 +342,9 @@ class PromptCommand {
   }
 
  private:
-  bool print_json(const json& j) { return write_stdout(json_for_fd(STDOUT_FILENO, dump(j)) + "\n"); }
+  bool print_json(const OutJson& j) { return write_stdout(json_for_fd(STDOUT_FILENO, dump(j)) + "\n"); }
   void fail_json(const json& error) {
-    if (o_.json) print_json({{"ok", false}, {"error", public_error(error)}});
+    if (o_.json) print_json(OutJson{{"ok", false}, {"error", public_error(error)}});
   }
 
   // The handshake, the turns, the close.
@@ -436,12 +441,13 @@ class PromptCommand {
     bool completed = t.kind == TurnEvent::Kind::completed && t.cancelled == acp::CancelCause::none;
     bool written = true;
     if (o_.json) {
-      json j;
+      OutJson j;
       if (completed) {
-        json tools = json::array();
+        OutJson tools = OutJson::array();
         for (const auto& tc : r.tools) {
-          json one = {{"id", tc.id}, {"title", tc.title}, {"status", tc.status}};
+          OutJson one = {{"id", tc.id}, {"title", tc.title}};
           if (!tc.kind.empty()) one["kind"] = tc.kind;
+          one["status"] = tc.status;
           tools.push_back(std::move(one));
         }
         j = {{"ok", true},
@@ -539,14 +545,13 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.\n"
       "--connect[=NAME|PATH] sends the prompt through a running `tether serve` (in a session of its own)\n"
       "instead of starting a bridge; 69 also when no server listens there.");
-  sub->add_option("text", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin");
+  sub->add_option("PROMPT", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin")->type_name("TEXT");
   sub->add_flag("--json", o->json, "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,restarts,elapsedMs}")
       ->group("Output");
   auto* s = sub->add_flag("--stream")->description("Write the answer chunk by chunk (default when stdout is a terminal)")->group("Output");
   auto* ns = sub->add_flag("--no-stream")->description("Write the answer once the turn completed (default otherwise)")->group("Output");
   s->excludes(ns);
-  sub->add_option("--repeat", o->repeat, "Send the same prompt N times in one session (benchmarks)")
-      ->check(CLI::PositiveNumber)
+  expects(sub->add_option("--repeat", o->repeat, "Send the same prompt N times in one session, for benchmarks"), count_value(1, 1000000))
       ->capture_default_str()
       ->group("Output");
   add_common_options(*sub, o->common);

@@ -109,10 +109,14 @@ std::function<int()> setup_serve(CLI::App& app, const std::vector<std::string>& 
       "--connect[=NAME|PATH]. The socket speaks ACP, with tether as the agent.\n"
       "Exit status: 0 stopped by --stop; 69 the bridge cannot start or a server of that name runs;\n"
       "143/130/129 stopped by SIGTERM/SIGINT/SIGHUP.");
-  sub->add_option("--name", o->name, "Server name: the socket is <runtime dir>/tether/NAME.sock (default: default)");
-  sub->add_option("--socket", o->socket, "Listen on this socket path instead of a named one");
+  sub->add_option("--name", o->name, "Server name: the socket is <runtime dir>/tether/NAME.sock (default: default)")->type_name("NAME");
+  sub->add_option("--socket", o->socket, "Listen on this socket path instead of a named one")->type_name("PATH");
   sub->add_flag("--stop", o->stop, "Stop the running server of this name (or --socket) and wait until it is gone");
-  add_common_options(*sub, o->common);
+  // The server runs no turns of its own: each client has its own --timeout, --retries and
+  // --permission (the server hands permission requests to the client whose turn it is), and the
+  // server writes only its log (no --color, -q).
+  add_common_options(*sub, o->common,
+                     {.timeout = false, .retries = false, .permission = false, .color = false, .quiet = false});
   add_session_options(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;

@@ -411,6 +411,37 @@ TEST_CASE("--json: one object, field by field") {
   CHECK(e.size() == 2);
 }
 
+// The keys in the order the man page documents them (issue 16: they came out sorted). Parsed with
+// ordered_json, which keeps the order of the text.
+std::vector<std::string> keys_of(const nlohmann::ordered_json& j) {
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : j.items()) keys.push_back(k);
+  return keys;
+}
+
+TEST_CASE("--json: keys in the documented order, answers and errors alike") {
+  using Keys = std::vector<std::string>;
+  Scratch s;
+  auto r = run(with_demo({"--json", "--permission", "allow", "please", "edit", "it"}), opts(s));
+  auto ok = nlohmann::ordered_json::parse(lines_of(r.out).at(0));
+  CHECK(keys_of(ok) == Keys{"ok", "text", "stopReason", "sessionId", "toolCalls", "restarts", "elapsedMs"});
+  REQUIRE(ok["toolCalls"].size() == 2);
+  CHECK(keys_of(ok["toolCalls"][1]) == Keys{"id", "title", "kind", "status"});
+
+  auto dropped = run(with_fake({"--max-line", "1000", "--json"}, {"oversize", "5000"}), opts(s));
+  CHECK(keys_of(nlohmann::ordered_json::parse(lines_of(dropped.out).at(0))) ==
+        Keys{"ok", "text", "stopReason", "sessionId", "toolCalls", "restarts", "elapsedMs", "droppedLines"});
+
+  auto agent = run(with_fake({"--json"}, {"error-data"}), opts(s));
+  auto a = nlohmann::ordered_json::parse(lines_of(agent.out).at(0));
+  CHECK(keys_of(a) == Keys{"ok", "error"});
+  CHECK(keys_of(a["error"]) == Keys{"code", "message", "rpcCode", "data"});
+
+  auto crash = run(with_demo({"--json", "--retries", "0", "--max-restarts", "0", "/crash"}), opts(s));
+  auto c = nlohmann::ordered_json::parse(lines_of(crash.out).at(0));
+  CHECK(keys_of(c["error"]) == Keys{"code", "message", "signal", "stderrTail"});
+}
+
 TEST_CASE("stop reasons and agent errors: exit 1") {
   Scratch s;
   auto refusal = run(with_demo({"-q", "--json", "/stop", "refusal", "x"}), opts(s));

@@ -292,11 +292,11 @@ TEST_CASE("an unknown command is named, with the real ones, and exits 64") {
   auto r = test::run({test::tether_bin(), "serv"});
   CHECK(r.shell_status() == 64);
   CHECK(r.out.empty());
-  CHECK(r.err.find("unknown command 'serv'") != std::string::npos);
+  CHECK(r.err.find("unknown command \"serv\"") != std::string::npos);
   for (const char* name : {"talk", "prompt", "batch", "call", "demo-agent", "serve"})
     CHECK(r.err.find(name) != std::string::npos);
   auto typo = test::run({test::tether_bin(), "promt", "hi"});
   CHECK(typo.shell_status() == 64);
-  CHECK(typo.err.find("unknown command 'promt'") != std::string::npos);
+  CHECK(typo.err.find("unknown command \"promt\"") != std::string::npos);
 }
 }  // namespace tether::e2e_extra

@@ -422,8 +422,9 @@ case_codex_auth() {
   pass "codex without a key: exit 69 in $ms ms, the methods named"
 }
 
-# serve: tether serve in front of claude, 3 prompt --connect, --stop: the bridge's trace has a
-# session/close for each session/new.
+# serve: tether serve in front of claude, 6 prompt --connect: each client's session is closed at
+# the agent when the client leaves (while the server runs on); then --stop closes the main one, so
+# the bridge's trace has a session/close for each session/new.
 case_serve() {
   new_case claude serve
   agent_cmd claude "$CASE"
@@ -432,18 +433,27 @@ case_serve() {
   (cd "$CASE/cwd" && exec "$TETHER" serve --socket "$sock" --trace "$CASE/trace" -- "${CMD[@]}" \
     </dev/null >"$CASE/serve.out" 2>"$CASE/err") &
   local spid=$!
-  if ! wait_until 60 grep -q "listening on" "$CASE/err"; then
+  if ! wait_until 60 grep -qs "listening on" "$CASE/err"; then
     fail "claude serve: the server did not come up" "$CASE/err"
     kill -TERM "$spid" 2>/dev/null
     wait "$spid"
     return
   fi
-  for i in 1 2 3; do
+  for i in 1 2 3 4 5 6; do
     (cd "$CASE/cwd" && timeout -k 5 60 "$TETHER" prompt --connect="$sock" "say hello $i" >"$CASE/connect$i.out" 2>"$CASE/connect$i.err")
     local rc=$?
     ((rc == 0)) || fail "claude serve: prompt --connect #$i exit status $rc" "$CASE/connect$i.out" "$CASE/connect$i.err"
     grep -qF "$CANNED" "$CASE/connect$i.out" || fail "claude serve: prompt --connect #$i lacks the canned answer" "$CASE/connect$i.out"
   done
+  # Before --stop: the six clients' sessions are closed already, only the main one is open.
+  local still_open=-1
+  client_sessions_closed() {
+    frames "$CASE/trace" >"$CASE/frames"
+    still_open=$(jq -s "$JQDEFS opened - closes" "$CASE/frames")
+    ((still_open == 1))
+  }
+  wait_until 10 client_sessions_closed ||
+    cfail "$still_open sessions open at the agent after 6 prompt --connect clients left (want 1: the main session)" 'session/(new|close)'
   timeout -k 5 60 "$TETHER" serve --stop --socket "$sock" >/dev/null 2>"$CASE/stop.err" || fail "claude serve: --stop failed" "$CASE/stop.err"
   if ! wait_until 30 pid_gone "$spid"; then
     fail "claude serve: still running 30 s after --stop" "$CASE/err"
@@ -454,10 +464,10 @@ case_serve() {
   local opened closes
   opened=$(jq -s "$JQDEFS opened" "$CASE/frames")
   closes=$(jq -s "$JQDEFS closes" "$CASE/frames")
-  ((opened >= 3)) || cfail "only $opened sessions opened on the bridge for 3 clients" 'session/new'
+  ((opened >= 7)) || cfail "only $opened sessions opened on the bridge for 6 clients and the main session" 'session/new'
   tq "$JQDEFS all_closed" || cfail "$opened sessions opened on the bridge, $closes session/close sent (not one per session)" 'session/(new|close)'
   grep -q '"\$/ping"' "$CASE/trace" && cfail "serve sent \$/ping without --heartbeat" '\$/ping'
-  ((FAILURES == before)) && pass "claude serve: 3 prompt --connect, $opened sessions, $closes closed"
+  ((FAILURES == before)) && pass "claude serve: 6 prompt --connect, each client's session closed when it left; $opened sessions, $closes closed"
 }
 
 lane_claude() {

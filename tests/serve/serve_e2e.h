@@ -540,6 +540,28 @@ inline bool cancelled_before_next(const Server& srv, const std::string& slow, co
   return ended > 0 && next_at > 0 && ended < next_at;
 }
 
+// The bridge ended the turn of the prompt carrying `slow` with stopReason "cancelled" (waited for,
+// up to `limit`). For a turn on a session of its own, where no later prompt waits behind it: the
+// demo agent says "cancelled" only when a session/cancel cut its sleep short.
+inline bool ended_cancelled(const Server& srv, const std::string& slow, std::chrono::milliseconds limit = 10s) {
+  bool ok = eventually(
+      [&] {
+        json slow_id;
+        for (const auto& [to_bridge, m] : srv.wire()) {
+          if (to_bridge && slow_id.is_null() && is_method(m, "session/prompt") &&
+              contains(m["params"]["prompt"].dump(), slow))
+            slow_id = m["id"];
+          if (!to_bridge && !slow_id.is_null() && m.contains("id") && m["id"] == slow_id && m.contains("result"))
+            return m["result"].value("stopReason", "") == "cancelled";
+        }
+        return false;
+      },
+      limit);
+  INFO("trace:\n" << srv.trace());
+  CHECK(ok);
+  return ok;
+}
+
 // A fresh server and two raw clients attached to its main session, `a` first, `b` second.
 struct TwoOnMain {
   explicit TwoOnMain(std::vector<std::string> args = {})

@@ -215,7 +215,7 @@ TEST_CASE("prompt under a pty: answer, side lines, -v and failures carry no cont
 TEST_CASE("batch under a pty: its records and stderr lines carry no control sequence of the agent's") {
   Home home;
   // stdin is a pipe (the items), stdout and stderr the terminal; -v shows the agent's stdout lines.
-  std::string cmd = "printf '%s\\n' go fail | '" + tether_bin() + "' batch -v --color never --permission allow -- '" +
+  std::string cmd = "printf '%s\\n' go fail | '" + tether_bin() + "' batch -v --permission allow -- '" +
                     fake_agent() + "' hostile";
   Pty t({"/bin/sh", "-c", cmd}, home.env());
   auto st = t.wait_exit(20s);

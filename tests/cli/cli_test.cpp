@@ -1,0 +1,261 @@
+// tether's command line as a user meets it: the built binary, real processes. A wrong option or
+// value is one `tether: ...` line naming it and what it expected, then a hint, exit 64; a misspelt
+// option or command gets a suggestion; --help names each value (SECS, N, FILE), not its C++ type;
+// a command offers only the options it uses; the config file serves every command.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "support/run.h"
+#include "support/support.h"
+
+using tether::test::run;
+using tether::test::RunOptions;
+using tether::test::RunResult;
+using tether::test::tether_bin;
+
+namespace {
+
+// A directory of our own for config files; also XDG_CONFIG_HOME, so that the user's own config
+// file never takes part.
+struct ScratchDir {
+  std::string path = "/tmp/tether-cli-test-" + std::to_string(::getpid());
+  ScratchDir() { ::mkdir(path.c_str(), 0700); }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+};
+
+const std::string& scratch_dir() {
+  static const ScratchDir dir;
+  return dir.path;
+}
+
+RunResult run_tether(std::vector<std::string> args) {
+  args.insert(args.begin(), tether_bin());
+  RunOptions o;
+  o.env = {"XDG_CONFIG_HOME=" + scratch_dir(), "TETHER_BRIDGE="};
+  // Every case ends at parsing or at a bridge that exits at once; a command that instead starts
+  // its work (the old code, which accepted `serve --timeout 5`) fails by this limit.
+  o.limit = std::chrono::milliseconds(5000);
+  return run(args, o);
+}
+
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    out.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
+
+// A usage error: exit 64, nothing on stdout, exactly `message` and the hint on stderr.
+void check_usage_error(const std::vector<std::string>& args, const std::string& message, const std::string& command) {
+  std::string shown;
+  for (const auto& a : args) shown += " " + a;
+  CAPTURE(shown);
+  auto r = run_tether(args);
+  CHECK(!r.timed_out);
+  CHECK(r.shell_status() == 64);
+  CHECK(r.out.empty());
+  std::vector<std::string> expected{"tether: " + message,
+                                    "Try 'tether " + (command.empty() ? "" : command + " ") + "--help' for more information."};
+  CHECK(lines(r.err) == expected);
+}
+
+std::string write_config(const std::string& name, const std::string& text) {
+  std::string path = scratch_dir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+}  // namespace
+
+TEST_CASE("a bad value: one line naming the option, what it expects and what it got; exit 64") {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const Case cases[] = {
+      {{"prompt", "--timeout", "abc", "hi"}, R"(--timeout: expected seconds (a number ≥ 0), got "abc")"},
+      {{"prompt", "--timeout=-1", "hi"}, R"(--timeout: expected seconds (a number ≥ 0), got "-1")"},
+      {{"talk", "--heartbeat", "nan"}, R"(--heartbeat: expected seconds (a number ≥ 0), got "nan")"},
+      {{"prompt", "--restart-window", "0", "hi"}, R"(--restart-window: expected seconds (a number > 0), got "0")"},
+      {{"batch", "--jobs", "0"}, R"(--jobs: expected a whole number ≥ 1, got "0")"},
+      {{"batch", "-j", "abc"}, R"(--jobs: expected a whole number ≥ 1, got "abc")"},
+      {{"batch", "--jobs", "2.5"}, R"(--jobs: expected a whole number ≥ 1, got "2.5")"},
+      {{"batch", "--jobs", "5000"}, R"(--jobs: expected a whole number ≥ 1, got "5000" (at most 1024))"},
+      {{"prompt", "--retries", "-1", "hi"}, R"(--retries: expected a whole number ≥ 0, got "-1")"},
+      {{"call", "--max-restarts", "x", "m"}, R"(--max-restarts: expected a whole number ≥ 0, got "x")"},
+      {{"prompt", "--max-line", "0", "hi"}, R"(--max-line: expected a size in bytes (a whole number ≥ 1), got "0")"},
+      {{"prompt", "--repeat", "0", "hi"}, R"(--repeat: expected a whole number ≥ 1, got "0")"},
+      {{"prompt", "--permission", "maybe", "hi"}, R"(--permission: expected ask, allow, allow-always or deny, got "maybe")"},
+      {{"talk", "--color", "red"}, R"(--color: expected auto, always or never, got "red")"},
+      {{"batch", "--session", "x"}, R"(--session: expected per-item or shared, got "x")"},
+      {{"call", "--bridge-stderr", "", "m"}, R"(--bridge-stderr: expected tail, pass or a file name, got "")"},
+      {{"call", "--trace", "", "m"}, R"(--trace: expected a file name, got "")"},
+      {{"prompt", "--cwd", "", "hi"}, R"(--cwd: expected a directory, got "")"},
+      {{"batch", "--shard", "3/2"}, R"(--shard: expected K/N with 0 ≤ K < N (e.g. 0/4), got "3/2")"},
+      {{"prompt", "--set", "effort", "hi"}, R"(--set: expected KEY=VALUE (an option id of the agent and its value), got "effort")"},
+  };
+  for (const auto& c : cases) check_usage_error(c.args, c.message, c.args[0]);
+}
+
+TEST_CASE("a missing value, a flag given a value, options that exclude each other") {
+  check_usage_error({"prompt", "--timeout"}, "--timeout needs a value (SECS)", "prompt");
+  check_usage_error({"batch", "--journal"}, "--journal needs a value (FILE)", "batch");
+  check_usage_error({"prompt", "--json=maybe", "hi"}, "--json is a flag: it takes no value", "prompt");
+  check_usage_error({"prompt", "--stream", "--no-stream", "hi"}, "--stream and --no-stream cannot be used together",
+                    "prompt");
+}
+
+TEST_CASE("a misspelt option or command: did you mean") {
+  check_usage_error({"prompt", "--timout", "5", "hi"}, "prompt has no option --timout; did you mean --timeout?", "prompt");
+  check_usage_error({"batch", "--jbos", "2"}, "batch has no option --jbos; did you mean --jobs?", "batch");
+  check_usage_error({"talk", "--no-histroy"}, "talk has no option --no-histroy; did you mean --no-history?", "talk");
+  check_usage_error({"--verison"}, "unknown option --verison; did you mean --version?", "");
+  // Nothing close: no guess.
+  check_usage_error({"prompt", "--frobnicate", "hi"}, "prompt has no option --frobnicate", "prompt");
+  check_usage_error({"prompt", "-x", "hi"}, "prompt has no option -x", "prompt");
+
+  const std::string commands = "(the commands are batch, call, demo-agent, prompt, serve and talk)";
+  check_usage_error({"promt", "hi"}, "unknown command \"promt\"; did you mean prompt? " + commands, "");
+  check_usage_error({"tlak"}, "unknown command \"tlak\"; did you mean talk? " + commands, "");
+  check_usage_error({"frobnicate"}, "unknown command \"frobnicate\" " + commands, "");
+  check_usage_error({}, "no command given; the commands are batch, call, demo-agent, prompt, serve and talk", "");
+}
+
+TEST_CASE("an option of another command, or before the command; a stray word") {
+  check_usage_error({"serve", "--jobs", "2"}, "--jobs is an option of batch, not of serve", "serve");
+  check_usage_error({"--timeout", "5", "prompt", "hi"}, "--timeout goes after the command: tether prompt --timeout ...",
+                    "prompt");
+  check_usage_error({"--jobs", "2"}, "--jobs is an option of batch: give it after the command (tether batch --jobs ...)",
+                    "");
+  check_usage_error({"call", "a", "{}", "c"},
+                    "unexpected argument \"c\": call takes METHOD and PARAMS_JSON (a bridge command goes after --: "
+                    "tether call [OPTIONS] -- COMMAND)",
+                    "call");
+  check_usage_error({"serve", "my-agent"},
+                    "serve takes no arguments, got \"my-agent\" (a bridge command goes after --: tether serve [OPTIONS] "
+                    "-- COMMAND)",
+                    "serve");
+}
+
+TEST_CASE("serve and call refuse the options they would ignore, saying why") {
+  // --stop and a bridge that exits at once keep the old code (which accepted them) quick to fail.
+  const std::string sock = scratch_dir() + "/none.sock";
+  check_usage_error({"serve", "--stop", "--socket", sock, "--permission", "allow"},
+                    "serve does not take --permission: permission requests go to the client whose turn it is "
+                    "(tether talk|prompt|batch --connect --permission ...)",
+                    "serve");
+  check_usage_error({"serve", "--stop", "--socket", sock, "--timeout", "5"},
+                    "serve does not take --timeout: each client sets its own turn timeout "
+                    "(tether prompt --connect --timeout SECS)",
+                    "serve");
+  check_usage_error({"serve", "--stop", "--socket", sock, "--retries", "2"},
+                    "serve does not take --retries: a turn cut by a bridge death is retried by its client, so that "
+                    "only one side retries (tether prompt --connect --retries N)",
+                    "serve");
+  check_usage_error({"serve", "--stop", "--socket", sock, "--color", "never"},
+                    "--color is an option of prompt and talk, not of serve", "serve");
+  check_usage_error({"call", "--permission", "allow", "m", "--", "true"},
+                    "call does not take --permission: tether call answers no request of the bridge's (it speaks only "
+                    "the JSON-RPC it is given)",
+                    "call");
+  check_usage_error({"call", "--allow-fs", "m", "--", "true"},
+                    "call does not take --allow-fs: tether call answers no request of the bridge's (it speaks only "
+                    "the JSON-RPC it is given)",
+                    "call");
+  check_usage_error({"call", "--retries", "1", "m", "--", "true"},
+                    "call does not take --retries: tether call never sends a request twice (it may not be idempotent)",
+                    "call");
+  check_usage_error({"call", "-q", "m", "--", "true"}, "-q is an option of batch, prompt and talk, not of call", "call");
+}
+
+TEST_CASE("--help: metavars that say what the value is, and only the options the command uses") {
+  auto help = [](const std::string& command) {
+    auto r = run_tether({command, "--help"});
+    CHECK(r.shell_status() == 0);
+    return r.out;
+  };
+  auto has_line = [](const std::string& text, const std::string& start) {
+    for (const auto& l : lines(text))
+      if (l.rfind("  " + start + " ", 0) == 0 || l == "  " + start) return true;
+    return false;
+  };
+  for (std::string command : {"talk", "prompt", "batch", "call", "serve"}) {
+    CAPTURE(command);
+    std::string h = help(command);
+    // CLI11's type names, validator ranges and {choice,sets} are gone from the option lines.
+    for (const auto& l : lines(h)) {
+      if (l.rfind("  -", 0) != 0) continue;
+      const std::string names = l.substr(0, l.find("  ", 2));  // the column before the description
+      CAPTURE(names);
+      for (const char* type : {"TEXT", "FLOAT", "UINT", "INT", "NONNEGATIVE", "POSITIVE", "{", "Excludes"})
+        CHECK(names.find(type) == std::string::npos);
+    }
+    for (const char* opt : {"--cwd DIR", "--max-restarts N", "--restart-window SECS", "--restart-delay SECS",
+                            "--heartbeat SECS", "--bridge-stderr tail|pass|FILE", "--trace FILE", "--max-line BYTES",
+                            "--config FILE"})
+      CHECK_MESSAGE(has_line(h, opt), opt);
+  }
+  for (std::string command : {"talk", "prompt", "batch"}) {
+    CAPTURE(command);
+    std::string h = help(command);
+    for (const char* opt : {"--timeout SECS", "--retries N", "--permission ask|allow|allow-always|deny", "--allow-fs",
+                            "-q,--quiet", "-v,--verbose", "--connect[=NAME|PATH]", "--set KEY=VALUE", "--mode ID"})
+      CHECK_MESSAGE(has_line(h, opt), opt);
+  }
+  std::string batch = help("batch");
+  CHECK(has_line(batch, "-j,--jobs N"));
+  CHECK(has_line(batch, "--journal FILE"));
+  CHECK(has_line(batch, "--shard K/N"));
+  CHECK(has_line(batch, "--session per-item|shared"));
+  CHECK(has_line(help("prompt"), "--repeat N"));
+  CHECK(has_line(help("talk"), "--color auto|always|never"));
+
+  std::string serve = help("serve");
+  CHECK(has_line(serve, "--name NAME"));
+  CHECK(has_line(serve, "--socket PATH"));
+  for (const char* gone : {"--timeout", "--retries", "--permission", "--color", "--quiet"})
+    CHECK_MESSAGE(serve.find(gone) == std::string::npos, gone);
+  std::string call = help("call");
+  for (const char* gone : {"--retries", "--permission", "--allow-fs", "--color", "--quiet", "--verbose"})
+    CHECK_MESSAGE(call.find(gone) == std::string::npos, gone);
+}
+
+TEST_CASE("the config file: keys a command does not use are checked, then ignored; typos are named") {
+  // Keys of options call does not offer: no error, the bridge runs (and exits: 69).
+  auto ignored = write_config("ignored.toml",
+                              "permission = \"allow\"\nallow_fs = true\nretries = 2\ncolor = \"never\"\nquiet = true\n");
+  auto r = run_tether({"call", "--config", ignored, "m", "--", "true"});
+  CHECK(r.shell_status() == 69);
+  CHECK(r.err.find(".toml") == std::string::npos);
+
+  // A bad value is an error for every command, whether or not it uses the key.
+  auto bad = write_config("bad.toml", "retries = -1\n");
+  r = run_tether({"call", "--config", bad, "m", "--", "true"});
+  CHECK(r.shell_status() == 78);
+  CHECK(lines(r.err) == std::vector<std::string>{"tether: " + bad + ": retries: expected a whole number ≥ 0, got \"-1\""});
+
+  auto zero = write_config("zero.toml", "max_line = 0\n");
+  r = run_tether({"call", "--config", zero, "m", "--", "true"});
+  CHECK(r.shell_status() == 78);
+  CHECK(lines(r.err) ==
+        std::vector<std::string>{"tether: " + zero + ": max_line: expected a size in bytes (a whole number ≥ 1), got \"0\""});
+
+  auto typo = write_config("typo.toml", "timeot = 5\n");
+  r = run_tether({"call", "--config", typo, "m", "--", "true"});
+  CHECK(r.shell_status() == 78);
+  CHECK(lines(r.err) == std::vector<std::string>{"tether: " + typo + ": unknown key 'timeot'; did you mean timeout?"});
+}
