@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "cli/usage.h"
 #include "tether_config.h"
 
 namespace tether::cli {
@@ -542,15 +543,19 @@ std::function<int()> setup_completion(CLI::App& app, const std::vector<std::stri
   sub->add_option("SHELL", *shell, "The shell the script is for")->option_text("bash|zsh|fish");
   return [shell, &app, &bridge_argv] {
     if (!bridge_argv.empty()) {
-      std::fprintf(stderr, "tether: completion takes no bridge command (nothing after --)\n");
+      print_usage_error({"completion takes no bridge command (nothing after --)", "completion"});
       return kExitUsage;
     }
     std::optional<std::string> script = completion_script(completion_model(app), *shell);
     if (!script) {
-      if (shell->empty())
-        std::fprintf(stderr, "tether: completion needs a shell: tether completion bash|zsh|fish\n");
-      else
-        std::fprintf(stderr, "tether: completion: no script for shell '%s'; the shells are bash, zsh and fish\n", shell->c_str());
+      if (shell->empty()) {
+        print_usage_error({"completion needs a shell: tether completion bash|zsh|fish", "completion"});
+      } else {
+        std::string guess = closest_word(*shell, {"bash", "zsh", "fish"});
+        print_usage_error({"completion: unknown shell \"" + *shell + "\"" + (guess.empty() ? "" : "; did you mean " + guess + "?") +
+                               " (the shells are bash, zsh and fish)",
+                           "completion"});
+      }
       return kExitUsage;
     }
     if (std::fwrite(script->data(), 1, script->size(), stdout) != script->size() || std::fflush(stdout) != 0) {

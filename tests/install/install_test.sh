@@ -58,6 +58,8 @@ err=$("$bin" completion tcsh 2>&1 >/dev/null)
 rc=$?
 set -e
 [[ $rc == 64 && $err == "tether: "*bash*zsh*fish* ]] || fail "tether completion tcsh: exit $rc, stderr '$err' (want 64, a tether: message naming the shells)"
+err=$("$bin" completion bsh 2>&1 >/dev/null) || true
+[[ $err == *"did you mean bash?"* ]] || fail "tether completion bsh: no 'did you mean bash?' in '$err'"
 
 # The man page: renders without warnings, and `man tether` finds it with PREFIX/bin on PATH.
 if [[ -z $page ]]; then
