@@ -9,6 +9,7 @@
 #include "cli/batch.h"
 #include "cli/call.h"
 #include "cli/common.h"
+#include "cli/completion.h"
 #include "cli/demo_agent_main.h"
 #include "cli/prompt.h"
 #include "cli/serve.h"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   std::map<std::string, std::function<int()>> runs;
   runs["batch"] = cli::setup_batch(app, bridge);
   runs["call"] = cli::setup_call(app, bridge);
+  runs["completion"] = cli::setup_completion(app, bridge);
   runs["demo-agent"] = cli::setup_demo_agent(app, bridge);
   runs["prompt"] = cli::setup_prompt(app, bridge);
   runs["serve"] = cli::setup_serve(app, bridge);
