@@ -219,6 +219,7 @@ std::optional<std::string> apply_config(CommonOptions& o, const ConfigMap& map, 
     CommonOptions ignored;
     if (it != offered.end() && it->second->count() > 0) continue;  // the command line wins
     if (auto err = apply_value(*entry, value, it == offered.end() ? ignored : o)) return key + ": " + *err;
+    if (key == "permission" && it != offered.end()) o.permission_from_config = true;
   }
   return std::nullopt;
 }

@@ -48,6 +48,7 @@ struct CommonOptions {
   std::string bridge_stderr = "tail";     // --bridge-stderr tail|pass|FILE
   std::string trace;                      // --trace FILE
   std::string permission;                 // --permission ask|allow|allow-always|deny ("" = the front-end's default)
+  bool permission_from_config = false;    // `permission` came from the config file, not the command line
   bool allow_fs = false;                  // --allow-fs
   std::string color = "auto";             // --color auto|always|never
   bool quiet = false;                     // -q

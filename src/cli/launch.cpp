@@ -22,13 +22,16 @@ bool use_color(std::string_view option, int fd) {
 }
 
 std::variant<PermissionChoice, SetupError> permission_rule(std::string_view option, std::string_view command,
-                                                           Asker asker, bool at_terminal) {
+                                                           Asker asker, bool at_terminal, Source source) {
   const bool person = asker == Asker::person_at_terminal && at_terminal;
   if (option.empty()) return PermissionChoice{person ? acp::PermissionPolicy::ask : acp::PermissionPolicy::deny, {}};
   auto policy = acp::parse_policy(option);
   if (!policy)
     return SetupError{"--permission must be ask, allow, allow-always or deny, not '" + std::string(option) + "'", kExitUsage};
   if (*policy != acp::PermissionPolicy::ask || person) return PermissionChoice{*policy, {}};
+  // `permission = "ask"` in the config file, which serves every command, means: ask where someone
+  // can be asked. Elsewhere the command's own default (deny) applies, without a word each run.
+  if (source == Source::config_file) return PermissionChoice{acp::PermissionPolicy::deny, {}};
   if (asker == Asker::nobody) {
     return SetupError{"tether " + std::string(command) +
                           " cannot ask anyone for permission: use --permission allow or --permission deny",
@@ -39,7 +42,8 @@ std::variant<PermissionChoice, SetupError> permission_rule(std::string_view opti
 
 std::variant<LaunchPlan, SetupError> plan_launch(CommonOptions& o, const LaunchSpec& spec) {
   if (auto err = finish_options(o)) return *err;
-  auto choice = permission_rule(o.permission, spec.command, spec.asker, spec.at_terminal);
+  auto choice = permission_rule(o.permission, spec.command, spec.asker, spec.at_terminal,
+                                o.permission_from_config ? Source::config_file : Source::command_line);
   if (auto* err = std::get_if<SetupError>(&choice)) return *err;
   const auto& permission = std::get<PermissionChoice>(choice);
   if (!permission.warning.empty() && !o.quiet) error_line(permission.warning);

@@ -49,9 +49,12 @@ struct PermissionChoice {
 // (`asker` is person_at_terminal and `at_terminal`), else `deny`. `ask` given: kept when a person
 // can answer; a command whose asker is nobody refuses it (a SetupError, exit 64: nobody will ever
 // be there); talk without a terminal falls back to `deny` with a warning (the same script runs
-// at a terminal and from a pipe). Any other word is the policy it names.
+// at a terminal and from a pipe). Any other word is the policy it names. An `ask` from the config
+// file (which serves every command) never refuses: where nobody can answer it is `deny`, silently.
+enum class Source { command_line, config_file };
 std::variant<PermissionChoice, SetupError> permission_rule(std::string_view option, std::string_view command,
-                                                           Asker asker, bool at_terminal);
+                                                           Asker asker, bool at_terminal,
+                                                           Source source = Source::command_line);
 
 // What differs between the commands that launch a bridge.
 struct LaunchSpec {

@@ -142,6 +142,9 @@ CLI::Option* expects(CLI::Option* option, const ValueKind& kind) {
   // metavar exactly `kind.metavar` (CLI11 appends validator descriptions to it).
   option->transform(CLI::Validator([kind](std::string& value) { return value_error(kind, value).value_or(""); }, ""));
   option->type_name(kind.metavar);
+  // Given twice, the last one wins, as with most tools (an alias with `--jobs 2` and a `--jobs 3`
+  // after it). CLI11 would refuse it. Repeatable options (--set) keep every value.
+  if (option->get_expected_max() == 1) option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   return option;
 }
 

@@ -259,3 +259,34 @@ TEST_CASE("the config file: keys a command does not use are checked, then ignore
   CHECK(r.shell_status() == 78);
   CHECK(lines(r.err) == std::vector<std::string>{"tether: " + typo + ": unknown key 'timeot'; did you mean timeout?"});
 }
+
+TEST_CASE("an option given twice: the last one wins, as with most tools; repeatable ones keep all") {
+  // The last --timeout decides: 0.5 s cuts the 5 s turn short (exit 75), 30 s lets "hello" through.
+  auto cut = run_tether({"prompt", "--timeout", "30", "--timeout", "0.5", "/sleep 5000 hi"});
+  CHECK(!cut.timed_out);
+  CHECK(cut.shell_status() == 75);
+  auto r = run_tether({"prompt", "--timeout", "abc", "--timeout", "5", "--retries", "0", "--retries", "0", "hello"});
+  // Every value is still checked, the overridden one too.
+  CHECK(r.shell_status() == 64);
+  CHECK(lines(r.err).front() == R"(tether: --timeout: expected seconds (a number ≥ 0), got "abc")");
+  r = run_tether({"prompt", "--timeout", "1", "--timeout", "30", "--retries", "0", "--retries", "1", "hello"});
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("hello") != std::string::npos);
+  r = run_tether({"prompt", "--set", "a", "--set", "b=1", "hi"});  // both kept: the first is checked
+  CHECK(r.shell_status() == 64);
+  CHECK(r.err.find(R"(--set: expected KEY=VALUE (an option id of the agent and its value), got "a")") != std::string::npos);
+}
+
+TEST_CASE("permission = \"ask\" in the config file: prompt and batch deny without refusing (talk at a terminal asks: launch_rules_test)") {
+  auto ask = write_config("ask.toml", "permission = \"ask\"\n");
+  // The demo agent asks for permission when the prompt says "edit"; denied, it says so.
+  auto r = run_tether({"prompt", "--config", ask, "please edit notes"});
+  CHECK(r.shell_status() == 0);
+  CHECK(r.err.find("cannot ask anyone") == std::string::npos);
+  CHECK(r.out.find("Permission denied") != std::string::npos);
+  r = run_tether({"batch", "--config", ask});  // no input: nothing to do, but no refusal either
+  CHECK(r.shell_status() == 0);
+  // On the command line, `ask` in prompt is still a mistake worth naming.
+  r = run_tether({"prompt", "--permission", "ask", "hi"});
+  CHECK(r.shell_status() == 64);
+}

@@ -94,3 +94,21 @@ TEST_CASE("permission: an unknown word is a usage error") {
   CHECK(refused("maybe", Asker::person_at_terminal, true).exit_code == kExitUsage);
   CHECK(refused("maybe", Asker::nobody, false).exit_code == kExitUsage);
 }
+
+TEST_CASE("permission: `ask` from the config file asks where someone can answer, and silently denies elsewhere") {
+  using tether::cli::Source;
+  auto from_config = [](Asker asker, bool at_terminal) {
+    auto r = permission_rule("ask", "cmd", asker, at_terminal, Source::config_file);
+    REQUIRE(std::holds_alternative<PermissionChoice>(r));
+    return std::get<PermissionChoice>(r);
+  };
+  CHECK(from_config(Asker::person_at_terminal, true).policy == PermissionPolicy::ask);
+  // prompt and batch: no refusal (one config file serves every command), and no warning each run.
+  for (bool tty : {false, true}) {
+    CHECK(from_config(Asker::nobody, tty).policy == PermissionPolicy::deny);
+    CHECK(from_config(Asker::nobody, tty).warning.empty());
+  }
+  CHECK(from_config(Asker::person_at_terminal, false).policy == PermissionPolicy::deny);
+  // The same word on the command line is still refused where nobody can answer.
+  CHECK(refused("ask", Asker::nobody, false).exit_code == kExitUsage);
+}
