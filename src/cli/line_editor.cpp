@@ -1,11 +1,13 @@
 #include "cli/line_editor.h"
 
 #include "base/unique_fd.h"
+#include "cli/common.h"
 
 #ifdef TETHER_HAVE_LIBEDIT  // without libedit, talk reads from a pipe only
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <termios.h>
@@ -144,16 +146,14 @@ int LineEditor::getc_blocking() {
       return c;
     }
     if (restore_left_ > 0) return -1;  // never: the restored keys are all in feed_
-    // libedit wants another key within one command: the rest of a key sequence (on its way), or
-    // the next key of a Ctrl-R search (whenever the person types it). The read holds up the
-    // caller's poll loop meanwhile, so a signal (Ctrl-C, SIGTERM, a resize) ends the wait: the
-    // key given then is ^G, which aborts a search and is no key elsewhere, and the caller's loop
-    // reads the signal next.
+    // libedit wants another key within one command: the rest of a key sequence (on its way), the
+    // next key of a Ctrl-R search or the key after Ctrl-V (whenever the person types it). The
+    // read holds up the caller's poll loop meanwhile, so the signals are read here.
     decoder_.release_partial();
     if (pull()) continue;
     if (wake_fd_ >= 0) {
       pollfd p[2] = {{in_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-      if (::poll(p, 2, -1) > 0 && (p[1].revents & POLLIN)) return kAbortKey;
+      if (::poll(p, 2, -1) > 0 && (p[1].revents & POLLIN) && wake_ends_wait()) return kAbortKey;
     }
     char buf[256];
     ssize_t n = ::read(in_fd_, buf, sizeof buf);
@@ -165,6 +165,21 @@ int LineEditor::getc_blocking() {
     if (n <= 0) return -1;
     decoder_.push(std::string_view(buf, static_cast<std::size_t>(n)));
   }
+}
+
+bool LineEditor::wake_ends_wait() {
+  // A resize is the editor's own business: libedit takes the new width and the wait goes on (a
+  // search or a Ctrl-V is not cut short, and no key is made up). Any other signal (Ctrl-C,
+  // SIGTERM, SIGHUP) is the caller's: it goes back to pending (it is blocked, so the signal fd
+  // reports it again) and ^G ends the wait: it aborts a search and is no key elsewhere.
+  int sig = read_signal(wake_fd_);
+  if (sig == 0) return false;
+  if (sig == SIGWINCH) {
+    rl_resize_terminal();
+    return false;
+  }
+  ::raise(sig);
+  return true;
 }
 
 bool LineEditor::pull() {
