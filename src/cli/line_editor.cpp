@@ -28,8 +28,11 @@ LineEditor* g_editor = nullptr;  // libedit's callbacks carry no context
 // How long a lone Escape waits for the rest of a paste marker before it counts as a key.
 constexpr auto kPartialWait = std::chrono::milliseconds(40);
 
-// ^G: ends a Ctrl-R search (restoring the line); unbound elsewhere.
-constexpr int kAbortKey = 0x07;
+// The key that ends a wait inside one command when a signal (Ctrl-C, SIGTERM) came: Escape ends a
+// Ctrl-R search quietly, keeping the line found (^G would restore the line but ring the bell, as
+// libedit takes it for an error). Whoever handles the signal drops the line or exits, so which
+// line is left does not matter; after Ctrl-V it is one more character of that dropped line.
+constexpr int kAbortKey = 0x1b;
 
 // How many commands libedit may have pushed back for itself after one key (feed_one()).
 constexpr int kMaxPushedCommands = 64;
@@ -171,7 +174,7 @@ bool LineEditor::wake_ends_wait() {
   // A resize is the editor's own business: libedit takes the new width and the wait goes on (a
   // search or a Ctrl-V is not cut short, and no key is made up). Any other signal (Ctrl-C,
   // SIGTERM, SIGHUP) is the caller's: it goes back to pending (it is blocked, so the signal fd
-  // reports it again) and ^G ends the wait: it aborts a search and is no key elsewhere.
+  // reports it again) and kAbortKey ends the wait.
   int sig = read_signal(wake_fd_);
   if (sig == 0) return false;
   if (sig == SIGWINCH) {

@@ -590,13 +590,16 @@ TEST_CASE("Ctrl-R: one Enter sends the line found, with no continuation prompt; 
   CHECK(t.count("Summary: 0 words") == 0);
   CHECK(t.count("...>") == 0);
 
-  // Ctrl-C in a search clears the line at once (not at the next key), and SIGTERM ends tether.
+  // Ctrl-C in a search clears the line at once (not at the next key), with no bell (the search is
+  // not a mistake), and SIGTERM ends tether.
   t.mark();
   t.send("\x12" "alpha");
   expect(t, "bck:");
+  std::size_t raw_at = t.raw().size();
   t.send("\x03");
   expect(t, "^C", 5s);
   expect(t, kPrompt);
+  CHECK(t.raw().find('\a', raw_at) == std::string::npos);
   type_line(t, "delta");
   expect(t, "Echo: delta\n");
   CHECK(t.count("Echo: alpha bravo") == 0);
