@@ -1,11 +1,13 @@
 #include "cli/line_editor.h"
 
 #include "base/unique_fd.h"
+#include "cli/common.h"
 
 #ifdef TETHER_HAVE_LIBEDIT  // without libedit, talk reads from a pipe only
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <termios.h>
@@ -26,8 +28,11 @@ LineEditor* g_editor = nullptr;  // libedit's callbacks carry no context
 // How long a lone Escape waits for the rest of a paste marker before it counts as a key.
 constexpr auto kPartialWait = std::chrono::milliseconds(40);
 
-// ^G: ends a Ctrl-R search (restoring the line); unbound elsewhere.
-constexpr int kAbortKey = 0x07;
+// The key that ends a wait inside one command when a signal (Ctrl-C, SIGTERM) came: Escape ends a
+// Ctrl-R search quietly, keeping the line found (^G would restore the line but ring the bell, as
+// libedit takes it for an error). Whoever handles the signal drops the line or exits, so which
+// line is left does not matter; after Ctrl-V it is one more character of that dropped line.
+constexpr int kAbortKey = 0x1b;
 
 // How many commands libedit may have pushed back for itself after one key (feed_one()).
 constexpr int kMaxPushedCommands = 64;
@@ -144,16 +149,14 @@ int LineEditor::getc_blocking() {
       return c;
     }
     if (restore_left_ > 0) return -1;  // never: the restored keys are all in feed_
-    // libedit wants another key within one command: the rest of a key sequence (on its way), or
-    // the next key of a Ctrl-R search (whenever the person types it). The read holds up the
-    // caller's poll loop meanwhile, so a signal (Ctrl-C, SIGTERM, a resize) ends the wait: the
-    // key given then is ^G, which aborts a search and is no key elsewhere, and the caller's loop
-    // reads the signal next.
+    // libedit wants another key within one command: the rest of a key sequence (on its way), the
+    // next key of a Ctrl-R search or the key after Ctrl-V (whenever the person types it). The
+    // read holds up the caller's poll loop meanwhile, so the signals are read here.
     decoder_.release_partial();
     if (pull()) continue;
     if (wake_fd_ >= 0) {
       pollfd p[2] = {{in_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-      if (::poll(p, 2, -1) > 0 && (p[1].revents & POLLIN)) return kAbortKey;
+      if (::poll(p, 2, -1) > 0 && (p[1].revents & POLLIN) && wake_ends_wait()) return kAbortKey;
     }
     char buf[256];
     ssize_t n = ::read(in_fd_, buf, sizeof buf);
@@ -165,6 +168,21 @@ int LineEditor::getc_blocking() {
     if (n <= 0) return -1;
     decoder_.push(std::string_view(buf, static_cast<std::size_t>(n)));
   }
+}
+
+bool LineEditor::wake_ends_wait() {
+  // A resize is the editor's own business: libedit takes the new width and the wait goes on (a
+  // search or a Ctrl-V is not cut short, and no key is made up). Any other signal (Ctrl-C,
+  // SIGTERM, SIGHUP) is the caller's: it goes back to pending (it is blocked, so the signal fd
+  // reports it again) and kAbortKey ends the wait.
+  int sig = read_signal(wake_fd_);
+  if (sig == 0) return false;
+  if (sig == SIGWINCH) {
+    rl_resize_terminal();
+    return false;
+  }
+  ::raise(sig);
+  return true;
 }
 
 bool LineEditor::pull() {

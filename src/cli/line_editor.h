@@ -39,8 +39,9 @@ class LineEditor {
   LineEditor& operator=(const LineEditor&) = delete;
 
   void add_history(const std::string& entry);
-  // `fd` (the caller's signal fd) readable ends a wait for a key inside one libedit command (a
-  // Ctrl-R search), so that the caller sees the signal at once.
+  // `fd` (the caller's signal fd, open_signal_fd()) is watched during a wait for a key inside one
+  // libedit command (a Ctrl-R search, Ctrl-V): a resize is handled there, and any other signal
+  // ends the wait, left pending on `fd` for the caller.
   void wake_on(int fd) { wake_fd_ = fd; }
 
   // Shows `prompt` and starts editing (installs the callback handler). A line interrupted by
@@ -82,6 +83,7 @@ class LineEditor {
   bool pull();  // moves the next decoded item into feed_; false if none
   void feed_one();
   int getc_blocking();
+  bool wake_ends_wait();  // reads a signal from wake_fd_ during getc_blocking()
   void erase_line_on_screen();
   void hold_input();  // non-canonical, no echo, signals on: between two editing spells
 

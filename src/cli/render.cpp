@@ -143,12 +143,16 @@ void Renderer::line(int fd, std::string_view color, std::string_view raw) {
 }
 
 void Renderer::begin_turn() {
+  begin_section();
+  cancel_shown_ = false;
+  dropped_after_cancel_ = 0;
+}
+
+void Renderer::begin_section() {
   breaks_ = {};
   tools_.clear();
   last_plan_.clear();
   usage_.reset();
-  cancel_shown_ = false;
-  dropped_after_cancel_ = 0;
   block_ = Block::none;
   indent_pending_ = false;
   gap_due_ = true;
@@ -200,9 +204,9 @@ void Renderer::tool(const acp::Update& u) {
   }
 }
 
-void Renderer::update(const acp::Update& u) {
+void Renderer::update(const acp::Update& u, Whose whose) {
   using K = acp::Update::Kind;
-  if (cancel_shown_) {
+  if (cancel_shown_ && whose == Whose::ours) {
     // The person cancelled: ACP lets the agent flush what it had before it stops, and the session
     // takes it (acp/session.h), but the screen is the person's: after "^C (cancelled)" nothing more
     // of the turn is drawn. The answer's characters are counted for end_turn(); the usage is kept
@@ -322,6 +326,10 @@ void Renderer::end_turn(const acp::TurnEvent& t) {
   }
   finish_lines();
   block_ = Block::none;
+  // The cancelled turn is over: what comes next without a begin_turn() (another client's turn
+  // through a tether server) is not part of it.
+  cancel_shown_ = false;
+  dropped_after_cancel_ = 0;
 }
 
 void Renderer::note(std::string_view text) { line(2, kNote, "tether: " + std::string(text)); }

@@ -68,8 +68,16 @@ class Renderer {
 
   const RenderStyle& style() const { return style_; }
 
+  // Our new turn: a fresh screen state, and no cancel of ours shown yet.
   void begin_turn();
-  void update(const acp::Update& u);
+  // A fresh start of what is drawn (message breaks, tool calls, plan) inside our turn, which keeps
+  // its cancel: another client's turn shown through a tether server while ours waits, or ours
+  // starting after it.
+  void begin_section();
+  enum class Whose { ours, other_client };
+  // An update of our turn, or of another client's turn in a shared session (never hidden by our
+  // cancel: that covers our own turn only).
+  void update(const acp::Update& u, Whose whose = Whose::ours);
   // A permission request: a menu when it waits for the person (`answered` false), else one line
   // saying what was answered.
   void permission(const acp::PermissionRequest& p);
@@ -78,7 +86,8 @@ class Renderer {
   void permission_choice(std::string_view what);
   void permission_withdrawn();
   // "^C (cancelled)": the person pressed Ctrl-C during the turn. Nothing more of the turn is shown
-  // after it (what the agent still sends before it stops is counted, and end_turn() says how much).
+  // after it (what the agent still sends before it stops is counted, and end_turn() says how much);
+  // end_turn() ends that.
   void cancelled();
   // The terminal event: usage, an unusual stop reason or the error, and a clean line end.
   void end_turn(const acp::TurnEvent& terminal);

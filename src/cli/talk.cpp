@@ -278,7 +278,7 @@ void Talk::show_other(const acp::Update& u) {
       text.replace(at, 1, "\n  ");
     if (!other_prompt_) {
       renderer_.finish_lines();
-      renderer_.begin_turn();
+      renderer_.begin_section();  // not begin_turn(): a cancel of our waiting turn stays in force
       other_prompt_ = true;
       renderer_.dim("(other client) > " + text);
     } else {
@@ -287,7 +287,7 @@ void Talk::show_other(const acp::Update& u) {
     return;
   }
   other_prompt_ = false;
-  renderer_.update(u);
+  renderer_.update(u, talk::Renderer::Whose::other_client);
 }
 
 // --- the command ----------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ void Talk::handle_turn_events() {
       other_in_turn_ = false;
       other_prompt_ = false;
       renderer_.finish_lines();
-      renderer_.begin_turn();
+      renderer_.begin_section();  // the same turn: a cancel shown while it waited stays in force
       if (interactive_) renderer_.dim("(your turn) > " + first_line(turn_text_));
     }
     switch (e.kind) {

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 extern char** environ;
 
@@ -79,6 +81,13 @@ Pty::~Pty() {
     ::waitpid(pid_, nullptr, 0);
   }
   if (master_ >= 0) ::close(master_);
+}
+
+void Pty::resize(int rows, int cols) {
+  winsize ws{};
+  ws.ws_row = static_cast<unsigned short>(rows);
+  ws.ws_col = static_cast<unsigned short>(cols);
+  if (::ioctl(master_, TIOCSWINSZ, &ws) != 0) throw std::runtime_error(std::string("TIOCSWINSZ: ") + strerror(errno));
 }
 
 void Pty::send(std::string_view keys) {

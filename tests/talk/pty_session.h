@@ -26,6 +26,8 @@ class Pty {
 
   pid_t pid() const { return pid_; }
   void send(std::string_view keys);
+  // Resizes the terminal (TIOCSWINSZ): the kernel sends SIGWINCH to the child before this returns.
+  void resize(int rows, int cols);
 
   // Later waits and counts look only at output after this point.
   void mark() { mark_ = text_.size(); }

@@ -590,13 +590,16 @@ TEST_CASE("Ctrl-R: one Enter sends the line found, with no continuation prompt; 
   CHECK(t.count("Summary: 0 words") == 0);
   CHECK(t.count("...>") == 0);
 
-  // Ctrl-C in a search clears the line at once (not at the next key), and SIGTERM ends tether.
+  // Ctrl-C in a search clears the line at once (not at the next key), with no bell (the search is
+  // not a mistake), and SIGTERM ends tether.
   t.mark();
   t.send("\x12" "alpha");
   expect(t, "bck:");
+  std::size_t raw_at = t.raw().size();
   t.send("\x03");
   expect(t, "^C", 5s);
   expect(t, kPrompt);
+  CHECK(t.raw().find('\a', raw_at) == std::string::npos);
   type_line(t, "delta");
   expect(t, "Echo: delta\n");
   CHECK(t.count("Echo: alpha bravo") == 0);
@@ -607,6 +610,39 @@ TEST_CASE("Ctrl-R: one Enter sends the line found, with no continuation prompt; 
   auto st = t.wait_exit(5s);
   REQUIRE(st.has_value());
   CHECK(*st == 128 + SIGTERM);
+}
+
+TEST_CASE("a resize during a Ctrl-R search or after Ctrl-V neither ends the search nor types a key") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  type_line(t, "alpha one");
+  expect(t, "turn 1 of this session");
+  expect(t, kPrompt);
+  // The search is under way (libedit waits inside it for the next key) when the resize comes:
+  // Enter then sends the line found, not the draft typed before the search.
+  t.mark();
+  t.send("draft" "\x12" "alp");
+  expect(t, "bck:");
+  expect(t, "alpha one");
+  t.resize(30, 70);
+  t.send("\r");
+  expect(t, "turn 2 of this session", 5s);
+  expect(t, kPrompt);
+  CHECK(t.count("Echo: alpha one") == 1);
+  CHECK(t.count("Echo: draft") == 0);
+  // Ctrl-V waits for the key to take literally (the same wait inside one command): a resize then
+  // is no key.
+  t.mark();
+  t.send("ab" "\x16");
+  expect(t, "ab");
+  t.resize(40, 120);
+  t.send("c\r");
+  expect(t, "turn 3 of this session", 5s);
+  CHECK(t.count("^G") == 0);                  // libedit shows a BEL in the line so
+  CHECK(t.count("1 word, 3 characters") == 1);  // the screen drops the BEL from the echo: count it
+  expect(t, kPrompt);
+  quit(t);
 }
 
 TEST_CASE("Ctrl-C during a flood: nothing of the turn is drawn after the cancel mark, and the rest is counted") {

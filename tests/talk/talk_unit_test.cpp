@@ -632,3 +632,27 @@ TEST_CASE("/help lists an agent command named like one of talk's with the // tha
   CHECK(parse_line("//exit 3", cmds).kind == LineKind::prompt);
   CHECK(parse_line("//exit 3", cmds).text == "/exit 3");
 }
+
+// The cancel mark hides the rest of OUR cancelled turn only (review of issue 16). Through a tether
+// server another client's turn is drawn while ours waits in the queue: a Ctrl-C on ours must not
+// hide it, and once our cancelled turn has ended, what comes next is drawn again.
+TEST_CASE("the cancel mark hides our cancelled turn only: another client's turn is drawn, and it ends with our turn") {
+  Renderer r(plain());
+  r.begin_turn();
+  r.update(chunk(Update::Kind::agent_message, "ours before "));
+  r.cancelled();
+  r.begin_section();  // another client's prompt shown meanwhile: our cancel stays in force
+  r.update(chunk(Update::Kind::agent_message, "other answer"), Renderer::Whose::other_client);
+  r.update(chunk(Update::Kind::agent_message, "ours late"));
+  r.end_turn(completed("cancelled"));
+  std::string all = all_text(r.take());
+  CHECK(all.find("other answer") != std::string::npos);
+  CHECK(all.find("ours late") == std::string::npos);
+  // Only our hidden characters are counted ("ours late": 9), not the other client's.
+  CHECK(all.find("(9 more characters of the answer came after the cancel: not shown)") != std::string::npos);
+
+  // Our cancelled turn is over: later updates without a begin_turn() are drawn.
+  r.update(chunk(Update::Kind::agent_message, "the other client's answer"));
+  r.finish_lines();
+  CHECK(all_text(r.take()).find("the other client's answer") != std::string::npos);
+}
