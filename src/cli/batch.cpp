@@ -497,10 +497,13 @@ class BatchRunner {
       line += '\n';
       if (!write_stdout(line)) {
         if (errno == EPIPE) {
-          // The reader is gone (`| head`): end quietly, as SIGPIPE would have.
+          // The reader is gone (`| head`): end quietly, as SIGPIPE would have. Unless a stop
+          // signal came first (Ctrl-C on `batch | tee`, where tee dies first): then the summary
+          // and the resume hint still go to stderr, and the exit is the signal's.
           progress_.clear();
+          if (stop_signal_) say_interrupted(stop_signal_, in_flight());
           shutdown_workers();
-          reraise(SIGPIPE);
+          reraise(stop_signal_ ? stop_signal_ : SIGPIPE);
         }
         say(std::string("cannot write to stdout: ") + strerror(errno));
         io_error_ = true;
@@ -553,11 +556,18 @@ class BatchRunner {
   void on_signal(int sig) {
     if (sig != SIGINT && sig != SIGTERM && sig != SIGHUP) return;
     if (stopping_) {
-      // A second signal: no more waiting for the agents (their items get no line).
+      // A second signal: no more waiting for the agents. Their items get a cancelled line now,
+      // so every item read still gets its line, and those finished behind them are written.
+      stop_signal_ = sig;
+      for (auto& w : workers_) {
+        if (!w.job) continue;
+        ++cancelled_running_;
+        finish(*w.job, failure(*w.job, error_object("cancelled", "tether was interrupted again before the item finished")));
+        w.job.reset();
+      }
+      flush();  // on EPIPE it ends the run itself, with this signal
       progress_.clear();
-      std::uint64_t abandoned = 0;
-      for (const auto& w : workers_) abandoned += w.job != nullptr;
-      say_interrupted(sig, abandoned);
+      say_interrupted(sig, 0);
       shutdown_workers();
       reraise(sig);
     }
@@ -584,6 +594,12 @@ class BatchRunner {
     }
     for (auto& w : workers_)
       if (w.bridge) w.bridge->stop();
+  }
+
+  std::uint64_t in_flight() const {
+    std::uint64_t n = 0;
+    for (const auto& w : workers_) n += w.job != nullptr;
+    return n;
   }
 
   // --- progress --------------------------------------------------------------------------------

@@ -727,3 +727,58 @@ TEST_CASE("ids: a line without an id does not take an explicit id's place, whate
   CHECK(recs[5]["error"]["code"] == "bad_input");
   CHECK(recs[5]["error"]["message"] == "input line 6: duplicate id 1");
 }
+
+TEST_CASE("Ctrl-C on `batch | tee`, tee gone first: still the summary and the hint, and the exit is SIGINT's") {
+  Scratch s;
+  std::string in = "quick\nslow hang-once:a\nslow hang-once:b\n";
+  RunOptions o = input(in, s);
+  o.close_stdout_after_first_line = true;  // tee dies first: the cancelled records meet EPIPE
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      CHECK(tether::test::eventually([&] {
+        auto counts = prompt_counts(s);
+        return counts.count("slow hang-once:a") == 1 && counts.count("slow hang-once:b") == 1;
+      }));
+      ::kill(pid, SIGINT);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--journal", s.path("journal")}), o);
+  CHECK(r.shell_status() == 130);
+  CHECK_MESSAGE(r.err.find("tether: interrupted by SIGINT: 1 of 3 items done (1 ok, 0 failed), 2 cancelled while running") !=
+                    std::string::npos,
+                r.err);
+  CHECK(r.err.find("tether: to resume, run the same command again with the same journal") != std::string::npos);
+}
+
+TEST_CASE("a second signal: the item still running gets a cancelled line, and those finished behind it are written") {
+  Scratch s;
+  std::string in = "first deaf-once:h\n";
+  for (int i = 2; i <= 6; ++i) in += "quick " + std::to_string(i) + "\n";
+  std::string journal = s.path("journal");
+  RunOptions o = input(in, s);
+  bool sent = false;
+  // --progress writes on stderr at once: the first call waits until items 2-6 are recorded (their
+  // lines wait behind item 1; the journal has a header line), then sends both signals (the agent
+  // never answers item 1, not even its cancel).
+  o.on_output = [&](pid_t pid, const std::string&, const std::string&) {
+    if (sent) return;
+    sent = true;
+    CHECK(tether::test::eventually([&] { return count_lines(slurp(journal)) == 6; }));
+    ::kill(pid, SIGINT);
+    ::kill(pid, SIGTERM);
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--progress", "--journal", journal}), o);
+  CHECK(r.shell_status() == 143);
+  auto recs = records(r);
+  REQUIRE_MESSAGE(recs.size() == 6, r.out << r.err);
+  CHECK(recs[0]["error"]["code"] == "cancelled");
+  for (int i = 1; i < 6; ++i) {
+    CHECK(recs[i]["index"] == i + 1);
+    CHECK(recs[i]["ok"] == true);
+  }
+  CHECK_MESSAGE(r.err.find("tether: interrupted by SIGTERM: 5 of 6 items done (5 ok, 0 failed), 1 cancelled while running, "
+                           "0 not started\n") != std::string::npos,
+                r.err);
+}
