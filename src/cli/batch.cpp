@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -64,6 +65,12 @@ using batch::format_rate;
 // it the total) is seen at once; the read-ahead of items is bounded by the window as before.
 constexpr std::size_t kReadAhead = 64 * 1024;
 
+// Both fds are the same file (for a terminal: the same device, whatever names opened it).
+bool same_file(int a, int b) {
+  struct stat sa {}, sb {};
+  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 class BatchRunner {
  public:
   BatchRunner(BatchOptions& o, LaunchPlan plan, batch::Shard shard, std::unique_ptr<batch::Journal> journal)
@@ -83,6 +90,7 @@ class BatchRunner {
       workers_.back().number = i + 1;
     }
     stdout_tty_ = ::isatty(STDOUT_FILENO) == 1;
+    shared_terminal_ = stdout_tty_ && same_file(STDOUT_FILENO, STDERR_FILENO);
     if (journal_) journal_ok_total_ = journal_->index().ok_entries();
     // The total is counted for the progress line only: a run nobody watches does not read its
     // input twice.
@@ -492,7 +500,12 @@ class BatchRunner {
       for (auto& [seq, line] : committing_) order_.put(seq, std::move(line));
       committing_.clear();
     }
-    for (auto& line : order_.take()) {
+    auto lines = order_.take();
+    // On the terminal the progress line is drawn on, a result line would be glued to it: it is
+    // erased first and drawn again below the lines.
+    bool redraw = shared_terminal_ && !lines.empty() && progress_.shown();
+    if (redraw) progress_.clear();
+    for (auto& line : lines) {
       if (stdout_tty_) line = json_for_terminal(line);  // same JSON, nothing a terminal acts on
       line += '\n';
       if (!write_stdout(line)) {
@@ -510,7 +523,7 @@ class BatchRunner {
         return false;
       }
     }
-    progress_.tick([this] { return progress_text(); });
+    progress_.tick([this] { return progress_text(); }, redraw);
     return true;
   }
 
@@ -705,6 +718,7 @@ class BatchRunner {
   batch::Throughput throughput_;
   batch::ProgressLine progress_;
   bool stdout_tty_ = false;
+  bool shared_terminal_ = false;  // stdout is the terminal stderr is (the progress line's)
 };
 
 }  // namespace

@@ -54,6 +54,8 @@ class ProgressLine {
   // `enabled`: shown at all; `plain`: --progress (plain lines even on a terminal).
   ProgressLine(bool enabled, bool plain);
   bool enabled() const { return enabled_; }
+  // A line drawn in place is on the terminal now.
+  bool shown() const { return in_place_ && shown_; }
   // When the next line is due (for the loop's poll timeout).
   base::TimePoint next_due() const { return next_; }
   // Draws `text()` if a line is due (always when `force`).

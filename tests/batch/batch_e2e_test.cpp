@@ -92,9 +92,11 @@ void write_file(const std::string& path, const std::string& text) {
 
 // `tether batch ARGS < in > out` typed at a terminal (or `cat in | tether batch ARGS > out`):
 // stderr (the progress line) is the pty, and Ctrl-C typed into it reaches tether as SIGINT.
-std::unique_ptr<Pty> batch_on_terminal(const Scratch& s, const std::vector<std::string>& args, bool pipe = false) {
-  std::string in = "'" + s.path("in") + "'", out = "'" + s.path("out") + "'";
-  std::string script = pipe ? "cat " + in + " | exec \"$@\" > " + out : "exec \"$@\" < " + in + " > " + out;
+// `to_terminal`: stdout is the terminal too.
+std::unique_ptr<Pty> batch_on_terminal(const Scratch& s, const std::vector<std::string>& args, bool pipe = false,
+                                       bool to_terminal = false) {
+  std::string in = "'" + s.path("in") + "'", out = to_terminal ? "" : " > '" + s.path("out") + "'";
+  std::string script = pipe ? "cat " + in + " | exec \"$@\"" + out : "exec \"$@\" < " + in + out;
   std::vector<std::string> argv{"/bin/sh", "-c", script, "sh"};
   for (auto& a : batch_argv(args)) argv.push_back(a);
   return std::make_unique<Pty>(argv, std::vector<std::string>{"FAKE_STATE_DIR=" + s.dir, "FAKE_LOG=" + s.path("log")});
@@ -781,4 +783,22 @@ TEST_CASE("a second signal: the item still running gets a cancelled line, and th
   CHECK_MESSAGE(r.err.find("tether: interrupted by SIGTERM: 5 of 6 items done (5 ok, 0 failed), 1 cancelled while running, "
                            "0 not started\n") != std::string::npos,
                 r.err);
+}
+
+TEST_CASE("stdout the terminal of the progress line: each result line starts a line of its own") {
+  Scratch s;
+  write_file(s.path("in"), "one sleep:250\ntwo sleep:250\nthree sleep:250\n");
+  auto p = batch_on_terminal(s, {}, false, true);
+  auto status = p->wait_exit(std::chrono::seconds(30));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  const std::string& raw = p->raw();
+  int lines = 0;
+  for (auto at = raw.find("{\"id\":"); at != std::string::npos; at = raw.find("{\"id\":", at + 1)) {
+    ++lines;
+    // After a newline, or after the progress line was erased ("\r\e[K").
+    bool own_line = at == 0 || raw[at - 1] == '\n' || (at >= 4 && raw.compare(at - 4, 4, "\r\x1b[K") == 0);
+    CHECK_MESSAGE(own_line, raw.substr(at >= 80 ? at - 80 : 0, 120));
+  }
+  CHECK(lines == 3);
 }
