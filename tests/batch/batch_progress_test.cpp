@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -140,6 +141,19 @@ TEST_CASE("the progress line: the total and the time left once known; items from
   CHECK(progress_text(c) == "batch: 12/100 done (10 from the journal), 11 ok, 1 failed, 2.0 items/s, ETA 2m00s");
   c.total = 5;  // a file that grew after it was counted
   CHECK(progress_text(c).rfind("batch: 12/12 done", 0) == 0);
+}
+
+TEST_CASE("durations: seconds, minutes, hours; past 9999 h (or not a number) a cap, never negative") {
+  CHECK(format_duration(44) == "44.0 s");
+  CHECK(format_duration(120) == "2m00s");
+  CHECK(format_duration(3 * 3600 + 5 * 60 + 9) == "3h05m");
+  CHECK(format_duration(9999.0 * 3600) == "9999h00m");
+  CHECK(format_duration(10000.0 * 3600) == ">9999h");
+  CHECK(format_duration(3.6e9) == ">9999h");  // past 2^31 s an int cast went negative
+  CHECK(format_duration(1e300) == ">9999h");
+  CHECK(format_duration(std::numeric_limits<double>::infinity()) == ">9999h");
+  CHECK(format_duration(std::numeric_limits<double>::quiet_NaN()) == ">9999h");
+  CHECK(format_duration(-3) == "0.0 s");
 }
 
 TEST_CASE("the summary of an interrupted run") {
