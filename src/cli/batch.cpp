@@ -91,6 +91,7 @@ class BatchRunner {
     }
     stdout_tty_ = ::isatty(STDOUT_FILENO) == 1;
     shared_terminal_ = stdout_tty_ && same_file(STDOUT_FILENO, STDERR_FILENO);
+    stdin_from_start_ = ::lseek(STDIN_FILENO, 0, SEEK_CUR) == 0;
     if (journal_) journal_ok_total_ = journal_->index().ok_entries();
     // The total is counted for the progress line only: a run nobody watches does not read its
     // input twice.
@@ -655,7 +656,7 @@ class BatchRunner {
     c.cancelled_running = cancelled_running_ + abandoned;
     c.total = total();
     error_line(batch::interrupt_summary(c));
-    if (journal_) batch::say_resume_hint(ok_);
+    if (journal_) batch::say_resume_hint(ok_, stdin_from_start_);
   }
 
   void summary() {
@@ -719,6 +720,7 @@ class BatchRunner {
   batch::ProgressLine progress_;
   bool stdout_tty_ = false;
   bool shared_terminal_ = false;  // stdout is the terminal stderr is (the progress line's)
+  bool stdin_from_start_ = false;  // stdin (a file) is read from its first byte: `< FILE` resumes
 };
 
 }  // namespace

@@ -125,8 +125,8 @@ void ProgressLine::end(const std::function<std::string()>& text) {
   clear();
 }
 
-void say_resume_hint(std::uint64_t ok_items) {
-  std::string input = stdin_file_path();
+void say_resume_hint(std::uint64_t ok_items, bool stdin_from_start) {
+  std::string input = stdin_from_start ? stdin_file_path() : std::string();
   error_line("to resume, run the same command again with the same journal" +
              std::string(input.empty() ? " and the same input on stdin" : "") + " (the " + std::to_string(ok_items) +
              (ok_items == 1 ? " item that is" : " items that are") + " ok will not run again):");

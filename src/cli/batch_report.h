@@ -74,7 +74,9 @@ class ProgressLine {
 
 // After the summary of an interrupted run with --journal: the sentence and, on a line of its own
 // so that it can be copied whole, the command that resumes it (this process's own command line,
-// quoted for a shell, with `< FILE` when stdin is a regular file that can still be found by name).
-void say_resume_hint(std::uint64_t ok_items);
+// quoted for a shell, with `< FILE` when stdin is a regular file that can still be found by name
+// and `stdin_from_start`: it was read from its first byte, so `< FILE` gives the same input; when
+// it was not (`{ read -r header; tether batch ...; } < FILE`) the sentence asks for the same input).
+void say_resume_hint(std::uint64_t ok_items, bool stdin_from_start);
 
 }  // namespace tether::cli::batch

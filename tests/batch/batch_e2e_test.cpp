@@ -802,3 +802,28 @@ TEST_CASE("stdout the terminal of the progress line: each result line starts a l
   }
   CHECK(lines == 3);
 }
+
+TEST_CASE("a file on stdin read from past its start: the hint asks for the same input, not `< FILE`") {
+  Scratch s;
+  write_file(s.path("in"), "header line\nquick\nslow hang-once:a\n");
+  RunOptions o = input("", s);
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("slow hang-once:a") == 1; }));
+      ::kill(pid, SIGTERM);
+    }
+  };
+  std::vector<std::string> argv{"/bin/sh", "-c", "{ read -r hdr; exec \"$@\"; } < '" + s.path("in") + "'", "sh"};
+  for (auto& a : batch_argv({"--journal", s.path("journal")})) argv.push_back(a);
+  auto r = run(argv, o);
+  CHECK(r.shell_status() == 143);
+  CHECK_MESSAGE(r.err.find("with the same journal and the same input on stdin (the 1 item that is ok will not run again):") !=
+                    std::string::npos,
+                r.err);
+  std::string command = resume_hint(r.err);
+  REQUIRE_MESSAGE(!command.empty(), r.err);
+  CHECK(command.find(" < ") == std::string::npos);
+  CHECK(prompt_counts(s).count("header line") == 0);
+}
