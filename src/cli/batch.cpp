@@ -245,6 +245,13 @@ class BatchRunner {
     if (stopping_) {
       // Interrupted: what has not started will not (a retry queued meanwhile included).
       for (auto& job : std::exchange(ready_, {})) {
+        if (job->attempts > 0) {
+          // A retry waiting for a bridge: the item did run, so it counts as cancelled, not as
+          // not started.
+          ++cancelled_running_;
+          finish(*job, failure(*job, error_object("cancelled", "tether was interrupted while the item waited to be tried again")));
+          continue;
+        }
         ++cancelled_queued_;
         finish(*job, failure(*job, error_object("cancelled", "tether was interrupted before the item ran")));
       }

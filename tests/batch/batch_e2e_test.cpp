@@ -827,3 +827,28 @@ TEST_CASE("a file on stdin read from past its start: the hint asks for the same 
   CHECK(command.find(" < ") == std::string::npos);
   CHECK(prompt_counts(s).count("header line") == 0);
 }
+
+TEST_CASE("interrupted while a retry waits for a bridge: it ran, so it is cancelled, not \"not started\"") {
+  Scratch s;
+  RunOptions o = input("one crash\ntwo hang-once:a\n", s);
+  bool sent = false;
+  // Bridge 1 dies with item 1 and is out of service (--max-restarts 0); bridge 2 hangs on item 2,
+  // so item 1's retry waits in the queue.
+  o.on_output = [&](pid_t pid, const std::string&, const std::string& err) {
+    if (!sent && err.find("out of service") != std::string::npos) {
+      sent = true;
+      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("two hang-once:a") == 1; }));
+      ::kill(pid, SIGINT);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--max-restarts", "0", "--retries", "2"}), o);
+  CHECK(r.shell_status() == 130);
+  auto recs = records(r);
+  REQUIRE_MESSAGE(recs.size() == 2, r.out << r.err);
+  CHECK(recs[0]["error"]["code"] == "cancelled");
+  CHECK(recs[0]["attempts"] == 1);
+  CHECK_MESSAGE(recs[0]["error"]["message"] == "tether was interrupted while the item waited to be tried again", recs[0]);
+  CHECK_MESSAGE(r.err.find("tether: interrupted by SIGINT: 0 of 2 items done (0 ok, 0 failed), 2 cancelled while running, "
+                           "0 not started\n") != std::string::npos,
+                r.err);
+}
