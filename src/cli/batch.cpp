@@ -120,7 +120,8 @@ class BatchRunner {
       count_.step();
       wait();
     }
-    progress_.end([this] { return progress_text(); });
+    if (stop_signal_) progress_.clear();
+    else progress_.end([this] { return progress_text(); });
     if (stop_signal_) say_interrupted(stop_signal_, 0);
     close_sessions();
     shutdown_workers();
@@ -531,7 +532,9 @@ class BatchRunner {
         return false;
       }
     }
-    progress_.tick([this] { return progress_text(); }, redraw);
+    // After a stop signal no frame is drawn: it would count the cancelled items as failed and
+    // show a time left, under the summary that says otherwise.
+    if (!stopping_) progress_.tick([this] { return progress_text(); }, redraw);
     return true;
   }
 
@@ -553,7 +556,7 @@ class BatchRunner {
     // Beyond what admission needs, a pipe is read up to kReadAhead bytes so its end is seen early.
     bool want_stdin = !stdin_eof_ && !stopping_ && (want_items || reader_.buffered() < kReadAhead);
     if (want_stdin) fds.push_back({STDIN_FILENO, POLLIN, 0});
-    base::Deadline deadline = progress_.enabled() ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
+    base::Deadline deadline = progress_.enabled() && !stopping_ ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
     if (count_.stepping()) deadline = base::Deadline::at(base::Clock::now());  // count on at once
     for (auto& w : workers_) {
       if (w.retired || !w.bridge) continue;

@@ -852,3 +852,23 @@ TEST_CASE("interrupted while a retry waits for a bridge: it ran, so it is cancel
                            "0 not started\n") != std::string::npos,
                 r.err);
 }
+
+TEST_CASE("after a stop signal no progress frame is drawn: none counts the cancelled items as failed") {
+  Scratch s;
+  RunOptions o = input("quick\nslow hang-once:a\n", s);
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("slow hang-once:a") == 1; }));
+      ::kill(pid, SIGINT);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--progress"}), o);
+  CHECK(r.shell_status() == 130);
+  CHECK(r.err.find("batch: ") != std::string::npos);  // frames were drawn before the signal
+  // The summary counts the cancelled item as cancelled; no frame may say it failed.
+  CHECK_MESSAGE(r.err.find(" 1 failed") == std::string::npos, r.err);
+  CHECK(r.err.find("tether: interrupted by SIGINT: 1 of 2 items done (1 ok, 0 failed), 1 cancelled while running") !=
+        std::string::npos);
+}
