@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -58,18 +57,9 @@ struct Worker {
   bool retired = false;
 };
 
-using batch::format_duration;
-using batch::format_rate;
-
 // Bytes of a pipe read ahead of what admission needs, so that the end of a short input (and with
 // it the total) is seen at once; the read-ahead of items is bounded by the window as before.
 constexpr std::size_t kReadAhead = 64 * 1024;
-
-// Both fds are the same file (for a terminal: the same device, whatever names opened it).
-bool same_file(int a, int b) {
-  struct stat sa {}, sb {};
-  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
 
 class BatchRunner {
  public:
@@ -90,7 +80,7 @@ class BatchRunner {
       workers_.back().number = i + 1;
     }
     stdout_tty_ = ::isatty(STDOUT_FILENO) == 1;
-    shared_terminal_ = stdout_tty_ && same_file(STDOUT_FILENO, STDERR_FILENO);
+    shared_terminal_ = stdout_tty_ && batch::same_file(STDOUT_FILENO, STDERR_FILENO);
     stdin_from_start_ = ::lseek(STDIN_FILENO, 0, SEEK_CUR) == 0;
     if (journal_) journal_ok_total_ = journal_->index().ok_entries();
     // The total is counted for the progress line only: a run nobody watches does not read its
@@ -250,7 +240,8 @@ class BatchRunner {
           // A retry waiting for a bridge: the item did run, so it counts as cancelled, not as
           // not started.
           ++cancelled_running_;
-          finish(*job, failure(*job, error_object("cancelled", "tether was interrupted while the item waited to be tried again")));
+          finish(*job,
+                 failure(*job, error_object("cancelled", "tether was interrupted while the item waited to be tried again")));
           continue;
         }
         ++cancelled_queued_;
@@ -556,7 +547,8 @@ class BatchRunner {
     // Beyond what admission needs, a pipe is read up to kReadAhead bytes so its end is seen early.
     bool want_stdin = !stdin_eof_ && !stopping_ && (want_items || reader_.buffered() < kReadAhead);
     if (want_stdin) fds.push_back({STDIN_FILENO, POLLIN, 0});
-    base::Deadline deadline = progress_.enabled() && !stopping_ ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
+    bool drawing = progress_.enabled() && !stopping_;
+    base::Deadline deadline = drawing ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
     if (count_.stepping()) deadline = base::Deadline::at(base::Clock::now());  // count on at once
     for (auto& w : workers_) {
       if (w.retired || !w.bridge) continue;
@@ -670,24 +662,11 @@ class BatchRunner {
   }
 
   void summary() {
-    if (journal_mismatches_ > 0) {
-      error_line("warning: " + std::to_string(journal_mismatches_) + " journal record" +
-                 (journal_mismatches_ == 1 ? " was" : "s were") +
-                 " made from a different input (another id or prompt at the same line): those items were run again");
-    }
-    if (journal_unreadable_ > 0)
-      error_line("warning: " + std::to_string(journal_unreadable_) + " journal records could not be read back: those items were run again");
+    batch::say_journal_warnings(journal_mismatches_, journal_unreadable_);
     if (o_.common.quiet) return;
     double secs = std::chrono::duration<double>(base::Clock::now() - start_).count();
-    std::uint64_t total = order_.taken();
-    std::string s = "batch: " + std::to_string(total) + " item" + (total == 1 ? "" : "s") + ", " + std::to_string(ok_) +
-                    " ok, " + std::to_string(failed_) + " failed";
-    if (from_journal_ > 0) s += " (" + std::to_string(from_journal_) + " from the journal)";
-    s += ", in " + format_duration(secs);
-    std::uint64_t ran = total - std::min(total, from_journal_);
-    if (secs > 0 && ran > 0) s += ", " + format_rate(double(ran) / secs) + " items/s";
-    if (no_bridges_) s += "; no bridge left";
-    error_line(s);
+    error_line(batch::run_summary({.items = order_.taken(), .ok = ok_, .failed = failed_, .from_journal = from_journal_,
+                                   .seconds = secs, .no_bridges = no_bridges_}));
   }
 
   BatchOptions& o_;

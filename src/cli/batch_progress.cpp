@@ -141,6 +141,16 @@ std::string interrupt_summary(const InterruptCounts& c) {
   return s;
 }
 
+std::string run_summary(const RunCounts& c) {
+  std::string s = "batch: " + items(c.items) + ", " + std::to_string(c.ok) + " ok, " + std::to_string(c.failed) + " failed";
+  if (c.from_journal > 0) s += " (" + std::to_string(c.from_journal) + " from the journal)";
+  s += ", in " + format_duration(c.seconds);
+  std::uint64_t ran = c.items - std::min(c.items, c.from_journal);
+  if (c.seconds > 0 && ran > 0) s += ", " + format_rate(double(ran) / c.seconds) + " items/s";
+  if (c.no_bridges) s += "; no bridge left";
+  return s;
+}
+
 namespace {
 
 bool shell_safe(unsigned char c) {

@@ -72,6 +72,13 @@ class ProgressLine {
   base::TimePoint next_{};
 };
 
+// At the end of a run with --journal: records that were not trusted (`mismatches`: made from
+// another input) or could not be read back; their items were run again.
+void say_journal_warnings(std::uint64_t mismatches, std::uint64_t unreadable);
+
+// Both fds are the same file (for a terminal: the same device, whatever names opened it).
+bool same_file(int a, int b);
+
 // After the summary of an interrupted run with --journal: the sentence and, on a line of its own
 // so that it can be copied whole, the command that resumes it (this process's own command line,
 // quoted for a shell, with `< FILE` when stdin is a regular file that can still be found by name

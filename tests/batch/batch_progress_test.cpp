@@ -156,6 +156,15 @@ TEST_CASE("durations: seconds, minutes, hours; past 9999 h (or not a number) a c
   CHECK(format_duration(-3) == "0.0 s");
 }
 
+TEST_CASE("the summary of a finished run: the rate counts only the items that ran") {
+  CHECK(run_summary({.items = 100, .ok = 98, .failed = 2, .from_journal = 10, .seconds = 100}) ==
+        "batch: 100 items, 98 ok, 2 failed (10 from the journal), in 1m40s, 0.9 items/s");
+  CHECK(run_summary({.items = 1, .ok = 1, .from_journal = 1, .seconds = 0.5}) ==
+        "batch: 1 item, 1 ok, 0 failed (1 from the journal), in 0.5 s");
+  CHECK(run_summary({.items = 2, .failed = 2, .seconds = 2, .no_bridges = true}) ==
+        "batch: 2 items, 0 ok, 2 failed, in 2.0 s, 1.0 items/s; no bridge left");
+}
+
 TEST_CASE("the summary of an interrupted run") {
   InterruptCounts c;
   c.signal = SIGINT;
