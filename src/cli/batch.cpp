@@ -57,9 +57,6 @@ struct Worker {
   bool retired = false;
 };
 
-using batch::format_duration;
-using batch::format_rate;
-
 // Bytes of a pipe read ahead of what admission needs, so that the end of a short input (and with
 // it the total) is seen at once; the read-ahead of items is bounded by the window as before.
 constexpr std::size_t kReadAhead = 64 * 1024;
@@ -83,6 +80,8 @@ class BatchRunner {
       workers_.back().number = i + 1;
     }
     stdout_tty_ = ::isatty(STDOUT_FILENO) == 1;
+    shared_terminal_ = stdout_tty_ && batch::same_file(STDOUT_FILENO, STDERR_FILENO);
+    stdin_from_start_ = ::lseek(STDIN_FILENO, 0, SEEK_CUR) == 0;
     if (journal_) journal_ok_total_ = journal_->index().ok_entries();
     // The total is counted for the progress line only: a run nobody watches does not read its
     // input twice.
@@ -111,7 +110,8 @@ class BatchRunner {
       count_.step();
       wait();
     }
-    progress_.end([this] { return progress_text(); });
+    if (stop_signal_) progress_.clear();
+    else progress_.end([this] { return progress_text(); });
     if (stop_signal_) say_interrupted(stop_signal_, 0);
     close_sessions();
     shutdown_workers();
@@ -236,6 +236,14 @@ class BatchRunner {
     if (stopping_) {
       // Interrupted: what has not started will not (a retry queued meanwhile included).
       for (auto& job : std::exchange(ready_, {})) {
+        if (job->attempts > 0) {
+          // A retry waiting for a bridge: the item did run, so it counts as cancelled, not as
+          // not started.
+          ++cancelled_running_;
+          finish(*job,
+                 failure(*job, error_object("cancelled", "tether was interrupted while the item waited to be tried again")));
+          continue;
+        }
         ++cancelled_queued_;
         finish(*job, failure(*job, error_object("cancelled", "tether was interrupted before the item ran")));
       }
@@ -492,22 +500,32 @@ class BatchRunner {
       for (auto& [seq, line] : committing_) order_.put(seq, std::move(line));
       committing_.clear();
     }
-    for (auto& line : order_.take()) {
+    auto lines = order_.take();
+    // On the terminal the progress line is drawn on, a result line would be glued to it: it is
+    // erased first and drawn again below the lines.
+    bool redraw = shared_terminal_ && !lines.empty() && progress_.shown();
+    if (redraw) progress_.clear();
+    for (auto& line : lines) {
       if (stdout_tty_) line = json_for_terminal(line);  // same JSON, nothing a terminal acts on
       line += '\n';
       if (!write_stdout(line)) {
         if (errno == EPIPE) {
-          // The reader is gone (`| head`): end quietly, as SIGPIPE would have.
+          // The reader is gone (`| head`): end quietly, as SIGPIPE would have. Unless a stop
+          // signal came first (Ctrl-C on `batch | tee`, where tee dies first): then the summary
+          // and the resume hint still go to stderr, and the exit is the signal's.
           progress_.clear();
+          if (stop_signal_) say_interrupted(stop_signal_, in_flight());
           shutdown_workers();
-          reraise(SIGPIPE);
+          reraise(stop_signal_ ? stop_signal_ : SIGPIPE);
         }
         say(std::string("cannot write to stdout: ") + strerror(errno));
         io_error_ = true;
         return false;
       }
     }
-    progress_.tick([this] { return progress_text(); });
+    // After a stop signal no frame is drawn: it would count the cancelled items as failed and
+    // show a time left, under the summary that says otherwise.
+    if (!stopping_) progress_.tick([this] { return progress_text(); }, redraw);
     return true;
   }
 
@@ -529,7 +547,8 @@ class BatchRunner {
     // Beyond what admission needs, a pipe is read up to kReadAhead bytes so its end is seen early.
     bool want_stdin = !stdin_eof_ && !stopping_ && (want_items || reader_.buffered() < kReadAhead);
     if (want_stdin) fds.push_back({STDIN_FILENO, POLLIN, 0});
-    base::Deadline deadline = progress_.enabled() ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
+    bool drawing = progress_.enabled() && !stopping_;
+    base::Deadline deadline = drawing ? base::Deadline::at(progress_.next_due()) : base::Deadline::never();
     if (count_.stepping()) deadline = base::Deadline::at(base::Clock::now());  // count on at once
     for (auto& w : workers_) {
       if (w.retired || !w.bridge) continue;
@@ -553,11 +572,18 @@ class BatchRunner {
   void on_signal(int sig) {
     if (sig != SIGINT && sig != SIGTERM && sig != SIGHUP) return;
     if (stopping_) {
-      // A second signal: no more waiting for the agents (their items get no line).
+      // A second signal: no more waiting for the agents. Their items get a cancelled line now,
+      // so every item read still gets its line, and those finished behind them are written.
+      stop_signal_ = sig;
+      for (auto& w : workers_) {
+        if (!w.job) continue;
+        ++cancelled_running_;
+        finish(*w.job, failure(*w.job, error_object("cancelled", "tether was interrupted again before the item finished")));
+        w.job.reset();
+      }
+      flush();  // on EPIPE it ends the run itself, with this signal
       progress_.clear();
-      std::uint64_t abandoned = 0;
-      for (const auto& w : workers_) abandoned += w.job != nullptr;
-      say_interrupted(sig, abandoned);
+      say_interrupted(sig, 0);
       shutdown_workers();
       reraise(sig);
     }
@@ -584,6 +610,12 @@ class BatchRunner {
     }
     for (auto& w : workers_)
       if (w.bridge) w.bridge->stop();
+  }
+
+  std::uint64_t in_flight() const {
+    std::uint64_t n = 0;
+    for (const auto& w : workers_) n += w.job != nullptr;
+    return n;
   }
 
   // --- progress --------------------------------------------------------------------------------
@@ -626,28 +658,15 @@ class BatchRunner {
     c.cancelled_running = cancelled_running_ + abandoned;
     c.total = total();
     error_line(batch::interrupt_summary(c));
-    if (journal_) batch::say_resume_hint(ok_);
+    if (journal_) batch::say_resume_hint(ok_, stdin_from_start_);
   }
 
   void summary() {
-    if (journal_mismatches_ > 0) {
-      error_line("warning: " + std::to_string(journal_mismatches_) + " journal record" +
-                 (journal_mismatches_ == 1 ? " was" : "s were") +
-                 " made from a different input (another id or prompt at the same line): those items were run again");
-    }
-    if (journal_unreadable_ > 0)
-      error_line("warning: " + std::to_string(journal_unreadable_) + " journal records could not be read back: those items were run again");
+    batch::say_journal_warnings(journal_mismatches_, journal_unreadable_);
     if (o_.common.quiet) return;
     double secs = std::chrono::duration<double>(base::Clock::now() - start_).count();
-    std::uint64_t total = order_.taken();
-    std::string s = "batch: " + std::to_string(total) + " item" + (total == 1 ? "" : "s") + ", " + std::to_string(ok_) +
-                    " ok, " + std::to_string(failed_) + " failed";
-    if (from_journal_ > 0) s += " (" + std::to_string(from_journal_) + " from the journal)";
-    s += ", in " + format_duration(secs);
-    std::uint64_t ran = total - std::min(total, from_journal_);
-    if (secs > 0 && ran > 0) s += ", " + format_rate(double(ran) / secs) + " items/s";
-    if (no_bridges_) s += "; no bridge left";
-    error_line(s);
+    error_line(batch::run_summary({.items = order_.taken(), .ok = ok_, .failed = failed_, .from_journal = from_journal_,
+                                   .seconds = secs, .no_bridges = no_bridges_}));
   }
 
   BatchOptions& o_;
@@ -689,6 +708,8 @@ class BatchRunner {
   batch::Throughput throughput_;
   batch::ProgressLine progress_;
   bool stdout_tty_ = false;
+  bool shared_terminal_ = false;  // stdout is the terminal stderr is (the progress line's)
+  bool stdin_from_start_ = false;  // stdin (a file) is read from its first byte: `< FILE` resumes
 };
 
 }  // namespace

@@ -85,10 +85,16 @@ std::string format_rate(double per_second) {
 }
 
 std::string format_duration(double seconds) {
+  // A time left from a rate near zero can be anything up to infinity: past 9999 hours (over a
+  // year) the figure means nothing, so it is capped (and never cast to an int it overflows).
+  constexpr double kCap = 10000.0 * 3600;
+  if (!(seconds < kCap)) return ">9999h";  // NaN included
+  seconds = std::max(seconds, 0.0);
   char buf[32];
+  auto whole = static_cast<long long>(seconds);
   if (seconds < 60) std::snprintf(buf, sizeof buf, "%.1f s", seconds);
-  else if (seconds < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", int(seconds) / 60, int(seconds) % 60);
-  else std::snprintf(buf, sizeof buf, "%dh%02dm", int(seconds) / 3600, int(seconds) / 60 % 60);
+  else if (seconds < 3600) std::snprintf(buf, sizeof buf, "%lldm%02llds", whole / 60, whole % 60);
+  else std::snprintf(buf, sizeof buf, "%lldh%02lldm", whole / 3600, whole / 60 % 60);
   return buf;
 }
 
@@ -132,6 +138,16 @@ std::string interrupt_summary(const InterruptCounts& c) {
   } else {
     s += "; the rest of the input was not started";
   }
+  return s;
+}
+
+std::string run_summary(const RunCounts& c) {
+  std::string s = "batch: " + items(c.items) + ", " + std::to_string(c.ok) + " ok, " + std::to_string(c.failed) + " failed";
+  if (c.from_journal > 0) s += " (" + std::to_string(c.from_journal) + " from the journal)";
+  s += ", in " + format_duration(c.seconds);
+  std::uint64_t ran = c.items - std::min(c.items, c.from_journal);
+  if (c.seconds > 0 && ran > 0) s += ", " + format_rate(double(ran) / c.seconds) + " items/s";
+  if (c.no_bridges) s += "; no bridge left";
   return s;
 }
 

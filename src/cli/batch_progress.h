@@ -109,6 +109,17 @@ struct InterruptCounts {
 // Not started: never sent to an agent (those already read have a `cancelled` line).
 std::string interrupt_summary(const InterruptCounts& c);
 
+// A run that was not interrupted, for its summary line.
+struct RunCounts {
+  std::uint64_t items = 0, ok = 0, failed = 0, from_journal = 0;
+  double seconds = 0;
+  bool no_bridges = false;  // every bridge went out of service
+};
+
+// "batch: 100 items, 98 ok, 2 failed (10 from the journal), in 1m40s, 0.9 items/s" (without
+// "tether: "); the rate counts only the items that ran, and is left out when none did.
+std::string run_summary(const RunCounts& c);
+
 // One argument quoted for a POSIX shell (bash, zsh, dash): as it is when it has only characters
 // no shell treats specially, else in single quotes; an argument with control characters (which
 // would not survive a terminal) as $'...' with \n, \t and \xHH escapes (bash, zsh and ksh read it;

@@ -125,8 +125,22 @@ void ProgressLine::end(const std::function<std::string()>& text) {
   clear();
 }
 
-void say_resume_hint(std::uint64_t ok_items) {
-  std::string input = stdin_file_path();
+void say_journal_warnings(std::uint64_t mismatches, std::uint64_t unreadable) {
+  if (mismatches > 0) {
+    error_line("warning: " + std::to_string(mismatches) + " journal record" + (mismatches == 1 ? " was" : "s were") +
+               " made from a different input (another id or prompt at the same line): those items were run again");
+  }
+  if (unreadable > 0)
+    error_line("warning: " + std::to_string(unreadable) + " journal records could not be read back: those items were run again");
+}
+
+bool same_file(int a, int b) {
+  struct stat sa {}, sb {};
+  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+void say_resume_hint(std::uint64_t ok_items, bool stdin_from_start) {
+  std::string input = stdin_from_start ? stdin_file_path() : std::string();
   error_line("to resume, run the same command again with the same journal" +
              std::string(input.empty() ? " and the same input on stdin" : "") + " (the " + std::to_string(ok_items) +
              (ok_items == 1 ? " item that is" : " items that are") + " ok will not run again):");

@@ -54,6 +54,8 @@ class ProgressLine {
   // `enabled`: shown at all; `plain`: --progress (plain lines even on a terminal).
   ProgressLine(bool enabled, bool plain);
   bool enabled() const { return enabled_; }
+  // A line drawn in place is on the terminal now.
+  bool shown() const { return in_place_ && shown_; }
   // When the next line is due (for the loop's poll timeout).
   base::TimePoint next_due() const { return next_; }
   // Draws `text()` if a line is due (always when `force`).
@@ -70,9 +72,18 @@ class ProgressLine {
   base::TimePoint next_{};
 };
 
+// At the end of a run with --journal: records that were not trusted (`mismatches`: made from
+// another input) or could not be read back; their items were run again.
+void say_journal_warnings(std::uint64_t mismatches, std::uint64_t unreadable);
+
+// Both fds are the same file (for a terminal: the same device, whatever names opened it).
+bool same_file(int a, int b);
+
 // After the summary of an interrupted run with --journal: the sentence and, on a line of its own
 // so that it can be copied whole, the command that resumes it (this process's own command line,
-// quoted for a shell, with `< FILE` when stdin is a regular file that can still be found by name).
-void say_resume_hint(std::uint64_t ok_items);
+// quoted for a shell, with `< FILE` when stdin is a regular file that can still be found by name
+// and `stdin_from_start`: it was read from its first byte, so `< FILE` gives the same input; when
+// it was not (`{ read -r header; tether batch ...; } < FILE`) the sentence asks for the same input).
+void say_resume_hint(std::uint64_t ok_items, bool stdin_from_start);
 
 }  // namespace tether::cli::batch

@@ -92,9 +92,11 @@ void write_file(const std::string& path, const std::string& text) {
 
 // `tether batch ARGS < in > out` typed at a terminal (or `cat in | tether batch ARGS > out`):
 // stderr (the progress line) is the pty, and Ctrl-C typed into it reaches tether as SIGINT.
-std::unique_ptr<Pty> batch_on_terminal(const Scratch& s, const std::vector<std::string>& args, bool pipe = false) {
-  std::string in = "'" + s.path("in") + "'", out = "'" + s.path("out") + "'";
-  std::string script = pipe ? "cat " + in + " | exec \"$@\" > " + out : "exec \"$@\" < " + in + " > " + out;
+// `to_terminal`: stdout is the terminal too.
+std::unique_ptr<Pty> batch_on_terminal(const Scratch& s, const std::vector<std::string>& args, bool pipe = false,
+                                       bool to_terminal = false) {
+  std::string in = "'" + s.path("in") + "'", out = to_terminal ? "" : " > '" + s.path("out") + "'";
+  std::string script = pipe ? "cat " + in + " | exec \"$@\"" + out : "exec \"$@\" < " + in + out;
   std::vector<std::string> argv{"/bin/sh", "-c", script, "sh"};
   for (auto& a : batch_argv(args)) argv.push_back(a);
   return std::make_unique<Pty>(argv, std::vector<std::string>{"FAKE_STATE_DIR=" + s.dir, "FAKE_LOG=" + s.path("log")});
@@ -726,4 +728,147 @@ TEST_CASE("ids: a line without an id does not take an explicit id's place, whate
   }
   CHECK(recs[5]["error"]["code"] == "bad_input");
   CHECK(recs[5]["error"]["message"] == "input line 6: duplicate id 1");
+}
+
+TEST_CASE("Ctrl-C on `batch | tee`, tee gone first: still the summary and the hint, and the exit is SIGINT's") {
+  Scratch s;
+  std::string in = "quick\nslow hang-once:a\nslow hang-once:b\n";
+  RunOptions o = input(in, s);
+  o.close_stdout_after_first_line = true;  // tee dies first: the cancelled records meet EPIPE
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      CHECK(tether::test::eventually([&] {
+        auto counts = prompt_counts(s);
+        return counts.count("slow hang-once:a") == 1 && counts.count("slow hang-once:b") == 1;
+      }));
+      ::kill(pid, SIGINT);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--journal", s.path("journal")}), o);
+  CHECK(r.shell_status() == 130);
+  CHECK_MESSAGE(r.err.find("tether: interrupted by SIGINT: 1 of 3 items done (1 ok, 0 failed), 2 cancelled while running") !=
+                    std::string::npos,
+                r.err);
+  CHECK(r.err.find("tether: to resume, run the same command again with the same journal") != std::string::npos);
+}
+
+TEST_CASE("a second signal: the item still running gets a cancelled line, and those finished behind it are written") {
+  Scratch s;
+  std::string in = "first deaf-once:h\n";
+  for (int i = 2; i <= 6; ++i) in += "quick " + std::to_string(i) + "\n";
+  std::string journal = s.path("journal");
+  RunOptions o = input(in, s);
+  bool sent = false;
+  // --progress writes on stderr at once: the first call waits until items 2-6 are recorded (their
+  // lines wait behind item 1; the journal has a header line), then sends both signals (the agent
+  // never answers item 1, not even its cancel).
+  o.on_output = [&](pid_t pid, const std::string&, const std::string&) {
+    if (sent) return;
+    sent = true;
+    CHECK(tether::test::eventually([&] { return count_lines(slurp(journal)) == 6; }));
+    ::kill(pid, SIGINT);
+    ::kill(pid, SIGTERM);
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--progress", "--journal", journal}), o);
+  CHECK(r.shell_status() == 143);
+  auto recs = records(r);
+  REQUIRE_MESSAGE(recs.size() == 6, r.out << r.err);
+  CHECK(recs[0]["error"]["code"] == "cancelled");
+  for (int i = 1; i < 6; ++i) {
+    CHECK(recs[i]["index"] == i + 1);
+    CHECK(recs[i]["ok"] == true);
+  }
+  CHECK_MESSAGE(r.err.find("tether: interrupted by SIGTERM: 5 of 6 items done (5 ok, 0 failed), 1 cancelled while running, "
+                           "0 not started\n") != std::string::npos,
+                r.err);
+}
+
+TEST_CASE("stdout the terminal of the progress line: each result line starts a line of its own") {
+  Scratch s;
+  write_file(s.path("in"), "one sleep:250\ntwo sleep:250\nthree sleep:250\n");
+  auto p = batch_on_terminal(s, {}, false, true);
+  auto status = p->wait_exit(std::chrono::seconds(30));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  const std::string& raw = p->raw();
+  int lines = 0;
+  for (auto at = raw.find("{\"id\":"); at != std::string::npos; at = raw.find("{\"id\":", at + 1)) {
+    ++lines;
+    // After a newline, or after the progress line was erased ("\r\e[K").
+    bool own_line = at == 0 || raw[at - 1] == '\n' || (at >= 4 && raw.compare(at - 4, 4, "\r\x1b[K") == 0);
+    CHECK_MESSAGE(own_line, raw.substr(at >= 80 ? at - 80 : 0, 120));
+  }
+  CHECK(lines == 3);
+}
+
+TEST_CASE("a file on stdin read from past its start: the hint asks for the same input, not `< FILE`") {
+  Scratch s;
+  write_file(s.path("in"), "header line\nquick\nslow hang-once:a\n");
+  RunOptions o = input("", s);
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("slow hang-once:a") == 1; }));
+      ::kill(pid, SIGTERM);
+    }
+  };
+  std::vector<std::string> argv{"/bin/sh", "-c", "{ read -r hdr; exec \"$@\"; } < '" + s.path("in") + "'", "sh"};
+  for (auto& a : batch_argv({"--journal", s.path("journal")})) argv.push_back(a);
+  auto r = run(argv, o);
+  CHECK(r.shell_status() == 143);
+  CHECK_MESSAGE(r.err.find("with the same journal and the same input on stdin (the 1 item that is ok will not run again):") !=
+                    std::string::npos,
+                r.err);
+  std::string command = resume_hint(r.err);
+  REQUIRE_MESSAGE(!command.empty(), r.err);
+  CHECK(command.find(" < ") == std::string::npos);
+  CHECK(prompt_counts(s).count("header line") == 0);
+}
+
+TEST_CASE("interrupted while a retry waits for a bridge: it ran, so it is cancelled, not \"not started\"") {
+  Scratch s;
+  RunOptions o = input("one crash\ntwo hang-once:a\n", s);
+  bool sent = false;
+  // Bridge 1 dies with item 1 and is out of service (--max-restarts 0); bridge 2 hangs on item 2,
+  // so item 1's retry waits in the queue.
+  o.on_output = [&](pid_t pid, const std::string&, const std::string& err) {
+    if (!sent && err.find("out of service") != std::string::npos) {
+      sent = true;
+      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("two hang-once:a") == 1; }));
+      ::kill(pid, SIGINT);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--max-restarts", "0", "--retries", "2"}), o);
+  CHECK(r.shell_status() == 130);
+  auto recs = records(r);
+  REQUIRE_MESSAGE(recs.size() == 2, r.out << r.err);
+  CHECK(recs[0]["error"]["code"] == "cancelled");
+  CHECK(recs[0]["attempts"] == 1);
+  CHECK_MESSAGE(recs[0]["error"]["message"] == "tether was interrupted while the item waited to be tried again", recs[0]);
+  CHECK_MESSAGE(r.err.find("tether: interrupted by SIGINT: 0 of 2 items done (0 ok, 0 failed), 2 cancelled while running, "
+                           "0 not started\n") != std::string::npos,
+                r.err);
+}
+
+TEST_CASE("after a stop signal no progress frame is drawn: none counts the cancelled items as failed") {
+  Scratch s;
+  RunOptions o = input("quick\nslow hang-once:a\n", s);
+  bool sent = false;
+  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
+    if (!sent && count_lines(out) >= 1) {
+      sent = true;
+      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("slow hang-once:a") == 1; }));
+      ::kill(pid, SIGINT);
+    }
+  };
+  auto r = run(batch_argv({"--jobs", "2", "--progress"}), o);
+  CHECK(r.shell_status() == 130);
+  CHECK(r.err.find("batch: ") != std::string::npos);  // frames were drawn before the signal
+  // The summary counts the cancelled item as cancelled; no frame may say it failed.
+  CHECK_MESSAGE(r.err.find(" 1 failed") == std::string::npos, r.err);
+  CHECK(r.err.find("tether: interrupted by SIGINT: 1 of 2 items done (1 ok, 0 failed), 1 cancelled while running") !=
+        std::string::npos);
 }

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -140,6 +141,28 @@ TEST_CASE("the progress line: the total and the time left once known; items from
   CHECK(progress_text(c) == "batch: 12/100 done (10 from the journal), 11 ok, 1 failed, 2.0 items/s, ETA 2m00s");
   c.total = 5;  // a file that grew after it was counted
   CHECK(progress_text(c).rfind("batch: 12/12 done", 0) == 0);
+}
+
+TEST_CASE("durations: seconds, minutes, hours; past 9999 h (or not a number) a cap, never negative") {
+  CHECK(format_duration(44) == "44.0 s");
+  CHECK(format_duration(120) == "2m00s");
+  CHECK(format_duration(3 * 3600 + 5 * 60 + 9) == "3h05m");
+  CHECK(format_duration(9999.0 * 3600) == "9999h00m");
+  CHECK(format_duration(10000.0 * 3600) == ">9999h");
+  CHECK(format_duration(3.6e9) == ">9999h");  // past 2^31 s an int cast went negative
+  CHECK(format_duration(1e300) == ">9999h");
+  CHECK(format_duration(std::numeric_limits<double>::infinity()) == ">9999h");
+  CHECK(format_duration(std::numeric_limits<double>::quiet_NaN()) == ">9999h");
+  CHECK(format_duration(-3) == "0.0 s");
+}
+
+TEST_CASE("the summary of a finished run: the rate counts only the items that ran") {
+  CHECK(run_summary({.items = 100, .ok = 98, .failed = 2, .from_journal = 10, .seconds = 100}) ==
+        "batch: 100 items, 98 ok, 2 failed (10 from the journal), in 1m40s, 0.9 items/s");
+  CHECK(run_summary({.items = 1, .ok = 1, .from_journal = 1, .seconds = 0.5}) ==
+        "batch: 1 item, 1 ok, 0 failed (1 from the journal), in 0.5 s");
+  CHECK(run_summary({.items = 2, .failed = 2, .seconds = 2, .no_bridges = true}) ==
+        "batch: 2 items, 0 ok, 2 failed, in 2.0 s, 1.0 items/s; no bridge left");
 }
 
 TEST_CASE("the summary of an interrupted run") {

@@ -78,6 +78,8 @@
 //                                        ($FAKE_STATE_DIR/KEY marks it)
 //                        hang-once:KEY   the first time KEY is seen, never answer (until
 //                                        session/cancel)
+//                        deaf-once:KEY   the first time KEY is seen, never answer, not even
+//                                        after session/cancel
 //                        error           answer the prompt with a JSON-RPC error
 //                        refuse          answer with stopReason refusal
 //                        oversize:N      one more chunk of N bytes ('y') between the halves

@@ -304,6 +304,14 @@ void on_batch_prompt(const json& id, const json& params) {
   }
   if (has_word(text, "crash")) ::kill(::getpid(), SIGKILL);
   if (auto key = word_arg(text, "crash-once:"); key && first_time("crash-" + *key)) ::kill(::getpid(), SIGKILL);
+  // Deaf: reads on but never answers, not even a session/cancel; exits at stdin's end (at once
+  // when the bridge is stopped).
+  if (auto key = word_arg(text, "deaf-once:"); key && first_time("deaf-" + *key)) {
+    char buf[4096];
+    while (::read(STDIN_FILENO, buf, sizeof buf) > 0) {
+    }
+    ::_exit(0);
+  }
   bool cancelled = false;
   if (auto key = word_arg(text, "hang-once:"); key && first_time("hang-" + *key)) cancelled = wait_for_cancel(-1);
   if (auto ms = word_arg(text, "sleep:"); ms && !cancelled) cancelled = wait_for_cancel(std::stol(*ms));
