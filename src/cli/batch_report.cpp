@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -136,7 +137,17 @@ void say_journal_warnings(std::uint64_t mismatches, std::uint64_t unreadable) {
 
 bool same_file(int a, int b) {
   struct stat sa {}, sb {};
-  return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  if (::fstat(a, &sa) != 0 || ::fstat(b, &sb) != 0) return false;
+  // One terminal has several names: /dev/pts/N, and /dev/tty for the controlling terminal (its own
+  // inode and device number). For terminals the device decides, or both being our controlling
+  // terminal (only that one answers tcgetsid).
+  if (S_ISCHR(sa.st_mode) && S_ISCHR(sb.st_mode)) {
+    if (sa.st_rdev == sb.st_rdev) return true;
+    if (!::isatty(a) || !::isatty(b)) return false;
+    pid_t sid = ::tcgetsid(a);
+    return sid != -1 && sid == ::tcgetsid(b);
+  }
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 void say_resume_hint(std::uint64_t ok_items, bool stdin_from_start) {

@@ -548,18 +548,21 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
   sub->add_option("PROMPT", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin")->type_name("TEXT");
   sub->add_flag("--json", o->json, "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,restarts,elapsedMs}")
       ->group("Output");
-  auto* s = sub->add_flag("--stream")->description("Write the answer chunk by chunk (default when stdout is a terminal)")->group("Output");
-  auto* ns = sub->add_flag("--no-stream")->description("Write the answer once the turn completed (default otherwise)")->group("Output");
-  s->excludes(ns);
+  // Either may follow the other (an alias with --stream, then --no-stream): the last one given
+  // wins, as for every option. Their callbacks run as they are parsed, so in command-line order.
+  sub->add_flag_callback("--stream", [o] { o->stream = true; }, "Write the answer chunk by chunk (default when stdout is a terminal)")
+      ->trigger_on_parse()
+      ->group("Output");
+  sub->add_flag_callback("--no-stream", [o] { o->stream = false; }, "Write the answer once the turn completed (default otherwise)")
+      ->trigger_on_parse()
+      ->group("Output");
   expects(sub->add_option("--repeat", o->repeat, "Send the same prompt N times in one session, for benchmarks"), count_value(1, 1000000))
       ->capture_default_str()
       ->group("Output");
   add_common_options(*sub, o->common);
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
-  return [o, s, ns, bridge_argv] {
-    if (s->count() > 0) o->stream = true;
-    if (ns->count() > 0) o->stream = false;
+  return [o, bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_prompt(*o);
   };

@@ -94,8 +94,9 @@ void write_file(const std::string& path, const std::string& text) {
 // stderr (the progress line) is the pty, and Ctrl-C typed into it reaches tether as SIGINT.
 // `to_terminal`: stdout is the terminal too.
 std::unique_ptr<Pty> batch_on_terminal(const Scratch& s, const std::vector<std::string>& args, bool pipe = false,
-                                       bool to_terminal = false) {
-  std::string in = "'" + s.path("in") + "'", out = to_terminal ? "" : " > '" + s.path("out") + "'";
+                                       bool to_terminal = false, bool via_dev_tty = false) {
+  std::string in = "'" + s.path("in") + "'";
+  std::string out = !to_terminal ? " > '" + s.path("out") + "'" : via_dev_tty ? " > /dev/tty" : "";
   std::string script = pipe ? "cat " + in + " | exec \"$@\"" + out : "exec \"$@\" < " + in + out;
   std::vector<std::string> argv{"/bin/sh", "-c", script, "sh"};
   for (auto& a : batch_argv(args)) argv.push_back(a);
@@ -786,21 +787,25 @@ TEST_CASE("a second signal: the item still running gets a cancelled line, and th
 }
 
 TEST_CASE("stdout the terminal of the progress line: each result line starts a line of its own") {
-  Scratch s;
-  write_file(s.path("in"), "one sleep:250\ntwo sleep:250\nthree sleep:250\n");
-  auto p = batch_on_terminal(s, {}, false, true);
-  auto status = p->wait_exit(std::chrono::seconds(30));
-  REQUIRE(status);
-  CHECK(*status == 0);
-  const std::string& raw = p->raw();
-  int lines = 0;
-  for (auto at = raw.find("{\"id\":"); at != std::string::npos; at = raw.find("{\"id\":", at + 1)) {
-    ++lines;
-    // After a newline, or after the progress line was erased ("\r\e[K").
-    bool own_line = at == 0 || raw[at - 1] == '\n' || (at >= 4 && raw.compare(at - 4, 4, "\r\x1b[K") == 0);
-    CHECK_MESSAGE(own_line, raw.substr(at >= 80 ? at - 80 : 0, 120));
+  // The same terminal as stderr's fd, or under its other name (/dev/tty: another inode).
+  for (bool via_dev_tty : {false, true}) {
+    CAPTURE(via_dev_tty);
+    Scratch s;
+    write_file(s.path("in"), "one sleep:250\ntwo sleep:250\nthree sleep:250\n");
+    auto p = batch_on_terminal(s, {}, false, true, via_dev_tty);
+    auto status = p->wait_exit(std::chrono::seconds(30));
+    REQUIRE(status);
+    CHECK(*status == 0);
+    const std::string& raw = p->raw();
+    int lines = 0;
+    for (auto at = raw.find("{\"id\":"); at != std::string::npos; at = raw.find("{\"id\":", at + 1)) {
+      ++lines;
+      // After a newline, or after the progress line was erased ("\r\e[K").
+      bool own_line = at == 0 || raw[at - 1] == '\n' || (at >= 4 && raw.compare(at - 4, 4, "\r\x1b[K") == 0);
+      CHECK_MESSAGE(own_line, raw.substr(at >= 80 ? at - 80 : 0, 120));
+    }
+    CHECK(lines == 3);
   }
-  CHECK(lines == 3);
 }
 
 TEST_CASE("a file on stdin read from past its start: the hint asks for the same input, not `< FILE`") {

@@ -111,12 +111,21 @@ TEST_CASE("a bad value: one line naming the option, what it expects and what it 
   for (const auto& c : cases) check_usage_error(c.args, c.message, c.args[0]);
 }
 
-TEST_CASE("a missing value, a flag given a value, options that exclude each other") {
+TEST_CASE("a missing value, a flag given a value") {
   check_usage_error({"prompt", "--timeout"}, "--timeout needs a value (SECS)", "prompt");
   check_usage_error({"batch", "--journal"}, "--journal needs a value (FILE)", "batch");
   check_usage_error({"prompt", "--json=maybe", "hi"}, "--json is a flag: it takes no value", "prompt");
-  check_usage_error({"prompt", "--stream", "--no-stream", "hi"}, "--stream and --no-stream cannot be used together",
-                    "prompt");
+}
+
+TEST_CASE("--stream and --no-stream: the last one given wins, as for every option") {
+  // A turn the bridge's crash cuts short: streamed, the half answer is on stdout already; written
+  // once the turn completed, nothing is.
+  auto streamed = run_tether({"prompt", "--no-stream", "--stream", "--retries", "0", "/crash hello there"});
+  CHECK(streamed.shell_status() == 69);
+  CHECK(streamed.out.find("Echo:") != std::string::npos);
+  auto whole = run_tether({"prompt", "--stream", "--no-stream", "--retries", "0", "/crash hello there"});
+  CHECK(whole.shell_status() == 69);
+  CHECK(whole.out.empty());
 }
 
 TEST_CASE("a misspelt option or command: did you mean") {
