@@ -28,12 +28,6 @@ LineEditor* g_editor = nullptr;  // libedit's callbacks carry no context
 // How long a lone Escape waits for the rest of a paste marker before it counts as a key.
 constexpr auto kPartialWait = std::chrono::milliseconds(40);
 
-// The key that ends a wait inside one command when a signal (Ctrl-C, SIGTERM) came: Escape ends a
-// Ctrl-R search quietly, keeping the line found (^G would restore the line but ring the bell, as
-// libedit takes it for an error). Whoever handles the signal drops the line or exits, so which
-// line is left does not matter; after Ctrl-V it is one more character of that dropped line.
-constexpr int kAbortKey = 0x1b;
-
 // How many commands libedit may have pushed back for itself after one key (feed_one()).
 constexpr int kMaxPushedCommands = 64;
 
@@ -139,6 +133,9 @@ int LineEditor::getc_blocking() {
     probe_asked_ = true;
     return -1;
   }
+  // A signal ended the wait (await_keys()): end of input again, however often libedit asks
+  // before the command gives up. No key is ever made up, so no state of libedit can loop on it.
+  if (aborted_) return -1;
   for (;;) {
     if (!feed_.empty()) {
       auto c = static_cast<unsigned char>(feed_[0]);
@@ -149,24 +146,39 @@ int LineEditor::getc_blocking() {
       return c;
     }
     if (restore_left_ > 0) return -1;  // never: the restored keys are all in feed_
-    // libedit wants another key within one command: the rest of a key sequence (on its way), the
-    // next key of a Ctrl-R search or the key after Ctrl-V (whenever the person types it). The
-    // read holds up the caller's poll loop meanwhile, so the signals are read here.
+    // libedit wants another key within one command: the rest of a key sequence (Escape, Ctrl-X,
+    // ESC [ ...), the next key of a Ctrl-R search or the key after Ctrl-V, whenever the person
+    // types it.
     decoder_.release_partial();
     if (pull()) continue;
-    if (wake_fd_ >= 0) {
-      pollfd p[2] = {{in_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-      if (::poll(p, 2, -1) > 0 && (p[1].revents & POLLIN) && wake_ends_wait()) return kAbortKey;
+    if (!await_keys()) return -1;
+  }
+}
+
+bool LineEditor::await_keys() {
+  // The wait holds up the caller's poll loop, so the signals are read here as well. End of input
+  // (-1 from getc_blocking()) is how a read ends in every state of libedit: a key sequence is
+  // dropped, a search or Ctrl-V ends as at Ctrl-D, quietly (no bell). Another key would not do:
+  // Escape after Escape asks for one more key, with a bell, for ever.
+  bool watch = wake_fd_ >= 0;
+  for (;;) {
+    pollfd p[2] = {{in_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    if (::poll(p, watch ? 2 : 1, -1) < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return false;
     }
+    if (watch && (p[1].revents & (POLLERR | POLLHUP | POLLNVAL))) watch = false;  // never: it is ours
+    if (watch && (p[1].revents & POLLIN) && wake_ends_wait()) {
+      aborted_ = true;
+      return false;
+    }
+    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL))) continue;  // a resize: wait on
     char buf[256];
     ssize_t n = ::read(in_fd_, buf, sizeof buf);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
-      pollfd p{in_fd_, POLLIN, 0};
-      ::poll(&p, 1, -1);
-      continue;
-    }
-    if (n <= 0) return -1;
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return false;  // the terminal hung up: end of input
     decoder_.push(std::string_view(buf, static_cast<std::size_t>(n)));
+    return true;
   }
 }
 
@@ -174,7 +186,7 @@ bool LineEditor::wake_ends_wait() {
   // A resize is the editor's own business: libedit takes the new width and the wait goes on (a
   // search or a Ctrl-V is not cut short, and no key is made up). Any other signal (Ctrl-C,
   // SIGTERM, SIGHUP) is the caller's: it goes back to pending (it is blocked, so the signal fd
-  // reports it again) and kAbortKey ends the wait.
+  // reports it again) and the wait ends.
   int sig = read_signal(wake_fd_);
   if (sig == 0) return false;
   if (sig == SIGWINCH) {
@@ -197,8 +209,10 @@ bool LineEditor::pull() {
 
 void LineEditor::feed_one() {
   line_ready_ = false;
+  aborted_ = false;
   rl_callback_read_char();
   fresh_ = false;
+  if (aborted_) return;  // nothing was pushed back: libedit's command was cut short
   // A command may push keys back for libedit itself: Enter that ends a Ctrl-R search is pushed
   // back to run as the next command (accepting the line), and a key bound to a string pushes the
   // string. libedit runs pushed keys only at the next rl_callback_read_char(), that is after the
@@ -235,6 +249,12 @@ std::vector<LineEditor::Event> LineEditor::process() {
   while (editing_) {
     if (feed_.empty() && !pull()) break;
     feed_one();
+    if (aborted_) {
+      // A signal cut a command short; the caller's loop reads it next and drops the line
+      // (Ctrl-C) or exits. Ctrl-V on an empty line ends as at Ctrl-D: that is no end of input.
+      line_ready_ = false;
+      break;
+    }
     if (!line_ready_) continue;
     line_ready_ = false;
     // libedit finished the line and left raw mode; the handler stays installed no longer.

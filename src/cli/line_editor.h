@@ -83,7 +83,8 @@ class LineEditor {
   bool pull();  // moves the next decoded item into feed_; false if none
   void feed_one();
   int getc_blocking();
-  bool wake_ends_wait();  // reads a signal from wake_fd_ during getc_blocking()
+  bool await_keys();      // waits for keys in getc_blocking(); false at end of input or a signal
+  bool wake_ends_wait();  // reads a signal from wake_fd_ during await_keys()
   void erase_line_on_screen();
   void hold_input();  // non-canonical, no echo, signals on: between two editing spells
 
@@ -104,6 +105,7 @@ class LineEditor {
   bool line_ready_ = false;
   bool probing_ = false;      // feed_one() runs what libedit pushed back: getc answers end of input
   bool probe_asked_ = false;  // ... and libedit asked for a key (nothing was pushed back)
+  bool aborted_ = false;      // a signal ended a wait for a key inside the command being fed
   bool line_eof_ = false;
   std::string line_text_;
   base::Deadline partial_deadline_ = base::Deadline::never();

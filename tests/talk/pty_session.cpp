@@ -90,6 +90,45 @@ void Pty::resize(int rows, int cols) {
   if (::ioctl(master_, TIOCSWINSZ, &ws) != 0) throw std::runtime_error(std::string("TIOCSWINSZ: ") + strerror(errno));
 }
 
+bool Pty::wait_keys_read(std::chrono::milliseconds limit) {
+  // The slave side's input queue, seen through a second descriptor of our own.
+  const char* name = ::ptsname(master_);
+  if (!name) return false;
+  int fd = ::open(name, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  bool read = false;
+  for (;;) {
+    int queued = 0;
+    if (::ioctl(fd, FIONREAD, &queued) != 0) break;
+    if (queued == 0) {
+      read = true;
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    pump(5);
+  }
+  ::close(fd);
+  return read;
+}
+
+bool Pty::wait_signal_taken(int sig, std::chrono::milliseconds limit) {
+  // /proc/PID/status: SigPnd (the thread's pending signals) and ShdPnd (the process's), in hex.
+  const unsigned long long bit = 1ULL << (sig - 1);
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    if (!in) return false;
+    bool pending = false;
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0)
+        if (std::stoull(line.substr(7), nullptr, 16) & bit) pending = true;
+    if (!pending) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    pump(5);
+  }
+}
+
 void Pty::send(std::string_view keys) {
   while (!keys.empty()) {
     ssize_t n = ::write(master_, keys.data(), keys.size());
@@ -133,7 +172,8 @@ bool Pty::wait_for(std::string_view needle, std::chrono::milliseconds limit) {
 }
 
 std::size_t Pty::count(std::string_view needle) {
-  while (pump(0)) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (pump(0) && std::chrono::steady_clock::now() < deadline) {
   }
   std::size_t n = 0;
   for (auto pos = text_.find(needle, mark_); pos != std::string::npos; pos = text_.find(needle, pos + needle.size())) ++n;

@@ -28,12 +28,19 @@ class Pty {
   void send(std::string_view keys);
   // Resizes the terminal (TIOCSWINSZ): the kernel sends SIGWINCH to the child before this returns.
   void resize(int rows, int cols);
+  // Waits until the child has read every key sent so far (the terminal's input queue is empty).
+  // Keys reach that queue a moment after send(): wait first for something they make appear.
+  bool wait_keys_read(std::chrono::milliseconds limit = std::chrono::seconds(5));
+  // Waits until `sig` (blocked in the child, which reads it from a signal fd) is no longer
+  // pending in the child: the child has taken it.
+  bool wait_signal_taken(int sig, std::chrono::milliseconds limit = std::chrono::seconds(5));
 
   // Later waits and counts look only at output after this point.
   void mark() { mark_ = text_.size(); }
   // Waits until `needle` appears in the output after the mark; false at the deadline.
   bool wait_for(std::string_view needle, std::chrono::milliseconds limit = std::chrono::seconds(15));
-  // Counts occurrences of `needle` after the mark (reads what is available first).
+  // Counts occurrences of `needle` after the mark (reads what is available first, for at most 2 s:
+  // a child that writes without end does not hang the test).
   std::size_t count(std::string_view needle);
   std::string since_mark() const { return text_.substr(mark_); }
   const std::string& text() const { return text_; }

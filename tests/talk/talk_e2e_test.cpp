@@ -645,6 +645,130 @@ TEST_CASE("a resize during a Ctrl-R search or after Ctrl-V neither ends the sear
   quit(t);
 }
 
+// Keys that leave libedit waiting inside one command for the next key: a lone Escape, ESC [ and
+// ESC O (starts of the arrow keys' sequences) and Ctrl-X (a prefix of emacs commands).
+struct Pending {
+  const char* name;
+  const char* keys;
+  bool held;  // the input decoder holds it first as a possible start of a paste marker
+};
+constexpr Pending kPending[] = {
+    {"Escape", "\x1b", true}, {"ESC [", "\x1b[", true}, {"ESC O", "\x1bO", false}, {"Ctrl-X", "\x18", false}};
+
+// Types "qz" and the pending keys, and returns once libedit waits for the key after them.
+void leave_pending(Pty& t, const Pending& p) {
+  t.mark();
+  t.send(std::string("qz") + p.keys);
+  expect(t, "qz", 5s);
+  REQUIRE(t.wait_keys_read());
+  if (p.held) {
+    // The decoder holds these kPartialWait (40 ms) for the rest of a paste marker, then gives
+    // them to libedit; nothing shows when. A timer is the only thing to wait for: too short a
+    // wait could only let the old code pass, never fail the fixed one.
+    t.wait_for("\x01never", 200ms);
+  }
+}
+
+TEST_CASE("Ctrl-C with a key sequence pending (Escape, ESC [, ESC O, Ctrl-X) clears the line at once, with no bell") {
+  // libedit was given Escape to end its wait; after Escape it asked for yet another key, with a
+  // bell, for ever (100% CPU, only SIGKILL ended tether).
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  for (const Pending& p : kPending) {
+    std::string name = p.name;
+    CAPTURE(name);
+    leave_pending(t, p);
+    std::size_t raw_at = t.raw().size();
+    t.send("\x03");
+    expect(t, "^C", 5s);
+    expect(t, kPrompt, 5s);
+    CHECK(t.raw().find('\a', raw_at) == std::string::npos);
+  }
+  // Every line was dropped, and no half sequence is left to eat the next key.
+  t.mark();
+  type_line(t, "done");
+  expect(t, "Echo: done\n");
+  expect(t, kPrompt);
+  quit(t);
+}
+
+TEST_CASE("SIGTERM or SIGHUP with a key sequence pending ends tether at once") {
+  struct Case {
+    int sig;
+    Pending pending;
+  };
+  for (const Case& c : {Case{SIGTERM, kPending[0]}, Case{SIGHUP, kPending[0]}, Case{SIGTERM, kPending[3]},
+                        Case{SIGHUP, kPending[2]}}) {
+    std::string name = c.pending.name;
+    CAPTURE(c.sig);
+    CAPTURE(name);
+    Home home;
+    Pty t(talk(), home.env());
+    expect(t, kPrompt);
+    leave_pending(t, c.pending);
+    std::size_t raw_at = t.raw().size();
+    REQUIRE(::kill(t.pid(), c.sig) == 0);
+    auto st = t.wait_exit(5s);
+    REQUIRE_MESSAGE(st.has_value(), "tether did not exit\n" << dump(t));
+    CHECK(*st == 128 + c.sig);
+    CHECK(t.raw().find('\a', raw_at) == std::string::npos);
+  }
+  // Ctrl-V on an empty line waits for the key to take literally (a typed Ctrl-C then is that
+  // key); a SIGINT sent meanwhile ends the wait as Ctrl-D would, which must not pass for Ctrl-D:
+  // the line is cleared and tether goes on.
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  t.send("x");
+  expect(t, "x", 5s);
+  std::size_t raw_at = t.raw().size();
+  t.send("\x15" "\x16");  // Ctrl-U empties the line (which redraws it), then Ctrl-V
+  for (int i = 0; i < 250 && t.raw().size() == raw_at; ++i) t.wait_for("\x01never", 20ms);
+  REQUIRE(t.raw().size() > raw_at);
+  REQUIRE(t.wait_keys_read());
+  REQUIRE(::kill(t.pid(), SIGINT) == 0);
+  expect(t, "^C", 5s);
+  expect(t, kPrompt, 5s);
+  type_line(t, "still here");
+  expect(t, "Echo: still here");
+  expect(t, kPrompt);
+  quit(t);
+}
+
+TEST_CASE("after a resize during a Ctrl-R search, Ctrl-C and SIGTERM act at once (not at the next key)") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  type_line(t, "alpha one");
+  expect(t, "turn 1 of this session");
+  expect(t, kPrompt);
+  t.mark();
+  t.send("\x12" "alp");
+  expect(t, "bck:");
+  expect(t, "alpha one");
+  t.resize(30, 100);
+  REQUIRE(t.wait_signal_taken(SIGWINCH));  // the search took the resize and waits on
+  t.send("\x03");
+  expect(t, "^C", 5s);
+  expect(t, kPrompt, 5s);
+  // The Ctrl-C was spent on the line: the next turn runs to its end.
+  type_line(t, "next");
+  expect(t, "turn 2 of this session");
+  CHECK(t.count("cancelled") == 0);
+  CHECK(t.count("Echo: next\n") == 1);
+  expect(t, kPrompt);
+  t.send("\x12" "alp");
+  expect(t, "bck:");
+  t.resize(40, 120);
+  REQUIRE(t.wait_signal_taken(SIGWINCH));
+  REQUIRE(::kill(t.pid(), SIGTERM) == 0);
+  auto st = t.wait_exit(5s);
+  REQUIRE_MESSAGE(st.has_value(), "tether did not exit on SIGTERM\n" << dump(t));
+  CHECK(*st == 128 + SIGTERM);
+}
+
 TEST_CASE("Ctrl-C during a flood: nothing of the turn is drawn after the cancel mark, and the rest is counted") {
   Home home;
   Pty t(talk(), home.env());
