@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -117,6 +119,25 @@ std::size_t count_lines(const std::string& text) {
   std::size_t n = 0;
   for (char c : text) n += c == '\n';
   return n;
+}
+
+
+// An on_output hook that sends `sig` once, after the first result line, when the agents have
+// every prompt in `hanging` (else a rerun would hang on one, or the signal would meet a turn still
+// being set up).
+std::function<void(pid_t, const std::string&, const std::string&)> signal_once_hanging(
+    const Scratch& s, int sig, std::vector<std::string> hanging) {
+  return [&s, sig, hanging, sent = std::make_shared<bool>(false)](pid_t pid, const std::string& out, const std::string&) {
+    if (*sent || count_lines(out) < 1) return;
+    *sent = true;
+    CHECK(tether::test::eventually([&] {
+      auto counts = prompt_counts(s);
+      for (const auto& h : hanging)
+        if (counts.count(h) != 1) return false;
+      return true;
+    }));
+    ::kill(pid, sig);
+  };
 }
 
 }  // namespace
@@ -676,18 +697,7 @@ TEST_CASE("SIGTERM with --journal, stdin a pipe: the summary, and the hint asks 
   std::string in = "quick\nslow hang-once:a\nslow hang-once:b\nlater 1\nlater 2\nlater 3\n";
   std::string journal = s.path("journal");
   RunOptions o = input(in, s);
-  bool sent = false;
-  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
-    if (!sent && count_lines(out) >= 1) {
-      sent = true;
-      // Once the agents have both hanging prompts (else the rerun would hang on one).
-      CHECK(tether::test::eventually([&] {
-        auto counts = prompt_counts(s);
-        return counts.count("slow hang-once:a") == 1 && counts.count("slow hang-once:b") == 1;
-      }));
-      ::kill(pid, SIGTERM);
-    }
-  };
+  o.on_output = signal_once_hanging(s, SIGTERM, {"slow hang-once:a", "slow hang-once:b"});
   auto r = run(batch_argv({"--jobs", "2", "--journal", journal}), o);
   CHECK(r.shell_status() == 143);
   // Both bridges were busy with the hanging items and the queue was full: the rest was not read.
@@ -736,17 +746,7 @@ TEST_CASE("Ctrl-C on `batch | tee`, tee gone first: still the summary and the hi
   std::string in = "quick\nslow hang-once:a\nslow hang-once:b\n";
   RunOptions o = input(in, s);
   o.close_stdout_after_first_line = true;  // tee dies first: the cancelled records meet EPIPE
-  bool sent = false;
-  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
-    if (!sent && count_lines(out) >= 1) {
-      sent = true;
-      CHECK(tether::test::eventually([&] {
-        auto counts = prompt_counts(s);
-        return counts.count("slow hang-once:a") == 1 && counts.count("slow hang-once:b") == 1;
-      }));
-      ::kill(pid, SIGINT);
-    }
-  };
+  o.on_output = signal_once_hanging(s, SIGINT, {"slow hang-once:a", "slow hang-once:b"});
   auto r = run(batch_argv({"--jobs", "2", "--journal", s.path("journal")}), o);
   CHECK(r.shell_status() == 130);
   CHECK_MESSAGE(r.err.find("tether: interrupted by SIGINT: 1 of 3 items done (1 ok, 0 failed), 2 cancelled while running") !=
@@ -812,14 +812,7 @@ TEST_CASE("a file on stdin read from past its start: the hint asks for the same 
   Scratch s;
   write_file(s.path("in"), "header line\nquick\nslow hang-once:a\n");
   RunOptions o = input("", s);
-  bool sent = false;
-  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
-    if (!sent && count_lines(out) >= 1) {
-      sent = true;
-      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("slow hang-once:a") == 1; }));
-      ::kill(pid, SIGTERM);
-    }
-  };
+  o.on_output = signal_once_hanging(s, SIGTERM, {"slow hang-once:a"});
   std::vector<std::string> argv{"/bin/sh", "-c", "{ read -r hdr; exec \"$@\"; } < '" + s.path("in") + "'", "sh"};
   for (auto& a : batch_argv({"--journal", s.path("journal")})) argv.push_back(a);
   auto r = run(argv, o);
@@ -861,14 +854,7 @@ TEST_CASE("interrupted while a retry waits for a bridge: it ran, so it is cancel
 TEST_CASE("after a stop signal no progress frame is drawn: none counts the cancelled items as failed") {
   Scratch s;
   RunOptions o = input("quick\nslow hang-once:a\n", s);
-  bool sent = false;
-  o.on_output = [&](pid_t pid, const std::string& out, const std::string&) {
-    if (!sent && count_lines(out) >= 1) {
-      sent = true;
-      CHECK(tether::test::eventually([&] { return prompt_counts(s).count("slow hang-once:a") == 1; }));
-      ::kill(pid, SIGINT);
-    }
-  };
+  o.on_output = signal_once_hanging(s, SIGINT, {"slow hang-once:a"});
   auto r = run(batch_argv({"--jobs", "2", "--progress"}), o);
   CHECK(r.shell_status() == 130);
   CHECK(r.err.find("batch: ") != std::string::npos);  // frames were drawn before the signal
