@@ -210,6 +210,7 @@ bool LineEditor::pull() {
 void LineEditor::feed_one() {
   line_ready_ = false;
   aborted_ = false;
+  made_up_eof_ = false;
   rl_callback_read_char();
   fresh_ = false;
   if (aborted_) return;  // nothing was pushed back: libedit's command was cut short
@@ -225,7 +226,12 @@ void LineEditor::feed_one() {
     probe_asked_ = false;
     rl_callback_read_char();
     probing_ = false;
-    if (probe_asked_) break;
+    if (probe_asked_) {
+      // A pushed-back command that wanted one more key (Ctrl-V after a search) got our end of
+      // input and, on an empty line, ended the line as Ctrl-D would: nobody pressed Ctrl-D.
+      made_up_eof_ = line_ready_ && line_eof_;
+      break;
+    }
   }
 }
 
@@ -260,6 +266,10 @@ std::vector<LineEditor::Event> LineEditor::process() {
     // libedit finished the line and left raw mode; the handler stays installed no longer.
     editing_ = false;
     rl_callback_handler_remove();
+    if (line_eof_ && made_up_eof_) {
+      install(pasted_.empty() ? prompt_ : continuation_);  // the same empty line, editable again
+      continue;
+    }
     hold_input();
     if (line_eof_) {
       if (!pasted_.empty()) {

@@ -106,6 +106,7 @@ class LineEditor {
   bool probing_ = false;      // feed_one() runs what libedit pushed back: getc answers end of input
   bool probe_asked_ = false;  // ... and libedit asked for a key (nothing was pushed back)
   bool aborted_ = false;      // a signal ended a wait for a key inside the command being fed
+  bool made_up_eof_ = false;  // a probe's end of input ended an empty line as Ctrl-D would
   bool line_eof_ = false;
   std::string line_text_;
   base::Deadline partial_deadline_ = base::Deadline::never();

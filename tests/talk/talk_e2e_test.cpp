@@ -612,6 +612,27 @@ TEST_CASE("Ctrl-R: one Enter sends the line found, with no continuation prompt; 
   CHECK(*st == 128 + SIGTERM);
 }
 
+TEST_CASE("Ctrl-V that ends a Ctrl-R search on an empty line: talk does not quit, the next line is sent") {
+  Home home;
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  type_line(t, "first one");
+  expect(t, "turn 1 of this session");
+  expect(t, kPrompt);
+  // Ctrl-R, then Ctrl-V on an empty line: the Ctrl-V ends the search and is run again for its key,
+  // at once; it was handed end of input, which ended the empty line as Ctrl-D: talk quit. Now the
+  // empty line is simply offered again.
+  t.mark();
+  t.send("\x12");
+  expect(t, "bck:");
+  t.send("\x16");
+  REQUIRE(t.wait_keys_read());
+  type_line(t, "still here");
+  expect(t, "Echo: ", 5s);
+  expect(t, kPrompt);
+  quit(t);
+}
+
 TEST_CASE("a resize during a Ctrl-R search or after Ctrl-V neither ends the search nor types a key") {
   Home home;
   Pty t(talk(), home.env());
