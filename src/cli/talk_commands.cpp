@@ -22,14 +22,6 @@ ParsedLine no_args(LineKind kind, std::string_view name, std::string_view args) 
   return make(kind);
 }
 
-// The names parse_line() takes as talk's own: an agent command of the same name is shadowed.
-bool talk_command(std::string_view name) {
-  for (std::string_view own : {"help", "?", "exit", "quit", "cancel", "restart", "status", "stderr", "multi", "edit",
-                               "session", "mode", "model", "set", "end"})
-    if (name == own) return true;
-  return false;
-}
-
 }  // namespace
 
 ParsedLine parse_line(std::string_view line, const std::vector<acp::Command>& agent_commands) {
@@ -76,6 +68,15 @@ ParsedLine parse_line(std::string_view line, const std::vector<acp::Command>& ag
     if (!name.empty() && c.name == name) return make(LineKind::agent_command, std::string(s));
   return make(LineKind::unknown, std::string(name));
 }
+
+namespace {
+// A name parse_line() takes as talk's own (anything but unknown with no agent commands known): an
+// agent command of the same name is shadowed. Asking parse_line itself keeps the two in step.
+bool talk_command(std::string_view name) {
+  if (name.empty() || name.front() == '/') return false;
+  return parse_line("/" + std::string(name), {}).kind != LineKind::unknown;
+}
+}  // namespace
 
 bool is_terminator(std::string_view line, std::string_view terminator) { return trim(line) == terminator; }
 
