@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "cli/shell_words.h"
 #include "cli/batch_input.h"
 
 namespace tether::cli::batch {
@@ -120,12 +121,9 @@ struct RunCounts {
 // "tether: "); the rate counts only the items that ran, and is left out when none did.
 std::string run_summary(const RunCounts& c);
 
-// One argument quoted for a POSIX shell (bash, zsh, dash): as it is when it has only characters
-// no shell treats specially, else in single quotes; an argument with control characters (which
-// would not survive a terminal) as $'...' with \n, \t and \xHH escapes (bash, zsh and ksh read it;
-// dash does not, and has no other way to write them in one printable word).
-std::string shell_quote(std::string_view arg);
-std::string shell_command(const std::vector<std::string>& argv);
+// Quoting for the shell (cli/shell_words.h), used for the resume hint.
+using cli::shell_command;
+using cli::shell_quote;
 
 // The command line that resumes a run: `argv` quoted, and `< FILE` when stdin was the regular file
 // `stdin_path` (empty when it was not).

@@ -28,22 +28,6 @@ std::string first_line(const std::string& text) {
   return nl == std::string::npos ? text : text.substr(0, nl) + " …";
 }
 
-std::string shell_quote(const std::vector<std::string>& argv) {
-  std::string s;
-  for (const auto& a : argv) {
-    if (!s.empty()) s += ' ';
-    bool plain = !a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == std::string::npos;
-    if (plain) {
-      s += a;
-      continue;
-    }
-    s += '\'';
-    for (char c : a) s += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    s += '\'';
-  }
-  return s;
-}
-
 std::string duration_text(base::Duration d) {
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(d).count();
   char buf[64];
@@ -174,7 +158,7 @@ void Talk::greet() {
     flush();
     return;
   }
-  if (agent.empty()) agent = shell_quote(argv_);
+  if (agent.empty()) agent = shell_command(argv_);
   renderer_.dim("tether " + std::string(TETHER_VERSION) + ", talking to " + agent +
                 (version.empty() ? "" : " " + version) + ". /help for help, Ctrl-D to quit.");
   flush();

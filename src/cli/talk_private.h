@@ -26,6 +26,7 @@
 #include "base/unique_fd.h"
 #include "cli/launch.h"
 #include "cli/render.h"
+#include "cli/shell_words.h"
 #include "cli/talk.h"
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
@@ -53,8 +54,6 @@ inline constexpr auto kTypingPause = std::chrono::milliseconds(500);
 
 // The first line of a prompt, for a one-line reminder ("…" when there is more).
 std::string first_line(const std::string& text);
-// argv as a shell would read it back: plain words as they are, the rest in single quotes.
-std::string shell_quote(const std::vector<std::string>& argv);
 // "42s", "3m05s", "2h10m".
 std::string duration_text(base::Duration d);
 // The text of a failed reply: tether's error object when the server sent one, else the JSON-RPC

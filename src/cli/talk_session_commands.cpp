@@ -185,7 +185,7 @@ std::string Talk::server_status_lines(const supervisor::BridgeStatus& st) {
     std::vector<std::string> words;
     for (const auto& w : r["bridge"])
       if (w.is_string()) words.push_back(w.get<std::string>());
-    s += "bridge:    " + shell_quote(words) + "\n";
+    s += "bridge:    " + shell_command(words) + "\n";
   }
   s += "state:     " + r.value("state", std::string("?"));
   if (auto pid = number("pid"); !pid.empty() && pid != "-1") s += ", pid " + pid;
@@ -209,7 +209,7 @@ std::string Talk::status_text() {
   if (connected_mode()) {
     s += server_status_lines(st);
   } else {
-    s += "bridge:    " + shell_quote(argv_) + "\n";
+    s += "bridge:    " + shell_command(argv_) + "\n";
     s += "state:     " + std::string(supervisor::to_string(st.state));
     if (st.pid > 0) s += ", pid " + std::to_string(st.pid);
     s += ", generation " + std::to_string(st.generation);
