@@ -434,6 +434,42 @@ void reraise(int sig) {
   ::_exit(128 + sig);  // only if the signal did not end us
 }
 
+namespace {
+
+// The last path part of `word`, without a package scope, a version or a script extension.
+std::string program_name(std::string_view word) {
+  // A script inside node_modules names its package: node_modules/@scope/pkg/dist/index.js -> pkg.
+  if (auto nm = word.rfind("node_modules/"); nm != std::string_view::npos) {
+    std::string_view rest = word.substr(nm + 13);
+    if (!rest.empty() && rest[0] == '@') rest = rest.substr(std::min(rest.size(), rest.find('/') + 1));
+    return std::string(rest.substr(0, rest.find('/')));
+  }
+  if (auto slash = word.rfind('/'); slash != std::string_view::npos) word = word.substr(slash + 1);
+  if (auto at = word.find('@', 1); at != std::string_view::npos) word = word.substr(0, at);  // pkg@1.2
+  for (std::string_view ext : {".js", ".mjs", ".cjs", ".py"})
+    if (word.size() > ext.size() && word.ends_with(ext)) word.remove_suffix(ext.size());
+  return std::string(word);
+}
+
+}  // namespace
+
+std::string agent_label(const CommonOptions& o) {
+  if (!o.agent.empty()) return o.agent;
+  if (!o.connect.empty()) return "serve:" + o.connect;
+  if (o.bridge.size() == 2 && o.bridge[1] == "demo-agent" && o.bridge[0] == self_exe()) return "demo";
+  if (o.bridge.empty()) return "";
+  // Runners name the program in their first word that is not an option: npx -y PKG, node SCRIPT.
+  std::size_t i = 0;
+  std::string runner = program_name(o.bridge[0]);
+  if (runner == "npx" || runner == "node" || runner == "bunx" || runner == "bun" || runner == "uvx" ||
+      runner == "python3" || runner == "python" || runner == "pnpx") {
+    for (i = 1; i < o.bridge.size() && o.bridge[i].starts_with("-"); ++i) {
+    }
+    if (i == o.bridge.size()) i = 0;
+  }
+  return program_name(o.bridge[i]);
+}
+
 bool write_stdout(std::string_view data) { return base::write_all(STDOUT_FILENO, data); }
 
 std::string self_exe() {

@@ -60,6 +60,9 @@ struct CommonOptions {
   std::string connect;
 
   std::vector<std::string> bridge;        // words after `--`
+  // --agent/-A NAME: a preset or a config-file agent, resolved by finish_options into `bridge`
+  // (and its env, cwd, settings); "" when the bridge was given as a command.
+  std::string agent;
 
   // The ACP session (talk, prompt, batch, serve; add_session_options): applied after every session
   // setup, before the first prompt.
@@ -103,6 +106,13 @@ struct SetupError {
   int exit_code = kExitConfig;
 };
 std::optional<SetupError> finish_options(CommonOptions& options);
+
+// The name an agent goes by in the log and in named/continued sessions (issue 15): the --agent
+// name when one was given; "demo" for the built-in demo agent; else the program's name
+// (`claude-agent-acp` for `npx -y @zed-industries/claude-agent-acp`, `qwen` for
+// `node …/qwen/cli.js`: the last path part, without a scope or a version). Only meaningful after
+// finish_options. With --connect: "serve:" and the socket as given ("serve:default").
+std::string agent_label(const CommonOptions& options);
 
 // The session settings --mode, --model and --set ask for; a --set word that is not KEY=VALUE is a
 // SetupError (exit 64).
