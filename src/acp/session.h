@@ -123,7 +123,7 @@ struct TurnEvent {
   // person watches report it as an error.
   bool server_trouble = false;
   std::uint64_t request_id = 0;  // reply
-  nlohmann::json result;         // reply, when it succeeded
+  nlohmann::json result;         // reply, when it succeeded; completed: session/prompt's result as sent
 
   bool terminal() const { return kind == Kind::completed || kind == Kind::failed; }
 };

@@ -84,6 +84,7 @@ void SessionCore::on_prompt_reply(TurnState& t, const Reply& r) {
       TurnEvent e;
       e.kind = TurnEvent::Kind::completed;
       e.stop_reason = string_of(r.value, "stopReason");
+      e.result = r.value;  // the whole result: usage and _meta ride along with stopReason
       if (e.stop_reason.empty()) {
         if (cancelling) e.stop_reason = "cancelled";
         else e = failed_event(error_object("protocol_error", "the agent's session/prompt result has no stopReason"), false);

@@ -26,7 +26,11 @@ std::string DemoAgent::prompt_text(const json& prompt) {
     std::string part;
     if (type == "text") part = block.value("text", "");
     else if (type == "resource_link") part = block.value("uri", "");
-    else if (type == "resource" && block.contains("resource")) part = block["resource"].value("text", "");
+    else if (type == "resource" && block.contains("resource") && block["resource"].is_object())
+      part = block["resource"].value("text", "");
+    else if (type == "image" || type == "audio")  // what it got, not what it shows
+      part = "[" + type + " " + block.value("mimeType", "?") + ", " +
+             std::to_string(block.value("data", "").size() / 4 * 3) + " bytes]";
     if (part.empty()) continue;
     if (!text.empty()) text += ' ';
     text += part;
