@@ -60,6 +60,14 @@ void SessionCore::advance() {
 }
 
 void SessionCore::send_prompt(TurnState& t) {
+  if (t.build) {
+    auto built = std::exchange(t.build, nullptr)(state_);
+    if (auto* why = std::get_if<std::string>(&built)) {
+      finish(t, failed_event(error_object("bad_input", *why), false));
+      return;
+    }
+    t.content = std::move(std::get<json>(built));
+  }
   std::uint64_t gen = 0;
   t.phase = TurnState::Phase::prompting;
   t.server_started = false;  // a retry waits in the server's queue again

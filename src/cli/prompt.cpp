@@ -17,6 +17,7 @@
 #include "cli/prompt_input.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
+#include "cli/tool_calls.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 
@@ -109,10 +110,6 @@ class SideChannel {
   std::string thought_;
 };
 
-struct ToolRecord {
-  std::string id, title, kind, status;
-};
-
 // What one turn produced.
 struct TurnResult {
   std::optional<TurnEvent> terminal;
@@ -120,7 +117,7 @@ struct TurnResult {
   acp::MessageBreaks breaks;      // a new agent message starts a new paragraph
   std::optional<acp::Usage> usage;  // the last usage_update of the turn (shown once, with -v)
   json prompt_result;               // session/prompt's result (its usage, when the agent sends it)
-  std::vector<ToolRecord> tools;
+  ToolCalls tools;
   int signal = 0;          // the signal that interrupted it
   bool stdout_gone = false;  // EPIPE on stdout
   int write_errno = 0;     // another stdout error
@@ -255,16 +252,7 @@ class PromptRun {
       case Update::Kind::agent_thought: side_.thought(u.text); break;
       case Update::Kind::tool_call:
       case Update::Kind::tool_call_update: {
-        auto it = std::find_if(r.tools.begin(), r.tools.end(), [&](const ToolRecord& t) { return t.id == u.tool.id; });
-        if (it == r.tools.end()) {
-          r.tools.push_back({u.tool.id, "", "", "pending"});
-          it = r.tools.end() - 1;
-        }
-        std::string old_status = it->status;
-        if (u.tool.title) it->title = *u.tool.title;
-        if (u.tool.kind) it->kind = *u.tool.kind;
-        if (u.tool.status) it->status = *u.tool.status;
-        if (u.kind == Update::Kind::tool_call || it->status != old_status) {
+        if (const ToolCalls::Entry* it = r.tools.update(u)) {
           acp::ToolCall shown = u.tool;
           shown.title = it->title.empty() ? it->id : it->title;
           shown.kind = it->kind.empty() ? std::nullopt : std::optional<std::string>(it->kind);
@@ -449,13 +437,7 @@ class PromptCommand {
     } else if (o_.json) {
       OutJson j;
       if (completed) {
-        OutJson tools = OutJson::array();
-        for (const auto& tc : r.tools) {
-          OutJson one = {{"id", tc.id}, {"title", tc.title}};
-          if (!tc.kind.empty()) one["kind"] = tc.kind;
-          one["status"] = tc.status;
-          tools.push_back(std::move(one));
-        }
+        OutJson tools = r.tools.to_json();
         j = {{"ok", true},
              {"text", r.text},
              {"stopReason", t.stop_reason},
