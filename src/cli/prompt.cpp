@@ -15,6 +15,7 @@
 #include "cli/option_values.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
+#include "cli/tool_view.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 
@@ -92,6 +93,18 @@ class SideChannel {
     write_line("thinking: ", t, true, /*one_line=*/true);
   }
   int verbose() const { return verbose_; }
+  // A tool call's lines (cli/tool_view.h: diff, command, output), indented under its line. They
+  // are safe already; only the colour is added here.
+  void view(const std::vector<ViewLine>& lines) {
+    if (quiet_ || lines.empty()) return;
+    flush_thought();
+    if (wait_) wait_->clear();
+    std::string s = format(lines, "  ", color_);
+    [[maybe_unused]] auto n = ::write(STDERR_FILENO, s.data(), s.size());
+    ++writes_;
+  }
+  // Lines written so far: "nothing came after" for ToolTracker.
+  std::uint64_t writes() const { return writes_; }
 
  private:
   void write_line(std::string_view prefix, std::string_view text, bool dim, bool one_line) {
@@ -108,6 +121,7 @@ class SideChannel {
     if (color_ && dim) s += "\x1b[0m";
     s += '\n';
     [[maybe_unused]] auto n = ::write(STDERR_FILENO, s.data(), s.size());
+    ++writes_;
   }
 
   bool quiet_;
@@ -116,6 +130,7 @@ class SideChannel {
   bool terminal_;
   WaitNotice* wait_ = nullptr;
   std::string thought_;
+  std::uint64_t writes_ = 0;
 };
 
 struct ToolRecord {
@@ -144,6 +159,7 @@ class PromptRun {
 
   TurnResult run_turn(const std::string& text) {
     TurnResult r;
+    views_.clear();
     auto t0 = Clock::now();
     acp::Turn turn = session_.prompt(text, base::seconds(o_.common.timeout));
     bool streamed_any = false;
@@ -202,6 +218,8 @@ class PromptRun {
                                          p.chosen->kind + ")"
                                    : std::string("cancelled (no offered option fits --permission ") +
                                          acp::to_string(policy_) + ")";
+        // -v: what was allowed or rejected (the diff, the command), before the decision.
+        if (side_.verbose() > 0) side_.view(views_.for_permission(p.tool, view_options(), side_.writes()));
         side_.line("permission: ", what + ": " + how);
         break;
       }
@@ -219,6 +237,7 @@ class PromptRun {
         // A retried turn starts its answer again: what was collected is dropped.
         r.text.clear();
         r.tools.clear();
+        views_.clear();
         r.breaks = {};
         r.usage.reset();
         if (streamed_any && stream_ && !o_.json) out += "\n";
@@ -254,12 +273,19 @@ class PromptRun {
         if (u.tool.title) it->title = *u.tool.title;
         if (u.tool.kind) it->kind = *u.tool.kind;
         if (u.tool.status) it->status = *u.tool.status;
-        if (u.kind == Update::Kind::tool_call || it->status != old_status) {
+        // -v: the tool call's diff, command and output under its line, when they are new.
+        std::vector<ViewLine> lines;
+        if (side_.verbose() > 0) lines = views_.update(u.tool, view_options());
+        if (u.kind == Update::Kind::tool_call || it->status != old_status || !lines.empty()) {
           acp::ToolCall shown = u.tool;
           shown.title = it->title.empty() ? it->id : it->title;
           shown.kind = it->kind.empty() ? std::nullopt : std::optional<std::string>(it->kind);
           shown.status = it->status;
           side_.line("tool: ", acp::describe_tool_call(shown));
+        }
+        if (!lines.empty()) {
+          side_.view(lines);
+          views_.drawn(u.tool.id, side_.writes());
         }
         break;
       }
@@ -269,7 +295,17 @@ class PromptRun {
     }
   }
 
+  // -v: diffs and commands in full up to 40 lines, outputs to 10; cut to stderr's width.
+  ViewOptions view_options() const {
+    ViewOptions v;
+    v.output_lines = 10;
+    v.width = terminal_width(STDERR_FILENO);
+    if (v.width > 2) v.width -= 2;
+    return v;
+  }
+
   const acp::PermissionPolicy policy_;
+  ToolTracker views_;  // the turn's tool calls, for -v
   PromptOptions& o_;
   acp::AcpSession& session_;
   int sigfd_;
