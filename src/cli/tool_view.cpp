@@ -306,14 +306,32 @@ ToolTracker::Entry& ToolTracker::entry(const std::string& id) {
   return e;
 }
 
+namespace {
+// An update that can change what a call shows (else its cached lines stand: a status update of a
+// call with a large diff costs no new diff).
+bool changes_view(const acp::ToolCall& u) { return u.content || u.command || !u.locations.empty() || u.kind; }
+}  // namespace
+
+const std::array<std::vector<ViewLine>, 3>& ToolTracker::parts(Entry& e, const ViewOptions& o) {
+  if (!e.parts || e.width != o.width || e.diff_lines != o.diff_lines || e.output_lines != o.output_lines ||
+      o.terminal_output) {
+    e.parts = tool_parts(e.call, o);
+    e.width = o.width;
+    e.diff_lines = o.diff_lines;
+    e.output_lines = o.output_lines;
+  }
+  return *e.parts;
+}
+
 std::vector<ViewLine> ToolTracker::update(const acp::ToolCall& update, const ViewOptions& o) {
   Entry& e = entry(update.id);
   acp::merge_tool_call(e.call, update);
-  auto parts = tool_parts(e.call, o);
+  if (changes_view(update)) e.parts.reset();
+  const auto& now = parts(e, o);
   std::vector<ViewLine> lines;
-  for (std::size_t i = 0; i < parts.size(); ++i)
-    if (parts[i] != e.shown[i]) lines.insert(lines.end(), parts[i].begin(), parts[i].end());
-  e.shown = std::move(parts);
+  for (std::size_t i = 0; i < now.size(); ++i)
+    if (now[i] != e.shown[i]) lines.insert(lines.end(), now[i].begin(), now[i].end());
+  e.shown = now;
   if (!lines.empty()) e.drawn_at.reset();
   return lines;
 }
@@ -323,16 +341,20 @@ void ToolTracker::drawn(const std::string& id, std::uint64_t mark) {
 }
 
 std::vector<ViewLine> ToolTracker::for_permission(const acp::ToolCall& tool, const ViewOptions& o, std::uint64_t mark) {
-  acp::ToolCall merged = tool;
   auto it = calls_.find(tool.id);
-  if (it != calls_.end()) {
-    merged = it->second.call;
+  if (it == calls_.end()) return tool_lines(tool, o);
+  Entry& e = it->second;
+  if (changes_view(tool)) {
+    acp::ToolCall merged = e.call;
     acp::merge_tool_call(merged, tool);  // the request's own fields are the latest
+    auto now = tool_parts(merged, o);
+    if (e.drawn_at == mark && e.shown == now) return {};
+    return joined(now);
   }
-  auto parts = tool_parts(merged, o);
+  const auto& now = parts(e, o);
   // Just drawn, unchanged, and nothing came after: the question is right under it.
-  if (it != calls_.end() && it->second.drawn_at == mark && it->second.shown == parts) return {};
-  return joined(parts);
+  if (e.drawn_at == mark && e.shown == now) return {};
+  return joined(now);
 }
 
 const acp::ToolCall* ToolTracker::find(const std::string& id) const {

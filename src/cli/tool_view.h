@@ -104,8 +104,12 @@ class ToolTracker {
     acp::ToolCall call;
     std::array<std::vector<ViewLine>, 3> shown;  // what was last shown: command, content, locations
     std::optional<std::uint64_t> drawn_at;
+    // The lines of `call` as they are now, for the options they were made with.
+    std::optional<std::array<std::vector<ViewLine>, 3>> parts;
+    std::size_t width = 0, diff_lines = 0, output_lines = 0;
   };
   Entry& entry(const std::string& id);
+  const std::array<std::vector<ViewLine>, 3>& parts(Entry& e, const ViewOptions& o);
 
   std::map<std::string, Entry> calls_;
   std::deque<std::string> order_;  // ids, oldest first
