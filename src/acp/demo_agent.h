@@ -18,6 +18,7 @@
 //   /error       answer the prompt with a JSON-RPC error
 //   /read PATH   read PATH through the client (fs/read_text_file) and quote it
 //   /write PATH  after permission, write the echo to PATH through the client (fs/write_text_file)
+//   /diff        an edit whose tool call carries a diff (line two of a small file becomes the echo)
 //
 // It writes through one large buffer, flushed before it waits for input, so a flood costs few
 // system calls.

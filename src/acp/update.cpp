@@ -34,6 +34,84 @@ std::int64_t int_member(const json& obj, std::string_view key, bool& ok) {
   return 0;
 }
 
+constexpr std::size_t kMaxLocations = 64;
+constexpr std::size_t kMaxCommandBytes = 64 * 1024;
+
+std::int64_t count_lines(std::string_view s) {
+  if (s.empty()) return 0;
+  auto n = static_cast<std::int64_t>(std::count(s.begin(), s.end(), '\n'));
+  return s.back() == '\n' ? n : n + 1;
+}
+
+// `s` cut to `max` bytes (at a character boundary); true when it was cut.
+bool bounded(std::string& s, std::size_t max = kMaxToolText) {
+  if (s.size() <= max) return false;
+  std::size_t end = max;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  s.resize(end);
+  return true;
+}
+
+std::optional<ToolContent> read_content(const json& item) {
+  auto type = string_member(item, "type");
+  if (!type) return std::nullopt;
+  ToolContent c;
+  if (*type == "diff") {
+    c.kind = ToolContent::Kind::diff;
+    c.path = string_member(item, "path").value_or("");
+    c.text = string_member(item, "newText").value_or("");
+    c.old_text = string_member(item, "oldText");  // null or absent: a new file
+    c.lines = count_lines(c.text);
+    c.truncated = bounded(c.text);
+    if (c.old_text) {
+      c.old_lines = count_lines(*c.old_text);
+      c.truncated = bounded(*c.old_text) || c.truncated;
+    }
+  } else if (*type == "terminal") {
+    c.kind = ToolContent::Kind::terminal;
+    c.terminal_id = string_member(item, "terminalId").value_or("");
+  } else if (*type == "content") {
+    const json* block = member(item, "content");
+    if (!block) return std::nullopt;
+    c.text = content_text(*block);
+    c.lines = count_lines(c.text);
+    c.truncated = bounded(c.text);
+  } else {
+    return std::nullopt;  // a kind this version does not know: not shown
+  }
+  return c;
+}
+
+std::vector<ToolContent> read_contents(const json& items) {
+  std::vector<ToolContent> out;
+  for (const auto& item : items) {
+    if (out.size() >= kMaxToolContents) break;
+    if (auto c = read_content(item)) out.push_back(std::move(*c));
+  }
+  return out;
+}
+
+// rawInput.command: the command an execute tool runs, as a string or an argv.
+std::optional<std::string> raw_command(const json& input) {
+  const json* cmd = member(input, "command");
+  if (!cmd) return std::nullopt;
+  std::string s;
+  if (cmd->is_string()) {
+    s = cmd->get<std::string>();
+  } else if (cmd->is_array()) {
+    for (const auto& w : *cmd) {
+      if (!w.is_string()) continue;
+      if (!s.empty()) s += ' ';
+      s += w.get_ref<const std::string&>();
+      if (s.size() > kMaxCommandBytes) break;
+    }
+  } else {
+    return std::nullopt;
+  }
+  bounded(s, kMaxCommandBytes);
+  return s;
+}
+
 // tool_call and tool_call_update share their fields; `full` requires a title (tool_call).
 bool parse_tool(const json& u, ToolCall& t, bool full) {
   auto id = string_member(u, "toolCallId");
@@ -45,9 +123,18 @@ bool parse_tool(const json& u, ToolCall& t, bool full) {
   t.status = string_member(u, "status");
   if (full && !t.status) t.status = "pending";  // the schema's default
   if (const json* locs = member(u, "locations"); locs && locs->is_array()) {
-    for (const auto& loc : *locs)
-      if (auto p = string_member(loc, "path")) t.locations.push_back(std::move(*p));
+    for (const auto& loc : *locs) {
+      if (t.locations.size() >= kMaxLocations) break;
+      auto p = string_member(loc, "path");
+      if (!p) continue;
+      t.locations.push_back(std::move(*p));
+      bool ok = true;
+      std::int64_t line = member(loc, "line") ? int_member(loc, "line", ok) : 0;
+      t.location_lines.push_back(ok && line > 0 ? line : 0);
+    }
   }
+  if (const json* content = member(u, "content"); content && content->is_array()) t.content = read_contents(*content);
+  if (const json* input = member(u, "rawInput")) t.command = raw_command(*input);
   return true;
 }
 
@@ -66,6 +153,19 @@ const std::pair<std::string_view, Update::Kind> kKinds[] = {
 };
 
 }  // namespace
+
+void merge_tool_call(ToolCall& known, const ToolCall& update) {
+  if (known.id.empty()) known.id = update.id;
+  if (update.title) known.title = update.title;
+  if (update.kind) known.kind = update.kind;
+  if (update.status) known.status = update.status;
+  if (!update.locations.empty()) {
+    known.locations = update.locations;
+    known.location_lines = update.location_lines;
+  }
+  if (update.content) known.content = update.content;
+  if (update.command) known.command = update.command;
+}
 
 std::optional<ToolCall> parse_tool_call(const json& obj, bool require_title) {
   ToolCall t;

@@ -16,6 +16,26 @@ namespace tether::acp {
 
 using json = nlohmann::json;
 
+// One ToolCallContent item of a tool call, as plain bounded values: what the agent shows of the
+// call (a diff, a content block such as command output, a client terminal). The acp layer only
+// parses; cli/tool_view renders. Each text is kept up to kMaxToolText bytes (`truncated` says
+// when it was cut; `lines` counts the lines of the whole text), so an agent's huge text costs a
+// bounded copy.
+struct ToolContent {
+  enum class Kind { content, diff, terminal };
+  Kind kind = Kind::content;
+  std::string text;                     // content: the block as text (content_text); diff: newText
+  std::optional<std::string> old_text;  // diff: oldText; nothing for a new file
+  std::string path;                     // diff: the file
+  std::string terminal_id;              // terminal
+  bool truncated = false;               // text or old_text was longer than kMaxToolText
+  std::int64_t lines = 0;               // lines of the whole text (diff: newText)
+  std::int64_t old_lines = 0;           // diff: lines of the whole oldText
+  bool operator==(const ToolContent&) const = default;
+};
+inline constexpr std::size_t kMaxToolText = std::size_t{1} << 20;  // 1 MiB per text
+inline constexpr std::size_t kMaxToolContents = 16;                 // items per tool call; the rest dropped
+
 // The fields of a tool call that an update carried; absent ones stay empty (a tool_call_update
 // sends only what changed).
 struct ToolCall {
@@ -24,7 +44,16 @@ struct ToolCall {
   std::optional<std::string> kind;    // read, edit, delete, move, search, execute, think, fetch, ...
   std::optional<std::string> status;  // pending, in_progress, completed, failed
   std::vector<std::string> locations;  // paths it touches
+  std::vector<std::int64_t> location_lines;  // per entry of `locations`: its line, 0 when not given
+  // content: set when the update carried a `content` array (it replaces the earlier one, as the
+  // schema says for tool_call_update); nothing when the update left it unchanged.
+  std::optional<std::vector<ToolContent>> content;
+  std::optional<std::string> command;  // rawInput.command (a string, or an argv joined by spaces)
 };
+
+// A tool_call_update applied to what is known of the call: the fields it carries replace the
+// known ones (content and locations as a whole).
+void merge_tool_call(ToolCall& known, const ToolCall& update);
 
 struct PlanEntry {
   std::string content;

@@ -18,6 +18,7 @@
 #include "cli/render.h"
 #include "cli/terminal_text.h"
 #include "cli/tool_calls.h"
+#include "cli/tool_view.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 
@@ -84,6 +85,18 @@ class SideChannel {
     write_line("thinking: ", t, true, /*one_line=*/true);
   }
   int verbose() const { return verbose_; }
+  // A tool call's lines (cli/tool_view.h: diff, command, output), indented under its line. They
+  // are safe already; only the colour is added here.
+  void view(const std::vector<ViewLine>& lines) {
+    if (quiet_ || lines.empty()) return;
+    flush_thought();
+    if (wait_) wait_->clear();
+    std::string s = format(lines, "  ", color_);
+    [[maybe_unused]] auto n = ::write(STDERR_FILENO, s.data(), s.size());
+    ++writes_;
+  }
+  // Lines written so far: "nothing came after" for ToolTracker.
+  std::uint64_t writes() const { return writes_; }
 
  private:
   void write_line(std::string_view prefix, std::string_view text, bool dim, bool one_line) {
@@ -100,6 +113,7 @@ class SideChannel {
     if (color_ && dim) s += "\x1b[0m";
     s += '\n';
     [[maybe_unused]] auto n = ::write(STDERR_FILENO, s.data(), s.size());
+    ++writes_;
   }
 
   bool quiet_;
@@ -108,6 +122,7 @@ class SideChannel {
   bool terminal_;
   WaitNotice* wait_ = nullptr;
   std::string thought_;
+  std::uint64_t writes_ = 0;
 };
 
 // What one turn produced.
@@ -133,6 +148,7 @@ class PromptRun {
 
   TurnResult run_turn(const json& content, const std::string& words, const json& attachment_names) {
     TurnResult r;
+    views_.clear();
     auto t0 = Clock::now();
     if (o_.events) emit(events_.turn_started(session_.state().session_id, words, attachment_names), r);
     acp::Turn turn = session_.prompt_blocks(content, base::seconds(o_.common.timeout));
@@ -206,6 +222,8 @@ class PromptRun {
                                          p.chosen->kind + ")"
                                    : std::string("cancelled (no offered option fits --permission ") +
                                          acp::to_string(policy_) + ")";
+        // -v: what was allowed or rejected (the diff, the command), before the decision.
+        if (side_.verbose() > 0) side_.view(views_.for_permission(p.tool, view_options(), side_.writes()));
         side_.line("permission: ", what + ": " + how);
         break;
       }
@@ -223,6 +241,7 @@ class PromptRun {
         // A retried turn starts its answer again: what was collected is dropped.
         r.text.clear();
         r.tools.clear();
+        views_.clear();
         r.breaks = {};
         r.usage.reset();
         if (streamed_any && stream_ && !o_.json) out += "\n";
@@ -252,12 +271,20 @@ class PromptRun {
       case Update::Kind::agent_thought: side_.thought(u.text); break;
       case Update::Kind::tool_call:
       case Update::Kind::tool_call_update: {
-        if (const ToolCalls::Entry* it = r.tools.update(u)) {
+        const ToolCalls::Entry* changed = r.tools.update(u);  // a new call, or a new status
+        // -v: the tool call's diff, command and output under its line, when they are new.
+        std::vector<ViewLine> lines;
+        if (side_.verbose() > 0) lines = views_.update(u.tool, view_options());
+        if (const ToolCalls::Entry* it = changed ? changed : lines.empty() ? nullptr : r.tools.find(u.tool.id)) {
           acp::ToolCall shown = u.tool;
           shown.title = it->title.empty() ? it->id : it->title;
           shown.kind = it->kind.empty() ? std::nullopt : std::optional<std::string>(it->kind);
           shown.status = it->status;
           side_.line("tool: ", acp::describe_tool_call(shown));
+        }
+        if (!lines.empty()) {
+          side_.view(lines);
+          views_.drawn(u.tool.id, side_.writes());
         }
         break;
       }
@@ -267,7 +294,17 @@ class PromptRun {
     }
   }
 
+  // -v: diffs and commands in full up to 40 lines, outputs to 10; cut to stderr's width.
+  ViewOptions view_options() const {
+    ViewOptions v;
+    v.output_lines = 10;
+    v.width = terminal_width(STDERR_FILENO);
+    if (v.width > 2) v.width -= 2;
+    return v;
+  }
+
   const acp::PermissionPolicy policy_;
+  ToolTracker views_;  // the turn's tool calls, for -v
   PromptOptions& o_;
   acp::AcpSession& session_;
   int sigfd_;

@@ -95,6 +95,7 @@ std::optional<std::size_t> pick_option(char key, const std::vector<char>& letter
 
 void Renderer::emit(int fd, std::string_view text) {
   if (text.empty()) return;
+  ++emits_;
   ask_open_ = false;
   // separate_blocks: a block (a turn, a command's output) that is not the first starts with a
   // blank line where it shows: on stdout, or on the terminal that both outputs share.
@@ -151,6 +152,7 @@ void Renderer::begin_turn() {
 void Renderer::begin_section() {
   breaks_ = {};
   tools_.clear();
+  views_.clear();
   last_plan_.clear();
   usage_.reset();
   block_ = Block::none;
@@ -183,12 +185,27 @@ void Renderer::thought(std::string_view raw) {
   }
 }
 
+// A tool call's diff, command, output, terminal and locations (tool_view.h): each line is safe
+// already (terminal_line), so it is written as it is; cut to stderr's width less the indent.
+void Renderer::view(const std::vector<ViewLine>& lines) {
+  if (lines.empty()) return;
+  break_lines(2);
+  if (block_ == Block::answer && style_.shared) block_ = Block::none;
+  emit(2, format(lines, "    ", style_.color));
+}
+
 void Renderer::tool(const acp::Update& u) {
-  if (!style_.details) return;
   const acp::ToolCall& in = u.tool;
+  // Tracked even with details off: a permission question shows what it is about.
+  ViewOptions o = style_.view;
+  if (o.width > 4) o.width -= 4;
+  std::vector<ViewLine> lines = views_.update(in, o);
+  if (!style_.details) return;
   if (u.kind == acp::Update::Kind::tool_call) {
     tools_[in.id] = in;
     line(2, kTool, "  tool: " + acp::describe_tool_call(one_line(in)));
+    view(lines);
+    views_.drawn(in.id, emits_);
     return;
   }
   acp::ToolCall& t = tools_[in.id];
@@ -196,11 +213,19 @@ void Renderer::tool(const acp::Update& u) {
   if (in.title) t.title = in.title;
   if (in.kind) t.kind = in.kind;
   if (!in.locations.empty()) t.locations = in.locations;
+  bool headed = false;
   if (in.status && in.status != t.status) {
+    headed = true;
     t.status = in.status;
     std::string head = "  tool: " + safe(2, terminal_line(t.title.value_or(t.id))) + ": ";
     break_lines(2);
     emit(2, paint(kTool, head) + paint(status_color(*in.status), safe(2, terminal_line(*in.status))) + "\n");
+  }
+  if (!lines.empty()) {
+    // New content without a status line: a line says whose it is.
+    if (!headed) line(2, kTool, "  tool: " + terminal_line(t.title.value_or(t.id)));
+    view(lines);
+    views_.drawn(in.id, emits_);
   }
 }
 
@@ -254,12 +279,20 @@ void Renderer::permission(const acp::PermissionRequest& p) {
   std::string what = acp::describe_tool_call(one_line(p.tool));
   // Asked after the cancel, a question was answered cancelled at once (acp/session.h): not drawn.
   if (p.answered && cancel_shown_) return;
+  // What the question is about (the diff, the command, the output), before the options: the
+  // request's own content, else the latest its tool call showed, unless that is right above.
+  ViewOptions o = style_.view;
+  if (o.width > 4) o.width -= 4;
+  std::vector<ViewLine> about = views_.for_permission(p.tool, o, emits_);
   if (p.answered) {
+    // Answered by the policy: what was allowed or rejected, with details on.
+    if (style_.details) view(about);
     std::string answer = p.chosen ? terminal_line(p.chosen->name) : std::string("cancelled");
     line(2, kAsk, "  permission: " + what + ": " + answer);
     return;
   }
   line(2, kAsk, "  permission: " + what);
+  view(about);
   auto letters = option_letters(p.options);
   std::string menu = "    ";
   for (std::size_t i = 0; i < p.options.size(); ++i) {

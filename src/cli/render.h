@@ -25,6 +25,7 @@
 #include "acp/permission.h"
 #include "acp/session.h"
 #include "acp/update.h"
+#include "cli/tool_view.h"
 
 namespace tether::cli::talk {
 
@@ -37,6 +38,9 @@ struct RenderStyle {
   // Script mode: one blank line between two blocks of stdout (a turn's answer, a command's
   // output), so answers that run one after another stay apart for a reader and for a script.
   bool separate_blocks = false;
+  // What a tool call shows of itself under its line with details on (cli/tool_view.h): diffs and
+  // a short summary of its output; `width` is stderr's (0 when it is not a terminal).
+  ViewOptions view;
 };
 
 struct Write {
@@ -67,6 +71,8 @@ class Renderer {
   explicit Renderer(RenderStyle style) : style_(style) {}
 
   const RenderStyle& style() const { return style_; }
+  // The terminal was resized: lines of tool calls are cut to the new width.
+  void set_width(std::size_t width) { style_.view.width = width; }
 
   // Our new turn: a fresh screen state, and no cancel of ours shown yet.
   void begin_turn();
@@ -113,6 +119,7 @@ class Renderer {
   std::string paint(std::string_view color, std::string_view text) const;
   void thought(std::string_view text);
   void tool(const acp::Update& u);
+  void view(const std::vector<ViewLine>& lines);  // a tool call's lines, indented, under its line
 
   RenderStyle style_;
   std::vector<Write> out_;
@@ -121,6 +128,8 @@ class Renderer {
   bool indent_pending_ = false;           // a thought line ended: indent the next one
   acp::MessageBreaks breaks_;
   std::map<std::string, acp::ToolCall> tools_;
+  ToolTracker views_;       // what each tool call of the section showed, for its permission question
+  std::uint64_t emits_ = 0;  // pieces written so far: "nothing came after" for ToolTracker
   std::string last_plan_;
   std::optional<acp::Usage> usage_;
   bool cancel_shown_ = false;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "cli/terminal_text.h"
+#include "cli/tool_view.h"
 
 namespace tether::cli::talk {
 namespace {
@@ -13,6 +14,13 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && blank(s.front())) s.remove_prefix(1);
   while (!s.empty() && blank(s.back())) s.remove_suffix(1);
   return s;
+}
+
+// Columns of one line of text (code points; the agent's words are flattened already).
+std::size_t utf8_columns(std::string_view s) {
+  std::size_t n = 0;
+  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
 }
 
 ParsedLine make(LineKind kind, std::string text = {}) { return ParsedLine{kind, std::move(text)}; }
@@ -82,7 +90,7 @@ bool talk_command(std::string_view name) {
 
 bool is_terminator(std::string_view line, std::string_view terminator) { return trim(line) == terminator; }
 
-std::string help_text(const std::vector<acp::Command>& agent_commands) {
+std::string help_text(const std::vector<acp::Command>& agent_commands, std::size_t width) {
   std::string s =
       "Type a prompt and press Enter: the answer streams below it.\n"
       "\n"
@@ -108,7 +116,10 @@ std::string help_text(const std::vector<acp::Command>& agent_commands) {
       "saved in the history.\n";
   if (!agent_commands.empty()) {
     s += "\nThe agent's commands (sent to the agent as typed):\n";
-    std::size_t width = 0;
+    // Agents send long descriptions (Claude's run to 600 characters over several lines): each
+    // command stays on one line, its description cut to the width.
+    const std::size_t columns = width ? width : 80;
+    std::size_t column = 0;
     std::vector<std::string> heads;
     bool shadowed = false;
     for (const auto& c : agent_commands) {
@@ -118,13 +129,21 @@ std::string help_text(const std::vector<acp::Command>& agent_commands) {
       shadowed = shadowed || ours;
       // The agent's words, each kept on its line (cli::terminal_line).
       std::string head = (ours ? "  //" : "  /") + terminal_line(c.name) + (c.hint.empty() ? "" : " " + terminal_line(c.hint));
-      width = std::max(width, head.size());
+      head = cut_to_width(head, columns);
+      column = std::max(column, utf8_columns(head));
       heads.push_back(std::move(head));
     }
+    column = std::min(column, columns / 2);  // one long name does not push every description off
     for (std::size_t i = 0; i < agent_commands.size(); ++i) {
       s += heads[i];
-      if (!agent_commands[i].description.empty())
-        s += std::string(width + 2 - heads[i].size(), ' ') + terminal_line(agent_commands[i].description);
+      std::size_t used = utf8_columns(heads[i]);
+      if (!agent_commands[i].description.empty() && used + 3 < columns) {
+        std::size_t pad = column + 2 > used ? column + 2 - used : 2;
+        std::string desc = terminal_line(agent_commands[i].description);
+        // Runs of spaces (the agent's line breaks and indentation) become one.
+        desc.erase(std::unique(desc.begin(), desc.end(), [](char a, char b) { return a == ' ' && b == ' '; }), desc.end());
+        if (used + pad < columns) s += std::string(pad, ' ') + cut_to_width(desc, columns - used - pad);
+      }
       s += '\n';
     }
     if (shadowed) s += "(A command listed with // has the name of one of talk's own: type the // to reach the agent's.)\n";

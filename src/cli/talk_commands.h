@@ -6,6 +6,7 @@
 // space only keeps it out of the history).
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,7 +49,8 @@ ParsedLine parse_line(std::string_view line, const std::vector<acp::Command>& ag
 // ignored).
 bool is_terminator(std::string_view line, std::string_view terminator);
 
-// The /help text: talk's commands, the keys, then the agent's commands when it advertised any.
-std::string help_text(const std::vector<acp::Command>& agent_commands);
+// The /help text: talk's commands, the keys, then the agent's commands when it advertised any,
+// each on one line: its description flattened and cut to `width` columns (0: not a terminal, 80).
+std::string help_text(const std::vector<acp::Command>& agent_commands, std::size_t width = 0);
 
 }  // namespace tether::cli::talk

@@ -222,7 +222,7 @@ void Talk::on_line(const std::string& text, bool multiline) {
     case LineKind::empty: return;
     case LineKind::prompt:
     case LineKind::agent_command: start_turn(std::move(parsed.text)); return;
-    case LineKind::help: renderer_.info(talk::help_text(session_->state().commands)); break;
+    case LineKind::help: renderer_.info(talk::help_text(session_->state().commands, terminal_width(STDOUT_FILENO))); break;
     case LineKind::exit: quit_ = true; break;
     case LineKind::cancel: renderer_.dim("(no answer is in flight: Ctrl-C cancels one while it streams)"); break;
     case LineKind::restart:

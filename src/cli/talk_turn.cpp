@@ -35,6 +35,7 @@ void Talk::start_turn(std::string text) {
   other_prompt_ = false;
   other_pause_ = base::Deadline::never();
   renderer_.begin_turn();
+  renderer_.set_width(terminal_width(STDERR_FILENO));  // a tool call's lines are cut to it
   trouble_shown_ = false;
   cancel_requested_ = false;
   drop_turn_permissions();
@@ -216,6 +217,7 @@ void Talk::show_permission() {
     editor_->discard_input();
   }
 #endif
+  renderer_.set_width(terminal_width(STDERR_FILENO));
   renderer_.permission(perms_.front());
   flush();
 }
@@ -304,6 +306,7 @@ void Talk::on_signals() {
         }
         break;
       case SIGWINCH:
+        renderer_.set_width(terminal_width(STDERR_FILENO));  // a tool call's lines fit the new width
 #ifdef TETHER_HAVE_LIBEDIT
         if (editor_) editor_->resize();
 #endif

@@ -23,6 +23,11 @@ const ToolCalls::Entry* ToolCalls::update(const acp::Update& u) {
   return u.kind == K::tool_call || it->status != old_status ? &*it : nullptr;
 }
 
+const ToolCalls::Entry* ToolCalls::find(std::string_view id) const {
+  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.id == id; });
+  return it == entries_.end() ? nullptr : &*it;
+}
+
 nlohmann::ordered_json ToolCalls::to_json() const {
   auto out = nlohmann::ordered_json::array();
   for (const auto& e : entries_) {

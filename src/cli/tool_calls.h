@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -30,6 +31,7 @@ class ToolCalls {
     dropped_ = 0;
   }
   const std::vector<Entry>& entries() const { return entries_; }
+  const Entry* find(std::string_view id) const;
   // [{id, title, kind?, status}, ...]
   nlohmann::ordered_json to_json() const;
 

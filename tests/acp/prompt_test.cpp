@@ -285,6 +285,22 @@ TEST_CASE("permission, end to end: the turn completes after the answer, with the
   CHECK(completed == 3);
 }
 
+TEST_CASE("prompt -v: an edit's diff comes before the permission line; without -v (or with -q) no diff") {
+  Scratch s;
+  auto v = run(with_demo({"-v", "--permission", "deny", "/diff", "the", "new", "second", "line"}), opts(s));
+  CHECK(v.exit_code == 0);
+  auto perm = v.err.find("permission: Edit a file: rejected (reject_once)");
+  REQUIRE(perm != std::string::npos);
+  auto head = v.err.find("  demo.txt\n  @@ -1,3 +1,3 @@\n   line one\n  -line two\n  +the new second line\n   line three\n");
+  CHECK(head != std::string::npos);
+  CHECK(head < perm);
+  auto plain = run(with_demo({"--permission", "deny", "/diff", "the", "new", "second", "line"}), opts(s));
+  CHECK(plain.err.find("permission: Edit a file: rejected") != std::string::npos);
+  CHECK(plain.err.find("-line two") == std::string::npos);
+  auto quiet = run(with_demo({"-q", "-v", "--permission", "deny", "/diff", "x"}), opts(s));
+  CHECK(quiet.err.find("line two") == std::string::npos);
+}
+
 TEST_CASE("--timeout: the message gives the duration as a person writes it") {
   Scratch s;
   auto r = run(with_demo({"--timeout", "0.25", "/sleep", "5000", "hi"}), opts(s));

@@ -287,6 +287,41 @@ case_edit() {
   pass "$a edit: the file was edited"
 }
 
+# before_permission FILE: the removed line "-beta" and the added line "+BETA" of the edit's diff
+# come before the first "permission:" line of FILE (tether's stderr).
+before_permission() {
+  awk '/^ *-beta$/ && !r { r = NR } /^ *\+BETA$/ && !a { a = NR } /permission: / && !p { p = NR }
+       END { exit !(r && a && p && r < p && a < p) }' "$1"
+}
+
+# The edit's diff is shown before the permission decision: `prompt -v` on stderr, and talk (its
+# script mode, -v) likewise; --permission deny, so the file stays as it was.
+case_diff() {
+  local a=$1 before=$FAILURES
+  new_case "$a" diff
+  agent_cmd "$a" "$CASE"
+  local f=$CASE/cwd/diff.txt
+  printf 'alpha\nbeta\ngamma\n' >"$f"
+  tprompt diff -v --permission deny "TRIGGER_EDIT $f beta BETA"
+  if common diff 0; then
+    before_permission "$CASE/err" || cfail "prompt -v: no '-beta' and '+BETA' diff lines before the permission line" 'request_permission|"diff"'
+    [[ $(<"$f") == $'alpha\nbeta\ngamma' ]] || cfail "--permission deny: the file was edited" 'request_permission|"outcome"'
+  fi
+  new_case "$a" diff-talk
+  agent_cmd "$a" "$CASE"
+  f=$CASE/cwd/diff.txt
+  printf 'alpha\nbeta\ngamma\n' >"$f"
+  echo "$a diff-talk" >"$CASE/name"
+  (cd "$CASE/cwd" && echo "TRIGGER_EDIT $f beta BETA" |
+    timeout -k 5 90 "$TETHER" talk -v --permission deny --trace "$CASE/trace" -- "${CMD[@]}" >"$CASE/out" 2>"$CASE/err")
+  echo $? >"$CASE/rc"
+  frames "$CASE/trace" >"$CASE/frames"
+  if common diff-talk 0; then
+    before_permission "$CASE/err" || cfail "talk -v: no '-beta' and '+BETA' diff lines before the permission line" 'request_permission|"diff"'
+  fi
+  ((FAILURES == before)) && pass "$a diff: the edit's removed and added lines come before the permission line (prompt -v, talk -v)"
+}
+
 # Batch, 3 items in sessions of their own: all ok, one session/close per session/new.
 case_batch() {
   local a=$1
@@ -474,6 +509,7 @@ lane_claude() {
   case_plain claude
   case_perm claude
   case_edit claude
+  case_diff claude
   case_batch claude
   case_error claude
   case_model claude haiku haiku

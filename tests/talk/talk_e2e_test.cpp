@@ -274,6 +274,32 @@ TEST_CASE("a permission request is answered by a keystroke; Ctrl-C answers it ca
   quit(t);
 }
 
+TEST_CASE("a permission question shows the edit's diff before its options; -q too") {
+  for (bool quiet : {false, true}) {
+    CAPTURE(quiet);
+    Home home;
+    Pty t(talk(quiet ? std::vector<std::string>{"-q"} : std::vector<std::string>{}), home.env());
+    expect(t, kPrompt);
+    t.mark();
+    type_line(t, "change /diff the line");
+    expect(t, "choose 1-4");
+    std::string screen = t.since_mark();
+    auto removed = screen.find("    -line two");
+    auto added = screen.find("    +change the line");
+    auto options = screen.find("[1/a] Allow");
+    CHECK(screen.find("    demo.txt") != std::string::npos);
+    CHECK(screen.find("@@ -1,3 +1,3 @@") != std::string::npos);
+    CHECK(removed != std::string::npos);
+    CHECK(added != std::string::npos);
+    CHECK(removed < options);
+    CHECK(added < options);
+    t.send("r");
+    expect(t, "Permission denied: the edit was skipped");
+    expect(t, kPrompt);
+    quit(t);
+  }
+}
+
 TEST_CASE("a bridge killed mid-turn: one line says so, the prompt is retried, the session goes on") {
   Home home;
   Pty t(talk(), home.env());

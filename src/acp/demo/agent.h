@@ -52,6 +52,7 @@ struct Triggers {
   std::string stop = "end_turn";
   std::string read_path, write_path;
   bool edit = false;
+  bool diff = false;  // /diff: the edit's tool call carries a diff (ToolCallContent)
   std::string echo;  // the prompt without its trigger words
 };
 

@@ -91,7 +91,10 @@ Triggers parse_triggers(std::string_view text) {
     else if (w == "/error") t.error = true;
     else if (w == "/stop") t.stop = arg().value_or("end_turn");
     else if (w == "/read") t.read_path = arg().value_or("");
-    else if (w == "/write") {
+    else if (w == "/diff") {
+      t.diff = true;
+      t.edit = true;
+    } else if (w == "/write") {
       t.write_path = arg().value_or("");
       t.edit = true;
     } else {

@@ -227,6 +227,14 @@ std::string DemoAgent::edit(Session& s, const Triggers& t) {
   std::string title = t.write_path.empty() ? "Edit a file" : "Write " + t.write_path;
   json tool = {{"sessionUpdate", "tool_call"}, {"toolCallId", call}, {"title", title}, {"kind", "edit"}, {"status", "pending"}};
   if (!t.write_path.empty()) tool["locations"] = {{{"path", t.write_path}}};
+  if (t.diff) {
+    // /diff: what the edit would change, as a diff of a small file: its second line becomes the
+    // echo. Only the tool call carries it; the permission request refers to it by toolCallId.
+    tool["content"] = {{{"type", "diff"},
+                        {"path", t.write_path.empty() ? std::string("demo.txt") : t.write_path},
+                        {"oldText", "line one\nline two\nline three\n"},
+                        {"newText", "line one\n" + t.echo + "\nline three\n"}}};
+  }
   update(s.id, tool);
   auto r = request("session/request_permission",
                    {{"sessionId", s.id},
