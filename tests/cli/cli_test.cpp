@@ -362,6 +362,11 @@ TEST_CASE("--mcp and the config's mcp reach session/new as stdio servers; tether
                   R"({"args":["/srv"],"command":"mcp-fs","env":[{"name":"A","value":"1"}],"name":"fs"}])") != std::string::npos);
   r = run_tether({"prompt", "--mcp", "nothing", "hi"});
   CHECK(r.shell_status() == 64);
+  // talk's /status lists them; an http server the demo agent does not advertise is left out.
+  r = run_tether({"talk", "--mcp", "a=b c", "--mcp", "docs=https://x/mcp"}, "/status\n");
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("mcp:       a: b c\nmcp:       docs: http https://x/mcp (left out: the agent takes no http servers)\n") !=
+        std::string::npos);
 
   r = run_tether({"agents", "--config", with_mcp, "--json"});
   CHECK(r.shell_status() == 0);
