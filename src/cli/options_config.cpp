@@ -95,7 +95,8 @@ std::optional<SetupError> choose_agent(CommonOptions& o, const ConfigFile& c, co
   if (!agent) {
     std::string near = closest_word(name, agent_names(c));
     return SetupError{"unknown agent '" + name + "'" + (source == "command line" ? "" : " (" + source + ")") +
-                          (near.empty() ? "" : "; did you mean " + near + "?") + " `tether agents` lists them",
+                          (near.empty() ? "; `tether agents` lists the agents"
+                                        : "; did you mean " + near + "? (`tether agents` lists the agents)"),
                       named ? kExitUsage : kExitConfig};
   }
   o.agent = name;

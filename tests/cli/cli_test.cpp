@@ -321,7 +321,7 @@ TEST_CASE("named agents from the config file: --agent and -A, their env, default
 
   r = run_tether({"prompt", "--config", agents, "-A", "demo-2", "hi"});
   CHECK(r.shell_status() == 64);
-  CHECK(lines(r.err).front() == "tether: unknown agent 'demo-2'; did you mean demo2? `tether agents` lists them");
+  CHECK(lines(r.err).front() == "tether: unknown agent 'demo-2'; did you mean demo2? (`tether agents` lists the agents)");
   r = run_tether({"prompt", "--config", agents, "-A", "demo2", "hi", "--", "cat"});
   CHECK(r.shell_status() == 64);
   CHECK(lines(r.err).front() == "tether: --agent demo2 and a bridge command after -- both name the agent: give one");
