@@ -166,8 +166,10 @@ int run_agents(const AgentsOptions& o) {
                     {"detail", inst.detail},
                     {"default", name == default_agent},
                     {"description", a->description}});
-    text += (name == default_agent ? "* " : "  ") + name + "  " + shell_command(a->command) + "\n";
-    text += "      " + origin + "; " + (inst.ok ? "installed: " : "NOT installed: ") + inst.detail + "\n";
+    std::string padded = name;
+    if (padded.size() < 10) padded.resize(10, ' ');
+    text += (name == default_agent ? "* " : "  ") + padded + " " + shell_command(a->command) + "\n";
+    text += std::string(13, ' ') + origin + "; " + (inst.ok ? "installed: " : "NOT installed: ") + inst.detail + "\n";
   }
   std::string out = o.json ? list.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n" : text;
   if (!o.json && !default_agent.empty() && !find_agent(default_agent, config))

@@ -86,9 +86,9 @@ struct CommonOptions {
 
 // Which of the common options a command offers: only those it reads, so that none is accepted
 // and then ignored. The bridge's options (--cwd, --max-restarts, --restart-window,
-// --restart-delay, --heartbeat, --bridge-stderr, --trace, --max-line) and --config are offered by
-// every command that has a bridge. Config-file keys of options a command does not offer are
-// checked and ignored for it: one config file serves every command.
+// --restart-delay, --heartbeat, --bridge-stderr, --trace, --max-line), --agent and --config are
+// offered by every command that has a bridge. Config-file keys of options a command does not
+// offer are checked and ignored for it: one config file serves every command.
 struct CommonOptionSet {
   bool timeout = true;     // --timeout
   bool retries = true;     // --retries
