@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "base/std_fds.h"
+#include "cli/agents.h"
 #include "cli/batch.h"
 #include "cli/call.h"
 #include "cli/common.h"
 #include "cli/completion.h"
+#include "cli/config_cmd.h"
 #include "cli/demo_agent_main.h"
 #include "cli/prompt.h"
 #include "cli/serve.h"
@@ -44,9 +46,11 @@ int main(int argc, char** argv) {
   app.formatter(cli::help_formatter());  // before the subcommands: they inherit it
 
   std::map<std::string, std::function<int()>> runs;
+  runs["agents"] = cli::setup_agents(app);
   runs["batch"] = cli::setup_batch(app, bridge);
   runs["call"] = cli::setup_call(app, bridge);
   runs["completion"] = cli::setup_completion(app, bridge);
+  runs["config"] = cli::setup_config(app);
   runs["demo-agent"] = cli::setup_demo_agent(app, bridge);
   runs["prompt"] = cli::setup_prompt(app, bridge);
   runs["serve"] = cli::setup_serve(app, bridge);

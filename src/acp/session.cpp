@@ -130,7 +130,7 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
     case Link::authenticating:
       // authenticate is under way for the old session's load or resume: what follows it is a
       // new session instead.
-      if (redo_.phase != Link::creating) redo_ = {Link::creating, "session/new", new_session_params(opt_.cwd, json::array())};
+      if (redo_.phase != Link::creating) redo_ = {Link::creating, "session/new", new_session_params(opt_.cwd, mcp_servers())};
       break;
     case Link::waiting_bridge:
     case Link::initializing:

@@ -72,6 +72,7 @@ struct ClientOptions {
   base::Duration cancel_grace = std::chrono::seconds(2);    // session/cancel to final response
   std::string auth;          // --auth: the method to use when the agent asks for authentication
   SessionSettings settings;  // --mode, --model, --set: applied after every session setup
+  std::vector<McpServer> mcp;  // --mcp and the config's: passed in session/new, load and resume
   // Where environment variables are read (env_var authentication); the process's by default.
   EnvLookup env;
   // When the agent asks for authentication and neither --auth nor an env_var method settles it:

@@ -193,6 +193,7 @@ class SessionCore {
   void link_fail(json error);
 
   // session_settings.cpp
+  json mcp_servers();  // ClientOptions::mcp as this agent can take them (notice once for those left out)
   void read_session_settings(const json& r);
   void apply_setting(const std::string& method, const json& params, const json& result);
   void remember_setting(const std::string& method, const json& params);
@@ -237,6 +238,7 @@ class SessionCore {
   std::uint64_t close_gen_ = 0;
   bool close_answered_ = false;
   std::string context_lost_reason_;  // set when the next session/new replaces a lost session
+  bool mcp_notice_given_ = false;    // mcp_servers(): the servers left out were named once
   std::vector<json> buffered_;       // params of updates for a session id not known yet
 
   std::shared_ptr<TurnState> active_;              // the turn whose prompt is (or will be) in flight

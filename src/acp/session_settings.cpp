@@ -20,6 +20,22 @@ std::variant<std::uint64_t, json> SessionCore::change_settings(const SessionSett
   return token;
 }
 
+// The MCP servers the user gave (--mcp, the config's `mcp`), for session/new, load and resume.
+// An http or sse server the agent does not advertise is left out, with a notice once per session
+// core: the rest of the session still works, and the user learns why that server is missing.
+json SessionCore::mcp_servers() {
+  std::vector<std::string> left_out;
+  json servers = mcp_servers_param(opt_.mcp, state_.agent_capabilities, &left_out);
+  if (!left_out.empty() && !mcp_notice_given_) {
+    mcp_notice_given_ = true;
+    std::string names;
+    for (const auto& n : left_out) names += (names.empty() ? "" : ", ") + n;
+    notice("MCP server" + std::string(left_out.size() > 1 ? "s " : " ") + names +
+           " left out: the agent does not advertise http or sse MCP servers (mcpCapabilities)");
+  }
+  return servers;
+}
+
 // modes and configOptions of a session/new, load or resume answer (load's may be null).
 void SessionCore::read_session_settings(const json& r) {
   if (const json* modes = member(r, "modes"); modes && modes->is_object()) {

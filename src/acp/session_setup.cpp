@@ -26,16 +26,16 @@ void SessionCore::send_setup(Link phase, const char* method, json params) {
   link_call_gen_ = gen;
 }
 
-void SessionCore::send_new_session() { send_setup(Link::creating, "session/new", new_session_params(opt_.cwd, json::array())); }
+void SessionCore::send_new_session() { send_setup(Link::creating, "session/new", new_session_params(opt_.cwd, mcp_servers())); }
 
 // Brings back the session we had, on a fresh connection: resume (no replay) when the agent
 // offers it, else load, else a new session and a notice that the context is lost.
 void SessionCore::reopen_session() {
   forget_current_settings();
   if (state_.can_resume) {
-    send_setup(Link::resuming, "session/resume", reopen_params(state_.session_id, opt_.cwd, json::array()));
+    send_setup(Link::resuming, "session/resume", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
   } else if (state_.load_session) {
-    send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, json::array()));
+    send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
   } else {
     context_lost_reason_ = "the agent cannot load or resume sessions (it advertises neither)";
     send_new_session();
@@ -145,7 +145,7 @@ void SessionCore::on_setup_error(const json& err) {
       if (try_authenticate(err)) return;
       // An agent that advertises resume but cannot do it: load, or a new session.
       if (state_.load_session) {
-        send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, json::array()));
+        send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
       } else {
         context_lost_reason_ = "the agent could not resume the session (" + rpc_error_text(err) + ")";
         send_new_session();
@@ -281,10 +281,10 @@ void SessionCore::server_setup(const json& r) {
       link_fail(error_object("protocol_error", "the tether server did not name its main session (_meta.tether.mainSessionId)"));
       return;
     }
-    send_setup(Link::attaching, "session/load", reopen_params(attach_id_, opt_.cwd, json::array()));
+    send_setup(Link::attaching, "session/load", reopen_params(attach_id_, opt_.cwd, mcp_servers()));
   } else if (!state_.session_id.empty()) {
     forget_current_settings();
-    send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, json::array()));
+    send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
   } else {
     send_new_session();
   }

@@ -158,6 +158,34 @@ std::variant<AgentProfile, json> read_initialize(const json& r) {
   return p;
 }
 
+json mcp_servers_param(const std::vector<McpServer>& servers, const json& agent_capabilities,
+                       std::vector<std::string>* left_out) {
+  json out = json::array();
+  const json* mcp = member(agent_capabilities, "mcpCapabilities");
+  for (const auto& s : servers) {
+    auto pairs = [](const std::vector<std::pair<std::string, std::string>>& kv) {
+      json a = json::array();
+      for (const auto& [name, value] : kv) a.push_back({{"name", name}, {"value", value}});
+      return a;
+    };
+    if (s.type == "stdio") {
+      out.push_back({{"name", s.name}, {"command", s.command}, {"args", s.args}, {"env", pairs(s.env)}});
+    } else if (flag(mcp ? *mcp : json(), s.type.c_str())) {
+      out.push_back({{"type", s.type}, {"name", s.name}, {"url", s.url}, {"headers", pairs(s.headers)}});
+    } else if (left_out) {
+      left_out->push_back(s.name);
+    }
+  }
+  return out;
+}
+
+std::string describe_mcp_server(const McpServer& s) {
+  if (s.type != "stdio") return s.name + ": " + s.type + " " + s.url;
+  std::string text = s.name + ": " + s.command;
+  for (const auto& a : s.args) text += " " + a;
+  return text;
+}
+
 json new_session_params(const std::string& cwd, const json& mcp_servers) {
   return {{"cwd", cwd}, {"mcpServers", mcp_servers.is_array() ? mcp_servers : json::array()}};
 }

@@ -44,6 +44,27 @@ nlohmann::json initialize_params(std::string_view client_name, std::string_view 
 // the answer is not kProtocolVersion.
 std::variant<AgentProfile, nlohmann::json> read_initialize(const nlohmann::json& result);
 
+// An MCP server the user gives the agent for a session (--mcp, the config's `mcp`; ACP schema
+// McpServer). A stdio server is a command the agent starts; an http or sse one a URL it connects to.
+struct McpServer {
+  std::string name;
+  std::string type = "stdio";  // "stdio", "http" or "sse"
+  std::string command;         // stdio: the program (absolute or on the agent's PATH)
+  std::vector<std::string> args;
+  std::vector<std::pair<std::string, std::string>> env;      // stdio: added to the server's environment
+  std::string url;                                           // http, sse
+  std::vector<std::pair<std::string, std::string>> headers;  // http, sse
+};
+
+// The mcpServers param for session/new, load and resume. stdio servers always (every agent must
+// support them); an http or sse server only when the agent advertises mcpCapabilities.http or
+// .sse: sent anyway, an agent that cannot connect to it would fail the whole session/new. The
+// names of those left out are appended to *left_out (for a notice).
+nlohmann::json mcp_servers_param(const std::vector<McpServer>& servers, const nlohmann::json& agent_capabilities,
+                                 std::vector<std::string>* left_out = nullptr);
+// "fs: npx -y @modelcontextprotocol/server-filesystem /tmp", "docs: http https://…": for /status.
+std::string describe_mcp_server(const McpServer& server);
+
 nlohmann::json new_session_params(const std::string& cwd, const nlohmann::json& mcp_servers);
 // session/load and session/resume take the same params.
 nlohmann::json reopen_params(const std::string& session_id, const std::string& cwd, const nlohmann::json& mcp_servers);

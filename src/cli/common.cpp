@@ -18,7 +18,7 @@
 #include <sstream>
 #include <variant>
 
-#include "cli/config_file.h"
+#include "cli/common_table.h"
 #include "cli/option_values.h"
 #include "cli/terminal_text.h"
 #include "cli/usage.h"
@@ -26,15 +26,20 @@
 #include "serve/socket_path.h"
 
 namespace tether::cli {
-namespace {
 
-// The config keys whose options a command offers, and those options, per options struct: a key
-// applies only when its option was not given on the command line, and only to a command that
-// offers it.
-std::map<const CommonOptions*, std::map<std::string, CLI::Option*>>& option_registry() {
-  static std::map<const CommonOptions*, std::map<std::string, CLI::Option*>> registry;
+namespace detail {
+
+std::map<const CommonOptions*, Registered>& option_registry() {
+  static std::map<const CommonOptions*, Registered> registry;
   return registry;
 }
+
+}  // namespace detail
+
+namespace {
+
+using detail::CommonOption;
+using detail::option_registry;
 
 // Files opened for --bridge-stderr FILE live as long as the process.
 std::vector<base::UniqueFd>& kept_fds() {
@@ -42,62 +47,13 @@ std::vector<base::UniqueFd>& kept_fds() {
   return fds;
 }
 
-std::vector<std::string> split_words(const std::string& s) {
-  // Words separated by blanks; '…' and "…" group words; no other shell syntax.
-  std::vector<std::string> words;
-  std::string cur;
-  bool in_word = false;
-  char quote = 0;
-  for (char ch : s) {
-    if (quote) {
-      if (ch == quote) quote = 0;
-      else cur += ch;
-      continue;
-    }
-    if (ch == '"' || ch == '\'') {
-      quote = ch;
-      in_word = true;
-    } else if (ch == ' ' || ch == '\t' || ch == '\n') {
-      if (in_word) words.push_back(cur);
-      cur.clear();
-      in_word = false;
-    } else {
-      cur += ch;
-      in_word = true;
-    }
-  }
-  if (in_word) words.push_back(cur);
-  return words;
-}
-
-std::string default_config_path() {
-  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) return std::string(x) + "/tether/config.toml";
-  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.config/tether/config.toml";
-  return {};
-}
-
-// One common option: its names on the command line, its config key, the variable it sets, what
-// its value may be, and which commands offer it. The one table for the command line and the
-// config file, so that the two cannot drift apart.
-using Field = std::variant<std::string CommonOptions::*, double CommonOptions::*, int CommonOptions::*,
-                           std::size_t CommonOptions::*, bool CommonOptions::*>;
-struct CommonOption {
-  const char* names;                            // CLI11's names: "-q,--quiet"
-  const char* key;                              // its config key
-  Field field;
-  std::function<ValueKind()> kind;              // empty for a flag
-  const char* group;
-  const char* help;
-  bool CommonOptionSet::*offered_if = nullptr;  // nullptr: every command with a bridge
-  bool session = false;                         // added by add_session_options
-  bool show_default = false;                    // --help shows the variable's default value
-};
-
 const char* const kBridgeGroup = "Bridge and supervision";
 const char* const kAgentGroup = "Agent (ACP commands)";
 const char* const kOutputGroup = "Output";
 
-const std::vector<CommonOption>& common_option_table() {
+}  // namespace
+
+const std::vector<CommonOption>& detail::common_option_table() {
   using O = CommonOptions;
   using S = CommonOptionSet;
   static const std::vector<CommonOption> table = {
@@ -147,43 +103,26 @@ const std::vector<CommonOption>& common_option_table() {
   return table;
 }
 
-const CommonOption* find_config_key(const std::string& key) {
-  for (const auto& entry : common_option_table())
-    if (key == entry.key) return &entry;
-  return nullptr;
-}
-
-// A config value as the error quotes it: strings quoted, numbers and booleans as written.
-std::string config_text(const ConfigValue& v) {
-  if (auto* s = std::get_if<std::string>(&v)) return quoted_value(*s);
-  if (auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
-  if (auto* d = std::get_if<double>(&v)) {
-    char buf[64];
-    if (std::isfinite(*d) && *d == std::floor(*d) && std::fabs(*d) < 1e18)
-      std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(*d));
-    else
-      std::snprintf(buf, sizeof buf, "%.17g", *d);
-    return buf;
-  }
-  return "an array";
-}
-
-// Sets `entry`'s variable in `o` from a config value, through the same check as the command line.
-std::optional<std::string> apply_value(const CommonOption& entry, const ConfigValue& v, CommonOptions& o) {
+std::optional<std::string> detail::apply_value(const CommonOption& entry, const ConfigValue& v, CommonOptions& o) {
+  using Kind = ConfigValue::Kind;
   if (auto* flag = std::get_if<bool CommonOptions::*>(&entry.field)) {
-    if (auto* b = std::get_if<bool>(&v)) {
-      o.*(*flag) = *b;
+    if (v.kind == Kind::boolean) {
+      o.*(*flag) = v.boolean;
       return std::nullopt;
     }
     return "expected true or false, got " + config_text(v);
   }
   ValueKind kind = entry.kind();
   const bool text = std::holds_alternative<std::string CommonOptions::*>(entry.field);
+  const bool number = v.kind == Kind::integer || v.kind == Kind::floating;
   // Strings take quotes, numbers do not: `timeout = "5"` is a mistake worth naming.
-  if (text != std::holds_alternative<std::string>(v) || std::holds_alternative<std::vector<std::string>>(v))
+  if (text ? v.kind != Kind::string : !number)
     return "expected " + kind.expected + ", got " + config_text(v) +
-           (text ? " (strings need quotes)" : std::holds_alternative<std::string>(v) ? " (numbers take no quotes)" : "");
-  std::string value = text ? std::get<std::string>(v) : config_text(v);
+           (text && number ? " (strings need quotes)" : v.kind == Kind::string ? " (numbers take no quotes)" : "");
+  std::string value = text ? v.text : config_text(v);
+  // A directory in the config file may start with ~/ (the file is not read by a shell).
+  if (std::string(entry.key) == "cwd" && value.starts_with("~/"))
+    if (const char* home = std::getenv("HOME"); home && *home) value = home + value.substr(1);
   if (auto err = value_error(kind, value)) return err;
   std::visit(
       [&](auto member) {
@@ -197,36 +136,14 @@ std::optional<std::string> apply_value(const CommonOption& entry, const ConfigVa
   return std::nullopt;
 }
 
-std::optional<std::string> apply_config(CommonOptions& o, const ConfigMap& map, std::vector<std::string>& config_bridge) {
-  auto& offered = option_registry()[&o];
-  for (const auto& [key, value] : map) {
-    if (key == "bridge") {
-      if (auto* words = std::get_if<std::vector<std::string>>(&value)) config_bridge = *words;
-      else if (auto* s = std::get_if<std::string>(&value)) config_bridge = split_words(*s);
-      else return std::string("bridge must be an array of strings");
-      continue;
-    }
-    const CommonOption* entry = find_config_key(key);
-    if (!entry) {
-      std::vector<std::string> keys{"bridge"};
-      for (const auto& e : common_option_table()) keys.emplace_back(e.key);
-      auto near = closest_word(key, keys);
-      return "unknown key '" + key + "'" + (near.empty() ? std::string() : "; did you mean " + near + "?");
-    }
-    // One config file serves every command: a key this command does not offer is checked (a
-    // mistake in it is a mistake for the next command too) and then ignored.
-    auto it = offered.find(key);
-    CommonOptions ignored;
-    if (it != offered.end() && it->second->count() > 0) continue;  // the command line wins
-    if (auto err = apply_value(*entry, value, it == offered.end() ? ignored : o)) return key + ": " + *err;
-    if (key == "permission" && it != offered.end()) o.permission_from_config = true;
-  }
-  return std::nullopt;
-}
+namespace {
+
+using detail::common_option_table;
 
 // Adds the table's entries for which `pick` says yes.
 void add_from_table(CLI::App& app, CommonOptions& o, const std::function<bool(const CommonOption&)>& pick) {
   auto& reg = option_registry()[&o];
+  reg.app = &app;
   for (const auto& entry : common_option_table()) {
     if (!pick(entry)) continue;
     CLI::Option* opt = std::visit(
@@ -239,7 +156,7 @@ void add_from_table(CLI::App& app, CommonOptions& o, const std::function<bool(co
         entry.field);
     if (entry.show_default) opt->capture_default_str();
     opt->group(entry.group);
-    reg[entry.key] = opt;
+    reg.options[entry.key] = opt;
   }
 }
 
@@ -250,12 +167,20 @@ void add_common_options(CLI::App& app, CommonOptions& o, const CommonOptionSet& 
   app.footer(app.get_footer() + (app.get_footer().empty() ? "" : "\n") + "The bridge: tether " + app.get_name() +
              " [OPTIONS] -- BRIDGE [ARGS...]\n"
              "Everything after -- is the bridge's command line, never tether's options. Without it:\n"
-             "$TETHER_BRIDGE, else the config file's bridge, else the built-in demo agent.");
+             "--agent NAME, else $TETHER_AGENT or $TETHER_BRIDGE, else the config file's agent, else the\n"
+             "built-in demo agent. `tether agents` lists the agents; `tether config` what is in effect.");
   add_from_table(app, o, [&](const CommonOption& e) {
     return !e.session && (e.offered_if == nullptr || offered.*(e.offered_if));
   });
-  option_registry()[&o]["max_line"]->default_str("67108864 = 64 MiB");
-  if (offered.verbose) app.add_flag("-v,--verbose", o.verbose, "More detail on stderr (repeatable)")->group(kOutputGroup);
+  option_registry()[&o].options["max_line"]->default_str("67108864 = 64 MiB");
+  if (offered.verbose)
+    option_registry()[&o].verbose =
+        app.add_flag("-v,--verbose", o.verbose, "More detail on stderr (repeatable)")->group(kOutputGroup);
+  app.add_option("-A,--agent", o.agent,
+                 "The agent to run: a built-in preset (claude, codex, gemini, qwen, opencode, demo) or an "
+                 "[agents.NAME] of the config file (`tether agents` lists them)")
+      ->type_name("NAME")
+      ->group(kBridgeGroup);
   expects(app.add_option("--config", o.config, "Config file (default: $XDG_CONFIG_HOME/tether/config.toml)"), file_value())
       ->group(kOutputGroup);
 }
@@ -280,6 +205,13 @@ void add_session_options(CLI::App& app, CommonOptions& o) {
                        [](std::string_view kv) { return kv.find('=') != std::string_view::npos && kv[0] != '='; }))
       ->allow_extra_args(false)
       ->group(kAgentGroup);
+  expects(app.add_option("--mcp", o.mcp_specs,
+                         "Give the agent an MCP server for the session (repeatable): NAME=COMMAND [ARGS], split "
+                         "into words without a shell, or NAME=URL for an HTTP server"),
+          custom_value("NAME=COMMAND", "NAME=COMMAND [ARGS] (or NAME=URL)",
+                       [](std::string_view v) { return v.find('=') != std::string_view::npos && v[0] != '='; }))
+      ->allow_extra_args(false)
+      ->group(kAgentGroup);
 }
 
 void add_connect_option(CLI::App& app, CommonOptions& o) {
@@ -291,52 +223,11 @@ void add_connect_option(CLI::App& app, CommonOptions& o) {
       ->group(kBridgeGroup);
 }
 
-std::optional<SetupError> finish_options(CommonOptions& o) {
-  // Config file: an explicit --config must exist; the default one may be absent.
-  std::vector<std::string> config_bridge;
-  std::string path = o.config.empty() ? default_config_path() : o.config;
-  if (!path.empty()) {
-    std::ifstream in(path);
-    if (!in) {
-      if (!o.config.empty()) return SetupError{"cannot read config file " + path + ": " + strerror(errno), kExitConfig};
-    } else {
-      std::stringstream text;
-      text << in.rdbuf();
-      auto parsed = parse_config(text.str());
-      if (auto* err = std::get_if<std::string>(&parsed)) return SetupError{path + ": " + *err, kExitConfig};
-      if (auto err = apply_config(o, std::get<ConfigMap>(parsed), config_bridge))
-        return SetupError{path + ": " + *err, kExitConfig};
-    }
-  }
-
-  if (o.bridge_stderr.empty()) return SetupError{"--bridge-stderr needs tail, pass or a file name", kExitUsage};
-
-  // The session cwd must be an absolute, existing directory.
-  std::string dir = o.cwd.empty() ? "." : o.cwd;
-  char resolved[PATH_MAX];
-  struct stat st;
-  if (!::realpath(dir.c_str(), resolved) || ::stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
-    return SetupError{"--cwd " + dir + ": not a directory we can use" + (errno ? std::string(" (") + strerror(errno) + ")" : ""), kExitUsage};
-  o.cwd = resolved;
-
-  if (!o.connect.empty()) {
-    // The bridge runs in the server; TETHER_BRIDGE and the config file's bridge do not apply.
-    if (!o.bridge.empty())
-      return SetupError{"the server runs the bridge; --connect takes no bridge command (nothing after --)", kExitUsage};
-    return std::nullopt;
-  }
-  if (o.bridge.empty()) {
-    if (const char* env = std::getenv("TETHER_BRIDGE"); env && *env) o.bridge = split_words(env);
-  }
-  if (o.bridge.empty()) o.bridge = config_bridge;
-  if (o.bridge.empty()) o.bridge = {self_exe(), "demo-agent"};
-  return std::nullopt;
-}
-
 std::optional<SetupError> make_bridge_options(const CommonOptions& o, bool auto_restart,
                                               supervisor::BridgeOptions& out) {
   out.argv = o.bridge;
   out.cwd = o.cwd;
+  out.extra_env = o.bridge_env;
   if (!o.connect.empty()) {
     auto where = serve::resolve_socket(o.connect);
     if (auto* err = std::get_if<std::string>(&where)) return SetupError{"--connect: " + *err, kExitUsage};

@@ -4,13 +4,16 @@
 
 #include <chrono>
 #include <csignal>
+#include <map>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "acp/outcome.h"
 #include "acp/setup.h"
 #include "base/unique_fd.h"
+#include "cli/config.h"
 #include "supervisor/bridge.h"
 
 namespace CLI {
@@ -63,6 +66,15 @@ struct CommonOptions {
   // --agent/-A NAME: a preset or a config-file agent, resolved by finish_options into `bridge`
   // (and its env, cwd, settings); "" when the bridge was given as a command.
   std::string agent;
+  std::vector<std::string> mcp_specs;     // --mcp NAME=COMMAND [ARGS] (repeatable; session commands)
+
+  // Filled by finish_options.
+  std::vector<std::string> bridge_env;    // NAME=VALUE: the agent's `env`, added to the bridge's environment
+  std::vector<acp::McpServer> mcp;        // --mcp, then the agent's `mcp`, then the top-level `mcp` (a name once)
+  std::string config_path;                // the config file read; "" when none
+  // Where each value came from, by config key (and "agent", "bridge", "mcp.NAME", "env.NAME"):
+  // "command line", "env TETHER_AGENT", "PATH:LINE:COLUMN", "agent NAME (built-in)"; absent: the default.
+  std::map<std::string, std::string> sources;
 
   // The ACP session (talk, prompt, batch, serve; add_session_options): applied after every session
   // setup, before the first prompt.
@@ -74,9 +86,9 @@ struct CommonOptions {
 
 // Which of the common options a command offers: only those it reads, so that none is accepted
 // and then ignored. The bridge's options (--cwd, --max-restarts, --restart-window,
-// --restart-delay, --heartbeat, --bridge-stderr, --trace, --max-line) and --config are offered by
-// every command that has a bridge. Config-file keys of options a command does not offer are
-// checked and ignored for it: one config file serves every command.
+// --restart-delay, --heartbeat, --bridge-stderr, --trace, --max-line), --agent and --config are
+// offered by every command that has a bridge. Config-file keys of options a command does not
+// offer are checked and ignored for it: one config file serves every command.
 struct CommonOptionSet {
   bool timeout = true;     // --timeout
   bool retries = true;     // --retries
@@ -90,22 +102,45 @@ struct CommonOptionSet {
 // Adds the common options in `offered` to a subcommand. Each subcommand gets its own copy of the
 // struct.
 void add_common_options(CLI::App& app, CommonOptions& options, const CommonOptionSet& offered = {});
-// Adds --auth, --mode, --model and --set (the commands that open ACP sessions).
+// Adds --auth, --mode, --model, --set and --mcp (the commands that open ACP sessions).
 void add_session_options(CLI::App& app, CommonOptions& options);
 // Adds --connect[=NAME|PATH]. It takes a value only after '=' (`tether prompt --connect hello`
 // sends "hello" to the default server).
 void add_connect_option(CLI::App& app, CommonOptions& options);
 
 // Fills in what the command line left unset from the config file, then resolves the bridge
-// command: the words after `--`; else TETHER_BRIDGE (split into words, no shell); else
-// `bridge = [...]` in the config file; else the built-in demo agent (this binary + "demo-agent").
-// With --connect there is no bridge command (the words after `--` are a usage error).
-// On error (bad config file, unreadable cwd, bad option value), a sentence and the exit code.
+// (man tether, CONFIGURATION and AGENTS). The agent: the words after `--`, or --agent NAME (both:
+// a usage error); else TETHER_AGENT, else TETHER_BRIDGE (split into words, no shell); else the
+// command's section's `agent`, else `default_agent`, else the top-level `bridge`; else the built-in
+// demo agent. A named agent is an [agents.NAME] table, else a built-in preset. Each option's value:
+// the command line, else the agent's table, else the command's section, else the top level, else
+// the built-in default. With --connect there is no bridge command (the words after `--` or
+// --agent are a usage error).
+// On error (bad config file, unknown agent, unreadable cwd, bad option value), a sentence and
+// the exit code (64 for the command line's mistakes, 78 for the config file's).
 struct SetupError {
   std::string message;
   int exit_code = kExitConfig;
 };
 std::optional<SetupError> finish_options(CommonOptions& options);
+
+// The config file: `explicit_path` (--config; must exist), else the default one (may be absent:
+// an empty ConfigFile). Keys are checked against every command's options (config_keys()).
+std::variant<ConfigFile, SetupError> load_config(const std::string& explicit_path);
+// The keys each place of the config file takes: the common options' at the top level, and per
+// command that has a bridge, the keys of the options it offers.
+ConfigKeys config_keys();
+// The options struct of a command set up with add_common_options ("prompt"), or null.
+CommonOptions* registered_options(const std::string& command);
+// The common options a command offers, with their resolved values and sources (after
+// finish_options), in the table's order: for `tether config`.
+struct ResolvedValue {
+  std::string key;
+  std::string value;       // "30", "deny", "true"
+  bool is_string = false;  // a config file writes it in quotes
+  std::string source;      // "default" when nothing set it
+};
+std::vector<ResolvedValue> resolved_values(const CommonOptions& options);
 
 // The name an agent goes by in the log and in named/continued sessions (issue 15): the --agent
 // name when one was given; "demo" for the built-in demo agent; else the program's name

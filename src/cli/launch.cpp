@@ -58,6 +58,7 @@ std::variant<LaunchPlan, SetupError> plan_launch(CommonOptions& o, const LaunchS
   c.client_version = TETHER_VERSION;
   c.via_server = !o.connect.empty();  // a session of its own there (session/new), as directly
   c.auth = o.auth;
+  c.mcp = o.mcp;
   // Last: it opens the --trace and --bridge-stderr files.
   if (auto err = make_bridge_options(o, spec.auto_restart, plan.bridge)) return *err;
   plan.color = use_color(o.color, STDERR_FILENO);

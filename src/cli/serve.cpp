@@ -29,6 +29,7 @@ std::optional<SetupError> server_options(const CommonOptions& c, serve::ServerOp
   so.verbose = c.verbose;
   so.allow_fs = c.allow_fs;
   so.auth = c.auth;
+  so.mcp = c.mcp;
   so.close_wait = kCloseWait;
   so.closed_grace = kClosedGrace;
   struct stat err_st;

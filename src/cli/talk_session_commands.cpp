@@ -237,6 +237,9 @@ std::string Talk::status_text() {
   for (const auto& l : acp::describe_settings(ss.modes, ss.config_options))
     s += "setting:   " + terminal_line(l) + "\n";
   if (ss.modes.is_null() && !ss.mode_id.empty()) s += "mode:      " + terminal_line(ss.mode_id) + "\n";
+  for (const auto& m : o_.common.mcp)  // --mcp and the config's; an http/sse one the agent cannot take was left out
+    s += "mcp:       " + terminal_line(acp::describe_mcp_server(m)) +
+         (acp::mcp_servers_param({m}, ss.agent_capabilities).empty() ? " (left out: the agent takes no " + m.type + " servers)" : "") + "\n";
   if (!ss.auth_method.empty()) s += "auth:      " + terminal_line(ss.auth_method) + "\n";
   // Counts in talk's one number format (talk::number_text), like the turn footer's usage.
   auto n = [](auto v) { return talk::number_text(static_cast<std::int64_t>(v)); };

@@ -92,7 +92,12 @@ void Server::on_setup_initialized(const rpc::Reply& r) {
   init_result_ = r.value;
   bridge_loads_ = profile_.load;
   if (main_session_.empty()) {
-    setup_call("session/new", acp::new_session_params(o_.cwd, json::array()), "");
+    // --mcp and the config's servers, for the main session (clients bring their own for theirs).
+    std::vector<std::string> left_out;
+    main_mcp_ = acp::mcp_servers_param(o_.mcp, profile_.capabilities, &left_out);
+    for (const auto& name : left_out)
+      log("MCP server " + name + " left out: the agent does not advertise http or sse MCP servers (mcpCapabilities)");
+    setup_call("session/new", acp::new_session_params(o_.cwd, main_mcp_), "");
     return;
   }
   for (auto& [id, s] : sessions_) setup_todo_.push_back(id);
@@ -113,6 +118,7 @@ void Server::on_setup_new_session(const rpc::Reply& r, Session* s) {
     Session m;
     m.public_id = m.bridge_id = sid;
     m.cwd = o_.cwd;
+    m.mcp_servers = main_mcp_;
     m.main = true;
     main_session_ = sid;
     m.keep_settings(r.value);

@@ -30,6 +30,7 @@ struct ServerOptions {
   bool allow_fs = false;               // advertise the file-system capability to the agent
   std::string auth;                    // --auth METHOD_ID for the bridge's sign-in
   acp::SessionSettings settings;       // --mode/--model/--set for the main session
+  std::vector<acp::McpServer> mcp;     // --mcp and the config's, for the main session
   // Closing sessions at the end (DESIGN §6): how long the agent gets to answer session/close,
   // and how long a bridge with nothing open gets to exit before it is signalled.
   std::chrono::milliseconds close_wait{2000};

@@ -306,6 +306,7 @@ class Server {
   json init_result_;
   bool bridge_loads_ = false;
   acp::AgentProfile profile_;   // what the bridge's agent offers (resume, close, auth methods)
+  json main_mcp_ = json::array();  // the main session's mcpServers (ServerOptions::mcp as the agent takes them)
   acp::SessionSettings settings_;  // --mode/--model/--set for the main session
   std::deque<acp::SettingRequest> setting_todo_;  // setup: the main session's settings to send
   bool auth_tried_ = false;     // setup: authenticate was sent on this generation

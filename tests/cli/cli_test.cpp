@@ -37,10 +37,11 @@ const std::string& scratch_dir() {
   return dir.path;
 }
 
-RunResult run_tether(std::vector<std::string> args) {
+RunResult run_tether(std::vector<std::string> args, const std::string& stdin_text = {}) {
   args.insert(args.begin(), tether_bin());
   RunOptions o;
-  o.env = {"XDG_CONFIG_HOME=" + scratch_dir(), "TETHER_BRIDGE="};
+  o.env = {"XDG_CONFIG_HOME=" + scratch_dir(), "TETHER_BRIDGE=", "TETHER_AGENT="};
+  o.stdin_text = stdin_text;
   // Every case ends at parsing or at a bridge that exits at once; a command that instead starts
   // its work (the old code, which accepted `serve --timeout 5`) fails by this limit.
   o.limit = std::chrono::milliseconds(5000);
@@ -137,11 +138,11 @@ TEST_CASE("a misspelt option or command: did you mean") {
   check_usage_error({"prompt", "--frobnicate", "hi"}, "prompt has no option --frobnicate", "prompt");
   check_usage_error({"prompt", "-x", "hi"}, "prompt has no option -x", "prompt");
 
-  const std::string commands = "(the commands are batch, call, completion, demo-agent, prompt, serve and talk)";
+  const std::string commands = "(the commands are agents, batch, call, completion, config, demo-agent, prompt, serve and talk)";
   check_usage_error({"promt", "hi"}, "unknown command \"promt\"; did you mean prompt? " + commands, "");
   check_usage_error({"tlak"}, "unknown command \"tlak\"; did you mean talk? " + commands, "");
   check_usage_error({"frobnicate"}, "unknown command \"frobnicate\" " + commands, "");
-  check_usage_error({}, "no command given; the commands are batch, call, completion, demo-agent, prompt, serve and talk", "");
+  check_usage_error({}, "no command given; the commands are agents, batch, call, completion, config, demo-agent, prompt, serve and talk", "");
 }
 
 TEST_CASE("an option of another command, or before the command; a stray word") {
@@ -255,18 +256,18 @@ TEST_CASE("the config file: keys a command does not use are checked, then ignore
   auto bad = write_config("bad.toml", "retries = -1\n");
   r = run_tether({"call", "--config", bad, "m", "--", "true"});
   CHECK(r.shell_status() == 78);
-  CHECK(lines(r.err) == std::vector<std::string>{"tether: " + bad + ": retries: expected a whole number ≥ 0, got \"-1\""});
+  CHECK(lines(r.err) == std::vector<std::string>{"tether: " + bad + ":1:11: retries: expected a whole number ≥ 0, got \"-1\""});
 
   auto zero = write_config("zero.toml", "max_line = 0\n");
   r = run_tether({"call", "--config", zero, "m", "--", "true"});
   CHECK(r.shell_status() == 78);
   CHECK(lines(r.err) ==
-        std::vector<std::string>{"tether: " + zero + ": max_line: expected a size in bytes (a whole number ≥ 1), got \"0\""});
+        std::vector<std::string>{"tether: " + zero + ":1:12: max_line: expected a size in bytes (a whole number ≥ 1), got \"0\""});
 
   auto typo = write_config("typo.toml", "timeot = 5\n");
   r = run_tether({"call", "--config", typo, "m", "--", "true"});
   CHECK(r.shell_status() == 78);
-  CHECK(lines(r.err) == std::vector<std::string>{"tether: " + typo + ": unknown key 'timeot'; did you mean timeout?"});
+  CHECK(lines(r.err) == std::vector<std::string>{"tether: " + typo + ":1:1: unknown key 'timeot'; did you mean timeout?"});
 }
 
 TEST_CASE("an option given twice: the last one wins, as with most tools; repeatable ones keep all") {
@@ -298,4 +299,78 @@ TEST_CASE("permission = \"ask\" in the config file: prompt and batch deny withou
   // On the command line, `ask` in prompt is still a mistake worth naming.
   r = run_tether({"prompt", "--permission", "ask", "hi"});
   CHECK(r.shell_status() == 64);
+}
+
+// Issue 15, named agents: an [agents.NAME] table (command, env) runs under --agent/-A in every
+// command, a syntax error names the file and line, a command's section is its own, flags win.
+TEST_CASE("named agents from the config file: --agent and -A, their env, default_agent, and mistakes") {
+  // The agent's command checks that its env reached it, else it exits and tether reports 69.
+  auto agents = write_config("agents.toml", "[agents.demo2]\ncommand = [\"sh\", \"-c\", \"test \\\"$FOO\\\" = bar && exec \\\"$0\\\" demo-agent\", \"" +
+                                                tether_bin() + "\"]\nenv = { FOO = \"bar\" }\n");
+  auto r = run_tether({"prompt", "--config", agents, "-A", "demo2", "hi"});
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("Echo: hi") != std::string::npos);
+  r = run_tether({"talk", "--config", agents, "--agent", "demo2", "-q"}, "hello there\n");
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("Echo: hello there") != std::string::npos);
+  auto by_default = write_config("default.toml", "default_agent = \"demo2\"\n[agents.demo2]\ncommand = [\"" + tether_bin() +
+                                                     "\", \"demo-agent\"]\n");
+  r = run_tether({"config", "--config", by_default, "--for", "prompt"});
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("agent = \"demo2\"  # " + by_default + ":1:1\n") != std::string::npos);
+
+  r = run_tether({"prompt", "--config", agents, "-A", "demo-2", "hi"});
+  CHECK(r.shell_status() == 64);
+  CHECK(lines(r.err).front() == "tether: unknown agent 'demo-2'; did you mean demo2? (`tether agents` lists the agents)");
+  r = run_tether({"prompt", "--config", agents, "-A", "demo2", "hi", "--", "cat"});
+  CHECK(r.shell_status() == 64);
+  CHECK(lines(r.err).front() == "tether: --agent demo2 and a bridge command after -- both name the agent: give one");
+
+  auto broken = write_config("broken.toml", "timeout = 5\n[agents.demo2\ncommand = []\n");
+  r = run_tether({"talk", "--config", broken, "--agent", "demo2"});
+  CHECK(r.shell_status() == 78);
+  CHECK(r.err.rfind("tether: " + broken + ":2:", 0) == 0);
+}
+
+TEST_CASE("command sections: [talk] is talk's alone; flags win over every layer") {
+  // allow under [talk] would let the demo agent edit; prompt keeps its own default (deny).
+  auto talk_only = write_config("talk_only.toml", "[talk]\npermission = \"allow\"\n[prompt]\ntimeout = 0.3\n");
+  auto r = run_tether({"prompt", "--config", talk_only, "--timeout", "30", "please edit notes"});
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("Permission denied") != std::string::npos);
+  auto ask = write_config("talk_ask.toml", "[talk]\npermission = \"ask\"\n");
+  r = run_tether({"prompt", "--config", ask, "hi"});
+  CHECK(r.shell_status() == 0);
+  // [prompt] timeout = 0.3 cuts a 1.5 s turn; --timeout on the command line wins over it.
+  r = run_tether({"prompt", "--config", talk_only, "/sleep 1500 hi"});
+  CHECK(r.shell_status() == 75);
+  r = run_tether({"config", "--config", talk_only, "--for", "prompt", "--json"});
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("\"source\": \"" + talk_only + ":4:1\"") != std::string::npos);
+}
+
+TEST_CASE("--mcp and the config's mcp reach session/new as stdio servers; tether agents lists the agents") {
+  auto with_mcp = write_config("mcp.toml", "[agents.d]\ncommand = [\"" + tether_bin() +
+                                               "\", \"demo-agent\"]\nmcp = [{ name = \"fs\", command = [\"mcp-fs\", \"/srv\"], env = { A = \"1\" } }]\n");
+  std::string trace = scratch_dir() + "/mcp.trace";
+  auto r = run_tether({"prompt", "--config", with_mcp, "-A", "d", "--trace", trace, "--mcp", "git=uvx mcp-git --repo '/a b'", "hi"});
+  CHECK(r.shell_status() == 0);
+  std::ifstream in(trace);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text.find(R"("method":"session/new","params":{"cwd":)") != std::string::npos);
+  CHECK(text.find(R"("mcpServers":[{"args":["mcp-git","--repo","/a b"],"command":"uvx","env":[],"name":"git"},)"
+                  R"({"args":["/srv"],"command":"mcp-fs","env":[{"name":"A","value":"1"}],"name":"fs"}])") != std::string::npos);
+  r = run_tether({"prompt", "--mcp", "nothing", "hi"});
+  CHECK(r.shell_status() == 64);
+  // talk's /status lists them; an http server the demo agent does not advertise is left out.
+  r = run_tether({"talk", "--mcp", "a=b c", "--mcp", "docs=https://x/mcp"}, "/status\n");
+  CHECK(r.shell_status() == 0);
+  CHECK(r.out.find("mcp:       a: b c\nmcp:       docs: http https://x/mcp (left out: the agent takes no http servers)\n") !=
+        std::string::npos);
+
+  r = run_tether({"agents", "--config", with_mcp, "--json"});
+  CHECK(r.shell_status() == 0);
+  for (const char* name : {"\"claude\"", "\"codex\"", "\"gemini\"", "\"qwen\"", "\"opencode\"", "\"demo\"", "\"d\""})
+    CHECK_MESSAGE(r.out.find(std::string("\"name\": ") + name) != std::string::npos, name);
+  CHECK(r.out.find("\"source\": \"" + with_mcp + ":1\"") != std::string::npos);
 }

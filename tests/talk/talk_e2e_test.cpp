@@ -925,3 +925,25 @@ TEST_CASE("script mode: a blank line between two answers (and command outputs), 
   INFO(dump(t));
   CHECK(t.text().find("turn 1 of this session.\n\nEcho: two") != std::string::npos);
 }
+
+// Issue 15: a named agent from the config file at a terminal, and the [talk] section's permission
+// (deny: the demo agent's edit is refused without a question, where talk's default would ask).
+TEST_CASE("talk --agent NAME at a terminal: the config's agent runs, and [talk] applies") {
+  Home home;
+  std::string dir = home.dir + "/config/tether";
+  REQUIRE(std::system(("mkdir -p '" + dir + "'").c_str()) == 0);
+  std::ofstream(dir + "/config.toml") << "[talk]\npermission = \"deny\"\n[agents.demo2]\ncommand = [\"sh\", \"-c\", "
+                                         "\"exec \\\"$0\\\" demo-agent\", \"" << tether_bin() << "\"]\n";
+  Pty t(talk({"--agent", "demo2"}), home.env());
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/status");
+  expect(t, "bridge:    sh -c");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "please edit notes");
+  expect(t, "Permission denied");
+  expect(t, kPrompt);
+  CHECK(t.since_mark().find("[1/a]") == std::string::npos);  // no question was asked
+  quit(t);
+}
