@@ -96,9 +96,12 @@ class LogDb {
 
   // Newest conversation (by updated_ms) of this agent in this cwd that has a session id.
   std::optional<ConversationSummary> latest_conversation(std::string_view agent, std::string_view cwd);
-  // Newest first, at most `limit` (<= 0: all).
+  // Those of this agent in this cwd that have a session id, newest first, at most `limit` (<= 0:
+  // all).
   std::vector<ConversationSummary> conversations(std::string_view agent, std::string_view cwd, int limit);
   std::optional<ConversationSummary> conversation(std::int64_t id);
+  // The conversation of an ACP session id (any agent; the newest when several agents share it).
+  std::optional<std::int64_t> conversation_by_session(std::string_view session_id);
   // The session bound to `name` for this agent and cwd.
   std::optional<std::string> session_for_name(std::string_view agent, std::string_view cwd, std::string_view name);
   // Binds `name` to `session_id`, replacing an older binding of the name. False on a write error.
@@ -120,6 +123,11 @@ class LogDb {
   explicit LogDb(sqlite3* db) : db_(db) {}
   sqlite3* db_;
 };
+
+// Words typed after `tether log -q` as an FTS5 query that cannot be a syntax error: each
+// blank-separated word becomes a quoted string (all must match); a trailing `*` stays outside the
+// quotes, a prefix search. "" when there are no words.
+std::string fts_query(std::string_view words);
 
 // $XDG_STATE_HOME/tether/logs.db, or ~/.local/state/tether/logs.db when XDG_STATE_HOME is unset,
 // empty or relative (as the XDG spec says).
