@@ -113,7 +113,9 @@ std::optional<std::string> log_path(const CommonOptions& o) {
     if (o.config_log->empty()) return std::nullopt;
     return expand_home(*o.config_log);
   }
-  return store::default_log_path();
+  std::string path = store::default_log_path();
+  if (path.empty()) return std::nullopt;  // no HOME, no XDG_STATE_HOME: nowhere to log
+  return path;
 }
 
 void close_turn_log() {

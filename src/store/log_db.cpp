@@ -375,7 +375,8 @@ std::vector<TurnRow> LogDb::conversation_turns(std::int64_t conversation) {
 std::string default_log_path() {
   if (const char* x = std::getenv("XDG_STATE_HOME"); x && x[0] == '/') return std::string(x) + "/tether/logs.db";
   const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : "") + "/.local/state/tether/logs.db";
+  if (!home || home[0] != '/') return {};  // nowhere that is the user's: no log rather than one in /
+  return std::string(home) + "/.local/state/tether/logs.db";
 }
 
 }  // namespace tether::store

@@ -130,7 +130,7 @@ class LogDb {
 std::string fts_query(std::string_view words);
 
 // $XDG_STATE_HOME/tether/logs.db, or ~/.local/state/tether/logs.db when XDG_STATE_HOME is unset,
-// empty or relative (as the XDG spec says).
+// empty or relative (as the XDG spec says); "" when HOME is not an absolute path either.
 std::string default_log_path();
 
 }  // namespace tether::store

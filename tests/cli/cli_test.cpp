@@ -137,11 +137,11 @@ TEST_CASE("a misspelt option or command: did you mean") {
   check_usage_error({"prompt", "--frobnicate", "hi"}, "prompt has no option --frobnicate", "prompt");
   check_usage_error({"prompt", "-x", "hi"}, "prompt has no option -x", "prompt");
 
-  const std::string commands = "(the commands are batch, call, completion, demo-agent, prompt, serve and talk)";
+  const std::string commands = "(the commands are batch, call, completion, demo-agent, log, prompt, serve and talk)";
   check_usage_error({"promt", "hi"}, "unknown command \"promt\"; did you mean prompt? " + commands, "");
   check_usage_error({"tlak"}, "unknown command \"tlak\"; did you mean talk? " + commands, "");
   check_usage_error({"frobnicate"}, "unknown command \"frobnicate\" " + commands, "");
-  check_usage_error({}, "no command given; the commands are batch, call, completion, demo-agent, prompt, serve and talk", "");
+  check_usage_error({}, "no command given; the commands are batch, call, completion, demo-agent, log, prompt, serve and talk", "");
 }
 
 TEST_CASE("an option of another command, or before the command; a stray word") {

@@ -235,3 +235,18 @@ TEST_CASE("a diff's summary counts the lines only in the new text and only in th
   CHECK(cli::diff_summary("new.txt", "", "one\ntwo") == "+2 -0 new.txt");
   CHECK(cli::diff_summary("gone.txt", "one\n", "") == "+0 -1 gone.txt");
 }
+
+TEST_CASE("the default log follows XDG_STATE_HOME, else HOME; nowhere without either") {
+  std::string saved_state = std::getenv("XDG_STATE_HOME") ? std::getenv("XDG_STATE_HOME") : "";
+  std::string saved_home = std::getenv("HOME") ? std::getenv("HOME") : "";
+  ::setenv("XDG_STATE_HOME", "/s", 1);
+  ::setenv("HOME", "/h", 1);
+  CHECK(store::default_log_path() == "/s/tether/logs.db");
+  ::setenv("XDG_STATE_HOME", "relative", 1);  // the XDG spec: a relative path is ignored
+  CHECK(store::default_log_path() == "/h/.local/state/tether/logs.db");
+  ::unsetenv("XDG_STATE_HOME");
+  ::unsetenv("HOME");
+  CHECK(store::default_log_path().empty());
+  if (!saved_state.empty()) ::setenv("XDG_STATE_HOME", saved_state.c_str(), 1);
+  if (!saved_home.empty()) ::setenv("HOME", saved_home.c_str(), 1);
+}
