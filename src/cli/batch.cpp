@@ -745,6 +745,7 @@ int run_batch(BatchOptions& o) {
     return err->exit_code;
   }
   LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  start_turn_log(o.common);  // the log opens on its thread while the bridge starts
   plan.client.retries = 0;  // batch retries interrupted items itself, on whichever bridge is free
   std::unique_ptr<batch::Journal> journal;
   if (!o.journal.empty()) {

@@ -528,6 +528,7 @@ int run_prompt(PromptOptions& o) {
     return err->exit_code;
   }
   LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  start_turn_log(o.common);  // the log opens on its thread while the bridge starts
   // A script's one prompt: --timeout also bounds each handshake request (which gets 30 s at most).
   plan.client.setup_timeout = o.common.timeout > 0
                                   ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)

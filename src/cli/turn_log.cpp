@@ -118,6 +118,10 @@ std::optional<std::string> log_path(const CommonOptions& o) {
   return path;
 }
 
+void start_turn_log(const CommonOptions& o) {
+  if (auto path = log_path(o)) writer_for(*path, o.quiet);
+}
+
 void close_turn_log() {
   LogState& s = log_state();
   std::unique_ptr<store::LogWriter> writer;

@@ -40,6 +40,10 @@ void add_log_options(CLI::App& app, CommonOptions& options);
 // else the config's `log = "PATH"`, else store::default_log_path().
 std::optional<std::string> log_path(const CommonOptions& options);
 
+// Starts the log's writer thread (which opens the database), so that the open overlaps the
+// bridge's start; the first TurnRecorder does it otherwise. Nothing when the log is off.
+void start_turn_log(const CommonOptions& options);
+
 // Stores every turn handed over so far and closes the log; prints the log's warning, if any, once.
 // Idempotent.
 void close_turn_log();
