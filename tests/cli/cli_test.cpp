@@ -188,7 +188,7 @@ TEST_CASE("serve and call refuse the options they would ignore, saying why") {
   check_usage_error({"call", "--retries", "1", "m", "--", "true"},
                     "call does not take --retries: tether call never sends a request twice (it may not be idempotent)",
                     "call");
-  check_usage_error({"call", "-q", "m", "--", "true"}, "-q is an option of batch, prompt and talk, not of call", "call");
+  check_usage_error({"call", "-q", "m", "--", "true"}, "-q is an option of batch, log, prompt and talk, not of call", "call");
 }
 
 TEST_CASE("--help: metavars that say what the value is, and only the options the command uses") {
