@@ -356,10 +356,14 @@ std::function<int()> setup_log(CLI::App& app, const std::vector<std::string>& br
       "`tether log show [ID]` shows a whole conversation (ID: its number, #ID in the list, or an ACP\n"
       "session id; default: the latest). --json: one object per line (show: one object).");
   expects(sub->add_option("-n,--limit", o->limit, "How many turns (0: all)"), count_value(0, 1000000000))->capture_default_str();
-  sub->add_option("--agent", o->agent, "Only turns of this agent (as `tether log` names it: demo, claude, ...)");
+  sub->add_option("--agent", o->agent, "Only turns of this agent (as `tether log` names it: demo, claude, ...)")
+      ->type_name("NAME");
   expects(sub->add_option("--cwd", o->cwd, "Only turns in this directory"), dir_value());
-  sub->add_option("--since", o->since, "Only turns since: 30m, 2h, 3d, 1w, or a date 2026-12-01[T10:00][Z]");
-  sub->add_option("-q,--query", o->search, "Full-text search: turns with all these words")->expected(1, -1);
+  sub->add_option("--since", o->since, "Only turns since: 30m, 2h, 3d, 1w, or a date 2026-12-01[T10:00][Z]")
+      ->type_name("WHEN");
+  sub->add_option("-q,--query", o->search, "Full-text search: turns with all these words")
+      ->expected(1, -1)
+      ->type_name("WORDS");
   auto add_shared = [o](CLI::App* cmd) {
     cmd->add_flag("--json", o->json, "Print JSON (keys in man tether, LOG)");
     expects(cmd->add_option("--log", o->common.log, "The log database to read (default: $XDG_STATE_HOME/tether/logs.db)"),
@@ -369,7 +373,7 @@ std::function<int()> setup_log(CLI::App& app, const std::vector<std::string>& br
   };
   add_shared(sub);
   auto* show = sub->add_subcommand("show", "Show a whole conversation, as talk showed it");
-  show->add_option("ID", o->show_id, "Conversation number or ACP session id (default: the latest)");
+  show->add_option("ID", o->show_id, "Conversation number or ACP session id (default: the latest)")->type_name("ID");
   add_shared(show);
   show->callback([o] { o->form = LogOptions::Form::show; });
   auto* path = sub->add_subcommand("path", "Print where the log database is");
