@@ -13,9 +13,11 @@
 #include "cli/completion.h"
 #include "cli/config_cmd.h"
 #include "cli/demo_agent_main.h"
+#include "cli/log_cmd.h"
 #include "cli/prompt.h"
 #include "cli/serve.h"
 #include "cli/talk.h"
+#include "cli/turn_log.h"
 #include "cli/usage.h"
 #include "proc/child.h"
 #include "tether_config.h"
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
   runs["completion"] = cli::setup_completion(app, bridge);
   runs["config"] = cli::setup_config(app);
   runs["demo-agent"] = cli::setup_demo_agent(app, bridge);
+  runs["log"] = cli::setup_log(app, bridge);
   runs["prompt"] = cli::setup_prompt(app, bridge);
   runs["serve"] = cli::setup_serve(app, bridge);
   runs["talk"] = cli::setup_talk(app, bridge);
@@ -72,7 +75,10 @@ int main(int argc, char** argv) {
   }
   for (CLI::App* sub : app.get_subcommands()) {
     auto it = runs.find(sub->get_name());
-    if (it != runs.end()) return it->second();
+    if (it == runs.end()) continue;
+    int status = it->second();
+    cli::close_turn_log();  // the turns it logged are stored before we exit
+    return status;
   }
   return cli::kExitUsage;
 }

@@ -27,6 +27,7 @@
 #include "cli/launch.h"
 #include "cli/terminal_text.h"
 #include "cli/tool_calls.h"
+#include "cli/turn_log.h"
 
 namespace tether::cli {
 namespace {
@@ -60,6 +61,7 @@ struct Worker {
   std::optional<acp::Usage> usage;  // ... the last usage_update (usage)
   std::uint64_t dropped_at_start = 0;  // the bridge's oversize-line count when the attempt began
   bool retired = false;
+  std::optional<TurnRecorder> log;  // the attempt in flight, for the turn log
 };
 
 // Bytes of a pipe read ahead of what admission needs, so that the end of a short input (and with
@@ -285,6 +287,7 @@ class BatchRunner {
     }
     if (job.item.attachments.empty()) {
       w.turn.emplace(w.session->prompt(job.item.prompt, base::seconds(o_.common.timeout)));
+      log_item(w, job);
       return;
     }
     // The files are read now (an item that cannot have them fails alone, as bad input) and the
@@ -305,6 +308,14 @@ class BatchRunner {
       return prompt_blocks(inputs, words, PromptCaps::from(st.agent_capabilities), agent);
     };
     w.turn.emplace(w.session->prompt_built(std::move(build), base::seconds(o_.common.timeout)));
+    log_item(w, job);
+  }
+
+  // The item's turn in the log (cli/turn_log.h), linked to this batch run.
+  void log_item(Worker& w, const Job& job) {
+    w.log.emplace(o_.common, "batch", job.item.prompt, w.session->state());
+    w.log->set_batch(job.item.id_text, static_cast<std::int64_t>(job.item.index));
+    if (!job.item.attachments.empty()) w.log->set_attachments(json(job.item.attachments));
   }
 
   // Takes the bridge out of service: its job (if any) goes back to the queue, and when no bridge
@@ -389,6 +400,7 @@ class BatchRunner {
   void on_turn_event(Worker& w, acp::TurnEvent& ev) {
     using K = acp::TurnEvent::Kind;
     if (ev.other_client) return;  // another client's turn in a shared session: not this item's
+    if (w.log) w.log->see(ev);
     switch (ev.kind) {
       case K::update:
         if (ev.update.kind == acp::Update::Kind::agent_message) {
@@ -424,6 +436,8 @@ class BatchRunner {
   }
 
   void on_terminal(Worker& w, const acp::TurnEvent& ev) {
+    if (w.log) w.log->finish(w.session->state());
+    w.log.reset();
     w.turn.reset();
     std::unique_ptr<Job> job = std::move(w.job);
     const std::string code = ev.kind == acp::TurnEvent::Kind::failed ? ev.error.value("code", "") : "";
@@ -772,6 +786,7 @@ int run_batch(BatchOptions& o) {
     return err->exit_code;
   }
   LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  start_turn_log(o.common);  // the log opens on its thread while the bridge starts
   plan.client.retries = 0;  // batch retries interrupted items itself, on whichever bridge is free
   std::unique_ptr<batch::Journal> journal;
   if (!o.journal.empty()) {
@@ -821,6 +836,7 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
   add_common_options(*sub, o->common, {.color = false});
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
+  add_log_options(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_batch(*o);

@@ -21,6 +21,7 @@
 #include "cli/common_table.h"
 #include "cli/option_values.h"
 #include "cli/terminal_text.h"
+#include "cli/turn_log.h"
 #include "cli/usage.h"
 #include "rpc/trace.h"
 #include "serve/socket_path.h"
@@ -315,6 +316,7 @@ std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge,
 }
 
 void reraise(int sig) {
+  close_turn_log();  // the turns logged so far are stored before the signal ends us
   std::fflush(stdout);
   ::signal(sig, SIG_DFL);
   sigset_t set;

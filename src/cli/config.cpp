@@ -179,6 +179,12 @@ bool Reader::top(const ConfigEntry& e, ConfigFile& c) {
     std::vector<std::string> argv;
     if (!words(e, e.key, argv)) return false;
     c.bridge = ConfigSetting{e.key, e.value, e.line, e.column};
+  } else if (e.key == "log") {
+    // The turn log for every command that logs (--log and --no-log win): false, true or a path.
+    const bool ok = e.value.kind == ConfigValue::Kind::boolean ||
+                    (e.value.kind == ConfigValue::Kind::string && !e.value.text.empty());
+    if (!ok) return fail(e.line, e.column, "log must be true, false or a file name (\"PATH\")");
+    c.log = ConfigSetting{e.key, e.value, e.line, e.column};
   } else if (e.key == "mcp") {
     c.mcp_line = e.line;
     if (!mcp_list(e, e.key, c.mcp)) return false;
@@ -197,7 +203,7 @@ bool Reader::top(const ConfigEntry& e, ConfigFile& c) {
     c.top.push_back({e.key, e.value, e.line, e.column});
   } else {
     std::vector<std::string> known = keys.top;
-    for (const char* k : {"default_agent", "bridge", "mcp", "agents"}) known.emplace_back(k);
+    for (const char* k : {"default_agent", "bridge", "log", "mcp", "agents"}) known.emplace_back(k);
     for (const auto& [name, _] : keys.sections) known.push_back(name);
     return unknown(e, "", known);
   }

@@ -68,6 +68,7 @@ struct ConfigFile {
   std::map<std::string, AgentDef> agents;                      // [agents.NAME]
   std::optional<ConfigSetting> default_agent;
   std::optional<ConfigSetting> bridge;  // the older `bridge = [...]` (an unnamed agent)
+  std::optional<ConfigSetting> log;     // `log = false | "PATH"`: the turn log (cli/turn_log.h)
   std::vector<acp::McpServer> mcp;      // top-level `mcp`: for every agent
   int mcp_line = 0;
 

@@ -229,6 +229,12 @@ std::optional<SetupError> finish_options(CommonOptions& o) {
   if (auto err = choose_agent(o, config, command, agent)) return err;
   if (auto err = apply_settings(o, config, command, agent)) return err;
   if (auto err = collect_mcp(o, config, agent)) return err;
+  if (config.log) {  // --log, --no-log and TETHER_LOG win over it (cli/turn_log.h, log_path)
+    const ConfigValue& v = config.log->value;
+    o.config_log = v.kind == ConfigValue::Kind::boolean ? (v.boolean ? std::nullopt : std::optional<std::string>(""))
+                                                        : std::optional<std::string>(v.text);
+    o.sources["log"] = config.where(config.log->line, config.log->column);
+  }
 
   if (o.bridge_stderr.empty()) return SetupError{"--bridge-stderr needs tail, pass or a file name", kExitUsage};
 

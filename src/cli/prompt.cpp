@@ -19,6 +19,7 @@
 #include "cli/terminal_text.h"
 #include "cli/tool_calls.h"
 #include "cli/tool_view.h"
+#include "cli/turn_log.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 
@@ -152,12 +153,17 @@ class PromptRun {
     auto t0 = Clock::now();
     if (o_.events) emit(events_.turn_started(session_.state().session_id, words, attachment_names), r);
     acp::Turn turn = session_.prompt_blocks(content, base::seconds(o_.common.timeout));
+    TurnRecorder log(o_.common, "prompt", words, session_.state());
+    log.set_attachments(attachment_names);
     bool streamed_any = false;
     bool hurry = false;  // a second signal: stop waiting for the agent
     wait_.start();
     while (!r.terminal && !hurry) {
       std::string out;
-      for (auto& ev : turn.poll()) handle(ev, r, out, streamed_any);
+      for (auto& ev : turn.poll()) {
+        log.see(ev);
+        handle(ev, r, out, streamed_any);
+      }
       if (!out.empty() && !r.stdout_gone && r.write_errno == 0) {
         wait_.clear();
         if (stdout_terminal_) out = terminal_text(out);
@@ -182,6 +188,7 @@ class PromptRun {
       }
     }
     wait_.stop();
+    if (r.terminal) log.finish(session_.state());
     side_.flush_thought();
     if (r.usage && side_.verbose() > 0)
       side_.line("usage: ", talk::usage_text(*r.usage));  // talk's format (cli/render.h)
@@ -548,6 +555,7 @@ int run_prompt(PromptOptions& o) {
     return err->exit_code;
   }
   LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  start_turn_log(o.common);  // the log opens on its thread while the bridge starts
   // A script's one prompt: --timeout also bounds each handshake request (which gets 30 s at most).
   plan.client.setup_timeout = o.common.timeout > 0
                                   ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)
@@ -603,6 +611,7 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
   add_common_options(*sub, o->common);
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
+  add_log_options(*sub, o->common);
   return [o, bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_prompt(*o);

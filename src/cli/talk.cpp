@@ -294,6 +294,7 @@ int run_talk(TalkOptions& o) {
     return err->exit_code;
   }
   LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  start_turn_log(o.common);  // the log opens on its thread while the bridge starts
   // Through a server, talk at a terminal joins its main session: the conversation other clients
   // see too. A script gets a session of its own: joined, it would become the main session's
   // active client and answer a person's permission questions by its policy.
@@ -342,6 +343,7 @@ std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& b
   add_common_options(*sub, o->common);
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
+  add_log_options(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_talk(*o);

@@ -42,12 +42,12 @@ void Talk::start_turn(std::string text) {
   base::Duration timeout = o_.common.timeout > 0 ? base::seconds(o_.common.timeout) : base::Duration::zero();
   turn_text_ = text;
   dropped_at_turn_start_ = bridge_.status().counters.oversize_lines;
+  nlohmann::json attached = nlohmann::json::array();  // the names, for the stream and the log
+  for (const auto& a : attached_) attached.push_back(a.name);
   if (events_) {
-    nlohmann::json names = nlohmann::json::array();
-    for (const auto& a : attached_) names.push_back(a.name);
     events_usage_.reset();
     turn_started_at_ = base::Clock::now();
-    emit_event(events_->turn_started(session_->state().session_id, text, names));
+    emit_event(events_->turn_started(session_->state().session_id, text, attached));
   }
   if (attached_.empty()) {
     turn_.emplace(session_->prompt(std::move(text), timeout));
@@ -61,6 +61,8 @@ void Talk::start_turn(std::string text) {
     };
     turn_.emplace(session_->prompt_built(std::move(build), timeout));
   }
+  log_turn_.emplace(o_.common, "talk", turn_text_, session_->state());
+  log_turn_->set_attachments(attached);
   wait_.start();
   if (interactive_) turn_terminal_mode();
   handle_turn_events();
@@ -92,6 +94,7 @@ void Talk::handle_turn_events() {
       renderer_.begin_section();  // the same turn: a cancel shown while it waited stays in force
       if (interactive_) renderer_.dim("(your turn) > " + first_line(turn_text_));
     }
+    if (log_turn_) log_turn_->see(e);
     if (events_ && event_instead(e)) continue;
     switch (e.kind) {
       case K::update: renderer_.update(e.update); break;
@@ -129,6 +132,8 @@ void Talk::end_turn(const acp::TurnEvent& e) {
   drop_turn_permissions();
   renderer_.end_turn(e);
   flush();
+  if (log_turn_) log_turn_->finish(session_->state());
+  log_turn_.reset();
   int status = acp::exit_status(e);
   // A line over --max-line was dropped during the turn (counted in /status): the answer may lack it.
   if (auto dropped = bridge_.status().counters.oversize_lines; dropped > dropped_at_turn_start_) {
@@ -233,6 +238,7 @@ void Talk::answer_permission(std::optional<std::size_t> index) {
     name = p.options[*index].name;
   }
   session_->answer_permission(p.token, id);
+  if (log_turn_) log_turn_->answered(p.token, name);
   renderer_.permission_choice(name);
   perms_.pop_front();
   if (!perms_.empty()) show_permission();

@@ -138,11 +138,11 @@ TEST_CASE("a misspelt option or command: did you mean") {
   check_usage_error({"prompt", "--frobnicate", "hi"}, "prompt has no option --frobnicate", "prompt");
   check_usage_error({"prompt", "-x", "hi"}, "prompt has no option -x", "prompt");
 
-  const std::string commands = "(the commands are agents, batch, call, completion, config, demo-agent, prompt, serve and talk)";
+  const std::string commands = "(the commands are agents, batch, call, completion, config, demo-agent, log, prompt, serve and talk)";
   check_usage_error({"promt", "hi"}, "unknown command \"promt\"; did you mean prompt? " + commands, "");
   check_usage_error({"tlak"}, "unknown command \"tlak\"; did you mean talk? " + commands, "");
   check_usage_error({"frobnicate"}, "unknown command \"frobnicate\" " + commands, "");
-  check_usage_error({}, "no command given; the commands are agents, batch, call, completion, config, demo-agent, prompt, serve and talk", "");
+  check_usage_error({}, "no command given; the commands are agents, batch, call, completion, config, demo-agent, log, prompt, serve and talk", "");
 }
 
 TEST_CASE("an option of another command, or before the command; a stray word") {
@@ -189,7 +189,7 @@ TEST_CASE("serve and call refuse the options they would ignore, saying why") {
   check_usage_error({"call", "--retries", "1", "m", "--", "true"},
                     "call does not take --retries: tether call never sends a request twice (it may not be idempotent)",
                     "call");
-  check_usage_error({"call", "-q", "m", "--", "true"}, "-q is an option of batch, prompt and talk, not of call", "call");
+  check_usage_error({"call", "-q", "m", "--", "true"}, "-q is an option of batch, log, prompt and talk, not of call", "call");
 }
 
 TEST_CASE("--help: metavars that say what the value is, and only the options the command uses") {
