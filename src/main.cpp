@@ -14,6 +14,7 @@
 #include "cli/prompt.h"
 #include "cli/serve.h"
 #include "cli/talk.h"
+#include "cli/turn_log.h"
 #include "cli/usage.h"
 #include "proc/child.h"
 #include "tether_config.h"
@@ -68,7 +69,10 @@ int main(int argc, char** argv) {
   }
   for (CLI::App* sub : app.get_subcommands()) {
     auto it = runs.find(sub->get_name());
-    if (it != runs.end()) return it->second();
+    if (it == runs.end()) continue;
+    int status = it->second();
+    cli::close_turn_log();  // the turns it logged are stored before we exit
+    return status;
   }
   return cli::kExitUsage;
 }

@@ -24,6 +24,7 @@
 #include "cli/batch_report.h"
 #include "cli/launch.h"
 #include "cli/terminal_text.h"
+#include "cli/turn_log.h"
 
 namespace tether::cli {
 namespace {
@@ -55,6 +56,7 @@ struct Worker {
   acp::MessageBreaks breaks;      // ... with a blank line between the agent's messages
   std::uint64_t dropped_at_start = 0;  // the bridge's oversize-line count when the attempt began
   bool retired = false;
+  std::optional<TurnRecorder> log;  // the attempt in flight, for the turn log
 };
 
 // Bytes of a pipe read ahead of what admission needs, so that the end of a short input (and with
@@ -277,6 +279,8 @@ class BatchRunner {
       w.session->start_new_session();
     }
     w.turn.emplace(w.session->prompt(job.item.prompt, base::seconds(o_.common.timeout)));
+    w.log.emplace(o_.common, "batch", job.item.prompt, w.session->state());
+    w.log->set_batch(job.item.id_text, static_cast<std::int64_t>(job.item.index));
   }
 
   // Takes the bridge out of service: its job (if any) goes back to the queue, and when no bridge
@@ -361,6 +365,7 @@ class BatchRunner {
   void on_turn_event(Worker& w, acp::TurnEvent& ev) {
     using K = acp::TurnEvent::Kind;
     if (ev.other_client) return;  // another client's turn in a shared session: not this item's
+    if (w.log) w.log->see(ev);
     switch (ev.kind) {
       case K::update:
         if (ev.update.kind == acp::Update::Kind::agent_message) {
@@ -392,6 +397,8 @@ class BatchRunner {
   }
 
   void on_terminal(Worker& w, const acp::TurnEvent& ev) {
+    if (w.log) w.log->finish(w.session->state());
+    w.log.reset();
     w.turn.reset();
     std::unique_ptr<Job> job = std::move(w.job);
     const std::string code = ev.kind == acp::TurnEvent::Kind::failed ? ev.error.value("code", "") : "";
@@ -787,6 +794,7 @@ std::function<int()> setup_batch(CLI::App& app, const std::vector<std::string>& 
   add_common_options(*sub, o->common, {.color = false});
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
+  add_log_options(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_batch(*o);

@@ -21,6 +21,7 @@
 #include "cli/config_file.h"
 #include "cli/option_values.h"
 #include "cli/terminal_text.h"
+#include "cli/turn_log.h"
 #include "cli/usage.h"
 #include "rpc/trace.h"
 #include "serve/socket_path.h"
@@ -204,6 +205,12 @@ std::optional<std::string> apply_config(CommonOptions& o, const ConfigMap& map, 
       if (auto* words = std::get_if<std::vector<std::string>>(&value)) config_bridge = *words;
       else if (auto* s = std::get_if<std::string>(&value)) config_bridge = split_words(*s);
       else return std::string("bridge must be an array of strings");
+      continue;
+    }
+    if (key == "log") {  // the turn log (cli/turn_log.h): --log and --no-log win over it there
+      if (auto* b = std::get_if<bool>(&value)) o.config_log = *b ? std::nullopt : std::optional<std::string>("");
+      else if (auto* s = std::get_if<std::string>(&value); s && !s->empty()) o.config_log = *s;
+      else return std::string("log must be true, false or a file name (\"PATH\")");
       continue;
     }
     const CommonOption* entry = find_config_key(key);
@@ -424,6 +431,7 @@ std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge,
 }
 
 void reraise(int sig) {
+  close_turn_log();  // the turns logged so far are stored before the signal ends us
   std::fflush(stdout);
   ::signal(sig, SIG_DFL);
   sigset_t set;

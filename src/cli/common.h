@@ -58,6 +58,11 @@ struct CommonOptions {
   // --connect[=NAME|PATH] (talk, prompt, batch): the `tether serve` socket to use instead of a
   // bridge of our own; "" when not given, "default" when given without a value.
   std::string connect;
+  // The turn log (cli/turn_log.h): --log FILE, --no-log, and the config's `log` ("" for
+  // `log = false`, a path for `log = "PATH"`, nothing for `log = true` or no key).
+  std::string log;
+  bool no_log = false;
+  std::optional<std::string> config_log;
 
   std::vector<std::string> bridge;        // words after `--`
   // --agent/-A NAME: a preset or a config-file agent, resolved by finish_options into `bridge`

@@ -15,6 +15,7 @@
 #include "cli/option_values.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
+#include "cli/turn_log.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 
@@ -146,12 +147,16 @@ class PromptRun {
     TurnResult r;
     auto t0 = Clock::now();
     acp::Turn turn = session_.prompt(text, base::seconds(o_.common.timeout));
+    TurnRecorder log(o_.common, "prompt", text, session_.state());
     bool streamed_any = false;
     bool hurry = false;  // a second signal: stop waiting for the agent
     wait_.start();
     while (!r.terminal && !hurry) {
       std::string out;
-      for (auto& ev : turn.poll()) handle(ev, r, out, streamed_any);
+      for (auto& ev : turn.poll()) {
+        log.see(ev);
+        handle(ev, r, out, streamed_any);
+      }
       if (!out.empty() && !r.stdout_gone && r.write_errno == 0) {
         wait_.clear();
         if (stdout_terminal_) out = terminal_text(out);
@@ -176,6 +181,7 @@ class PromptRun {
       }
     }
     wait_.stop();
+    if (r.terminal) log.finish(session_.state());
     side_.flush_thought();
     if (r.usage && side_.verbose() > 0)
       side_.line("usage: ", talk::usage_text(*r.usage));  // talk's format (cli/render.h)
@@ -562,6 +568,7 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
   add_common_options(*sub, o->common);
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
+  add_log_options(*sub, o->common);
   return [o, bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_prompt(*o);

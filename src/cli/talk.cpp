@@ -329,6 +329,7 @@ std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& b
   add_common_options(*sub, o->common);
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
+  add_log_options(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_talk(*o);

@@ -30,6 +30,7 @@
 #include "cli/talk.h"
 #include "cli/talk_commands.h"
 #include "cli/talk_history.h"
+#include "cli/turn_log.h"
 #include "cli/wait_notice.h"
 #include "rpc/line_framer.h"
 
@@ -160,6 +161,7 @@ class Talk {
   base::UniqueFd sig_;
   std::unique_ptr<acp::AcpSession> session_;
   std::optional<acp::Turn> turn_;
+  std::optional<TurnRecorder> log_turn_;      // our turn in flight, for the turn log
   std::deque<acp::PermissionRequest> perms_;  // asked and not yet answered; the front is shown
   std::vector<acp::TurnEvent> replies_;       // answers to session requests, for ask_server
   std::uint64_t setting_token_ = 0;           // a /mode, /model or /set awaiting its answer

@@ -41,6 +41,7 @@ void Talk::start_turn(std::string text) {
   turn_text_ = text;
   dropped_at_turn_start_ = bridge_.status().counters.oversize_lines;
   turn_.emplace(session_->prompt(std::move(text), timeout));
+  log_turn_.emplace(o_.common, "talk", turn_text_, session_->state());
   wait_.start();
   if (interactive_) turn_terminal_mode();
   handle_turn_events();
@@ -72,6 +73,7 @@ void Talk::handle_turn_events() {
       renderer_.begin_section();  // the same turn: a cancel shown while it waited stays in force
       if (interactive_) renderer_.dim("(your turn) > " + first_line(turn_text_));
     }
+    if (log_turn_) log_turn_->see(e);
     switch (e.kind) {
       case K::update: renderer_.update(e.update); break;
       case K::permission: on_permission(std::move(e.permission)); break;
@@ -104,6 +106,8 @@ void Talk::end_turn(const acp::TurnEvent& e) {
   drop_turn_permissions();
   renderer_.end_turn(e);
   flush();
+  if (log_turn_) log_turn_->finish(session_->state());
+  log_turn_.reset();
   int status = acp::exit_status(e);
   // A line over --max-line was dropped during the turn (counted in /status): the answer may lack it.
   if (auto dropped = bridge_.status().counters.oversize_lines; dropped > dropped_at_turn_start_) {
@@ -183,6 +187,7 @@ void Talk::answer_permission(std::optional<std::size_t> index) {
     name = p.options[*index].name;
   }
   session_->answer_permission(p.token, id);
+  if (log_turn_) log_turn_->answered(p.token, name);
   renderer_.permission_choice(name);
   perms_.pop_front();
   if (!perms_.empty()) show_permission();
