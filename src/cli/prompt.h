@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/continue_session.h"
 
 namespace tether::cli {
 
@@ -20,6 +21,7 @@ struct PromptOptions {
   bool json = false;              // --json
   std::optional<bool> stream;     // --stream / --no-stream; default: stdout is a terminal
   int repeat = 1;                 // --repeat N
+  ContinueOptions continued;      // -c, --session ID, -s NAME
 };
 
 int run_prompt(PromptOptions& options);
