@@ -143,13 +143,19 @@ class Talk {
   void change_setting(talk::LineKind kind, const std::string& arg);
   void show_settings(talk::LineKind kind);
   bool on_setting_reply(const acp::TurnEvent& e);
-  std::optional<nlohmann::json> ask_server(std::string_view method, base::Duration limit, std::string& why);
+  std::optional<nlohmann::json> ask_server(std::string_view method, base::Duration limit, std::string& why,
+                                          nlohmann::json params = nlohmann::json::object());
   void restart_server_bridge();
   void server_stderr();
   std::string server_status_lines(const supervisor::BridgeStatus& st);
   std::string status_text();
   void restart();
   void new_session();
+
+  // --- continued sessions: the first greeting, /sessions, /load (talk_sessions.cpp) ------------
+  void greet_continued();
+  void list_sessions();
+  void load_session(const std::string& which);
 
   TalkOptions& o_;
   supervisor::Bridge& bridge_;
@@ -173,6 +179,7 @@ class Talk {
   std::string turn_text_;                     // our turn's prompt
   base::Deadline other_pause_ = base::Deadline::never();  // then its unfinished line is shown
   bool server_trouble_shown_ = false;         // a tether server notice was shown
+  std::vector<std::string> listed_sessions_;  // the ids /sessions showed, by number (for /load N)
   base::TimePoint last_key_{};                // when the person last typed at the prompt
   base::Deadline keys_answer_from_ = base::Deadline::at(base::TimePoint{});  // keys before it answer no question
   bool cancel_requested_ = false;
