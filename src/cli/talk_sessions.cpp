@@ -41,13 +41,17 @@ std::unique_ptr<store::LogDb> open_log_quietly(const CommonOptions& o) {
   return ok ? std::move(*ok) : nullptr;
 }
 
-// An ISO 8601 time in UTC ("2026-12-06T20:15:00Z", fractions and offsets ignored) in ms; 0 when
-// it is not one.
+// An ISO 8601 time in UTC ("2026-12-06T20:15:00.250Z"; offsets ignored) in ms; 0 when it is
+// not one.
 std::int64_t iso_ms(const std::string& s) {
   std::tm tm{};
   const char* end = ::strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
   if (!end) return 0;
-  return static_cast<std::int64_t>(::timegm(&tm)) * 1000;
+  std::int64_t ms = 0;
+  if (*end == '.')  // milliseconds; finer digits are dropped
+    for (int i = 0, scale = 100; i < 3 && std::isdigit(static_cast<unsigned char>(end[1 + i])); ++i, scale /= 10)
+      ms += (end[1 + i] - '0') * scale;
+  return static_cast<std::int64_t>(::timegm(&tm)) * 1000 + ms;
 }
 
 std::string local_time(std::int64_t ms) {

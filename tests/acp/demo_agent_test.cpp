@@ -446,7 +446,7 @@ TEST_CASE("demo agent: another process loads a session, lists it by cwd, newest 
   CHECK(all["sessions"][1]["sessionId"] == older);
   CHECK(all["sessions"][1]["title"] == "/chunks 1 my name is Ada");
   CHECK(all["sessions"][1]["cwd"] == "/tmp");
-  CHECK(all["sessions"][1]["updatedAt"].get<std::string>().size() == 20);  // 2026-12-06T20:15:00Z
+  CHECK(all["sessions"][1]["updatedAt"].get<std::string>().size() == 24);  // 2026-12-06T20:15:00.250Z
   CHECK_FALSE(all.contains("nextCursor"));
   json here = list(b, "here", {{"cwd", "/tmp"}});
   REQUIRE(here["sessions"].size() == 1);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <ctime>
 
 #include "base/private_dir.h"
@@ -81,9 +82,11 @@ std::string title_of(std::string prompt) {
 std::string iso_time(const timespec& t) {
   std::tm tm{};
   ::gmtime_r(&t.tv_sec, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  char buf[48];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char ms[8];
+  std::snprintf(ms, sizeof ms, ".%03dZ", static_cast<int>(t.tv_nsec / 1000000));  // histories change within a second
+  return std::string(buf) + ms;
 }
 
 }  // namespace
