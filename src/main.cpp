@@ -11,6 +11,7 @@
 #include "cli/common.h"
 #include "cli/completion.h"
 #include "cli/demo_agent_main.h"
+#include "cli/log_cmd.h"
 #include "cli/prompt.h"
 #include "cli/serve.h"
 #include "cli/talk.h"
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   runs["call"] = cli::setup_call(app, bridge);
   runs["completion"] = cli::setup_completion(app, bridge);
   runs["demo-agent"] = cli::setup_demo_agent(app, bridge);
+  runs["log"] = cli::setup_log(app, bridge);
   runs["prompt"] = cli::setup_prompt(app, bridge);
   runs["serve"] = cli::setup_serve(app, bridge);
   runs["talk"] = cli::setup_talk(app, bridge);
