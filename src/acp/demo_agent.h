@@ -1,9 +1,11 @@
 // The built-in demo agent (`tether demo-agent`): a small, deterministic ACP v1 agent on stdin and
 // stdout, the default bridge when none is given. It echoes and summarises each prompt, streamed in
 // several chunks, with a thought, a plan, a tool call and usage; asks for permission when the
-// prompt asks for an edit ("edit" or "write"); advertises loadSession and replays a session's
-// history on session/load (the history lives in a small file per session, so it survives a crash
-// of the agent; files of sessions whose tether has exited are removed).
+// prompt asks for an edit ("edit" or "write"); advertises loadSession and the session capabilities
+// resume, list and close, replays a session's history on session/load and lists its sessions on
+// session/list. The history lives in a small file per session in a private state directory, so it
+// survives a crash of the agent and outlives the process: a later tether run continues the session
+// (-c, --session, -s). The store keeps the newest 200 sessions, none older than 30 days.
 //
 // Trigger words in a prompt change what it does (documented in docs-prompt.md); they are removed
 // from the echoed text:

@@ -24,7 +24,12 @@ int exit_status(const TurnEvent& t) {
 // --- SessionCore: the operations ------------------------------------------------------------------
 
 SessionCore::SessionCore(supervisor::Bridge& bridge, ClientOptions options)
-    : bridge_(bridge), opt_(std::move(options)), fs_(opt_.cwd), settings_(opt_.settings) {}
+    : bridge_(bridge), opt_(std::move(options)), fs_(opt_.cwd), settings_(opt_.settings) {
+  // A session to continue is opened as a restart brings ours back (session_setup.cpp), except
+  // that failing is a failure.
+  state_.session_id = opt_.session_id;
+  continuing_ = !opt_.session_id.empty();
+}
 
 SessionCore::~SessionCore() {
   // Nothing may block here: tell the agent, answer what it waits for, and let the bridge's owner
@@ -64,7 +69,19 @@ std::optional<TurnEvent> SessionCore::open(Deadline deadline, int interrupt_fd, 
   }
 }
 
-void SessionCore::start_new_session() {
+void SessionCore::start_new_session() { switch_session(""); }
+
+std::optional<TurnEvent> SessionCore::start_load_session(const std::string& id) {
+  // Checked before anything changes: an agent that cannot bring a session back keeps the one it
+  // has. (A tether server can always attach; it says so itself when it cannot.)
+  if (link_ == Link::ready && !opt_.via_server && !state_.can_resume && !state_.load_session)
+    return failed_event(cannot_continue_error(), true);
+  switch_session(id);
+  return std::nullopt;
+}
+
+// Leaves the session we have for a new one (`id` empty) or the session `id`.
+void SessionCore::switch_session(const std::string& id) {
   if (active_ && active_->phase == TurnState::Phase::prompting) cancel(*active_, CancelCause::caller_gone);
   withdraw_idle_permissions(0);  // the old session's questions have nobody left to ask
   // A tether server would go on treating us as attached to the old session (and asking us its
@@ -76,6 +93,8 @@ void SessionCore::start_new_session() {
   if (link_ == Link::ready) send_close();
   const std::string old_id = state_.session_id;
   drop_session_state();
+  state_.session_id = id;
+  continuing_ = !id.empty();
   leave_session_in_setup(old_id);
 }
 
@@ -95,13 +114,17 @@ void SessionCore::drop_session_state() {
   context_lost_reason_.clear();
   ready_notice_.clear();
   pending_settings_.clear();
+  continuing_ = false;
+  replay_user_ = false;
+  state_.replayed_turns = 0;
 }
 
-// start_new_session(), by where the setup sequence stands: what is under way for the old session
-// (`old_id`) is abandoned, and the sequence ends in session/new.
+// switch_session(), by where the setup sequence stands: what is under way for the old session
+// (`old_id`) is abandoned, and the sequence ends in session/new, or in bringing back the session
+// now in state_.session_id (send_session_step).
 void SessionCore::leave_session_in_setup(const std::string& old_id) {
   switch (link_) {
-    case Link::ready: send_new_session(); break;
+    case Link::ready: send_session_step(); break;
     case Link::configuring:
       // The old session's settings are still being applied: the rest is not wanted, and the
       // session itself is closed (its id was cleared already, so by the one kept here), or left
@@ -109,7 +132,7 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
       bridge_.cancel(link_call_gen_, link_call_);
       if (opt_.via_server) bridge_.call_queued(server_wire::kDetach, {{"sessionId", old_id}}, nullptr);
       close_by_id(old_id);
-      send_new_session();
+      send_session_step();
       break;
     case Link::loading:
     case Link::resuming:
@@ -122,20 +145,33 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
       if (opt_.via_server)
         bridge_.call_queued(server_wire::kDetach, {{"sessionId", link_ == Link::attaching ? attach_id_ : old_id}}, nullptr);
       if (link_ != Link::attaching) close_by_id(old_id);
-      send_new_session();
+      send_session_step();
       break;
-    case Link::closed: send_new_session(); break;
+    case Link::closed: send_session_step(); break;
     case Link::idle:
     case Link::failed: begin_handshake(); break;
     case Link::authenticating:
-      // authenticate is under way for the old session's load or resume: what follows it is a
-      // new session instead.
-      if (redo_.phase != Link::creating) redo_ = {Link::creating, "session/new", new_session_params(opt_.cwd, mcp_servers())};
+      if (!state_.session_id.empty()) {
+        // A session to bring back instead of what authenticate was for: that is given up.
+        bridge_.cancel(link_call_gen_, link_call_);
+        send_session_step();
+      } else if (redo_.phase != Link::creating) {
+        // authenticate is under way for the old session's load or resume: what follows it is a
+        // new session instead.
+        redo_ = {Link::creating, "session/new", new_session_params(opt_.cwd, mcp_servers())};
+      }
+      break;
+    case Link::creating:
+      // A session/new under way, when a session is to be brought back instead: given up (if the
+      // agent makes it anyway, its answer goes to no one).
+      if (!state_.session_id.empty()) {
+        bridge_.cancel(link_call_gen_, link_call_);
+        send_session_step();
+      }
       break;
     case Link::waiting_bridge:
     case Link::initializing:
-    case Link::creating:
-      break;  // the handshake under way ends in session/new: the session id is empty
+      break;  // the handshake under way ends in send_session_step()
   }
 }
 
@@ -232,6 +268,11 @@ void AcpSession::start_new_session() { core_->start_new_session(); }
 
 std::optional<TurnEvent> AcpSession::new_session(Deadline deadline, int interrupt_fd) {
   core_->start_new_session();
+  return core_->open(deadline, interrupt_fd);
+}
+
+std::optional<TurnEvent> AcpSession::load_session(const std::string& id, Deadline deadline, int interrupt_fd) {
+  if (auto refused = core_->start_load_session(id)) return refused;
   return core_->open(deadline, interrupt_fd);
 }
 

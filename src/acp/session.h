@@ -83,6 +83,12 @@ struct ClientOptions {
   std::string client_version = "0";
   bool via_server = false;   // the peer is a `tether serve` server (--connect)
   bool attach_main = false;  // via_server: attach to the server's main session instead of session/new
+  // Continue this session instead of opening a new one (prompt/talk -c, --session, -s): open()
+  // sends session/resume when the agent advertises it, else session/load (through a tether
+  // server: its session/load). An agent that can do neither, or that does not know the id, fails
+  // open() with tether's error object (agent_error, exit 69) naming the id: never a new session
+  // in its place. Empty: session/new.
+  std::string session_id;
 };
 
 struct PermissionRequest {
@@ -153,6 +159,10 @@ struct SessionState {
   std::size_t sessions_created = 0;   // session/new answered (1, plus one per lost context)
   std::size_t sessions_loaded = 0;    // session/load or session/resume answered
   std::size_t sessions_closed = 0;    // session/close sent
+  // A continued session (ClientOptions::session_id, load_session()): the prompts its session/load
+  // replayed (a run of user_message chunks counts once; 0 after session/resume, which replays
+  // nothing). The replay itself is never shown as a turn's answer.
+  int replayed_turns = 0;
   std::string auth_method;            // the method tether authenticated with, if any
   std::uint64_t ignored_updates = 0;  // unknown kinds, malformed, or for no session we know
   std::uint64_t late_updates = 0;     // chunks and tool calls that came when no turn was in flight
@@ -188,6 +198,13 @@ class AcpSession {
   // new_session() then waits for it as open() does, with the same results.
   void start_new_session();
   std::optional<TurnEvent> new_session(base::Deadline deadline, int interrupt_fd = -1);
+
+  // Switches to the session `id` (talk's /load) on the connection as it is, as open() continues
+  // ClientOptions::session_id: session/resume, else session/load; the old session is closed as by
+  // start_new_session(). Blocks as new_session() does. An agent that can do neither: tether's
+  // error object (agent_error) at once, and the session is left as it was. The agent refusing the
+  // id: its failure, and the session is then gone (the front-end starts a new one).
+  std::optional<TurnEvent> load_session(const std::string& id, base::Deadline deadline, int interrupt_fd = -1);
 
   // Closes the session at the agent (session/close) when it advertises that, and waits for the
   // answer until `deadline`; a turn still in flight is cancelled first. Afterwards the session

@@ -82,6 +82,9 @@ class SessionCore {
   // session.cpp: what AcpSession and Turn forward to.
   std::optional<TurnEvent> open(base::Deadline deadline, int interrupt_fd, const std::function<void()>& on_wait = {});
   void start_new_session();  // see AcpSession::start_new_session
+  // AcpSession::load_session's first half: tether's error object when the agent can neither
+  // resume nor load (nothing changed), else the switch is under way (open() waits for it).
+  std::optional<TurnEvent> start_load_session(const std::string& id);
   std::shared_ptr<TurnState> start_turn(json content, base::Duration timeout, AcpSession::ContentBuilder build = {});
   std::vector<TurnEvent> poll_session();
   std::vector<TurnEvent> take_notices() { return std::exchange(notices_, {}); }
@@ -147,6 +150,7 @@ class SessionCore {
   static std::string error_code(const json& err) { return rpc::string_of(err, "code"); }
 
   // session.cpp
+  void switch_session(const std::string& id);
   void drop_session_state();
   void leave_session_in_setup(const std::string& old_id);
 
@@ -176,7 +180,11 @@ class SessionCore {
   void begin_handshake();
   void send_setup(Link phase, const char* method, json params);
   void send_new_session();
+  void send_session_step();
   void reopen_session();
+  json cannot_continue_error() const;
+  json not_continued_error(const char* method, const json& err) const;
+  void count_replayed(const Update& u);
   void forget_current_settings();
   bool send_close();
   void close_by_id(const std::string& id);
@@ -239,6 +247,11 @@ class SessionCore {
   bool close_answered_ = false;
   std::string context_lost_reason_;  // set when the next session/new replaces a lost session
   bool mcp_notice_given_ = false;    // mcp_servers(): the servers left out were named once
+  // The session to bring back is one the user asked to continue (ClientOptions::session_id,
+  // load_session()), not ours after a restart: failing to bring it back is a failure, never a new
+  // session in its place. Cleared once it is back.
+  bool continuing_ = false;
+  bool replay_user_ = false;         // continuing: the last replayed update was the user's
   std::vector<json> buffered_;       // params of updates for a session id not known yet
 
   std::shared_ptr<TurnState> active_;              // the turn whose prompt is (or will be) in flight

@@ -138,7 +138,15 @@ void SessionCore::on_update(std::uint64_t gen, json& params) {
   }
   // Outside a turn only session state changes; a replayed history (session/load) or a chunk
   // that came after its turn's answer is not shown.
+  if (link_ == Link::loading && continuing_) count_replayed(*u);
   if (link_ != Link::loading && is_turn_content(u->kind)) ++state_.late_updates;
+}
+
+// A continued session's replay: each run of the user's chunks is one earlier prompt.
+void SessionCore::count_replayed(const Update& u) {
+  bool user = u.kind == Update::Kind::user_message;
+  if (user && !replay_user_) ++state_.replayed_turns;
+  if (user || is_turn_content(u.kind)) replay_user_ = user;
 }
 
 bool SessionCore::is_turn_content(Update::Kind k) {

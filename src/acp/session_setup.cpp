@@ -28,18 +28,48 @@ void SessionCore::send_setup(Link phase, const char* method, json params) {
 
 void SessionCore::send_new_session() { send_setup(Link::creating, "session/new", new_session_params(opt_.cwd, mcp_servers())); }
 
-// Brings back the session we had, on a fresh connection: resume (no replay) when the agent
-// offers it, else load, else a new session and a notice that the context is lost.
+// The session step after initialize (or after start_new_session, load_session): session/new when
+// there is no session id, else bringing that session back.
+void SessionCore::send_session_step() {
+  if (state_.session_id.empty()) send_new_session();
+  else reopen_session();
+}
+
+// Brings back the session we had (or the one asked for), on a fresh connection: resume (no
+// replay) when the agent offers it, else load, else a new session and a notice that the context
+// is lost; a session the user asked to continue fails instead.
 void SessionCore::reopen_session() {
   forget_current_settings();
   if (state_.can_resume) {
     send_setup(Link::resuming, "session/resume", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
   } else if (state_.load_session) {
     send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
+  } else if (continuing_) {
+    link_fail(cannot_continue_error());
   } else {
     context_lost_reason_ = "the agent cannot load or resume sessions (it advertises neither)";
     send_new_session();
   }
+}
+
+// The agent by the name it gave (agentInfo), for the sentences below.
+json SessionCore::cannot_continue_error() const {
+  std::string name = string_of(state_.agent_info, "name");
+  return error_object("agent_error", (name.empty() ? std::string("the agent") : name) +
+                                         " cannot continue a session: it advertises neither session/resume nor "
+                                         "session/load; start a new conversation instead");
+}
+
+json SessionCore::not_continued_error(const char* method, const json& err) const {
+  json extra = rpc_error_extra(err);
+  extra["sessionId"] = state_.session_id;
+  std::string why = rpc_error_text(err);
+  const json* c = member(err, "code");
+  bool unknown = c && c->is_number_integer() && c->get<long long>() == kResourceNotFound;
+  return error_object("agent_error",
+                      "cannot continue session " + state_.session_id + ": the agent answered " + method + " with " + why +
+                          (unknown ? " (it does not know that session, or no longer keeps it)" : ""),
+                      std::move(extra));
 }
 
 // Before a session is brought back on a new connection: what it offered is kept, not what was in
@@ -143,9 +173,12 @@ void SessionCore::on_setup_error(const json& err) {
       return;
     case Link::resuming:
       if (try_authenticate(err)) return;
-      // An agent that advertises resume but cannot do it: load, or a new session.
+      // An agent that advertises resume but cannot do it: load, or a new session (a session
+      // the user asked to continue: a failure).
       if (state_.load_session) {
         send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
+      } else if (continuing_) {
+        link_fail(not_continued_error("session/resume", err));
       } else {
         context_lost_reason_ = "the agent could not resume the session (" + rpc_error_text(err) + ")";
         send_new_session();
@@ -153,6 +186,10 @@ void SessionCore::on_setup_error(const json& err) {
       return;
     case Link::loading:
       if (!opt_.via_server && try_authenticate(err)) return;
+      if (continuing_) {
+        link_fail(not_continued_error("session/load", err));
+        return;
+      }
       context_lost_reason_ = (opt_.via_server ? "the tether server could not re-attach the session ("
                                               : "the agent could not load the session (") +
                              rpc_error_text(err) + ")";
@@ -210,8 +247,7 @@ void SessionCore::on_initialized(const json& r) {
     server_setup(r);
     return;
   }
-  if (!state_.session_id.empty()) reopen_session();
-  else send_new_session();
+  send_session_step();
 }
 
 // A tether server attached us to its main session.
@@ -254,7 +290,9 @@ void SessionCore::on_created(const json& r) {
 // session/load or session/resume answered: the session is back.
 void SessionCore::on_reopened(const json& r) {
   ++state_.sessions_loaded;
-  ready_notice_ = opt_.via_server ? "reconnected to the tether server and re-attached to the session (session/load)"
+  // A session the user asked to continue is what they expect: the front-end says so its way.
+  ready_notice_ = std::exchange(continuing_, false) ? ""
+                  : opt_.via_server ? "reconnected to the tether server and re-attached to the session (session/load)"
                   : link_ == Link::resuming
                       ? "the session was restored after the bridge restarted (session/resume)"
                       : "the session was restored after the bridge restarted (session/load)";

@@ -328,9 +328,10 @@ class PromptRun {
 // ends in exit_code_ and raise_sig_ (a signal to die by, after the bridge is stopped).
 class PromptCommand {
  public:
-  PromptCommand(PromptOptions& o, const LaunchPlan& plan)
+  PromptCommand(PromptOptions& o, const LaunchPlan& plan, ContinuePlan continued)
       : o_(o),
         plan_(plan),
+        continued_(std::move(continued)),
         // --events carries the answer in its message_chunk events: nothing else goes to stdout.
         stream_(!o.events && o.stream.value_or(::isatty(STDOUT_FILENO) != 0)),
         stderr_terminal_(::isatty(STDERR_FILENO) != 0),
@@ -374,11 +375,13 @@ class PromptCommand {
     wait.set_line_open([&] { return shared_terminal && answer_line_open; });
 
     if (!open_session(bridge, session, wait)) return;
+    bind_session_name(continued_, o_.common, session.state().session_id);
     if (o_.common.verbose > 0) {
       const auto& st = session.state();
       std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "?") + " " + st.agent_info.value("version", "")
                                                     : std::string("an agent");
-      side_.notice("connected to " + terminal_line(agent) + ", session " + terminal_line(st.session_id));
+      side_.notice("connected to " + terminal_line(agent) + ", session " + terminal_line(st.session_id) +
+                   (continued_.session_id.empty() ? "" : " (continued)"));
     }
     auto content = content_for(bridge, session, input);
     if (!content) return;
@@ -535,6 +538,7 @@ class PromptCommand {
 
   PromptOptions& o_;
   const LaunchPlan& plan_;
+  const ContinuePlan continued_;
   const bool stream_;
   const bool stderr_terminal_;
   SideChannel side_;
@@ -555,12 +559,18 @@ int run_prompt(PromptOptions& o) {
     return err->exit_code;
   }
   LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  auto continued = plan_continue(o.continued, o.common);
+  if (auto* err = std::get_if<SetupError>(&continued)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  plan.client.session_id = std::get<ContinuePlan>(continued).session_id;
   start_turn_log(o.common);  // the log opens on its thread while the bridge starts
   // A script's one prompt: --timeout also bounds each handshake request (which gets 30 s at most).
   plan.client.setup_timeout = o.common.timeout > 0
                                   ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)
                                   : base::Duration(kSetupTimeout);
-  PromptCommand command(o, plan);
+  PromptCommand command(o, plan, std::get<ContinuePlan>(std::move(continued)));
   return command.run(input);
 }
 
@@ -578,7 +588,9 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "start (see --auth); 74 I/O error; 75 --timeout; 76 the bridge does not speak ACP; 129/130/143 SIGHUP/\n"
       "SIGINT/SIGTERM (the bridge is stopped first); | head ends quietly.\n"
       "--connect[=NAME|PATH] sends the prompt through a running `tether serve` (in a session of its own)\n"
-      "instead of starting a bridge; 69 also when no server listens there.");
+      "instead of starting a bridge; 69 also when no server listens there.\n"
+      "-c continues the last conversation with this agent in this directory, --session ID a given one,\n"
+      "-s NAME a named one (created on first use); 69 when the agent cannot continue it.");
   sub->add_option("PROMPT", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin")->type_name("TEXT");
   auto* json_flag =
       sub->add_flag("--json", o->json,
@@ -612,6 +624,7 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
   add_log_options(*sub, o->common);
+  add_continue_options(*sub, o->continued);
   return [o, bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_prompt(*o);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/continue_session.h"
 
 namespace tether::cli {
 
@@ -23,6 +24,7 @@ struct PromptOptions {
   std::vector<std::string> attach;  // -a/--attach PATH (repeatable; "-": stdin)
   bool no_stdin = false;          // --no-stdin: never read stdin as context under the words
   bool events = false;            // --events: one JSON line per turn event (cli/event_stream.h)
+  ContinueOptions continued;      // -c, --session ID, -s NAME
 };
 
 int run_prompt(PromptOptions& options);

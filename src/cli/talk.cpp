@@ -294,11 +294,19 @@ int run_talk(TalkOptions& o) {
     return err->exit_code;
   }
   LaunchPlan& plan = std::get<LaunchPlan>(planned);
+  auto continued = plan_continue(o.continued, o.common);
+  if (auto* err = std::get_if<SetupError>(&continued)) {
+    error_line(err->message);
+    return err->exit_code;
+  }
+  o.continuing = std::get<ContinuePlan>(std::move(continued));
+  plan.client.session_id = o.continuing.session_id;
   start_turn_log(o.common);  // the log opens on its thread while the bridge starts
   // Through a server, talk at a terminal joins its main session: the conversation other clients
   // see too. A script gets a session of its own: joined, it would become the main session's
-  // active client and answer a person's permission questions by its policy.
-  plan.client.attach_main = plan.client.via_server && interactive;
+  // active client and answer a person's permission questions by its policy. A session to
+  // continue is that session instead.
+  plan.client.attach_main = plan.client.via_server && interactive && o.continuing.session_id.empty();
   // At a terminal, the person picks the sign-in method when the agent asks for one and neither
   // --auth nor an env_var method settles it: never a browser login nobody chose.
   if (interactive) plan.client.ask_auth = ask_auth_method;
@@ -335,7 +343,9 @@ std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& b
       "Permission requests are asked on a terminal (--permission ask) and denied otherwise.\n"
       "--connect[=NAME|PATH] talks through a running `tether serve` instead of starting a bridge: in\n"
       "its main session, shared with its other clients (their turns show between yours); /restart then\n"
-      "restarts the server's bridge.");
+      "restarts the server's bridge.\n"
+      "-c continues the last conversation with this agent in this directory, --session ID a given one,\n"
+      "-s NAME a named one (created on first use); /sessions lists them, /load ID switches.");
   sub->add_flag("--no-history", o->no_history, "Do not read or write the history file");
   sub->add_flag("--events", o->events,
                 "Without a terminal: print one JSON line per turn event on stdout instead of the answers (see EVENTS "
@@ -344,6 +354,7 @@ std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& b
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);
   add_log_options(*sub, o->common);
+  add_continue_options(*sub, o->continued);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_talk(*o);

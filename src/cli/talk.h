@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/continue_session.h"
 
 namespace CLI {
 class App;
@@ -33,6 +34,8 @@ struct TalkOptions {
   CommonOptions common;
   bool no_history = false;  // --no-history: neither read nor write the history file
   bool events = false;      // --events (script mode): one JSON line per turn event on stdout
+  ContinueOptions continued;  // -c, --session ID, -s NAME
+  ContinuePlan continuing;    // what they resolved to (run_talk)
 };
 
 int run_talk(TalkOptions& options);

@@ -60,6 +60,12 @@ ParsedLine parse_line(std::string_view line, const std::vector<acp::Command>& ag
     if (args == "new") return make(LineKind::session_new);
     return make(LineKind::usage_error, "usage: /session new");
   }
+  if (name == "sessions") return no_args(LineKind::sessions, name, args);
+  if (name == "load") {
+    if (args.empty() || args.find_first_of(" \t") != std::string_view::npos)
+      return make(LineKind::usage_error, "usage: /load ID (a session id, or a number from /sessions)");
+    return make(LineKind::load, std::string(args));
+  }
   if (name == "mode" || name == "model") {
     if (args.find_first_of(" \t") != std::string_view::npos)
       return make(LineKind::usage_error, "usage: /" + std::string(name) + " [ID] (no ID: list what the agent offers)");
@@ -104,6 +110,8 @@ std::string help_text(const std::vector<acp::Command>& agent_commands, std::size
       "  /multi [WORD]     a multi-line prompt, ended by a line /end (or WORD)\n"
       "  /edit [TEXT]      compose the prompt in $VISUAL or $EDITOR\n"
       "  /session new      start a new session (the conversation so far is forgotten)\n"
+      "  /sessions         the conversations with this agent here, to continue with /load\n"
+      "  /load ID          continue a session: its id, or its number in /sessions\n"
       "  /mode [ID]        set the session's mode (no ID: list the modes the agent offers)\n"
       "  /model [ID]       set the session's model (no ID: list the models)\n"
       "  /set [KEY VALUE]  set one of the agent's session options (no argument: list them)\n"

@@ -28,6 +28,8 @@ enum class LineKind {
   multi,          // start a multi-line prompt; `text` is the terminator (default "/end")
   edit,           // compose in $EDITOR; `text` is the initial text (may be empty)
   session_new,
+  sessions,       // /sessions: the conversations to continue
+  load,           // /load ID|N: continue that session (`text`: what was typed)
   mode,           // /mode [ID]: `text` the mode id, empty to list
   model,          // /model [ID]: `text` the model id, empty to list
   set,            // /set [KEY VALUE]: `text` "KEY=VALUE", empty to list

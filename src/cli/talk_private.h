@@ -145,7 +145,8 @@ class Talk {
   void change_setting(talk::LineKind kind, const std::string& arg);
   void show_settings(talk::LineKind kind);
   bool on_setting_reply(const acp::TurnEvent& e);
-  std::optional<nlohmann::json> ask_server(std::string_view method, base::Duration limit, std::string& why);
+  std::optional<nlohmann::json> ask_server(std::string_view method, base::Duration limit, std::string& why,
+                                          nlohmann::json params = nlohmann::json::object());
   void restart_server_bridge();
   void server_stderr();
   std::string server_status_lines(const supervisor::BridgeStatus& st);
@@ -155,6 +156,11 @@ class Talk {
   void attach(const std::string& path);
   void emit_event(const std::string& line);
   bool event_instead(const acp::TurnEvent& e);
+
+  // --- continued sessions: the first greeting, /sessions, /load (talk_sessions.cpp) ------------
+  void greet_continued();
+  void list_sessions();
+  void load_session(const std::string& which);
 
   TalkOptions& o_;
   supervisor::Bridge& bridge_;
@@ -182,6 +188,7 @@ class Talk {
   base::TimePoint turn_started_at_{};         // --events: for turn_ended's elapsedMs
   base::Deadline other_pause_ = base::Deadline::never();  // then its unfinished line is shown
   bool server_trouble_shown_ = false;         // a tether server notice was shown
+  std::vector<std::string> listed_sessions_;  // the ids /sessions showed, by number (for /load N)
   base::TimePoint last_key_{};                // when the person last typed at the prompt
   base::Deadline keys_answer_from_ = base::Deadline::at(base::TimePoint{});  // keys before it answer no question
   bool cancel_requested_ = false;

@@ -26,6 +26,7 @@ int Talk::run_interactive() {
 #ifdef TETHER_HAVE_LIBEDIT
   start_editor();
   greet();
+  greet_continued();
   while (!quit_) {
     if (!interactive_step()) return kExitSoftware;
   }
@@ -250,6 +251,8 @@ void Talk::on_line(const std::string& text, bool multiline) {
       break;
     case LineKind::edit: edit(parsed.text); break;
     case LineKind::session_new: new_session(); break;
+    case LineKind::sessions: list_sessions(); break;
+    case LineKind::load: load_session(parsed.text); break;
     case LineKind::mode:
     case LineKind::model:
     case LineKind::set: change_setting(parsed.kind, parsed.text); break;

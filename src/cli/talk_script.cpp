@@ -57,6 +57,7 @@ void Talk::wait_turn() {
 
 int Talk::run_script() {
   std::string line;
+  greet_continued();
   while (!quit_ && !stop_script_) {
     if (!read_script_line(line)) {
       on_eof();

@@ -93,8 +93,9 @@ bool Talk::on_setting_reply(const acp::TurnEvent& e) {
 
 // Sends a request to the tether server and waits for its answer, showing what comes meanwhile.
 // The result, or nothing with `why` set (its error, no answer within `limit`, or Ctrl-C).
-std::optional<nlohmann::json> Talk::ask_server(std::string_view method, base::Duration limit, std::string& why) {
-  std::uint64_t id = session_->request(method, nlohmann::json::object());
+std::optional<nlohmann::json> Talk::ask_server(std::string_view method, base::Duration limit, std::string& why,
+                                               nlohmann::json params) {
+  std::uint64_t id = session_->request(method, std::move(params));
   auto deadline = base::Deadline::after(limit);
   for (;;) {
     for (auto& r : replies_) {

@@ -68,7 +68,11 @@ void Server::on_client_request(std::uint64_t c, json& msg) {
     call.params = params;
     return forward(c, id, method, std::move(params), std::move(call));
   }
-  if (method == "session/load") return load_at_bridge(c, id, string_of(params, "sessionId"), std::move(params));
+  if (method == "session/load") {
+    // The id first: an argument list may move `params` into the call before it reads the id.
+    std::string sid = string_of(params, "sessionId");
+    return load_at_bridge(c, id, sid, std::move(params));
+  }
   on_session_request(c, id, method, std::move(params));
 }
 

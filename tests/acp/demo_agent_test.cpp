@@ -395,11 +395,108 @@ TEST_CASE("demo agent: a symlink planted in the state directory is not followed"
   std::string state = h.path("state");
   REQUIRE(::mkdir(state.c_str(), 0700) == 0);
   Agent a(state, 0, h.env(), h.path("err.txt"));
-  // The session id is demo-PARENT-PID-N: predictable, so the file can be planted before the turn.
-  std::string expected = "demo-" + std::to_string(::getpid()) + "-" + std::to_string(a.pid()) + "-1";
-  REQUIRE(::symlink(h.path("victim.txt").c_str(), (state + "/" + expected).c_str()) == 0);
-  std::string sid = one_turn(a, "my secret prompt");
-  REQUIRE(sid == expected);
+  a.initialize();
+  // The session id is known once session/new answers; its history is written at the end of its
+  // first turn: the file is planted in between.
+  std::string sid = a.new_session();
+  REQUIRE(::symlink(h.path("victim.txt").c_str(), (state + "/" + sid).c_str()) == 0);
+  a.send(Agent::prompt("p", sid, "my secret prompt"));
+  json r = a.until_response("p");
+  REQUIRE_MESSAGE(r.contains("result"), r.dump());
   CHECK(slurp_file(h.path("victim.txt")) == "victim\n");
   CHECK(slurp_file(h.path("err.txt")).find("a symlink is in its place") != std::string::npos);
+}
+
+// Sessions outlive the process (issue 15): another process loads them, lists them (session/list:
+// newest first, a cwd filter, pages with a cursor), and the store stays bounded.
+namespace {
+
+json list(Agent& a, const json& id, json params) {
+  a.send({{"jsonrpc", "2.0"}, {"id", id}, {"method", "session/list"}, {"params", std::move(params)}});
+  json r = a.until_response(id);
+  REQUIRE_MESSAGE(r.contains("result"), r.dump());
+  return r["result"];
+}
+
+std::string session_in(Agent& a, const std::string& cwd, const std::string& text, const json& id) {
+  a.send({{"jsonrpc", "2.0"}, {"id", id.dump() + "n"}, {"method", "session/new"}, {"params", {{"cwd", cwd}, {"mcpServers", json::array()}}}});
+  json n = a.until_response(id.dump() + "n");
+  std::string sid = n["result"]["sessionId"].get<std::string>();
+  a.send(Agent::prompt(id, sid, "/chunks 1 " + text));
+  REQUIRE(a.until_response(id)["result"]["stopReason"] == "end_turn");
+  return sid;
+}
+
+}  // namespace
+
+TEST_CASE("demo agent: another process loads a session, lists it by cwd, newest first, in pages") {
+  StateDir state;
+  std::string older, newer;
+  {
+    Agent a(state.dir);
+    a.initialize();
+    older = session_in(a, "/tmp", "my name is Ada", 1);
+    newer = session_in(a, "/var", "elsewhere", 2);
+  }
+  Agent b(state.dir);
+  b.initialize();
+  json all = list(b, "all", json::object());
+  REQUIRE(all["sessions"].size() == 2);
+  CHECK(all["sessions"][0]["sessionId"] == newer);
+  CHECK(all["sessions"][1]["sessionId"] == older);
+  CHECK(all["sessions"][1]["title"] == "/chunks 1 my name is Ada");
+  CHECK(all["sessions"][1]["cwd"] == "/tmp");
+  CHECK(all["sessions"][1]["updatedAt"].get<std::string>().size() == 24);  // 2026-12-06T20:15:00.250Z
+  CHECK_FALSE(all.contains("nextCursor"));
+  json here = list(b, "here", {{"cwd", "/tmp"}});
+  REQUIRE(here["sessions"].size() == 1);
+  CHECK(here["sessions"][0]["sessionId"] == older);
+  // Loaded here, it goes on where it was.
+  b.send({{"jsonrpc", "2.0"}, {"id", "load"}, {"method", "session/load"},
+          {"params", {{"sessionId", older}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+  REQUIRE(b.until_response("load").contains("result"));
+  b.send(Agent::prompt("p", older, "/chunks 1 what is my name?"));
+  std::vector<json> seen;
+  REQUIRE(b.until_response("p", &seen)["result"]["stopReason"] == "end_turn");
+  CHECK(answer(seen).find("turn 2 of this session") != std::string::npos);
+  // Pages: more than one page's worth, walked with the cursor, each session once.
+  for (int i = 0; i < 60; ++i) session_in(b, "/srv", "s" + std::to_string(i), 100 + i);
+  json page = list(b, "p1", {{"cwd", "/srv"}});
+  CHECK(page["sessions"].size() == 50);
+  REQUIRE(page.contains("nextCursor"));
+  json rest = list(b, "p2", {{"cwd", "/srv"}, {"cursor", page["nextCursor"]}});
+  CHECK(rest["sessions"].size() == 10);
+  CHECK_FALSE(rest.contains("nextCursor"));
+}
+
+TEST_CASE("demo agent: the store keeps the newest 200 sessions and none older than 30 days") {
+  StateDir state;
+  {
+    Agent a(state.dir);
+    a.initialize();
+    for (int i = 0; i < 210; ++i) session_in(a, "/tmp", "s" + std::to_string(i), i);
+  }
+  // One of them last spoke 31 days ago.
+  std::vector<std::string> names;
+  DIR* d = ::opendir(state.dir.c_str());
+  while (auto* e = ::readdir(d))
+    if (e->d_name[0] != '.') names.push_back(e->d_name);
+  ::closedir(d);
+  REQUIRE(names.size() >= 210);
+  timespec old[2] = {{::time(nullptr) - 31 * 24 * 3600, 0}, {::time(nullptr) - 31 * 24 * 3600, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, (state.dir + "/" + names[0]).c_str(), old, 0) == 0);
+  Agent b(state.dir);
+  b.initialize();
+  session_in(b, "/tmp", "one more", "x");  // a new history: the store is pruned first
+  std::size_t left = 0;
+  bool old_left = false;
+  d = ::opendir(state.dir.c_str());
+  while (auto* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    ++left;
+    old_left = old_left || names[0] == e->d_name;
+  }
+  ::closedir(d);
+  CHECK(left == 201);  // the 200 newest, and the new one
+  CHECK_FALSE(old_left);
 }

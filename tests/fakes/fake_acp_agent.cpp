@@ -41,7 +41,8 @@
 //   no-load FILE       like crash-once, but without loadSession
 //   flood FILE         writes its pid to FILE; streams chunks until cancelled or stdin closes
 //   pid FILE           writes its pid to FILE; answers "ok"
-//   sessions FILE      appends every method it receives to FILE; answers "ok SESSION-ID"
+//   sessions FILE      appends every method it receives to FILE; answers "ok SESSION-ID";
+//                      loadSession only (no resume)
 //   server FILE        plays a `tether serve` server: appends every method (with a session/load's
 //                      sessionId) to FILE; initialize carries _meta.tether (main session
 //                      "main-1"); session/load answers {} without replay; _tether/status answers.
@@ -88,6 +89,8 @@
 //                      most agents; every other mode ignores SIGPIPE and exits 0.
 //
 // Each session/new makes a new session id, "fake-session-PID-N" ("hostile" mode: kHostile in it).
+// session/load (modes with loadSession) replays two earlier prompts (user chunks) and an answer;
+// an id that starts with "unknown" is refused with -32002 (resource not found).
 #include <signal.h>
 #include <unistd.h>
 
@@ -211,6 +214,18 @@ int main(int argc, char** argv) {
         send(result(id, json::object()));
         continue;
       }
+      if (session_id.rfind("unknown", 0) == 0) {
+        send(error(id, -32002, "Resource not found: " + session_id));
+        continue;
+      }
+      auto user = [](const char* text) {
+        return update({{"sessionUpdate", "user_message_chunk"}, {"content", {{"type", "text"}, {"text", text}}}});
+      };
+      // The first prompt in two chunks: one prompt, as a client must count it.
+      send(user("first earlier "));
+      send(user("prompt"));
+      send(chunk("an earlier answer"));
+      send(user("second earlier prompt"));
       send(chunk("replayed history"));
       send(result(id, nullptr));  // the docs' example answers null; the schema says an object
     } else if (mode == "settings" && method == "session/set_mode") {

@@ -112,3 +112,17 @@ TEST_CASE("tether prompt --connect=PATH prints the demo agent's answer and exits
   CHECK(contains(r.out, "Echo: hello"));
   CHECK(srv.proc().running());
 }
+
+// Continued sessions through a server (issue 15): `prompt --connect -c` loads the session of the
+// last conversation at the bridge (the server closed it when its client left).
+TEST_CASE("prompt --connect -c continues the last conversation through the server") {
+  TmpDir t;
+  Server srv(t);
+  srv.wait_ready();
+  auto first = run_to_end(t, connect_arg("prompt", srv.socket(), {"my name is Ada"}));
+  REQUIRE(first.status == 0);
+  auto second = run_to_end(t, connect_arg("prompt", srv.socket(), {"-c", "what is my name?"}));
+  INFO("stdout:\n" << second.out << "\nstderr:\n" << second.err);
+  CHECK(second.status == 0);
+  CHECK(contains(second.out, "turn 2 of this session"));
+}

@@ -947,3 +947,54 @@ TEST_CASE("talk --agent NAME at a terminal: the config's agent runs, and [talk] 
   CHECK(t.since_mark().find("[1/a]") == std::string::npos);  // no question was asked
   quit(t);
 }
+
+// Continued sessions (issue 15): talk -c continues the last conversation here; /sessions lists
+// the conversations (the turn log's and the demo agent's session/list); /load N switches the
+// running talk to one of them.
+TEST_CASE("talk -c continues the last conversation; /sessions lists them; /load N switches to one") {
+  Home home;
+  std::string first_id;
+  {
+    Pty t(talk(), home.env());
+    expect(t, kPrompt);
+    type_line(t, "my name is Ada");
+    expect(t, "turn 1 of this session");
+    expect(t, kPrompt);
+    quit(t);
+  }
+  {
+    Pty t(talk({"-c"}), home.env());
+    expect(t, "continued session demo-");
+    expect(t, "(1 earlier prompt)");
+    expect(t, kPrompt);
+    t.mark();
+    type_line(t, "what is my name?");
+    expect(t, "turn 2 of this session");
+    expect(t, kPrompt);
+    quit(t);
+  }
+  Pty t(talk(), home.env());
+  expect(t, kPrompt);
+  type_line(t, "another conversation");
+  expect(t, "turn 1 of this session");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/sessions");
+  expect(t, "continues one; * marks this session.");
+  std::string listed = t.since_mark();
+  INFO(listed);
+  CHECK(listed.find("*   1  ") != std::string::npos);  // this session, the newest
+  CHECK(listed.find("    2  ") != std::string::npos);
+  CHECK(listed.find("my name is Ada (2 prompts)") != std::string::npos);
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "/load 2");
+  expect(t, "continued session demo-");
+  expect(t, "(2 earlier prompts)");
+  expect(t, kPrompt);
+  t.mark();
+  type_line(t, "and again");
+  expect(t, "turn 3 of this session");
+  expect(t, kPrompt);
+  quit(t);
+}

@@ -117,6 +117,13 @@ TEST_CASE("misused commands say how to use them") {
   CHECK(parse_line("/exit now", {}).kind == LineKind::usage_error);
   CHECK(parse_line("/session", {}).kind == LineKind::usage_error);
   CHECK(parse_line("/session old", {}).kind == LineKind::usage_error);
+  CHECK(parse_line("/sessions", {}).kind == LineKind::sessions);
+  CHECK(parse_line("/sessions all", {}).kind == LineKind::usage_error);
+  auto load = parse_line("/load  demo-1-2-3 ", {});
+  CHECK(load.kind == LineKind::load);
+  CHECK(load.text == "demo-1-2-3");
+  CHECK(parse_line("/load", {}).kind == LineKind::usage_error);
+  CHECK(parse_line("/load a b", {}).kind == LineKind::usage_error);
   auto end = parse_line("/end", {});
   CHECK(end.kind == LineKind::usage_error);
   CHECK(end.text.find("/multi") != std::string::npos);

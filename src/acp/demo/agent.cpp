@@ -1,11 +1,12 @@
 // The demo agent's request loop and its session requests (see agent.h): initialize,
-// session/new, resume, close, set_mode and set_config_option; session/load is history.cpp's and
-// session/prompt turn.cpp's. Sessions live in memory; their histories on disk.
+// session/new, resume, close, set_mode and set_config_option; session/load is history.cpp's,
+// session/list store.cpp's and session/prompt turn.cpp's. Sessions live in memory; their histories on disk.
 #include "acp/demo_agent.h"
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <initializer_list>
 #include <tuple>
 
@@ -46,6 +47,7 @@ void DemoAgent::handle(json msg) {
   else if (method == "session/new") on_new(id, params);
   else if (method == "session/load") on_load(id, params);
   else if (method == "session/resume") on_resume(id, params);
+  else if (method == "session/list") on_list(id, params);
   else if (method == "session/close") on_close(id, params);
   else if (method == "session/set_mode") on_set_mode(id, params);
   else if (method == "session/set_config_option") on_set_option(id, params);
@@ -64,7 +66,7 @@ void DemoAgent::on_initialize(const json& id, const json& params) {
                {"agentCapabilities",
                 {{"loadSession", true},
                  {"promptCapabilities", {{"image", images_}, {"audio", false}, {"embeddedContext", true}}},
-                 {"sessionCapabilities", {{"close", json::object()}, {"resume", json::object()}}}}},
+                 {"sessionCapabilities", {{"close", json::object()}, {"resume", json::object()}, {"list", json::object()}}}}},
                {"agentInfo", {{"name", "tether-demo-agent"}, {"title", "tether demo agent"}, {"version", TETHER_VERSION}}},
                {"authMethods", json::array()}});
 }
@@ -82,7 +84,9 @@ void DemoAgent::on_new(const json& id, const json& params) {
   std::string cwd;
   if (!check_cwd(id, params, cwd)) return;
   Session s;
-  s.id = "demo-" + std::to_string(::getppid()) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++created_);
+  // Unique across processes and time (the store outlives both): the time, our pid, a count.
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch());
+  s.id = "demo-" + std::to_string(ms.count()) + "-" + std::to_string(::getpid()) + "-" + std::to_string(++created_);
   s.cwd = cwd;
   std::string sid = s.id;
   json answer = {{"sessionId", sid}};

@@ -5,7 +5,8 @@
 //   wire.cpp      stdin and stdout: one large output buffer, newline-delimited input, the
 //                 triage of what arrives during a turn, and requests to the client
 //   history.cpp   the per-session history files: where they live, appending a turn, replaying
-//                 them on session/load, removing those of exited tethers
+//                 them on session/load
+//   store.cpp     the store of histories as a whole: session/list, and keeping it bounded
 //   turn.cpp      session/prompt, in named steps, and the tools a turn uses (edit, read)
 //   triggers.cpp  the trigger words of a prompt (pure functions)
 // Not a public header: only src/acp/demo/*.cpp include it.
@@ -33,6 +34,13 @@ inline constexpr std::size_t kFlushAt = 256 * 1024;
 inline constexpr std::size_t kReadChunk = 64 * 1024;
 inline constexpr std::size_t kMaxStoredAnswer = 64 * 1024;
 inline constexpr int kFloodCheckEvery = 4096;  // chunks between looks at stdin for a session/cancel
+// The store of histories keeps the newest kKeepSessions sessions, none older than kKeepDays (by
+// their last turn); it is pruned at the first new history of a process and every kPruneEvery
+// new histories after that.
+inline constexpr std::size_t kKeepSessions = 200;
+inline constexpr int kKeepDays = 30;
+inline constexpr int kPruneEvery = 50;
+inline constexpr std::size_t kListPage = 50;  // sessions per session/list answer
 
 // --- triggers.cpp: text helpers and the trigger words ---------------------------------------------
 
@@ -60,7 +68,8 @@ Triggers parse_triggers(std::string_view text);
 
 // --- history.cpp: where the histories live --------------------------------------------------------
 
-// A session id this agent could have made ("demo-PPID-PID-N"): anything else is never a file name.
+// A session id this agent could have made ("demo-MS-PID-N": the time in ms, our pid, a count):
+// anything else is never a file name.
 bool valid_session_id(std::string_view id);
 
 class DemoAgent {
@@ -77,6 +86,7 @@ class DemoAgent {
     std::string mode = "ask";    // ask: an edit asks permission first; read-only: edits are refused
     std::string model = "echo";  // echo, or shout: the echo in capitals
     int turns = 0;
+    bool stored = false;  // it has a history file (a turn was remembered, or it was loaded)
     bool cancelled = false;
     std::string prompt;  // of the turn in progress
   };
@@ -114,7 +124,10 @@ class DemoAgent {
   base::UniqueFd open_state_dir();
   void warn_once(const std::string& why);
   void remember(Session& s, std::string_view prompt, std::string_view answer);
-  void clean_state_dir(int dirfd);
+
+  // store.cpp
+  void on_list(const json& id, const json& params);
+  void prune_state_dir(int dirfd);
 
   // turn.cpp
   static std::string prompt_text(const json& prompt);
@@ -145,7 +158,7 @@ class DemoAgent {
   std::map<std::string, Session> sessions_;
   bool fs_read_ = false, fs_write_ = false;
   bool images_ = true;  // promptCapabilities.image
-  bool cleaned_ = false;
+  unsigned new_histories_ = 0;  // history files this process created (pruning every kPruneEvery)
   bool warned_ = false;  // the state directory's trouble has been said on stderr
   long long next_id_ = 0;
   int created_ = 0;

@@ -1,13 +1,13 @@
 // The demo agent's session histories (see agent.h): each finished turn is appended to a small
-// file per session, so that session/load can replay a session even after the agent crashed, and
-// session/resume can prove a session existed. Files of sessions whose tether has exited are
-// removed. The directory is private and checked (base/private_dir.h) before every use.
+// file per session, so that session/load can replay a session in a later process (another tether
+// run: `prompt -c`, `--session`, talk's /load) or after the agent crashed, session/resume can
+// prove a session existed, and session/list can name them. The store is bounded (kKeepSessions,
+// kKeepDays: the rest is removed, oldest first). The directory is private and checked
+// (base/private_dir.h) before every use.
 #include "acp/demo/agent.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -20,11 +20,12 @@
 namespace tether::acp::demo {
 namespace {
 
-// Where the histories live: $TETHER_DEMO_STATE_DIR; else $XDG_RUNTIME_DIR/tether-demo-agent-UID
-// (a per-user directory the system keeps private); else $XDG_STATE_HOME/tether/demo-agent or
-// ~/.local/state/tether/demo-agent (parents created); /tmp/tether-demo-agent-UID only with no HOME
-// either. Never $TMPDIR or /tmp by default: there another user can create the name first and plant
-// symlinks in it. Wherever it is, the directory is checked (base/private_dir.h) before any use.
+// Where the histories live: $TETHER_DEMO_STATE_DIR; else $XDG_STATE_HOME/tether/demo-agent or
+// ~/.local/state/tether/demo-agent (parents created): state that outlives a login, since a
+// conversation may be continued days later; $XDG_RUNTIME_DIR/tether-demo-agent-UID only with no
+// HOME; /tmp/tether-demo-agent-UID only with neither. Never $TMPDIR or /tmp while there is a
+// choice: there another user can create the name first and plant symlinks in it. Wherever it is,
+// the directory is checked (base/private_dir.h) before any use.
 struct StateDir {
   std::string path;
   bool make_parents = false;
@@ -33,10 +34,10 @@ struct StateDir {
 StateDir state_dir() {
   if (const char* d = std::getenv("TETHER_DEMO_STATE_DIR"); d && *d) return {d};
   std::string uid = std::to_string(::getuid());
-  if (const char* r = std::getenv("XDG_RUNTIME_DIR"); r && r[0] == '/' && ::access(r, W_OK) == 0)
-    return {std::string(r) + "/tether-demo-agent-" + uid};
   if (const char* x = std::getenv("XDG_STATE_HOME"); x && x[0] == '/') return {std::string(x) + "/tether/demo-agent", true};
   if (const char* h = std::getenv("HOME"); h && h[0] == '/') return {std::string(h) + "/.local/state/tether/demo-agent", true};
+  if (const char* r = std::getenv("XDG_RUNTIME_DIR"); r && r[0] == '/' && ::access(r, W_OK) == 0)
+    return {std::string(r) + "/tether-demo-agent-" + uid};
   return {"/tmp/tether-demo-agent-" + uid};
 }
 
@@ -60,7 +61,15 @@ void DemoAgent::on_load(const json& id, const json& params, bool replay) {
   base::UniqueFd dir = open_state_dir();
   int fd = dir ? base::open_private_file(dir.get(), sid, O_RDONLY) : -1;
   if (fd < 0) {
-    respond_error(id, -32002, "Resource not found: session " + sid);
+    // A session of this process with no finished turn yet has no history, but exists.
+    auto live = sessions_.find(sid);
+    if (live == sessions_.end()) {
+      respond_error(id, -32002, "Resource not found: session " + sid);
+      return;
+    }
+    json answer = json::object();
+    add_settings(answer, live->second);
+    respond(id, answer);
     return;
   }
   std::string text;
@@ -70,6 +79,7 @@ void DemoAgent::on_load(const json& id, const json& params, bool replay) {
   Session s;
   s.id = sid;
   s.cwd = cwd;
+  s.stored = true;
   // Replay the history before answering, as the spec asks.
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -117,7 +127,8 @@ void DemoAgent::warn_once(const std::string& why) {
 void DemoAgent::remember(Session& s, std::string_view prompt, std::string_view answer) {
   base::UniqueFd dir = open_state_dir();
   if (!dir) return;
-  if (!cleaned_) clean_state_dir(dir.get());
+  // A new history file: now and then, the store is brought back within its bounds.
+  if (!s.stored && new_histories_++ % kPruneEvery == 0) prune_state_dir(dir.get());
   int fd = base::open_private_file(dir.get(), s.id, O_WRONLY | O_CREAT | O_APPEND);
   if (fd < 0) {
     warn_once("cannot keep the history of " + s.id + ": " +
@@ -125,34 +136,17 @@ void DemoAgent::remember(Session& s, std::string_view prompt, std::string_view a
                errno == EPERM ? std::string("another file is in its place") : std::string(::strerror(errno))));
     return;
   }
+  s.stored = true;
+  // The cwd goes with every prompt: session/list reads the first line only.
   std::string lines = "{\"u\":\"";
   append_escaped(lines, prompt.substr(0, kMaxStoredAnswer));
+  lines += "\",\"cwd\":\"";
+  append_escaped(lines, s.cwd);
   lines += "\"}\n{\"a\":\"";
   append_escaped(lines, answer.substr(0, kMaxStoredAnswer));
   lines += "\"}\n";
   [[maybe_unused]] auto n = ::write(fd, lines.data(), lines.size());
   ::close(fd);
-}
-
-// Removes the histories of sessions whose tether (the parent named in the id) has exited.
-void DemoAgent::clean_state_dir(int dirfd) {
-  cleaned_ = true;
-  int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-  DIR* d = dup >= 0 ? ::fdopendir(dup) : nullptr;
-  if (!d) {
-    if (dup >= 0) ::close(dup);
-    return;
-  }
-  while (auto* e = ::readdir(d)) {
-    std::string_view name(e->d_name);
-    if (!valid_session_id(name)) continue;
-    auto dash = name.find('-', 5);
-    auto parent = number(name.substr(5, dash - 5));
-    if (!parent || *parent == ::getppid()) continue;
-    if (::kill(static_cast<pid_t>(*parent), 0) != 0 && errno == ESRCH)
-      ::unlinkat(dirfd, std::string(name).c_str(), 0);
-  }
-  ::closedir(d);
 }
 
 }  // namespace tether::acp::demo
