@@ -6,12 +6,14 @@
 //             (no args) with env FAKE_X=42 that prints $FAKE_X and exits 3, in subdirectory "sub"
 //   limit     create a shell line printing 40 'é' (80 bytes) with outputByteLimit 11, wait, output
 //   stubborn  create a shell that ignores SIGTERM with a child that does too, polls output until
-//             both pids are printed, kill, wait_for_exit, output, then release
+//             both pids are printed, kill, wait_for_exit, output, release, then waits until
+//             both pids are gone from /proc (stopped and reaped: no zombie): "gone"
 //   release   create a stubborn shell, polls for its pids, release without kill (the client must
-//             stop it), then output of the released id (an error)
+//             stop it), output of the released id (an error), then "gone" as above
 //   outside   create with cwd "/" and with cwd "..": both errors
 //   many      create 17 `sleep 30`: the 17th fails; release them all
-//   hang      create a stubborn shell, write its pids to FILE (argv[2]), never answer the prompt
+//   hang      create a stubborn shell, write its pids to FILE (argv[2]), send a tool call, and
+//             answer only after a session/cancel (leaving the terminal running)
 //
 // "Its pids" are printed by the shell as "pids LEADER CHILD"; the answer carries them as "pids".
 #include <unistd.h>
@@ -64,6 +66,19 @@ json await_pids(const std::string& tid) {
   return json::array();
 }
 
+// Waits (up to 5 s) until none of `pids` exists any more, not even as a zombie: the client has
+// stopped and reaped them. True when that happened.
+bool await_gone(const json& pids) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < until) {
+    bool any = false;
+    for (const auto& p : pids) any = any || exists("/proc/" + std::to_string(p.get<long>()));
+    if (!any) return !pids.empty();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 json scene(const std::string& name) {
   json r = json::object();
   if (name == "basic") {
@@ -90,11 +105,13 @@ json scene(const std::string& name) {
     r["wait"] = call("terminal/wait_for_exit", {{"terminalId", t}});
     r["output"] = call("terminal/output", {{"terminalId", t}});
     r["release"] = call("terminal/release", {{"terminalId", t}});
+    r["gone"] = await_gone(r["pids"]);
   } else if (name == "release") {
     std::string t = create({{"command", kStubborn}});
     r["pids"] = await_pids(t);
     r["release"] = call("terminal/release", {{"terminalId", t}});
     r["after_release"] = call("terminal/output", {{"terminalId", t}});
+    r["gone"] = await_gone(r["pids"]);
   } else if (name == "outside") {
     r["root"] = call("terminal/create", {{"command", "pwd"}, {"cwd", "/"}});
     r["up"] = call("terminal/create", {{"command", "pwd"}, {"cwd", session_cwd + "/.."}});
@@ -111,7 +128,10 @@ json scene(const std::string& name) {
     std::string t = create({{"command", kStubborn}});
     json pids = await_pids(t);
     append_file(arg, pids.dump());
-    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    // Something for the client to show (prompt -v: a tool line on stderr), after the file is written.
+    send(update({{"sessionUpdate", "tool_call"}, {"toolCallId", "t1"}, {"title", "pids written"}, {"kind", "execute"}}));
+    wait_for_cancel(-1);  // the client is killed mid-turn: it cancels the turn first
+    r["cancelled"] = true;
   }
   return r;
 }
