@@ -134,6 +134,9 @@ Terminals::~Terminals() {
 void Terminals::request(std::uint64_t gen, const json& id, const std::string& method, const json& params,
                         const std::string& session_id) {
   if (method == "terminal/create") return create(gen, id, params, session_id);
+  if (method != "terminal/output" && method != "terminal/wait_for_exit" && method != "terminal/kill" &&
+      method != "terminal/release")
+    return fail(gen, id, rpc::kMethodNotFound, "Method not found: " + method);
   Entry* e = find(params, session_id, id, gen);
   if (!e) return;
   if (method == "terminal/output") {
@@ -146,11 +149,9 @@ void Terminals::request(std::uint64_t gen, const json& id, const std::string& me
   } else if (method == "terminal/kill") {
     e->proc->stop(kKillGrace);
     answer(gen, id, json::object());
-  } else if (method == "terminal/release") {
+  } else {  // terminal/release
     release(live_.find(e->id));
     answer(gen, id, json::object());
-  } else {
-    fail(gen, id, rpc::kMethodNotFound, "Method not found: " + method);
   }
 }
 
@@ -275,7 +276,9 @@ base::Deadline Terminals::next_deadline() const {
   return d;
 }
 
-std::size_t Terminals::live_count() const { return live_.size(); }
+// Released terminals count until their group is gone: an agent that creates and releases in a
+// loop must not pile up processes that take their grace period to die.
+std::size_t Terminals::live_count() const { return live_.size() + released_.size(); }
 
 void Terminals::answer(std::uint64_t gen, const json& id, json result) {
   answers_.push_back({gen, id, std::move(result), 0, {}});

@@ -13,7 +13,7 @@
 //       command can cd anywhere): the agent's command is the user's to allow. `env` entries are
 //       added to tether's environment. stdin is /dev/null; stdout and stderr are one stream.
 //       outputByteLimit: the bytes kept (default kDefaultOutputLimit, at most kMaxOutputLimit).
-//       At most kMaxTerminals terminals at once (released ones being stopped do not count):
+//       At most kMaxTerminals terminals at once (released ones count until they are gone):
 //       beyond, -32603 and nothing runs.
 //   terminal/output {sessionId, terminalId} -> {output, truncated, exitStatus?}: the output so
 //       far; past the limit the oldest bytes are dropped and the kept text starts on a character

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -104,17 +105,19 @@ void remove_leader(pid_t pid) {
   if (auto it = g_leaders.find(pid); it != g_leaders.end()) g_leaders.erase(it);
 }
 
-}  // namespace
+// One process as /proc/PID/stat tells it.
+struct ProcEntry {
+  pid_t pid;
+  char state;  // 'Z' for a zombie
+  pid_t ppid;
+  pid_t pgrp;
+};
 
-void reap_strays() {
-  // Orphans re-parented to us (we are a subreaper) that left their bridge's process group (setsid,
-  // setpgid) are not reached by waitpid(-pgid). Reap those that have exited: zombies that are our
-  // children, outside our own process group (children tether spawns for the user, such as an
-  // editor, share our group and are reaped by whoever spawned them), and not a bridge leader.
-  const pid_t self = ::getpid(), own_group = ::getpgrp();
+// Calls `fn` for each process in /proc (those that vanish while it reads are skipped). Polling
+// /proc is the only way to see processes that are not our children.
+void scan_proc(const std::function<void(const ProcEntry&)>& fn) {
   DIR* proc = ::opendir("/proc");
   if (!proc) return;
-  std::vector<pid_t> zombies;
   while (auto* e = ::readdir(proc)) {
     char* end;
     long pid = std::strtol(e->d_name, &end, 10);
@@ -127,13 +130,27 @@ void reap_strays() {
     std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
     std::fclose(f);
     buf[n] = '\0';
-    const char* close = std::strrchr(buf, ')');
+    const char* close = std::strrchr(buf, ')');  // the command name may hold anything, ')' too
     char state;
     int ppid, pgrp;
     if (!close || std::sscanf(close + 2, "%c %d %d", &state, &ppid, &pgrp) != 3) continue;
-    if (state == 'Z' && ppid == self && pgrp != own_group) zombies.push_back(static_cast<pid_t>(pid));
+    fn({static_cast<pid_t>(pid), state, static_cast<pid_t>(ppid), static_cast<pid_t>(pgrp)});
   }
   ::closedir(proc);
+}
+
+}  // namespace
+
+void reap_strays() {
+  // Orphans re-parented to us (we are a subreaper) that left their bridge's process group (setsid,
+  // setpgid) are not reached by waitpid(-pgid). Reap those that have exited: zombies that are our
+  // children, outside our own process group (children tether spawns for the user, such as an
+  // editor, share our group and are reaped by whoever spawned them), and not a bridge leader.
+  const pid_t self = ::getpid(), own_group = ::getpgrp();
+  std::vector<pid_t> zombies;
+  scan_proc([&](const ProcEntry& e) {
+    if (e.state == 'Z' && e.ppid == self && e.pgrp != own_group) zombies.push_back(e.pid);
+  });
   std::lock_guard lock(g_leaders_mu);
   for (pid_t z : zombies)
     if (!g_leaders.count(z)) ::waitpid(z, nullptr, WNOHANG);
@@ -363,30 +380,13 @@ void become_subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
 std::size_t sweep_group(pid_t pgid, pid_t keep) {
   if (pgid <= 0) return 0;
   const pid_t self = ::getpid();
-  DIR* proc = ::opendir("/proc");
-  if (!proc) return 0;
   std::size_t running = 0;
   std::vector<pid_t> zombies;
-  while (auto* e = ::readdir(proc)) {
-    char* end;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0) continue;
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE* f = std::fopen(path, "re");
-    if (!f) continue;
-    char buf[512];
-    std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-    std::fclose(f);
-    buf[n] = '\0';
-    const char* close = std::strrchr(buf, ')');
-    char state;
-    int ppid, pgrp;
-    if (!close || std::sscanf(close + 2, "%c %d %d", &state, &ppid, &pgrp) != 3 || pgrp != pgid) continue;
-    if (state != 'Z' && state != 'X') ++running;
-    else if (ppid == self && pid != keep) zombies.push_back(static_cast<pid_t>(pid));
-  }
-  ::closedir(proc);
+  scan_proc([&](const ProcEntry& e) {
+    if (e.pgrp != pgid) return;
+    if (e.state != 'Z' && e.state != 'X') ++running;
+    else if (e.ppid == self && e.pid != keep) zombies.push_back(e.pid);
+  });
   for (pid_t z : zombies) ::waitpid(z, nullptr, WNOHANG);
   return running;
 }

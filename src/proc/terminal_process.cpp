@@ -36,12 +36,11 @@ TerminalProcess::~TerminalProcess() {
   if (done_) return;
   // The leader is not reaped yet (it is kept until the group is gone), so the group id is still
   // this group's.
-  child_.signal_group(SIGKILL);
+  child_->signal_group(SIGKILL);
   auto until = base::Deadline::after(kKillWait);
-  while (sweep_group(child_.pgid(), child_.pid()) > 0 && !until.expired())
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  child_.reap();
-  unregister_group(child_.pgid());
+  while (sweep_group(pid_, pid_) > 0 && !until.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  unregister_group(pid_);
+  child_->reap();
 }
 
 std::string TerminalProcess::pump(std::size_t budget) {
@@ -68,7 +67,7 @@ std::string TerminalProcess::pump(std::size_t budget) {
 
 void TerminalProcess::note_exit() {
   if (status_ || !pidfd_) return;
-  if (auto st = child_.peek_exit()) {
+  if (auto st = child_->peek_exit()) {
     status_ = st;
     pidfd_.reset();  // it stays readable from now on
   }
@@ -97,8 +96,8 @@ std::string_view TerminalProcess::output() const {
 void TerminalProcess::stop(base::Duration grace) {
   if (stopping_ || done_) return;
   stopping_ = true;
-  child_.signal_group(SIGTERM);
-  child_.signal_group(SIGCONT);
+  child_->signal_group(SIGTERM);
+  child_->signal_group(SIGCONT);
   kill_at_ = base::Clock::now() + grace;
 }
 
@@ -107,12 +106,12 @@ bool TerminalProcess::tick() {
   if (!stopping_) return false;
   note_exit();
   const auto now = base::Clock::now();
-  if (status_ && sweep_group(child_.pgid(), child_.pid()) == 0) {
+  if (status_ && sweep_group(pid_, pid_) == 0) {
     finish();
     return true;
   }
   if (!killed_ && now >= kill_at_) {
-    child_.signal_group(SIGKILL);
+    child_->signal_group(SIGKILL);
     killed_ = true;
     give_up_at_ = now + kKillWait;
   }
@@ -120,8 +119,9 @@ bool TerminalProcess::tick() {
 }
 
 void TerminalProcess::finish() {
-  child_.reap();  // a zombie by now: does not block
-  unregister_group(child_.pgid());
+  unregister_group(pid_);  // before the reap frees the id
+  child_->reap();          // a zombie by now: does not block
+  child_.reset();
   done_ = true;
 }
 

@@ -38,7 +38,7 @@ class TerminalProcess {
   TerminalProcess(const TerminalProcess&) = delete;
   TerminalProcess& operator=(const TerminalProcess&) = delete;
 
-  pid_t pid() const { return child_.pid(); }
+  pid_t pid() const { return pid_; }
   // Poll these for readability; -1 once done with (the output at EOF, the exit seen).
   int output_fd() const { return out_.get(); }
   int exit_fd() const { return pidfd_.get(); }
@@ -65,12 +65,15 @@ class TerminalProcess {
 
  private:
   TerminalProcess(Child child, base::UniqueFd out, base::UniqueFd pidfd, std::size_t limit)
-      : child_(std::move(child)), out_(std::move(out)), pidfd_(std::move(pidfd)), limit_(limit) {}
+      : pid_(child.pid()), child_(std::move(child)), out_(std::move(out)), pidfd_(std::move(pidfd)), limit_(limit) {}
   void keep(std::string_view bytes);
   void note_exit();
   void finish();
 
-  Child child_;
+  const pid_t pid_;            // the leader's pid, which is also the group's id
+  // Dropped once the group is gone and the leader reaped (finish): from then on its ids may be
+  // reused, and Child would still wait on its group id when destroyed.
+  std::optional<Child> child_;
   base::UniqueFd out_;    // the merged stdout/stderr pipe; closed at EOF
   base::UniqueFd pidfd_;  // closed once the exit was seen
   std::size_t limit_;

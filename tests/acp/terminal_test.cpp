@@ -77,9 +77,13 @@ TEST_CASE("terminals: create, wait_for_exit, output and release, with args, a sh
   CHECK(j["after_release"]["error"]["code"] == -32602);  // released: the id is gone
   // A shell line (no args), with the agent's env, in a directory below --cwd, stderr merged.
   CHECK(j["shell_wait"] == json{{"exitCode", 3}, {"signal", nullptr}});
-  CHECK(j["shell_output"]["output"] == "x=42\n" + s.dir + "/sub\nerr\n");
-  // -v: the command, its output and its exit on stderr.
+  // Bytes that are not UTF-8 reach the agent as U+FFFD (the JSON stays valid); escapes as they are.
+  CHECK(j["shell_output"]["output"] == "x=42\n" + s.dir + "/sub\nerr\nbad\xef\xbf\xbd\x1b]0;title\x07\n");
+  // -v: the command, its output and its exit on stderr, with no escape sequence of the command's.
   CHECK(r.err.find("$ echo hello\n  hello\n  exited with status 0\n") != std::string::npos);
+  CHECK(r.err.find("  bad") != std::string::npos);
+  CHECK(r.err.find('\x1b') == std::string::npos);
+  CHECK(r.err.find('\x07') == std::string::npos);
 }
 
 TEST_CASE("terminals: output over outputByteLimit keeps the end, cut on a character boundary") {

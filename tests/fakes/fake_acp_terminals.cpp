@@ -3,7 +3,9 @@
 // and answers with one chunk: a JSON object of what it got back, for the test to check.
 //
 //   basic     create `echo hello` (args), wait_for_exit, output, release; then a shell line
-//             (no args) with env FAKE_X=42 that prints $FAKE_X and exits 3, in subdirectory "sub"
+//             (no args) with env FAKE_X=42 that prints $FAKE_X, its cwd, a line on stderr and a
+//             line with a byte that is not UTF-8 and an OSC title sequence, and exits 3, in
+//             subdirectory "sub"
 //   limit     create a shell line printing 40 'é' (80 bytes) with outputByteLimit 11, wait, output
 //   stubborn  create a shell that ignores SIGTERM with a child that does too, polls output until
 //             both pids are printed, kill, wait_for_exit, output, release, then waits until
@@ -87,7 +89,7 @@ json scene(const std::string& name) {
     r["output"] = call("terminal/output", {{"terminalId", t}});
     r["release"] = call("terminal/release", {{"terminalId", t}});
     r["after_release"] = call("terminal/output", {{"terminalId", t}});
-    std::string s = create({{"command", "echo x=$FAKE_X; pwd; echo err >&2; exit 3"},
+    std::string s = create({{"command", "echo x=$FAKE_X; pwd; echo err >&2; printf 'bad\\377\\033]0;title\\007\\n'; exit 3"},
                             {"env", {{{"name", "FAKE_X"}, {"value", "42"}}}}, {"cwd", session_cwd + "/sub"}});
     r["shell_wait"] = call("terminal/wait_for_exit", {{"terminalId", s}});
     r["shell_output"] = call("terminal/output", {{"terminalId", s}});
