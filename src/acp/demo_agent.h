@@ -26,6 +26,8 @@
 namespace tether::acp {
 
 // Serves ACP on `in_fd` and `out_fd` until `in_fd` reaches end of file. Returns the exit status.
-int run_demo_agent(int in_fd, int out_fd);
+// With `images` false it says it takes no images (promptCapabilities.image), like many agents:
+// `tether demo-agent --no-images`, to see what a client does with one.
+int run_demo_agent(int in_fd, int out_fd, bool images = true);
 
 }  // namespace tether::acp

@@ -145,9 +145,11 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
   }
 }
 
-std::shared_ptr<TurnState> SessionCore::start_turn(json content, base::Duration timeout) {
+std::shared_ptr<TurnState> SessionCore::start_turn(json content, base::Duration timeout,
+                                                   AcpSession::ContentBuilder build) {
   auto t = std::make_shared<TurnState>();
   t->content = std::move(content);
+  t->build = std::move(build);
   t->retries_left = t->retries_total = std::max(0, opt_.retries);
   if (timeout > base::Duration::zero()) t->deadline = Deadline::after(timeout);
   queue_.push_back(t);
@@ -247,6 +249,10 @@ Turn AcpSession::prompt(std::string text, base::Duration timeout) {
 
 Turn AcpSession::prompt_blocks(json content, base::Duration timeout) {
   return Turn(core_.get(), core_->start_turn(std::move(content), timeout));
+}
+
+Turn AcpSession::prompt_built(ContentBuilder build, base::Duration timeout) {
+  return Turn(core_.get(), core_->start_turn(json(), timeout, std::move(build)));
 }
 
 std::vector<TurnEvent> AcpSession::poll() { return core_->poll_session(); }

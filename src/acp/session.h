@@ -130,7 +130,7 @@ struct TurnEvent {
   // person watches report it as an error.
   bool server_trouble = false;
   std::uint64_t request_id = 0;  // reply
-  nlohmann::json result;         // reply, when it succeeded
+  nlohmann::json result;         // reply, when it succeeded; completed: session/prompt's result as sent
 
   bool terminal() const { return kind == Kind::completed || kind == Kind::failed; }
 };
@@ -211,6 +211,11 @@ class AcpSession {
   // turn, retries included (zero: none).
   Turn prompt(std::string text, base::Duration timeout = base::Duration::zero());
   Turn prompt_blocks(nlohmann::json content, base::Duration timeout = base::Duration::zero());
+  // Content that depends on what the agent accepts (attachments: promptCapabilities), built when
+  // the prompt is first sent, so after the handshake; a retry sends the same blocks. A sentence
+  // instead fails the turn with tether's error object, code bad_input, and nothing is sent.
+  using ContentBuilder = std::function<std::variant<nlohmann::json, std::string>(const SessionState&)>;
+  Turn prompt_built(ContentBuilder build, base::Duration timeout = base::Duration::zero());
 
   // Between turns: handles what the bridge sent meanwhile (state updates, requests, a restart's
   // re-handshake) and returns notices, replies to request(), and (via_server) other clients'

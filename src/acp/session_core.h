@@ -52,6 +52,7 @@ using rpc::string_of;
 struct TurnState {
   enum class Phase { waiting, prompting, cancelling, done };
   nlohmann::json content;
+  AcpSession::ContentBuilder build;  // when set: makes `content` at the first send (then cleared)
   Phase phase = Phase::waiting;
   int retries_left = 0;
   int retries_total = 0;
@@ -82,7 +83,7 @@ class SessionCore {
   // session.cpp: what AcpSession and Turn forward to.
   std::optional<TurnEvent> open(base::Deadline deadline, int interrupt_fd, const std::function<void()>& on_wait = {});
   void start_new_session();  // see AcpSession::start_new_session
-  std::shared_ptr<TurnState> start_turn(json content, base::Duration timeout);
+  std::shared_ptr<TurnState> start_turn(json content, base::Duration timeout, AcpSession::ContentBuilder build = {});
   std::vector<TurnEvent> poll_session();
   std::vector<TurnEvent> take_notices() { return std::exchange(notices_, {}); }
   std::vector<TurnEvent> poll_turn(TurnState& t);

@@ -60,6 +60,14 @@ void SessionCore::advance() {
 }
 
 void SessionCore::send_prompt(TurnState& t) {
+  if (t.build) {
+    auto built = std::exchange(t.build, nullptr)(state_);
+    if (auto* why = std::get_if<std::string>(&built)) {
+      finish(t, failed_event(error_object("bad_input", *why), false));
+      return;
+    }
+    t.content = std::move(std::get<json>(built));
+  }
   std::uint64_t gen = 0;
   t.phase = TurnState::Phase::prompting;
   t.server_started = false;  // a retry waits in the server's queue again
@@ -84,6 +92,7 @@ void SessionCore::on_prompt_reply(TurnState& t, const Reply& r) {
       TurnEvent e;
       e.kind = TurnEvent::Kind::completed;
       e.stop_reason = string_of(r.value, "stopReason");
+      e.result = r.value;  // the whole result: usage and _meta ride along with stopReason
       if (e.stop_reason.empty()) {
         if (cancelling) e.stop_reason = "cancelled";
         else e = failed_event(error_object("protocol_error", "the agent's session/prompt result has no stopReason"), false);

@@ -16,14 +16,17 @@
 
 #include "acp/outcome.h"
 #include "acp/session.h"
+#include "cli/attachments.h"
 #include "cli/batch_input.h"
 #include "cli/batch_journal.h"
 #include "cli/option_values.h"
 #include "cli/batch_order.h"
 #include "cli/batch_progress.h"
 #include "cli/batch_report.h"
+#include "cli/event_stream.h"
 #include "cli/launch.h"
 #include "cli/terminal_text.h"
+#include "cli/tool_calls.h"
 
 namespace tether::cli {
 namespace {
@@ -53,6 +56,8 @@ struct Worker {
   std::unique_ptr<Job> job;       // in flight
   std::string text;               // the answer of the attempt in flight
   acp::MessageBreaks breaks;      // ... with a blank line between the agent's messages
+  ToolCalls tools;                // ... its tool calls (toolCalls)
+  std::optional<acp::Usage> usage;  // ... the last usage_update (usage)
   std::uint64_t dropped_at_start = 0;  // the bridge's oversize-line count when the attempt began
   bool retired = false;
 };
@@ -267,6 +272,8 @@ class BatchRunner {
     if (!job.started) job.started = base::Clock::now();
     w.text.clear();
     w.breaks = {};
+    w.tools.clear();
+    w.usage.reset();
     w.dropped_at_start = w.bridge->status().counters.oversize_lines;
     w.turn.reset();
     if (!w.session) {
@@ -276,7 +283,28 @@ class BatchRunner {
       // previous item's session is closed at the agent first (when it can close sessions).
       w.session->start_new_session();
     }
-    w.turn.emplace(w.session->prompt(job.item.prompt, base::seconds(o_.common.timeout)));
+    if (job.item.attachments.empty()) {
+      w.turn.emplace(w.session->prompt(job.item.prompt, base::seconds(o_.common.timeout)));
+      return;
+    }
+    // The files are read now (an item that cannot have them fails alone, as bad input) and the
+    // blocks built once the agent has said what it accepts (the first item may open the session).
+    std::vector<Attachment> inputs;
+    for (const auto& path : job.item.attachments) {
+      auto got = read_attachment(path);
+      if (auto* err = std::get_if<std::string>(&got)) {
+        std::unique_ptr<Job> failed = std::move(w.job);
+        finish(*failed, failure(*failed, error_object("bad_input", *err)));
+        return;
+      }
+      inputs.push_back(std::move(std::get<Attachment>(got)));
+    }
+    auto build = [inputs = std::move(inputs), words = job.item.prompt](const acp::SessionState& st)
+        -> std::variant<json, std::string> {
+      std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "the agent") : "the agent";
+      return prompt_blocks(inputs, words, PromptCaps::from(st.agent_capabilities), agent);
+    };
+    w.turn.emplace(w.session->prompt_built(std::move(build), base::seconds(o_.common.timeout)));
   }
 
   // Takes the bridge out of service: its job (if any) goes back to the queue, and when no bridge
@@ -368,11 +396,15 @@ class BatchRunner {
           w.text += ev.update.text;
         } else {
           w.breaks.separator(ev.update);  // a tool call or plan between two messages
+          w.tools.update(ev.update);
+          if (ev.update.kind == acp::Update::Kind::usage) w.usage = ev.update.usage;
         }
         break;
       case K::retry:
         w.text.clear();
         w.breaks = {};
+        w.tools.clear();
+        w.usage.reset();
         break;
       case K::output:
         on_output(w, ev);
@@ -401,6 +433,8 @@ class BatchRunner {
       ojson r = record(*job, ev.stop_reason == "end_turn");
       r["text"] = w.text;
       r["stopReason"] = ev.stop_reason;
+      r["toolCalls"] = w.tools.to_json();
+      if (ojson usage = turn_usage(w.usage, ev.result); !usage.is_null()) r["usage"] = std::move(usage);
       if (ev.stop_reason != "end_turn")
         r["error"] = ojson(error_object("agent_error", "the agent ended the turn with stopReason " + ev.stop_reason));
       // A line over --max-line was dropped during the turn: the answer may lack a chunk.

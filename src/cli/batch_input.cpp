@@ -72,6 +72,17 @@ Item parse_item(const InputLine& line) {
       } else {
         item.error = "input line " + std::to_string(line.line_no) + ": \"id\" must be a string or a number";
       }
+    } else if (key == "attachments") {
+      // Paths, as `tether prompt -a` takes them (relative to where tether runs); the files are
+      // read when the item is sent, and one that cannot be sent fails that item alone.
+      bool good = value.is_array() && value.size() <= 64;
+      for (const auto& p : value) good = good && p.is_string() && !p.get<std::string>().empty();
+      if (good) {
+        for (const auto& p : value) item.attachments.push_back(p.get<std::string>());
+      } else {
+        item.error = "input line " + std::to_string(line.line_no) +
+                     ": \"attachments\" must be an array of at most 64 file paths";
+      }
     } else if (key == "prompt") {
       if (value.is_string()) {
         item.prompt = value.get<std::string>();
@@ -135,6 +146,10 @@ std::uint64_t item_hash(const Item& item) {
   text += item.prompt;
   text += '\0';
   if (!item.meta.is_null()) text += dump(item.meta);
+  for (const auto& a : item.attachments) {  // other files make another item (but their bytes do not)
+    text += '\0';
+    text += a;
+  }
   return fnv1a64(text);
 }
 

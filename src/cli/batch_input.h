@@ -62,6 +62,7 @@ struct Item {
   std::string id_raw;
   std::string id_text;    // the id's JSON text (`"abc"`, `12`, id_raw): shard hash, duplicates, journal hash
   std::string prompt;
+  std::vector<std::string> attachments;  // "attachments": paths, sent as -a would send them
   ojson meta;             // the object's other keys (null when none)
   std::optional<std::string> error;
 };

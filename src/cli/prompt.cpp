@@ -11,11 +11,14 @@
 #include <nlohmann/json.hpp>
 
 #include "acp/session.h"
+#include "cli/event_stream.h"
 #include "cli/launch.h"
 #include "cli/option_values.h"
+#include "cli/prompt_input.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
 #include "cli/terminal_view.h"
+#include "cli/tool_calls.h"
 #include "cli/wait_notice.h"
 #include "supervisor/bridge.h"
 
@@ -51,17 +54,6 @@ void report(const json& error) {
   std::string m = acp::message_with_tail(error);
   if (m.rfind("tether ", 0) == 0) m.erase(0, 7);  // "tether: tether gave up" says it twice
   error_line(m);
-}
-
-bool read_all_stdin(std::string& out) {
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return false;
-    if (n == 0) return true;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
 }
 
 // Short lines on stderr about what the agent does, unless -q. On a terminal they pass through
@@ -119,17 +111,14 @@ class SideChannel {
   std::string thought_;
 };
 
-struct ToolRecord {
-  std::string id, title, kind, status;
-};
-
 // What one turn produced.
 struct TurnResult {
   std::optional<TurnEvent> terminal;
   std::string text;
   acp::MessageBreaks breaks;      // a new agent message starts a new paragraph
   std::optional<acp::Usage> usage;  // the last usage_update of the turn (shown once, with -v)
-  std::vector<ToolRecord> tools;
+  json prompt_result;               // session/prompt's result (its usage, when the agent sends it)
+  ToolCalls tools;
   int signal = 0;          // the signal that interrupted it
   bool stdout_gone = false;  // EPIPE on stdout
   int write_errno = 0;     // another stdout error
@@ -143,10 +132,11 @@ class PromptRun {
       : policy_(policy), o_(o), session_(session), sigfd_(sigfd), stream_(stream), side_(side), wait_(wait),
         stdout_terminal_(stdout_terminal), line_open_(line_open) {}
 
-  TurnResult run_turn(const std::string& text) {
+  TurnResult run_turn(const json& content, const std::string& words, const json& attachment_names) {
     TurnResult r;
     auto t0 = Clock::now();
-    acp::Turn turn = session_.prompt(text, base::seconds(o_.common.timeout));
+    if (o_.events) emit(events_.turn_started(session_.state().session_id, words, attachment_names), r);
+    acp::Turn turn = session_.prompt_blocks(content, base::seconds(o_.common.timeout));
     bool streamed_any = false;
     bool hurry = false;  // a second signal: stop waiting for the agent
     wait_.start();
@@ -188,12 +178,26 @@ class PromptRun {
     }
     line_open_ = false;
     r.elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+    if (r.terminal) r.prompt_result = r.terminal->result;
+    if (o_.events && r.terminal)
+      emit(events_.turn_ended(session_.state().session_id, *r.terminal, turn_usage(r.usage, r.prompt_result), r.elapsed_ms),
+           r);
     return r;
   }
 
  private:
+  // --events: a line of the stream to stdout at once (the stream is for live consumers).
+  void emit(const std::string& line, TurnResult& r) {
+    if (line.empty() || r.stdout_gone || r.write_errno) return;
+    if (!write_stdout(line)) {
+      if (errno == EPIPE) r.stdout_gone = true;
+      else r.write_errno = errno;
+    }
+  }
+
   void handle(TurnEvent& ev, TurnResult& r, std::string& out, bool& streamed_any) {
     if (ev.other_client) return;  // another client's turn in a shared session: not our answer
+    if (o_.events) emit(events_.event(session_.state().session_id, ev), r);
     switch (ev.kind) {
       case TurnEvent::Kind::update: on_update(ev.update, r, out, streamed_any); break;
       case TurnEvent::Kind::permission: {
@@ -233,7 +237,10 @@ class PromptRun {
     std::string sep = r.breaks.separator(u);
     switch (u.kind) {
       case Update::Kind::agent_message:
-        if (stream_ && !o_.json) {
+        if (o_.events) {
+          r.text += sep;  // kept for the record; the stream carried the chunk
+          r.text += u.text;
+        } else if (stream_ && !o_.json) {
           side_.flush_thought();
           out += sep;
           out += u.text;
@@ -246,16 +253,7 @@ class PromptRun {
       case Update::Kind::agent_thought: side_.thought(u.text); break;
       case Update::Kind::tool_call:
       case Update::Kind::tool_call_update: {
-        auto it = std::find_if(r.tools.begin(), r.tools.end(), [&](const ToolRecord& t) { return t.id == u.tool.id; });
-        if (it == r.tools.end()) {
-          r.tools.push_back({u.tool.id, "", "", "pending"});
-          it = r.tools.end() - 1;
-        }
-        std::string old_status = it->status;
-        if (u.tool.title) it->title = *u.tool.title;
-        if (u.tool.kind) it->kind = *u.tool.kind;
-        if (u.tool.status) it->status = *u.tool.status;
-        if (u.kind == Update::Kind::tool_call || it->status != old_status) {
+        if (const ToolCalls::Entry* it = r.tools.update(u)) {
           acp::ToolCall shown = u.tool;
           shown.title = it->title.empty() ? it->id : it->title;
           shown.kind = it->kind.empty() ? std::nullopt : std::optional<std::string>(it->kind);
@@ -279,34 +277,8 @@ class PromptRun {
   WaitNotice& wait_;
   bool stdout_terminal_;
   bool& line_open_;  // the streamed answer's last line is not ended yet
+  EventStream events_;
 };
-
-// The prompt text: the words, or stdin when there are none (or just "-"). kExitOk, or the exit
-// code after the error was reported.
-int read_prompt(const PromptOptions& o, std::string& text) {
-  bool from_stdin = o.text.empty() || (o.text.size() == 1 && o.text[0] == "-");
-  if (!from_stdin) {
-    for (const auto& w : o.text) {
-      if (!text.empty()) text += ' ';
-      text += w;
-    }
-    return kExitOk;
-  }
-  if (::isatty(STDIN_FILENO)) {
-    error_line("no prompt given: pass it as words (tether prompt \"Hello\") or pipe it on stdin (echo Hello | tether prompt)");
-    return kExitUsage;
-  }
-  if (!read_all_stdin(text)) {
-    error_line(std::string("cannot read the prompt from stdin: ") + ::strerror(errno));
-    return kExitIoErr;
-  }
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  if (text.empty()) {
-    error_line("the prompt read from stdin is empty");
-    return kExitDataErr;
-  }
-  return kExitOk;
-}
 
 // One `tether prompt` run once its options are planned: the bridge and session (launch()), the
 // handshake, the turns (--repeat), the output of each, the close. Its steps record how the run
@@ -316,12 +288,13 @@ class PromptCommand {
   PromptCommand(PromptOptions& o, const LaunchPlan& plan)
       : o_(o),
         plan_(plan),
-        stream_(o.stream.value_or(::isatty(STDOUT_FILENO) != 0)),
+        // --events carries the answer in its message_chunk events: nothing else goes to stdout.
+        stream_(!o.events && o.stream.value_or(::isatty(STDOUT_FILENO) != 0)),
         stderr_terminal_(::isatty(STDERR_FILENO) != 0),
         side_(o.common.quiet, o.common.verbose, plan.color, stderr_terminal_),
         sigfd_(open_signal_fd()) {}
 
-  int run(const std::string& text) {
+  int run(const PromptInput& input) {
     {
       Launched launched = launch(plan_, sigfd_.get());
       if (launched.started.caught) {  // interrupted while starting (or waiting for a server): the bridge is stopped
@@ -334,7 +307,7 @@ class PromptCommand {
         fail_json(e);
         return kExitUnavailable;
       }
-      converse(*launched.started.bridge, *launched.session, text);
+      converse(*launched.started.bridge, *launched.session, input);
       // Leaving the scope: the session is dropped, then the bridge is stopped (stdin closed, the
       // stop ladder if it lingers) before we report or re-raise.
     }
@@ -349,7 +322,7 @@ class PromptCommand {
   }
 
   // The handshake, the turns, the close.
-  void converse(supervisor::Bridge& bridge, acp::AcpSession& session, const std::string& text) {
+  void converse(supervisor::Bridge& bridge, acp::AcpSession& session, const PromptInput& input) {
     WaitNotice wait(bridge, o_.common.quiet, stderr_terminal_);
     side_.set_wait_notice(&wait);
     // A streamed answer's half-written line on the same terminal is not erased by the notice.
@@ -364,12 +337,16 @@ class PromptCommand {
                                                     : std::string("an agent");
       side_.notice("connected to " + terminal_line(agent) + ", session " + terminal_line(st.session_id));
     }
+    auto content = content_for(bridge, session, input);
+    if (!content) return;
+    json names = json::array();
+    for (const auto& a : input.inputs) names.push_back(a.name);
     PromptRun run(o_, session, plan_.client.permission, sigfd_.get(), stream_, side_, wait, ::isatty(STDOUT_FILENO) != 0,
                   answer_line_open);
     bool incomplete = false;
     for (int i = 0; i < std::max(1, o_.repeat); ++i) {
       const auto dropped_before = bridge.status().counters.oversize_lines;
-      TurnResult r = run.run_turn(text);
+      TurnResult r = run.run_turn(*content, input.words, names);
       // Lines over --max-line are dropped by the connection: a chunk of the answer may be lost.
       const auto dropped_after = bridge.status().counters.oversize_lines;
       const auto dropped = dropped_after > dropped_before ? dropped_after - dropped_before : 0;
@@ -382,6 +359,21 @@ class PromptCommand {
     // The session is closed at the agent (it may keep a process per session, and some agents
     // do not exit on stdin EOF while one is open); a second Ctrl-C does not wait for that.
     if (!hurried_ && session.close(Deadline::after(kCloseWait))) bridge.stop(kClosedGrace);
+  }
+
+  // The prompt's content blocks, for what this agent accepts (cli/attachments.h). When it cannot
+  // take an attachment: exit 64, said before anything was sent, and the session is closed.
+  std::optional<json> content_for(supervisor::Bridge& bridge, acp::AcpSession& session, const PromptInput& input) {
+    const auto& st = session.state();
+    std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "the agent") : std::string("the agent");
+    auto blocks = prompt_blocks(input.inputs, input.words, PromptCaps::from(st.agent_capabilities), terminal_line(agent));
+    if (auto* content = std::get_if<json>(&blocks)) return std::move(*content);
+    const std::string& why = std::get<std::string>(blocks);
+    error_line(why);
+    fail_json(acp::error_object("bad_input", why));
+    exit_code_ = kExitUsage;
+    if (session.close(Deadline::after(kCloseWait))) bridge.stop(kClosedGrace);
+    return std::nullopt;
   }
 
   // session/initialize and session/new (or the server's equivalent); false when it failed.
@@ -441,23 +433,20 @@ class PromptCommand {
     const TurnEvent& t = *r.terminal;
     bool completed = t.kind == TurnEvent::Kind::completed && t.cancelled == acp::CancelCause::none;
     bool written = true;
-    if (o_.json) {
+    if (o_.events) {
+      // The stream said it all (turn_ended).
+    } else if (o_.json) {
       OutJson j;
       if (completed) {
-        OutJson tools = OutJson::array();
-        for (const auto& tc : r.tools) {
-          OutJson one = {{"id", tc.id}, {"title", tc.title}};
-          if (!tc.kind.empty()) one["kind"] = tc.kind;
-          one["status"] = tc.status;
-          tools.push_back(std::move(one));
-        }
+        OutJson tools = r.tools.to_json();
         j = {{"ok", true},
              {"text", r.text},
              {"stopReason", t.stop_reason},
              {"sessionId", session.state().session_id},
-             {"toolCalls", std::move(tools)},
-             {"restarts", bridge.status().restarts_total},
-             {"elapsedMs", r.elapsed_ms}};
+             {"toolCalls", std::move(tools)}};
+        if (OutJson usage = turn_usage(r.usage, r.prompt_result); !usage.is_null()) j["usage"] = std::move(usage);
+        j["restarts"] = bridge.status().restarts_total;
+        j["elapsedMs"] = r.elapsed_ms;
         if (dropped > 0) j["droppedLines"] = dropped;
       } else {
         json err = t.kind == TurnEvent::Kind::failed ? t.error
@@ -515,8 +504,8 @@ class PromptCommand {
 }  // namespace
 
 int run_prompt(PromptOptions& o) {
-  std::string text;
-  if (int rc = read_prompt(o, text); rc != kExitOk) return rc;
+  PromptInput input;
+  if (int rc = read_prompt_input(o, input); rc != kExitOk) return rc;
   auto planned = plan_launch(o.common, {.command = "prompt", .asker = Asker::nobody});
   if (auto* err = std::get_if<SetupError>(&planned)) {
     error_line(err->message);
@@ -530,7 +519,7 @@ int run_prompt(PromptOptions& o) {
   // -v: the agent's terminals (command, output, exit) on stderr.
   if (o.common.verbose > 0 && !o.common.quiet) plan.client.on_terminal = terminal_view(stderr_sink(plan.color));
   PromptCommand command(o, plan);
-  return command.run(text);
+  return command.run(input);
 }
 
 std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>& bridge_argv) {
@@ -549,8 +538,23 @@ std::function<int()> setup_prompt(CLI::App& app, const std::vector<std::string>&
       "--connect[=NAME|PATH] sends the prompt through a running `tether serve` (in a session of its own)\n"
       "instead of starting a bridge; 69 also when no server listens there.");
   sub->add_option("PROMPT", o->text, "The prompt (words are joined by spaces); none or '-': read it from stdin")->type_name("TEXT");
-  sub->add_flag("--json", o->json, "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,restarts,elapsedMs}")
+  auto* json_flag =
+      sub->add_flag("--json", o->json,
+                    "Print one JSON object per turn: {ok,text,stopReason,sessionId,toolCalls,usage,restarts,elapsedMs}")
+          ->group("Output");
+  sub->add_flag("--events", o->events,
+                "Print one JSON line per event of the turn (chunks, tool calls, plans, permissions, usage; see EVENTS "
+                "in the man page) instead of the answer")
+      ->excludes(json_flag)
       ->group("Output");
+  sub->add_option("-a,--attach", o->attach,
+                  "Attach a file to the prompt (repeatable): images as images, text as embedded context; '-': stdin")
+      ->type_name("PATH")
+      ->allow_extra_args(false)  // one path per -a: the words after it are the prompt
+      ->group("Prompt");
+  sub->add_flag("--no-stdin", o->no_stdin,
+                "Do not read stdin as context for the words (for loops that read their own input from stdin)")
+      ->group("Prompt");
   // Either may follow the other (an alias with --stream, then --no-stream): the last one given
   // wins, as for every option. Their callbacks run as they are parsed, so in command-line order.
   sub->add_flag_callback("--stream", [o] { o->stream = true; }, "Write the answer chunk by chunk (default when stdout is a terminal)")

@@ -20,6 +20,9 @@ struct PromptOptions {
   bool json = false;              // --json
   std::optional<bool> stream;     // --stream / --no-stream; default: stdout is a terminal
   int repeat = 1;                 // --repeat N
+  std::vector<std::string> attach;  // -a/--attach PATH (repeatable; "-": stdin)
+  bool no_stdin = false;          // --no-stdin: never read stdin as context under the words
+  bool events = false;            // --events: one JSON line per turn event (cli/event_stream.h)
 };
 
 int run_prompt(PromptOptions& options);

@@ -57,7 +57,9 @@ Talk::Talk(TalkOptions& o, const LaunchPlan& plan, supervisor::Bridge& bridge, s
       server_(plan.bridge.connect_path),
       interactive_(interactive),
       renderer_(make_style(o, plan.color, interactive)),
-      session_(std::move(session)) {}
+      session_(std::move(session)) {
+  if (o.events) events_.emplace();
+}
 
 Talk::~Talk() { restore_terminal(); }
 
@@ -111,7 +113,11 @@ void Talk::flush() {
   if (!above_.empty()) writes.insert(writes.begin(), talk::Write{STDOUT_FILENO, std::exchange(above_, {})});
   if (writes.empty()) return;
   for (auto& w : writes) {
-    if (w.fd == STDOUT_FILENO) {
+    // --events: stdout carries only the stream; what talk itself shows (command output, a turn's
+    // closing line) goes to stderr.
+    if (w.fd == STDOUT_FILENO && events_) {
+      base::write_all(STDERR_FILENO, w.text);
+    } else if (w.fd == STDOUT_FILENO) {
       if (!write_stdout(w.text)) {
         if (errno == EPIPE) {
           shutdown_now();
@@ -279,6 +285,10 @@ void Talk::show_other(const acp::Update& u) {
 
 int run_talk(TalkOptions& o) {
   const bool interactive = ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1;
+  if (o.events && interactive) {
+    error_line("--events is for scripts (stdin or stdout not a terminal): a person at the terminal reads the answers");
+    return kExitUsage;
+  }
   auto planned = plan_launch(o.common, {.command = "talk", .asker = Asker::person_at_terminal, .at_terminal = interactive});
   if (auto* err = std::get_if<SetupError>(&planned)) {
     error_line(err->message);
@@ -332,6 +342,9 @@ std::function<int()> setup_talk(CLI::App& app, const std::vector<std::string>& b
       "its main session, shared with its other clients (their turns show between yours); /restart then\n"
       "restarts the server's bridge.");
   sub->add_flag("--no-history", o->no_history, "Do not read or write the history file");
+  sub->add_flag("--events", o->events,
+                "Without a terminal: print one JSON line per turn event on stdout instead of the answers (see EVENTS "
+                "in the man page)");
   add_common_options(*sub, o->common);
   add_session_options(*sub, o->common);
   add_connect_option(*sub, o->common);

@@ -32,6 +32,7 @@ namespace tether::cli {
 struct TalkOptions {
   CommonOptions common;
   bool no_history = false;  // --no-history: neither read nor write the history file
+  bool events = false;      // --events (script mode): one JSON line per turn event on stdout
 };
 
 int run_talk(TalkOptions& options);

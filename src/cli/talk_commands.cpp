@@ -63,6 +63,8 @@ ParsedLine parse_line(std::string_view line, const std::vector<acp::Command>& ag
     if (sp == std::string_view::npos) return make(LineKind::usage_error, "usage: /set KEY VALUE (no argument: list the options)");
     return make(LineKind::set, std::string(args.substr(0, sp)) + "=" + std::string(trim(args.substr(sp))));
   }
+  if (name == "attach") return make(LineKind::attach, std::string(args));  // a path may have blanks
+  if (name == "detach") return no_args(LineKind::detach, name, args);
   if (name == "end") return make(LineKind::usage_error, "/end outside a /multi block");
   for (const auto& c : agent_commands)
     if (!name.empty() && c.name == name) return make(LineKind::agent_command, std::string(s));
@@ -97,6 +99,7 @@ std::string help_text(const std::vector<acp::Command>& agent_commands) {
       "  /mode [ID]        set the session's mode (no ID: list the modes the agent offers)\n"
       "  /model [ID]       set the session's model (no ID: list the models)\n"
       "  /set [KEY VALUE]  set one of the agent's session options (no argument: list them)\n"
+      "  /attach [PATH]    attach a file to the next prompt (no PATH: list); /detach drops them\n"
       "  //text            send the line /text to the agent as it is\n"
       "\n"
       "Keys: Ctrl-C cancels the answer in flight (twice: abandon it and restart the bridge) or\n"

@@ -30,6 +30,8 @@ enum class LineKind {
   mode,           // /mode [ID]: `text` the mode id, empty to list
   model,          // /model [ID]: `text` the model id, empty to list
   set,            // /set [KEY VALUE]: `text` "KEY=VALUE", empty to list
+  attach,         // /attach [PATH]: `text` the path for the next prompt, empty to list
+  detach,         // /detach: drop what /attach added
   unknown,        // a slash word that is neither ours nor the agent's (`text`: the word)
   usage_error,    // one of ours, used wrongly (`text`: what to say)
 };

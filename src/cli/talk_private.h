@@ -24,6 +24,8 @@
 
 #include "acp/session.h"
 #include "base/unique_fd.h"
+#include "cli/attachments.h"
+#include "cli/event_stream.h"
 #include "cli/launch.h"
 #include "cli/render.h"
 #include "cli/shell_words.h"
@@ -128,7 +130,7 @@ class Talk {
 #ifdef TETHER_HAVE_LIBEDIT
   void start_editor();
   bool interactive_step();
-  std::string prompt() const { return multi_ ? talk_detail::kContinuation : talk_detail::kPrompt; }
+  std::string prompt() const;
   void handle_editor(std::vector<talk::LineEditor::Event> events);
 #endif
   void interrupt_prompt();
@@ -154,6 +156,9 @@ class Talk {
   std::string status_text();
   void restart();
   void new_session();
+  void attach(const std::string& path);
+  void emit_event(const std::string& line);
+  bool event_instead(const acp::TurnEvent& e);
 
   TalkOptions& o_;
   supervisor::Bridge& bridge_;
@@ -174,6 +179,10 @@ class Talk {
   bool other_in_turn_ = false;                // another client's turn showed while ours waited
   std::uint64_t dropped_at_turn_start_ = 0;   // the bridge's oversize-line count when our turn began
   std::string turn_text_;                     // our turn's prompt
+  std::vector<Attachment> attached_;          // /attach: sent with the next prompt
+  std::optional<EventStream> events_;         // --events: the stream that replaces the rendering
+  std::optional<acp::Usage> events_usage_;    // --events: the turn's last usage_update
+  base::TimePoint turn_started_at_{};         // --events: for turn_ended's elapsedMs
   base::Deadline other_pause_ = base::Deadline::never();  // then its unfinished line is shown
   bool server_trouble_shown_ = false;         // a tether server notice was shown
   base::TimePoint last_key_{};                // when the person last typed at the prompt

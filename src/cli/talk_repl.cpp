@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/talk_private.h"
+#include "cli/terminal_text.h"
 
 namespace tether::cli {
 namespace {
@@ -252,6 +253,11 @@ void Talk::on_line(const std::string& text, bool multiline) {
     case LineKind::mode:
     case LineKind::model:
     case LineKind::set: change_setting(parsed.kind, parsed.text); break;
+    case LineKind::attach: attach(parsed.text); break;
+    case LineKind::detach:
+      renderer_.dim(attached_.empty() ? "(nothing was attached)" : "(attachments dropped)");
+      attached_.clear();
+      break;
     case LineKind::unknown:
       renderer_.error("unknown command /" + parsed.text + ": /help lists the commands; //" + parsed.text +
                       " sends the line to the agent as it is");
@@ -273,4 +279,57 @@ void Talk::on_eof() {
   }
   quit_ = true;
 }
+// /attach PATH: read now (a mistake is said at once), sent with the next prompt. A leading ~/ is
+// the home directory, as a shell would have it. No PATH: what is attached.
+void Talk::attach(const std::string& arg) {
+  if (arg.empty()) {
+    if (attached_.empty()) {
+      renderer_.dim("(nothing attached: /attach PATH adds a file to the next prompt)");
+      return;
+    }
+    std::string list;
+    for (const auto& a : attached_)
+      list += "attached: " + a.name + " (" + a.mime_type + ", " + talk::number_text(static_cast<std::int64_t>(a.size)) +
+              " bytes)\n";
+    renderer_.info(list);
+    return;
+  }
+  if (attached_.size() >= kMaxAttachments) {
+    renderer_.error("at most " + std::to_string(kMaxAttachments) + " attachments go with one prompt");
+    return;
+  }
+  std::string path = arg;
+  if (path.rfind("~/", 0) == 0)
+    if (const char* home = std::getenv("HOME"); home && *home) path = home + path.substr(1);
+  if (path == "-") {
+    renderer_.error("/attach - would read the prompt's own input: name a file");
+    return;
+  }
+  auto got = read_attachment(path);
+  if (auto* err = std::get_if<std::string>(&got)) {
+    renderer_.error(*err);
+    return;
+  }
+  Attachment& a = std::get<Attachment>(got);
+  a.name = arg;
+  renderer_.dim("(attached " + a.name + ", " + a.mime_type + ", to the next prompt)");
+  attached_.push_back(std::move(a));
+}
+
+#ifdef TETHER_HAVE_LIBEDIT
+// "tether> ", or with files attached "tether [a.png, notes.md]> " (the names cut to 40 bytes at
+// a character boundary).
+std::string Talk::prompt() const {
+  if (multi_) return talk_detail::kContinuation;
+  if (attached_.empty()) return talk_detail::kPrompt;
+  std::string names = terminal_line(attachment_names(attached_));
+  if (names.size() > 40) {
+    std::size_t cut = 37;
+    while (cut > 0 && (static_cast<unsigned char>(names[cut]) & 0xC0) == 0x80) --cut;
+    names = names.substr(0, cut) + "...";
+  }
+  return "tether [" + names + "]> ";
+}
+#endif
+
 }  // namespace tether::cli

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/talk_private.h"
+#include "cli/terminal_text.h"
 
 namespace tether::cli {
 
@@ -40,7 +41,25 @@ void Talk::start_turn(std::string text) {
   base::Duration timeout = o_.common.timeout > 0 ? base::seconds(o_.common.timeout) : base::Duration::zero();
   turn_text_ = text;
   dropped_at_turn_start_ = bridge_.status().counters.oversize_lines;
-  turn_.emplace(session_->prompt(std::move(text), timeout));
+  if (events_) {
+    nlohmann::json names = nlohmann::json::array();
+    for (const auto& a : attached_) names.push_back(a.name);
+    events_usage_.reset();
+    turn_started_at_ = base::Clock::now();
+    emit_event(events_->turn_started(session_->state().session_id, text, names));
+  }
+  if (attached_.empty()) {
+    turn_.emplace(session_->prompt(std::move(text), timeout));
+  } else {
+    // /attach: the blocks are built for what the agent accepts; one it cannot take fails the
+    // turn (bad_input) before anything is sent. The files go with this prompt only.
+    auto build = [inputs = std::exchange(attached_, {}), words = std::move(text)](const acp::SessionState& st)
+        -> std::variant<nlohmann::json, std::string> {
+      std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "the agent") : "the agent";
+      return prompt_blocks(inputs, words, PromptCaps::from(st.agent_capabilities), terminal_line(agent));
+    };
+    turn_.emplace(session_->prompt_built(std::move(build), timeout));
+  }
   wait_.start();
   if (interactive_) turn_terminal_mode();
   handle_turn_events();
@@ -72,6 +91,7 @@ void Talk::handle_turn_events() {
       renderer_.begin_section();  // the same turn: a cancel shown while it waited stays in force
       if (interactive_) renderer_.dim("(your turn) > " + first_line(turn_text_));
     }
+    if (events_ && event_instead(e)) continue;
     switch (e.kind) {
       case K::update: renderer_.update(e.update); break;
       case K::permission: on_permission(std::move(e.permission)); break;
@@ -101,6 +121,10 @@ void Talk::handle_turn_events() {
 
 void Talk::end_turn(const acp::TurnEvent& e) {
   wait_.stop();
+  if (events_) {
+    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(base::Clock::now() - turn_started_at_);
+    emit_event(events_->turn_ended(session_->state().session_id, e, turn_usage(events_usage_, e.result), elapsed.count()));
+  }
   drop_turn_permissions();
   renderer_.end_turn(e);
   flush();
@@ -117,6 +141,30 @@ void Talk::end_turn(const acp::TurnEvent& e) {
   sync_bridge_state();
   // The terminal stays in the turn's mode until the editor takes it back: a canonical spell in
   // between would turn a Ctrl-D typed ahead into a NUL byte.
+}
+
+// --events: the event goes to the stream instead of the screen (true), except the terminal one,
+// which end_turn() handles. Notes and errors still reach stderr through the renderer.
+bool Talk::event_instead(const acp::TurnEvent& e) {
+  using K = acp::TurnEvent::Kind;
+  if (e.terminal() || e.kind == K::reply) return false;
+  if (e.kind == K::update && e.update.kind == acp::Update::Kind::usage) events_usage_ = e.update.usage;
+  emit_event(events_->event(session_->state().session_id, e));
+  // A permission question nobody here can answer was answered by policy; one that waits (through
+  // a server, routed to us) is still handled as usual.
+  return !(e.kind == K::permission && !e.permission.answered);
+}
+
+void Talk::emit_event(const std::string& line) {
+  if (line.empty()) return;
+  flush();  // what the renderer holds goes first
+  if (!write_stdout(line)) {
+    if (errno == EPIPE) {
+      shutdown_now();
+      reraise(SIGPIPE);
+    }
+    last_status_ = acp::worse_exit(last_status_, kExitIoErr);
+  }
 }
 
 // --- permission questions -------------------------------------------------------------------------

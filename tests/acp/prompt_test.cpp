@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "prompt_support.h"
 #include "support/run.h"
 #include "support/support.h"
 
@@ -21,77 +22,7 @@ using tether::test::RunOptions;
 using tether::test::RunResult;
 using tether::test::tether_bin;
 
-namespace {
-
-std::string fake_agent() {
-  const char* dir = std::getenv("TETHER_ACP_FAKES_DIR");
-  REQUIRE_MESSAGE(dir, "TETHER_ACP_FAKES_DIR is not set (run through meson test)");
-  return std::string(dir) + "/fake_acp_agent";
-}
-
-// A scratch directory per test, removed at the end; the demo agent keeps its histories there.
-struct Scratch {
-  std::string dir;
-  Scratch() {
-    char tmpl[] = "/tmp/tether-prompt-XXXXXX";
-    dir = ::mkdtemp(tmpl);
-  }
-  ~Scratch() { [[maybe_unused]] int r = ::system(("rm -rf '" + dir + "'").c_str()); }
-  std::string path(const std::string& name) const { return dir + "/" + name; }
-  std::vector<std::string> env() const { return {"TETHER_DEMO_STATE_DIR=" + dir, "TETHER_BRIDGE=", "NO_COLOR=1"}; }
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
-
-std::vector<pid_t> pids_in(const std::string& path) {
-  std::vector<pid_t> pids;
-  std::istringstream in(slurp(path));
-  for (pid_t p; in >> p;) pids.push_back(p);
-  return pids;
-}
-
-// tether prompt ARGS... go -- fake_acp_agent FAKE_ARGS...
-std::vector<std::string> with_fake(std::vector<std::string> args, std::vector<std::string> fake_args) {
-  std::vector<std::string> argv{tether_bin(), "prompt"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  argv.push_back("go");
-  argv.push_back("--");
-  argv.push_back(fake_agent());
-  argv.insert(argv.end(), fake_args.begin(), fake_args.end());
-  return argv;
-}
-
-// tether prompt ARGS... (the default bridge: the demo agent)
-std::vector<std::string> with_demo(std::vector<std::string> args) {
-  std::vector<std::string> argv{tether_bin(), "prompt"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return argv;
-}
-
-RunOptions opts(const Scratch& s) {
-  RunOptions o;
-  o.env = s.env();
-  return o;
-}
-
-std::string demo_answer(const std::string& echo, int words, int chars, int turn = 1) {
-  return "Echo: " + echo + "\nSummary: " + std::to_string(words) + " word" + (words == 1 ? "" : "s") + ", " +
-         std::to_string(chars) + " character" + (chars == 1 ? "" : "s") + "; turn " + std::to_string(turn) + " of this session.";
-}
-
-}  // namespace
+using namespace tether::test::prompt;
 
 TEST_CASE("the demo agent answers: text on stdout, the agent's steps on stderr, exit 0") {
   Scratch s;
@@ -389,7 +320,7 @@ TEST_CASE("--json: one object, field by field") {
   auto out = lines_of(r.out);
   REQUIRE(out.size() == 1);
   json j = json::parse(out[0]);
-  CHECK(j.size() == 7);
+  CHECK(j.size() == 8);  // with usage: the demo agent sends a usage_update
   CHECK(j["ok"] == true);
   CHECK(j["text"] == demo_answer("please edit it", 3, 14) +
                          "\nPermission granted: the edit was applied (nothing was written: this is a demo).");
@@ -424,7 +355,8 @@ TEST_CASE("--json: keys in the documented order, answers and errors alike") {
   Scratch s;
   auto r = run(with_demo({"--json", "--permission", "allow", "please", "edit", "it"}), opts(s));
   auto ok = nlohmann::ordered_json::parse(lines_of(r.out).at(0));
-  CHECK(keys_of(ok) == Keys{"ok", "text", "stopReason", "sessionId", "toolCalls", "restarts", "elapsedMs"});
+  CHECK(keys_of(ok) == Keys{"ok", "text", "stopReason", "sessionId", "toolCalls", "usage", "restarts", "elapsedMs"});
+  CHECK(keys_of(ok["usage"]) == Keys{"used", "size"});
   REQUIRE(ok["toolCalls"].size() == 2);
   CHECK(keys_of(ok["toolCalls"][1]) == Keys{"id", "title", "kind", "status"});
 

@@ -63,7 +63,7 @@ void DemoAgent::on_initialize(const json& id, const json& params) {
   respond(id, {{"protocolVersion", kProtocolVersion},
                {"agentCapabilities",
                 {{"loadSession", true},
-                 {"promptCapabilities", {{"image", false}, {"audio", false}, {"embeddedContext", true}}},
+                 {"promptCapabilities", {{"image", images_}, {"audio", false}, {"embeddedContext", true}}},
                  {"sessionCapabilities", {{"close", json::object()}, {"resume", json::object()}}}}},
                {"agentInfo", {{"name", "tether-demo-agent"}, {"title", "tether demo agent"}, {"version", TETHER_VERSION}}},
                {"authMethods", json::array()}});
@@ -177,10 +177,11 @@ void DemoAgent::announce_commands(const std::string& sid) {
 }
 }  // namespace demo
 
-int run_demo_agent(int in_fd, int out_fd) {
+int run_demo_agent(int in_fd, int out_fd, bool images) {
   // A closed stdout must end us quietly, not by SIGPIPE's default in the middle of a write.
   ::signal(SIGPIPE, SIG_IGN);
   demo::DemoAgent agent(in_fd, out_fd);
+  agent.set_images(images);
   return agent.run();
 }
 

@@ -67,6 +67,7 @@ class DemoAgent {
   DemoAgent(int in, int out) : in_(in), out_fd_(out) { out_.reserve(kFlushAt + 4096); }
 
   int run();
+  void set_images(bool on) { images_ = on; }
 
  private:
   struct Session {
@@ -142,6 +143,7 @@ class DemoAgent {
   std::map<std::string, json> responses_;  // answers to our requests, by dumped id
   std::map<std::string, Session> sessions_;
   bool fs_read_ = false, fs_write_ = false;
+  bool images_ = true;  // promptCapabilities.image
   bool cleaned_ = false;
   bool warned_ = false;  // the state directory's trouble has been said on stderr
   long long next_id_ = 0;

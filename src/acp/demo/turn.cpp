@@ -17,6 +17,15 @@ namespace {
 using Clock = std::chrono::steady_clock;
 }  // namespace
 
+namespace {
+// The decoded size of base64 text (padding counted off).
+std::size_t base64_size(const std::string& b64) {
+  std::size_t pad = 0;
+  for (auto it = b64.rbegin(); it != b64.rend() && *it == '=' && pad < 2; ++it) ++pad;
+  return b64.size() / 4 * 3 - (b64.size() % 4 == 0 ? pad : 0);
+}
+}  // namespace
+
 std::string DemoAgent::prompt_text(const json& prompt) {
   std::string text;
   if (!prompt.is_array()) return text;
@@ -26,7 +35,11 @@ std::string DemoAgent::prompt_text(const json& prompt) {
     std::string part;
     if (type == "text") part = block.value("text", "");
     else if (type == "resource_link") part = block.value("uri", "");
-    else if (type == "resource" && block.contains("resource")) part = block["resource"].value("text", "");
+    else if (type == "resource" && block.contains("resource") && block["resource"].is_object())
+      part = block["resource"].value("text", "");
+    else if (type == "image" || type == "audio")  // what it got, not what it shows
+      part = "[" + type + " " + block.value("mimeType", "?") + ", " + std::to_string(base64_size(block.value("data", ""))) +
+             " bytes]";
     if (part.empty()) continue;
     if (!text.empty()) text += ' ';
     text += part;
