@@ -15,7 +15,8 @@
 // the rest), and keeps the session state that updates outside a turn
 // change (commands, mode, config options, title, usage).
 //
-// A Turn is one session/prompt: poll its fd (the bridge's event queue) together with whatever
+// A Turn is one session/prompt: poll its fd (the bridge's event queue; with --allow-terminal an
+// epoll set of that queue and the agent's terminals, whose output is read in poll()) with whatever
 // else the front-end waits on, call poll() when it is readable or next_deadline() has passed, and
 // read TurnEvents in wire order: updates, permission requests, notices, and exactly one terminal
 // event (completed or failed). A turn interrupted by a bridge death is sent again after the
