@@ -29,6 +29,9 @@ SessionCore::SessionCore(supervisor::Bridge& bridge, ClientOptions options)
   // that failing is a failure.
   state_.session_id = opt_.session_id;
   continuing_ = !opt_.session_id.empty();
+  if (opt_.allow_terminal && !opt_.via_server)
+    terminals_ = std::make_unique<Terminals>(opt_.cwd, bridge_.events()->fd(), opt_.permission == PermissionPolicy::deny,
+                                             opt_.on_terminal);
 }
 
 SessionCore::~SessionCore() {
@@ -38,7 +41,8 @@ SessionCore::~SessionCore() {
   for (auto& p : pending_perms_) bridge_.respond(p.gen, p.id, permission_result(std::nullopt));
 }
 
-int SessionCore::fd() const { return bridge_.events()->fd(); }
+// With terminals, an epoll set of the event queue's fd and the terminals' own.
+int SessionCore::fd() const { return terminals_ ? terminals_->fd() : bridge_.events()->fd(); }
 
 bool SessionCore::is_server_error(const json& err) {
   const json* code = rpc::member(err, "code");
@@ -84,6 +88,7 @@ std::optional<TurnEvent> SessionCore::start_load_session(const std::string& id) 
 void SessionCore::switch_session(const std::string& id) {
   if (active_ && active_->phase == TurnState::Phase::prompting) cancel(*active_, CancelCause::caller_gone);
   withdraw_idle_permissions(0);  // the old session's questions have nobody left to ask
+  if (terminals_) terminals_->release_all();  // the old session's commands end with it
   // A tether server would go on treating us as attached to the old session (and asking us its
   // questions): say we leave it. The answer needs no one.
   if (opt_.via_server && link_ == Link::ready && !state_.session_id.empty())
@@ -205,6 +210,7 @@ Deadline SessionCore::next_deadline() const {
     else if (active_->phase != TurnState::Phase::done) d = Deadline::earliest(d, active_->deadline);
   }
   for (const auto& t : queue_) d = Deadline::earliest(d, t->deadline);
+  if (terminals_) d = Deadline::earliest(d, terminals_->next_deadline());
   return d;
 }
 
@@ -235,6 +241,7 @@ std::uint64_t SessionCore::request(std::string_view method, json params) {
 
 bool SessionCore::close(Deadline deadline) {
   if (active_ && active_->phase != TurnState::Phase::done) cancel(*active_, CancelCause::caller_gone);
+  if (terminals_) terminals_->release_all();
   if (link_ != Link::ready || !send_close()) {
     state_.session_id.clear();
     return false;

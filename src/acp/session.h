@@ -11,10 +11,12 @@
 // notice that the context was lost), and applies the settings again. Sessions it opened are closed
 // (session/close) when the agent advertises that: by close(), and by start_new_session() for the
 // session it replaces. It answers every request the agent makes exactly once (permission by policy,
-// fs when --allow-fs, -32601 for the rest), and keeps the session state that updates outside a turn
+// fs when --allow-fs, terminals when --allow-terminal, -32601 for
+// the rest), and keeps the session state that updates outside a turn
 // change (commands, mode, config options, title, usage).
 //
-// A Turn is one session/prompt: poll its fd (the bridge's event queue) together with whatever
+// A Turn is one session/prompt: poll its fd (the bridge's event queue; with --allow-terminal an
+// epoll set of that queue and the agent's terminals, whose output is read in poll()) with whatever
 // else the front-end waits on, call poll() when it is readable or next_deadline() has passed, and
 // read TurnEvents in wire order: updates, permission requests, notices, and exactly one terminal
 // event (completed or failed). A turn interrupted by a bridge death is sent again after the
@@ -54,6 +56,7 @@
 #include "acp/outcome.h"
 #include "acp/permission.h"
 #include "acp/setup.h"
+#include "acp/terminals.h"
 #include "acp/update.h"
 #include "base/clock.h"
 
@@ -67,6 +70,11 @@ struct ClientOptions {
   std::string cwd;  // absolute: the session's cwd and the root of the fs capability
   PermissionPolicy permission = PermissionPolicy::deny;
   bool allow_fs = false;
+  // --allow-terminal: offer the terminal capability and run the agent's commands (acp/terminals.h).
+  // Never through a tether server (via_server): its agent was initialized without it.
+  bool allow_terminal = false;
+  // Told what the agent's terminals do (started, output, exited), on the session's thread.
+  TerminalObserver on_terminal;
   int retries = 1;  // how many times a prompt interrupted by a bridge death is sent again
   base::Duration setup_timeout = std::chrono::seconds(30);  // each handshake request
   base::Duration cancel_grace = std::chrono::seconds(2);    // session/cancel to final response

@@ -6,7 +6,8 @@
 //                         close, prompt, poll), and the thin handles themselves
 //   session_pump.cpp      the event pump: what the bridge's event queue brings, sorted into the
 //                         active turn's events, the session's state and the session's notices
-//   session_requests.cpp  requests the agent makes of us: permission (by policy or a person) and fs
+//   session_requests.cpp  requests the agent makes of us: permission (by policy or a person), fs
+//                         and terminals (acp/terminals.h)
 //   session_setup.cpp     the setup sequence: initialize, authenticate, session/new, load, resume,
 //                         a tether server's attach, and re-establishing the session after a restart
 //   session_settings.cpp  the session's mode and config options: applied after every setup,
@@ -175,6 +176,7 @@ class SessionCore {
   void on_cancel_request(std::uint64_t gen, const json& params);
   void answer_pending_cancelled(const TurnState* t);
   void withdraw_idle_permissions(std::uint64_t gen);
+  void pump_terminals();
 
   // session_setup.cpp
   void begin_handshake();
@@ -263,6 +265,8 @@ class SessionCore {
   std::uint64_t next_ext_token_ = 0;
   std::string attach_id_;                          // attaching: the session being attached
   bool other_turn_ = false;                        // via_server: another client's turn is streaming
+  // --allow-terminal (never via_server): the agent's terminals; its fd() is the session's fd().
+  std::unique_ptr<Terminals> terminals_;
 };
 
 }  // namespace tether::acp

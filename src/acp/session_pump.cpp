@@ -16,6 +16,7 @@ void SessionCore::pump() {
   auto events = bridge_.events()->drain();
   if (active_ && !active_->abandoned) active_->out.reserve(active_->out.size() + events.size());
   for (auto& ev : events) handle(ev);
+  pump_terminals();
   check_timers();
   advance();
 }
@@ -218,8 +219,9 @@ void SessionCore::on_status(const Event& ev) {
     if (link_ == Link::waiting_bridge && ev.generation > dead_gen_) begin_handshake();
   } else if (st == "exited") {
     if (link_ == Link::ready && ev.generation == state_.generation) lose_link(ev.generation);
-    // Requests of a dead generation can no longer be answered.
+    // Requests of a dead generation can no longer be answered; its terminals end with it.
     withdraw_idle_permissions(ev.generation);
+    if (terminals_) terminals_->drop_generation(ev.generation);
   } else if (st == "failed") {
     json err = ev.message.contains("error") ? ev.message["error"] : error_object("restart_limit", string_of(ev.message, "message"));
     if (link_ == Link::waiting_bridge || link_ == Link::ready) link_fail(err);

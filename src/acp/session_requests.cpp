@@ -1,7 +1,7 @@
 // SessionCore's answers to the requests the agent makes of us (see session_core.h): permission
 // (chosen by the --permission policy, or left to a person with `ask` and answered through
-// Turn/AcpSession::answer_permission), fs reads and writes (when --allow-fs), and -32601 for
-// anything else. Every request is answered exactly once: by policy, by a person, `cancelled` when
+// Turn/AcpSession::answer_permission), fs reads and writes (when --allow-fs), the terminal/*
+// methods (when --allow-terminal: acp/terminals.h), and -32601 for anything else. Every request is answered exactly once: by policy, by a person, `cancelled` when
 // its turn ends or the agent withdraws it, or dropped with a dead generation.
 #include "acp/session_core.h"
 
@@ -37,6 +37,9 @@ void SessionCore::on_request(Event& ev) {
   } else if (opt_.via_server && (method.rfind("fs/", 0) == 0) && string_of(*params, "sessionId") != state_.session_id) {
     // Through a server, only our own session's files are ours to serve.
     bridge_.respond_error(ev.generation, id, rpc::kInvalidParams, "not a session of this client");
+  } else if (terminals_ && method.rfind("terminal/", 0) == 0) {
+    terminals_->request(ev.generation, id, method, *params, state_.session_id);
+    pump_terminals();
   } else if (opt_.allow_fs && (method == "fs/read_text_file" || method == "fs/write_text_file")) {
     auto r = method == "fs/read_text_file" ? fs_.read_text_file(*params) : fs_.write_text_file(*params);
     if (auto* err = std::get_if<FsError>(&r)) bridge_.respond_error(ev.generation, id, err->code, err->message);
@@ -44,6 +47,17 @@ void SessionCore::on_request(Event& ev) {
   } else {
     // Not advertised, not implemented: the one answer the spec allows.
     bridge_.respond_error(ev.generation, id, rpc::kMethodNotFound, "Method not found: " + method);
+  }
+}
+
+// Reads the terminals' output and exits, and sends what they answer (wait_for_exit answers
+// when its command exits).
+void SessionCore::pump_terminals() {
+  if (!terminals_) return;
+  terminals_->pump();
+  for (auto& a : terminals_->take_answers()) {
+    if (a.error_code) bridge_.respond_error(a.generation, a.id, a.error_code, a.error_message);
+    else bridge_.respond(a.generation, a.id, std::move(a.result));
   }
 }
 

@@ -12,7 +12,8 @@
 namespace tether::acp {
 
 void SessionCore::begin_handshake() {
-  send_setup(Link::initializing, "initialize", initialize_params(opt_.client_name, opt_.client_version, opt_.allow_fs));
+  send_setup(Link::initializing, "initialize",
+             initialize_params(opt_.client_name, opt_.client_version, opt_.allow_fs, terminals_ != nullptr));
 }
 
 void SessionCore::send_setup(Link phase, const char* method, json params) {

@@ -131,9 +131,11 @@ std::variant<SettingRequest, json> config_request(const std::string& session_id,
 
 }  // namespace
 
-json initialize_params(std::string_view client_name, std::string_view client_version, bool allow_fs) {
+json initialize_params(std::string_view client_name, std::string_view client_version, bool allow_fs,
+                       bool allow_terminal) {
   json caps = json::object();
   if (allow_fs) caps["fs"] = {{"readTextFile", true}, {"writeTextFile", true}};
+  if (allow_terminal) caps["terminal"] = true;
   return {{"protocolVersion", kProtocolVersion},
           {"clientCapabilities", std::move(caps)},
           {"clientInfo", {{"name", client_name}, {"title", "tether"}, {"version", client_version}}}};

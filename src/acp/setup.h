@@ -39,7 +39,8 @@ struct AgentProfile {
 };
 
 // initialize's params: kProtocolVersion, only the capabilities we implement, clientInfo.
-nlohmann::json initialize_params(std::string_view client_name, std::string_view client_version, bool allow_fs);
+nlohmann::json initialize_params(std::string_view client_name, std::string_view client_version, bool allow_fs,
+                                 bool allow_terminal = false);
 // The agent's profile from initialize's result, or tether's error object (protocol_error) when
 // the answer is not kProtocolVersion.
 std::variant<AgentProfile, nlohmann::json> read_initialize(const nlohmann::json& result);

@@ -600,7 +600,8 @@ class BatchRunner {
     if (count_.stepping()) deadline = base::Deadline::at(base::Clock::now());  // count on at once
     for (auto& w : workers_) {
       if (w.retired || !w.bridge) continue;
-      fds.push_back({w.bridge->events()->fd(), POLLIN, 0});
+      // The session's fd: with --allow-terminal it also wakes for the agent's terminals.
+      fds.push_back({w.session ? w.session->fd() : w.bridge->events()->fd(), POLLIN, 0});
       if (w.turn) deadline = base::Deadline::earliest(deadline, w.turn->next_deadline());
       else if (w.session) deadline = base::Deadline::earliest(deadline, w.session->next_deadline());
     }

@@ -335,7 +335,8 @@ std::function<int()> setup_call(CLI::App& app, const std::vector<std::string>& b
   // --permission, --allow-fs), never sends a request twice (no --retries), and writes only JSON
   // lines and error lines (no --color, -q, -v).
   add_common_options(*sub, o->common,
-                     {.retries = false, .permission = false, .allow_fs = false, .color = false, .quiet = false, .verbose = false});
+                     {.retries = false, .permission = false, .allow_fs = false, .allow_terminal = false, .color = false,
+                      .quiet = false, .verbose = false});
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;
     return run_call(*o);

@@ -23,6 +23,7 @@
 #include "cli/terminal_text.h"
 #include "cli/turn_log.h"
 #include "cli/usage.h"
+#include "proc/child.h"
 #include "rpc/trace.h"
 #include "serve/socket_path.h"
 
@@ -87,6 +88,9 @@ const std::vector<CommonOption>& detail::common_option_table() {
        &S::permission},
       {"--allow-fs", "allow_fs", &O::allow_fs, {}, kAgentGroup, "Serve the agent's file reads and writes inside --cwd",
        &S::allow_fs},
+      {"--allow-terminal", "allow_terminal", &O::allow_terminal, {}, kAgentGroup,
+       "Run the commands the agent asks to run (ACP terminals), each in its own process group, starting inside --cwd",
+       &S::allow_terminal},
       {"--auth", "auth", &O::auth, [] { return custom_value("METHOD_ID", "an authentication method id", [](std::string_view) { return true; }); },
        kAgentGroup,
        "When the agent asks for authentication, use its method METHOD_ID (default: an env_var method whose variables "
@@ -318,6 +322,8 @@ std::optional<supervisor::BridgeExited> start_bridge(supervisor::Bridge& bridge,
 void reraise(int sig) {
   close_turn_log();  // the turns logged so far are stored before the signal ends us
   std::fflush(stdout);
+  // The agent's terminals die with us: no destructor runs past here.
+  proc::kill_registered_groups();
   ::signal(sig, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);

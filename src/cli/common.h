@@ -53,6 +53,7 @@ struct CommonOptions {
   std::string permission;                 // --permission ask|allow|allow-always|deny ("" = the front-end's default)
   bool permission_from_config = false;    // `permission` came from the config file, not the command line
   bool allow_fs = false;                  // --allow-fs
+  bool allow_terminal = false;            // --allow-terminal
   std::string color = "auto";             // --color auto|always|never
   bool quiet = false;                     // -q
   int verbose = 0;                        // -v (repeatable)
@@ -99,6 +100,7 @@ struct CommonOptionSet {
   bool retries = true;     // --retries
   bool permission = true;  // --permission
   bool allow_fs = true;    // --allow-fs
+  bool allow_terminal = true;  // --allow-terminal
   bool color = true;       // --color
   bool quiet = true;       // -q, --quiet
   bool verbose = true;     // -v, --verbose

@@ -54,6 +54,10 @@ std::variant<LaunchPlan, SetupError> plan_launch(CommonOptions& o, const LaunchS
   c.cwd = o.cwd;
   c.permission = permission.policy;
   c.allow_fs = o.allow_fs;
+  c.allow_terminal = o.allow_terminal;  // ignored through a tether server (see ClientOptions)
+  if (o.allow_terminal && c.via_server && !o.quiet)
+    error_line("--allow-terminal has no effect through a tether server (--connect): its agent runs no commands "
+               "through clients; run the agent directly to let it");
   c.retries = o.retries;
   c.client_version = TETHER_VERSION;
   c.via_server = !o.connect.empty();  // a session of its own there (session/new), as directly

@@ -17,6 +17,7 @@
 #include "cli/prompt_input.h"
 #include "cli/render.h"
 #include "cli/terminal_text.h"
+#include "cli/terminal_view.h"
 #include "cli/tool_calls.h"
 #include "cli/tool_view.h"
 #include "cli/turn_log.h"
@@ -570,6 +571,8 @@ int run_prompt(PromptOptions& o) {
   plan.client.setup_timeout = o.common.timeout > 0
                                   ? std::min<base::Duration>(base::seconds(o.common.timeout), kSetupTimeout)
                                   : base::Duration(kSetupTimeout);
+  // -v: the agent's terminals (command, output, exit) on stderr.
+  if (o.common.verbose > 0 && !o.common.quiet) plan.client.on_terminal = terminal_view(stderr_sink(plan.color));
   PromptCommand command(o, plan, std::get<ContinuePlan>(std::move(continued)));
   return command.run(input);
 }

@@ -117,7 +117,8 @@ std::function<int()> setup_serve(CLI::App& app, const std::vector<std::string>& 
   // --permission (the server hands permission requests to the client whose turn it is), and the
   // server writes only its log (no --color, -q).
   add_common_options(*sub, o->common,
-                     {.timeout = false, .retries = false, .permission = false, .color = false, .quiet = false});
+                     {.timeout = false, .retries = false, .permission = false, .allow_terminal = false, .color = false,
+                      .quiet = false});
   add_session_options(*sub, o->common);
   return [o, &bridge_argv] {
     o->common.bridge = bridge_argv;

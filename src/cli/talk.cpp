@@ -13,6 +13,7 @@
 #include "cli/launch.h"
 #include "cli/talk_private.h"
 #include "cli/terminal_text.h"
+#include "cli/terminal_view.h"
 #include "tether_config.h"
 
 namespace tether::cli {
@@ -310,6 +311,9 @@ int run_talk(TalkOptions& o) {
   // At a terminal, the person picks the sign-in method when the agent asks for one and neither
   // --auth nor an env_var method settles it: never a browser login nobody chose.
   if (interactive) plan.client.ask_auth = ask_auth_method;
+  // The agent's terminals show through talk's renderer, once there is one (-q: not at all).
+  auto terminal_lines = std::make_shared<TerminalView::Sink>();
+  if (!o.common.quiet) plan.client.on_terminal = terminal_view(terminal_lines);
 
   Launched launched = launch(plan, open_signal_fd().get());
   // Ctrl-C while starting (or waiting for a server): the bridge is stopped.
@@ -322,7 +326,9 @@ int run_talk(TalkOptions& o) {
   int status;
   {
     Talk talk(o, plan, bridge, std::move(launched.session), interactive);
+    *terminal_lines = [&talk](std::string_view line) { talk.show_terminal(line); };
     status = talk.run();
+    *terminal_lines = nullptr;
   }
   bridge.stop();
   return status;

@@ -81,6 +81,11 @@ class Talk {
 
   // Opens the session, runs the conversation, closes the session; the exit status.
   int run();
+  // A line about the agent's terminals (cli/terminal_view.h), shown dim.
+  void show_terminal(std::string_view line) {
+    renderer_.dim(line);
+    flush();
+  }
 
  private:
   static talk::RenderStyle make_style(const TalkOptions& o, bool color, bool interactive);

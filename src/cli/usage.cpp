@@ -55,6 +55,10 @@ constexpr WhyNot kWhyNot[] = {
      "permission requests go to the client whose turn it is (tether talk|prompt|batch --connect --permission ...)"},
     {"call", "--permission", "tether call answers no request of the bridge's (it speaks only the JSON-RPC it is given)"},
     {"call", "--allow-fs", "tether call answers no request of the bridge's (it speaks only the JSON-RPC it is given)"},
+    {"call", "--allow-terminal", "tether call answers no request of the bridge's (it speaks only the JSON-RPC it is given)"},
+    {"serve", "--allow-terminal",
+     "a command would run in the server and its output be asked for by whichever client the server picks; "
+     "run the agent directly (tether talk|prompt|batch --allow-terminal)"},
     {"call", "--retries", "tether call never sends a request twice (it may not be idempotent)"},
 };
 

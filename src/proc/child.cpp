@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -104,17 +105,19 @@ void remove_leader(pid_t pid) {
   if (auto it = g_leaders.find(pid); it != g_leaders.end()) g_leaders.erase(it);
 }
 
-}  // namespace
+// One process as /proc/PID/stat tells it.
+struct ProcEntry {
+  pid_t pid;
+  char state;  // 'Z' for a zombie
+  pid_t ppid;
+  pid_t pgrp;
+};
 
-void reap_strays() {
-  // Orphans re-parented to us (we are a subreaper) that left their bridge's process group (setsid,
-  // setpgid) are not reached by waitpid(-pgid). Reap those that have exited: zombies that are our
-  // children, outside our own process group (children tether spawns for the user, such as an
-  // editor, share our group and are reaped by whoever spawned them), and not a bridge leader.
-  const pid_t self = ::getpid(), own_group = ::getpgrp();
+// Calls `fn` for each process in /proc (those that vanish while it reads are skipped). Polling
+// /proc is the only way to see processes that are not our children.
+void scan_proc(const std::function<void(const ProcEntry&)>& fn) {
   DIR* proc = ::opendir("/proc");
   if (!proc) return;
-  std::vector<pid_t> zombies;
   while (auto* e = ::readdir(proc)) {
     char* end;
     long pid = std::strtol(e->d_name, &end, 10);
@@ -127,13 +130,27 @@ void reap_strays() {
     std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
     std::fclose(f);
     buf[n] = '\0';
-    const char* close = std::strrchr(buf, ')');
+    const char* close = std::strrchr(buf, ')');  // the command name may hold anything, ')' too
     char state;
     int ppid, pgrp;
     if (!close || std::sscanf(close + 2, "%c %d %d", &state, &ppid, &pgrp) != 3) continue;
-    if (state == 'Z' && ppid == self && pgrp != own_group) zombies.push_back(static_cast<pid_t>(pid));
+    fn({static_cast<pid_t>(pid), state, static_cast<pid_t>(ppid), static_cast<pid_t>(pgrp)});
   }
   ::closedir(proc);
+}
+
+}  // namespace
+
+void reap_strays() {
+  // Orphans re-parented to us (we are a subreaper) that left their bridge's process group (setsid,
+  // setpgid) are not reached by waitpid(-pgid). Reap those that have exited: zombies that are our
+  // children, outside our own process group (children tether spawns for the user, such as an
+  // editor, share our group and are reaped by whoever spawned them), and not a bridge leader.
+  const pid_t self = ::getpid(), own_group = ::getpgrp();
+  std::vector<pid_t> zombies;
+  scan_proc([&](const ProcEntry& e) {
+    if (e.state == 'Z' && e.ppid == self && e.pgrp != own_group) zombies.push_back(e.pid);
+  });
   std::lock_guard lock(g_leaders_mu);
   for (pid_t z : zombies)
     if (!g_leaders.count(z)) ::waitpid(z, nullptr, WNOHANG);
@@ -173,8 +190,11 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   envp.push_back(nullptr);
   const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
 
-  auto in = make_pipe(), out = make_pipe(), err = make_pipe(), report = make_pipe();
-  if (!in || !out || !err || !report) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
+  auto in = options.stdin_null ? std::optional<Pipe>(Pipe{UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)), {}})
+                               : make_pipe();
+  auto out = make_pipe(), report = make_pipe();
+  auto err = options.merge_stderr ? std::optional<Pipe>(Pipe{}) : make_pipe();
+  if (!in || !in->r || !out || !err || !report) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
 
   const pid_t parent = ::getpid();
   const long open_max = ::sysconf(_SC_OPEN_MAX);
@@ -198,7 +218,8 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
     sigset_t empty;
     sigemptyset(&empty);
     ::sigprocmask(SIG_SETMASK, &empty, nullptr);
-    if (!place_fd(in->r.get(), 0) || !place_fd(out->w.get(), 1) || !place_fd(err->w.get(), 2))
+    if (!place_fd(in->r.get(), 0) || !place_fd(out->w.get(), 1) ||
+        (options.merge_stderr ? ::dup2(1, 2) != 2 : !place_fd(err->w.get(), 2)))
       child_fail(rep, 2);
     // Nothing but 0, 1 and 2 crosses exec, whatever tether inherited without close-on-exec.
     if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)  // kernels before 5.11
@@ -236,7 +257,8 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
     return SpawnError{e, std::string("pidfd_open: ") + strerror(e) + " (tether needs Linux 5.3 or later)"};
   }
   ::fcntl(pidfd.get(), F_SETFD, FD_CLOEXEC);
-  for (auto* fd : {&in->w, &out->r, &err->r}) base::set_nonblocking(fd->get());
+  for (auto* fd : {&in->w, &out->r, &err->r})
+    if (*fd) base::set_nonblocking(fd->get());
   fds.stdin_w = std::move(in->w);
   fds.stdout_r = std::move(out->r);
   fds.stderr_r = std::move(err->r);
@@ -284,6 +306,23 @@ ExitStatus Child::reap() {
   status_ = r == pid_ ? ExitStatus::from_wait_status(st) : ExitStatus{};
   remove_leader(pid_);
   return *status_;
+}
+
+std::optional<ExitStatus> Child::peek_exit() const {
+  if (status_ || pid_ < 0) return status_;
+  siginfo_t info{};
+  int r;
+  do r = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT); while (r < 0 && errno == EINTR);
+  if (r != 0 || info.si_pid != pid_) return std::nullopt;  // still running
+  ExitStatus s;
+  if (info.si_code == CLD_EXITED) {
+    s.code = info.si_status;
+  } else {
+    s.signaled = true;
+    s.signal = info.si_status;
+    s.core_dumped = info.si_code == CLD_DUMPED;
+  }
+  return s;
 }
 
 bool Child::group_alive() const { return pgid_ > 0 && ::kill(-pgid_, 0) == 0; }
@@ -337,5 +376,41 @@ LadderStep stop_ladder(Child& child, base::Duration grace, base::Duration term_w
 }
 
 void become_subreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
+
+std::size_t sweep_group(pid_t pgid, pid_t keep) {
+  if (pgid <= 0) return 0;
+  const pid_t self = ::getpid();
+  std::size_t running = 0;
+  std::vector<pid_t> zombies;
+  scan_proc([&](const ProcEntry& e) {
+    if (e.pgrp != pgid) return;
+    if (e.state != 'Z' && e.state != 'X') ++running;
+    else if (e.ppid == self && e.pid != keep) zombies.push_back(e.pid);
+  });
+  for (pid_t z : zombies) ::waitpid(z, nullptr, WNOHANG);
+  return running;
+}
+
+namespace {
+std::mutex g_groups_mu;
+std::multiset<pid_t> g_groups;  // see register_group
+}  // namespace
+
+void register_group(pid_t pgid) {
+  std::lock_guard lock(g_groups_mu);
+  g_groups.insert(pgid);
+}
+
+void unregister_group(pid_t pgid) {
+  std::lock_guard lock(g_groups_mu);
+  if (auto it = g_groups.find(pgid); it != g_groups.end()) g_groups.erase(it);
+}
+
+void kill_registered_groups() {
+  std::lock_guard lock(g_groups_mu);
+  // A registered group's leader is not reaped before it is unregistered (TerminalProcess keeps
+  // it), so its id still names that group.
+  for (pid_t g : g_groups) ::kill(-g, SIGKILL);
+}
 
 }  // namespace tether::proc

@@ -23,6 +23,8 @@ struct SpawnOptions {
   std::vector<std::string> argv;             // argv[0] is looked up in PATH unless it has a '/'
   std::string cwd;                           // empty: inherit
   std::vector<std::string> extra_env;        // "NAME=value" entries added to (or replacing) environ
+  bool stdin_null = false;    // stdin is /dev/null: no stdin pipe (ChildFds::stdin_w stays empty)
+  bool merge_stderr = false;  // stderr is the stdout pipe: one stream (ChildFds::stderr_r stays empty)
 };
 
 struct SpawnError {
@@ -70,6 +72,10 @@ class Child {
   std::optional<ExitStatus> try_reap();
   // Reaps the leader, blocking until it exits. Call after the exit was seen or after SIGKILL.
   ExitStatus reap();
+  // The leader's exit status once it has exited, without reaping it (waitid WNOWAIT): while the
+  // zombie stands, its pid, and with it the group id, cannot be reused, so what is left of the
+  // group can still be signalled safely. reap() or the destructor reaps it later.
+  std::optional<ExitStatus> peek_exit() const;
   // Terminates what is left of the process group after the leader has gone (grandchildren that
   // kept running): SIGTERM, up to `term_wait` for the group to empty, then SIGKILL. Reaps those
   // that became our children (tether is a child subreaper).
@@ -99,6 +105,18 @@ LadderStep stop_ladder(Child& child, base::Duration grace, base::Duration term_w
 // Reaps exited orphans that a bridge left behind outside its process group (they were
 // re-parented to us as the subreaper). Runs on every bridge's death path.
 void reap_strays();
+
+// Scans /proc for the processes of group `pgid`: reaps those that are zombies and our children
+// (grandchildren re-parented to us, the subreaper), except `keep` (a leader kept as a zombie on
+// purpose, see peek_exit; waitpid(-pgid) would take it), and returns how many still run. A group
+// whose leader is a zombie is never empty for kill(-pgid, 0): this is how to tell.
+std::size_t sweep_group(pid_t pgid, pid_t keep);
+
+// Process groups that must not outlive tether (the agent's terminals, acp/terminals.h): a death
+// by signal (cli::reraise) SIGKILLs those still registered, where no destructor runs. Thread-safe.
+void register_group(pid_t pgid);
+void unregister_group(pid_t pgid);
+void kill_registered_groups();
 
 // Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), so that a
 // bridge's grandchildren can be reaped after it dies. Call once at start-up.

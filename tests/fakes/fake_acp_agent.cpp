@@ -69,6 +69,9 @@
 //                      plan, a tool call and its update, asks permission (hostile tool title, kind
 //                      and option names) and answers with hostile chunks. set_mode and
 //                      set_config_option fail with a hostile message.
+//   terminals [FILE]  drives the client's terminal/* methods: the prompt's first word picks a
+//                      scene (fake_acp_terminals.cpp lists them); answers with a JSON chunk of
+//                      what came back, and whether initialize advertised the terminal capability
 //   oversize N         answers "before ", a chunk of N bytes ('y'), "after", then end_turn
 //   batch              for tether batch: no loadSession; a prompt's words (all its text blocks)
 //                      pick the turn, so one batch can mix them; it answers "echo: <prompt>" in two
@@ -142,6 +145,7 @@ int main(int argc, char** argv) {
     json id = (*m)["id"];
     json params = m->value("params", json::object());
     if (method == "initialize") {
+      client_capabilities = params.value("clientCapabilities", json::object());
       int version = mode == "version" ? std::atoi(arg.c_str()) : 1;
       json r = {{"protocolVersion", version},
                 {"agentCapabilities", {{"loadSession", mode != "no-load" && mode != "batch"}}},
@@ -262,6 +266,8 @@ int main(int argc, char** argv) {
       send(e);
     } else if (method == "session/prompt" && mode == "hostile") {
       on_hostile_prompt(id, params);
+    } else if (method == "session/prompt" && mode == "terminals") {
+      on_terminals_prompt(id, params);
     } else if (method == "session/prompt" && mode == "batch") {
       on_batch_prompt(id, params);
     } else if (method == "session/prompt") {

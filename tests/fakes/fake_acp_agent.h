@@ -19,6 +19,7 @@ extern std::string arg;          // argv[2], or ""
 extern std::string session_id;   // of the last session/new or session/load
 extern std::string session_cwd;  // of the last session/new
 extern long next_id;             // of the next request the agent sends
+extern json client_capabilities; // of the last initialize
 
 // What a hostile agent puts into every text (clipboard, title, clear screen, C1 codes, BEL), and
 // the same with raw 8-bit C1 bytes for stderr and non-JSON stdout lines.
@@ -54,5 +55,6 @@ void on_prompt(const json& id, const json& params);
 void on_server_prompt(const json& id, const json& params);
 void on_hostile_prompt(const json& id, const json& params);
 void on_batch_prompt(const json& id, const json& params);
+void on_terminals_prompt(const json& id, const json& params);  // fake_acp_terminals.cpp
 
 }  // namespace fake_acp

@@ -16,6 +16,7 @@ std::string mode, arg;
 std::string session_id = "fake-session-1";
 std::string session_cwd;
 long next_id = 0;
+json client_capabilities = json::object();
 
 const std::string kHostile =
     "\x1b]52;c;SG9zdGlsZQ==\x07"   // OSC 52: write the clipboard

@@ -9,8 +9,10 @@
 // byte written to the terminal is checked:
 // colour is off (--color never, NO_COLOR), so the only escape sequences allowed are the few that
 // talk's line editor draws the prompt with. Waits are for text on the screen, with deadlines.
-// The last case checks the colour rule itself: prompt and talk both honour NO_COLOR and TERM=dumb.
+// The colour case checks the colour rule itself: prompt and talk both honour NO_COLOR and TERM=dumb;
+// the last one, the agent's terminals (--allow-terminal) as talk shows them.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -270,4 +272,31 @@ TEST_CASE("colour: prompt and talk follow the one rule (--color auto, NO_COLOR, 
       CHECK_MESSAGE((t.raw().find(dim) != std::string::npos) == c.colour, "talk: " << visible(t.raw()));
     }
   }
+}
+
+// --allow-terminal: the command an agent runs through talk shows as "$ COMMAND", its output dim as
+// it comes, and its exit; what the command prints passes through the sanitizer too (its OSC title
+// sequence never reaches the screen).
+TEST_CASE("talk under a pty: the agent's terminals show command, output (dim) and exit, without their escapes") {
+  Home home;
+  REQUIRE(::mkdir((home.dir + "/sub").c_str(), 0700) == 0);
+  Pty t({tether_bin(), "talk", "--color", "always", "--allow-terminal", "--permission", "allow", "--cwd", home.dir,
+         "--", fake_agent(), "terminals"},
+        home.env());
+  expect(t, kPrompt);
+  t.mark();
+  t.send("basic\r");
+  expect(t, "exited with status 3");
+  expect(t, kPrompt);
+  std::string seen = t.since_mark();
+  CHECK(seen.find("$ echo hello") != std::string::npos);
+  CHECK(seen.find("  hello") != std::string::npos);
+  CHECK(seen.find("exited with status 0") != std::string::npos);
+  CHECK(seen.find("  x=42") != std::string::npos);
+  CHECK(seen.find("  bad") != std::string::npos);
+  CHECK(t.raw().find("\x1b[2m  hello") != std::string::npos);  // dim
+  CHECK(t.raw().find("\x1b]0;title") == std::string::npos);
+  CHECK(t.raw().find('\x07') == std::string::npos);
+  t.send("\x04");
+  REQUIRE_MESSAGE(t.wait_exit(15s).has_value(), "tether talk did not exit after Ctrl-D\n" << dump(t));
 }
