@@ -11,6 +11,7 @@
 #include <cctype>
 
 #include "base/unique_fd.h"
+#include "cli/terminal_text.h"
 
 namespace tether::cli {
 namespace {
@@ -226,6 +227,24 @@ std::variant<json, std::string> prompt_blocks(const std::vector<Attachment>& inp
   if (!words.empty()) blocks.push_back({{"type", "text"}, {"text", std::string(words)}});
   if (blocks.empty()) return std::string("the prompt is empty: nothing to send");
   return blocks;
+}
+
+std::variant<std::vector<Attachment>, std::string> read_attachments(const std::vector<std::string>& paths) {
+  std::vector<Attachment> out;
+  for (const auto& path : paths) {
+    auto got = read_attachment(path);
+    if (auto* err = std::get_if<std::string>(&got)) return std::move(*err);
+    out.push_back(std::move(std::get<Attachment>(got)));
+  }
+  return out;
+}
+
+acp::AcpSession::ContentBuilder content_builder(std::vector<Attachment> inputs, std::string words) {
+  return [inputs = std::move(inputs), words = std::move(words)](const acp::SessionState& st)
+             -> std::variant<json, std::string> {
+    std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "the agent") : "the agent";
+    return prompt_blocks(inputs, words, PromptCaps::from(st.agent_capabilities), terminal_line(agent));
+  };
 }
 
 std::string attachment_names(const std::vector<Attachment>& inputs) {

@@ -27,6 +27,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "acp/session.h"
+
 namespace tether::cli {
 
 // Size limits, per input. Text is embedded whole into one JSON line, so it gets less room than
@@ -68,6 +70,13 @@ struct PromptCaps {
 // `words` (when not empty). An error sentence when the agent cannot take one of them.
 std::variant<nlohmann::json, std::string> prompt_blocks(const std::vector<Attachment>& inputs, std::string_view words,
                                                         const PromptCaps& caps, std::string_view agent_name = "the agent");
+
+// Reads each of `paths` (read_attachment); the first error stops it.
+std::variant<std::vector<Attachment>, std::string> read_attachments(const std::vector<std::string>& paths);
+
+// For AcpSession::prompt_built: the blocks of `inputs` and `words`, made once the agent has said
+// what it accepts (a refusal names it by its agentInfo name, flattened to one line).
+acp::AcpSession::ContentBuilder content_builder(std::vector<Attachment> inputs, std::string words);
 
 // "a.png, notes.md": the names, for a prompt line or a log.
 std::string attachment_names(const std::vector<Attachment>& inputs);

@@ -22,6 +22,7 @@
 #include "cli/option_values.h"
 #include "cli/batch_order.h"
 #include "cli/batch_progress.h"
+#include "cli/batch_record.h"
 #include "cli/batch_report.h"
 #include "cli/event_stream.h"
 #include "cli/launch.h"
@@ -42,8 +43,7 @@ struct Job {
   std::uint64_t seq = 0;
   Item item;
   std::uint64_t hash = 0;
-  int attempts = 0;  // prompts sent so far
-  std::optional<base::TimePoint> started;  // the first dispatch
+  batch::Tries tries;  // prompts sent so far, and when the first was
 };
 
 // One supervised bridge and what runs on it. `session` lives for the worker's life; with
@@ -55,10 +55,7 @@ struct Worker {
   std::unique_ptr<acp::AcpSession> session;
   std::optional<acp::Turn> turn;  // destroyed before `session`
   std::unique_ptr<Job> job;       // in flight
-  std::string text;               // the answer of the attempt in flight
-  acp::MessageBreaks breaks;      // ... with a blank line between the agent's messages
-  ToolCalls tools;                // ... its tool calls (toolCalls)
-  std::optional<acp::Usage> usage;  // ... the last usage_update (usage)
+  batch::Attempt attempt;         // what the attempt in flight gathered (answer, tool calls, usage)
   std::uint64_t dropped_at_start = 0;  // the bridge's oversize-line count when the attempt began
   bool retired = false;
   std::optional<TurnRecorder> log;  // the attempt in flight, for the turn log
@@ -243,7 +240,7 @@ class BatchRunner {
     if (stopping_) {
       // Interrupted: what has not started will not (a retry queued meanwhile included).
       for (auto& job : std::exchange(ready_, {})) {
-        if (job->attempts > 0) {
+        if (job->tries.attempts > 0) {
           // A retry waiting for a bridge: the item did run, so it counts as cancelled, not as
           // not started.
           ++cancelled_running_;
@@ -270,12 +267,9 @@ class BatchRunner {
 
   void start_attempt(Worker& w) {
     Job& job = *w.job;
-    ++job.attempts;
-    if (!job.started) job.started = base::Clock::now();
-    w.text.clear();
-    w.breaks = {};
-    w.tools.clear();
-    w.usage.reset();
+    ++job.tries.attempts;
+    if (!job.tries.started) job.tries.started = base::Clock::now();
+    w.attempt.clear();
     w.dropped_at_start = w.bridge->status().counters.oversize_lines;
     w.turn.reset();
     if (!w.session) {
@@ -292,22 +286,14 @@ class BatchRunner {
     }
     // The files are read now (an item that cannot have them fails alone, as bad input) and the
     // blocks built once the agent has said what it accepts (the first item may open the session).
-    std::vector<Attachment> inputs;
-    for (const auto& path : job.item.attachments) {
-      auto got = read_attachment(path);
-      if (auto* err = std::get_if<std::string>(&got)) {
-        std::unique_ptr<Job> failed = std::move(w.job);
-        finish(*failed, failure(*failed, error_object("bad_input", *err)));
-        return;
-      }
-      inputs.push_back(std::move(std::get<Attachment>(got)));
+    auto inputs = read_attachments(job.item.attachments);
+    if (auto* err = std::get_if<std::string>(&inputs)) {
+      std::unique_ptr<Job> failed = std::move(w.job);
+      finish(*failed, failure(*failed, error_object("bad_input", *err)));
+      return;
     }
-    auto build = [inputs = std::move(inputs), words = job.item.prompt](const acp::SessionState& st)
-        -> std::variant<json, std::string> {
-      std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "the agent") : "the agent";
-      return prompt_blocks(inputs, words, PromptCaps::from(st.agent_capabilities), agent);
-    };
-    w.turn.emplace(w.session->prompt_built(std::move(build), base::seconds(o_.common.timeout)));
+    w.turn.emplace(w.session->prompt_built(content_builder(std::get<std::vector<Attachment>>(std::move(inputs)), job.item.prompt),
+                                           base::seconds(o_.common.timeout)));
     log_item(w, job);
   }
 
@@ -403,20 +389,10 @@ class BatchRunner {
     if (w.log) w.log->see(ev);
     switch (ev.kind) {
       case K::update:
-        if (ev.update.kind == acp::Update::Kind::agent_message) {
-          w.text += w.breaks.separator(ev.update);
-          w.text += ev.update.text;
-        } else {
-          w.breaks.separator(ev.update);  // a tool call or plan between two messages
-          w.tools.update(ev.update);
-          if (ev.update.kind == acp::Update::Kind::usage) w.usage = ev.update.usage;
-        }
+        w.attempt.take(ev.update);
         break;
       case K::retry:
-        w.text.clear();
-        w.breaks = {};
-        w.tools.clear();
-        w.usage.reset();
+        w.attempt.clear();
         break;
       case K::output:
         on_output(w, ev);
@@ -444,21 +420,9 @@ class BatchRunner {
 
     // An answer the agent finished stands, even when a cancel (timeout, signal) crossed it.
     if (ev.kind == acp::TurnEvent::Kind::completed && (ev.cancelled == acp::CancelCause::none || ev.stop_reason != "cancelled")) {
-      ojson r = record(*job, ev.stop_reason == "end_turn");
-      r["text"] = w.text;
-      r["stopReason"] = ev.stop_reason;
-      r["toolCalls"] = w.tools.to_json();
-      if (ojson usage = turn_usage(w.usage, ev.result); !usage.is_null()) r["usage"] = std::move(usage);
-      if (ev.stop_reason != "end_turn")
-        r["error"] = ojson(error_object("agent_error", "the agent ended the turn with stopReason " + ev.stop_reason));
-      // A line over --max-line was dropped during the turn: the answer may lack a chunk.
       const auto dropped_now = w.bridge->status().counters.oversize_lines;
-      if (dropped_now > w.dropped_at_start && !r.contains("error")) {
-        r["ok"] = false;
-        r["error"] = ojson(error_object("agent_error", std::to_string(dropped_now - w.dropped_at_start) +
-                                                           " line(s) from the agent were longer than --max-line and were dropped: the answer may be incomplete"));
-      }
-      finish(*job, with_meta(*job, std::move(r)));
+      const auto dropped = dropped_now > w.dropped_at_start ? dropped_now - w.dropped_at_start : 0;
+      finish(*job, batch::answer(job->item, job->tries, ev, w.attempt, dropped, base::Clock::now()));
       return;
     }
     if (ev.cancelled == acp::CancelCause::interrupt || stopping_) {
@@ -469,7 +433,7 @@ class BatchRunner {
     if (ev.during_setup && ev.cancelled == acp::CancelCause::none) {
       // The session could not be set up on this bridge (it is past its restart limit, or it does
       // not speak ACP): the item never reached the agent, so it goes to another bridge as it was.
-      --job->attempts;
+      --job->tries.attempts;
       w.job = std::move(job);
       retire(w, ev.error, /*nothing_open=*/true);
       return;
@@ -478,10 +442,10 @@ class BatchRunner {
     bool timed_out = ev.cancelled == acp::CancelCause::timeout;
     if (code == "restart_limit" || w.bridge->status().state == supervisor::State::failed)
       retire(w, code == "restart_limit" ? ev.error : gave_up_error(w));
-    if ((crashed || timed_out) && job->attempts <= o_.common.retries && !no_bridges_) {
+    if ((crashed || timed_out) && job->tries.attempts <= o_.common.retries && !no_bridges_) {
       if (!o_.common.quiet) {
         say("item " + job->item.id_text + ": " + (timed_out ? "timed out" : acp::message_with_tail(ev.error, 1)) +
-            "; trying again (attempt " + std::to_string(job->attempts + 1) + " of " +
+            "; trying again (attempt " + std::to_string(job->tries.attempts + 1) + " of " +
             std::to_string(o_.common.retries + 1) + ")");
       }
       ready_.push_front(std::move(job));
@@ -494,32 +458,8 @@ class BatchRunner {
 
   // --- results ---------------------------------------------------------------------------------
 
-  ojson record(const Job& job, bool ok) const {
-    ojson r = ojson::object();
-    r["id"] = job.item.id;
-    r["index"] = job.item.index;
-    r["ok"] = ok;
-    return r;
-  }
-
-  ojson with_meta(const Job& job, ojson r) const {
-    r["attempts"] = job.attempts;
-    auto elapsed = job.started ? base::Clock::now() - *job.started : base::Duration::zero();
-    r["elapsedMs"] = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
-    // `error` after the timings, `meta` last, whatever order the fields were set in.
-    if (r.contains("error")) {
-      ojson e = r["error"];
-      r.erase("error");
-      r["error"] = std::move(e);
-    }
-    if (!job.item.meta.is_null()) r["meta"] = job.item.meta;
-    return r;
-  }
-
-  ojson failure(const Job& job, json error) const {
-    ojson r = record(job, false);
-    r["error"] = ojson(std::move(error));
-    return with_meta(job, std::move(r));
+  ojson failure(const Job& job, const json& error) const {
+    return batch::failure(job.item, job.tries, error, base::Clock::now());
   }
 
   // The item is done: its journal record goes into the next group commit, and its line is written

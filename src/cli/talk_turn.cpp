@@ -54,12 +54,7 @@ void Talk::start_turn(std::string text) {
   } else {
     // /attach: the blocks are built for what the agent accepts; one it cannot take fails the
     // turn (bad_input) before anything is sent. The files go with this prompt only.
-    auto build = [inputs = std::exchange(attached_, {}), words = std::move(text)](const acp::SessionState& st)
-        -> std::variant<nlohmann::json, std::string> {
-      std::string agent = st.agent_info.is_object() ? st.agent_info.value("name", "the agent") : "the agent";
-      return prompt_blocks(inputs, words, PromptCaps::from(st.agent_capabilities), terminal_line(agent));
-    };
-    turn_.emplace(session_->prompt_built(std::move(build), timeout));
+    turn_.emplace(session_->prompt_built(content_builder(std::exchange(attached_, {}), std::move(text)), timeout));
   }
   log_turn_.emplace(o_.common, "talk", turn_text_, session_->state());
   log_turn_->set_attachments(attached);
