@@ -3,8 +3,9 @@
 # Interop: tether against real ACP agents from npm (claude-agent-acp, codex-acp, qwen-code, pinned
 # in agents/package-lock.json), offline: each agent talks to agents/mock-vendor.mjs, a scripted mock
 # of its vendor's model API on 127.0.0.1, and does real turns (tool calls, permission requests, file
-# writes, errors; claude also with mcp/'s server-everything through --mcp). The three agents run side by side, each its cases one after another; every run
-# has its own scratch HOME and a clean environment (env -i).
+# writes, errors; claude also with mcp/'s server-everything through --mcp). The three agents run
+# side by side, each its cases one after another; every run has its own scratch HOME and a clean
+# environment (env -i).
 #
 # usage: real_agents_test.sh TETHER_EXE SRC_DIR WORK_DIR
 #   SRC_DIR  tests/interop in the source tree (holds agents/)
