@@ -310,6 +310,9 @@ std::variant<std::uint64_t, json> AcpSession::change_settings(const SessionSetti
 int AcpSession::fd() const { return core_->fd(); }
 Deadline AcpSession::next_deadline() const { return core_->session_deadline(); }
 const SessionState& AcpSession::state() const { return core_->state(); }
+std::optional<std::string> AcpSession::terminal_output(std::string_view terminal_id) const {
+  return core_->terminal_output(terminal_id);
+}
 
 Turn::Turn(Turn&& other) noexcept : core_(other.core_), state_(std::move(other.state_)) {}
 

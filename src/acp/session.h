@@ -256,6 +256,10 @@ class AcpSession {
   base::Deadline next_deadline() const;
 
   const SessionState& state() const;
+  // The output kept so far for one of the agent's live terminals (--allow-terminal), for a
+  // renderer of a tool call's `terminal` content: raw agent-controlled bytes, to be sanitized
+  // before they reach a screen. Nothing for an unknown or released terminal, or without terminals.
+  std::optional<std::string> terminal_output(std::string_view terminal_id) const;
 
  private:
   std::unique_ptr<SessionCore> core_;

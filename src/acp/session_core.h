@@ -99,6 +99,10 @@ class SessionCore {
   bool wait_readable(base::Deadline deadline, int interrupt_fd);
   std::uint64_t request(std::string_view method, json params);
   bool close(base::Deadline deadline);
+  // AcpSession::terminal_output.
+  std::optional<std::string> terminal_output(std::string_view terminal_id) const {
+    return terminals_ ? terminals_->output_of(std::string(terminal_id)) : std::nullopt;
+  }
 
   // session_settings.cpp
   std::variant<std::uint64_t, json> change_settings(const SessionSettings& change);

@@ -308,6 +308,8 @@ class PromptRun {
     v.output_lines = 10;
     v.width = terminal_width(STDERR_FILENO);
     if (v.width > 2) v.width -= 2;
+    // `terminal` content shows what the terminal printed so far (sanitized and cut in tool_view).
+    v.terminal_output = [this](std::string_view id) { return session_.terminal_output(id); };
     return v;
   }
 

@@ -56,7 +56,15 @@ Talk::Talk(TalkOptions& o, const LaunchPlan& plan, supervisor::Bridge& bridge, s
       argv_(plan.bridge.argv),
       server_(plan.bridge.connect_path),
       interactive_(interactive),
-      renderer_(make_style(o, plan.color, interactive)),
+      renderer_([&] {
+        talk::RenderStyle s = make_style(o, plan.color, interactive);
+        // `terminal` content shows what the terminal printed so far (sanitized and cut in
+        // tool_view). Asked only while rendering, when session_ is set.
+        s.view.terminal_output = [this](std::string_view id) -> std::optional<std::string> {
+          return session_ ? session_->terminal_output(id) : std::nullopt;
+        };
+        return s;
+      }()),
       session_(std::move(session)) {
   if (o.events) events_.emplace();
 }

@@ -86,6 +86,18 @@ TEST_CASE("terminals: create, wait_for_exit, output and release, with args, a sh
   CHECK(r.err.find('\x07') == std::string::npos);
 }
 
+TEST_CASE("terminals: prompt -v shows a tool call's terminal content as that terminal's output, sanitized") {
+  Scratch s;
+  RunResult r = scene(s, "shown", {"--allow-terminal", "--permission", "allow", "-v"});
+  json j = answer(r);
+  CHECK(j["wait"]["exitCode"] == 0);
+  auto tool = r.err.find("tool: Run printf (execute, completed)\n  terminal ");
+  REQUIRE_MESSAGE(tool != std::string::npos, r.err);
+  // Under the tool line: the terminal's output, its OSC title sequence gone.
+  CHECK_MESSAGE(r.err.find("\n  first line\n  second line\n", tool) != std::string::npos, r.err);
+  CHECK(r.err.find('\x1b') == std::string::npos);
+}
+
 TEST_CASE("terminals: output over outputByteLimit keeps the end, cut on a character boundary") {
   Scratch s;
   json j = answer(scene(s, "limit", kAllow));

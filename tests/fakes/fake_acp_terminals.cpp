@@ -14,6 +14,9 @@
 //             stop it), output of the released id (an error), then "gone" as above
 //   outside   create with cwd "/" and with cwd "..": both errors
 //   many      create 17 `sleep 30`: the 17th fails; release them all
+//   shown     create a shell line printing two lines (one with an OSC title sequence), wait for
+//             it, then send a tool call whose content is that terminal, and leave it to the
+//             client to release (at the session's end): the client shows the terminal's output
 //   hang      create a stubborn shell, write its pids to FILE (argv[2]), send a tool call, and
 //             answer only after a session/cancel (leaving the terminal running)
 //
@@ -126,6 +129,11 @@ json scene(const std::string& name) {
     }
     r["created"] = ids.size();
     for (const auto& t : ids) call("terminal/release", {{"terminalId", t}});
+  } else if (name == "shown") {
+    std::string t = create({{"command", "printf 'first line\\nsecond \\033]0;title\\007line\\n'"}});
+    r["wait"] = call("terminal/wait_for_exit", {{"terminalId", t}});
+    send(update({{"sessionUpdate", "tool_call"}, {"toolCallId", "t1"}, {"title", "Run printf"}, {"kind", "execute"},
+                 {"status", "completed"}, {"content", {{{"type", "terminal"}, {"terminalId", t}}}}}));
   } else if (name == "hang") {
     std::string t = create({{"command", kStubborn}});
     json pids = await_pids(t);

@@ -3,8 +3,9 @@
 # Interop: tether against real ACP agents from npm (claude-agent-acp, codex-acp, qwen-code, pinned
 # in agents/package-lock.json), offline: each agent talks to agents/mock-vendor.mjs, a scripted mock
 # of its vendor's model API on 127.0.0.1, and does real turns (tool calls, permission requests, file
-# writes, errors). The three agents run side by side, each its cases one after another; every run
-# has its own scratch HOME and a clean environment (env -i).
+# writes, errors; claude also with mcp/'s server-everything through --mcp). The three agents run
+# side by side, each its cases one after another; every run has its own scratch HOME and a clean
+# environment (env -i).
 #
 # usage: real_agents_test.sh TETHER_EXE SRC_DIR WORK_DIR
 #   SRC_DIR  tests/interop in the source tree (holds agents/)
@@ -51,6 +52,13 @@ if ! NPM_PREPARE_INSTALL=1 npm_prepare "$SRC/agents" "$WORK/agents" mock-vendor.
   exit 1
 fi
 NM=$WORK/agents/node_modules
+# The MCP server given to claude with --mcp: the one mcp_call_test.sh installs (mcp/, pinned).
+if ! npm_prepare "$SRC/mcp" "$WORK/mcp"; then
+  note "FAIL: installing the MCP server into $WORK/mcp failed"
+  exit 1
+fi
+MCP_PKG=$WORK/mcp/node_modules/@modelcontextprotocol/server-everything
+MCP_ENTRY=$MCP_PKG/$(node -p 'require(process.argv[1]).bin["mcp-server-everything"]' "$MCP_PKG/package.json")
 for p in @zed-industries/claude-agent-acp @zed-industries/codex-acp @qwen-code/qwen-code; do
   note "$p $(node -p 'require(process.argv[1]).version' "$NM/$p/package.json")"
 done
@@ -505,7 +513,27 @@ case_serve() {
   ((FAILURES == before)) && pass "claude serve: 6 prompt --connect, each client's session closed when it left; $opened sessions, $closes closed"
 }
 
+# claude with --mcp: session/new carries the stdio server; claude offers the server's tools to
+# the model (the mock sees mcp__everything__echo) and, asked to, calls echo: its answer comes back
+# to the model as a tool result.
+case_mcp() {
+  new_case claude mcp
+  agent_cmd claude "$CASE"
+  local msg="tether-mcp-$$"
+  tprompt mcp --permission allow --mcp "everything=$(command -v node) $MCP_ENTRY stdio" \
+    "TRIGGER_MCP mcp__everything__echo $msg"
+  common mcp 0 || return
+  tq "$JQDEFS out(\"session/new\") | any(.params.mcpServers | any(.name == \"everything\" and (.args | index(\"stdio\") != null)))" ||
+    { cfail "session/new lacks the mcpServers entry 'everything'" 'session/new'; return; }
+  jq -e -s 'any(.[]; .kind == "anthropic" and (.tools // [] | index("mcp__everything__echo") != null))' "$VLOG" >/dev/null ||
+    { cfail "the model was never offered mcp__everything__echo" 'session/new'; return; }
+  jq -e -s --arg m "$msg" 'any(.[]; .kind == "anthropic" and ((.last.toolResult // "") | contains("Echo: " + $m)))' "$VLOG" >/dev/null ||
+    { cfail "no tool result 'Echo: $msg' came back to the model" 'tool_call|request_permission'; return; }
+  pass "claude --mcp: session/new carries the server, the model saw mcp__everything__echo, its echo came back ($(<"$CASE/ms") ms)"
+}
+
 lane_claude() {
+  case_mcp
   case_plain claude
   case_perm claude
   case_edit claude

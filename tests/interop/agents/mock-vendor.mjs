@@ -16,6 +16,8 @@
 //   TRIGGER_READ <path>                 read <path>
 //   TRIGGER_RUN <command...>            run a shell command
 //   TRIGGER_FAIL <status> <message...>  answer HTTP <status> with <message> in the vendor's error shape
+//   TRIGGER_MCP <tool> <message...>     call the tool named exactly <tool> (an MCP server's, such as
+//                                       mcp__everything__echo) with {message: <message...>}
 // An edit is preceded by a read when the agent has a read tool (claude's and qwen's edit tools refuse
 // a file not read first). Once the last tool result is back, the answer is a short text quoting its
 // start. With no matching tool declared (side requests such as title generation), the canned text
@@ -44,7 +46,7 @@ function log(entry) {
 
 // ---- the script: what to answer, given the latest user text or tool result ----
 
-const TRIGGER = /TRIGGER_(WRITE|EDIT|READ|RUN|FAIL)\b[ \t]*([^\n]*)/g;
+const TRIGGER = /TRIGGER_(WRITE|EDIT|READ|RUN|FAIL|MCP)\b[ \t]*([^\n]*)/g;
 
 // The last trigger in TEXT, as {kind, args}, or null.
 function findTrigger(text) {
@@ -92,6 +94,10 @@ function shellArgs(tool, command) {
 function toolCall(trigger, tools) {
   const { kind, args } = trigger;
   const words = args.split(/\s+/);
+  if (kind === 'MCP') {
+    const t = tools.find((x) => x.name === words[0]);
+    return t ? { name: t.name, custom: false, input: { [prop(t, 'message')]: args.slice(words[0].length).trim() } } : null;
+  }
   let tool = pickTool(kind, tools);
   if (!tool && kind !== 'RUN' && kind !== 'FAIL') tool = pickTool('RUN', tools);
   if (!tool) return null;
