@@ -292,7 +292,9 @@ void SessionCore::on_created(const json& r) {
 void SessionCore::on_reopened(const json& r) {
   ++state_.sessions_loaded;
   // A session the user asked to continue is what they expect: the front-end says so its way.
-  ready_notice_ = std::exchange(continuing_, false) ? ""
+  // continuing_ stays set until session_ready(): a restart while the settings are applied must
+  // still fail rather than fall back to a new session.
+  ready_notice_ = continuing_ ? ""
                   : opt_.via_server ? "reconnected to the tether server and re-attached to the session (session/load)"
                   : link_ == Link::resuming
                       ? "the session was restored after the bridge restarted (session/resume)"
@@ -331,6 +333,7 @@ void SessionCore::server_setup(const json& r) {
 
 void SessionCore::session_ready() {
   link_ = Link::ready;
+  continuing_ = false;
   state_.generation = link_call_gen_;
   link_error_ = nullptr;
   if (!ready_notice_.empty()) notice(std::exchange(ready_notice_, {}));

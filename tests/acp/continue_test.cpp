@@ -173,3 +173,24 @@ TEST_CASE("load_session: switches a running session to another id; an agent that
     CHECK(answer_of(turn).find("echo") != std::string::npos);
   }
 }
+
+TEST_CASE("continue: a crash while the settings are applied still never becomes a new session") {
+  Log log;
+  std::string flag = log.path + ".crashed";
+  auto bo = bridge_options({"settings", log.path});
+  bo.extra_env = {"FAKE_CRASH_SET_MODE=" + flag};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  auto o = continuing("unknown-5");  // the restarted agent knows it neither by resume nor by load
+  o.settings.mode = "plan";
+  acp::AcpSession session(bridge, o);
+  auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+  ::unlink(flag.c_str());
+  std::string wire = log.text();
+  INFO(wire);
+  REQUIRE(failed);
+  CHECK(acp::exit_status(*failed) == 69);
+  CHECK(failed->error.value("message", "").find("cannot continue session unknown-5") == 0);
+  CHECK(session.state().sessions_created == 0);
+  CHECK(wire.find("session/new") == std::string::npos);
+}

@@ -26,7 +26,8 @@
 //                      value) to FILE; offers sessionCapabilities close and resume, the modes ask
 //                      and plan (ask current), the config options model (select m1, m2; category
 //                      model) and fast (boolean); a prompt answers "mode=M model=V fast=B"; with
-//                      FAKE_RESUME_BARE set, session/resume answers {}
+//                      FAKE_RESUME_BARE set, session/resume answers {}; with FAKE_CRASH_SET_MODE=F,
+//                      the first set_mode (F absent) creates F and dies, and resume then fails -32002
 //   noisy              writes non-JSON lines on stdout (a sign-in URL) before its initialize
 //                      answer and during a prompt; answers "ok"
 //   error-data         a prompt fails with -32603 and data.details; its stderr is a multi-line
@@ -233,6 +234,11 @@ int main(int argc, char** argv) {
       send(chunk("replayed history"));
       send(result(id, nullptr));  // the docs' example answers null; the schema says an object
     } else if (mode == "settings" && method == "session/set_mode") {
+      // FAKE_CRASH_SET_MODE=FILE: the first set_mode (FILE absent) creates FILE and dies.
+      if (const char* f = std::getenv("FAKE_CRASH_SET_MODE"); f && ::access(f, F_OK) != 0) {
+        append_file(f, "crashed");
+        ::_exit(3);
+      }
       cur_mode = params.value("modeId", "");
       send(result(id, json::object()));
       send(update({{"sessionUpdate", "current_mode_update"}, {"currentModeId", cur_mode}}));
@@ -244,6 +250,12 @@ int main(int argc, char** argv) {
       if (method == "session/resume") session_id = params.value("sessionId", "");
       // FAKE_RESUME_BARE: a resume answer that reports no modes or options (the schema allows it).
       bool bare = std::getenv("FAKE_RESUME_BARE") != nullptr;
+      // After that crash, the new process does not know the session.
+      if (const char* f = std::getenv("FAKE_CRASH_SET_MODE");
+          method == "session/resume" && f && ::access(f, F_OK) == 0) {
+        send(error(id, -32002, "Resource not found: " + session_id));
+        continue;
+      }
       send(result(id, method == "session/resume" && !bare ? settings() : json::object()));
     } else if (mode == "hostile" && (method == "session/set_mode" || method == "session/set_config_option")) {
       json e = error(id, -32602, evil("refused"));
