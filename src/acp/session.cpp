@@ -153,8 +153,14 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
       send_session_step();
       break;
     case Link::closed: send_session_step(); break;
-    case Link::idle:
-    case Link::failed: begin_handshake(); break;
+    case Link::idle: begin_handshake(); break;
+    case Link::failed:
+      // A refused step (a /load of an unknown id) fails the link on a connection still
+      // initialized: a second initialize there is a protocol error, and through a tether server
+      // server_setup() would attach us to its main session instead of what was asked.
+      if (live_gen_ != 0) send_session_step();
+      else begin_handshake();
+      break;
     case Link::authenticating:
       if (!state_.session_id.empty()) {
         // A session to bring back instead of what authenticate was for: that is given up.

@@ -233,6 +233,9 @@ class SessionCore {
   std::string link_method_;
   base::Deadline link_deadline_ = base::Deadline::never();
   std::uint64_t dead_gen_ = 0;       // waiting_bridge: handshake again on a later generation
+  // The generation whose initialize was answered, while it lives (0: none): a setup step that
+  // failed on it (a refused /load) leaves it initialized, and the next session needs no handshake.
+  std::uint64_t live_gen_ = 0;
   json link_error_;                  // failed: why
   bool auth_tried_ = false;
   bool in_open_ = false;             // open() runs: a person may be asked (ask_auth)

@@ -236,6 +236,7 @@ void SessionCore::on_initialized(const json& r) {
   }
   const AgentProfile& p = std::get<AgentProfile>(read);
   state_.protocol_version = kProtocolVersion;
+  live_gen_ = link_call_gen_;
   state_.agent_info = p.info;
   state_.agent_capabilities = p.capabilities;
   state_.auth_methods = p.auth_methods;

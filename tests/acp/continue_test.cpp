@@ -194,3 +194,21 @@ TEST_CASE("continue: a crash while the settings are applied still never becomes 
   CHECK(session.state().sessions_created == 0);
   CHECK(wire.find("session/new") == std::string::npos);
 }
+
+TEST_CASE("load_session: a refused id, then a new session on the same connection (no second initialize)") {
+  Log log;
+  supervisor::Bridge bridge(bridge_options({"sessions", log.path}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, continuing(""));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto failed = session.load_session("unknown-3", base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(failed);
+  auto again = session.new_session(base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE_MESSAGE(!again, again->error.dump());
+  auto turn = session.prompt("next");
+  CHECK(answer_of(turn).find("ok fake-session-") == 0);
+  std::string wire = log.text();
+  INFO(wire);
+  CHECK(wire.find("initialize") == wire.rfind("initialize"));
+  CHECK(wire.find("session/load\nsession/new\nsession/prompt") != std::string::npos);
+}
