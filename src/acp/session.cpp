@@ -77,8 +77,9 @@ void SessionCore::start_new_session() { switch_session(""); }
 
 std::optional<TurnEvent> SessionCore::start_load_session(const std::string& id) {
   // Checked before anything changes: an agent that cannot bring a session back keeps the one it
-  // has. (A tether server can always attach; it says so itself when it cannot.)
-  if (link_ == Link::ready && !opt_.via_server && !state_.can_resume && !state_.load_session)
+  // has. (A tether server can always attach; it says so itself when it cannot.) Known once
+  // initialize was answered, whether or not the session is ready (a session/new under way).
+  if (state_.protocol_version != 0 && !opt_.via_server && !state_.can_resume && !state_.load_session)
     return failed_event(cannot_continue_error(), true);
   switch_session(id);
   return std::nullopt;

@@ -212,3 +212,22 @@ TEST_CASE("load_session: a refused id, then a new session on the same connection
   CHECK(wire.find("initialize") == wire.rfind("initialize"));
   CHECK(wire.find("session/load\nsession/new\nsession/prompt") != std::string::npos);
 }
+
+TEST_CASE("load_session: an agent that can do neither keeps the session being set up (capabilities known, link not ready)") {
+  Log log;
+  auto bo = bridge_options({"settings", log.path});
+  bo.extra_env = {"FAKE_NO_REOPEN=1"};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, continuing(""));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  session.start_new_session();  // session/new under way
+  auto failed = session.load_session("kept-1", base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(failed);
+  CHECK(failed->error.value("message", "").find("cannot continue a session") != std::string::npos);
+  auto turn = session.prompt("next");
+  CHECK(answer_of(turn).find("mode=") == 0);
+  std::string wire = log.text();
+  INFO(wire);
+  CHECK(wire.find("initialize") == wire.rfind("initialize"));  // the new session went on
+}

@@ -27,7 +27,8 @@
 //                      and plan (ask current), the config options model (select m1, m2; category
 //                      model) and fast (boolean); a prompt answers "mode=M model=V fast=B"; with
 //                      FAKE_RESUME_BARE set, session/resume answers {}; with FAKE_CRASH_SET_MODE=F,
-//                      the first set_mode (F absent) creates F and dies, and resume then fails -32002
+//                      the first set_mode (F absent) creates F and dies, and resume then fails -32002;
+//                      with FAKE_NO_REOPEN set, it offers neither resume nor loadSession
 //   noisy              writes non-JSON lines on stdout (a sign-in URL) before its initialize
 //                      answer and during a prompt; answers "ok"
 //   error-data         a prompt fails with -32603 and data.details; its stderr is a multi-line
@@ -157,6 +158,10 @@ int main(int argc, char** argv) {
                             {{"id", "agent-login"}, {"name", "Agent login"}, {"description", "Opens a browser"}},
                             {{"id", "api-key"}, {"name", "API key"}, {"type", "env_var"}, {"vars", {{{"name", "FAKE_API_KEY"}}}}}};
       if (mode == "settings") r["agentCapabilities"]["sessionCapabilities"] = {{"close", json::object()}, {"resume", json::object()}};
+      if (mode == "settings" && std::getenv("FAKE_NO_REOPEN")) {
+        r["agentCapabilities"]["loadSession"] = false;
+        r["agentCapabilities"]["sessionCapabilities"].erase("resume");
+      }
       if (mode == "noisy") write_all("Please visit https://login.example.invalid/device?code=ABCD to sign in\n");
       if (mode == "hostile") {
         r["agentInfo"] = {{"name", evil("name")}, {"title", evil("title")}, {"version", evil("version")}};
