@@ -182,6 +182,7 @@ class SessionCore {
   void begin_handshake();
   void send_setup(Link phase, const char* method, json params);
   void send_new_session();
+  void send_load();
   void send_session_step();
   void reopen_session();
   json cannot_continue_error() const;

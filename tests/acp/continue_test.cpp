@@ -231,3 +231,18 @@ TEST_CASE("load_session: an agent that can do neither keeps the session being se
   INFO(wire);
   CHECK(wire.find("initialize") == wire.rfind("initialize"));  // the new session went on
 }
+
+TEST_CASE("continue: a restart in the middle of the load counts the replay once") {
+  Log log;
+  std::string flag = log.path + ".crashed";
+  auto bo = bridge_options({"sessions", log.path});
+  bo.extra_env = {"FAKE_CRASH_LOAD=" + flag};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, continuing("kept-8"));
+  auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+  ::unlink(flag.c_str());
+  REQUIRE_MESSAGE(!failed, failed->error.dump());
+  CHECK(session.state().session_id == "kept-8");
+  CHECK(session.state().replayed_turns == 2);
+}

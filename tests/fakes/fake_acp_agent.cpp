@@ -44,7 +44,8 @@
 //   flood FILE         writes its pid to FILE; streams chunks until cancelled or stdin closes
 //   pid FILE           writes its pid to FILE; answers "ok"
 //   sessions FILE      appends every method it receives to FILE; answers "ok SESSION-ID";
-//                      loadSession only (no resume)
+//                      loadSession only (no resume); with FAKE_CRASH_LOAD=F, the first load (F
+//                      absent) creates F and dies after its replay
 //   server FILE        plays a `tether serve` server: appends every method (with a session/load's
 //                      sessionId) to FILE; initialize carries _meta.tether (main session
 //                      "main-1"); session/load answers {} without replay; _tether/status answers.
@@ -237,6 +238,11 @@ int main(int argc, char** argv) {
       send(chunk("an earlier answer"));
       send(user("second earlier prompt"));
       send(chunk("replayed history"));
+      // FAKE_CRASH_LOAD=FILE: the first load (FILE absent) dies after its replay, unanswered.
+      if (const char* f = std::getenv("FAKE_CRASH_LOAD"); f && ::access(f, F_OK) != 0) {
+        append_file(f, "crashed");
+        ::_exit(3);
+      }
       send(result(id, nullptr));  // the docs' example answers null; the schema says an object
     } else if (mode == "settings" && method == "session/set_mode") {
       // FAKE_CRASH_SET_MODE=FILE: the first set_mode (FILE absent) creates FILE and dies.
