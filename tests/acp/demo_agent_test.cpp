@@ -500,3 +500,32 @@ TEST_CASE("demo agent: the store keeps the newest 200 sessions and none older th
   CHECK(left == 201);  // the 200 newest, and the new one
   CHECK_FALSE(old_left);
 }
+
+TEST_CASE("demo agent: malformed histories and session/list params are refused or skipped, never a crash") {
+  StateDir state;
+  auto plant = [&](const std::string& name, const std::string& text) {
+    int fd = ::open((state.dir + "/" + name).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    ::close(fd);
+  };
+  {
+    Agent a(state.dir);
+    a.initialize();
+    session_in(a, "/tmp", "a good one", 1);
+  }
+  plant("demo-1-1-1", "{\"u\":1,\"cwd\":2}\n{\"a\":[3]}\n");
+  Agent b(state.dir);
+  b.initialize();
+  json all = list(b, "all", json::object());
+  CHECK(all["sessions"].size() == 2);
+  json null_cwd = list(b, "null", {{"cwd", nullptr}});
+  CHECK(null_cwd["sessions"].size() == 2);
+  b.send({{"jsonrpc", "2.0"}, {"id", "load"}, {"method", "session/load"},
+          {"params", {{"sessionId", "demo-1-1-1"}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+  CHECK(b.until_response("load").contains("result"));
+  // A request whose params are not what it expects: an error answer, and the agent goes on.
+  b.send({{"jsonrpc", "2.0"}, {"id", "bad"}, {"method", "session/set_mode"}, {"params", {{"sessionId", 7}, {"modeId", 8}}}});
+  CHECK(b.until_response("bad").contains("error"));
+  CHECK(list(b, "after", json::object())["sessions"].size() == 2);
+}

@@ -16,6 +16,7 @@
 #include <variant>
 
 #include "base/private_dir.h"
+#include "rpc/message.h"
 
 namespace tether::acp::demo {
 namespace {
@@ -53,7 +54,7 @@ bool valid_session_id(std::string_view id) {
 void DemoAgent::on_load(const json& id, const json& params, bool replay) {
   std::string cwd;
   if (!check_cwd(id, params, cwd)) return;
-  std::string sid = params.value("sessionId", "");
+  std::string sid = rpc::string_of(params, "sessionId");
   if (!valid_session_id(sid)) {
     respond_error(id, -32002, "Resource not found: session " + sid);
     return;
@@ -88,10 +89,11 @@ void DemoAgent::on_load(const json& id, const json& params, bool replay) {
     json entry = json::parse(std::string_view(text).substr(pos, nl - pos), nullptr, false);
     pos = nl + 1;
     if (!entry.is_object()) continue;
+    // A line that is not ours (a hand-edited or planted file) is skipped, not a crash.
     if (entry.contains("u")) {
       ++s.turns;
-      if (replay) chunk(sid, entry["u"].get<std::string>(), "user_message_chunk");
-    } else if (entry.contains("a") && replay) {
+      if (replay && entry["u"].is_string()) chunk(sid, entry["u"].get<std::string>(), "user_message_chunk");
+    } else if (replay && entry.contains("a") && entry["a"].is_string()) {
       chunk(sid, entry["a"].get<std::string>(), "agent_message_chunk");
     }
   }
