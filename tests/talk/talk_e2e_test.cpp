@@ -1016,5 +1016,13 @@ TEST_CASE("talk -c continues the last conversation; /sessions lists them; /load 
   type_line(t, "and again");
   expect(t, "turn 3 of this session");
   expect(t, kPrompt);
+  // A number that is not in the last list changes nothing (it is no id to send the agent).
+  t.mark();
+  type_line(t, "/load 9");
+  expect(t, "no session 9 in the last /sessions");
+  expect(t, kPrompt);
+  type_line(t, "still here");
+  expect(t, "turn 4 of this session");
+  expect(t, kPrompt);
   quit(t);
 }
