@@ -529,3 +529,32 @@ TEST_CASE("demo agent: malformed histories and session/list params are refused o
   CHECK(b.until_response("bad").contains("error"));
   CHECK(list(b, "after", json::object())["sessions"].size() == 2);
 }
+
+TEST_CASE("demo agent: a session loaded in one process survives another's pruning; a vanished history is not recreated") {
+  StateDir state;
+  std::string sid;
+  {
+    Agent a(state.dir);
+    a.initialize();
+    sid = session_in(a, "/tmp", "my name is Ada", 1);
+  }
+  const std::string path = state.dir + "/" + sid;
+  timespec old[2] = {{::time(nullptr) - 31 * 24 * 3600, 0}, {::time(nullptr) - 31 * 24 * 3600, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, path.c_str(), old, 0) == 0);
+  Agent c(state.dir);
+  c.initialize();
+  c.send({{"jsonrpc", "2.0"}, {"id", "load"}, {"method", "session/load"},
+          {"params", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+  REQUIRE(c.until_response("load").contains("result"));
+  {
+    Agent b(state.dir);
+    b.initialize();
+    session_in(b, "/tmp", "another", 2);  // a new history: the store is pruned first
+  }
+  CHECK(::access(path.c_str(), F_OK) == 0);
+  // Removed anyway (by a person): the next turn does not start a truncated history.
+  REQUIRE(::unlink(path.c_str()) == 0);
+  c.send(Agent::prompt("p", sid, "/chunks 1 what is my name?"));
+  REQUIRE(c.until_response("p")["result"]["stopReason"] == "end_turn");
+  CHECK(::access(path.c_str(), F_OK) != 0);
+}

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -73,6 +74,8 @@ void DemoAgent::on_load(const json& id, const json& params, bool replay) {
     respond(id, answer);
     return;
   }
+  // A continued session counts as recently used: another process's pruning (by age) keeps it.
+  ::futimens(fd, nullptr);
   std::string text;
   char buf[kReadChunk];
   for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
@@ -131,7 +134,13 @@ void DemoAgent::remember(Session& s, std::string_view prompt, std::string_view a
   if (!dir) return;
   // A new history file: now and then, the store is brought back within its bounds.
   if (!s.stored && new_histories_++ % kPruneEvery == 0) prune_state_dir(dir.get());
-  int fd = base::open_private_file(dir.get(), s.id, O_WRONLY | O_CREAT | O_APPEND);
+  // A stored history that is gone was removed under us (another process pruned it, or a person):
+  // created again it would hold only the turns from now on, a truncated conversation.
+  int fd = base::open_private_file(dir.get(), s.id, O_WRONLY | O_APPEND | (s.stored ? 0 : O_CREAT));
+  if (fd < 0 && s.stored && errno == ENOENT) {
+    warn_once("the history of " + s.id + " was removed by another process; its new turns are not kept");
+    return;
+  }
   if (fd < 0) {
     warn_once("cannot keep the history of " + s.id + ": " +
               (errno == ELOOP ? std::string("a symlink is in its place") :
