@@ -127,14 +127,13 @@ void DemoAgent::on_list(const json& id, const json& params) {
 }
 
 // Removes the histories past the newest kKeepSessions, and those whose last turn is older than
-// kKeepDays; never one of a session this process has open, nor one used in the last few minutes
-// (likely open in another process: a load or a turn touches it).
+// kKeepDays; never one of a session this process has open. (One open in another process was
+// touched when it was loaded or resumed and at each turn: it is among the newest.)
 void DemoAgent::prune_state_dir(int dirfd) {
-  const time_t now = ::time(nullptr);
-  const time_t too_old = now - time_t{kKeepDays} * 24 * 3600;
+  const time_t too_old = ::time(nullptr) - time_t{kKeepDays} * 24 * 3600;
   std::size_t kept = 0;
   for (const auto& st : stored_sessions(dirfd)) {
-    bool ours = sessions_.count(st.id) > 0 || st.mtime.tv_sec >= now - 600;
+    bool ours = sessions_.count(st.id) > 0;
     if (ours || (kept < kKeepSessions && st.mtime.tv_sec >= too_old)) {
       ++kept;
       continue;
