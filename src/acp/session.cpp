@@ -77,8 +77,9 @@ void SessionCore::start_new_session() { switch_session(""); }
 
 std::optional<TurnEvent> SessionCore::start_load_session(const std::string& id) {
   // Checked before anything changes: an agent that cannot bring a session back keeps the one it
-  // has. (A tether server can always attach; it says so itself when it cannot.)
-  if (link_ == Link::ready && !opt_.via_server && !state_.can_resume && !state_.load_session)
+  // has. (A tether server can always attach; it says so itself when it cannot.) Known once
+  // initialize was answered, whether or not the session is ready (a session/new under way).
+  if (state_.protocol_version != 0 && !opt_.via_server && !state_.can_resume && !state_.load_session)
     return failed_event(cannot_continue_error(), true);
   switch_session(id);
   return std::nullopt;
@@ -153,8 +154,14 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
       send_session_step();
       break;
     case Link::closed: send_session_step(); break;
-    case Link::idle:
-    case Link::failed: begin_handshake(); break;
+    case Link::idle: begin_handshake(); break;
+    case Link::failed:
+      // A refused step (a /load of an unknown id) fails the link on a connection still
+      // initialized: a second initialize there is a protocol error, and through a tether server
+      // server_setup() would attach us to its main session instead of what was asked.
+      if (live_gen_ != 0) send_session_step();
+      else begin_handshake();
+      break;
     case Link::authenticating:
       if (!state_.session_id.empty()) {
         // A session to bring back instead of what authenticate was for: that is given up.

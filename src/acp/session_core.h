@@ -186,6 +186,7 @@ class SessionCore {
   void begin_handshake();
   void send_setup(Link phase, const char* method, json params);
   void send_new_session();
+  void send_load();
   void send_session_step();
   void reopen_session();
   json cannot_continue_error() const;
@@ -237,6 +238,9 @@ class SessionCore {
   std::string link_method_;
   base::Deadline link_deadline_ = base::Deadline::never();
   std::uint64_t dead_gen_ = 0;       // waiting_bridge: handshake again on a later generation
+  // The generation whose initialize was answered, while it lives (0: none): a setup step that
+  // failed on it (a refused /load) leaves it initialized, and the next session needs no handshake.
+  std::uint64_t live_gen_ = 0;
   json link_error_;                  // failed: why
   bool auth_tried_ = false;
   bool in_open_ = false;             // open() runs: a person may be asked (ask_auth)

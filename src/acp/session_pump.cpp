@@ -218,18 +218,21 @@ void SessionCore::on_status(const Event& ev) {
   if (st == "ready") {
     if (link_ == Link::waiting_bridge && ev.generation > dead_gen_) begin_handshake();
   } else if (st == "exited") {
+    if (ev.generation == live_gen_) live_gen_ = 0;
     if (link_ == Link::ready && ev.generation == state_.generation) lose_link(ev.generation);
     // Requests of a dead generation can no longer be answered; its terminals end with it.
     withdraw_idle_permissions(ev.generation);
     if (terminals_) terminals_->drop_generation(ev.generation);
   } else if (st == "failed") {
     json err = ev.message.contains("error") ? ev.message["error"] : error_object("restart_limit", string_of(ev.message, "message"));
+    live_gen_ = 0;
     if (link_ == Link::waiting_bridge || link_ == Link::ready) link_fail(err);
   }
 }
 
 void SessionCore::lose_link(std::uint64_t gen) {
   link_ = Link::waiting_bridge;
+  if (gen == live_gen_) live_gen_ = 0;
   dead_gen_ = gen;
 }
 

@@ -44,13 +44,24 @@ void SessionCore::reopen_session() {
   if (state_.can_resume) {
     send_setup(Link::resuming, "session/resume", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
   } else if (state_.load_session) {
-    send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
+    send_load();
   } else if (continuing_) {
     link_fail(cannot_continue_error());
   } else {
     context_lost_reason_ = "the agent cannot load or resume sessions (it advertises neither)";
     send_new_session();
   }
+}
+
+// session/load of our session. A continued session's replay is counted afresh: a load sent again
+// (after a restart in the middle of one, or after a refused resume) replays the whole history
+// again. (Once ready, a restart's replay is not counted, and the count stays.)
+void SessionCore::send_load() {
+  if (continuing_) {
+    state_.replayed_turns = 0;
+    replay_user_ = false;
+  }
+  send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
 }
 
 // The agent by the name it gave (agentInfo), for the sentences below.
@@ -177,7 +188,7 @@ void SessionCore::on_setup_error(const json& err) {
       // An agent that advertises resume but cannot do it: load, or a new session (a session
       // the user asked to continue: a failure).
       if (state_.load_session) {
-        send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
+        send_load();
       } else if (continuing_) {
         link_fail(not_continued_error("session/resume", err));
       } else {
@@ -236,6 +247,7 @@ void SessionCore::on_initialized(const json& r) {
   }
   const AgentProfile& p = std::get<AgentProfile>(read);
   state_.protocol_version = kProtocolVersion;
+  live_gen_ = link_call_gen_;
   state_.agent_info = p.info;
   state_.agent_capabilities = p.capabilities;
   state_.auth_methods = p.auth_methods;
@@ -292,7 +304,9 @@ void SessionCore::on_created(const json& r) {
 void SessionCore::on_reopened(const json& r) {
   ++state_.sessions_loaded;
   // A session the user asked to continue is what they expect: the front-end says so its way.
-  ready_notice_ = std::exchange(continuing_, false) ? ""
+  // continuing_ stays set until session_ready(): a restart while the settings are applied must
+  // still fail rather than fall back to a new session.
+  ready_notice_ = continuing_ ? ""
                   : opt_.via_server ? "reconnected to the tether server and re-attached to the session (session/load)"
                   : link_ == Link::resuming
                       ? "the session was restored after the bridge restarted (session/resume)"
@@ -323,7 +337,7 @@ void SessionCore::server_setup(const json& r) {
     send_setup(Link::attaching, "session/load", reopen_params(attach_id_, opt_.cwd, mcp_servers()));
   } else if (!state_.session_id.empty()) {
     forget_current_settings();
-    send_setup(Link::loading, "session/load", reopen_params(state_.session_id, opt_.cwd, mcp_servers()));
+    send_load();
   } else {
     send_new_session();
   }
@@ -331,6 +345,7 @@ void SessionCore::server_setup(const json& r) {
 
 void SessionCore::session_ready() {
   link_ = Link::ready;
+  continuing_ = false;
   state_.generation = link_call_gen_;
   link_error_ = nullptr;
   if (!ready_notice_.empty()) notice(std::exchange(ready_notice_, {}));

@@ -315,7 +315,8 @@ int run_talk(TalkOptions& o) {
   // see too. A script gets a session of its own: joined, it would become the main session's
   // active client and answer a person's permission questions by its policy. A session to
   // continue is that session instead.
-  plan.client.attach_main = plan.client.via_server && interactive && o.continuing.session_id.empty();
+  plan.client.attach_main = plan.client.via_server && interactive && o.continuing.session_id.empty() &&
+                           o.continuing.bind_name.empty();  // -s NAME (first use) binds a session of its own
   // At a terminal, the person picks the sign-in method when the agent asks for one and neither
   // --auth nor an env_var method settles it: never a browser login nobody chose.
   if (interactive) plan.client.ask_auth = ask_auth_method;

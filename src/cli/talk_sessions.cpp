@@ -148,8 +148,17 @@ void Talk::load_session(const std::string& which) {
   if (bridge_down()) return;
   std::string id = which;
   if (all_digits(which)) {
-    std::size_t n = std::stoul(which);
-    if (n >= 1 && n <= listed_sessions_.size()) id = listed_sessions_[n - 1];
+    // A number is always one of the list: out of its range it is a typo, not an id to send the
+    // agent after the current session was already left.
+    std::size_t n = which.size() <= 4 ? std::stoul(which) : 0;
+    if (n < 1 || n > listed_sessions_.size()) {
+      renderer_.error(listed_sessions_.empty() ? "no session " + which + ": list them with /sessions first"
+                                               : "no session " + which + " in the last /sessions (1 to " +
+                                                     std::to_string(listed_sessions_.size()) + ")");
+      flush();
+      return;
+    }
+    id = listed_sessions_[n - 1];
   }
   const std::string before = session_->state().session_id;
   if (id == before) {

@@ -173,3 +173,76 @@ TEST_CASE("load_session: switches a running session to another id; an agent that
     CHECK(answer_of(turn).find("echo") != std::string::npos);
   }
 }
+
+TEST_CASE("continue: a crash while the settings are applied still never becomes a new session") {
+  Log log;
+  std::string flag = log.path + ".crashed";
+  auto bo = bridge_options({"settings", log.path});
+  bo.extra_env = {"FAKE_CRASH_SET_MODE=" + flag};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  auto o = continuing("unknown-5");  // the restarted agent knows it neither by resume nor by load
+  o.settings.mode = "plan";
+  acp::AcpSession session(bridge, o);
+  auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+  ::unlink(flag.c_str());
+  std::string wire = log.text();
+  INFO(wire);
+  REQUIRE(failed);
+  CHECK(acp::exit_status(*failed) == 69);
+  CHECK(failed->error.value("message", "").find("cannot continue session unknown-5") == 0);
+  CHECK(session.state().sessions_created == 0);
+  CHECK(wire.find("session/new") == std::string::npos);
+}
+
+TEST_CASE("load_session: a refused id, then a new session on the same connection (no second initialize)") {
+  Log log;
+  supervisor::Bridge bridge(bridge_options({"sessions", log.path}));
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, continuing(""));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  auto failed = session.load_session("unknown-3", base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(failed);
+  auto again = session.new_session(base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE_MESSAGE(!again, again->error.dump());
+  auto turn = session.prompt("next");
+  CHECK(answer_of(turn).find("ok fake-session-") == 0);
+  std::string wire = log.text();
+  INFO(wire);
+  CHECK(wire.find("initialize") == wire.rfind("initialize"));
+  CHECK(wire.find("session/load\nsession/new\nsession/prompt") != std::string::npos);
+}
+
+TEST_CASE("load_session: an agent that can do neither keeps the session being set up (capabilities known, link not ready)") {
+  Log log;
+  auto bo = bridge_options({"settings", log.path});
+  bo.extra_env = {"FAKE_NO_REOPEN=1"};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, continuing(""));
+  REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+  session.start_new_session();  // session/new under way
+  auto failed = session.load_session("kept-1", base::Deadline::after(std::chrono::seconds(10)));
+  REQUIRE(failed);
+  CHECK(failed->error.value("message", "").find("cannot continue a session") != std::string::npos);
+  auto turn = session.prompt("next");
+  CHECK(answer_of(turn).find("mode=") == 0);
+  std::string wire = log.text();
+  INFO(wire);
+  CHECK(wire.find("initialize") == wire.rfind("initialize"));  // the new session went on
+}
+
+TEST_CASE("continue: a restart in the middle of the load counts the replay once") {
+  Log log;
+  std::string flag = log.path + ".crashed";
+  auto bo = bridge_options({"sessions", log.path});
+  bo.extra_env = {"FAKE_CRASH_LOAD=" + flag};
+  supervisor::Bridge bridge(bo);
+  REQUIRE_FALSE(bridge.start());
+  acp::AcpSession session(bridge, continuing("kept-8"));
+  auto failed = session.open(base::Deadline::after(std::chrono::seconds(10)));
+  ::unlink(flag.c_str());
+  REQUIRE_MESSAGE(!failed, failed->error.dump());
+  CHECK(session.state().session_id == "kept-8");
+  CHECK(session.state().replayed_turns == 2);
+}

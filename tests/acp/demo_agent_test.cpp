@@ -500,3 +500,61 @@ TEST_CASE("demo agent: the store keeps the newest 200 sessions and none older th
   CHECK(left == 201);  // the 200 newest, and the new one
   CHECK_FALSE(old_left);
 }
+
+TEST_CASE("demo agent: malformed histories and session/list params are refused or skipped, never a crash") {
+  StateDir state;
+  auto plant = [&](const std::string& name, const std::string& text) {
+    int fd = ::open((state.dir + "/" + name).c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    ::close(fd);
+  };
+  {
+    Agent a(state.dir);
+    a.initialize();
+    session_in(a, "/tmp", "a good one", 1);
+  }
+  plant("demo-1-1-1", "{\"u\":1,\"cwd\":2}\n{\"a\":[3]}\n");
+  Agent b(state.dir);
+  b.initialize();
+  json all = list(b, "all", json::object());
+  CHECK(all["sessions"].size() == 2);
+  json null_cwd = list(b, "null", {{"cwd", nullptr}});
+  CHECK(null_cwd["sessions"].size() == 2);
+  b.send({{"jsonrpc", "2.0"}, {"id", "load"}, {"method", "session/load"},
+          {"params", {{"sessionId", "demo-1-1-1"}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+  CHECK(b.until_response("load").contains("result"));
+  // A request whose params are not what it expects: an error answer, and the agent goes on.
+  b.send({{"jsonrpc", "2.0"}, {"id", "bad"}, {"method", "session/set_mode"}, {"params", {{"sessionId", 7}, {"modeId", 8}}}});
+  CHECK(b.until_response("bad").contains("error"));
+  CHECK(list(b, "after", json::object())["sessions"].size() == 2);
+}
+
+TEST_CASE("demo agent: a session loaded in one process survives another's pruning; a vanished history is not recreated") {
+  StateDir state;
+  std::string sid;
+  {
+    Agent a(state.dir);
+    a.initialize();
+    sid = session_in(a, "/tmp", "my name is Ada", 1);
+  }
+  const std::string path = state.dir + "/" + sid;
+  timespec old[2] = {{::time(nullptr) - 31 * 24 * 3600, 0}, {::time(nullptr) - 31 * 24 * 3600, 0}};
+  REQUIRE(::utimensat(AT_FDCWD, path.c_str(), old, 0) == 0);
+  Agent c(state.dir);
+  c.initialize();
+  c.send({{"jsonrpc", "2.0"}, {"id", "load"}, {"method", "session/load"},
+          {"params", {{"sessionId", sid}, {"cwd", "/tmp"}, {"mcpServers", json::array()}}}});
+  REQUIRE(c.until_response("load").contains("result"));
+  {
+    Agent b(state.dir);
+    b.initialize();
+    session_in(b, "/tmp", "another", 2);  // a new history: the store is pruned first
+  }
+  CHECK(::access(path.c_str(), F_OK) == 0);
+  // Removed anyway (by a person): the next turn does not start a truncated history.
+  REQUIRE(::unlink(path.c_str()) == 0);
+  c.send(Agent::prompt("p", sid, "/chunks 1 what is my name?"));
+  REQUIRE(c.until_response("p")["result"]["stopReason"] == "end_turn");
+  CHECK(::access(path.c_str(), F_OK) != 0);
+}

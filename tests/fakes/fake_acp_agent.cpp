@@ -26,7 +26,9 @@
 //                      value) to FILE; offers sessionCapabilities close and resume, the modes ask
 //                      and plan (ask current), the config options model (select m1, m2; category
 //                      model) and fast (boolean); a prompt answers "mode=M model=V fast=B"; with
-//                      FAKE_RESUME_BARE set, session/resume answers {}
+//                      FAKE_RESUME_BARE set, session/resume answers {}; with FAKE_CRASH_SET_MODE=F,
+//                      the first set_mode (F absent) creates F and dies, and resume then fails -32002;
+//                      with FAKE_NO_REOPEN set, it offers neither resume nor loadSession
 //   noisy              writes non-JSON lines on stdout (a sign-in URL) before its initialize
 //                      answer and during a prompt; answers "ok"
 //   error-data         a prompt fails with -32603 and data.details; its stderr is a multi-line
@@ -42,7 +44,8 @@
 //   flood FILE         writes its pid to FILE; streams chunks until cancelled or stdin closes
 //   pid FILE           writes its pid to FILE; answers "ok"
 //   sessions FILE      appends every method it receives to FILE; answers "ok SESSION-ID";
-//                      loadSession only (no resume)
+//                      loadSession only (no resume); with FAKE_CRASH_LOAD=F, the first load (F
+//                      absent) creates F and dies after its replay
 //   server FILE        plays a `tether serve` server: appends every method (with a session/load's
 //                      sessionId) to FILE; initialize carries _meta.tether (main session
 //                      "main-1"); session/load answers {} without replay; _tether/status answers.
@@ -156,6 +159,10 @@ int main(int argc, char** argv) {
                             {{"id", "agent-login"}, {"name", "Agent login"}, {"description", "Opens a browser"}},
                             {{"id", "api-key"}, {"name", "API key"}, {"type", "env_var"}, {"vars", {{{"name", "FAKE_API_KEY"}}}}}};
       if (mode == "settings") r["agentCapabilities"]["sessionCapabilities"] = {{"close", json::object()}, {"resume", json::object()}};
+      if (mode == "settings" && std::getenv("FAKE_NO_REOPEN")) {
+        r["agentCapabilities"]["loadSession"] = false;
+        r["agentCapabilities"]["sessionCapabilities"].erase("resume");
+      }
       if (mode == "noisy") write_all("Please visit https://login.example.invalid/device?code=ABCD to sign in\n");
       if (mode == "hostile") {
         r["agentInfo"] = {{"name", evil("name")}, {"title", evil("title")}, {"version", evil("version")}};
@@ -231,8 +238,18 @@ int main(int argc, char** argv) {
       send(chunk("an earlier answer"));
       send(user("second earlier prompt"));
       send(chunk("replayed history"));
+      // FAKE_CRASH_LOAD=FILE: the first load (FILE absent) dies after its replay, unanswered.
+      if (const char* f = std::getenv("FAKE_CRASH_LOAD"); f && ::access(f, F_OK) != 0) {
+        append_file(f, "crashed");
+        ::_exit(3);
+      }
       send(result(id, nullptr));  // the docs' example answers null; the schema says an object
     } else if (mode == "settings" && method == "session/set_mode") {
+      // FAKE_CRASH_SET_MODE=FILE: the first set_mode (FILE absent) creates FILE and dies.
+      if (const char* f = std::getenv("FAKE_CRASH_SET_MODE"); f && ::access(f, F_OK) != 0) {
+        append_file(f, "crashed");
+        ::_exit(3);
+      }
       cur_mode = params.value("modeId", "");
       send(result(id, json::object()));
       send(update({{"sessionUpdate", "current_mode_update"}, {"currentModeId", cur_mode}}));
@@ -244,6 +261,12 @@ int main(int argc, char** argv) {
       if (method == "session/resume") session_id = params.value("sessionId", "");
       // FAKE_RESUME_BARE: a resume answer that reports no modes or options (the schema allows it).
       bool bare = std::getenv("FAKE_RESUME_BARE") != nullptr;
+      // After that crash, the new process does not know the session.
+      if (const char* f = std::getenv("FAKE_CRASH_SET_MODE");
+          method == "session/resume" && f && ::access(f, F_OK) == 0) {
+        send(error(id, -32002, "Resource not found: " + session_id));
+        continue;
+      }
       send(result(id, method == "session/resume" && !bare ? settings() : json::object()));
     } else if (mode == "hostile" && (method == "session/set_mode" || method == "session/set_config_option")) {
       json e = error(id, -32602, evil("refused"));

@@ -570,6 +570,26 @@ TEST_CASE("--connect: another client's turn is drawn between ours, and the line 
   REQUIRE(st.has_value());
 }
 
+TEST_CASE("--connect: talk -s NAME (first use) at a terminal gets a session of its own, not the server's main one") {
+  Home home;
+  const std::string socket = home.dir + "/s.sock";
+  Pty server({tether_bin(), "serve", "--socket", socket}, home.env());
+  expect(server, "listening on");
+  std::vector<std::string> connect{"--connect=" + socket, "--no-history"};
+  Pty a(talk(connect), home.env());
+  expect(a, kPrompt);
+  type_line(a, "on main");
+  expect(a, "turn 1 of this session");
+  connect.insert(connect.end(), {"-s", "work"});
+  Pty b(talk(connect), home.env());
+  expect(b, kPrompt);
+  type_line(b, "on work");
+  expect(b, "Echo: on work");
+  expect(b, "of this session");
+  CHECK(b.count("turn 1 of this session") == 1);
+  CHECK(a.count("on work") == 0);
+}
+
 TEST_CASE("--connect with no server: one sentence that says how to start one, exit 69") {
   Home home;
   tether::test::RunOptions o;
@@ -995,6 +1015,14 @@ TEST_CASE("talk -c continues the last conversation; /sessions lists them; /load 
   t.mark();
   type_line(t, "and again");
   expect(t, "turn 3 of this session");
+  expect(t, kPrompt);
+  // A number that is not in the last list changes nothing (it is no id to send the agent).
+  t.mark();
+  type_line(t, "/load 9");
+  expect(t, "no session 9 in the last /sessions");
+  expect(t, kPrompt);
+  type_line(t, "still here");
+  expect(t, "turn 4 of this session");
   expect(t, kPrompt);
   quit(t);
 }

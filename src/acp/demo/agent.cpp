@@ -43,6 +43,16 @@ void DemoAgent::handle(json msg) {
   json params = msg.contains("params") ? msg["params"] : json::object();
   if (!is_request) return;  // session/cancel outside a turn, and other notifications
   const json& id = msg["id"];
+  // Params of an unexpected type (a number where a string belongs) must not kill the agent, and
+  // through `tether serve` crash-loop its bridge: the request fails, the agent goes on.
+  try {
+    dispatch(method, id, params);
+  } catch (const json::exception& e) {
+    respond_error(id, -32603, std::string("Internal error: ") + e.what());
+  }
+}
+
+void DemoAgent::dispatch(const std::string& method, const json& id, const json& params) {
   if (method == "initialize") on_initialize(id, params);
   else if (method == "session/new") on_new(id, params);
   else if (method == "session/load") on_load(id, params);

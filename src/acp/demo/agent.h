@@ -93,6 +93,7 @@ class DemoAgent {
 
   // agent.cpp
   void handle(json msg);
+  void dispatch(const std::string& method, const json& id, const json& params);
   void on_initialize(const json& id, const json& params);
   bool check_cwd(const json& id, const json& params, std::string& cwd);
   void on_new(const json& id, const json& params);

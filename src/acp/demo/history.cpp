@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -16,6 +17,7 @@
 #include <variant>
 
 #include "base/private_dir.h"
+#include "rpc/message.h"
 
 namespace tether::acp::demo {
 namespace {
@@ -53,7 +55,7 @@ bool valid_session_id(std::string_view id) {
 void DemoAgent::on_load(const json& id, const json& params, bool replay) {
   std::string cwd;
   if (!check_cwd(id, params, cwd)) return;
-  std::string sid = params.value("sessionId", "");
+  std::string sid = rpc::string_of(params, "sessionId");
   if (!valid_session_id(sid)) {
     respond_error(id, -32002, "Resource not found: session " + sid);
     return;
@@ -72,6 +74,8 @@ void DemoAgent::on_load(const json& id, const json& params, bool replay) {
     respond(id, answer);
     return;
   }
+  // A continued session counts as recently used: another process's pruning (by age) keeps it.
+  ::futimens(fd, nullptr);
   std::string text;
   char buf[kReadChunk];
   for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
@@ -88,10 +92,11 @@ void DemoAgent::on_load(const json& id, const json& params, bool replay) {
     json entry = json::parse(std::string_view(text).substr(pos, nl - pos), nullptr, false);
     pos = nl + 1;
     if (!entry.is_object()) continue;
+    // A line that is not ours (a hand-edited or planted file) is skipped, not a crash.
     if (entry.contains("u")) {
       ++s.turns;
-      if (replay) chunk(sid, entry["u"].get<std::string>(), "user_message_chunk");
-    } else if (entry.contains("a") && replay) {
+      if (replay && entry["u"].is_string()) chunk(sid, entry["u"].get<std::string>(), "user_message_chunk");
+    } else if (replay && entry.contains("a") && entry["a"].is_string()) {
       chunk(sid, entry["a"].get<std::string>(), "agent_message_chunk");
     }
   }
@@ -129,7 +134,13 @@ void DemoAgent::remember(Session& s, std::string_view prompt, std::string_view a
   if (!dir) return;
   // A new history file: now and then, the store is brought back within its bounds.
   if (!s.stored && new_histories_++ % kPruneEvery == 0) prune_state_dir(dir.get());
-  int fd = base::open_private_file(dir.get(), s.id, O_WRONLY | O_CREAT | O_APPEND);
+  // A stored history that is gone was removed under us (another process pruned it, or a person):
+  // created again it would hold only the turns from now on, a truncated conversation.
+  int fd = base::open_private_file(dir.get(), s.id, O_WRONLY | O_APPEND | (s.stored ? 0 : O_CREAT));
+  if (fd < 0 && s.stored && errno == ENOENT) {
+    warn_once("the history of " + s.id + " was removed by another process; its new turns are not kept");
+    return;
+  }
   if (fd < 0) {
     warn_once("cannot keep the history of " + s.id + ": " +
               (errno == ELOOP ? std::string("a symlink is in its place") :

@@ -15,6 +15,7 @@
 #include <ctime>
 
 #include "base/private_dir.h"
+#include "rpc/message.h"
 
 namespace tether::acp::demo {
 namespace {
@@ -93,7 +94,7 @@ std::string iso_time(const timespec& t) {
 
 // session/list {cwd?, cursor?}: the cursor is the position of the next page, as text.
 void DemoAgent::on_list(const json& id, const json& params) {
-  std::string cwd = params.is_object() ? params.value("cwd", "") : "";
+  std::string cwd = rpc::string_of(params, "cwd");
   std::size_t start = 0;
   if (params.is_object() && params.contains("cursor") && !params["cursor"].is_null()) {
     auto n = params["cursor"].is_string() ? number(params["cursor"].get<std::string>()) : std::nullopt;
@@ -110,14 +111,14 @@ void DemoAgent::on_list(const json& id, const json& params) {
   for (const auto& st : dir ? stored_sessions(dir.get()) : std::vector<Stored>{}) {
     json first = first_entry(dir.get(), st.id);
     if (!first.is_object()) continue;
-    std::string its_cwd = first.value("cwd", "");
+    std::string its_cwd = rpc::string_of(first, "cwd");
     if (!cwd.empty() && its_cwd != cwd) continue;
     if (seen++ < start) continue;
     if (sessions.size() == kListPage) {
       more = true;
       break;
     }
-    sessions.push_back({{"sessionId", st.id}, {"cwd", its_cwd}, {"title", title_of(first.value("u", ""))},
+    sessions.push_back({{"sessionId", st.id}, {"cwd", its_cwd}, {"title", title_of(rpc::string_of(first, "u"))},
                         {"updatedAt", iso_time(st.mtime)}});
   }
   json answer = {{"sessions", std::move(sessions)}};
@@ -126,7 +127,8 @@ void DemoAgent::on_list(const json& id, const json& params) {
 }
 
 // Removes the histories past the newest kKeepSessions, and those whose last turn is older than
-// kKeepDays; never one of a session this process has open.
+// kKeepDays; never one of a session this process has open. (One open in another process was
+// touched when it was loaded or resumed and at each turn: it is among the newest.)
 void DemoAgent::prune_state_dir(int dirfd) {
   const time_t too_old = ::time(nullptr) - time_t{kKeepDays} * 24 * 3600;
   std::size_t kept = 0;
