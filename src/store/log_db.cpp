@@ -245,10 +245,16 @@ std::variant<std::unique_ptr<LogDb>, std::string> LogDb::open(const std::string&
   // Several tether processes may write at once: WAL lets readers go on, and a writer waits for
   // another's short transaction instead of failing.
   sqlite3_busy_timeout(raw, 5000);
-  {
+  // Switching a new file to WAL, or reading the mode while another process recovers the WAL or
+  // checkpoints it, can answer SQLITE_BUSY without calling the busy handler: that is retried for as
+  // long as the busy timeout (two tether processes started together both get their log).
+  for (auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);;) {
     Statement wal(raw, "PRAGMA journal_mode = WAL");
-    if (wal.step() != Statement::Step::row || wal.text(0) != "wal")
+    if (wal.step() == Statement::Step::row && wal.text(0) == "wal") break;
+    const int code = sqlite3_errcode(raw) & 0xff;
+    if ((code != SQLITE_BUSY && code != SQLITE_LOCKED) || std::chrono::steady_clock::now() > give_up)
       return path + ": cannot use WAL mode: " + sqlite3_errmsg(raw);
+    sqlite3_sleep(10);
   }
   // NORMAL: in WAL mode a commit survives the process dying at any point (SIGKILL included); only
   // an OS crash or a power loss may take back the last transactions (man tether, LOG).
