@@ -14,6 +14,7 @@ void SessionCore::pump() {
   // Always drain, even when size() says empty: drain() also clears the queue's fd, which a
   // push racing with the previous drain may have left readable (skipping it would spin).
   auto events = bridge_.events()->drain();
+  if (terminals_) terminals_->new_round(bridge_.status().counters.outbound_backlog);  // bounds output answers
   if (active_ && !active_->abandoned) active_->out.reserve(active_->out.size() + events.size());
   for (auto& ev : events) handle(ev);
   pump_terminals();

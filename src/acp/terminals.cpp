@@ -3,12 +3,14 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 
 #include <thread>
 #include <variant>
 
 #include "base/signals.h"
 #include "proc/terminal_process.h"
+#include "rpc/connection.h"
 #include "rpc/message.h"
 
 namespace tether::acp {
@@ -26,6 +28,13 @@ constexpr std::size_t kMaxEntries = 4096;
 json exit_json(const proc::ExitStatus& s) {
   return {{"exitCode", s.signaled ? json(nullptr) : json(s.code)},
           {"signal", s.signaled ? json(base::signal_name(s.signal)) : json(nullptr)}};
+}
+
+// The bytes `s` takes as a JSON string (a close estimate: control bytes as \u00XX).
+std::size_t json_size(std::string_view s) {
+  std::size_t n = 2;
+  for (unsigned char c : s) n += c < 0x20 ? 6 : (c == '"' || c == '\\') ? 2 : 1;
+  return n;
 }
 
 bool has_nul(const std::string& s) { return s.find('\0') != std::string::npos; }
@@ -140,11 +149,18 @@ void Terminals::request(std::uint64_t gen, const json& id, const std::string& me
   Entry* e = find(params, session_id, id, gen);
   if (!e) return;
   if (method == "terminal/output") {
+    std::size_t size = json_size(e->proc->output());
+    if (backlog_ > rpc::kOutboundLimit || (answered_bytes_ > 0 && answered_bytes_ + size > kOutputAnswerBudget))
+      return fail(gen, id, rpc::kInternalError,
+                  "tether is busy: earlier terminal answers are still waiting to be read by the agent; ask again later");
+    answered_bytes_ += size;
     json r = {{"output", std::string(e->proc->output())}, {"truncated", e->proc->truncated()}};
     if (const auto& st = e->proc->exit_status()) r["exitStatus"] = exit_json(*st);
     answer(gen, id, std::move(r));
   } else if (method == "terminal/wait_for_exit") {
     if (const auto& st = e->proc->exit_status()) answer(gen, id, exit_json(*st));
+    else if (e->waits.size() >= kMaxWaits)
+      fail(gen, id, rpc::kInternalError, "too many pending terminal/wait_for_exit requests for " + e->id);
     else e->waits.push_back(id);
   } else if (method == "terminal/kill") {
     e->proc->stop(kKillGrace);
@@ -189,6 +205,8 @@ void Terminals::create(std::uint64_t gen, const json& id, const json& params, co
   std::string real = real_path(cwd);
   if (root_.empty() || real.empty() || (real != root_ && real.rfind(root_ == "/" ? "/" : root_ + "/", 0) != 0))
     return refuse(rpc::kInvalidParams, "cwd " + cwd + " is not a directory inside the session's cwd " + root_);
+  if (struct stat st{}; ::stat(real.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return refuse(rpc::kInvalidParams, "cwd " + cwd + " is not a directory");
   c.spawn.cwd = real;
   auto started = proc::TerminalProcess::start(std::move(c.spawn), c.limit);
   if (auto* err = std::get_if<proc::SpawnError>(&started)) return refuse(rpc::kInternalError, "cannot run " + err->what);
@@ -277,8 +295,14 @@ base::Deadline Terminals::next_deadline() const {
 }
 
 // Released terminals count until their group is gone: an agent that creates and releases in a
-// loop must not pile up processes that take their grace period to die.
-std::size_t Terminals::live_count() const { return live_.size() + released_.size(); }
+// loop must not pile up processes that take their grace period to die. A terminal whose command
+// has exited (and is not being stopped) does not count: it keeps only its output until released.
+std::size_t Terminals::live_count() const {
+  std::size_t n = released_.size();
+  for (const auto& [id, e] : live_)
+    if (!e->proc->exit_status() || e->proc->stopping()) ++n;
+  return n;
+}
 
 void Terminals::answer(std::uint64_t gen, const json& id, json result) {
   answers_.push_back({gen, id, std::move(result), 0, {}});

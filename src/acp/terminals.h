@@ -13,10 +13,11 @@
 //       command can cd anywhere): the agent's command is the user's to allow. `env` entries are
 //       added to tether's environment. stdin is /dev/null; stdout and stderr are one stream.
 //       outputByteLimit: the bytes kept (default kDefaultOutputLimit, at most kMaxOutputLimit).
-//       At most kMaxTerminals terminals at once (released ones count until they are gone):
+//       At most kMaxTerminals terminals at once (released ones count until they are gone, ones
+//       whose command exited do not):
 //       beyond, -32603 and nothing runs.
 //   terminal/output {sessionId, terminalId} -> {output, truncated, exitStatus?}: the output so
-//       far; past the limit the oldest bytes are dropped and the kept text starts on a character
+//       far (-32603 "busy" past kOutputAnswerBudget, see there); past the limit the oldest bytes are dropped and the kept text starts on a character
 //       boundary (the spec: truncate from the beginning, at a character boundary); `truncated`
 //       says bytes were dropped; exitStatus {exitCode, signal} once the command has exited.
 //   terminal/wait_for_exit {sessionId, terminalId} -> {exitCode, signal}: answered when the
@@ -31,7 +32,8 @@
 // left behind in its group are stopped with it by kill and release, and at the end: when the
 // session ends (close, a new session) every terminal is released; when the agent's process dies
 // its terminals are released and their pending requests dropped (they cannot be answered); when
-// tether exits they are stopped, and a death by signal SIGKILLs them (proc::kill_registered_groups).
+// tether exits they are stopped, and a death by signal stops them (SIGTERM, SIGKILL after 150 ms:
+// proc::kill_registered_groups).
 // Unknown ids, or another session's, are -32602.
 //
 // Thread contract: thread-bound (the session's thread; SessionCore owns it).
@@ -60,7 +62,14 @@ namespace tether::acp {
 
 inline constexpr std::size_t kMaxTerminals = 16;
 inline constexpr std::size_t kDefaultOutputLimit = std::size_t{1} << 20;  // 1 MiB
-inline constexpr std::size_t kMaxOutputLimit = std::size_t{16} << 20;     // 16 MiB
+// 4 MiB: an answer carries the whole kept output, and a control byte takes 6 bytes of JSON.
+inline constexpr std::size_t kMaxOutputLimit = std::size_t{4} << 20;
+// At most this many bytes (as JSON) of terminal/output answers per pump(), and none while more
+// than rpc::kOutboundLimit bytes wait for the agent's stdin: an agent that asks without reading
+// its answers gets -32603 ("busy") instead of tether's memory. One answer always fits.
+inline constexpr std::size_t kOutputAnswerBudget = std::size_t{8} << 20;
+// Pending terminal/wait_for_exit requests per terminal; beyond, -32603.
+inline constexpr std::size_t kMaxWaits = 64;
 inline constexpr auto kKillGrace = std::chrono::milliseconds(500);
 
 // What a front-end may show of the agent's terminals (cli/terminal_view.h), told as it happens,
@@ -104,6 +113,12 @@ class Terminals {
                const nlohmann::json& params, const std::string& session_id);
   // Reads output, notes exits, answers waits, carries stops on. Never blocks.
   void pump();
+  // A new round of the session's event pump: `backlog` bytes still wait for the agent's stdin
+  // (rpc::Counters::outbound_backlog). Resets the kOutputAnswerBudget count.
+  void new_round(std::size_t backlog) {
+    backlog_ = backlog;
+    answered_bytes_ = 0;
+  }
   std::vector<TerminalAnswer> take_answers() { return std::exchange(answers_, {}); }
 
   // The session ended: every terminal released (stopped). Pending waits are answered as their
@@ -135,6 +150,8 @@ class Terminals {
   std::map<std::string, std::unique_ptr<Entry>> live_;  // by terminal id
   std::vector<std::unique_ptr<Entry>> released_;        // being stopped; gone once their group is
   std::vector<TerminalAnswer> answers_;
+  std::size_t backlog_ = 0;         // see new_round
+  std::size_t answered_bytes_ = 0;  // JSON bytes of terminal/output answers this round
 };
 
 }  // namespace tether::acp

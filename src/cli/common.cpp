@@ -323,7 +323,7 @@ void reraise(int sig) {
   close_turn_log();  // the turns logged so far are stored before the signal ends us
   std::fflush(stdout);
   // The agent's terminals die with us: no destructor runs past here.
-  proc::kill_registered_groups();
+  proc::kill_registered_groups(std::chrono::milliseconds(150));  // SIGTERM, SIGKILL after 150 ms
   ::signal(sig, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);

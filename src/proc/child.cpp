@@ -208,7 +208,7 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   if (pid == 0) {
     // Child: async-signal-safe calls only from here to exec.
     const int rep = report->w.get();
-    if (::setpgid(0, 0) != 0) child_fail(rep, 1);
+    if ((options.new_session ? ::setsid() : ::setpgid(0, 0)) < 0) child_fail(rep, 1);
     // Die with the spawning thread's process; re-check the parent in case it already died.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
@@ -230,7 +230,9 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   }
 
   // Parent. Also set the group here, so it exists before spawn() returns whatever the scheduling.
-  ::setpgid(pid, pid);
+  // Not for a new session: a group leader cannot setsid(), so the child must do it alone; the
+  // read of the report pipe below returns only after its exec (or failure), so it is done by then.
+  if (!options.new_session) ::setpgid(pid, pid);
   g_leaders.insert(pid);
   leaders_lock.unlock();
   Child child(pid);  // after the unlock: its destructor takes the lock
@@ -387,7 +389,11 @@ std::size_t sweep_group(pid_t pgid, pid_t keep) {
     if (e.state != 'Z' && e.state != 'X') ++running;
     else if (e.ppid == self && e.pid != keep) zombies.push_back(e.pid);
   });
-  for (pid_t z : zombies) ::waitpid(z, nullptr, WNOHANG);
+  // As reap_strays: a bridge leader's exit status is its Child's, even if its pid was reused
+  // into this group's scan; the lock keeps a leader being spawned from looking like a stray.
+  std::lock_guard lock(g_leaders_mu);
+  for (pid_t z : zombies)
+    if (!g_leaders.count(z)) ::waitpid(z, nullptr, WNOHANG);
   return running;
 }
 
@@ -406,10 +412,23 @@ void unregister_group(pid_t pgid) {
   if (auto it = g_groups.find(pgid); it != g_groups.end()) g_groups.erase(it);
 }
 
-void kill_registered_groups() {
+void kill_registered_groups(std::chrono::milliseconds grace) {
   std::lock_guard lock(g_groups_mu);
   // A registered group's leader is not reaped before it is unregistered (TerminalProcess keeps
   // it), so its id still names that group.
+  if (grace.count() > 0) {
+    for (pid_t g : g_groups) {
+      ::kill(-g, SIGTERM);
+      ::kill(-g, SIGCONT);  // a stopped member sees its SIGTERM only once continued
+    }
+    auto until = base::Deadline::after(grace);
+    auto running = [&] {
+      for (pid_t g : g_groups)
+        if (sweep_group(g, g) > 0) return true;
+      return false;
+    };
+    while (running() && !until.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   for (pid_t g : g_groups) ::kill(-g, SIGKILL);
 }
 

@@ -25,6 +25,10 @@ struct SpawnOptions {
   std::vector<std::string> extra_env;        // "NAME=value" entries added to (or replacing) environ
   bool stdin_null = false;    // stdin is /dev/null: no stdin pipe (ChildFds::stdin_w stays empty)
   bool merge_stderr = false;  // stderr is the stdout pipe: one stream (ChildFds::stderr_r stays empty)
+  // A new session (setsid) rather than only a new process group: no controlling terminal, so
+  // /dev/tty cannot be opened (ENXIO) and nothing can write escapes to ours or stop on SIGTTIN.
+  // The session id equals the group id, so group signalling is the same. For the agent's terminals.
+  bool new_session = false;
 };
 
 struct SpawnError {
@@ -113,10 +117,11 @@ void reap_strays();
 std::size_t sweep_group(pid_t pgid, pid_t keep);
 
 // Process groups that must not outlive tether (the agent's terminals, acp/terminals.h): a death
-// by signal (cli::reraise) SIGKILLs those still registered, where no destructor runs. Thread-safe.
+// by signal (cli::reraise) stops those still registered, where no destructor runs: SIGTERM and
+// SIGCONT, then SIGKILL to what is left after `grace` (so commands may clean up). Thread-safe.
 void register_group(pid_t pgid);
 void unregister_group(pid_t pgid);
-void kill_registered_groups();
+void kill_registered_groups(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
 // Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), so that a
 // bridge's grandchildren can be reaped after it dies. Call once at start-up.

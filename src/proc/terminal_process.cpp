@@ -23,6 +23,7 @@ std::variant<std::unique_ptr<TerminalProcess>, SpawnError> TerminalProcess::star
                                                                                   std::size_t output_limit) {
   spawn.stdin_null = true;
   spawn.merge_stderr = true;
+  spawn.new_session = true;  // no controlling terminal: see SpawnOptions::new_session
   ChildFds fds;
   auto r = Child::spawn(spawn, fds);
   if (auto* err = std::get_if<SpawnError>(&r)) return std::move(*err);

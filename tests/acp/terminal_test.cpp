@@ -135,6 +135,34 @@ TEST_CASE("terminals: a cwd outside --cwd is refused, and nothing runs") {
   CHECK(j["root"]["error"]["code"] == -32602);
   CHECK(j["up"]["error"]["code"] == -32602);
   CHECK(j["root"]["error"]["message"].get<std::string>().find("not a directory inside") != std::string::npos);
+  CHECK(j["file"]["error"]["code"] == -32602);
+  CHECK(j["file"]["error"]["message"].get<std::string>().find("a-file is not a directory") != std::string::npos);
+}
+
+TEST_CASE("terminals: commands that exited do not count against the 16") {
+  Scratch s;
+  json j = answer(scene(s, "exited", kAllow));
+  CHECK(j["seventeenth"].contains("terminalId"));
+}
+
+TEST_CASE("terminals: output requests sent without reading the answers are refused as busy, not queued") {
+  Scratch s;
+  json j = answer(scene(s, "flood", kAllow));
+  CHECK(j["ok"].get<int>() >= 1);
+  CHECK(j["busy"].get<int>() >= 1);
+  CHECK(j["ok"].get<int>() + j["busy"].get<int>() == 20);
+}
+
+TEST_CASE("terminals: at most 64 pending wait_for_exit per terminal") {
+  Scratch s;
+  json j = answer(scene(s, "waits", kAllow));
+  CHECK(j["last"]["error"]["code"] == -32603);
+}
+
+TEST_CASE("terminals: a command has no controlling terminal") {
+  Scratch s;
+  json j = answer(scene(s, "notty", kAllow));
+  CHECK(j["output"]["output"] == "NO_TTY\n");
 }
 
 TEST_CASE("terminals: at most 16 at once") {

@@ -12,11 +12,15 @@
 //             both pids are gone from /proc (stopped and reaped: no zombie): "gone"
 //   release   create a stubborn shell, polls for its pids, release without kill (the client must
 //             stop it), output of the released id (an error), then "gone" as above
-//   outside   create with cwd "/" and with cwd "..": both errors
+//   outside   create with cwd "/", with cwd "..", and with cwd a file: all errors
 //   many      create 17 `sleep 30`: the 17th fails; release them all
 //   shown     create a shell line printing two lines (one with an OSC title sequence), wait for
 //             it, then send a tool call whose content is that terminal, and leave it to the
 //             client to release (at the session's end): the client shows the terminal's output
+//   notty     run a shell line that says whether /dev/tty opens: "NO_TTY" expected
+//   exited    create 16 commands that exit, wait for each, do not release; create a 17th
+//   flood     1 MiB of NUL output, then 20 terminal/output requests sent at once: "ok", "busy"
+//   waits     65 terminal/wait_for_exit on a running command: the answer to the last
 //   hang      create a stubborn shell, write its pids to FILE (argv[2]), send a tool call, and
 //             answer only after a session/cancel (leaving the terminal running)
 //
@@ -120,6 +124,8 @@ json scene(const std::string& name) {
   } else if (name == "outside") {
     r["root"] = call("terminal/create", {{"command", "pwd"}, {"cwd", "/"}});
     r["up"] = call("terminal/create", {{"command", "pwd"}, {"cwd", session_cwd + "/.."}});
+    append_file(session_cwd + "/a-file", "x");
+    r["file"] = call("terminal/create", {{"command", "pwd"}, {"cwd", session_cwd + "/a-file"}});
   } else if (name == "many") {
     std::vector<std::string> ids;
     for (int i = 0; i < 17; ++i) {
@@ -134,6 +140,48 @@ json scene(const std::string& name) {
     r["wait"] = call("terminal/wait_for_exit", {{"terminalId", t}});
     send(update({{"sessionUpdate", "tool_call"}, {"toolCallId", "t1"}, {"title", "Run printf"}, {"kind", "execute"},
                  {"status", "completed"}, {"content", {{{"type", "terminal"}, {"terminalId", t}}}}}));
+  } else if (name == "notty") {
+    // Whether a command can open a controlling terminal (it must not: it would write to ours).
+    std::string t = create({{"command", "if (: </dev/tty) 2>/dev/null; then echo HAS_TTY; else echo NO_TTY; fi"}});
+    call("terminal/wait_for_exit", {{"terminalId", t}});
+    r["output"] = call("terminal/output", {{"terminalId", t}});
+  } else if (name == "exited") {
+    // 16 commands that exit at once, not released: a 17th may still start.
+    for (int i = 0; i < 16; ++i) {
+      std::string t = create({{"command", "true"}});
+      call("terminal/wait_for_exit", {{"terminalId", t}});
+    }
+    r["seventeenth"] = call("terminal/create", {{"command", "true"}});
+  } else if (name == "flood") {
+    // 1 MiB of NUL bytes (6 MiB as JSON per answer), then 20 output requests sent without
+    // reading any answer: the client must refuse some rather than queue them all.
+    std::string t = create({{"command", "head -c 1048576 /dev/zero"}, {"outputByteLimit", 1048576}});
+    call("terminal/wait_for_exit", {{"terminalId", t}});
+    long first = next_id;
+    for (int i = 0; i < 20; ++i)
+      send({{"jsonrpc", "2.0"}, {"id", next_id++}, {"method", "terminal/output"},
+            {"params", {{"sessionId", session_id}, {"terminalId", t}}}});
+    std::vector<json> got;
+    got.push_back(await_response(next_id - 1, got));
+    int ok = 0, busy = 0;
+    for (const auto& m : got) {
+      if (m.contains("method") || !m.contains("id") || m["id"].get<long>() < first) continue;
+      if (m.contains("result")) ++ok;
+      else if (m["error"].value("message", "").find("busy") != std::string::npos) ++busy;
+    }
+    r["ok"] = ok;
+    r["busy"] = busy;
+    call("terminal/release", {{"terminalId", t}});
+  } else if (name == "waits") {
+    // 65 wait_for_exit on a running command: the 65th is refused.
+    std::string t = create({{"command", "sleep"}, {"args", {"30"}}});
+    for (int i = 0; i < 65; ++i)
+      send({{"jsonrpc", "2.0"}, {"id", next_id++}, {"method", "terminal/wait_for_exit"},
+            {"params", {{"sessionId", session_id}, {"terminalId", t}}}});
+    std::vector<json> others;
+    r["last"] = await_response(next_id - 1, others);
+    call("terminal/kill", {{"terminalId", t}});
+    call("terminal/release", {{"terminalId", t}});
   } else if (name == "hang") {
     std::string t = create({{"command", kStubborn}});
     json pids = await_pids(t);
