@@ -14,9 +14,7 @@
 #include "cli/terminal_text.h"
 
 namespace tether::cli {
-namespace {
 
-// The lines of `text`: "a\nb\n" is two lines, "a\nb" too; "" none.
 std::vector<std::string_view> split_lines(std::string_view text) {
   std::vector<std::string_view> out;
   std::size_t pos = 0;
@@ -28,6 +26,10 @@ std::vector<std::string_view> split_lines(std::string_view text) {
   }
   return out;
 }
+
+namespace {
+
+// The lines of `text`: "a\nb\n" is two lines, "a\nb" too; "" none.
 
 // One line of the agent's text, safe and cut: tabs expanded to the next multiple of 8 (so an
 // indentation survives terminal_line, which would make each tab one space), then terminal_line.

@@ -32,6 +32,9 @@
 
 namespace tether::cli {
 
+// The lines of `text`, without their newlines (a final newline makes no empty last line).
+std::vector<std::string_view> split_lines(std::string_view text);
+
 inline constexpr std::size_t kMaxDiffBytes = std::size_t{1} << 20;  // per side
 inline constexpr std::int64_t kMaxDiffLines = 20000;                // per side
 inline constexpr std::uint64_t kMaxDiffWork = 1000000;              // changed old lines x changed new lines

@@ -12,6 +12,7 @@
 
 #include "base/mutex.h"
 #include "cli/option_values.h"
+#include "cli/tool_view.h"
 #include "store/log_writer.h"
 
 namespace tether::cli {
@@ -84,16 +85,8 @@ const std::string& batch_run_id() {
 }
 
 std::vector<std::string> line_list(std::string_view text) {
-  std::vector<std::string> lines;
-  text = text.substr(0, kMaxDiffText);
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t nl = text.find('\n', start);
-    if (nl == std::string_view::npos) nl = text.size();
-    lines.emplace_back(text.substr(start, nl - start));
-    start = nl + 1;
-  }
-  return lines;
+  auto views = split_lines(text.substr(0, kMaxDiffText));
+  return {views.begin(), views.end()};
 }
 
 }  // namespace
