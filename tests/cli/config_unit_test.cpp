@@ -141,6 +141,16 @@ TEST_CASE("errors name the file, line, column and key; a misspelt key gets did-y
   CHECK(error_of("default_agent = \"a\"\nbridge = [\"b\"]\n").find("bridge and default_agent both name the agent") != std::string::npos);
 }
 
+TEST_CASE("what toml++ must not see is refused first: control characters, non-ASCII outside strings") {
+  // Found by fuzz_config: toml++ 3.3 aborts (an assertion) or reaches __builtin_unreachable on these.
+  CHECK(error_of(std::string("timeout = 3\n[\0]\n", 16)) == "/c.toml:2:2: control character 0x00 (TOML allows none but tab and line ends)");
+  CHECK(error_of("mode = caf\xC3\xA9\n") == "/c.toml:1:11: a non-ASCII character outside a string or a comment (quote the value)");
+  CHECK(error_of("[&\"a\"]\n").rfind("/c.toml:1:", 0) == 0);  // a parse error, not an abort
+  // Non-ASCII inside strings (all four kinds) and comments is TOML, and passes.
+  ConfigFile ok = read("# caf\xC3\xA9\nmode = \"caf\xC3\xA9\"\nmodel = 'caf\xC3\xA9'\nauth = \"\"\"caf\xC3\xA9\n\xC3\xA9\"\"\"\n");
+  CHECK(ok.top.size() == 3);
+}
+
 TEST_CASE("precedence: command line > agent table > [command] section > top level > default") {
   CleanEnv env;
   auto path = write_file("p.toml", R"(timeout = 10
