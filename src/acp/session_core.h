@@ -166,6 +166,7 @@ class SessionCore {
   void on_notification(rpc::Event& ev);
   static std::string server_restart_text(const json& p);
   void on_update(std::uint64_t gen, json& params);
+  void on_session_update(std::uint64_t gen, Update&& u);
   static bool is_turn_content(Update::Kind k);
   void apply_state(const Update& u);
   void on_response(rpc::Event& ev);

@@ -13,16 +13,25 @@ namespace tether::acp {
 void SessionCore::pump() {
   // Always drain, even when size() says empty: drain() also clears the queue's fd, which a
   // push racing with the previous drain may have left readable (skipping it would spin).
-  auto events = bridge_.events()->drain();
+  auto events = bridge_.events()->drain_unparsed();  // handle() parses what it must
   if (terminals_) terminals_->new_round(bridge_.status().counters.outbound_backlog);  // bounds output answers
   if (active_ && !active_->abandoned) active_->out.reserve(active_->out.size() + events.size());
   for (auto& ev : events) handle(ev);
+  bridge_.events()->recycle(std::move(events));  // freed by the dispatcher, which allocated them
   pump_terminals();
   check_timers();
   advance();
 }
 
 void SessionCore::handle(Event& ev) {
+  // A chunk of this session's answer is read straight from its line (most lines of a turn).
+  if (ev.kind == Event::Kind::notification && !ev.line.empty()) {
+    if (auto u = read_chunk_line(ev.line, state_.session_id)) {
+      on_session_update(ev.generation, std::move(*u));
+      return;
+    }
+  }
+  rpc::parse_message(ev);
   switch (ev.kind) {
     case Event::Kind::notification: on_notification(ev); break;
     case Event::Kind::request: on_request(ev); break;
@@ -115,18 +124,23 @@ void SessionCore::on_update(std::uint64_t gen, json& params) {
     ++state_.ignored_updates;
     return;
   }
-  apply_state(*u);
+  on_session_update(gen, std::move(*u));
+}
+
+// An update for this session, parsed: its state changes, and the active turn's events.
+void SessionCore::on_session_update(std::uint64_t gen, Update&& u) {
+  apply_state(u);
   TurnState* t = active_.get();
   bool in_turn = t && gen == t->call_gen && (!opt_.via_server || t->server_started) &&
                  (t->phase == TurnState::Phase::prompting || t->phase == TurnState::Phase::cancelling);
   if (!in_turn && opt_.via_server && link_ == Link::ready) {
     // Another client's turn in our session: the server sends its prompt first, as user
     // chunks. Until one comes, what arrives between our turns is our last turn's late output.
-    if (u->kind == Update::Kind::user_message) other_turn_ = true;
-    if (other_turn_ && (u->kind == Update::Kind::user_message || is_turn_content(u->kind))) {
+    if (u.kind == Update::Kind::user_message) other_turn_ = true;
+    if (other_turn_ && (u.kind == Update::Kind::user_message || is_turn_content(u.kind))) {
       TurnEvent& e = outside_event();
       e.kind = TurnEvent::Kind::update;
-      e.update = std::move(*u);
+      e.update = std::move(u);
       return;
     }
   }
@@ -135,13 +149,13 @@ void SessionCore::on_update(std::uint64_t gen, json& params) {
     // Built in place: a flood passes here a million times.
     TurnEvent& e = t->out.emplace_back();
     e.kind = TurnEvent::Kind::update;
-    e.update = std::move(*u);
+    e.update = std::move(u);
     return;
   }
   // Outside a turn only session state changes; a replayed history (session/load) or a chunk
   // that came after its turn's answer is not shown.
-  if (link_ == Link::loading && continuing_) count_replayed(*u);
-  if (link_ != Link::loading && is_turn_content(u->kind)) ++state_.late_updates;
+  if (link_ == Link::loading && continuing_) count_replayed(u);
+  if (link_ != Link::loading && is_turn_content(u.kind)) ++state_.late_updates;
 }
 
 // A continued session's replay: each run of the user's chunks is one earlier prompt.

@@ -1,5 +1,7 @@
 #include "acp/update.h"
 
+#include "rpc/json_read.h"
+
 #include <algorithm>
 #include <cstdint>
 
@@ -287,6 +289,33 @@ std::optional<Update> parse_update(json update) {
     if (u.kind_name == name) u.kind = kind;
   if (!read_fields(update, u)) return std::nullopt;
   u.raw = std::move(update);
+  return u;
+}
+
+std::optional<Update> read_chunk_line(std::string_view line, std::string_view session_id) {
+  using rpc::Field;
+  using T = Field::Type;
+  Field f[] = {Field("method"), Field("params"), Field("params.sessionId"), Field("params.update"),
+               Field("params.update.sessionUpdate"), Field("params.update.content"),
+               Field("params.update.content.type"), Field("params.update.content.text"),
+               Field("params.update.messageId")};
+  auto& [method, params, sid, update, tag, content, type, text, message_id] = f;
+  if (session_id.empty() || !rpc::scan_fields(line, f)) return std::nullopt;
+  for (const Field& each : f)
+    if (each.seen > 1) return std::nullopt;
+  if (method.type != T::string || method.text != "session/update" || params.type != T::object ||
+      sid.type != T::string || sid.text != session_id || update.type != T::object || tag.type != T::string ||
+      content.type != T::object || type.type != T::string || type.text != "text" || text.type != T::string)
+    return std::nullopt;
+  Update u;
+  for (const auto& [name, kind] : kKinds)
+    if (tag.text == name) u.kind = kind;
+  if (u.kind != Update::Kind::agent_message && u.kind != Update::Kind::agent_thought &&
+      u.kind != Update::Kind::user_message)
+    return std::nullopt;
+  u.kind_name = std::move(tag.text);
+  u.text = std::move(text.text);
+  if (message_id.type == T::string) u.message_id = std::move(message_id.text);
   return u;
 }
 

@@ -99,11 +99,18 @@ struct Update {
   std::string mode_id;        // mode: currentModeId
   std::optional<std::string> title;  // session_info
   Usage usage;
-  json raw;                   // the update object as received
+  json raw;                   // the update object as received (null from read_chunk_line)
 };
 
 // Parses the `update` member of a session/update's params. Nothing when it is malformed.
 std::optional<Update> parse_update(json update);
+
+// The hot path of a streamed answer (issue 17): a whole session/update line that is a message or
+// thought chunk (or a user chunk) with text content for `session_id`, read straight from the line
+// without building a json value. Nothing for any other line, or any shape this reader does not
+// take (a repeated key, content that is not text), which the caller then parses: the Update is
+// the one parse_update() gives, except that `raw` stays null (nothing reads a chunk's raw).
+std::optional<Update> read_chunk_line(std::string_view line, std::string_view session_id);
 
 // The tool call fields of `obj` (a tool_call update, or a permission request's toolCall).
 // Nothing without a string toolCallId (or, with `require_title`, without a title).

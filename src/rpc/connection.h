@@ -15,8 +15,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/pollable_queue.h"
@@ -43,8 +45,39 @@ struct Event {
   json message;               // notification, request: the whole message; status: the payload
   std::int64_t call_id = 0;   // response: the id call_queued() returned
   Reply reply;                // response
+  // notification, request: the line as the bridge wrote it, when the dispatcher only checked and
+  // classified it (the hot path: parsing is the consumer's work, on the consumer's thread, and its
+  // memory is the consumer's). EventQueue::drain() and pop() parse it into `message`;
+  // drain_unparsed() leaves that to a consumer that reads some lines without a json value.
+  std::string line;
 };
-using EventQueue = base::PollableQueue<Event>;
+
+// The bridge's events for one consumer (see Event). A PollableQueue whose drain() and pop() hand
+// out events with their message parsed.
+class EventQueue : private base::PollableQueue<Event> {
+  using Base = base::PollableQueue<Event>;
+
+ public:
+  using Base::Base;
+  using Base::capacity;
+  using Base::clear_space;
+  using Base::fd;
+  using Base::has_room;
+  using Base::high_water;
+  using Base::push;
+  using Base::push_all;
+  using Base::recycle;
+  using Base::size;
+  using Base::space_fd;
+
+  std::vector<Event> drain();
+  std::optional<Event> pop(base::Deadline deadline = base::Deadline::never());
+  // Like drain(), with `line` left unparsed: the consumer calls parse_message() where it needs it.
+  std::vector<Event> drain_unparsed() { return Base::drain(); }
+};
+
+// Parses an event's `line` into its `message` (once; nothing when there is no line).
+void parse_message(Event& ev);
 
 // Why the connection can no longer carry messages; the first one noticed wins.
 enum class DeathCause { none, exited, stdout_eof, stdin_closed };

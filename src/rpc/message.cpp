@@ -1,5 +1,7 @@
 #include "rpc/message.h"
 
+#include "rpc/json_read.h"
+
 namespace tether::rpc {
 
 bool nested_deeper_than(std::string_view line, int max_depth) {
@@ -81,6 +83,8 @@ std::string raw_float_text(std::string_view text, std::string_view key) {
 }
 
 std::optional<json> parse_line(std::string_view line) {
+  if (auto value = fast_parse(line)) return value;
+  // Not JSON, or a line the fast path leaves to nlohmann (a BOM, a number out of double's range).
   if (nested_deeper_than(line)) return std::nullopt;
   json value = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) return std::nullopt;

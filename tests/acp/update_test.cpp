@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "acp/update.h"
@@ -130,4 +131,87 @@ TEST_CASE("describe_tool_call is one short line") {
   t.status = "failed";
   t.locations = {"/w/x.cpp"};
   CHECK(tether::acp::describe_tool_call(t) == "Edit (edit, failed) /w/x.cpp");
+}
+
+// read_chunk_line (the streamed answer's hot path) gives what the general path gives, or declines.
+namespace {
+
+// The general path: the whole line parsed, its params' update through parse_update, for `sid`.
+std::optional<Update> general(const std::string& line, const std::string& sid) {
+  json msg = json::parse(line, nullptr, false);
+  if (msg.is_discarded() || !msg.is_object() || msg.value("method", json()) != "session/update") return std::nullopt;
+  const json& p = msg["params"];
+  if (!p.is_object() || p.value("sessionId", json()) != sid || !p.contains("update")) return std::nullopt;
+  return parse_update(p["update"]);
+}
+
+}  // namespace
+
+TEST_CASE("read_chunk_line reads a text chunk like parse_update, and leaves anything else to it") {
+  using tether::acp::read_chunk_line;
+  const std::string line =
+      R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","messageId":"m","content":{"type":"text","text":"caf\u00e9 \"q\""}}}})";
+  auto fast = read_chunk_line(line, "s1");
+  REQUIRE(fast.has_value());
+  auto slow = general(line, "s1");
+  REQUIRE(slow.has_value());
+  CHECK(fast->kind == slow->kind);
+  CHECK(fast->kind_name == slow->kind_name);
+  CHECK(fast->text == "caf\xc3\xa9 \"q\"");
+  CHECK(fast->text == slow->text);
+  CHECK(fast->message_id == slow->message_id);
+  CHECK(fast->raw.is_null());
+  CHECK_FALSE(read_chunk_line(line, "s2").has_value());  // another session
+  CHECK_FALSE(read_chunk_line(line, "").has_value());
+
+  for (const char* odd : {
+           // a repeated key: the general path's last-wins is its business
+           R"({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a"},"content":{"type":"text","text":"b"}}}})",
+           // a key with a dot is not a path
+           R"({"method":"session/update","params":{"sessionId":"s1","update.sessionUpdate":"agent_message_chunk","update":{"content":{"type":"text","text":"a"}}}})",
+           // content that is not text
+           R"({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"image","data":"","mimeType":"image/png"}}}})",
+           // not a chunk
+           R"({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"plan","entries":[]}}})",
+           // not session/update, not an object, not JSON
+           R"({"method":"session/other","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a"}}}})",
+           R"([{"method":"session/update"}])", R"({"method":)",
+       }) {
+    CHECK_FALSE_MESSAGE(read_chunk_line(odd, "s1").has_value(), odd);
+  }
+  // The non-text chunk still reads, the general way.
+  CHECK(general(R"({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"image","data":"","mimeType":"image/png"}}}})", "s1")->text == "[image image/png]");
+}
+
+TEST_CASE("read_chunk_line agrees with the general path on mutated lines") {
+  const std::string seed =
+      R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_thought_chunk","messageId":"m","content":{"type":"text","text":"a\nb"}}}})";
+  const std::string alphabet = "{}[]\",:.\\-0123456789tlnsu aex";
+  std::uint64_t state = 88172645463325252ull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  int taken = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string s = seed;
+    for (int e = 0; e < 1 + static_cast<int>(next() % 2); ++e) {
+      std::size_t at = next() % s.size();
+      char c = alphabet[next() % alphabet.size()];
+      if (next() % 2) s[at] = c;
+      else s.insert(at, 1, c);
+    }
+    auto fast = tether::acp::read_chunk_line(s, "s1");
+    if (!fast) continue;
+    ++taken;
+    auto slow = general(s, "s1");
+    INFO("line: " << s);
+    REQUIRE(slow.has_value());
+    CHECK(fast->kind == slow->kind);
+    CHECK(fast->text == slow->text);
+    CHECK(fast->message_id == slow->message_id);
+  }
+  CHECK(taken > 100);
 }

@@ -1,6 +1,7 @@
 // Fuzz target: rpc::parse_line and rpc::classify, what tether does first with every line a bridge
 // or a socket client sends. The input is one line. Besides not crashing: a value that parses has
-// a kind and only an invalid one has a reason; its compact dump parses again to the same dump
+// a kind and only an invalid one has a reason; what the fast path (RapidJSON) accepts, nlohmann
+// accepts with the same value; its compact dump parses again to the same dump
 // (what tether forwards is what it read); the helpers that pick members apart and the builders
 // that wrap a peer's id and data into our own messages accept any value.
 #include <cstdint>
@@ -8,12 +9,19 @@
 #include <string_view>
 
 #include "fuzz_support.h"
+#include "rpc/json_read.h"
 #include "rpc/message.h"
 
 using namespace tether::rpc;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view line(reinterpret_cast<const char*>(data), size);
+  // parse_line's fast path (RapidJSON) accepts nothing nlohmann refuses, and reads the same value.
+  if (auto fast = fast_parse(line)) {
+    json slow = json::parse(line, nullptr, false);
+    FUZZ_CHECK(!slow.is_discarded());
+    FUZZ_CHECK(dump(*fast) == dump(slow));
+  }
   auto msg = parse_line(line);
   if (!msg) return 0;
 

@@ -1,0 +1,253 @@
+// The fast path of parse_line() (message.h): RapidJSON's SAX reader (Debian's rapidjson-dev,
+// header-only, included by this file only) builds the nlohmann value directly. nlohmann stays the
+// project's JSON type; only its parser is too slow for the dispatcher's hot path (issue 17: a
+// session/update chunk line took 3.0 µs to parse with nlohmann's DOM parser, 1.5 µs this way, and
+// nlohmann's lexer was half of the dispatcher's time in a notification flood).
+//
+// Exactness: whatever this path accepts, nlohmann accepts with the same value. It refuses (and
+// parse_line then asks nlohmann, which decides) every input where the two could differ:
+// - numbers are read as text and converted by nlohmann's rules: an integer that fits int64 (a
+//   negative one) or uint64 (a non-negative one) is an integer; anything else is a double, and
+//   a double that is not finite is left to nlohmann (it refuses those);
+// - a string whose decoded bytes hold a UTF-16 surrogate (RapidJSON lets a lone "\udc00" through,
+//   nlohmann refuses it) is left to nlohmann;
+// - a NUL byte anywhere in the line (RapidJSON's stream reads NUL as the end) is left to nlohmann;
+// - duplicate keys: the last one wins, as in nlohmann;
+// - more than kMaxJsonDepth levels: refused, as parse_line refuses them;
+// - anything RapidJSON refuses (a byte-order mark, which nlohmann skips, included) goes to nlohmann.
+#include "rpc/json_read.h"
+
+#include <rapidjson/error/error.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace tether::rpc {
+namespace {
+
+// UTF-8 of a code point in U+D800..U+DFFF: ED A0..BF xx.
+bool has_surrogate(const char* s, std::size_t n) {
+  for (const char* p = static_cast<const char*>(std::memchr(s, '\xED', n)); p;
+       p = static_cast<const char*>(std::memchr(p + 1, '\xED', n - static_cast<std::size_t>(p + 1 - s)))) {
+    if (p + 1 < s + n && static_cast<unsigned char>(p[1]) >= 0xA0) return true;
+  }
+  return false;
+}
+
+// A number token as nlohmann reads it; false when nlohmann should decide (not finite).
+bool number_value(const char* s, std::size_t n, json& out) {
+  const char* end = s + n;
+  bool integral = std::memchr(s, '.', n) == nullptr && std::memchr(s, 'e', n) == nullptr &&
+                  std::memchr(s, 'E', n) == nullptr;
+  if (integral) {
+    if (s[0] == '-') {
+      std::int64_t v;
+      auto r = std::from_chars(s, end, v);
+      if (r.ec == std::errc() && r.ptr == end) {
+        out = v;
+        return true;
+      }
+    } else {
+      std::uint64_t v;
+      auto r = std::from_chars(s, end, v);
+      if (r.ec == std::errc() && r.ptr == end) {
+        out = v;
+        return true;
+      }
+    }
+  }
+  // nlohmann converts the token with strtod; from_chars gives the same correctly rounded double.
+  double d = 0;
+  auto r = std::from_chars(s, end, d);
+  if (r.ec != std::errc() || r.ptr != end || !std::isfinite(d)) return false;  // out of range: nlohmann's call
+  out = d;
+  return true;
+}
+
+class Builder : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Builder> {
+ public:
+  json root;
+
+  bool Null() { return put(json(nullptr)); }
+  bool Bool(bool b) { return put(json(b)); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    json v;
+    return number_value(s, n, v) && put(std::move(v));
+  }
+  // Set when the line has a \u escape: only an escape can make a surrogate (RapidJSON's UTF-8
+  // validation refuses one written as raw bytes).
+  bool escapes = true;
+
+  bool String(const char* s, rapidjson::SizeType n, bool) {
+    if (escapes && has_surrogate(s, n)) return false;
+    return put(json(std::string(s, n)));
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool) {
+    if (escapes && has_surrogate(s, n)) return false;
+    key_.assign(s, n);
+    return true;
+  }
+  bool StartObject() { return open(json(json::value_t::object)); }
+  bool EndObject(rapidjson::SizeType) { return close(); }
+  bool StartArray() { return open(json(json::value_t::array)); }
+  bool EndArray(rapidjson::SizeType) { return close(); }
+
+ private:
+  // Places `v` in the innermost open container (or as the root); returns where it went.
+  json* place(json v) {
+    if (stack_.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    json& top = *stack_.back();
+    if (top.is_object()) {
+      auto& obj = top.get_ref<json::object_t&>();
+      auto it = obj.insert_or_assign(std::move(key_), std::move(v)).first;  // the last duplicate wins
+      key_.clear();
+      return &it->second;
+    }
+    auto& arr = top.get_ref<json::array_t&>();
+    arr.push_back(std::move(v));
+    return &arr.back();
+  }
+  bool put(json v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json container) {
+    if (stack_.size() >= static_cast<std::size_t>(kMaxJsonDepth)) return false;
+    stack_.push_back(place(std::move(container)));
+    return true;
+  }
+  bool close() {
+    stack_.pop_back();
+    return true;
+  }
+
+  std::vector<json*> stack_;
+  std::string key_;
+};
+
+constexpr unsigned kFlags = rapidjson::kParseValidateEncodingFlag | rapidjson::kParseNumbersAsStringsFlag;
+
+// scan_fields()'s reader: the same checks as Builder, a path of keys instead of a value.
+class Scanner : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Scanner> {
+ public:
+  Scanner(std::span<Field> fields, bool escapes) : fields_(fields), escapes_(escapes) {}
+
+  bool Null() { return value(Field::Type::null, {}); }
+  bool Bool(bool) { return value(Field::Type::boolean, {}); }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
+    json v;
+    return number_value(s, n, v) && value(Field::Type::number, std::string_view(s, n));
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool) {
+    if (escapes_ && has_surrogate(s, n)) return false;
+    return value(Field::Type::string, std::string_view(s, n));
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool) {
+    if (escapes_ && has_surrogate(s, n)) return false;
+    if (tracked()) {
+      path_.resize(bases_.back());
+      if (!path_.empty()) path_.push_back('.');
+      path_.append(s, n);
+      // A key with a dot in it would read as a path ("a.b" as "a" then "b"): a NUL, which no
+      // path asked for has, keeps it and everything under it from matching.
+      if (std::memchr(s, '.', n)) path_.push_back('\0');
+    }
+    return true;
+  }
+  bool StartObject() { return open(Field::Type::object); }
+  bool EndObject(rapidjson::SizeType) { return close(); }
+  bool StartArray() { return open(Field::Type::array); }
+  bool EndArray(rapidjson::SizeType) { return close(); }
+
+  bool root_object = false;
+
+ private:
+  // Paths are followed through objects only, a few levels deep (every path asked for is short).
+  static constexpr int kTrackedDepth = 6;
+  bool tracked() const { return untracked_ == 0 && !bases_.empty(); }
+
+  Field* match() {
+    if (!tracked()) return nullptr;
+    for (Field& f : fields_)
+      if (f.path == path_) return &f;
+    return nullptr;
+  }
+  bool value(Field::Type type, std::string_view text) {
+    if (Field* f = match()) {
+      f->type = type;
+      f->text.assign(text);
+      ++f->seen;
+    }
+    return true;
+  }
+  bool open(Field::Type type) {
+    if (++depth_ > kMaxJsonDepth) return false;
+    if (depth_ == 1) root_object = type == Field::Type::object;
+    if (Field* f = match()) {
+      f->type = type;
+      f->text.clear();
+      ++f->seen;
+    }
+    if (untracked_ > 0 || type == Field::Type::array || depth_ > kTrackedDepth) {
+      ++untracked_;
+    } else {
+      bases_.push_back(path_.size());
+    }
+    return true;
+  }
+  bool close() {
+    --depth_;
+    if (untracked_ > 0) {
+      --untracked_;
+    } else {
+      path_.resize(bases_.back());
+      bases_.pop_back();
+    }
+    return true;
+  }
+
+  std::span<Field> fields_;
+  bool escapes_;
+  int depth_ = 0;
+  int untracked_ = 0;              // levels opened inside an array or below kTrackedDepth
+  std::string path_;               // keys from the top to the current member, joined by '.'
+  std::vector<std::size_t> bases_;  // per open tracked object: path_'s length at its start
+};
+
+}  // namespace
+
+bool scan_fields(std::string_view line, std::span<Field> fields) {
+  if (std::memchr(line.data(), '\0', line.size())) return false;
+  Scanner scanner(fields, line.find("\\u") != std::string_view::npos);
+  rapidjson::Reader reader;
+  rapidjson::MemoryStream in(line.data(), line.size());
+  if (reader.Parse<kFlags>(in, scanner).IsError()) return false;
+  return scanner.root_object;
+}
+
+bool is_integer_token(std::string_view t) {
+  json v;
+  return !t.empty() && t.find_first_of(".eE") == std::string_view::npos && number_value(t.data(), t.size(), v) &&
+         v.is_number_integer();
+}
+
+std::optional<json> fast_parse(std::string_view line) {
+  if (std::memchr(line.data(), '\0', line.size())) return std::nullopt;
+  Builder b;
+  b.escapes = line.find("\\u") != std::string_view::npos;
+  rapidjson::Reader reader;
+  rapidjson::MemoryStream in(line.data(), line.size());
+  if (reader.Parse<kFlags>(in, b).IsError()) return std::nullopt;
+  return std::move(b.root);
+}
+
+}  // namespace tether::rpc

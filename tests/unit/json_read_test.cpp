@@ -1,0 +1,150 @@
+// Unit tests for parse_line's fast path (rpc/json_read.cpp): whatever it accepts, nlohmann's own
+// parser accepts with the same value, of the same types (an integer stays an integer, unsigned
+// stays unsigned, -0.0 keeps its sign); the inputs where the two parsers differ are left to
+// nlohmann. Checked on hand-picked edge cases and on many mutations of real bridge lines.
+#include "rpc/json_read.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+using tether::rpc::fast_parse;
+using tether::rpc::json;
+using tether::rpc::parse_line;
+
+namespace {
+
+// Same value and same types all the way down (nlohmann's == says 1 == 1.0).
+bool same(const json& a, const json& b) {
+  if (a.type() != b.type()) return false;
+  if (a.is_object()) {
+    if (a.size() != b.size()) return false;
+    for (auto it = a.begin(), jt = b.begin(); it != a.end(); ++it, ++jt)
+      if (it.key() != jt.key() || !same(*it, *jt)) return false;
+    return true;
+  }
+  if (a.is_array()) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (!same(a[i], b[i])) return false;
+    return true;
+  }
+  if (a.is_number_float()) {
+    double x = a.get<double>(), y = b.get<double>();
+    return x == y && std::signbit(x) == std::signbit(y);
+  }
+  return a == b;
+}
+
+// The fast path may decline anything, but what it accepts nlohmann accepts, with the same value.
+void check_agrees(const std::string& text) {
+  auto fast = fast_parse(text);
+  json slow = json::parse(text, nullptr, false);
+  if (!fast) return;
+  INFO("input: " << text);
+  REQUIRE_FALSE(slow.is_discarded());
+  CHECK(same(*fast, slow));
+}
+
+}  // namespace
+
+TEST_SUITE("rpc::json_read") {
+
+TEST_CASE("a bridge's usual lines take the fast path, with nlohmann's value") {
+  for (const char* text : {
+           R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"word "}}}})",
+           R"({"jsonrpc":"2.0","id":7,"result":{"stopReason":"end_turn","usage":{"inputTokens":12,"cost":0.25}}})",
+           R"({"jsonrpc":"2.0","id":"a","error":{"code":-32601,"message":"no","data":[null,true,false,-1,1.5e3]}})",
+           "{\"t\":\"caf\xc3\xa9 \\u00e9 \\ud83d\\ude00 \\n\\t\\\\ \\/\"}",
+       }) {
+    auto fast = fast_parse(text);
+    REQUIRE_MESSAGE(fast.has_value(), text);
+    check_agrees(text);
+  }
+}
+
+TEST_CASE("numbers keep nlohmann's types") {
+  auto v = fast_parse(R"([0,-0,5,-5,9223372036854775807,-9223372036854775808,18446744073709551615,18446744073709551616,-9223372036854775809,1.0,-0.0,1e2,12345678901234567890123])");
+  REQUIRE(v.has_value());
+  check_agrees(v->dump());
+  CHECK((*v)[0].is_number_unsigned());
+  CHECK((*v)[1].is_number_integer());
+  CHECK_FALSE((*v)[1].is_number_unsigned());
+  CHECK((*v)[6].is_number_unsigned());
+  CHECK((*v)[7].is_number_float());   // beyond uint64
+  CHECK((*v)[8].is_number_float());   // below int64
+  CHECK((*v)[9].is_number_float());
+  CHECK(std::signbit((*v)[10].get<double>()));
+  // An underflow is nlohmann's call (it reads 0.0): declined here, taken by parse_line.
+  CHECK_FALSE(fast_parse("[1e-400]").has_value());
+  REQUIRE(parse_line("[1e-400]").has_value());
+  CHECK((*parse_line("[1e-400]"))[0] == 0.0);
+}
+
+TEST_CASE("where the parsers could differ, the fast path declines and parse_line asks nlohmann") {
+  // nlohmann refuses these; so must parse_line.
+  std::vector<std::string> refused = {R"({"a":"\udc00"})", R"({"a":"\ud800"})", R"({"\udc00":1})", R"({"a":1e400})",
+                                      "{\"a\":\"\xed\xa0\x80\"}", std::string("{\"a\":\"\0\"}", 9)};
+  for (const std::string& s : refused) {
+    CHECK_FALSE_MESSAGE(fast_parse(s).has_value(), s);
+    CHECK_FALSE_MESSAGE(parse_line(s).has_value(), s);
+  }
+  // A NUL after the value: nlohmann reads up to it (RapidJSON would too, so the fast path declines
+  // any line with a NUL and parse_line gives nlohmann's answer).
+  std::string nul("{\"a\":1}\0x", 10);
+  CHECK_FALSE(fast_parse(nul).has_value());
+  CHECK(parse_line(nul).has_value() == !json::parse(nul, nullptr, false).is_discarded());
+  // nlohmann takes a byte-order mark; the fast path leaves it to it.
+  std::string bom = "\xEF\xBB\xBF{\"a\":1}";
+  CHECK_FALSE(fast_parse(bom).has_value());
+  CHECK(parse_line(bom).has_value());
+  // Duplicate keys: the last wins, as in nlohmann.
+  auto dup = fast_parse(R"({"a":1,"a":2})");
+  REQUIRE(dup.has_value());
+  CHECK((*dup)["a"] == 2);
+}
+
+TEST_CASE("depth: 512 levels pass, 513 are refused by both paths") {
+  auto nest = [](int n) { return std::string(n, '[') + std::string(n, ']'); };
+  CHECK(fast_parse(nest(512)).has_value());
+  CHECK_FALSE(fast_parse(nest(513)).has_value());
+  CHECK_FALSE(parse_line(nest(513)).has_value());
+}
+
+TEST_CASE("mutations of real lines: whatever the fast path accepts, nlohmann reads the same") {
+  const std::vector<std::string> seeds = {
+      R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s-1","update":{"sessionUpdate":"tool_call","toolCallId":"t","title":"Edit","content":[{"type":"diff","path":"/a","oldText":null,"newText":"x\ny"}]}}})",
+      R"({"jsonrpc":"2.0","id":12,"method":"session/request_permission","params":{"options":[{"optionId":"allow","kind":"allow_once"}],"n":-1.25e-3}})",
+      "{\"k\":\"\\u00e9\\ud83d\\ude00\xc3\xa9\",\"n\":[1,2.5,-0,true,false,null,{}]}",
+  };
+  const std::string alphabet = "{}[]\",:\\/-+.0123456789eEtrufalsn u\xc3\xa9\xed\xa0\xff\x01\t\r";
+  std::uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  int accepted = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string s = seeds[next() % seeds.size()];
+    int edits = 1 + static_cast<int>(next() % 3);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      std::size_t at = next() % s.size();
+      char c = alphabet[next() % alphabet.size()];
+      switch (next() % 3) {
+        case 0: s[at] = c; break;
+        case 1: s.insert(at, 1, c); break;
+        default: s.erase(at, 1); break;
+      }
+    }
+    if (fast_parse(s)) ++accepted;
+    check_agrees(s);
+  }
+  CHECK(accepted > 100);  // the mutations exercise the accepting side too
+}
+
+}  // TEST_SUITE
