@@ -139,6 +139,17 @@ void scan_proc(const std::function<void(const ProcEntry&)>& fn) {
   ::closedir(proc);
 }
 
+// Whether one of our children has exited and not been waited for (it stays so: WNOWAIT). When
+// none has, reap_strays() has nothing to reap, and skips its walk through /proc: one open, read
+// and close per process on the machine (~0.4 ms with 150 of them), which every bridge's end paid
+// twice, on the way out of a one-shot `tether prompt` too.
+bool have_exited_child() {
+  siginfo_t info{};
+  int r;
+  do r = ::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT | __WALL); while (r < 0 && errno == EINTR);
+  return r == 0 && info.si_pid != 0;
+}
+
 }  // namespace
 
 void reap_strays() {
@@ -146,6 +157,7 @@ void reap_strays() {
   // setpgid) are not reached by waitpid(-pgid). Reap those that have exited: zombies that are our
   // children, outside our own process group (children tether spawns for the user, such as an
   // editor, share our group and are reaped by whoever spawned them), and not a bridge leader.
+  if (!have_exited_child()) return;
   const pid_t self = ::getpid(), own_group = ::getpgrp();
   std::vector<pid_t> zombies;
   scan_proc([&](const ProcEntry& e) {
