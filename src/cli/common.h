@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -139,6 +140,15 @@ std::variant<ConfigFile, SetupError> load_config(const std::string& explicit_pat
 ConfigKeys config_keys();
 // The options struct of a command set up with add_common_options ("prompt"), or null.
 CommonOptions* registered_options(const std::string& command);
+// Where config_keys() and registered_options() find every command. By default: every options
+// struct registered so far (a test's commands). main names the App holding all the commands; or,
+// when it set up only the command it runs (main.cpp says why), a function that builds such an App
+// on first use (only a config file or `tether config` needs it) and keeps it for the process's life.
+void set_command_catalog(const CLI::App* all_commands);
+void set_command_catalog_builder(std::function<const CLI::App*()> build);
+// Forgets the options that add_common_options registered for the commands of `root`: called
+// before `root` and those options are destroyed.
+void forget_registered_options(const CLI::App& root);
 // The common options a command offers, with their resolved values and sources (after
 // finish_options), in the table's order: for `tether config`.
 struct ResolvedValue {

@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "cli/agents.h"
 #include "cli/common.h"
@@ -186,11 +187,46 @@ std::optional<SetupError> collect_mcp(CommonOptions& o, const ConfigFile& c, con
 
 }  // namespace
 
+namespace {
+
+struct Catalog {
+  const CLI::App* all = nullptr;
+  std::function<const CLI::App*()> build;  // makes `all` on first use, when set
+};
+
+Catalog& catalog() {
+  static Catalog c;
+  return c;
+}
+
+// The App of every command, built now if it is to be built (before the registry is walked: the
+// build adds to it); null when there is no catalog.
+const CLI::App* catalog_app() {
+  Catalog& c = catalog();
+  if (!c.all && c.build) c.all = std::exchange(c.build, nullptr)();
+  return c.all;
+}
+
+// Whether `reg` is one of the commands of `all` (any registered one when there is no catalog).
+bool in_catalog(const detail::Registered& reg, const CLI::App* all) {
+  return reg.app && (!all || reg.app->get_parent() == all);
+}
+
+}  // namespace
+
+void set_command_catalog(const CLI::App* all_commands) { catalog() = {all_commands, nullptr}; }
+void set_command_catalog_builder(std::function<const CLI::App*()> build) { catalog() = {nullptr, std::move(build)}; }
+
+void forget_registered_options(const CLI::App& root) {
+  std::erase_if(option_registry(), [&](const auto& entry) { return entry.second.app && entry.second.app->get_parent() == &root; });
+}
+
 ConfigKeys config_keys() {
   ConfigKeys keys;
   for (const auto& entry : common_option_table()) keys.top.emplace_back(entry.key);
+  const CLI::App* all = catalog_app();
   for (const auto& [opts, reg] : option_registry()) {
-    if (!reg.app) continue;
+    if (!in_catalog(reg, all)) continue;
     auto& section = keys.sections[reg.app->get_name()];
     for (const auto& [key, _] : reg.options) section.push_back(key);
   }
@@ -198,8 +234,9 @@ ConfigKeys config_keys() {
 }
 
 CommonOptions* registered_options(const std::string& command) {
+  const CLI::App* all = catalog_app();
   for (auto& [opts, reg] : option_registry())
-    if (reg.app && reg.app->get_name() == command) return const_cast<CommonOptions*>(opts);
+    if (in_catalog(reg, all) && reg.app->get_name() == command) return const_cast<CommonOptions*>(opts);
   return nullptr;
 }
 

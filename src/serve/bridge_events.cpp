@@ -14,6 +14,7 @@ using rpc::string_of;
 
 void Server::on_bridge_events() {
   auto events = bridge_.events()->drain();
+  holding_output_ = true;
   for (auto& ev : events) {
     switch (ev.kind) {
       case rpc::Event::Kind::status: on_bridge_status(ev); break;
@@ -29,6 +30,8 @@ void Server::on_bridge_events() {
       forget_session_if_unused(sid);
     }
   }
+  holding_output_ = false;
+  flush_all();
 }
 
 void Server::on_bridge_status(const rpc::Event& ev) {

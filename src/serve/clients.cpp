@@ -89,8 +89,13 @@ bool Server::send(std::uint64_t id, const std::string& line) {
   if (!c) return false;
   c->out += line;
   c->out += '\n';
-  flush(*c);
+  if (!holding_output_) flush(*c);
   return !c->dead;
+}
+
+void Server::flush_all() {
+  for (auto& [id, c] : clients_)
+    if (!c->dead && c->unsent() > 0) flush(*c);
 }
 
 void Server::broadcast(const std::string& method, json params) {

@@ -193,6 +193,7 @@ class Server {
   void accept_clients();
   void read_client(Client& c);
   void flush(Client& c);
+  void flush_all();
   bool send(std::uint64_t client, const std::string& line);
   bool send_json(std::uint64_t client, const json& msg) { return send(client, rpc::dump(msg)); }
   void reply(std::uint64_t client, const json& id, json result) { send_json(client, rpc::make_result(id, std::move(result))); }
@@ -295,6 +296,10 @@ class Server {
   std::unordered_map<std::int64_t, Routed> routed_;  // by our request id at the client
   std::int64_t next_routed_ = 0;
   bool reading_paused_ = false;  // the bridge's events are not read (backpressure)
+  // While on_bridge_events() handles a batch of the bridge's events, send() only queues: each client
+  // gets the batch's lines in one write at its end (a turn's chunks come in batches), not one
+  // write, and one wake-up of the client, per line.
+  bool holding_output_ = false;
   std::vector<ClientRequest> deferred_;  // wait for the link
   std::vector<std::string> turn_ended_;  // sessions whose turn ended in this batch: pumped after it
   std::vector<std::pair<std::uint64_t, json>> restart_waiters_;
