@@ -4,7 +4,8 @@
 // top-level "id" and "method" and the first prompt text, and each answer goes out in one write(2).
 //
 //   initialize      protocol version 1, no capabilities beyond the defaults
-//   session/new     {"sessionId":"fast-1"}
+//   session/new     {"sessionId":"fast-K"}, K = 1, 2, ... (distinct: `tether serve` opens its main
+//                   session and one per client that asks, and keeps them apart by id)
 //   session/prompt  "flood N": N one-word agent_message_chunk notifications, written in 64 KiB
 //                   writes, then the answer; any other text: one chunk "ok" and the answer, in
 //                   one write (a turn costs one read and one write here)
@@ -80,15 +81,20 @@ bool scan(std::string_view line, std::string_view& id, std::string_view& method)
   return true;
 }
 
-// The first "text" string of the line, unescaped no further than the benchmarks need.
-std::string_view prompt_text(std::string_view line) {
-  auto k = line.find("\"text\":\"");
+// The first string value of KEY anywhere in the line (its raw text, not unescaped: enough for
+// the prompt text and the session id the benchmarks send).
+std::string_view string_field(std::string_view line, std::string_view key) {
+  std::string pattern = "\"";
+  pattern.append(key).append("\":\"");
+  auto k = line.find(pattern);
   if (k == std::string_view::npos) return {};
-  std::size_t start = k + 8;
+  std::size_t start = k + pattern.size();
   std::size_t end = skip_string(line, start - 1);
   if (end == std::string_view::npos) return {};
   return line.substr(start, end - 1 - start);
 }
+
+long sessions = 0;
 
 std::string out;
 
@@ -109,23 +115,23 @@ void answer(std::string_view id, std::string_view result) {
   out.append("{\"jsonrpc\":\"2.0\",\"id\":").append(id).append(",\"result\":").append(result).append("}\n");
 }
 
-void chunk(std::string_view text) {
-  out.append(
-         "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"fast-1\",\"update\":"
-         "{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"")
+void chunk(std::string_view session, std::string_view text) {
+  out.append("{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"")
+      .append(session)
+      .append("\",\"update\":{\"sessionUpdate\":\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"")
       .append(text)
       .append("\"}}}}\n");
 }
 
-void prompt(std::string_view id, std::string_view text) {
+void prompt(std::string_view id, std::string_view session, std::string_view text) {
   if (text.starts_with("flood ")) {
     long n = std::atol(std::string(text.substr(6)).c_str());
     for (long i = 0; i < n; ++i) {
-      chunk(i + 1 < n ? "word " : "word");
+      chunk(session, i + 1 < n ? "word " : "word");
       if (out.size() >= (std::size_t{64} << 10)) flush();
     }
   } else {
-    chunk("ok");
+    chunk(session, "ok");
   }
   answer(id, R"({"stopReason":"end_turn"})");
   flush();
@@ -137,9 +143,9 @@ void handle(std::string_view line) {
   if (method == "initialize") {
     answer(id, R"({"protocolVersion":1,"agentCapabilities":{"loadSession":false,"promptCapabilities":{}},"authMethods":[]})");
   } else if (method == "session/new") {
-    answer(id, R"({"sessionId":"fast-1"})");
+    answer(id, "{\"sessionId\":\"fast-" + std::to_string(++sessions) + "\"}");
   } else if (method == "session/prompt") {
-    prompt(id, prompt_text(line));
+    prompt(id, string_field(line, "sessionId"), string_field(line, "text"));
     return;
   } else {
     out.append("{\"jsonrpc\":\"2.0\",\"id\":").append(id).append(
