@@ -217,6 +217,54 @@ TEST_CASE("the writer stores every queued turn by close(); a log it cannot open 
   CHECK(bad.warning()->find("cannot open the turn log") != std::string::npos);
 }
 
+TEST_CASE("group commit: turns queued while the writer waits for the database go in one transaction") {
+  TempDir dir;
+  std::string path = dir.path + "/logs.db";
+  open_ok(path);  // created and migrated: the writer's own open needs no write lock
+  // Another connection holds the write lock, so the writer's first transaction waits (in its busy
+  // timeout) while the rest is queued behind it.
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &other, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  constexpr int kTurns = 200;
+  store::LogWriter writer(path);
+  for (int i = 0; i < kTurns; ++i) writer.add(turn("s", "p" + std::to_string(i), "a" + std::to_string(i), i));
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  writer.close();
+  CHECK_FALSE(writer.warning());
+  // The first batch is what was queued when the writer first woke (one turn or more); the rest,
+  // queued while it waited, is the second. Turn by turn it would be 200.
+  CHECK(writer.batches() <= 2);
+  CHECK(sql_value(path, "SELECT count(*) FROM turns") == std::to_string(kTurns));
+  CHECK(sql_value(path, "SELECT group_concat(seq) = group_concat(n) FROM (SELECT seq, row_number() OVER "
+                        "(ORDER BY id) AS n FROM turns ORDER BY id)") == "1");
+  CHECK(sql_value(path, "SELECT prompt FROM turns ORDER BY id DESC LIMIT 1") == "p199");
+  auto db = open_ok(path);
+  CHECK(search(*db, "a150").size() == 1);
+}
+
+TEST_CASE("a batch the database refuses is stored turn by turn: one bad turn costs that turn only") {
+  TempDir dir;
+  std::string path = dir.path + "/logs.db";
+  open_ok(path);
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &other, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  // A trigger that refuses one prompt: the batch's transaction fails on it.
+  REQUIRE(sqlite3_exec(other,
+                       "CREATE TRIGGER refuse BEFORE INSERT ON turns WHEN NEW.prompt = 'bad' "
+                       "BEGIN SELECT RAISE(ABORT, 'refused'); END; BEGIN IMMEDIATE",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  store::LogWriter writer(path);
+  for (int i = 0; i < 10; ++i) writer.add(turn("s", i == 5 ? "bad" : "p" + std::to_string(i), "", i));
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  writer.close();
+  REQUIRE(writer.warning());
+  CHECK(writer.warning()->find("refused") != std::string::npos);
+  CHECK(sql_value(path, "SELECT count(*) FROM turns") == "9");
+}
+
 TEST_CASE("--since: a time back or a date") {
   const std::int64_t now = 1'800'000'000'000;
   CHECK(cli::parse_since("2h", now) == now - 2 * 3600 * 1000);
