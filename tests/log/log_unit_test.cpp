@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "acp/session.h"
 #include "cli/log_cmd.h"
 #include "cli/turn_log.h"
 #include "store/log_db.h"
@@ -263,6 +264,42 @@ TEST_CASE("a batch the database refuses is stored turn by turn: one bad turn cos
   REQUIRE(writer.warning());
   CHECK(writer.warning()->find("refused") != std::string::npos);
   CHECK(sql_value(path, "SELECT count(*) FROM turns") == "9");
+}
+
+TEST_CASE("the recorder keeps text as it came: invalid UTF-8 replaced, a long answer cut on a character") {
+  // The last case of this binary to log through cli::close_turn_log, which closes the process's
+  // log for good.
+  TempDir dir;
+  cli::CommonOptions o;
+  o.log = dir.path + "/logs.db";
+  o.quiet = true;
+  o.bridge = {"tether", "demo-agent"};
+  acp::SessionState state;
+  state.session_id = "s-utf8";
+  cli::TurnRecorder rec(o, "prompt", "bad \xff byte, caf\xc3\xa9", state);
+  acp::TurnEvent chunk;
+  chunk.kind = acp::TurnEvent::Kind::update;
+  chunk.update.kind = acp::Update::Kind::agent_message;
+  // 5-byte chunks: 4 MiB is 4 (mod 5), so the cap falls between the two bytes of an é.
+  chunk.update.text = "aaa\xc3\xa9";
+  for (int i = 0; i < 840000; ++i) rec.see(chunk);
+  acp::TurnEvent done;
+  done.kind = acp::TurnEvent::Kind::completed;
+  done.stop_reason = "end_turn";
+  rec.see(done);
+  rec.finish(state);
+  cli::close_turn_log();
+  std::string path = o.log;
+  CHECK(sql_value(path, "SELECT prompt FROM turns") == "bad \xef\xbf\xbd byte, caf\xc3\xa9");
+  std::string answer = sql_value(path, "SELECT answer FROM turns");
+  const std::string note = "\n[… cut: the turn log keeps 4 MiB of it]";
+  REQUIRE(answer.size() > note.size());
+  CHECK(answer.substr(answer.size() - note.size()) == note);
+  // Whole characters only: the é the cap fell into is left out, not half kept (nor replaced).
+  std::string kept = answer.substr(0, answer.size() - note.size());
+  CHECK(kept.size() == (std::size_t{4} << 20) - 1);
+  CHECK(kept.substr(kept.size() - 5) == "\xc3\xa9" "aaa");
+  CHECK(sql_value(path, "SELECT answer = CAST(CAST(answer AS BLOB) AS TEXT) FROM turns") == "1");
 }
 
 TEST_CASE("--since: a time back or a date") {
