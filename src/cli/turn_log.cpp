@@ -59,16 +59,63 @@ std::int64_t now_ms() {
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// A string as the JSON layer keeps it: invalid UTF-8 replaced, as in every other dump.
-std::string valid_text(const std::string& s) {
-  std::string d = dump(json(s));
-  return json::parse(d, nullptr, false).get<std::string>();
+// Whether `s` is UTF-8 as JSON's dump accepts it: no overlong forms, no surrogates, nothing past
+// U+10FFFF (NUL is fine: JSON escapes it).
+bool is_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t n = c >= 0xF0 && c <= 0xF4 ? 3 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xC2 && c < 0xE0 ? 1 : 0;
+    if (n == 0 || i + n >= s.size()) return false;  // a lead byte that is none, or a cut sequence
+    auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F))
+      return false;
+    for (std::size_t k = 1; k <= n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n + 1;
+  }
+  return true;
 }
 
+// A string as the JSON layer keeps it: invalid UTF-8 replaced, as in every other dump. Valid text
+// (all an agent sends: its JSON was parsed) is kept as it is; the round trip through a dump, which
+// holds three more copies of a megabytes-long answer at once, is only for text that needs it.
+void make_valid_text(std::string& s) {
+  if (is_utf8(s)) return;
+  std::string d = dump(json(s));
+  s = json::parse(d, nullptr, false).get<std::string>();
+}
+
+constexpr std::string_view kCutNote = "\n[… cut: the turn log keeps 4 MiB of it]";
+
+// Appends what fits under kMaxText. Past 64 KiB the text's buffer is sized for the cap at once:
+// grown by doubling (std::string's way, which reserve() follows too), the last step would hold
+// 8 MiB for 4 and copy 4 while both are alive; a buffer reserved whole costs only the pages the
+// text fills.
 void append_capped(std::string& to, std::string_view text) {
   if (to.size() >= kMaxText) return;
-  to.append(text.substr(0, kMaxText - to.size()));
-  if (to.size() >= kMaxText) to += "\n[… cut: the turn log keeps 4 MiB of it]";
+  std::size_t room = kMaxText - to.size();
+  bool cut = text.size() >= room;
+  if (cut) {
+    // On a character boundary: a cut sequence would send the whole text through
+    // make_valid_text's copies.
+    while (room > 0 && (static_cast<unsigned char>(text[room]) & 0xC0) == 0x80) --room;
+    text = text.substr(0, room);
+  }
+  constexpr std::size_t kSmall = std::size_t{64} << 10;
+  std::size_t need = to.size() + text.size() + (cut ? kCutNote.size() : 0);
+  if (need > to.capacity() && need > kSmall) {
+    std::string whole;
+    whole.reserve(kMaxText + kCutNote.size());
+    whole.append(to);
+    to = std::move(whole);
+  }
+  to.append(text);
+  if (cut) to.append(kCutNote);
 }
 
 std::string expand_home(std::string path) {
@@ -289,9 +336,9 @@ void TurnRecorder::finish(const acp::SessionState& state) {
     if (usage_->cost) u["cost"] = *usage_->cost, u["currency"] = usage_->currency;
     record_.usage = dump(u);
   }
-  record_.prompt = valid_text(record_.prompt);
-  record_.answer = valid_text(record_.answer);
-  record_.thoughts = valid_text(record_.thoughts);
+  make_valid_text(record_.prompt);
+  make_valid_text(record_.answer);
+  make_valid_text(record_.thoughts);
   store::LogWriter* writer = writer_for("", false);
   if (writer) writer->add(std::move(record_));
 }

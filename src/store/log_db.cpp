@@ -272,8 +272,6 @@ std::variant<std::unique_ptr<LogDb>, std::string> LogDb::open(const std::string&
   return db;
 }
 
-LogDb::~LogDb() { sqlite3_close_v2(db_); }
-
 std::string LogDb::last_error() const { return sqlite3_errmsg(db_); }
 
 std::optional<ConversationSummary> LogDb::latest_conversation(std::string_view agent, std::string_view cwd) {
@@ -322,49 +320,119 @@ bool LogDb::bind_name(std::string_view agent, std::string_view cwd, std::string_
   return st.bind(agent).bind(cwd).bind(name).bind(session_id).bind(now_ms()).run();
 }
 
-std::variant<std::int64_t, std::string> LogDb::insert_turn(const TurnRecord& t) {
-  Transaction tx(db_);
-  if (!tx.began()) return last_error();
+// The statements an insert runs, prepared once per connection: parsing and planning them again
+// for every turn cost as much as storing it.
+struct LogDb::Inserts {
+  explicit Inserts(sqlite3* db)
+      : find(db, "SELECT id, title FROM conversations WHERE agent = ?1 AND session_id = ?2"),
+        // No RETURNING here: it buffers its rows in an ephemeral table, opened and closed per run,
+        // which made this UPDATE cost five times the INSERT into turns.
+        touch(db, "UPDATE conversations SET updated_ms = MAX(updated_ms, ?1), turns = turns + 1 WHERE id = ?2"),
+        conversation(db,
+                     "INSERT INTO conversations (agent, command, session_id, cwd, title, created_ms, updated_ms, "
+                     "turns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
+        turn(db,
+             "INSERT INTO turns (conversation, seq, prompt, attachments, answer, thoughts, tool_calls, plan, "
+             "permissions, stop_reason, usage, started_ms, ended_ms, elapsed_ms, restarts, error, source, "
+             "connect, batch_run, batch_item, batch_index) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM "
+             "turns WHERE conversation = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+             "?16, ?17, ?18, ?19, ?20)"),
+        fts(db, "INSERT INTO turns_fts (rowid, prompt, answer, title) VALUES (?1, ?2, ?3, ?4)") {}
+  bool ok() const { return find.ok() && touch.ok() && conversation.ok() && turn.ok() && fts.ok(); }
+  // After each turn, failed or not: a kept statement must not hold the record's text (bind_ref)
+  // nor stay mid-run into the COMMIT.
+  void reset() {
+    for (Statement* st : {&find, &touch, &conversation, &turn, &fts}) st->reset();
+  }
+  Statement find, touch, conversation, turn, fts;
+};
+
+LogDb::LogDb(sqlite3* db) : db_(db) {}
+
+LogDb::~LogDb() {
+  inserts_.reset();  // finalized before the connection they belong to
+  sqlite3_close_v2(db_);
+}
+
+LogDb::Inserts* LogDb::inserts() {
+  if (!inserts_) {
+    auto st = std::make_unique<Inserts>(db_);
+    if (!st->ok()) return nullptr;
+    inserts_ = std::move(st);
+  }
+  return inserts_.get();
+}
+
+// One turn's rows in conversations and turns, inside the caller's transaction; its full-text
+// row comes later (store()). The record's text is bound by reference: it outlives the statements'
+// runs, which st.reset() ends. `title` is set to the conversation's title.
+std::variant<std::int64_t, std::string> LogDb::insert_row(Inserts& st, const TurnRecord& t, std::string& title) {
+  struct ResetAfter {
+    Inserts& st;
+    ~ResetAfter() { st.reset(); }
+  } reset_after{st};
   std::int64_t conversation = 0;
   if (!t.session_id.empty()) {
-    Statement find(db_, "SELECT id FROM conversations WHERE agent = ?1 AND session_id = ?2");
-    find.bind(t.agent).bind(t.session_id);
-    if (find.step() == Statement::Step::row) conversation = find.integer(0);
+    st.find.bind_ref(t.agent).bind_ref(t.session_id);
+    if (st.find.step() == Statement::Step::row) {
+      conversation = st.find.integer(0);
+      title = st.find.text(1);
+    }
   }
-  std::string title;
   if (conversation) {
-    Statement up(db_,
-                 "UPDATE conversations SET updated_ms = MAX(updated_ms, ?1), turns = turns + 1 WHERE id = ?2 "
-                 "RETURNING title");
-    up.bind(t.ended_ms).bind(conversation);
-    if (up.step() != Statement::Step::row) return last_error();
-    title = up.text(0);
+    if (!st.touch.bind(t.ended_ms).bind(conversation).run()) return last_error();
   } else {
     title = make_title(t.prompt);
-    Statement ins(db_,
-                  "INSERT INTO conversations (agent, command, session_id, cwd, title, created_ms, updated_ms, turns) "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)");
-    if (!ins.bind(t.agent).bind(t.command).bind(t.session_id).bind(t.cwd).bind(title).bind(t.started_ms)
-             .bind(t.ended_ms).run())
+    if (!st.conversation.bind_ref(t.agent).bind_ref(t.command).bind_ref(t.session_id).bind_ref(t.cwd)
+             .bind_ref(title).bind(t.started_ms).bind(t.ended_ms).run())
       return last_error();
     conversation = sqlite3_last_insert_rowid(db_);
   }
-  Statement ins(db_,
-                "INSERT INTO turns (conversation, seq, prompt, attachments, answer, thoughts, tool_calls, plan, "
-                "permissions, stop_reason, usage, started_ms, ended_ms, elapsed_ms, restarts, error, source, "
-                "connect, batch_run, batch_item, batch_index) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM "
-                "turns WHERE conversation = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                "?16, ?17, ?18, ?19, ?20)");
-  ins.bind(conversation).bind(t.prompt).bind(t.attachments).bind(t.answer).bind(t.thoughts).bind(t.tool_calls);
-  ins.bind(t.plan).bind(t.permissions).bind(t.stop_reason).bind(t.usage).bind(t.started_ms).bind(t.ended_ms);
-  ins.bind(t.ended_ms - t.started_ms).bind(t.restarts).bind(t.error).bind(t.source).bind(t.connect);
-  ins.bind(t.batch_run).bind(t.batch_item).bind(t.batch_index);
+  Statement& ins = st.turn;
+  ins.bind(conversation).bind_ref(t.prompt).bind_ref(t.attachments).bind_ref(t.answer).bind_ref(t.thoughts);
+  ins.bind_ref(t.tool_calls).bind_ref(t.plan).bind_ref(t.permissions).bind_ref(t.stop_reason).bind_ref(t.usage);
+  ins.bind(t.started_ms).bind(t.ended_ms).bind(t.ended_ms - t.started_ms).bind(t.restarts).bind_ref(t.error);
+  ins.bind_ref(t.source).bind_ref(t.connect).bind_ref(t.batch_run).bind_ref(t.batch_item).bind(t.batch_index);
   if (!ins.run()) return last_error();
-  std::int64_t id = sqlite3_last_insert_rowid(db_);
-  Statement fts(db_, "INSERT INTO turns_fts (rowid, prompt, answer, title) VALUES (?1, ?2, ?3, ?4)");
-  if (!fts.bind(id).bind(t.prompt).bind(t.answer).bind(title).run()) return last_error();
+  return sqlite3_last_insert_rowid(db_);
+}
+
+// The turns in one transaction: first every row of conversations and turns, then every full-text
+// row. In that order because each statement that opens a statement savepoint (the UPDATE, the
+// INSERT with its subquery) makes FTS5, once it is part of the transaction, flush what it holds
+// into a new segment: interleaved, a batch cost one segment and its merges per turn (half of the
+// writer's time); grouped, one per batch.
+std::optional<std::string> LogDb::store(std::span<const TurnRecord> turns, std::vector<std::int64_t>& ids) {
+  Inserts* st = inserts();
+  if (!st) return last_error();
+  Transaction tx(db_);
+  if (!tx.began()) return last_error();
+  std::vector<std::string> titles(turns.size());
+  ids.clear();
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    auto id = insert_row(*st, turns[i], titles[i]);
+    if (auto* err = std::get_if<std::string>(&id)) return *err;
+    ids.push_back(std::get<std::int64_t>(id));
+  }
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    const TurnRecord& t = turns[i];
+    bool ok = st->fts.bind(ids[i]).bind_ref(t.prompt).bind_ref(t.answer).bind_ref(titles[i]).run();
+    st->fts.reset();
+    if (!ok) return last_error();
+  }
   if (!tx.commit()) return last_error();
-  return id;
+  return std::nullopt;
+}
+
+std::variant<std::int64_t, std::string> LogDb::insert_turn(const TurnRecord& t) {
+  std::vector<std::int64_t> ids;
+  if (auto err = store({&t, 1}, ids)) return *err;
+  return ids.front();
+}
+
+std::optional<std::string> LogDb::insert_turns(std::span<const TurnRecord> turns) {
+  std::vector<std::int64_t> ids;
+  return store(turns, ids);
 }
 
 std::variant<std::vector<TurnRow>, std::string> LogDb::turns(const TurnQuery& q) {

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -110,6 +111,10 @@ class LogDb {
   // Stores one turn (and creates or updates its conversation) in one transaction. The turn's id,
   // or a message on failure.
   std::variant<std::int64_t, std::string> insert_turn(const TurnRecord& turn);
+  // Stores the turns, in order, in one transaction (group commit: one WAL commit for a whole
+  // queue). All or none: a message on failure, nothing when every turn was stored. The insert
+  // statements are prepared on the first insert and kept with the connection.
+  std::optional<std::string> insert_turns(std::span<const TurnRecord> turns);
 
   // Turns matching `query`, newest first. A message on failure (a search SQLite rejects).
   std::variant<std::vector<TurnRow>, std::string> turns(const TurnQuery& query);
@@ -120,8 +125,14 @@ class LogDb {
   std::string last_error() const;
 
  private:
-  explicit LogDb(sqlite3* db) : db_(db) {}
+  struct Inserts;
+  explicit LogDb(sqlite3* db);
+  Inserts* inserts();
+  std::variant<std::int64_t, std::string> insert_row(Inserts& st, const TurnRecord& turn, std::string& title);
+  std::optional<std::string> store(std::span<const TurnRecord> turns, std::vector<std::int64_t>& ids);
+
   sqlite3* db_;
+  std::unique_ptr<Inserts> inserts_;  // prepared by the first insert; finalized before db_ closes
 };
 
 // Words typed after `tether log -q` as an FTS5 query that cannot be a syntax error: each

@@ -8,14 +8,22 @@
 // that cannot be opened or written costs the turns that were to go there, never a turn's result:
 // the first failure is kept as a sentence (warning()) and later turns are dropped quietly.
 //
+// Group commit: the writer takes everything queued when it wakes and stores it in one
+// transaction (one WAL commit, whatever the number of turns), and the producer wakes it only when
+// the queue goes from empty to non-empty: while it writes, turns queue up without a wake-up each.
+// There is no lingering to gather more: a turn is written as soon as the writer is free, so a
+// process killed right after a turn loses at most the turns the writer had not reached yet (one,
+// unless the database was held by another process).
+//
 // Thread contract: thread-safe (add, close and warning from any thread); one thread of its own.
 #pragma once
 
 #include <condition_variable>
-#include <deque>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/mutex.h"
 #include "store/log_db.h"
@@ -37,6 +45,9 @@ class LogWriter {
   // every turn was stored.
   std::optional<std::string> warning();
   const std::string& path() const { return path_; }
+  // How many times the writer took the queue so far: each time all of it, stored in one
+  // transaction.
+  std::uint64_t batches();
 
  private:
   void run();
@@ -44,7 +55,8 @@ class LogWriter {
   const std::string path_;
   base::Mutex mu_;
   std::condition_variable cv_;
-  std::deque<TurnRecord> queue_ GUARDED_BY(mu_);
+  std::vector<TurnRecord> queue_ GUARDED_BY(mu_);  // the writer waits only when it is empty
+  std::uint64_t batches_ GUARDED_BY(mu_) = 0;
   bool closing_ GUARDED_BY(mu_) = false;
   std::optional<std::string> warning_ GUARDED_BY(mu_);
   std::thread thread_;  // started last, joined by close()

@@ -1,7 +1,8 @@
 // Small RAII wrappers over SQLite's C API, as the turn log uses it: a prepared statement that is
 // finalized with its owner, binds by position and reads columns by index, and a transaction that
 // rolls back unless committed. No ORM and no exceptions: step() says row, done or error, and the
-// connection's sqlite3_errmsg says why.
+// connection's sqlite3_errmsg says why. A statement can be kept and run again (reset()): the turn
+// log's writer prepares its inserts once per connection, not once per turn.
 //
 // Thread contract: thread-bound, as the connection they belong to.
 #pragma once
@@ -24,6 +25,9 @@ class Statement {
   bool ok() const { return stmt_ != nullptr; }
   // Binds parameters 1, 2, ... in order; text is copied (SQLITE_TRANSIENT).
   Statement& bind(std::string_view text);
+  // Binds text without copying it (SQLITE_STATIC): it must stay alive and unchanged until the
+  // next reset(). A turn's answer can be megabytes; a copy per insert doubles the peak.
+  Statement& bind_ref(const std::string& text);
   Statement& bind(std::int64_t value);
   Statement& bind(int value) { return bind(static_cast<std::int64_t>(value)); }
 
@@ -31,6 +35,10 @@ class Statement {
   Step step();
   // Steps once more and says whether the statement ran to its end without error.
   bool run() { return step() == Step::done; }
+
+  // Ready to run again: the last run's state and every binding are dropped, the next bind() is
+  // parameter 1. Also ends a run early (a statement left mid-run would hold its transaction).
+  void reset();
 
   std::int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
   std::string text(int column) const;

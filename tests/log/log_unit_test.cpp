@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 
+#include "acp/session.h"
 #include "cli/log_cmd.h"
 #include "cli/turn_log.h"
 #include "store/log_db.h"
@@ -215,6 +216,90 @@ TEST_CASE("the writer stores every queued turn by close(); a log it cannot open 
   bad.close();
   REQUIRE(bad.warning());
   CHECK(bad.warning()->find("cannot open the turn log") != std::string::npos);
+}
+
+TEST_CASE("group commit: turns queued while the writer waits for the database go in one transaction") {
+  TempDir dir;
+  std::string path = dir.path + "/logs.db";
+  open_ok(path);  // created and migrated: the writer's own open needs no write lock
+  // Another connection holds the write lock, so the writer's first transaction waits (in its busy
+  // timeout) while the rest is queued behind it.
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &other, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+  constexpr int kTurns = 200;
+  store::LogWriter writer(path);
+  for (int i = 0; i < kTurns; ++i) writer.add(turn("s", "p" + std::to_string(i), "a" + std::to_string(i), i));
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  writer.close();
+  CHECK_FALSE(writer.warning());
+  // The first batch is what was queued when the writer first woke (one turn or more); the rest,
+  // queued while it waited, is the second. Turn by turn it would be 200.
+  CHECK(writer.batches() <= 2);
+  CHECK(sql_value(path, "SELECT count(*) FROM turns") == std::to_string(kTurns));
+  CHECK(sql_value(path, "SELECT group_concat(seq) = group_concat(n) FROM (SELECT seq, row_number() OVER "
+                        "(ORDER BY id) AS n FROM turns ORDER BY id)") == "1");
+  CHECK(sql_value(path, "SELECT prompt FROM turns ORDER BY id DESC LIMIT 1") == "p199");
+  auto db = open_ok(path);
+  CHECK(search(*db, "a150").size() == 1);
+}
+
+TEST_CASE("a batch the database refuses is stored turn by turn: one bad turn costs that turn only") {
+  TempDir dir;
+  std::string path = dir.path + "/logs.db";
+  open_ok(path);
+  sqlite3* other = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &other, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  // A trigger that refuses one prompt: the batch's transaction fails on it.
+  REQUIRE(sqlite3_exec(other,
+                       "CREATE TRIGGER refuse BEFORE INSERT ON turns WHEN NEW.prompt = 'bad' "
+                       "BEGIN SELECT RAISE(ABORT, 'refused'); END; BEGIN IMMEDIATE",
+                       nullptr, nullptr, nullptr) == SQLITE_OK);
+  store::LogWriter writer(path);
+  for (int i = 0; i < 10; ++i) writer.add(turn("s", i == 5 ? "bad" : "p" + std::to_string(i), "", i));
+  REQUIRE(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr) == SQLITE_OK);
+  sqlite3_close(other);
+  writer.close();
+  REQUIRE(writer.warning());
+  CHECK(writer.warning()->find("refused") != std::string::npos);
+  CHECK(sql_value(path, "SELECT count(*) FROM turns") == "9");
+}
+
+TEST_CASE("the recorder keeps text as it came: invalid UTF-8 replaced, a long answer cut on a character") {
+  // The last case of this binary to log through cli::close_turn_log, which closes the process's
+  // log for good.
+  TempDir dir;
+  cli::CommonOptions o;
+  o.log = dir.path + "/logs.db";
+  o.quiet = true;
+  o.bridge = {"tether", "demo-agent"};
+  acp::SessionState state;
+  state.session_id = "s-utf8";
+  cli::TurnRecorder rec(o, "prompt", "bad \xff byte, caf\xc3\xa9", state);
+  acp::TurnEvent chunk;
+  chunk.kind = acp::TurnEvent::Kind::update;
+  chunk.update.kind = acp::Update::Kind::agent_message;
+  // 5-byte chunks: 4 MiB is 4 (mod 5), so the cap falls between the two bytes of an é.
+  chunk.update.text = "aaa\xc3\xa9";
+  for (int i = 0; i < 840000; ++i) rec.see(chunk);
+  acp::TurnEvent done;
+  done.kind = acp::TurnEvent::Kind::completed;
+  done.stop_reason = "end_turn";
+  rec.see(done);
+  rec.finish(state);
+  cli::close_turn_log();
+  std::string path = o.log;
+  CHECK(sql_value(path, "SELECT prompt FROM turns") == "bad \xef\xbf\xbd byte, caf\xc3\xa9");
+  std::string answer = sql_value(path, "SELECT answer FROM turns");
+  const std::string note = "\n[… cut: the turn log keeps 4 MiB of it]";
+  REQUIRE(answer.size() > note.size());
+  CHECK(answer.substr(answer.size() - note.size()) == note);
+  // Whole characters only: the é the cap fell into is left out, not half kept (nor replaced).
+  std::string kept = answer.substr(0, answer.size() - note.size());
+  CHECK(kept.size() == (std::size_t{4} << 20) - 1);
+  CHECK(kept.substr(kept.size() - 5) == "\xc3\xa9" "aaa");
+  CHECK(sql_value(path, "SELECT answer = CAST(CAST(answer AS BLOB) AS TEXT) FROM turns") == "1");
 }
 
 TEST_CASE("--since: a time back or a date") {
