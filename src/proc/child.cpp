@@ -146,8 +146,7 @@ struct ExecPlan {
 // Starts the child (exec_child); its pid, or -1 (errno set). As vfork: the child shares our
 // memory and this thread waits until it has exec'd (or died), so nothing of our address space is
 // copied, neither page tables at the fork nor pages at our next writes (copy-on-write faults):
-// on a 2-CPU VM, fork to exec went from ~200 to ~125 us, and a one-shot prompt takes 52 fewer
-// page faults. Every signal is blocked meanwhile: no handler of
+// ~0.2 ms of a one-shot prompt on a 2-CPU VM. Every signal is blocked meanwhile: no handler of
 // ours may run in the child, on our memory, before it has set them all to the default.
 // A sanitizer build forks instead: its runtime does not expect code of ours to run in a process
 // that shares its memory.
