@@ -3,13 +3,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/close_range.h>
@@ -94,80 +92,6 @@ const char* step_name(int step) {
     case 3: return "change directory to the cwd of";
     default: return "exec";
   }
-}
-
-// What the child needs between the fork and the exec, prepared by the parent (the child may not
-// allocate).
-struct ExecPlan {
-  const SpawnOptions* options;
-  const char* path;
-  char* const* argv;
-  char* const* envp;
-  const char* cwd;  // null: the parent's
-  int in_r, out_w, err_w;  // err_w -1: stderr goes with stdout (merge_stderr)
-  int report_w;
-  pid_t parent;
-  int max_fd;
-};
-
-// The child, from the fork to the exec: async-signal-safe calls only. With start_child()'s
-// CLONE_VM it runs in the parent's memory on a stack of its own, so it also writes no memory of
-// the parent's (only errno, which the parent does not read after it).
-[[noreturn]] void exec_child(const ExecPlan& p) {
-  const int rep = p.report_w;
-  if ((p.options->new_session ? ::setsid() : ::setpgid(0, 0)) < 0) child_fail(rep, 1);
-  // Die with the spawning thread's process; re-check the parent in case it already died.
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != p.parent) ::_exit(127);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for KILL/STOP
-  sigset_t empty;
-  sigemptyset(&empty);
-  ::sigprocmask(SIG_SETMASK, &empty, nullptr);
-  if (!place_fd(p.in_r, 0) || !place_fd(p.out_w, 1) || (p.err_w < 0 ? ::dup2(1, 2) != 2 : !place_fd(p.err_w, 2)))
-    child_fail(rep, 2);
-  // Nothing but 0, 1 and 2 crosses exec, whatever tether inherited without close-on-exec.
-  if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)  // kernels before 5.11
-    for (int fd = 3; fd < p.max_fd; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-  if (p.cwd && ::chdir(p.cwd) != 0) child_fail(rep, 3);
-  ::execve(p.path, p.argv, p.envp);
-  child_fail(rep, 4);
-}
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TETHER_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-#define TETHER_SANITIZED 1
-#endif
-#endif
-
-// Starts the child (exec_child); its pid, or -1 (errno set). As vfork: the child shares our
-// memory and this thread waits until it has exec'd (or died), so nothing of our address space is
-// copied, neither page tables at the fork nor pages at our next writes (copy-on-write faults):
-// ~0.2 ms of a one-shot prompt on a 2-CPU VM. Every signal is blocked meanwhile: no handler of
-// ours may run in the child, on our memory, before it has set them all to the default.
-// A sanitizer build forks instead: its runtime does not expect code of ours to run in a process
-// that shares its memory.
-pid_t start_child(const ExecPlan& plan) {
-#ifdef TETHER_SANITIZED
-  const pid_t pid = ::fork();
-  if (pid == 0) exec_child(plan);
-  return pid;
-#else
-  // The child's stack: part of ours that no frame uses while we wait (it is 16-byte aligned).
-  alignas(16) char stack[64 * 1024];
-  sigset_t all, old;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  auto entry = [](void* arg) -> int { exec_child(*static_cast<const ExecPlan*>(arg)); };
-  const pid_t pid = ::clone(entry, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, const_cast<ExecPlan*>(&plan));
-  const int err = errno;
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  errno = err;
-  return pid;
-#endif
 }
 
 // Bridge leaders not reaped yet: the stray reaper must leave their exit status to their Child.
@@ -263,8 +187,8 @@ std::string ExitStatus::describe() const {
   return s;
 }
 
-// long: the parent's side of the fork, which holds g_leaders_mu across it, kept whole so that it
-// reads against that rule (the child's side is exec_child()).
+// long: fork to exec is one sequence whose child side may only make async-signal-safe calls, and
+// the parent side must hold g_leaders_mu across fork(); kept whole so it reads against both rules.
 std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildFds& fds) {
   if (options.argv.empty()) return SpawnError{EINVAL, "no bridge command given"};
   std::string path = resolve(options.argv[0]);
@@ -284,16 +208,38 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   auto err = options.merge_stderr ? std::optional<Pipe>(Pipe{}) : make_pipe();
   if (!in || !in->r || !out || !err || !report) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
 
-  ExecPlan plan{&options, path.c_str(), argv.data(), envp.data(), cwd, in->r.get(), out->w.get(),
-                options.merge_stderr ? -1 : err->w.get(), report->w.get(), ::getpid(), 0};
+  const pid_t parent = ::getpid();
   const long open_max = ::sysconf(_SC_OPEN_MAX);
-  plan.max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
-  // Held from the fork until the leader is registered: the child leaves our process group at once,
+  const int max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
+  // Held from fork() until the leader is registered: the child leaves our process group at once,
   // and reap_strays() in another thread must not take it for a stray and steal its exit status.
   // The child never touches the mutex.
   std::unique_lock leaders_lock(g_leaders_mu);
-  const pid_t pid = start_child(plan);
+  const pid_t pid = ::fork();
   if (pid < 0) return SpawnError{errno, std::string("fork: ") + strerror(errno)};
+  if (pid == 0) {
+    // Child: async-signal-safe calls only from here to exec.
+    const int rep = report->w.get();
+    if ((options.new_session ? ::setsid() : ::setpgid(0, 0)) < 0) child_fail(rep, 1);
+    // Die with the spawning thread's process; re-check the parent in case it already died.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for KILL/STOP
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    if (!place_fd(in->r.get(), 0) || !place_fd(out->w.get(), 1) ||
+        (options.merge_stderr ? ::dup2(1, 2) != 2 : !place_fd(err->w.get(), 2)))
+      child_fail(rep, 2);
+    // Nothing but 0, 1 and 2 crosses exec, whatever tether inherited without close-on-exec.
+    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)  // kernels before 5.11
+      for (int fd = 3; fd < max_fd; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (cwd && ::chdir(cwd) != 0) child_fail(rep, 3);
+    ::execve(path.c_str(), argv.data(), envp.data());
+    child_fail(rep, 4);
+  }
 
   // Parent. Also set the group here, so it exists before spawn() returns whatever the scheduling.
   // Not for a new session: a group leader cannot setsid(), so the child must do it alone; the
@@ -346,7 +292,6 @@ Child::~Child() {
   reap_group_members();
   reap_strays();
 }
-
 
 void Child::signal_group(int sig) const {
   if (pgid_ > 0) ::kill(-pgid_, sig);
