@@ -36,14 +36,17 @@ class PollableQueue {
   }
 
   // Appends even when full: callers check has_room() first where backpressure applies; status
-  // events and the last lines of a dead bridge are few and must not be lost.
+  // events and the last lines of a dead bridge are few and must not be lost. What consumers
+  // recycle()d is destroyed here, after the lock is released.
   void push(T item) {
     bool was_empty;
+    std::vector<T> spent;
     {
       MutexLock lock(mu_);
       was_empty = items_.empty();
       items_.push_back(std::move(item));
       if (items_.size() > high_water_) high_water_ = items_.size();
+      spent.swap(spent_);
     }
     if (was_empty) {
       ready_.notify();
@@ -52,7 +55,7 @@ class PollableQueue {
   }
 
   // Appends all of `items` (emptied) at once: a consumer sees all of them or none, and is woken
-  // once. Like push(), it appends even when full. What consumers recycle()d is destroyed here.
+  // once. Like push(), it appends even when full, and destroys what consumers recycle()d.
   void push_all(std::vector<T>& items) {
     if (items.empty()) return;
     bool was_empty;
@@ -71,18 +74,20 @@ class PollableQueue {
     }
   }
 
-  // Items a consumer is done with, handed back so that the producer's next push_all() destroys
-  // them on the producer's thread. glibc's malloc is slow when one thread allocates and another
-  // frees, every time: the producer finds its thread cache always empty and takes the arena's
-  // slow path (a notification flood spent a quarter of the dispatcher's time there, issue 17).
-  // Held until that push, or until the queue goes: at most what the consumer drained.
+  // Items a consumer is done with, handed back so that the producer's next push or push_all
+  // destroys them on the producer's thread. glibc's malloc is slow when one thread allocates and
+  // another frees, every time: the producer finds its thread cache always empty and takes the
+  // arena's slow path (a notification flood spent a quarter of the dispatcher's time there, issue
+  // 17). At most capacity() items are held, until that push or until the queue goes; past that,
+  // `done` is left as it is, for the caller to destroy.
   void recycle(std::vector<T>&& done) {
     if (done.empty()) return;
     MutexLock lock(mu_);
     if (spent_.empty()) {
       spent_.swap(done);
-    } else {
+    } else if (spent_.size() + done.size() <= capacity_) {
       for (auto& item : done) spent_.push_back(std::move(item));
+      done.clear();
     }
   }
 

@@ -224,9 +224,16 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
     // Die with the spawning thread's process; re-check the parent in case it already died.
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
-    struct sigaction dfl {};
+    // Ignoring a signal first discards what is pending of it: a Ctrl-Z or Ctrl-C sent to our
+    // process group while the child was still in it must not stop or kill it once unblocked
+    // (a stopped child before its exec would hang this spawn for good).
+    struct sigaction ign {}, dfl {};
+    ign.sa_handler = SIG_IGN;
     dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for KILL/STOP
+    for (int sig = 1; sig < NSIG; ++sig) {  // fails harmlessly for KILL/STOP
+      ::sigaction(sig, &ign, nullptr);
+      ::sigaction(sig, &dfl, nullptr);
+    }
     sigset_t empty;
     sigemptyset(&empty);
     ::sigprocmask(SIG_SETMASK, &empty, nullptr);

@@ -33,6 +33,8 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
+// Lines longer than this are freed by the consumer, not handed back (EventQueue::recycle).
+constexpr std::size_t kMaxRecycledLine = 64 * 1024;
 // Request ids kept as written (see State::raw_ids) at most; past that, ids are echoed by value.
 constexpr std::size_t kMaxRawIds = 4096;
 
@@ -574,6 +576,16 @@ std::vector<Event> EventQueue::drain() {
   auto events = Base::drain();
   for (auto& ev : events) parse_message(ev);
   return events;
+}
+
+void EventQueue::recycle(std::vector<Event>&& done) {
+  for (Event& ev : done) {
+    if (ev.line.capacity() > kMaxRecycledLine) {
+      std::string().swap(ev.line);
+      ev.message = nullptr;
+    }
+  }
+  Base::recycle(std::move(done));
 }
 
 std::optional<Event> EventQueue::pop(base::Deadline deadline) {

@@ -66,7 +66,6 @@ class EventQueue : private base::PollableQueue<Event> {
   using Base::high_water;
   using Base::push;
   using Base::push_all;
-  using Base::recycle;
   using Base::size;
   using Base::space_fd;
 
@@ -74,6 +73,9 @@ class EventQueue : private base::PollableQueue<Event> {
   std::optional<Event> pop(base::Deadline deadline = base::Deadline::never());
   // Like drain(), with `line` left unparsed: the consumer calls parse_message() where it needs it.
   std::vector<Event> drain_unparsed() { return Base::drain(); }
+  // Events the consumer is done with, to be freed by the dispatcher (PollableQueue::recycle); a
+  // large line is freed here at once instead of being held until the bridge's next line.
+  void recycle(std::vector<Event>&& done);
 };
 
 // Parses an event's `line` into its `message` (once; nothing when there is no line).

@@ -155,7 +155,9 @@ class Scanner : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Scanner> 
     if (escapes_ && has_surrogate(s, n)) return false;
     if (tracked()) {
       path_.resize(bases_.back());
-      if (!path_.empty()) path_.push_back('.');
+      // Nested or not by depth, never by an empty path: a top-level key "" must not make the
+      // keys under it read as top-level ones.
+      if (bases_.size() > 1) path_.push_back('.');
       path_.append(s, n);
       // A key with a dot in it would read as a path ("a.b" as "a" then "b"): a NUL, which no
       // path asked for has, keeps it and everything under it from matching.

@@ -176,6 +176,8 @@ TEST_CASE("read_chunk_line reads a text chunk like parse_update, and leaves anyt
            // not session/update, not an object, not JSON
            R"({"method":"session/other","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a"}}}})",
            R"([{"method":"session/update"}])", R"({"method":)",
+           // the whole message under a top-level "" key: not a message at all
+           R"({"":{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"INJECTED"}}}}})",
        }) {
     CHECK_FALSE_MESSAGE(read_chunk_line(odd, "s1").has_value(), odd);
   }

@@ -107,6 +107,31 @@ TEST_CASE("where the parsers could differ, the fast path declines and parse_line
   CHECK((*dup)["a"] == 2);
 }
 
+TEST_CASE("scan_fields finds members by their path, and only there") {
+  using tether::rpc::Field;
+  using T = Field::Type;
+  Field f[] = {Field("method"), Field("id"), Field("params.update.kind"), Field("params")};
+  REQUIRE(tether::rpc::scan_fields(R"({"id":7,"params":{"update":{"kind":"k\u00e9"},"x":[{"kind":1}]},"method":"m"})", f));
+  CHECK((f[0].type == T::string && f[0].text == "m"));
+  CHECK((f[1].type == T::number && f[1].text == "7"));
+  CHECK(f[2].text == "k\xc3\xa9");
+  CHECK(f[3].type == T::object);
+  // Keys under a top-level "" or a key with a dot are not top-level members, nor paths.
+  for (const char* text : {R"({"":{"method":"x","id":1}})", R"({"a":{"":{"method":"x"}},"b.c":{"id":2}})",
+                           R"({"method.x":1,"x":{"":{"id":3}}})"}) {
+    Field g[] = {Field("method"), Field("id")};
+    REQUIRE_MESSAGE(tether::rpc::scan_fields(text, g), text);
+    CHECK_MESSAGE(g[0].seen == 0, text);
+    CHECK_MESSAGE(g[1].seen == 0, text);
+  }
+  Field h[] = {Field("a.b")};
+  REQUIRE(tether::rpc::scan_fields(R"({"a.b":1,"a":{"b":2}})", h));
+  CHECK((h[0].seen == 1 && h[0].text == "2"));
+  // Not an object at the top: false (the caller's long way says why).
+  Field k[] = {Field("method")};
+  CHECK_FALSE(tether::rpc::scan_fields(R"([{"method":"x"}])", k));
+}
+
 TEST_CASE("depth: 512 levels pass, 513 are refused by both paths") {
   auto nest = [](int n) { return std::string(n, '[') + std::string(n, ']'); };
   CHECK(fast_parse(nest(512)).has_value());
