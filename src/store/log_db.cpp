@@ -281,13 +281,23 @@ std::optional<ConversationSummary> LogDb::latest_conversation(std::string_view a
 }
 
 std::vector<ConversationSummary> LogDb::conversations(std::string_view agent, std::string_view cwd, int limit) {
-  Statement st(db_, std::string("SELECT ") + kConversationColumns +
-                        " FROM conversations WHERE agent = ?1 AND cwd = ?2 AND session_id <> '' "
-                        "ORDER BY updated_ms DESC, id DESC LIMIT ?3");
-  st.bind(agent).bind(cwd).bind(static_cast<std::int64_t>(limit > 0 ? limit : -1));
-  std::vector<ConversationSummary> out;
-  while (st.step() == Statement::Step::row) out.push_back(read_conversation(st));
-  return out;
+  // A read while another connection recovers the WAL (this process's own writer thread, opening
+  // the log as `-c` looks in it) can answer SQLITE_BUSY without calling the busy handler: it is
+  // tried again, as the WAL switch in open() is, rather than taken for "no conversation".
+  for (auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);;) {
+    Statement st(db_, std::string("SELECT ") + kConversationColumns +
+                          " FROM conversations WHERE agent = ?1 AND cwd = ?2 AND session_id <> '' "
+                          "ORDER BY updated_ms DESC, id DESC LIMIT ?3");
+    st.bind(agent).bind(cwd).bind(static_cast<std::int64_t>(limit > 0 ? limit : -1));
+    std::vector<ConversationSummary> out;
+    Statement::Step step;
+    while ((step = st.step()) == Statement::Step::row) out.push_back(read_conversation(st));
+    const int code = sqlite3_errcode(db_) & 0xff;
+    if (step != Statement::Step::error || (code != SQLITE_BUSY && code != SQLITE_LOCKED) ||
+        std::chrono::steady_clock::now() > give_up)
+      return out;
+    sqlite3_sleep(10);
+  }
 }
 
 std::optional<ConversationSummary> LogDb::conversation(std::int64_t id) {
