@@ -12,46 +12,13 @@
 #include <string>
 #include <string_view>
 
+#include "scan_json.h"
+
 namespace {
 
-std::size_t skip_ws(std::string_view s, std::size_t i) {
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) ++i;
-  return i;
-}
-
-// Index just past the string that starts at s[i] == '"'; npos if unterminated.
-std::size_t skip_string(std::string_view s, std::size_t i) {
-  for (++i; i < s.size(); ++i) {
-    if (s[i] == '\\') ++i;
-    else if (s[i] == '"') return i + 1;
-  }
-  return std::string_view::npos;
-}
-
-// Index just past the JSON value that starts at s[i]; npos if it does not end in `s`.
-std::size_t skip_value(std::string_view s, std::size_t i) {
-  if (i >= s.size()) return std::string_view::npos;
-  if (s[i] == '"') return skip_string(s, i);
-  if (s[i] == '{' || s[i] == '[') {
-    int depth = 0;
-    while (i < s.size()) {
-      char c = s[i];
-      if (c == '"') {
-        i = skip_string(s, i);
-        if (i == std::string_view::npos) return i;
-        continue;
-      }
-      if (c == '{' || c == '[') ++depth;
-      else if ((c == '}' || c == ']') && --depth == 0) return i + 1;
-      ++i;
-    }
-    return std::string_view::npos;
-  }
-  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\t' &&
-         s[i] != '\r')
-    ++i;
-  return i;
-}
+using bench_json::skip_string;
+using bench_json::skip_value;
+using bench_json::skip_ws;
 
 // Finds the raw text of the top-level "id" and "params" values of one JSON object line.
 bool scan(std::string_view line, std::string_view& id, std::string_view& params) {
