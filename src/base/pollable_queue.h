@@ -83,9 +83,10 @@ class PollableQueue {
   void recycle(std::vector<T>&& done) {
     if (done.empty()) return;
     MutexLock lock(mu_);
+    if (spent_.size() + done.size() > capacity_) return;
     if (spent_.empty()) {
       spent_.swap(done);
-    } else if (spent_.size() + done.size() <= capacity_) {
+    } else {
       for (auto& item : done) spent_.push_back(std::move(item));
       done.clear();
     }
@@ -136,7 +137,7 @@ class PollableQueue {
   mutable Mutex mu_;
   std::condition_variable cv_;
   std::deque<T> items_ GUARDED_BY(mu_);
-  std::vector<T> spent_ GUARDED_BY(mu_);  // recycle()d, destroyed by the next push_all()
+  std::vector<T> spent_ GUARDED_BY(mu_);  // recycle()d, destroyed by the next push or push_all
   std::size_t high_water_ GUARDED_BY(mu_) = 0;
   EventFd ready_;
   EventFd space_;

@@ -12,6 +12,7 @@
 #include <climits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -183,3 +184,39 @@ TEST_CASE("move-only items") {
 }
 
 }  // TEST_SUITE
+
+// recycle(): what a consumer is done with is destroyed by the producer's next push, on the
+// producer's thread (issue 17: glibc's malloc is slow when another thread frees), and at most a
+// queue's worth is held.
+namespace {
+struct Tracked {
+  std::shared_ptr<std::vector<std::thread::id>> freed_on;
+  Tracked() = default;
+  explicit Tracked(std::shared_ptr<std::vector<std::thread::id>> f) : freed_on(std::move(f)) {}
+  Tracked(Tracked&& o) noexcept = default;
+  Tracked& operator=(Tracked&& o) noexcept = default;
+  ~Tracked() {
+    if (freed_on) freed_on->push_back(std::this_thread::get_id());
+  }
+};
+}  // namespace
+
+TEST_CASE("recycle: the producer's next push destroys what the consumer gave back, on its thread") {
+  auto freed = std::make_shared<std::vector<std::thread::id>>();
+  tether::base::PollableQueue<Tracked> q(4);
+  std::thread consumer([&] {
+    std::vector<Tracked> done;
+    for (int i = 0; i < 3; ++i) done.emplace_back(freed);
+    q.recycle(std::move(done));
+    CHECK(freed->empty());  // held, not destroyed here
+    std::vector<Tracked> more;
+    for (int i = 0; i < 2; ++i) more.emplace_back(freed);
+    q.recycle(std::move(more));  // 3 + 2 > capacity 4: left to the caller
+    CHECK(more.size() == 2);
+  });
+  consumer.join();
+  CHECK(freed->size() == 2);  // the two the queue refused, destroyed with the consumer's vector
+  q.push(Tracked());
+  REQUIRE(freed->size() == 5);
+  for (std::size_t i = 2; i < 5; ++i) CHECK((*freed)[i] == std::this_thread::get_id());
+}
