@@ -88,7 +88,10 @@ TEST_CASE("100 MiB of stderr while answering: every call answered, no stall, the
 #if TETHER_TEST_TSAN
 constexpr long kRssScale = 8;
 #elif TETHER_TEST_ASAN
-constexpr long kRssScale = 4;
+// 5: since the dispatcher hands a request over as its line and the consumer parses it (issue 17),
+// each request is one more allocation through ASan's quarantine; the outbound-backlog case read
+// +97 MiB against the 96 of a scale of 4, and 24 MiB with no sanitizer, as before.
+constexpr long kRssScale = 5;
 #else
 constexpr long kRssScale = 1;
 #endif
