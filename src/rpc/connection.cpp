@@ -580,10 +580,10 @@ std::vector<Event> EventQueue::drain() {
 
 void EventQueue::recycle(std::vector<Event>&& done) {
   for (Event& ev : done) {
-    if (ev.line.capacity() > kMaxRecycledLine) {
-      std::string().swap(ev.line);
-      ev.message = nullptr;
-    }
+    // A message parsed from its line was allocated here, by the consumer: freed here too. Only
+    // what the dispatcher allocated goes back to it.
+    if (!ev.line.empty()) ev.message = nullptr;
+    if (ev.line.capacity() > kMaxRecycledLine) std::string().swap(ev.line);
   }
   Base::recycle(std::move(done));
 }
