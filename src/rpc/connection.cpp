@@ -81,11 +81,28 @@ struct Connection::State {
   PendingTable pending;
   base::EventFd wake;
 
-  // Outbound lines, handed to the dispatcher. Callers never write the fd themselves.
+  // Outbound lines. A caller writes its line itself when nothing is waiting to go before it (the
+  // write-through, see enqueue()); everything else is queued here for the dispatcher.
   base::Mutex out_mu;
   std::deque<std::string> outbound GUARDED_BY(out_mu);
+  // The end of a line a caller wrote in part (the pipe filled): the dispatcher writes it first.
+  std::string direct_rest GUARDED_BY(out_mu);
+  // A caller may take the write-through: the dispatcher runs and holds no byte for the bridge
+  // (its out_buf is empty, nothing is queued, no line was cut), no other caller is writing, and
+  // stdin is open with no close or stop asked.
+  bool direct_ok GUARDED_BY(out_mu) = false;
+  // A caller is writing through, without out_mu: until it is done, the dispatcher neither writes
+  // nor closes stdin_w (the writer wakes it when it left it something to do).
+  bool writer_busy GUARDED_BY(out_mu) = false;
+  bool dispatcher_running GUARDED_BY(out_mu) = false;  // run()'s loop, until it ends
   bool close_stdin_requested GUARDED_BY(out_mu) = false;
   bool stop_requested GUARDED_BY(out_mu) = false;
+  // Callers may write through at all: stdin_w never blocks (O_NONBLOCK; a test's plain pipe may),
+  // and there is no --trace (whose file must show each request before its answer: the
+  // dispatcher traces an answer as it reads it, and a caller could lose the CPU between its
+  // write and its trace line).
+  const bool write_through;
+  std::atomic<std::uint64_t> direct_out{0};  // lines callers wrote whole or in part
 
   mutable base::Mutex mu;
   std::condition_variable cv;
@@ -128,18 +145,67 @@ struct Connection::State {
         opt(std::move(o)),
         stdin_socket(is_socket(fds.stdin_w.get())),
         eof_is_exit(!fds.exit_fd.valid()),
+        write_through(!opt.trace && fds.stdin_w && (::fcntl(fds.stdin_w.get(), F_GETFL) & O_NONBLOCK) != 0),
         framer(opt.max_line) {
     stderr_open = fds.stderr_r.valid();
   }
 
+  // The write-through: when nothing waits to go before it, the caller writes its line itself, at
+  // once, with one non-blocking write, and the dispatcher is not woken (a turn costs one context
+  // switch less: caller -> bridge -> dispatcher -> caller, not caller -> dispatcher -> bridge ->
+  // dispatcher -> caller). The dispatcher still owns every read of the bridge's fds, every wait on
+  // them and every close: what does not go out at once (a full pipe: EAGAIN or a part written;
+  // EPIPE; any other error) is queued, and the dispatcher writes it when stdin is writable and
+  // decides what an error means, as before. The caller holds a token while it writes
+  // (writer_busy), not out_mu: a write that wakes the bridge may lose the CPU to it, and a mutex
+  // held meanwhile would stall the dispatcher when the answer comes (a lock convoy, measured: one
+  // futex wake-up per turn). The write cannot block.
   void enqueue(std::string line) {
-    bool was_empty;
     {
       base::MutexLock lock(out_mu);
-      was_empty = outbound.empty();
-      outbound.push_back(std::move(line));
+      if (!direct_ok) {
+        bool was_empty = outbound.empty();
+        outbound.push_back(std::move(line));
+        lock.unlock();
+        if (was_empty) wake.notify();
+        return;
+      }
+      direct_ok = false;
+      writer_busy = true;
     }
-    if (was_empty) wake.notify();
+    line.push_back('\n');
+    ssize_t n;
+    do {
+      n = stdin_socket ? ::send(fds.stdin_w.get(), line.data(), line.size(), MSG_NOSIGNAL)
+                       : ::write(fds.stdin_w.get(), line.data(), line.size());
+    } while (n < 0 && errno == EINTR);
+    const std::size_t written = n > 0 ? static_cast<std::size_t>(n) : 0;
+    if (written > 0) direct_out.fetch_add(1, std::memory_order_relaxed);
+    bool wake_dispatcher = true;
+    {
+      base::MutexLock lock(out_mu);
+      writer_busy = false;
+      if (written == line.size()) {
+        // Whoever queued meanwhile found no write-through, and the dispatcher, woken by them,
+        // left their lines alone while this write went on: it is woken again for them.
+        direct_ok = dispatcher_running && outbound.empty() && !close_stdin_requested && !stop_requested;
+        wake_dispatcher = !outbound.empty() || close_stdin_requested;
+      } else if (written > 0) {
+        direct_rest.assign(line, written);  // the dispatcher writes the rest first
+      } else {
+        line.pop_back();
+        outbound.push_front(std::move(line));  // it came before whatever was queued meanwhile
+      }
+    }
+    if (wake_dispatcher) wake.notify();
+  }
+
+  // The dispatcher's side of the write-through: once it holds nothing for the bridge, callers
+  // may write again.
+  void allow_write_through() {
+    base::MutexLock lock(out_mu);
+    direct_ok = dispatcher_running && write_through && fds.stdin_w && !writer_busy && out_buf.empty() &&
+                outbound.empty() && direct_rest.empty() && !close_stdin_requested && !stop_requested;
   }
 
   static std::uint64_t id_key(const json& id) { return std::bit_cast<std::uint64_t>(id.get<double>()); }
@@ -205,7 +271,7 @@ struct Connection::State {
   void publish_counters() {
     base::MutexLock lock(mu);
     counters.frames_in = local_in;
-    counters.frames_out = local_out;
+    counters.frames_out = local_out;  // counters() adds the lines callers wrote through
     counters.invalid_json = local_invalid;
     counters.not_jsonrpc = local_notrpc;
     counters.oversize_lines = published_oversize = framer.oversize_dropped();
@@ -382,13 +448,22 @@ struct Connection::State {
     }
   }
 
-  void take_outbound(bool& stop, bool& close_in) {
+  // `busy`: a caller is writing through; nothing is taken, and stdin is neither written nor
+  // closed until it is done (it wakes the dispatcher then if it left work).
+  void take_outbound(bool& stop, bool& close_in, bool& busy) {
     std::deque<std::string> lines;
     {
       base::MutexLock lock(out_mu);
-      lines.swap(outbound);
       stop = stop_requested;
       close_in = close_stdin_requested;
+      busy = writer_busy;
+      if (busy) return;
+      lines.swap(outbound);
+      // A caller's line cut short by a full pipe: its rest goes before anything queued after it.
+      if (!direct_rest.empty()) {
+        if (fds.stdin_w) out_buf.append(direct_rest);
+        direct_rest.clear();
+      }
     }
     for (auto& line : lines) {
       if (!fds.stdin_w) {  // stdin closed: nothing more reaches the bridge
@@ -414,6 +489,18 @@ struct Connection::State {
   // drain, so nothing stalls: what waits is dropped with it.
   bool outbound_over_limit() const { return fds.stdin_w && out_buf.size() - out_off > kOutboundLimit; }
 
+  // Closes stdin_w, with out_mu held (a caller takes the write-through under it). `orderly`: the
+  // close asked for (close_stdin), which a socket peer must read as the end of its input; not
+  // while a caller writes through (false then: its line came first, and it wakes us when done).
+  bool close_stdin_fd(bool orderly = false) {
+    base::MutexLock lock(out_mu);
+    if (orderly && writer_busy) return false;
+    direct_ok = false;
+    if (orderly && stdin_socket) ::shutdown(fds.stdin_w.get(), SHUT_WR);
+    fds.stdin_w.reset();
+    return true;
+  }
+
   void flush_stdin() {
     while (out_off < out_buf.size() && fds.stdin_w) {
       const char* data = out_buf.data() + out_off;
@@ -428,7 +515,7 @@ struct Connection::State {
       if (n < 0 && errno == EAGAIN) return;
       // EPIPE (ECONNRESET on a socket): nobody reads the bridge's stdin any more, so the bridge is
       // dead to us.
-      fds.stdin_w.reset();
+      close_stdin_fd();
       out_buf.clear();
       out_off = 0;
       note("bridge's stdin is closed (EPIPE)");
@@ -492,17 +579,20 @@ struct Connection::State {
   void run() {
     ::pthread_setname_np(::pthread_self(), opt.thread_name.substr(0, 15).c_str());
     bool exit_open = fds.exit_fd.valid();
+    {
+      base::MutexLock lock(out_mu);
+      dispatcher_running = true;
+    }
     for (;;) {
-      bool stop = false, close_in = false;
-      take_outbound(stop, close_in);
+      bool stop = false, close_in = false, busy = false;
+      take_outbound(stop, close_in, busy);
       if (stop) break;
-      flush_stdin();
-      // Closing stdin is the bridge's cue to exit; what was queued before the request goes first.
-      // A bridge that never reads it is past its grace by then, and the stop ladder goes on.
-      if (close_in && fds.stdin_w && out_buf.empty()) {
-        if (stdin_socket) ::shutdown(fds.stdin_w.get(), SHUT_WR);
-        fds.stdin_w.reset();
-        note("closed the bridge's stdin");
+      if (!busy) {
+        flush_stdin();
+        // Closing stdin is the bridge's cue to exit; what was queued before the request goes
+        // first. A bridge that never reads it is past its grace by then, and the stop ladder goes on.
+        if (close_in && fds.stdin_w && out_buf.empty() && close_stdin_fd(/*orderly=*/true)) note("closed the bridge's stdin");
+        if (out_buf.empty()) allow_write_through();
       }
 
       const bool stalled = stdout_open && outbound_over_limit();
@@ -562,6 +652,11 @@ struct Connection::State {
         break;
       }
     }
+    {
+      base::MutexLock lock(out_mu);
+      dispatcher_running = false;  // nobody writes to a bridge whose dispatcher is gone
+      direct_ok = false;
+    }
     publish_counters();
   }
 };
@@ -607,6 +702,7 @@ Connection::~Connection() {
   {
     base::MutexLock lock(s_->out_mu);
     s_->stop_requested = true;
+    s_->direct_ok = false;
   }
   s_->wake.notify();
   if (s_->thread.joinable()) s_->thread.join();
@@ -638,7 +734,7 @@ Reply Connection::call(std::string_view method, json params, base::Deadline dead
     std::lock_guard lock(w->mu);
     if (w->reply) return std::move(*w->reply);  // completed at once: the table is closed
   }
-  s_->enqueue(dump(make_request(id, method, std::move(params))));
+  s_->enqueue(request_line(id, method, params));
   std::unique_lock lock(w->mu);
   auto done = [&] { return w->reply.has_value(); };
   if (deadline.is_never()) {
@@ -660,7 +756,7 @@ std::int64_t Connection::call_async(std::string_view method, json params, Comple
     fired->store(true);
     done(std::move(r));
   });
-  if (!fired->load()) s_->enqueue(dump(make_request(id, method, std::move(params))));
+  if (!fired->load()) s_->enqueue(request_line(id, method, params));
   return id;
 }
 
@@ -700,6 +796,7 @@ void Connection::close_stdin() {
   {
     base::MutexLock lock(s_->out_mu);
     s_->close_stdin_requested = true;
+    s_->direct_ok = false;  // the lines queued before go first, then stdin closes
   }
   s_->wake.notify();
 }
@@ -732,8 +829,14 @@ std::string Connection::stderr_tail() const {
 }
 
 Counters Connection::counters() const {
-  base::MutexLock lock(s_->mu);
-  return s_->counters;
+  Counters c;
+  {
+    base::MutexLock lock(s_->mu);
+    c = s_->counters;
+  }
+  // Written through by callers, so counted at once: the dispatcher did not see them.
+  c.frames_out += s_->direct_out.load(std::memory_order_relaxed);
+  return c;
 }
 
 base::TimePoint Connection::last_received() const {

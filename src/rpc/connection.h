@@ -7,9 +7,11 @@
 // two fds of the same socket, there is no stderr and no exit fd, and the end of stdout is the end
 // of the peer (death() is set and wait_exited() returns). Writes to a socket never raise SIGPIPE.
 //
-// Thread contract: thread-safe. Any thread may call, notify, respond and query; only the
-// dispatcher thread touches the fds. No call blocks the dispatcher and no lock is held across a
-// write.
+// Thread contract: thread-safe. Any thread may call, notify, respond and query. The dispatcher
+// thread owns the fds: it alone reads them, waits on them and closes them. The one exception is
+// the write-through: a caller whose line has nothing queued before it writes it to stdin itself,
+// in one non-blocking write, and queues for the dispatcher whatever did not go out (see
+// State::enqueue in connection.cpp). No call blocks the dispatcher, and no write can block anyone.
 #pragma once
 
 #include <cstdint>
