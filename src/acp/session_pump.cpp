@@ -14,7 +14,7 @@ void SessionCore::pump() {
   // Always drain, even when size() says empty: drain() also clears the queue's fd, which a
   // push racing with the previous drain may have left readable (skipping it would spin).
   auto events = bridge_.events()->drain_unparsed();  // handle() parses what it must
-  if (terminals_) terminals_->new_round(bridge_.status().counters.outbound_backlog);  // bounds output answers
+  if (terminals_) terminals_->new_round(bridge_.counters().outbound_backlog);  // bounds output answers
   if (active_ && !active_->abandoned) active_->out.reserve(active_->out.size() + events.size());
   for (auto& ev : events) handle(ev);
   bridge_.events()->recycle(std::move(events));  // freed by the dispatcher, which allocated them

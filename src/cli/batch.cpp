@@ -270,7 +270,7 @@ class BatchRunner {
     ++job.tries.attempts;
     if (!job.tries.started) job.tries.started = base::Clock::now();
     w.attempt.clear();
-    w.dropped_at_start = w.bridge->status().counters.oversize_lines;
+    w.dropped_at_start = w.bridge->counters().oversize_lines;
     w.turn.reset();
     if (!w.session) {
       w.session = make_session(*w.bridge, plan_);
@@ -358,7 +358,7 @@ class BatchRunner {
           w.bridge->respond_error(ev.generation, ev.message["id"], rpc::kInternalError, "the session has ended");
       }
     }
-    if (!w.retired && !w.job && w.bridge->status().state == supervisor::State::failed) retire(w, gave_up_error(w));
+    if (!w.retired && !w.job && w.bridge->state() == supervisor::State::failed) retire(w, gave_up_error(w));
   }
 
   void say_notice(const Worker& w, const std::string& text) {
@@ -420,7 +420,7 @@ class BatchRunner {
 
     // An answer the agent finished stands, even when a cancel (timeout, signal) crossed it.
     if (ev.kind == acp::TurnEvent::Kind::completed && (ev.cancelled == acp::CancelCause::none || ev.stop_reason != "cancelled")) {
-      const auto dropped_now = w.bridge->status().counters.oversize_lines;
+      const auto dropped_now = w.bridge->counters().oversize_lines;
       const auto dropped = dropped_now > w.dropped_at_start ? dropped_now - w.dropped_at_start : 0;
       finish(*job, batch::answer(job->item, job->tries, ev, w.attempt, dropped, base::Clock::now()));
       return;
@@ -440,7 +440,7 @@ class BatchRunner {
     }
     bool crashed = code == "bridge_exited" || code == "bridge_hung" || code == "restart_limit";
     bool timed_out = ev.cancelled == acp::CancelCause::timeout;
-    if (code == "restart_limit" || w.bridge->status().state == supervisor::State::failed)
+    if (code == "restart_limit" || w.bridge->state() == supervisor::State::failed)
       retire(w, code == "restart_limit" ? ev.error : gave_up_error(w));
     if ((crashed || timed_out) && job->tries.attempts <= o_.common.retries && !no_bridges_) {
       if (!o_.common.quiet) {

@@ -258,10 +258,11 @@ void TurnRecorder::answered(std::uint64_t token, std::string_view choice) {
 }
 
 void TurnRecorder::set_attachments(const nlohmann::json& names) {
-  if (names.is_array() && !names.empty()) record_.attachments = names.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (enabled_ && names.is_array() && !names.empty()) record_.attachments = names.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void TurnRecorder::set_batch(std::string_view id_json, std::int64_t index) {
+  if (!enabled_) return;  // --no-log: a batch turn costs nothing here
   record_.batch_run = batch_run_id();
   json id = json::parse(id_json, nullptr, false);
   record_.batch_item = id.is_string() ? id.get<std::string>() : std::string(id_json);

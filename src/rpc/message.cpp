@@ -143,6 +143,20 @@ json make_request(std::int64_t id, std::string_view method, json params) {
   return msg;
 }
 
+std::string request_line(std::int64_t id, std::string_view method, const json& params) {
+  // The members in nlohmann's (sorted) order: id, jsonrpc, method, params.
+  std::string line = "{\"id\":";
+  line += std::to_string(id);
+  line += ",\"jsonrpc\":\"2.0\",\"method\":";
+  line += dump(json(method));
+  if (!params.is_null()) {
+    line += ",\"params\":";
+    line += dump(params);
+  }
+  line += '}';
+  return line;
+}
+
 json make_notification(std::string_view method, json params) {
   json msg = {{"jsonrpc", "2.0"}, {"method", method}};
   if (!params.is_null()) msg["params"] = std::move(params);

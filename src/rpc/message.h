@@ -59,6 +59,9 @@ std::optional<std::int64_t> our_id(const json& id);
 std::string dump(const json& value);
 
 json make_request(std::int64_t id, std::string_view method, json params);
+// dump(make_request(id, method, params)), byte for byte, without building the message: the
+// request line of every call (a turn's prompt is one).
+std::string request_line(std::int64_t id, std::string_view method, const json& params);
 json make_notification(std::string_view method, json params);
 json make_result(const json& id, json result);
 json make_error(const json& id, int code, std::string_view message, json data = nullptr);

@@ -308,6 +308,20 @@ void Bridge::respond_error(std::uint64_t generation, const json& id, int code, s
   if (c && c->generation() == generation) c->respond_error(id, code, message);
 }
 
+State Bridge::state() const {
+  base::MutexLock lock(mu_);
+  return state_;
+}
+
+rpc::Counters Bridge::counters() const {
+  std::shared_ptr<rpc::Connection> c;
+  {
+    base::MutexLock lock(mu_);
+    c = conn_;
+  }
+  return c ? c->counters() : rpc::Counters{};
+}
+
 BridgeStatus Bridge::status() const {
   std::shared_ptr<rpc::Connection> c;
   BridgeStatus s;

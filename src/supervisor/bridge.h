@@ -145,6 +145,10 @@ class Bridge {
   // ({"state":…,"generation":…,"pid"?,"error"?,"message"?}) from the supervisor.
   const std::shared_ptr<rpc::EventQueue>& events() const { return events_; }
   BridgeStatus status() const;
+  // status().state and status().counters, without the rest (a copy of the stderr tail): for a
+  // caller that asks every turn.
+  State state() const;
+  rpc::Counters counters() const;
 
   // Manual restart: forgets the restart history, stops the current generation, starts a new one.
   void restart();

@@ -182,6 +182,21 @@ TEST_CASE("dump() is one compact line") {
   CHECK(line.find('\n') == std::string::npos);
 }
 
+TEST_CASE("request_line() writes what dump(make_request()) writes") {
+  using namespace tether::rpc;
+  const json cases[] = {nullptr, json::object(), json::array({1, "x"}), {{"sessionId", "s-1"}, {"prompt", json::array({{{"type", "text"}, {"text", "a\"\n\u00e9"}}})}}};
+  for (const char* method : {"session/prompt", "we\"ird\\method\n", ""}) {
+    for (std::int64_t id : {std::int64_t{0}, std::int64_t{-7}, std::int64_t{9007199254740993}}) {
+      for (const json& params : cases) {
+        CAPTURE(method);
+        CAPTURE(id);
+        CHECK(request_line(id, method, params) == dump(make_request(id, method, params)));
+      }
+    }
+  }
+  CHECK(request_line(3, "m", {{"a", 1}}) == R"({"id":3,"jsonrpc":"2.0","method":"m","params":{"a":1}})");
+}
+
 TEST_CASE("builders make messages that classify as what they are") {
   using namespace tether::rpc;
   json req = make_request(5, "m", {{"a", 1}});
