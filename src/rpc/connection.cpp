@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -62,6 +63,82 @@ void deliver(const std::shared_ptr<EventQueue>& q, Event ev) {
   if (t_batch && t_batch_queue == q.get()) t_batch->push_back(std::move(ev));
   else q->push(std::move(ev));
 }
+
+// The dispatcher's wait: an epoll set whose members change only when what the dispatcher waits
+// for changes. poll() registered and unregistered every fd on every call, twice when it slept,
+// which was most of the wait's own cost in a turn (issue 17). Level-triggered, as poll() is, and
+// EPOLLIN/OUT/HUP/ERR have poll's values, so what the loop reads of an event is unchanged. An fd
+// leaves the set before it is closed (drop()): a registration outlives a closed fd whose file is
+// still open elsewhere (a socket peer's stdin is a dup of its stdout).
+class WaitSet {
+ public:
+  enum Slot : std::uint32_t { wake, out, space, err, in, exit, kSlots };
+  static constexpr int kNone = -1;  // want(): not in the set
+
+  bool open() {
+    ep_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    return ep_.valid();
+  }
+  // Wait on `fd` in `slot` for `events` (0: hang-up and errors only, always reported), or not at
+  // all (kNone). False when epoll refuses, errno set.
+  bool want(Slot slot, int fd, int events) {
+    Reg& r = regs_[slot];
+    if (events == kNone || fd < 0) {
+      drop(slot);
+      return true;
+    }
+    const auto ev = static_cast<std::uint32_t>(events);
+    if (r.fd == fd && r.events == ev) return true;
+    epoll_event e{};
+    e.events = ev;
+    e.data.u32 = slot;
+    int op = EPOLL_CTL_ADD;
+    if (r.fd == fd) op = EPOLL_CTL_MOD;
+    else drop(slot);
+    bool always = false;
+    if (::epoll_ctl(ep_.get(), op, fd, &e) != 0) {
+      // A regular file or /dev/null cannot be waited on: poll() calls it always ready, and so
+      // does this.
+      if (errno != EPERM) return false;
+      always = true;
+    }
+    r = Reg{fd, ev, always};
+    return true;
+  }
+  void drop(Slot slot) {
+    Reg& r = regs_[slot];
+    if (r.fd < 0) return;
+    if (!r.always) ::epoll_ctl(ep_.get(), EPOLL_CTL_DEL, r.fd, nullptr);
+    r = Reg{};
+  }
+  // Blocks until something in the set is ready; the events per slot (0: none). -1 and errno on
+  // failure.
+  int wait(std::uint32_t (&revents)[kSlots]) {
+    bool any_always = false;
+    for (const Reg& r : regs_) any_always = any_always || r.always;
+    epoll_event ready[kSlots];
+    int n = ::epoll_wait(ep_.get(), ready, kSlots, any_always ? 0 : -1);
+    for (auto& r : revents) r = 0;
+    for (int i = 0; i < n; ++i)
+      if (ready[i].data.u32 < kSlots) revents[ready[i].data.u32] = ready[i].events;
+    if (n < 0) return n;
+    for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
+      if (!regs_[slot].always) continue;
+      revents[slot] |= regs_[slot].events & (EPOLLIN | EPOLLOUT);
+      ++n;
+    }
+    return n;
+  }
+
+ private:
+  struct Reg {
+    int fd = -1;
+    std::uint32_t events = 0;
+    bool always = false;  // not in the epoll set: always ready (see want())
+  };
+  base::UniqueFd ep_;
+  Reg regs_[kSlots];
+};
 
 bool is_socket(int fd) {
   struct stat st;
@@ -125,6 +202,7 @@ struct Connection::State {
   std::atomic<bool> backpressured{false};
 
   // Dispatcher-thread-only state.
+  WaitSet waits;
   LineFramer framer;
   std::string out_buf;          // bytes taken from `outbound`, not yet written
   std::size_t out_off = 0;
@@ -305,6 +383,9 @@ struct Connection::State {
   // line. False for anything else (responses, odd shapes, lines that are not JSON): handle_line
   // then parses it and classify() decides, as for every line before.
   bool pass_line(std::string_view line) {
+    // Without the word, no "method" member (or one spelled with escapes, which the long way
+    // reads): a response, most likely, which is parsed whole below anyway.
+    if (line.find("\"method\"") == std::string_view::npos) return false;
     Field f[] = {Field("jsonrpc"), Field("method"), Field("id"), Field("params")};
     auto& [rpc, method, id, params] = f;
     if (!scan_fields(line, f)) return false;
@@ -416,6 +497,7 @@ struct Connection::State {
       framer.push(*rest + "\n");
     }
     process_lines(true);
+    waits.drop(WaitSet::out);
     fds.stdout_r.reset();
     note("bridge closed its stdout");
     if (dying) set_death(DeathCause::stdout_eof);
@@ -443,6 +525,7 @@ struct Connection::State {
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) return;
       stderr_open = false;  // EOF or error
+      waits.drop(WaitSet::err);
       fds.stderr_r.reset();
       return;
     }
@@ -496,6 +579,7 @@ struct Connection::State {
     base::MutexLock lock(out_mu);
     if (orderly && writer_busy) return false;
     direct_ok = false;
+    waits.drop(WaitSet::in);
     if (orderly && stdin_socket) ::shutdown(fds.stdin_w.get(), SHUT_WR);
     fds.stdin_w.reset();
     return true;
@@ -579,6 +663,12 @@ struct Connection::State {
   void run() {
     ::pthread_setname_np(::pthread_self(), opt.thread_name.substr(0, 15).c_str());
     bool exit_open = fds.exit_fd.valid();
+    if (!waits.open()) {
+      note(std::string("cannot wait on the bridge's fds: ") + std::strerror(errno));
+      set_death(DeathCause::stdout_eof);
+      if (eof_is_exit) set_exited();
+      return;
+    }
     {
       base::MutexLock lock(out_mu);
       dispatcher_running = true;
@@ -606,35 +696,38 @@ struct Connection::State {
       if (blocked) opt.events->clear_space();
       if (blocked && opt.events->has_room()) continue;  // room appeared in between
 
-      pollfd p[6];
-      nfds_t n = 0;
-      int i_wake = -1, i_out = -1, i_space = -1, i_err = -1, i_in = -1, i_exit = -1;
-      p[i_wake = static_cast<int>(n++)] = {wake.fd(), POLLIN, 0};
-      if (stdout_open && !blocked && !stalled) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), POLLIN, 0};
-      // Stalled on a socket peer: only a hang-up is of interest (there is no exit fd to tell).
-      if (stalled && eof_is_exit) p[i_out = static_cast<int>(n++)] = {fds.stdout_r.get(), 0, 0};
-      if (blocked) p[i_space = static_cast<int>(n++)] = {opt.events->space_fd(), POLLIN, 0};
-      if (stderr_open) p[i_err = static_cast<int>(n++)] = {fds.stderr_r.get(), POLLIN, 0};
-      if (fds.stdin_w && !out_buf.empty()) p[i_in = static_cast<int>(n++)] = {fds.stdin_w.get(), POLLOUT, 0};
-      if (exit_open) p[i_exit = static_cast<int>(n++)] = {fds.exit_fd.get(), POLLIN, 0};
+      using W = WaitSet;
+      constexpr int kIn = EPOLLIN, kOut = EPOLLOUT, hangup_only = 0;
+      bool set_ok = waits.want(W::wake, wake.fd(), kIn) &&
+                    // Stalled on a socket peer: only a hang-up is of interest (there is no exit fd to tell).
+                    waits.want(W::out, fds.stdout_r.get(),
+                               !stdout_open                 ? W::kNone
+                               : !blocked && !stalled       ? kIn
+                               : stalled && eof_is_exit     ? hangup_only
+                                                            : W::kNone) &&
+                    waits.want(W::space, opt.events->space_fd(), blocked ? kIn : W::kNone) &&
+                    waits.want(W::err, fds.stderr_r.get(), stderr_open ? kIn : W::kNone) &&
+                    waits.want(W::in, fds.stdin_w.get(), fds.stdin_w && !out_buf.empty() ? kOut : W::kNone) &&
+                    waits.want(W::exit, fds.exit_fd.get(), exit_open ? kIn : W::kNone);
 
       publish_counters();
-      int r = ::poll(p, n, -1);
+      std::uint32_t rev[W::kSlots];
+      int r = set_ok ? waits.wait(rev) : -1;
       if (r < 0) {
-        if (errno == EINTR) continue;
+        if (set_ok && errno == EINTR) continue;
         // Cannot happen with valid fds; give up on this bridge, and say so, rather than spin.
-        note(std::string("poll failed: ") + std::strerror(errno));
+        note(std::string("waiting on the bridge's fds failed: ") + std::strerror(errno));
         set_death(DeathCause::stdout_eof);
         if (eof_is_exit) set_exited();  // nothing else would ever say so
         break;
       }
-      if (p[i_wake].revents) wake.clear();
-      if (i_space >= 0 && p[i_space].revents) opt.events->clear_space();
-      if (i_err >= 0 && p[i_err].revents) drain_stderr();
-      if (i_in >= 0 && p[i_in].revents) flush_stdin();
-      if (i_out >= 0 && p[i_out].revents) {
+      if (rev[W::wake]) wake.clear();
+      if (rev[W::space]) opt.events->clear_space();
+      if (rev[W::err]) drain_stderr();
+      if (rev[W::in]) flush_stdin();
+      if (rev[W::out]) {
         if (!read_stdout()) on_stdout_eof();
-        else if (!stalled || (p[i_out].revents & (POLLHUP | POLLERR))) process_lines(false);
+        else if (!stalled || (rev[W::out] & (EPOLLHUP | EPOLLERR))) process_lines(false);
       }
       if (eof_is_exit && !stdout_open) {
         // A socket peer: nothing more can come, and there is no process whose exit to wait for.
@@ -643,7 +736,7 @@ struct Connection::State {
         set_exited();
         break;
       }
-      if (i_exit >= 0 && p[i_exit].revents) {
+      if (rev[W::exit]) {
         exit_open = false;
         final_drain();
         publish_counters();
