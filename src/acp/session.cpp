@@ -195,7 +195,9 @@ std::shared_ptr<TurnState> SessionCore::start_turn(json content, base::Duration 
   t->retries_left = t->retries_total = std::max(0, opt_.retries);
   if (timeout > base::Duration::zero()) t->deadline = Deadline::after(timeout);
   queue_.push_back(t);
-  pump();  // handles what came in between turns, then sends the prompt if the session is ready
+  // Handles what came in between turns, then sends the prompt if the session is ready. The
+  // front-end polls the turn next, and that pump clears the queue's fd.
+  pump(/*clear_fd=*/false);
   return t;
 }
 

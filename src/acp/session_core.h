@@ -160,7 +160,7 @@ class SessionCore {
   void leave_session_in_setup(const std::string& old_id);
 
   // session_pump.cpp
-  void pump();
+  void pump(bool clear_fd = true);
   void handle(rpc::Event& ev);
   void on_output(const rpc::Event& ev);
   void on_notification(rpc::Event& ev);

@@ -10,10 +10,12 @@
 
 namespace tether::acp {
 
-void SessionCore::pump() {
+void SessionCore::pump(bool clear_fd) {
   // Always drain, even when size() says empty: drain() also clears the queue's fd, which a
-  // push racing with the previous drain may have left readable (skipping it would spin).
-  auto events = bridge_.events()->drain_unparsed();  // handle() parses what it must
+  // push racing with the previous drain may have left readable (skipping it would spin). Only a
+  // pump that another follows before the front-end polls again may skip that (`clear_fd` false:
+  // a turn started right after the last one was polled, which saves a system call per turn).
+  auto events = clear_fd ? bridge_.events()->drain_unparsed() : bridge_.events()->drain_unparsed_if_any();
   if (terminals_) terminals_->new_round(bridge_.counters().outbound_backlog);  // bounds output answers
   if (active_ && !active_->abandoned) active_->out.reserve(active_->out.size() + events.size());
   for (auto& ev : events) handle(ev);

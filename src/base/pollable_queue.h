@@ -108,6 +108,16 @@ class PollableQueue {
     return out;
   }
 
+  // Like drain(), but when nothing waits it returns at once and leaves fd() as it is (no system
+  // call): for a consumer that drains again, with drain(), before it next polls fd().
+  std::vector<T> drain_if_any() {
+    {
+      MutexLock lock(mu_);
+      if (items_.empty()) return {};
+    }
+    return drain();
+  }
+
   // The oldest item, waiting until `deadline`; nothing at expiry.
   std::optional<T> pop(Deadline deadline = Deadline::never()) {
     MutexLock lock(mu_);

@@ -75,6 +75,8 @@ class EventQueue : private base::PollableQueue<Event> {
   std::optional<Event> pop(base::Deadline deadline = base::Deadline::never());
   // Like drain(), with `line` left unparsed: the consumer calls parse_message() where it needs it.
   std::vector<Event> drain_unparsed() { return Base::drain(); }
+  // The same, but nothing at all (fd() untouched) when nothing waits (PollableQueue::drain_if_any).
+  std::vector<Event> drain_unparsed_if_any() { return Base::drain_if_any(); }
   // Events the consumer is done with, to be freed by the dispatcher (PollableQueue::recycle); a
   // large line is freed here at once instead of being held until the bridge's next line.
   void recycle(std::vector<Event>&& done);
