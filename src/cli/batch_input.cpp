@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "rpc/json_write.h"
 #include "rpc/message.h"
 
 namespace tether::cli::batch {
@@ -31,7 +32,9 @@ std::optional<InputLine> LineReader::finish() {
 }
 
 std::string dump(const ojson& value) {
-  return value.dump(-1, ' ', false, ojson::error_handler_t::replace);
+  std::string out;
+  rpc::append_json(out, value);
+  return out;
 }
 
 Item parse_item(const InputLine& line) {
@@ -105,11 +108,11 @@ std::string dump_record(const ojson& record, std::string_view id_raw) {
   std::string out = "{";
   for (auto& [key, value] : record.items()) {
     if (out.size() > 1) out += ',';
-    out += dump(ojson(key));
+    rpc::append_json(out, ojson(key));
     out += ':';
     if (key == "id") out += id_raw;
     else if (key == "result" && value.is_object()) out += dump_record(value, id_raw);
-    else out += dump(value);
+    else rpc::append_json(out, value);
   }
   out += '}';
   return out;

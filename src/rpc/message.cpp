@@ -1,6 +1,7 @@
 #include "rpc/message.h"
 
 #include "rpc/json_read.h"
+#include "rpc/json_write.h"
 
 namespace tether::rpc {
 
@@ -134,7 +135,9 @@ std::optional<std::int64_t> our_id(const json& id) {
 }
 
 std::string dump(const json& value) {
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string out;
+  append_json(out, value);
+  return out;
 }
 
 json make_request(std::int64_t id, std::string_view method, json params) {
@@ -148,10 +151,10 @@ std::string request_line(std::int64_t id, std::string_view method, const json& p
   std::string line = "{\"id\":";
   line += std::to_string(id);
   line += ",\"jsonrpc\":\"2.0\",\"method\":";
-  line += dump(json(method));
+  append_json(line, json(method));
   if (!params.is_null()) {
     line += ",\"params\":";
-    line += dump(params);
+    append_json(line, params);
   }
   line += '}';
   return line;
