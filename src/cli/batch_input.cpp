@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "rpc/json_read.h"
 #include "rpc/json_write.h"
 #include "rpc/message.h"
 
@@ -58,7 +59,9 @@ Item parse_item(const InputLine& line) {
                  " levels";
     return item;
   }
-  ojson obj = ojson::parse(text, nullptr, false);
+  // RapidJSON's reader where it reads exactly as nlohmann does (json_read.h), else nlohmann's.
+  auto fast = rpc::fast_parse_ordered(text);
+  ojson obj = fast ? std::move(*fast) : ojson::parse(text, nullptr, false);
   if (obj.is_discarded() || !obj.is_object()) {
     item.error = "input line " + item.id_text + " starts with '{' but is not valid JSON";
     return item;

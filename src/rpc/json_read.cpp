@@ -70,15 +70,17 @@ bool number_value(const char* s, std::size_t n, json& out) {
   return true;
 }
 
-class Builder : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Builder> {
+// Builds a value of type J (json, or batch's ordered_json) the way nlohmann's parser does.
+template <typename J>
+class Builder : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Builder<J>> {
  public:
-  json root;
+  J root;
 
-  bool Null() { return put(json(nullptr)); }
-  bool Bool(bool b) { return put(json(b)); }
+  bool Null() { return put(J(nullptr)); }
+  bool Bool(bool b) { return put(J(b)); }
   bool RawNumber(const char* s, rapidjson::SizeType n, bool) {
     json v;
-    return number_value(s, n, v) && put(std::move(v));
+    return number_value(s, n, v) && put(J(std::move(v)));
   }
   // Set when the line has a \u escape: only an escape can make a surrogate (RapidJSON's UTF-8
   // validation refuses one written as raw bytes).
@@ -86,41 +88,42 @@ class Builder : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Builder> 
 
   bool String(const char* s, rapidjson::SizeType n, bool) {
     if (escapes && has_surrogate(s, n)) return false;
-    return put(json(std::string(s, n)));
+    return put(J(std::string(s, n)));
   }
   bool Key(const char* s, rapidjson::SizeType n, bool) {
     if (escapes && has_surrogate(s, n)) return false;
     key_.assign(s, n);
     return true;
   }
-  bool StartObject() { return open(json(json::value_t::object)); }
+  bool StartObject() { return open(J(J::value_t::object)); }
   bool EndObject(rapidjson::SizeType) { return close(); }
-  bool StartArray() { return open(json(json::value_t::array)); }
+  bool StartArray() { return open(J(J::value_t::array)); }
   bool EndArray(rapidjson::SizeType) { return close(); }
 
  private:
   // Places `v` in the innermost open container (or as the root); returns where it went.
-  json* place(json v) {
+  J* place(J v) {
     if (stack_.empty()) {
       root = std::move(v);
       return &root;
     }
-    json& top = *stack_.back();
+    J& top = *stack_.back();
     if (top.is_object()) {
-      auto& obj = top.get_ref<json::object_t&>();
-      auto it = obj.insert_or_assign(std::move(key_), std::move(v)).first;  // the last duplicate wins
+      // As nlohmann's parser does: the last duplicate's value, in the first one's place.
+      J& slot = top.template get_ref<typename J::object_t&>()[std::move(key_)];
+      slot = std::move(v);
       key_.clear();
-      return &it->second;
+      return &slot;
     }
-    auto& arr = top.get_ref<json::array_t&>();
+    auto& arr = top.template get_ref<typename J::array_t&>();
     arr.push_back(std::move(v));
     return &arr.back();
   }
-  bool put(json v) {
+  bool put(J v) {
     place(std::move(v));
     return true;
   }
-  bool open(json container) {
+  bool open(J container) {
     if (stack_.size() >= static_cast<std::size_t>(kMaxJsonDepth)) return false;
     stack_.push_back(place(std::move(container)));
     return true;
@@ -130,7 +133,7 @@ class Builder : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Builder> 
     return true;
   }
 
-  std::vector<json*> stack_;
+  std::vector<J*> stack_;
   std::string key_;
 };
 
@@ -277,12 +280,20 @@ bool is_integer_token(std::string_view t) {
          v.is_number_integer();
 }
 
-std::optional<json> fast_parse(std::string_view line) {
+namespace {
+
+template <typename J>
+std::optional<J> build(std::string_view line) {
   if (std::memchr(line.data(), '\0', line.size())) return std::nullopt;
-  Builder b;
+  Builder<J> b;
   b.escapes = line.find("\\u") != std::string_view::npos;
   if (!read_json(line, b)) return std::nullopt;
   return std::move(b.root);
 }
+
+}  // namespace
+
+std::optional<json> fast_parse(std::string_view line) { return build<json>(line); }
+std::optional<nlohmann::ordered_json> fast_parse_ordered(std::string_view line) { return build<nlohmann::ordered_json>(line); }
 
 }  // namespace tether::rpc

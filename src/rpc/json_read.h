@@ -17,6 +17,9 @@ namespace tether::rpc {
 // it is one of the inputs where the two parsers could disagree (see json_read.cpp), which this
 // path leaves to nlohmann. Refuses values nested deeper than kMaxJsonDepth.
 std::optional<json> fast_parse(std::string_view line);
+// The same for batch's ordered_json (members in the order written; a repeated key keeps its first
+// place and its last value, as nlohmann's parser does).
+std::optional<nlohmann::ordered_json> fast_parse_ordered(std::string_view line);
 
 // One member that scan_fields() looks for: a path of object keys from the top ("method",
 // "params.update.sessionUpdate"; never inside an array), and what it found there.

@@ -17,8 +17,10 @@ using tether::rpc::parse_line;
 
 namespace {
 
-// Same value and same types all the way down (nlohmann's == says 1 == 1.0).
-bool same(const json& a, const json& b) {
+// Same value and same types all the way down (nlohmann's == says 1 == 1.0); for ordered_json,
+// members in the same order too.
+template <typename J>
+bool same(const J& a, const J& b) {
   if (a.type() != b.type()) return false;
   if (a.is_object()) {
     if (a.size() != b.size()) return false;
@@ -33,7 +35,7 @@ bool same(const json& a, const json& b) {
     return true;
   }
   if (a.is_number_float()) {
-    double x = a.get<double>(), y = b.get<double>();
+    double x = a.template get<double>(), y = b.template get<double>();
     return x == y && std::signbit(x) == std::signbit(y);
   }
   return a == b;
@@ -41,12 +43,17 @@ bool same(const json& a, const json& b) {
 
 // The fast path may decline anything, but what it accepts nlohmann accepts, with the same value.
 void check_agrees(const std::string& text) {
-  auto fast = fast_parse(text);
-  json slow = json::parse(text, nullptr, false);
-  if (!fast) return;
   INFO("input: " << text);
-  REQUIRE_FALSE(slow.is_discarded());
-  CHECK(same(*fast, slow));
+  if (auto fast = fast_parse(text)) {
+    json slow = json::parse(text, nullptr, false);
+    REQUIRE_FALSE(slow.is_discarded());
+    CHECK(same(*fast, slow));
+  }
+  if (auto fast = tether::rpc::fast_parse_ordered(text)) {
+    auto slow = nlohmann::ordered_json::parse(text, nullptr, false);
+    REQUIRE_FALSE(slow.is_discarded());
+    CHECK(same(*fast, slow));
+  }
 }
 
 }  // namespace
@@ -102,6 +109,11 @@ TEST_CASE("where the parsers could differ, the fast path declines and parse_line
   CHECK_FALSE(fast_parse(bom).has_value());
   CHECK(parse_line(bom).has_value());
   // Duplicate keys: the last wins, as in nlohmann.
+  // ordered_json: the last value, in the first one's place, as nlohmann's parser does.
+  auto odup = tether::rpc::fast_parse_ordered(R"({"a":1,"b":0,"a":2})");
+  REQUIRE(odup.has_value());
+  CHECK(odup->dump() == R"({"a":2,"b":0})");
+  check_agrees(R"({"z":1,"a":[{"y":2,"b":3}],"m":null,"z":4})");
   auto dup = fast_parse(R"({"a":1,"a":2})");
   REQUIRE(dup.has_value());
   CHECK((*dup)["a"] == 2);
