@@ -1,16 +1,28 @@
 // What a bridge writes, in bulk and in bad shape: a stderr flood, an oversized line and garbage
 // before a valid response, a million notifications to a slow consumer, and the wire order of
 // queued responses and the notifications before them; a bridge that sends requests but never
-// reads its stdin.
+// reads its stdin. And what we write to a bridge that reads slowly: from several threads at once
+// (the write-through and the dispatcher's queue taking turns), a line bigger than the pipe, and
+// closing its stdin (or a socket's sending side) while lines are being written.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <array>
+#include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <future>
+#include <latch>
+#include <sstream>
+#include <thread>
 
 #include "integration.h"
+#include "proc/child.h"
 #include "support/sanitizers.h"
 
 namespace tether::itest {
@@ -357,6 +369,331 @@ TEST_CASE("requests from a bridge that never reads its stdin: reading stops past
     Reply r = waiting.get();
     CHECK(r.status == Reply::Status::closed);
     CHECK(r.value.value("code", "") == "bridge_exited");
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// ---- What we write to a bridge that reads slowly ----
+//
+// A caller writes its line to the bridge's stdin itself when nothing waits before it (the
+// write-through, rpc/connection.cpp), else queues it for the dispatcher; a full pipe (EAGAIN, or a
+// line written in part) hands the rest over. These tests drive an rpc::Connection of their own
+// (not a Bridge: they need several threads writing and close_stdin() at a moment of their choice)
+// against the slow_reader fake, whose stdin pipe is one page: every line longer than that goes out
+// in parts. Each thread waits for a round trip every third line, so that the dispatcher catches
+// up now and then and the callers contend for the write-through, not only for the queue.
+
+// The params of a test thread's line: its sender `t`, its index `i`, a pad of `n` bytes of one
+// letter.
+json slow_params(int t, long i, std::size_t n) {
+  return {{"t", t}, {"i", i}, {"pad", std::string(n, static_cast<char>('a' + (t * 7 + i) % 26))}};
+}
+
+// Pad sizes: mostly small lines, each 4th longer than the pipe.
+std::size_t slow_pad(int t, long i) {
+  return i % 4 == 3 ? 4096 + static_cast<std::size_t>((i * 131 + t * 977) % 6000)
+                    : 20 + static_cast<std::size_t>((i * 37 + t * 101) % 400);
+}
+
+// Thread t's line i: a request every third line (call(), which waits for the answer: false when
+// there was none), else a notification.
+bool send_slow_line(rpc::Connection& conn, int t, long i) {
+  if (i % 3 != 2) {
+    conn.notify("n", slow_params(t, i, slow_pad(t, i)));
+    return true;
+  }
+  return conn.call("r", slow_params(t, i, slow_pad(t, i)), Deadline::after(10s)).ok();
+}
+
+// What a test reads of the connection's end.
+rpc::Reply slow_gone() {
+  rpc::Reply r;
+  r.status = rpc::Reply::Status::closed;
+  return r;
+}
+
+// A slow_reader fake and our own connection to it.
+class SlowReader {
+ public:
+  // `pause_us`: the fake's pause after each 1 KiB read (0: it reads as fast as it can).
+  explicit SlowReader(long pause_us = 20) {
+    proc::SpawnOptions spawn;
+    spawn.argv = {test::fake("slow_reader"), path_, std::to_string(pause_us)};
+    proc::ChildFds fds;
+    auto spawned = proc::Child::spawn(spawn, fds);
+    REQUIRE(std::holds_alternative<proc::Child>(spawned));
+    child_.emplace(std::move(std::get<proc::Child>(spawned)));
+    rpc::ConnectionOptions o;
+    o.events = events_;
+    o.thread_name = "tether-slow";
+    conn_ = std::make_unique<rpc::Connection>(
+        rpc::ConnectionFds{std::move(fds.stdin_w), std::move(fds.stdout_r), std::move(fds.stderr_r),
+                           std::move(fds.pidfd)},
+        std::move(o));
+    conn_->start();
+    // Nothing is written before the fake has shrunk its pipe (which needs the pipe empty).
+    auto ev = events_->pop(Deadline::after(10s));
+    REQUIRE(ev.has_value());
+    REQUIRE(ev->message.value("method", "") == "ready");
+    REQUIRE(ev->message["params"].value("pipe", 0) == 4096);
+  }
+
+  rpc::Connection& conn() { return *conn_; }
+
+  // Closes the bridge's stdin (unless `close` is false: the test did), waits for the fake to exit
+  // at its EOF, ends the calls still waiting (as the supervisor does) and reaps the fake. The
+  // bytes it read, as it read them.
+  std::string finish(bool close = true) {
+    if (close) conn_->close_stdin();
+    CHECK(conn_->wait_exited(Deadline::after(30s)));
+    conn_->fail_pending(slow_gone());
+    auto status = child_->reap();
+    CHECK_FALSE(status.signaled);
+    CHECK(status.code == 0);
+    std::ifstream in(path_, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    return bytes.str();
+  }
+
+ private:
+  ScratchDir dir_;
+  const std::string path_ = dir_.file("stdin");
+  const std::shared_ptr<rpc::EventQueue> events_ = std::make_shared<rpc::EventQueue>(1024);
+  std::optional<proc::Child> child_;
+  std::unique_ptr<rpc::Connection> conn_;  // destroyed first: its dispatcher ends before the child goes
+};
+
+// Checks what the bridge read: whole lines only, each one a line a test thread sent (see
+// slow_params) with its pad intact, and each thread's lines in the order sent, none missing
+// before the last that arrived and none twice. Returns how many lines of each of `threads`
+// arrived; `problem` says what was wrong first.
+std::vector<long> read_back(const std::string& bytes, int threads, std::string& problem) {
+  std::vector<long> next(static_cast<std::size_t>(threads), 0);
+  if (!bytes.empty() && bytes.back() != '\n') problem = "the last line is cut short";
+  std::size_t start = 0;
+  while (start < bytes.size() && problem.empty()) {
+    std::size_t end = bytes.find('\n', start);
+    if (end == std::string::npos) break;
+    std::string_view line(bytes.data() + start, end - start);
+    start = end + 1;
+    json msg = json::parse(line, nullptr, false);
+    if (msg.is_discarded() || !msg.contains("params")) {
+      problem = "a torn line: " + std::string(line.substr(0, 120));
+      break;
+    }
+    const json& p = msg["params"];
+    const int t = p.value("t", -1);
+    const long i = p.value("i", -1L);
+    if (t < 0 || t >= threads) {
+      problem = "a line from no thread: " + std::string(line.substr(0, 120));
+      break;
+    }
+    auto& expected = next[static_cast<std::size_t>(t)];
+    if (i != expected) {
+      problem = "thread " + std::to_string(t) + ": line " + std::to_string(i) + " where " +
+                std::to_string(expected) + " was due";
+      break;
+    }
+    const std::string pad = p.value("pad", "");
+    if (pad != slow_params(t, i, pad.size())["pad"].get<std::string>()) {
+      problem = "thread " + std::to_string(t) + ": line " + std::to_string(i) + " has a damaged pad";
+      break;
+    }
+    ++expected;
+  }
+  return next;
+}
+
+TEST_CASE("eight threads write to a slow reader at once: every line arrives once, whole, each thread's in order") {
+  constexpr int kThreads = 8;
+  constexpr long kLines = 150;
+  test::LeakGuard guard;
+  // A reader that keeps up at times (callers write through, in part for the long lines) and one
+  // that seldom does (the pipe is full, and most lines wait in the dispatcher's queue). Rounds of
+  // the first: each is a few dozen milliseconds of races.
+  for (long pause_us : {0L, 0L, 0L, 20L}) {
+    CAPTURE(pause_us);
+    SlowReader reader(pause_us);
+    auto& conn = reader.conn();
+    std::latch go(kThreads);
+    std::atomic<int> unanswered{0};
+    std::vector<std::thread> threads;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&, t] {
+        go.arrive_and_wait();
+        for (long i = 0; i < kLines; ++i)
+          if (!send_slow_line(conn, t, i)) ++unanswered;
+      });
+    for (auto& th : threads) th.join();
+    const std::string bytes = reader.finish();
+    CHECK(unanswered == 0);
+    std::string problem;
+    auto got = read_back(bytes, kThreads, problem);
+    CHECK_MESSAGE(problem.empty(), problem);
+    for (int t = 0; t < kThreads; ++t) CHECK(got[static_cast<std::size_t>(t)] == kLines);
+    // Each line counted once, whether a caller wrote it, or the dispatcher, or both in turn.
+    auto c = conn.counters();
+    CHECK(c.frames_out == static_cast<std::uint64_t>(kThreads * kLines));
+    CHECK(c.outbound_backlog == 0);
+    MESSAGE((kThreads * kLines) << " lines (" << bytes.size() / 1024 << " KiB) through a one-page pipe in "
+                                << ms_since(t0) << " ms");
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("a 1 MiB line written in part, then small lines: the bridge reads them whole and in order") {
+  test::LeakGuard guard;
+  {
+    SlowReader reader(0);
+    auto& conn = reader.conn();
+    auto t0 = std::chrono::steady_clock::now();
+    // Two rounds: a small line (the pipe is empty: written through whole), a line of 1 MiB (written
+    // through in part: the rest is the dispatcher's), then small lines queued behind that rest.
+    long i = 0;
+    for (int round = 0; round < 2; ++round) {
+      conn.notify("n", slow_params(0, i++, 10));
+      conn.notify("n", slow_params(0, i++, std::size_t{1} << 20));
+      for (int k = 0; k < 20; ++k) conn.notify("n", slow_params(0, i++, 10 + static_cast<std::size_t>(k)));
+    }
+    const std::string bytes = reader.finish();
+    std::string problem;
+    auto got = read_back(bytes, 1, problem);
+    CHECK_MESSAGE(problem.empty(), problem);
+    CHECK(got[0] == i);
+    CHECK(conn.counters().frames_out == static_cast<std::uint64_t>(i));
+    MESSAGE(i << " lines, two of 1 MiB, in " << ms_since(t0) << " ms");
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// Threads send lines (send_slow_line) until `closing` has been set for a while; `before[t]`: how
+// many of thread t's lines were sent (notify() or call() returned) before `closing` was set, so
+// before close_stdin() was called.
+struct CloseRace {
+  static constexpr int kThreads = 4;
+  static constexpr long kMaxLines = 3000;
+  static constexpr long kAfter = 30;  // lines each thread still sends once `closing` is set
+
+  std::atomic<bool> closing{false};
+  std::latch started{kThreads};  // each thread has sent 20 lines
+  std::array<std::atomic<long>, kThreads> before{};
+  std::vector<std::thread> threads;
+
+  explicit CloseRace(rpc::Connection& conn) {
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([this, &conn, t] {
+        long after = 0;
+        for (long i = 0; i < kMaxLines && after < kAfter; ++i) {
+          // A call whose line was dropped after the close waits until the test ends the calls.
+          const bool sent = send_slow_line(conn, t, i);
+          if (!closing.load()) {
+            CHECK(sent);
+            before[static_cast<std::size_t>(t)].store(i + 1);
+          } else {
+            ++after;
+          }
+          if (i == 19) started.count_down();
+        }
+      });
+  }
+  // Closes the connection's stdin once every thread is under way.
+  void close(rpc::Connection& conn) {
+    started.wait();
+    closing.store(true);
+    conn.close_stdin();
+  }
+  void join() {
+    for (auto& th : threads) th.join();
+  }
+  // What arrived holds all that was sent before the close, whole and in order.
+  void check(const std::string& bytes) {
+    std::string problem;
+    auto got = read_back(bytes, kThreads, problem);
+    CHECK_MESSAGE(problem.empty(), problem);
+    for (int t = 0; t < kThreads; ++t) {
+      CAPTURE(t);
+      CHECK(got[static_cast<std::size_t>(t)] >= before[static_cast<std::size_t>(t)].load());
+    }
+  }
+};
+
+TEST_CASE("close_stdin() while threads write: what was sent before it arrives whole and in order, then EOF") {
+  test::LeakGuard guard;
+  auto t0 = std::chrono::steady_clock::now();
+  // A reader that keeps up (the close may meet a caller in its write) and a slow one (the close
+  // waits behind queued lines and a line's rest). A close that never comes, or comes before what
+  // was sent ahead of it, fails in finish() (the fake exits only at its EOF) or in check().
+  int round = 0;
+  for (long pause_us : {0L, 0L, 0L, 0L, 0L, 0L, 20L}) {
+    ++round;
+    CAPTURE(round);
+    CAPTURE(pause_us);
+    SlowReader reader(pause_us);
+    CloseRace race(reader.conn());
+    race.close(reader.conn());
+    const std::string bytes = reader.finish(false);  // also ends the calls the close left waiting
+    race.join();
+    race.check(bytes);
+  }
+  MESSAGE(round << " rounds in " << ms_since(t0) << " ms");
+  CHECK_NO_LEAKS(guard);
+}
+
+// A peer at the other end of a socket (a `tether serve` server, for a client's connection): it
+// reads what we send through a small receive buffer, answers each request as slow_reader does,
+// and, at the end of its input (our shutdown(SHUT_WR)), closes its end.
+void socket_peer(base::UniqueFd& fd, std::string& bytes) {
+  char buf[1024];
+  std::size_t start = 0;
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bytes.append(buf, static_cast<std::size_t>(n));
+    for (std::size_t nl; (nl = bytes.find('\n', start)) != std::string::npos; start = nl + 1) {
+      json msg = json::parse(std::string_view(bytes).substr(start, nl - start), nullptr, false);
+      if (msg.is_discarded() || !msg.contains("id")) continue;
+      std::string answer = rpc::dump(json{{"jsonrpc", "2.0"}, {"id", msg["id"]}, {"result", json::object()}}) + "\n";
+      if (::send(fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(answer.size())) break;
+    }
+  }
+  fd.reset();
+}
+
+TEST_CASE("on a socket, close_stdin() while threads write: the peer reads what was sent before it, then its end") {
+  // A `tether serve` client's connection: one socket (stdin_w a dup of stdout_r), written with
+  // send(MSG_NOSIGNAL), ended with shutdown(SHUT_WR), with no exit fd: the peer's end is the end.
+  test::LeakGuard guard;
+  {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    base::UniqueFd ours(sv[0]), peer(sv[1]);
+    REQUIRE(base::set_nonblocking(ours.get()));
+    const int small = 4096;
+    ::setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    ::setsockopt(peer.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    rpc::ConnectionOptions o;
+    o.events = std::make_shared<rpc::EventQueue>(1024);
+    o.thread_name = "tether-sock";
+    rpc::ConnectionFds fds;
+    fds.stdout_r = std::move(ours);
+    fds.stdin_w = base::UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+    REQUIRE(fds.stdin_w);
+    rpc::Connection conn(std::move(fds), std::move(o));
+    conn.start();
+    std::string bytes;
+    std::thread peer_thread([&] { socket_peer(peer, bytes); });
+    CloseRace race(conn);
+    race.close(conn);
+    const bool ended = conn.wait_exited(Deadline::after(30s));
+    CHECK(ended);
+    conn.fail_pending(slow_gone());
+    race.join();
+    if (!ended) ::shutdown(peer.get(), SHUT_RDWR);  // let the peer go: the test fails instead of hanging
+    peer_thread.join();
+    race.check(bytes);
   }
   CHECK_NO_LEAKS(guard);
 }
