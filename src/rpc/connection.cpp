@@ -660,6 +660,23 @@ struct Connection::State {
     }
   }
 
+  // The writing side of one turn of run(): takes what callers queued, writes what the pipe takes,
+  // closes stdin when asked and all that came before went out, and opens the write-through again
+  // once nothing is held. Nothing of it while a caller writes through (it wakes us when done).
+  // False when the connection is being destroyed.
+  bool feed_stdin() {
+    bool stop = false, close_in = false, busy = false;
+    take_outbound(stop, close_in, busy);
+    if (stop) return false;
+    if (busy) return true;
+    flush_stdin();
+    // Closing stdin is the bridge's cue to exit; what was queued before the request goes first. A
+    // bridge that never reads it is past its grace by then, and the stop ladder goes on.
+    if (close_in && fds.stdin_w && out_buf.empty() && close_stdin_fd(/*orderly=*/true)) note("closed the bridge's stdin");
+    if (out_buf.empty()) allow_write_through();
+    return true;
+  }
+
   void run() {
     ::pthread_setname_np(::pthread_self(), opt.thread_name.substr(0, 15).c_str());
     bool exit_open = fds.exit_fd.valid();
@@ -674,16 +691,7 @@ struct Connection::State {
       dispatcher_running = true;
     }
     for (;;) {
-      bool stop = false, close_in = false, busy = false;
-      take_outbound(stop, close_in, busy);
-      if (stop) break;
-      if (!busy) {
-        flush_stdin();
-        // Closing stdin is the bridge's cue to exit; what was queued before the request goes
-        // first. A bridge that never reads it is past its grace by then, and the stop ladder goes on.
-        if (close_in && fds.stdin_w && out_buf.empty() && close_stdin_fd(/*orderly=*/true)) note("closed the bridge's stdin");
-        if (out_buf.empty()) allow_write_through();
-      }
+      if (!feed_stdin()) break;
 
       const bool stalled = stdout_open && outbound_over_limit();
       if (stalled && !outbound_stalled) {
