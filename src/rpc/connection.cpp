@@ -677,6 +677,24 @@ struct Connection::State {
     return true;
   }
 
+  // What run() waits for this turn (see its loop for `blocked` and `stalled`). False when epoll
+  // refuses, errno set.
+  bool want_waits(bool blocked, bool stalled, bool exit_open) {
+    using W = WaitSet;
+    constexpr int kIn = EPOLLIN, kOut = EPOLLOUT, hangup_only = 0;
+    return waits.want(W::wake, wake.fd(), kIn) &&
+           // Stalled on a socket peer: only a hang-up is of interest (there is no exit fd to tell).
+           waits.want(W::out, fds.stdout_r.get(),
+                      !stdout_open                 ? W::kNone
+                      : !blocked && !stalled       ? kIn
+                      : stalled && eof_is_exit     ? hangup_only
+                                                   : W::kNone) &&
+           waits.want(W::space, opt.events->space_fd(), blocked ? kIn : W::kNone) &&
+           waits.want(W::err, fds.stderr_r.get(), stderr_open ? kIn : W::kNone) &&
+           waits.want(W::in, fds.stdin_w.get(), fds.stdin_w && !out_buf.empty() ? kOut : W::kNone) &&
+           waits.want(W::exit, fds.exit_fd.get(), exit_open ? kIn : W::kNone);
+  }
+
   void run() {
     ::pthread_setname_np(::pthread_self(), opt.thread_name.substr(0, 15).c_str());
     bool exit_open = fds.exit_fd.valid();
@@ -705,19 +723,7 @@ struct Connection::State {
       if (blocked && opt.events->has_room()) continue;  // room appeared in between
 
       using W = WaitSet;
-      constexpr int kIn = EPOLLIN, kOut = EPOLLOUT, hangup_only = 0;
-      bool set_ok = waits.want(W::wake, wake.fd(), kIn) &&
-                    // Stalled on a socket peer: only a hang-up is of interest (there is no exit fd to tell).
-                    waits.want(W::out, fds.stdout_r.get(),
-                               !stdout_open                 ? W::kNone
-                               : !blocked && !stalled       ? kIn
-                               : stalled && eof_is_exit     ? hangup_only
-                                                            : W::kNone) &&
-                    waits.want(W::space, opt.events->space_fd(), blocked ? kIn : W::kNone) &&
-                    waits.want(W::err, fds.stderr_r.get(), stderr_open ? kIn : W::kNone) &&
-                    waits.want(W::in, fds.stdin_w.get(), fds.stdin_w && !out_buf.empty() ? kOut : W::kNone) &&
-                    waits.want(W::exit, fds.exit_fd.get(), exit_open ? kIn : W::kNone);
-
+      bool set_ok = want_waits(blocked, stalled, exit_open);
       publish_counters();
       std::uint32_t rev[W::kSlots];
       int r = set_ok ? waits.wait(rev) : -1;
