@@ -115,7 +115,7 @@ class WaitSet {
   // failure.
   int wait(std::uint32_t (&revents)[kSlots]) {
     bool any_always = false;
-    for (const Reg& r : regs_) any_always = any_always || r.always;
+    for (const Reg& r : regs_) any_always = any_always || always_ready(r) != 0;
     epoll_event ready[kSlots];
     int n = ::epoll_wait(ep_.get(), ready, kSlots, any_always ? 0 : -1);
     for (auto& r : revents) r = 0;
@@ -123,8 +123,8 @@ class WaitSet {
       if (ready[i].data.u32 < kSlots) revents[ready[i].data.u32] = ready[i].events;
     if (n < 0) return n;
     for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-      if (!regs_[slot].always) continue;
-      revents[slot] |= regs_[slot].events & (EPOLLIN | EPOLLOUT);
+      if (always_ready(regs_[slot]) == 0) continue;
+      revents[slot] |= always_ready(regs_[slot]);
       ++n;
     }
     return n;
@@ -136,6 +136,10 @@ class WaitSet {
     std::uint32_t events = 0;
     bool always = false;  // not in the epoll set: always ready (see want())
   };
+  // What an fd epoll cannot take is ready for: what was asked of it, as poll() reports it. A
+  // hang-up only (0: a stalled peer's stdout) is never reported for such an fd, so it is never
+  // ready and the wait sleeps; counting it ready would make the wait return at once, a spin.
+  static std::uint32_t always_ready(const Reg& r) { return r.always ? r.events & (EPOLLIN | EPOLLOUT) : 0; }
   base::UniqueFd ep_;
   Reg regs_[kSlots];
 };
