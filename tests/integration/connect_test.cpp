@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -553,6 +554,76 @@ TEST_CASE("a socket peer: our stdin (a dup of stdout) closes with a backlog whil
     peer.reset();  // the peer leaves: the connection ends, once
     CHECK(conn.wait_exited(Deadline::after(5s)));
     CHECK(conn.death() == rpc::DeathCause::stdout_eof);  // a socket peer's end: see connection.h
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// Every fd number this process may still take, held until destroyed (the soft limit lowered to
+// `limit` meanwhile, so that there are few): what a process at its fd limit looks like.
+class FdTableFull {
+ public:
+  explicit FdTableFull(rlim_t limit) {
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+    rlimit lower = saved_;
+    if (lower.rlim_cur > limit) lower.rlim_cur = limit;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &lower) == 0);
+    for (;;) {
+      int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) break;
+      held_.emplace_back(fd);
+    }
+  }
+  ~FdTableFull() {
+    held_.clear();
+    ::setrlimit(RLIMIT_NOFILE, &saved_);
+  }
+  FdTableFull(const FdTableFull&) = delete;
+  FdTableFull& operator=(const FdTableFull&) = delete;
+
+ private:
+  rlimit saved_{};
+  std::vector<UniqueFd> held_;
+};
+
+// The dispatcher's epoll set costs an fd, which poll() did not: a process at its fd limit still
+// serves a connection it has the fds of (the wait falls back to poll()), rather than declaring the
+// peer gone.
+TEST_CASE("no fd left for the dispatcher's epoll set: the connection still carries messages both ways") {
+  test::LeakGuard guard;
+  {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    UniqueFd ours(sv[0]), peer(sv[1]);
+    REQUIRE(::fcntl(ours.get(), F_SETFL, O_NONBLOCK) == 0);
+    rpc::ConnectionFds fds;
+    fds.stdout_r = std::move(ours);
+    fds.stdin_w = UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+    REQUIRE(fds.stdin_w.valid());
+    rpc::ConnectionOptions copt;
+    auto events = std::make_shared<rpc::EventQueue>(64);
+    copt.events = events;
+    copt.thread_name = "tether-disp-nofd";
+    rpc::Connection conn(std::move(fds), std::move(copt));
+    {
+      FdTableFull full(256);
+      REQUIRE(::open("/dev/null", O_RDONLY | O_CLOEXEC) < 0);  // no fd left for epoll_create1
+      conn.start();
+      // From the peer: read by the dispatcher, which is past its start-up by then.
+      base::write_all(peer.get(), "{\"jsonrpc\":\"2.0\",\"method\":\"hello\",\"params\":{}}\n");
+      auto ev = events->pop(Deadline::after(5s));
+      REQUIRE(ev.has_value());
+      CHECK(ev->message.value("method", "") == "hello");
+      CHECK(conn.death() == rpc::DeathCause::none);
+      // To the peer: written by a caller or the dispatcher.
+      conn.notify("back", json::object());
+      std::string got;
+      char c = 0;
+      while (got.find('\n') == std::string::npos && ::read(peer.get(), &c, 1) == 1) got.push_back(c);
+      CHECK(contains(got, "\"method\":\"back\""));
+    }
+    peer.reset();  // the peer leaves: the connection ends
+    CHECK(conn.wait_exited(Deadline::after(5s)));
+    CHECK(conn.death() == rpc::DeathCause::stdout_eof);
   }
   CHECK_NO_LEAKS(guard);
 }
