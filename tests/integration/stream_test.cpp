@@ -366,8 +366,8 @@ TEST_CASE("requests from a bridge that never reads its stdin: reading stops past
 // A peer with no exit fd whose stdout cannot be waited on (a regular file: epoll refuses it, poll()
 // calls it always readable) stalls on its stdin: its stdout is then watched for a hang-up only,
 // which a file never reports. The dispatcher must sleep, as poll() did, not count the file as
-// ready for nothing and spin.
-TEST_CASE("a stalled peer whose stdout is a regular file: the dispatcher sleeps, it does not spin") {
+// ready for nothing and spin. Its stderr, a regular file too, is read to its end and let go.
+TEST_CASE("a stalled peer whose stdout and stderr are regular files: stderr is read, and the dispatcher sleeps, it does not spin") {
   test::LeakGuard guard;
   {
     ScratchDir dir;
@@ -377,6 +377,10 @@ TEST_CASE("a stalled peer whose stdout is a regular file: the dispatcher sleeps,
       REQUIRE(f != nullptr);
       for (int i = 0; i < 16; ++i) std::fprintf(f, "{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{\"i\":%d}}\n", i);
       std::fclose(f);
+      f = std::fopen(dir.file("err.txt").c_str(), "w");
+      REQUIRE(f != nullptr);
+      std::fputs("the peer's last words\n", f);
+      std::fclose(f);
     }
     int p[2];
     REQUIRE(::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
@@ -385,6 +389,8 @@ TEST_CASE("a stalled peer whose stdout is a regular file: the dispatcher sleeps,
     fds.stdin_w.reset(p[1]);
     fds.stdout_r.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     REQUIRE(fds.stdout_r.valid());
+    fds.stderr_r.reset(::open(dir.file("err.txt").c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fds.stderr_r.valid());
     rpc::ConnectionOptions copt;
     copt.events = std::make_shared<rpc::EventQueue>(4);  // full after four of the file's lines
     copt.thread_name = "tether-disp-file";
@@ -402,6 +408,7 @@ TEST_CASE("a stalled peer whose stdout is a regular file: the dispatcher sleeps,
     const double wall = ms_since(t0), cpu = process_cpu_ms() - cpu0;
     CHECK_MESSAGE(cpu < wall / 3, "the process used " << cpu << " ms of CPU in " << wall << " ms");
     CHECK(conn.death() == rpc::DeathCause::none);
+    CHECK(contains(conn.stderr_tail(), "the peer's last words"));
   }
   CHECK_NO_LEAKS(guard);
 }
