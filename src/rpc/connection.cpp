@@ -69,12 +69,15 @@ void deliver(const std::shared_ptr<EventQueue>& q, Event ev) {
 // which was most of the wait's own cost in a turn (issue 17). Level-triggered, as poll() is, and
 // EPOLLIN/OUT/HUP/ERR have poll's values, so what the loop reads of an event is unchanged. An fd
 // leaves the set before it is closed (drop()): a registration outlives a closed fd whose file is
-// still open elsewhere (a socket peer's stdin is a dup of its stdout).
+// still open elsewhere (a socket peer's stdin is a dup of its stdout). Without an epoll fd (none
+// left: EMFILE) it waits with poll() over the same slots, as the dispatcher did before: a running
+// bridge is not given up for want of one fd.
 class WaitSet {
  public:
   enum Slot : std::uint32_t { wake, out, space, err, in, exit, kSlots };
   static constexpr int kNone = -1;  // want(): not in the set
 
+  // False, errno set, when there is no epoll set: wait() then polls.
   bool open() {
     ep_.reset(::epoll_create1(EPOLL_CLOEXEC));
     return ep_.valid();
@@ -89,6 +92,10 @@ class WaitSet {
     }
     const auto ev = static_cast<std::uint32_t>(events);
     if (r.fd == fd && r.events == ev) return true;
+    if (!ep_) {
+      r = Reg{fd, ev, false};
+      return true;
+    }
     epoll_event e{};
     e.events = ev;
     e.data.u32 = slot;
@@ -108,14 +115,15 @@ class WaitSet {
   void drop(Slot slot) {
     Reg& r = regs_[slot];
     if (r.fd < 0) return;
-    if (!r.always) ::epoll_ctl(ep_.get(), EPOLL_CTL_DEL, r.fd, nullptr);
+    if (!r.always && ep_) ::epoll_ctl(ep_.get(), EPOLL_CTL_DEL, r.fd, nullptr);
     r = Reg{};
   }
   // Blocks until something in the set is ready; the events per slot (0: none). -1 and errno on
   // failure.
   int wait(std::uint32_t (&revents)[kSlots]) {
+    if (!ep_) return poll_all(revents);
     bool any_always = false;
-    for (const Reg& r : regs_) any_always = any_always || r.always;
+    for (const Reg& r : regs_) any_always = any_always || always_ready(r) != 0;
     epoll_event ready[kSlots];
     int n = ::epoll_wait(ep_.get(), ready, kSlots, any_always ? 0 : -1);
     for (auto& r : revents) r = 0;
@@ -123,8 +131,8 @@ class WaitSet {
       if (ready[i].data.u32 < kSlots) revents[ready[i].data.u32] = ready[i].events;
     if (n < 0) return n;
     for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-      if (!regs_[slot].always) continue;
-      revents[slot] |= regs_[slot].events & (EPOLLIN | EPOLLOUT);
+      if (always_ready(regs_[slot]) == 0) continue;
+      revents[slot] |= always_ready(regs_[slot]);
       ++n;
     }
     return n;
@@ -136,6 +144,24 @@ class WaitSet {
     std::uint32_t events = 0;
     bool always = false;  // not in the epoll set: always ready (see want())
   };
+  int poll_all(std::uint32_t (&revents)[kSlots]) {
+    pollfd p[kSlots];
+    std::uint32_t slot_of[kSlots];
+    nfds_t n = 0;
+    for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
+      if (regs_[slot].fd < 0) continue;
+      slot_of[n] = slot;
+      p[n++] = {regs_[slot].fd, static_cast<short>(regs_[slot].events), 0};
+    }
+    int r = ::poll(p, n, -1);
+    for (auto& e : revents) e = 0;
+    for (nfds_t i = 0; r > 0 && i < n; ++i) revents[slot_of[i]] = static_cast<std::uint16_t>(p[i].revents);
+    return r;
+  }
+  // What an fd epoll cannot take is ready for: what was asked of it, as poll() reports it. A
+  // hang-up only (0: a stalled peer's stdout) is never reported for such an fd, so it is never
+  // ready and the wait sleeps; counting it ready would make the wait return at once, a spin.
+  static std::uint32_t always_ready(const Reg& r) { return r.always ? r.events & (EPOLLIN | EPOLLOUT) : 0; }
   base::UniqueFd ep_;
   Reg regs_[kSlots];
 };
@@ -698,12 +724,7 @@ struct Connection::State {
   void run() {
     ::pthread_setname_np(::pthread_self(), opt.thread_name.substr(0, 15).c_str());
     bool exit_open = fds.exit_fd.valid();
-    if (!waits.open()) {
-      note(std::string("cannot wait on the bridge's fds: ") + std::strerror(errno));
-      set_death(DeathCause::stdout_eof);
-      if (eof_is_exit) set_exited();
-      return;
-    }
+    if (!waits.open()) note(std::string("waiting with poll(): no epoll set (") + std::strerror(errno) + ")");
     {
       base::MutexLock lock(out_mu);
       dispatcher_running = true;

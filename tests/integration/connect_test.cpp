@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@
 
 #include "base/unique_fd.h"
 #include "integration.h"
+#include "rpc/connection.h"
 #include "rpc/message.h"
 
 namespace tether::itest {
@@ -497,6 +499,131 @@ TEST_CASE("a server that stops answering heartbeats: the connection is hung, dro
     // Our side closed: the server reads the end of the stream.
     CHECK(test::eventually([&] { return server.finished() == 1; }));
     bridge.stop();
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// The dispatcher waits with epoll, which registers a file, not an fd: our stdin is a dup of the
+// socket we read, so closing it alone would leave its registration behind, writable for as long as
+// the peer keeps its side open (a spin). Here stdin is registered when it closes: a backlog waits
+// for it (the peer does not read yet) when close_stdin() is asked, and goes out before the close.
+TEST_CASE("a socket peer: our stdin (a dup of stdout) closes with a backlog while the peer holds its side: no spin, one end") {
+  test::LeakGuard guard;
+  {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    UniqueFd ours(sv[0]), peer(sv[1]);
+    REQUIRE(::fcntl(ours.get(), F_SETFL, O_NONBLOCK) == 0);
+    rpc::ConnectionFds fds;
+    fds.stdout_r = std::move(ours);
+    fds.stdin_w = UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+    REQUIRE(fds.stdin_w.valid());
+    rpc::ConnectionOptions copt;
+    copt.events = std::make_shared<rpc::EventQueue>(64);
+    copt.thread_name = "tether-disp-dup";
+    rpc::Connection conn(std::move(fds), std::move(copt));
+    conn.start();
+
+    const std::string big(64 << 10, 'x');
+    std::size_t sent = 0;
+    for (int i = 0; i < 16; ++i, sent += big.size()) conn.notify("fill", {{"text", big}});
+    // More than the socket holds: the dispatcher holds the rest, waiting for room (stdin registered).
+    REQUIRE(test::eventually([&] { return conn.counters().outbound_backlog > 0; }));
+    conn.close_stdin();
+
+    // The peer reads everything, then our end of the stream: the backlog went first.
+    std::size_t got = 0;
+    char buf[64 << 10];
+    for (;;) {
+      ssize_t n = ::read(peer.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      REQUIRE(n >= 0);
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    CHECK(got > sent);
+
+    // The peer keeps its side open: nothing more can happen, and the dispatcher sleeps meanwhile.
+    const double cpu0 = process_cpu_ms();
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(conn.wait_exited(Deadline::after(300ms)));
+    const double wall = ms_since(t0), cpu = process_cpu_ms() - cpu0;
+    CHECK_MESSAGE(cpu < wall / 3, "the process used " << cpu << " ms of CPU in " << wall << " ms");
+    CHECK(conn.death() == rpc::DeathCause::none);
+
+    peer.reset();  // the peer leaves: the connection ends, once
+    CHECK(conn.wait_exited(Deadline::after(5s)));
+    CHECK(conn.death() == rpc::DeathCause::stdout_eof);  // a socket peer's end: see connection.h
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// Every fd number this process may still take, held until destroyed (the soft limit lowered to
+// `limit` meanwhile, so that there are few): what a process at its fd limit looks like.
+class FdTableFull {
+ public:
+  explicit FdTableFull(rlim_t limit) {
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+    rlimit lower = saved_;
+    if (lower.rlim_cur > limit) lower.rlim_cur = limit;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &lower) == 0);
+    for (;;) {
+      int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) break;
+      held_.emplace_back(fd);
+    }
+  }
+  ~FdTableFull() {
+    held_.clear();
+    ::setrlimit(RLIMIT_NOFILE, &saved_);
+  }
+  FdTableFull(const FdTableFull&) = delete;
+  FdTableFull& operator=(const FdTableFull&) = delete;
+
+ private:
+  rlimit saved_{};
+  std::vector<UniqueFd> held_;
+};
+
+// The dispatcher's epoll set costs an fd, which poll() did not: a process at its fd limit still
+// serves a connection it has the fds of (the wait falls back to poll()), rather than declaring the
+// peer gone.
+TEST_CASE("no fd left for the dispatcher's epoll set: the connection still carries messages both ways") {
+  test::LeakGuard guard;
+  {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    UniqueFd ours(sv[0]), peer(sv[1]);
+    REQUIRE(::fcntl(ours.get(), F_SETFL, O_NONBLOCK) == 0);
+    rpc::ConnectionFds fds;
+    fds.stdout_r = std::move(ours);
+    fds.stdin_w = UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+    REQUIRE(fds.stdin_w.valid());
+    rpc::ConnectionOptions copt;
+    auto events = std::make_shared<rpc::EventQueue>(64);
+    copt.events = events;
+    copt.thread_name = "tether-disp-nofd";
+    rpc::Connection conn(std::move(fds), std::move(copt));
+    {
+      FdTableFull full(256);
+      REQUIRE(::open("/dev/null", O_RDONLY | O_CLOEXEC) < 0);  // no fd left for epoll_create1
+      conn.start();
+      // From the peer: read by the dispatcher, which is past its start-up by then.
+      base::write_all(peer.get(), "{\"jsonrpc\":\"2.0\",\"method\":\"hello\",\"params\":{}}\n");
+      auto ev = events->pop(Deadline::after(5s));
+      REQUIRE(ev.has_value());
+      CHECK(ev->message.value("method", "") == "hello");
+      CHECK(conn.death() == rpc::DeathCause::none);
+      // To the peer: written by a caller or the dispatcher.
+      conn.notify("back", json::object());
+      std::string got;
+      char c = 0;
+      while (got.find('\n') == std::string::npos && ::read(peer.get(), &c, 1) == 1) got.push_back(c);
+      CHECK(contains(got, "\"method\":\"back\""));
+    }
+    peer.reset();  // the peer leaves: the connection ends
+    CHECK(conn.wait_exited(Deadline::after(5s)));
+    CHECK(conn.death() == rpc::DeathCause::stdout_eof);
   }
   CHECK_NO_LEAKS(guard);
 }

@@ -47,6 +47,10 @@ long rss_kib();
 // Voluntary context switches of this process's thread named `name`; -1 when there is none.
 long thread_voluntary_switches(const std::string& name);
 
+// CPU time (user + system) this process has used, in ms: a dispatcher that spins shows here while
+// the test thread only waits.
+double process_cpu_ms();
+
 // Milliseconds since `t0`.
 double ms_since(std::chrono::steady_clock::time_point t0);
 

@@ -23,6 +23,7 @@
 
 #include "integration.h"
 #include "proc/child.h"
+#include "rpc/connection.h"
 #include "support/sanitizers.h"
 
 namespace tether::itest {
@@ -694,6 +695,56 @@ TEST_CASE("on a socket, close_stdin() while threads write: the peer reads what w
     if (!ended) ::shutdown(peer.get(), SHUT_RDWR);  // let the peer go: the test fails instead of hanging
     peer_thread.join();
     race.check(bytes);
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
+// A peer with no exit fd whose stdout cannot be waited on (a regular file: epoll refuses it, poll()
+// calls it always readable) stalls on its stdin: its stdout is then watched for a hang-up only,
+// which a file never reports. The dispatcher must sleep, as poll() did, not count the file as
+// ready for nothing and spin. Its stderr, a regular file too, is read to its end and let go.
+TEST_CASE("a stalled peer whose stdout and stderr are regular files: stderr is read, and the dispatcher sleeps, it does not spin") {
+  test::LeakGuard guard;
+  {
+    ScratchDir dir;
+    const std::string path = dir.file("out.jsonl");
+    {
+      std::FILE* f = std::fopen(path.c_str(), "w");
+      REQUIRE(f != nullptr);
+      for (int i = 0; i < 16; ++i) std::fprintf(f, "{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{\"i\":%d}}\n", i);
+      std::fclose(f);
+      f = std::fopen(dir.file("err.txt").c_str(), "w");
+      REQUIRE(f != nullptr);
+      std::fputs("the peer's last words\n", f);
+      std::fclose(f);
+    }
+    int p[2];
+    REQUIRE(::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
+    base::UniqueFd unread(p[0]);  // nobody reads what we write to the peer
+    rpc::ConnectionFds fds;
+    fds.stdin_w.reset(p[1]);
+    fds.stdout_r.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fds.stdout_r.valid());
+    fds.stderr_r.reset(::open(dir.file("err.txt").c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(fds.stderr_r.valid());
+    rpc::ConnectionOptions copt;
+    copt.events = std::make_shared<rpc::EventQueue>(4);  // full after four of the file's lines
+    copt.thread_name = "tether-disp-file";
+    rpc::Connection conn(std::move(fds), std::move(copt));
+    conn.start();
+
+    const std::string big(256 << 10, 'x');
+    for (std::size_t sent = 0; sent <= rpc::kOutboundLimit + (1 << 20); sent += big.size())
+      conn.notify("fill", {{"text", big}});
+    REQUIRE(test::eventually([&] { return conn.counters().outbound_stalls >= 1; }));
+
+    const double cpu0 = process_cpu_ms();
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(conn.wait_exited(Deadline::after(300ms)));
+    const double wall = ms_since(t0), cpu = process_cpu_ms() - cpu0;
+    CHECK_MESSAGE(cpu < wall / 3, "the process used " << cpu << " ms of CPU in " << wall << " ms");
+    CHECK(conn.death() == rpc::DeathCause::none);
+    CHECK(contains(conn.stderr_tail(), "the peer's last words"));
   }
   CHECK_NO_LEAKS(guard);
 }
