@@ -11,20 +11,20 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 
 #include "base/byte_ring.h"
 #include "base/event_fd.h"
 #include "base/mutex.h"
 #include "rpc/json_read.h"
 #include "rpc/line_framer.h"
+#include "rpc/raw_ids.h"
 #include "rpc/trace.h"
+#include "rpc/wait_set.h"
 
 namespace tether::rpc {
 namespace {
@@ -34,10 +34,6 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
-// Lines longer than this are freed by the consumer, not handed back (EventQueue::recycle).
-constexpr std::size_t kMaxRecycledLine = 64 * 1024;
-// Request ids kept as written (see State::raw_ids) at most; past that, ids are echoed by value.
-constexpr std::size_t kMaxRawIds = 4096;
 
 // The batch that the dispatcher thread is filling for one queue (process_lines), if any. Only the
 // thread that set it sees it: a completion that runs on another thread (a dead connection's,
@@ -63,108 +59,6 @@ void deliver(const std::shared_ptr<EventQueue>& q, Event ev) {
   if (t_batch && t_batch_queue == q.get()) t_batch->push_back(std::move(ev));
   else q->push(std::move(ev));
 }
-
-// The dispatcher's wait: an epoll set whose members change only when what the dispatcher waits
-// for changes. poll() registered and unregistered every fd on every call, twice when it slept,
-// which was most of the wait's own cost in a turn (issue 17). Level-triggered, as poll() is, and
-// EPOLLIN/OUT/HUP/ERR have poll's values, so what the loop reads of an event is unchanged. An fd
-// leaves the set before it is closed (drop()): a registration outlives a closed fd whose file is
-// still open elsewhere (a socket peer's stdin is a dup of its stdout). Without an epoll fd (none
-// left: EMFILE) it waits with poll() over the same slots, as the dispatcher did before: a running
-// bridge is not given up for want of one fd.
-class WaitSet {
- public:
-  enum Slot : std::uint32_t { wake, out, space, err, in, exit, kSlots };
-  static constexpr int kNone = -1;  // want(): not in the set
-
-  // False, errno set, when there is no epoll set: wait() then polls.
-  bool open() {
-    ep_.reset(::epoll_create1(EPOLL_CLOEXEC));
-    return ep_.valid();
-  }
-  // Wait on `fd` in `slot` for `events` (0: hang-up and errors only, always reported), or not at
-  // all (kNone). False when epoll refuses, errno set.
-  bool want(Slot slot, int fd, int events) {
-    Reg& r = regs_[slot];
-    if (events == kNone || fd < 0) {
-      drop(slot);
-      return true;
-    }
-    const auto ev = static_cast<std::uint32_t>(events);
-    if (r.fd == fd && r.events == ev) return true;
-    if (!ep_) {
-      r = Reg{fd, ev, false};
-      return true;
-    }
-    epoll_event e{};
-    e.events = ev;
-    e.data.u32 = slot;
-    int op = EPOLL_CTL_ADD;
-    if (r.fd == fd) op = EPOLL_CTL_MOD;
-    else drop(slot);
-    bool always = false;
-    if (::epoll_ctl(ep_.get(), op, fd, &e) != 0) {
-      // A regular file or /dev/null cannot be waited on: poll() calls it always ready, and so
-      // does this.
-      if (errno != EPERM) return false;
-      always = true;
-    }
-    r = Reg{fd, ev, always};
-    return true;
-  }
-  void drop(Slot slot) {
-    Reg& r = regs_[slot];
-    if (r.fd < 0) return;
-    if (!r.always && ep_) ::epoll_ctl(ep_.get(), EPOLL_CTL_DEL, r.fd, nullptr);
-    r = Reg{};
-  }
-  // Blocks until something in the set is ready; the events per slot (0: none). -1 and errno on
-  // failure.
-  int wait(std::uint32_t (&revents)[kSlots]) {
-    if (!ep_) return poll_all(revents);
-    bool any_always = false;
-    for (const Reg& r : regs_) any_always = any_always || always_ready(r) != 0;
-    epoll_event ready[kSlots];
-    int n = ::epoll_wait(ep_.get(), ready, kSlots, any_always ? 0 : -1);
-    for (auto& r : revents) r = 0;
-    for (int i = 0; i < n; ++i)
-      if (ready[i].data.u32 < kSlots) revents[ready[i].data.u32] = ready[i].events;
-    if (n < 0) return n;
-    for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-      if (always_ready(regs_[slot]) == 0) continue;
-      revents[slot] |= always_ready(regs_[slot]);
-      ++n;
-    }
-    return n;
-  }
-
- private:
-  struct Reg {
-    int fd = -1;
-    std::uint32_t events = 0;
-    bool always = false;  // not in the epoll set: always ready (see want())
-  };
-  int poll_all(std::uint32_t (&revents)[kSlots]) {
-    pollfd p[kSlots];
-    std::uint32_t slot_of[kSlots];
-    nfds_t n = 0;
-    for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-      if (regs_[slot].fd < 0) continue;
-      slot_of[n] = slot;
-      p[n++] = {regs_[slot].fd, static_cast<short>(regs_[slot].events), 0};
-    }
-    int r = ::poll(p, n, -1);
-    for (auto& e : revents) e = 0;
-    for (nfds_t i = 0; r > 0 && i < n; ++i) revents[slot_of[i]] = static_cast<std::uint16_t>(p[i].revents);
-    return r;
-  }
-  // What an fd epoll cannot take is ready for: what was asked of it, as poll() reports it. A
-  // hang-up only (0: a stalled peer's stdout) is never reported for such an fd, so it is never
-  // ready and the wait sleeps; counting it ready would make the wait return at once, a spin.
-  static std::uint32_t always_ready(const Reg& r) { return r.always ? r.events & (EPOLLIN | EPOLLOUT) : 0; }
-  base::UniqueFd ep_;
-  Reg regs_[kSlots];
-};
 
 bool is_socket(int fd) {
   struct stat st;
@@ -217,11 +111,7 @@ struct Connection::State {
   // Held while on_change runs, so that detach_on_change() waits for a call in progress.
   std::mutex cb_mu;
 
-  // The bridge's request ids that a double would print back changed (12345678901234567890123,
-  // 1.50): their text as written, by the value's bits. Added by the dispatcher, taken by the
-  // answer (each request is answered once), which then carries the id exactly as the bridge wrote.
-  base::Mutex ids_mu;
-  std::unordered_multimap<std::uint64_t, std::string> raw_ids GUARDED_BY(ids_mu);
+  RawIds raw_ids;  // the bridge's float request ids, as written
 
   std::atomic<base::TimePoint::rep> last_rx{base::Clock::now().time_since_epoch().count()};
   // True while the dispatcher has stopped reading stdout because the event queue is full.
@@ -312,28 +202,10 @@ struct Connection::State {
                 outbound.empty() && direct_rest.empty() && !close_stdin_requested && !stop_requested;
   }
 
-  static std::uint64_t id_key(const json& id) { return std::bit_cast<std::uint64_t>(id.get<double>()); }
-
-  void remember_raw_id(const json& id, std::string raw) {
-    if (raw.empty()) return;
-    base::MutexLock lock(ids_mu);
-    if (raw_ids.size() < kMaxRawIds) raw_ids.emplace(id_key(id), std::move(raw));
-  }
-
-  std::optional<std::string> take_raw_id(const json& id) {
-    if (!id.is_number_float()) return std::nullopt;
-    base::MutexLock lock(ids_mu);
-    auto it = raw_ids.find(id_key(id));
-    if (it == raw_ids.end()) return std::nullopt;
-    std::string raw = std::move(it->second);
-    raw_ids.erase(it);
-    return raw;
-  }
-
   // The answer to the bridge's request `id` when its id was kept as written: `member` ("result"
   // or "error") holding `value`, with that id. False (nothing sent) for any other id.
   bool enqueue_raw_answer(const json& id, const char* member, const json& value) {
-    auto raw = take_raw_id(id);
+    auto raw = raw_ids.take(id);
     if (!raw) return false;
     enqueue("{\"jsonrpc\":\"2.0\",\"id\":" + *raw + ",\"" + member + "\":" + dump(value) + "}");
     return true;
@@ -421,7 +293,7 @@ struct Connection::State {
     if (method.type != T::string || (rpc.seen && (rpc.type != T::string || rpc.text != "2.0"))) return false;
     if (params.seen && params.type != T::object && params.type != T::array) return false;
     if (id.seen && !(id.type == T::string || id.type == T::null || (id.type == T::number && is_integer_token(id.text))))
-      return false;  // a float id is kept as written (remember_raw_id): the long way
+      return false;  // a float id is kept as written (RawIds): the long way
     Event ev;
     ev.kind = id.seen ? Event::Kind::request : Event::Kind::notification;
     ev.generation = opt.generation;
@@ -466,7 +338,7 @@ struct Connection::State {
       case MessageKind::request:
       case MessageKind::notification: {
         if (c.kind == MessageKind::request) {
-          if (const json& id = (*msg)["id"]; id.is_number_float()) remember_raw_id(id, raw_float_text(line, "id"));
+          if (const json& id = (*msg)["id"]; id.is_number_float()) raw_ids.remember(id, raw_float_text(line, "id"));
         }
         Event ev;
         ev.kind = c.kind == MessageKind::request ? Event::Kind::request : Event::Kind::notification;
@@ -773,6 +645,7 @@ struct Connection::State {
       }
       if (rev[W::exit]) {
         exit_open = false;
+        end_write_through();  // the process is gone: nothing more is written to its stdin
         final_drain();
         publish_counters();
         note("bridge process exited");
@@ -780,42 +653,16 @@ struct Connection::State {
         break;
       }
     }
-    {
-      base::MutexLock lock(out_mu);
-      dispatcher_running = false;  // nobody writes to a bridge whose dispatcher is gone
-      direct_ok = false;
-    }
+    end_write_through();  // nobody writes to a bridge whose dispatcher is gone
     publish_counters();
   }
-};
 
-void parse_message(Event& ev) {
-  if (ev.line.empty() || !ev.message.is_null()) return;
-  // The dispatcher checked the line (pass_line): it parses.
-  if (auto msg = parse_line(ev.line)) ev.message = std::move(*msg);
-}
-
-std::vector<Event> EventQueue::drain() {
-  auto events = Base::drain();
-  for (auto& ev : events) parse_message(ev);
-  return events;
-}
-
-void EventQueue::recycle(std::vector<Event>&& done) {
-  for (Event& ev : done) {
-    // A message parsed from its line was allocated here, by the consumer: freed here too. Only
-    // what the dispatcher allocated goes back to it.
-    if (!ev.line.empty()) ev.message = nullptr;
-    if (ev.line.capacity() > kMaxRecycledLine) std::string().swap(ev.line);
+  void end_write_through() {
+    base::MutexLock lock(out_mu);
+    dispatcher_running = false;
+    direct_ok = false;
   }
-  Base::recycle(std::move(done));
-}
-
-std::optional<Event> EventQueue::pop(base::Deadline deadline) {
-  auto ev = Base::pop(deadline);
-  if (ev) parse_message(*ev);
-  return ev;
-}
+};
 
 Connection::Connection(ConnectionFds fds, ConnectionOptions options)
     : s_(std::make_unique<State>(std::move(fds), std::move(options))) {}
