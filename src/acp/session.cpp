@@ -330,7 +330,10 @@ Turn::~Turn() {
 }
 
 int Turn::fd() const { return core_->fd(); }
-Deadline Turn::next_deadline() const { return core_->next_deadline(); }
+// Events the turn already holds are due now: a turn can end inside prompt() itself (its bridge gave
+// up while the prompt was queued: the status event was drained there), and then nothing would make
+// fd() readable again; a front-end that polls until this deadline would wait forever.
+Deadline Turn::next_deadline() const { return state_->out.empty() ? core_->next_deadline() : Deadline::at(base::TimePoint{}); }
 
 std::vector<TurnEvent> Turn::poll() { return core_->poll_turn(*state_); }
 

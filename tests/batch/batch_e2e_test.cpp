@@ -322,6 +322,22 @@ TEST_CASE("a bridge past its restart budget: remaining items are restart_limit r
   CHECK(r.err.find("no bridge left") != std::string::npos);
 }
 
+// The next item can start while the bridge's "gave up" status still waits in the event queue: its
+// turn then ends inside prompt() itself, and batch must see that without a wake-up (it hung until
+// killed, a few runs in a hundred, before Turn::next_deadline() said that events were waiting).
+TEST_CASE("a bridge that gives up between two items: the next items end at once, every time") {
+  for (int run_no = 0; run_no < 20; ++run_no) {
+    Scratch s;
+    RunOptions o = input("crash now\nsecond\nthird\n", s);
+    o.limit = std::chrono::seconds(10);
+    auto r = run(batch_argv({"--max-restarts", "1", "--no-log"}), o);
+    CAPTURE(run_no);
+    CAPTURE(r.err);
+    REQUIRE(r.shell_status() == 69);
+    REQUIRE(records(r).size() == 3);
+  }
+}
+
 TEST_CASE("a retired bridge's item goes to another bridge") {
   Scratch s;
   std::string in = "crash-once:m1 first\n";
