@@ -503,6 +503,23 @@ TEST_CASE("a server that stops answering heartbeats: the connection is hung, dro
   CHECK_NO_LEAKS(guard);
 }
 
+// Our end of a socketpair as a `--connect` connection has it: non-blocking, and stdin a dup of
+// the stdout we read; `peer` gets the other end.
+namespace {
+rpc::ConnectionFds socket_fds(UniqueFd& peer) {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  UniqueFd ours(sv[0]);
+  peer = UniqueFd(sv[1]);
+  REQUIRE(::fcntl(ours.get(), F_SETFL, O_NONBLOCK) == 0);
+  rpc::ConnectionFds fds;
+  fds.stdout_r = std::move(ours);
+  fds.stdin_w = UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+  REQUIRE(fds.stdin_w.valid());
+  return fds;
+}
+}  // namespace
+
 // The dispatcher waits with epoll, which registers a file, not an fd: our stdin is a dup of the
 // socket we read, so closing it alone would leave its registration behind, writable for as long as
 // the peer keeps its side open (a spin). Here stdin is registered when it closes: a backlog waits
@@ -510,14 +527,8 @@ TEST_CASE("a server that stops answering heartbeats: the connection is hung, dro
 TEST_CASE("a socket peer: our stdin (a dup of stdout) closes with a backlog while the peer holds its side: no spin, one end") {
   test::LeakGuard guard;
   {
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    UniqueFd ours(sv[0]), peer(sv[1]);
-    REQUIRE(::fcntl(ours.get(), F_SETFL, O_NONBLOCK) == 0);
-    rpc::ConnectionFds fds;
-    fds.stdout_r = std::move(ours);
-    fds.stdin_w = UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
-    REQUIRE(fds.stdin_w.valid());
+    UniqueFd peer;
+    rpc::ConnectionFds fds = socket_fds(peer);
     rpc::ConnectionOptions copt;
     copt.events = std::make_shared<rpc::EventQueue>(64);
     copt.thread_name = "tether-disp-dup";
@@ -544,11 +555,9 @@ TEST_CASE("a socket peer: our stdin (a dup of stdout) closes with a backlog whil
     CHECK(got > sent);
 
     // The peer keeps its side open: nothing more can happen, and the dispatcher sleeps meanwhile.
-    const double cpu0 = process_cpu_ms();
-    const auto t0 = std::chrono::steady_clock::now();
-    CHECK_FALSE(conn.wait_exited(Deadline::after(300ms)));
-    const double wall = ms_since(t0), cpu = process_cpu_ms() - cpu0;
-    CHECK_MESSAGE(cpu < wall / 3, "the process used " << cpu << " ms of CPU in " << wall << " ms");
+    const auto w = watch_cpu(conn, 300ms);
+    CHECK_FALSE(w.exited);
+    CHECK_MESSAGE(w.cpu_ms < w.wall_ms / 3, "the process used " << w.cpu_ms << " ms of CPU in " << w.wall_ms << " ms");
     CHECK(conn.death() == rpc::DeathCause::none);
 
     peer.reset();  // the peer leaves: the connection ends, once
@@ -591,14 +600,8 @@ class FdTableFull {
 TEST_CASE("no fd left for the dispatcher's epoll set: the connection still carries messages both ways") {
   test::LeakGuard guard;
   {
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    UniqueFd ours(sv[0]), peer(sv[1]);
-    REQUIRE(::fcntl(ours.get(), F_SETFL, O_NONBLOCK) == 0);
-    rpc::ConnectionFds fds;
-    fds.stdout_r = std::move(ours);
-    fds.stdin_w = UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
-    REQUIRE(fds.stdin_w.valid());
+    UniqueFd peer;
+    rpc::ConnectionFds fds = socket_fds(peer);
     rpc::ConnectionOptions copt;
     auto events = std::make_shared<rpc::EventQueue>(64);
     copt.events = events;

@@ -112,6 +112,16 @@ double process_cpu_ms() {
   return ms(ru.ru_utime) + ms(ru.ru_stime);
 }
 
+WatchedWait watch_cpu(rpc::Connection& conn, Ms window) {
+  WatchedWait w;
+  const double cpu0 = process_cpu_ms();
+  const auto t0 = std::chrono::steady_clock::now();
+  w.exited = conn.wait_exited(base::Deadline::after(window));
+  w.wall_ms = ms_since(t0);
+  w.cpu_ms = process_cpu_ms() - cpu0;
+  return w;
+}
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }

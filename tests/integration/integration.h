@@ -50,6 +50,13 @@ long thread_voluntary_switches(const std::string& name);
 // CPU time (user + system) this process has used, in ms: a dispatcher that spins shows here while
 // the test thread only waits.
 double process_cpu_ms();
+// Waits `window` for `conn` to end, and measures this process's CPU time meanwhile: a dispatcher
+// that sleeps uses a small part of the wall time, one that spins uses all of it.
+struct WatchedWait {
+  bool exited = false;
+  double cpu_ms = 0, wall_ms = 0;
+};
+WatchedWait watch_cpu(rpc::Connection& conn, Ms window);
 
 // Milliseconds since `t0`.
 double ms_since(std::chrono::steady_clock::time_point t0);

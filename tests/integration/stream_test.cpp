@@ -738,11 +738,9 @@ TEST_CASE("a stalled peer whose stdout and stderr are regular files: stderr is r
       conn.notify("fill", {{"text", big}});
     REQUIRE(test::eventually([&] { return conn.counters().outbound_stalls >= 1; }));
 
-    const double cpu0 = process_cpu_ms();
-    const auto t0 = std::chrono::steady_clock::now();
-    CHECK_FALSE(conn.wait_exited(Deadline::after(300ms)));
-    const double wall = ms_since(t0), cpu = process_cpu_ms() - cpu0;
-    CHECK_MESSAGE(cpu < wall / 3, "the process used " << cpu << " ms of CPU in " << wall << " ms");
+    const auto w = watch_cpu(conn, 300ms);
+    CHECK_FALSE(w.exited);
+    CHECK_MESSAGE(w.cpu_ms < w.wall_ms / 3, "the process used " << w.cpu_ms << " ms of CPU in " << w.wall_ms << " ms");
     CHECK(conn.death() == rpc::DeathCause::none);
     CHECK(contains(conn.stderr_tail(), "the peer's last words"));
   }
