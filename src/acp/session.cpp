@@ -293,7 +293,13 @@ std::optional<TurnEvent> AcpSession::load_session(const std::string& id, Deadlin
 }
 
 Turn AcpSession::prompt(std::string text, base::Duration timeout) {
-  return prompt_blocks(json::array({{{"type", "text"}, {"text", std::move(text)}}}), timeout);
+  // Built member by member: an initializer list copies every value once more.
+  json block = json::object();
+  block["type"] = "text";
+  block["text"] = std::move(text);
+  json content = json::array();
+  content.push_back(std::move(block));
+  return prompt_blocks(std::move(content), timeout);
 }
 
 Turn AcpSession::prompt_blocks(json content, base::Duration timeout) {

@@ -5,6 +5,7 @@
 // exactly one terminal event (finish), and its pending permission requests are answered then.
 #include "acp/session_core.h"
 
+#include "rpc/json_write.h"
 #include "supervisor/bridge.h"
 
 namespace tether::acp {
@@ -71,7 +72,14 @@ void SessionCore::send_prompt(TurnState& t) {
   std::uint64_t gen = 0;
   t.phase = TurnState::Phase::prompting;
   t.server_started = false;  // a retry waits in the server's queue again
-  t.call_id = bridge_.call_queued("session/prompt", {{"sessionId", state_.session_id}, {"prompt", t.content}}, &gen);
+  // Written straight into the params (nlohmann's member order), not copied into a params object.
+  rpc::RawParams params;
+  params.text = "{\"prompt\":";
+  rpc::append_json(params.text, t.content);
+  params.text += ",\"sessionId\":";
+  rpc::append_json_string(params.text, state_.session_id);
+  params.text += '}';
+  t.call_id = bridge_.call_queued_raw("session/prompt", params, &gen);
   t.call_gen = gen;
   // What comes after our turn is ours until another client's prompt shows. Through a server, a
   // prompt sent while another client's turn streams leaves that turn showing until the server

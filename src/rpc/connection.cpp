@@ -55,8 +55,8 @@ struct BatchScope {
 };
 
 // Into the batch being filled for `q` on this thread, else straight into `q`.
-void deliver(const std::shared_ptr<EventQueue>& q, Event ev) {
-  if (t_batch && t_batch_queue == q.get()) t_batch->push_back(std::move(ev));
+void deliver(EventQueue* q, Event ev) {
+  if (t_batch && t_batch_queue == q) t_batch->push_back(std::move(ev));
   else q->push(std::move(ev));
 }
 
@@ -273,7 +273,7 @@ struct Connection::State {
     ev.kind = Event::Kind::output;
     ev.generation = opt.generation;
     ev.message = {{"text", std::string(line.substr(0, n)) + (n < line.size() ? "…" : "")}};
-    deliver(opt.events, std::move(ev));
+    deliver(opt.events.get(), std::move(ev));
   }
 
   // The hot path: a well-formed request or notification (an integer or string id, if any) is
@@ -298,14 +298,34 @@ struct Connection::State {
     ev.kind = id.seen ? Event::Kind::request : Event::Kind::notification;
     ev.generation = opt.generation;
     ev.line.assign(line);
-    deliver(opt.events, std::move(ev));
+    deliver(opt.events.get(), std::move(ev));
     return true;
+  }
+
+  // The hot path for a response (read_response: only its result or error is built).
+  bool pass_response(std::string_view line) {
+    if (line.find("\"method\"") != std::string_view::npos) return false;
+    auto r = read_response(line);
+    if (!r) return false;
+    Reply reply;
+    reply.status = r->is_error ? Reply::Status::error : Reply::Status::result;
+    reply.value = std::move(r->value);
+    on_response(r->id, std::move(reply));
+    return true;
+  }
+
+  void on_response(std::optional<std::int64_t> id, Reply reply) {
+    if (!id || !pending.complete(*id, std::move(reply))) {
+      ++local_unknown;
+      note("dropped a response to an id we are not waiting for");
+    }
   }
 
   void handle_line(std::string_view line) {
     ++local_in;
     if (opt.trace) opt.trace->frame(opt.generation, Direction::from_bridge, line);
     if (pass_line(line)) return;
+    if (pass_response(line)) return;
     auto msg = parse_line(line);
     if (!msg) {
       ++local_invalid;
@@ -329,10 +349,7 @@ struct Connection::State {
           reply.status = Reply::Status::error;
           reply.value = std::move((*msg)["error"]);
         }
-        if (!id || !pending.complete(*id, std::move(reply))) {
-          ++local_unknown;
-          note("dropped a response to an id we are not waiting for");
-        }
+        on_response(id, std::move(reply));
         return;
       }
       case MessageKind::request:
@@ -344,7 +361,7 @@ struct Connection::State {
         ev.kind = c.kind == MessageKind::request ? Event::Kind::request : Event::Kind::notification;
         ev.generation = opt.generation;
         ev.message = std::move(*msg);
-        deliver(opt.events, std::move(ev));
+        deliver(opt.events.get(), std::move(ev));
         return;
       }
     }
@@ -726,19 +743,27 @@ Reply Connection::call(std::string_view method, json params, base::Deadline dead
 }
 
 std::int64_t Connection::call_async(std::string_view method, json params, Completion done) {
-  auto fired = std::make_shared<std::atomic<bool>>(false);
-  std::int64_t id = s_->pending.add([fired, done = std::move(done)](Reply r) {
-    fired->store(true);
-    done(std::move(r));
-  });
-  if (!fired->load()) s_->enqueue(request_line(id, method, params));
+  return send_call(method, raw_params(params), std::move(done));
+}
+
+std::int64_t Connection::send_call(std::string_view method, const RawParams& params, Completion done) {
+  bool closed = false;
+  std::int64_t id = s_->pending.add(std::move(done), &closed);
+  if (!closed) s_->enqueue(request_line(id, method, params));
   return id;
 }
 
 std::int64_t Connection::call_queued(std::string_view method, json params) {
-  auto events = s_->opt.events;
+  return call_queued_raw(method, raw_params(params));
+}
+
+std::int64_t Connection::call_queued_raw(std::string_view method, const RawParams& params) {
+  // A raw pointer and the generation: small enough for std::function to hold without an
+  // allocation. The queue outlives every completion: the table that runs them is the State's,
+  // like opt.events.
+  EventQueue* events = s_->opt.events.get();
   auto gen = s_->opt.generation;
-  return call_async(method, std::move(params), [events, gen](Reply r) {
+  return send_call(method, params, [events, gen](Reply r) {
     Event ev;
     ev.kind = Event::Kind::response;
     ev.generation = gen;

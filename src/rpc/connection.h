@@ -143,6 +143,7 @@ class Connection {
   // Sends a request whose reply arrives as an Event::response in the event queue, in wire order
   // with the notifications before it (a prompt's final response never overtakes its updates).
   std::int64_t call_queued(std::string_view method, json params);
+  std::int64_t call_queued_raw(std::string_view method, const RawParams& params);  // params written already
   // Ends a waiting request with Status::cancelled; false if it already completed.
   bool cancel(std::int64_t id);
   void notify(std::string_view method, json params);
@@ -171,6 +172,8 @@ class Connection {
   std::uint64_t generation() const;
 
  private:
+  std::int64_t send_call(std::string_view method, const RawParams& params, Completion done);
+
   struct State;
   std::unique_ptr<State> s_;
 };

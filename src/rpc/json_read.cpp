@@ -264,6 +264,86 @@ class Scanner : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, Scanner> 
   std::vector<std::size_t>& bases_;  // per open tracked object: path_'s length at its start
 };
 
+// read_response()'s reader: the top level is checked here, member by member, and only the
+// "result" or "error" value is built (by a Builder fed its events). Anything else at the top, or
+// a member twice, declines: the line then takes the long way.
+class ResponseReader : public rapidjson::BaseReaderHandler<rapidjson::UTF8<>, ResponseReader> {
+ public:
+  enum class Member { none, jsonrpc, id, result, error };
+  FastResponse out;
+  bool seen_id = false;
+  int seen_value = 0;  // result or error members
+
+  bool Null() { return in_value() ? value_.Null() && done() : false; }
+  bool Bool(bool b) { return in_value() ? value_.Bool(b) && done() : false; }
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+    if (in_value()) return value_.RawNumber(s, n, copy) && done();
+    if (depth_ != 1 || member_ != Member::id || seen_id) return false;
+    json v;
+    if (!number_value(s, n, v) || !v.is_number_integer()) return false;  // not an id of ours: the long way
+    out.id = v.get<std::int64_t>();
+    seen_id = true;
+    member_ = Member::none;
+    return true;
+  }
+  bool String(const char* s, rapidjson::SizeType n, bool copy) {
+    if (in_value()) return value_.String(s, n, copy) && done();
+    if (depth_ != 1 || member_ != Member::jsonrpc || std::string_view(s, n) != "2.0") return false;
+    member_ = Member::none;
+    return true;
+  }
+  bool Key(const char* s, rapidjson::SizeType n, bool copy) {
+    if (in_value()) return value_.Key(s, n, copy);
+    std::string_view k(s, n);
+    if (k == "jsonrpc" && !seen_jsonrpc_) {
+      seen_jsonrpc_ = true;
+      member_ = Member::jsonrpc;
+    } else if (k == "id") {
+      member_ = Member::id;
+    } else if (k == "result" || k == "error") {
+      member_ = k == "result" ? Member::result : Member::error;
+      out.is_error = member_ == Member::error;
+      ++seen_value;
+    } else {
+      return false;
+    }
+    return true;
+  }
+  bool StartObject() {
+    if (depth_ >= kMaxJsonDepth) return false;  // parse_line refuses it: so must this
+    if (depth_++ == 0) return true;             // the message itself
+    return in_value() && value_.StartObject();
+  }
+  bool EndObject(rapidjson::SizeType n) {
+    if (--depth_ == 0) return true;
+    return value_.EndObject(n) && done();
+  }
+  bool StartArray() {
+    if (depth_ == 0 || depth_ >= kMaxJsonDepth) return false;
+    ++depth_;
+    return in_value() && value_.StartArray();
+  }
+  bool EndArray(rapidjson::SizeType n) {
+    --depth_;
+    return value_.EndArray(n) && done();
+  }
+
+  json take_value() { return std::move(value_.root); }
+
+ private:
+  bool in_value() const { return depth_ >= 1 && (member_ == Member::result || member_ == Member::error); }
+  // A value ends when the reader is back at the top level.
+  bool done() {
+    if (depth_ == 1) member_ = Member::none;
+    return true;
+  }
+
+  Builder<json> value_;
+  Member member_ = Member::none;
+  int depth_ = 0;
+  bool seen_jsonrpc_ = false;
+};
+
 }  // namespace
 
 bool scan_fields(std::string_view line, std::span<Field> fields) {
@@ -294,6 +374,18 @@ std::optional<J> build(std::string_view line) {
 }  // namespace
 
 std::optional<json> fast_parse(std::string_view line) { return build<json>(line); }
+
+std::optional<FastResponse> read_response(std::string_view line) {
+  // Escapes (a surrogate nlohmann refuses, a key spelled with escapes) and NULs take the long way.
+  if (line.find('\\') != std::string_view::npos || std::memchr(line.data(), '\0', line.size())) return std::nullopt;
+  ResponseReader r;
+  if (!read_json(line, r) || !r.seen_id || r.seen_value != 1) return std::nullopt;
+  r.out.value = r.take_value();
+  const json& v = r.out.value;
+  // An error must be an object with an integer code (classify()'s rule); the long way says why not.
+  if (r.out.is_error && !(v.is_object() && v.contains("code") && v["code"].is_number_integer())) return std::nullopt;
+  return std::move(r.out);
+}
 std::optional<nlohmann::ordered_json> fast_parse_ordered(std::string_view line) { return build<nlohmann::ordered_json>(line); }
 
 }  // namespace tether::rpc

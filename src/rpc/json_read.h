@@ -21,6 +21,20 @@ std::optional<json> fast_parse(std::string_view line);
 // place and its last value, as nlohmann's parser does).
 std::optional<nlohmann::ordered_json> fast_parse_ordered(std::string_view line);
 
+// A response to one of our requests, read by read_response().
+struct FastResponse {
+  std::int64_t id = 0;
+  bool is_error = false;
+  json value;  // the "result" or "error" member
+};
+
+// The dispatcher's hot path for a response: a line that is exactly a JSON-RPC response with an
+// integer id ("jsonrpc" at most once and "2.0", "id", one "result" or a well-formed "error", in
+// any order, nothing else at the top) gives its id and value, and only the value is built.
+// Nothing for anything else, which parse_line() and classify() then read the long way; what
+// this path gives is what they would give.
+std::optional<FastResponse> read_response(std::string_view line);
+
 // One member that scan_fields() looks for: a path of object keys from the top ("method",
 // "params.update.sessionUpdate"; never inside an array), and what it found there.
 struct Field {

@@ -136,5 +136,6 @@ void append_value(std::string& out, const J& v) {
 
 void append_json(std::string& out, const nlohmann::json& value) { append_value(out, value); }
 void append_json(std::string& out, const nlohmann::ordered_json& value) { append_value(out, value); }
+void append_json_string(std::string& out, std::string_view s) { append_string<nlohmann::json>(out, s); }
 
 }  // namespace tether::rpc

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -19,5 +20,7 @@ namespace tether::rpc {
 // Appends `value` to `out` as dump() would write it (no newline).
 void append_json(std::string& out, const nlohmann::json& value);
 void append_json(std::string& out, const nlohmann::ordered_json& value);
+// Appends `s` as a JSON string, as append_json(out, json(s)) would, without building the value.
+void append_json_string(std::string& out, std::string_view s);
 
 }  // namespace tether::rpc

@@ -4,9 +4,10 @@
 
 namespace tether::rpc {
 
-std::int64_t PendingTable::add(Completion done) {
+std::int64_t PendingTable::add(Completion done, bool* was_closed) {
   base::MutexLock lock(mu_);
   std::int64_t id = next_id_++;
+  if (was_closed) *was_closed = closed_;
   if (!closed_) {
     waiting_.emplace(id, std::move(done));
     return id;

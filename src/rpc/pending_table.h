@@ -33,8 +33,9 @@ using Completion = std::function<void(Reply)>;
 class PendingTable {
  public:
   // Registers a completion and returns its fresh id. A closed table completes it at once with the
-  // closing reply (on the caller's thread) and still returns an id that nothing will answer.
-  std::int64_t add(Completion done);
+  // closing reply (on the caller's thread) and still returns an id that nothing will answer;
+  // `was_closed`, when given, says which of the two happened.
+  std::int64_t add(Completion done, bool* was_closed = nullptr);
   // Completes `id` with `reply`; false when `id` is unknown (answered already, or never ours).
   bool complete(std::int64_t id, Reply reply);
   // Closes the table: every waiting completion ends with `reply`, and so does any later add().

@@ -247,10 +247,19 @@ rpc::Reply Bridge::call(std::string_view method, json params, Deadline deadline)
 }
 
 std::int64_t Bridge::call_queued(std::string_view method, json params, std::uint64_t* generation) {
-  return call_queued_to(0, method, std::move(params), generation);
+  return call_queued_raw_to(0, method, rpc::raw_params(params), generation);
+}
+
+std::int64_t Bridge::call_queued_raw(std::string_view method, const rpc::RawParams& params, std::uint64_t* generation) {
+  return call_queued_raw_to(0, method, params, generation);
 }
 
 std::int64_t Bridge::call_queued_to(std::uint64_t only, std::string_view method, json params,
+                                    std::uint64_t* generation) {
+  return call_queued_raw_to(only, method, rpc::raw_params(params), generation);
+}
+
+std::int64_t Bridge::call_queued_raw_to(std::uint64_t only, std::string_view method, const rpc::RawParams& params,
                                     std::uint64_t* generation) {
   std::shared_ptr<rpc::Connection> c;
   {
@@ -269,7 +278,7 @@ std::int64_t Bridge::call_queued_to(std::uint64_t only, std::string_view method,
     return ev.call_id;
   }
   if (generation) *generation = c->generation();
-  return c->call_queued(method, std::move(params));
+  return c->call_queued_raw(method, params);
 }
 
 bool Bridge::cancel(std::uint64_t generation, std::int64_t id) {

@@ -4,6 +4,8 @@
 // nlohmann. Checked on hand-picked edge cases and on many mutations of real bridge lines.
 #include "rpc/json_read.h"
 
+#include "rpc/message.h"
+
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -54,6 +56,20 @@ void check_agrees(const std::string& text) {
     REQUIRE_FALSE(slow.is_discarded());
     CHECK(same(*fast, slow));
   }
+}
+
+// read_response accepts only what the long way (parse_line, then classify) reads as a response,
+// and gives the same id and value.
+void check_response_agrees(const std::string& text) {
+  INFO("input: " << text);
+  auto fast = tether::rpc::read_response(text);
+  if (!fast) return;
+  auto msg = parse_line(text);
+  REQUIRE(msg.has_value());
+  REQUIRE(tether::rpc::classify(*msg).kind == tether::rpc::MessageKind::response);
+  CHECK(tether::rpc::our_id((*msg)["id"]) == fast->id);
+  CHECK(fast->is_error == !msg->contains("result"));
+  CHECK(same(fast->value, (*msg)[fast->is_error ? "error" : "result"]));
 }
 
 }  // namespace
@@ -182,6 +198,85 @@ TEST_CASE("mutations of real lines: whatever the fast path accepts, nlohmann rea
     check_agrees(s);
   }
   CHECK(accepted > 100);  // the mutations exercise the accepting side too
+}
+
+TEST_CASE("read_response: a plain response is read with its id and value; anything else declines") {
+  using tether::rpc::read_response;
+  auto r = read_response(R"({"jsonrpc":"2.0","id":7,"result":{"stopReason":"end_turn","usage":[1,2.5]}})");
+  REQUIRE(r.has_value());
+  CHECK(r->id == 7);
+  CHECK_FALSE(r->is_error);
+  CHECK(same(r->value, json::parse(R"({"stopReason":"end_turn","usage":[1,2.5]})")));
+  r = read_response(R"({"result":null,"id":-3})");  // no "jsonrpc", members in any order
+  REQUIRE(r.has_value());
+  CHECK((r->id == -3 && r->value.is_null()));
+  r = read_response(R"( {"id":1,"jsonrpc":"2.0","error":{"code":-32601,"message":"no"}} )");
+  REQUIRE(r.has_value());
+  CHECK((r->is_error && r->value["code"] == -32601));
+  for (const char* no : {
+           R"({"jsonrpc":"2.0","id":"7","result":1})",                // a string id is not ours
+           R"({"jsonrpc":"2.0","id":null,"result":1})",
+           R"({"jsonrpc":"2.0","id":1.0,"result":1})",
+           R"({"jsonrpc":"2.0","result":1})",                         // no id
+           R"({"jsonrpc":"2.0","id":1,"id":2,"result":1})",           // a member twice
+           R"({"jsonrpc":"2.0","jsonrpc":"2.0","id":1,"result":1})",
+           R"({"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1}})",
+           R"({"jsonrpc":"2.0","id":1,"result":1,"result":2})",
+           R"({"jsonrpc":"1.0","id":1,"result":1})",
+           R"({"jsonrpc":2,"id":1,"result":1})",
+           R"({"jsonrpc":"2.0","id":1,"result":1,"extra":0})",        // anything else at the top
+           R"({"jsonrpc":"2.0","id":1,"method":"m","result":1})",
+           R"({"jsonrpc":"2.0","id":1,"error":{"message":"no code"}})",
+           R"({"jsonrpc":"2.0","id":1,"error":{"code":1.5}})",
+           R"({"jsonrpc":"2.0","id":1,"error":"text"})",
+           R"({"jsonrpc":"2.0","id":1,"result":"\u00e9"})",           // escapes take the long way
+           R"({"jsonrpc":"2.0","id":1})",
+           R"([{"jsonrpc":"2.0","id":1,"result":1}])",
+           R"({"jsonrpc":"2.0","id":1,"result":1)",
+           R"({"jsonrpc":"2.0","id":1,"result":1e999})",
+       }) {
+    CAPTURE(no);
+    CHECK_FALSE(read_response(no).has_value());
+  }
+  // Depth counts from the message, as parse_line counts it.
+  auto nested = [](int n) { return R"({"id":1,"result":)" + std::string(n, '[') + std::string(n, ']') + "}"; };
+  CHECK(read_response(nested(511)).has_value());
+  CHECK(parse_line(nested(511)).has_value());
+  CHECK_FALSE(read_response(nested(512)).has_value());
+  CHECK_FALSE(parse_line(nested(512)).has_value());
+}
+
+TEST_CASE("read_response on mutations of responses: what it accepts, the long way reads the same") {
+  const std::vector<std::string> seeds = {
+      R"({"jsonrpc":"2.0","id":12,"result":{"stopReason":"end_turn","_meta":{"a":[1,-2.5e3,null,true]}}})",
+      R"({"id":3,"error":{"code":-32000,"message":"boom","data":{"x":"y"}},"jsonrpc":"2.0"})",
+      R"({"jsonrpc":"2.0","result":[{"k":"v"},"s",0],"id":18446744073709551615})",
+  };
+  const std::string alphabet = "{}[]\",:\\-.0123456789eEtrufalsn uidx\xc3\xa9\t";
+  std::uint64_t state = 0x2545F4914F6CDD1Dull;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  int accepted = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string s = seeds[next() % seeds.size()];
+    int edits = static_cast<int>(next() % 3);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      std::size_t at = next() % s.size();
+      char c = alphabet[next() % alphabet.size()];
+      switch (next() % 3) {
+        case 0: s[at] = c; break;
+        case 1: s.insert(at, 1, c); break;
+        default: s.erase(at, 1); break;
+      }
+    }
+    if (tether::rpc::read_response(s)) ++accepted;
+    check_response_agrees(s);
+  }
+  CHECK(accepted > 1000);
 }
 
 }  // TEST_SUITE

@@ -85,6 +85,9 @@ TEST_CASE("append_json writes each hand-picked string as dump() does") {
     CHECK(fast(nlohmann::json(s)) == reference(nlohmann::json(s)));
     nlohmann::json obj = {{s, s}};
     CHECK(fast(obj) == reference(obj));
+    std::string direct = "x";
+    tether::rpc::append_json_string(direct, s);
+    CHECK(direct == "x" + reference(nlohmann::json(s)));
   }
 }
 
