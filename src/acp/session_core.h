@@ -220,7 +220,7 @@ class SessionCore {
   void advance();
   void send_prompt(TurnState& t);
   void send_cancel();
-  void on_prompt_reply(TurnState& t, const rpc::Reply& r);
+  void on_prompt_reply(TurnState& t, rpc::Reply&& r);
   void send_again(TurnState& t, const std::string& why, const char* when);
   void check_timers();
   void escalate(TurnState& t);

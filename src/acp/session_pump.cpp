@@ -225,7 +225,7 @@ void SessionCore::on_response(Event& ev) {
   TurnState* t = active_.get();
   if (t && ev.call_id == t->call_id && ev.generation == t->call_gen &&
       (t->phase == TurnState::Phase::prompting || t->phase == TurnState::Phase::cancelling)) {
-    on_prompt_reply(*t, ev.reply);
+    on_prompt_reply(*t, std::move(ev.reply));
   }
   // Anything else answers a request we gave up on (deadline, escalation): nothing to do.
 }

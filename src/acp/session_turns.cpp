@@ -89,7 +89,7 @@ void SessionCore::send_prompt(TurnState& t) {
 
 void SessionCore::send_cancel() { bridge_.notify("session/cancel", {{"sessionId", state_.session_id}}); }
 
-void SessionCore::on_prompt_reply(TurnState& t, const Reply& r) {
+void SessionCore::on_prompt_reply(TurnState& t, Reply&& r) {
   bool cancelling = t.phase == TurnState::Phase::cancelling;
   if (r.status == Reply::Status::timeout || r.status == Reply::Status::cancelled) return;
   switch (r.status) {
@@ -100,7 +100,7 @@ void SessionCore::on_prompt_reply(TurnState& t, const Reply& r) {
       TurnEvent e;
       e.kind = TurnEvent::Kind::completed;
       e.stop_reason = string_of(r.value, "stopReason");
-      e.result = r.value;  // the whole result: usage and _meta ride along with stopReason
+      e.result = std::move(r.value);  // the whole result: usage and _meta ride along with stopReason
       if (e.stop_reason.empty()) {
         if (cancelling) e.stop_reason = "cancelled";
         else e = failed_event(error_object("protocol_error", "the agent's session/prompt result has no stopReason"), false);

@@ -34,6 +34,7 @@ std::optional<InputLine> LineReader::finish() {
 
 std::string dump(const ojson& value) {
   std::string out;
+  out.reserve(256);  // a record's usual size: no regrowth
   rpc::append_json(out, value);
   return out;
 }

@@ -36,7 +36,7 @@ std::string utc_timestamp(std::chrono::system_clock::time_point t) {
 }
 
 OJson turn_usage(const std::optional<acp::Usage>& context, const json& prompt_result) {
-  OJson u = OJson::object();
+  OJson u;  // null until a member is set: most turns have no usage, and then nothing is allocated
   if (context) {
     u["used"] = context->used;
     u["size"] = context->size;
@@ -54,7 +54,7 @@ OJson turn_usage(const std::optional<acp::Usage>& context, const json& prompt_re
       }
     }
   }
-  return u.empty() ? OJson() : u;
+  return u;
 }
 
 OJson EventStream::envelope(std::string_view type, std::string_view session_id) {
