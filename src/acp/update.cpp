@@ -1,6 +1,7 @@
 #include "acp/update.h"
 
 #include "rpc/json_read.h"
+#include "rpc/json_write.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -292,7 +293,59 @@ std::optional<Update> parse_update(json update) {
   return u;
 }
 
+namespace {
+
+// read_chunk_line's first try: the chunk as the official SDK and most agents write it, member for
+// member, matched byte for byte (a tenth of a scan's time; issue 17). Nothing when the line is
+// written any other way: members in another order, a messageId, an escape in the text or the
+// session id. What it accepts is one JSON object with exactly these members, so the scan would
+// read the same: the text between the fixed parts has no quote or backslash, so it is one whole
+// JSON string, and no control byte or bad UTF-8, so it is a valid one.
+// `session_id` empty: any session id without escapes.
+std::optional<Update> match_chunk_line(std::string_view line, std::string_view session_id) {
+  constexpr std::string_view head = R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":")";
+  constexpr std::string_view mid = R"(","update":{"sessionUpdate":")";
+  constexpr std::string_view content = R"(","content":{"type":"text","text":")";
+  constexpr std::string_view tail = R"("}}}})";
+  auto plain = [](std::string_view s) {
+    for (char c : s)
+      if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return false;
+    return rpc::valid_utf8(s);
+  };
+  if (!line.starts_with(head) || !line.ends_with(tail)) return std::nullopt;
+  line = line.substr(head.size(), line.size() - head.size() - tail.size());
+  if (session_id.empty()) {
+    session_id = line.substr(0, line.find('"'));
+    if (session_id.empty()) return std::nullopt;
+  }
+  if (!line.starts_with(session_id) || !plain(session_id)) return std::nullopt;
+  line.remove_prefix(session_id.size());
+  if (!line.starts_with(mid)) return std::nullopt;
+  line.remove_prefix(mid.size());
+  Update u;
+  for (const auto& [name, kind] : kKinds) {
+    if (line.starts_with(name) && line.substr(name.size()).starts_with(content)) {
+      u.kind = kind;
+      u.kind_name = name;
+      line.remove_prefix(name.size() + content.size());
+      break;
+    }
+  }
+  if (u.kind != Update::Kind::agent_message && u.kind != Update::Kind::agent_thought &&
+      u.kind != Update::Kind::user_message)
+    return std::nullopt;
+  if (!plain(line)) return std::nullopt;
+  u.text = line;
+  return u;
+}
+
+}  // namespace
+
+bool is_common_chunk_line(std::string_view line) { return match_chunk_line(line, {}).has_value(); }
+
 std::optional<Update> read_chunk_line(std::string_view line, std::string_view session_id) {
+  if (session_id.empty()) return std::nullopt;
+  if (auto u = match_chunk_line(line, session_id)) return u;
   using rpc::Field;
   using T = Field::Type;
   Field f[] = {Field("method"), Field("params"), Field("params.sessionId"), Field("params.update"),

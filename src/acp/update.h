@@ -111,6 +111,11 @@ std::optional<Update> parse_update(json update);
 // take (a repeated key, content that is not text), which the caller then parses: the Update is
 // the one parse_update() gives, except that `raw` stays null (nothing reads a chunk's raw).
 std::optional<Update> read_chunk_line(std::string_view line, std::string_view session_id);
+// A text chunk of any session written the common way (the official SDK's member order, no
+// escapes in the text or the session id), matched byte for byte: such a line is one well-formed
+// session/update notification. The dispatcher's recognizer (rpc::ConnectionOptions::
+// plain_notification): the most common line on the wire skips its scan.
+bool is_common_chunk_line(std::string_view line);
 
 // The tool call fields of `obj` (a tool_call update, or a permission request's toolCall).
 // Nothing without a string toolCallId (or, with `require_title`, without a title).

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <variant>
 
+#include "acp/update.h"
 #include "cli/common_table.h"
 #include "cli/option_values.h"
 #include "cli/terminal_text.h"
@@ -251,6 +252,9 @@ std::optional<SetupError> make_bridge_options(const CommonOptions& o, bool auto_
   out.auto_restart = auto_restart;
   out.heartbeat = base::seconds(o.heartbeat);
   out.max_line = o.max_line;
+  // A streamed answer's chunks, the most common line, skip the dispatcher's scan. It says only
+  // that a line is a well-formed notification, so it is right for any JSON-RPC peer.
+  out.plain_notification = acp::is_common_chunk_line;
   if (!o.trace.empty()) {
     std::string err;
     out.trace = rpc::Trace::open(o.trace, err);

@@ -281,6 +281,14 @@ struct Connection::State {
   // line. False for anything else (responses, odd shapes, lines that are not JSON): handle_line
   // then parses it and classify() decides, as for every line before.
   bool pass_line(std::string_view line) {
+    if (opt.plain_notification && opt.plain_notification(line)) {
+      Event ev;
+      ev.kind = Event::Kind::notification;
+      ev.generation = opt.generation;
+      ev.line.assign(line);
+      deliver(opt.events.get(), std::move(ev));
+      return true;
+    }
     // Without the word, no "method" member (or one spelled with escapes, which the long way
     // reads): a response, most likely, which is parsed whole below anyway.
     if (line.find("\"method\"") == std::string_view::npos) return false;

@@ -118,6 +118,11 @@ struct ConnectionOptions {
   std::shared_ptr<Trace> trace;         // optional
   int stderr_copy_fd = -1;              // also copy stderr bytes here (--bridge-stderr pass|FILE)
   std::string thread_name = "tether-disp";
+  // Optional: recognizes the consumer's most common line, byte for byte (acp::is_common_chunk_line,
+  // a text chunk of a streamed answer). A line it accepts goes on as a notification without the
+  // scan that checks it (pass_line). It must accept only a single JSON object that is a
+  // notification: "jsonrpc":"2.0", a string method, object params, no id.
+  bool (*plain_notification)(std::string_view line) = nullptr;
   // Runs on the dispatcher thread, with no lock of the connection's state held, each time death()
   // changes or the exit is seen (wait_exited() returns), until detach_on_change() returns.
   std::function<void()> on_change;

@@ -5,10 +5,7 @@
 #include <string_view>
 
 namespace tether::rpc {
-namespace {
 
-// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF), the
-// strings nlohmann's serializer copies through unchanged.
 bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* end = p + s.size();
@@ -50,6 +47,8 @@ bool valid_utf8(std::string_view s) {
   }
   return true;
 }
+
+namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
 

@@ -17,6 +17,10 @@
 
 namespace tether::rpc {
 
+// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF), the
+// strings nlohmann's serializer copies through unchanged.
+bool valid_utf8(std::string_view s);
+
 // Appends `value` to `out` as dump() would write it (no newline).
 void append_json(std::string& out, const nlohmann::json& value);
 void append_json(std::string& out, const nlohmann::ordered_json& value);

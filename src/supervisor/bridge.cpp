@@ -479,6 +479,7 @@ BridgeExited Bridge::watch_generation(std::uint64_t gen, rpc::ConnectionFds fds,
   copt.events = events_;
   copt.trace = opt_.trace;
   copt.stderr_copy_fd = opt_.stderr_copy_fd;
+  copt.plain_notification = opt_.plain_notification;
   copt.thread_name = "tether-disp" + std::to_string(gen);
   copt.on_change = [this] {
     {

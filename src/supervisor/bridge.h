@@ -90,6 +90,7 @@ struct BridgeOptions {
   std::shared_ptr<rpc::Trace> trace;
   int stderr_copy_fd = -1;
   std::vector<std::string> extra_env;
+  bool (*plain_notification)(std::string_view line) = nullptr;  // see rpc::ConnectionOptions
 };
 
 struct BridgeStatus {

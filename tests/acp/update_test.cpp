@@ -6,6 +6,7 @@
 #include <string>
 
 #include "acp/update.h"
+#include "rpc/message.h"
 
 using tether::acp::json;
 using tether::acp::parse_update;
@@ -164,7 +165,30 @@ TEST_CASE("read_chunk_line reads a text chunk like parse_update, and leaves anyt
   CHECK_FALSE(read_chunk_line(line, "s2").has_value());  // another session
   CHECK_FALSE(read_chunk_line(line, "").has_value());
 
+  // Written the common way (no messageId): the same as the general path.
+  const std::string common =
+      R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"plain text"}}}})";
+  fast = read_chunk_line(common, "s1");
+  REQUIRE(fast.has_value());
+  CHECK(fast->text == "plain text");
+  CHECK(fast->kind_name == "agent_message_chunk");
+  CHECK(fast->message_id.empty());
+  CHECK_FALSE(read_chunk_line(common, "s").has_value());  // a prefix of the session id is another one
+  CHECK_FALSE(read_chunk_line(common, "s12").has_value());
+
   for (const char* odd : {
+           // the common shape around a text that closes the string and repeats the key
+           R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a","text":"INJECTED"}}}})",
+           // the common shape, and more after it
+           R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a"}}}},"x":{"y":{"z":{"text":"b"}}}})",
+           // the common shape with a control byte in the text (not JSON)
+           "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"s1\",\"update\":{\"sessionUpdate\":"
+           "\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"a\x01\"}}}}",
+           // the common shape with bytes that are not UTF-8
+           "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"s1\",\"update\":{\"sessionUpdate\":"
+           "\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"a\xff\"}}}}",
+           // the common shape, a tool call's kind
+           R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"tool_call","content":{"type":"text","text":"a"}}}})",
            // a repeated key: the general path's last-wins is its business
            R"({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"a"},"content":{"type":"text","text":"b"}}}})",
            // a key with a dot is not a path
@@ -186,9 +210,12 @@ TEST_CASE("read_chunk_line reads a text chunk like parse_update, and leaves anyt
 }
 
 TEST_CASE("read_chunk_line agrees with the general path on mutated lines") {
-  const std::string seed =
-      R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_thought_chunk","messageId":"m","content":{"type":"text","text":"a\nb"}}}})";
-  const std::string alphabet = "{}[]\",:.\\-0123456789tlnsu aex";
+  // The second seed is written the common way, which read_chunk_line matches byte for byte.
+  const std::string seeds[] = {
+      R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_thought_chunk","messageId":"m","content":{"type":"text","text":"a\nb"}}}})",
+      "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"s1\",\"update\":{\"sessionUpdate\":"
+      "\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"caf\xc3\xa9 au lait\"}}}}"};
+  const std::string alphabet = "{}[]\",:.\\-0123456789tlnsu aex\x01\xc3\xa9\xff";
   std::uint64_t state = 88172645463325252ull;
   auto next = [&] {
     state ^= state << 13;
@@ -196,14 +223,23 @@ TEST_CASE("read_chunk_line agrees with the general path on mutated lines") {
     state ^= state << 17;
     return state;
   };
-  int taken = 0;
-  for (int round = 0; round < 20000; ++round) {
-    std::string s = seed;
+  int taken = 0, common = 0;
+  for (int round = 0; round < 40000; ++round) {
+    std::string s = seeds[round % 2];
     for (int e = 0; e < 1 + static_cast<int>(next() % 2); ++e) {
       std::size_t at = next() % s.size();
       char c = alphabet[next() % alphabet.size()];
       if (next() % 2) s[at] = c;
       else s.insert(at, 1, c);
+    }
+    if (tether::acp::is_common_chunk_line(s)) {
+      // The dispatcher's promise: a well-formed notification, whatever the session.
+      ++common;
+      json msg = json::parse(s, nullptr, false);
+      INFO("line: " << s);
+      REQUIRE_FALSE(msg.is_discarded());
+      CHECK(tether::rpc::classify(msg).kind == tether::rpc::MessageKind::notification);
+      CHECK(msg["params"].is_object());
     }
     auto fast = tether::acp::read_chunk_line(s, "s1");
     if (!fast) continue;
@@ -214,6 +250,8 @@ TEST_CASE("read_chunk_line agrees with the general path on mutated lines") {
     CHECK(fast->kind == slow->kind);
     CHECK(fast->text == slow->text);
     CHECK(fast->message_id == slow->message_id);
+    CHECK(fast->kind_name == slow->kind_name);
   }
-  CHECK(taken > 100);
+  CHECK(taken > 200);
+  CHECK(common > 100);
 }

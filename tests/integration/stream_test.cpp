@@ -663,6 +663,61 @@ void socket_peer(base::UniqueFd& fd, std::string& bytes) {
   fd.reset();
 }
 
+std::atomic<int> g_recognized{0};
+
+// A recognizer for the test: the lines it knows start with {"jsonrpc":"2.0","method":"known".
+bool known_line(std::string_view line) {
+  if (!line.starts_with(R"({"jsonrpc":"2.0","method":"known")")) return false;
+  g_recognized.fetch_add(1);
+  return true;
+}
+
+TEST_CASE("a line the recognizer knows goes on as a notification, unscanned, in wire order with the rest") {
+  test::LeakGuard guard;
+  {
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    base::UniqueFd ours(sv[0]), peer(sv[1]);
+    REQUIRE(base::set_nonblocking(ours.get()));
+    rpc::ConnectionOptions o;
+    o.events = std::make_shared<rpc::EventQueue>(1024);
+    o.thread_name = "tether-known";
+    o.generation = 7;
+    o.plain_notification = known_line;
+    auto events = o.events;
+    rpc::ConnectionFds fds;
+    fds.stdout_r = std::move(ours);
+    fds.stdin_w = base::UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+    REQUIRE(fds.stdin_w);
+    rpc::Connection conn(std::move(fds), std::move(o));
+    conn.start();
+    g_recognized = 0;
+    const std::string known = R"({"jsonrpc":"2.0","method":"known","params":{"n":1}})";
+    const std::string lines = R"({"jsonrpc":"2.0","method":"other","params":{"n":2}})" "\n" + known + "\n" +
+                              "not json\n" + known + "\n";
+    REQUIRE(::send(peer.get(), lines.data(), lines.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(lines.size()));
+    std::vector<rpc::Event> got;
+    const auto deadline = Deadline::after(10s);
+    while (got.size() < 4) {
+      auto ev = events->pop(deadline);
+      REQUIRE(ev.has_value());
+      got.push_back(std::move(*ev));
+    }
+    CHECK(got[0].message.value("method", "") == "other");
+    CHECK(got[1].kind == rpc::Event::Kind::notification);
+    CHECK(got[1].generation == 7);
+    CHECK(got[1].message.value("method", "") == "known");  // parsed by the consumer, from its line
+    CHECK(got[2].kind == rpc::Event::Kind::output);
+    CHECK(got[3].message["params"].value("n", 0) == 1);
+    CHECK(g_recognized.load() == 2);
+    CHECK(conn.counters().frames_in == 4);
+    CHECK(conn.counters().invalid_json == 1);
+    peer.reset();
+    CHECK(conn.wait_exited(Deadline::after(10s)));
+  }
+  CHECK_NO_LEAKS(guard);
+}
+
 TEST_CASE("on a socket, close_stdin() while threads write: the peer reads what was sent before it, then its end") {
   // A `tether serve` client's connection: one socket (stdin_w a dup of stdout_r), written with
   // send(MSG_NOSIGNAL), ended with shutdown(SHUT_WR), with no exit fd: the peer's end is the end.
