@@ -528,7 +528,8 @@ class BatchRunner {
   // --- the loop --------------------------------------------------------------------------------
 
   void wait() {
-    std::vector<pollfd> fds;
+    std::vector<pollfd>& fds = poll_fds_;  // kept: no allocation per wait
+    fds.clear();
     fds.push_back({sig_.get(), POLLIN, 0});
     bool want_items = !input_done_ && order_.window() < window_limit_ &&
                       (no_bridges_ || ready_.size() < std::max<std::size_t>(1, live_workers()));
@@ -669,6 +670,7 @@ class BatchRunner {
   std::optional<std::uint64_t> total_;  // set once all input was read: then exact
   batch::IdRegistry ids_;
   batch::OrderBuffer order_;
+  std::vector<pollfd> poll_fds_;  // wait()'s
   const bool per_item_;
   const std::uint64_t window_limit_;
 

@@ -20,6 +20,7 @@
 #include "base/byte_ring.h"
 #include "base/event_fd.h"
 #include "base/mutex.h"
+#include "rpc/inbound.h"
 #include "rpc/json_read.h"
 #include "rpc/line_framer.h"
 #include "rpc/raw_ids.h"
@@ -34,31 +35,6 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 constexpr std::size_t kStderrBurst = 256 * 1024;
 // After the process exited: how long we keep reading what it (or a grandchild) left in the pipes.
 constexpr auto kExitDrain = std::chrono::milliseconds(100);
-
-// The batch that the dispatcher thread is filling for one queue (process_lines), if any. Only the
-// thread that set it sees it: a completion that runs on another thread (a dead connection's,
-// run by the caller) pushes directly.
-thread_local std::vector<Event>* t_batch = nullptr;
-thread_local const EventQueue* t_batch_queue = nullptr;
-
-struct BatchScope {
-  BatchScope(const EventQueue* q, std::vector<Event>& b) {
-    t_batch = &b;
-    t_batch_queue = q;
-  }
-  ~BatchScope() {
-    t_batch = nullptr;
-    t_batch_queue = nullptr;
-  }
-  BatchScope(const BatchScope&) = delete;
-  BatchScope& operator=(const BatchScope&) = delete;
-};
-
-// Into the batch being filled for `q` on this thread, else straight into `q`.
-void deliver(EventQueue* q, Event ev) {
-  if (t_batch && t_batch_queue == q) t_batch->push_back(std::move(ev));
-  else q->push(std::move(ev));
-}
 
 bool is_socket(int fd) {
   struct stat st;
@@ -276,34 +252,12 @@ struct Connection::State {
     deliver(opt.events.get(), std::move(ev));
   }
 
-  // The hot path: a well-formed request or notification (an integer or string id, if any) is
-  // only checked and classified here, without building a value, and goes to the consumer as its
-  // line. False for anything else (responses, odd shapes, lines that are not JSON): handle_line
-  // then parses it and classify() decides, as for every line before.
+  // The hot path: a line route_line() routes goes to the consumer as it is.
   bool pass_line(std::string_view line) {
-    if (opt.plain_notification && opt.plain_notification(line)) {
-      Event ev;
-      ev.kind = Event::Kind::notification;
-      ev.generation = opt.generation;
-      ev.line.assign(line);
-      deliver(opt.events.get(), std::move(ev));
-      return true;
-    }
-    // Without the word, no "method" member (or one spelled with escapes, which the long way
-    // reads): a response, most likely, which is parsed whole below anyway.
-    if (line.find("\"method\"") == std::string_view::npos) return false;
-    Field f[] = {Field("jsonrpc"), Field("method"), Field("id"), Field("params")};
-    auto& [rpc, method, id, params] = f;
-    if (!scan_fields(line, f)) return false;
-    for (const Field& each : f)
-      if (each.seen > 1) return false;
-    using T = Field::Type;
-    if (method.type != T::string || (rpc.seen && (rpc.type != T::string || rpc.text != "2.0"))) return false;
-    if (params.seen && params.type != T::object && params.type != T::array) return false;
-    if (id.seen && !(id.type == T::string || id.type == T::null || (id.type == T::number && is_integer_token(id.text))))
-      return false;  // a float id is kept as written (RawIds): the long way
+    LineRoute route = route_line(line, opt.plain_notification);
+    if (route == LineRoute::other) return false;
     Event ev;
-    ev.kind = id.seen ? Event::Kind::request : Event::Kind::notification;
+    ev.kind = route == LineRoute::request ? Event::Kind::request : Event::Kind::notification;
     ev.generation = opt.generation;
     ev.line.assign(line);
     deliver(opt.events.get(), std::move(ev));
@@ -315,10 +269,7 @@ struct Connection::State {
     if (line.find("\"method\"") != std::string_view::npos) return false;
     auto r = read_response(line);
     if (!r) return false;
-    Reply reply;
-    reply.status = r->is_error ? Reply::Status::error : Reply::Status::result;
-    reply.value = std::move(r->value);
-    on_response(r->id, std::move(reply));
+    on_response(r->id, Reply{r->is_error ? Reply::Status::error : Reply::Status::result, std::move(r->value), 0});
     return true;
   }
 
@@ -713,28 +664,21 @@ Connection::~Connection() {
   s_->pending.close(gone);
 }
 
-namespace {
-struct Waiter {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<Reply> reply;
-};
-}  // namespace
-
 Reply Connection::call(std::string_view method, json params, base::Deadline deadline) {
+  struct Waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Reply> reply;
+  };
   auto w = std::make_shared<Waiter>();
-  std::int64_t id = s_->pending.add([w](Reply r) {
+  // On a closed table the completion has run already, and the wait below ends at once.
+  std::int64_t id = send_call(method, raw_params(params), [w](Reply r) {
     {
       std::lock_guard lock(w->mu);
       w->reply = std::move(r);
     }
     w->cv.notify_one();
   });
-  {
-    std::lock_guard lock(w->mu);
-    if (w->reply) return std::move(*w->reply);  // completed at once: the table is closed
-  }
-  s_->enqueue(request_line(id, method, params));
   std::unique_lock lock(w->mu);
   auto done = [&] { return w->reply.has_value(); };
   if (deadline.is_never()) {
