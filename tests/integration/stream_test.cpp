@@ -710,7 +710,8 @@ TEST_CASE("a line the recognizer knows goes on as a notification, unscanned, in 
     CHECK(got[2].kind == rpc::Event::Kind::output);
     CHECK(got[3].message["params"].value("n", 0) == 1);
     CHECK(g_recognized.load() == 2);
-    CHECK(conn.counters().frames_in == 4);
+    // The counters are published after the events, as the dispatcher gets round to it.
+    CHECK(test::eventually([&] { return conn.counters().frames_in == 4; }));
     CHECK(conn.counters().invalid_json == 1);
     peer.reset();
     CHECK(conn.wait_exited(Deadline::after(10s)));
