@@ -663,6 +663,25 @@ void socket_peer(base::UniqueFd& fd, std::string& bytes) {
   fd.reset();
 }
 
+// A connection's fds over one socket, as a `tether serve` client has them (stdin_w a dup of
+// stdout_r); `peer` gets the other end. `buffer`: when not 0, both sides' socket buffers.
+rpc::ConnectionFds socket_fds(base::UniqueFd& peer, int buffer = 0) {
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  base::UniqueFd ours(sv[0]);
+  peer = base::UniqueFd(sv[1]);
+  REQUIRE(base::set_nonblocking(ours.get()));
+  if (buffer > 0) {
+    ::setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+    ::setsockopt(peer.get(), SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+  }
+  rpc::ConnectionFds fds;
+  fds.stdout_r = std::move(ours);
+  fds.stdin_w = base::UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
+  REQUIRE(fds.stdin_w);
+  return fds;
+}
+
 std::atomic<int> g_recognized{0};
 
 // A recognizer for the test: the lines it knows start with {"jsonrpc":"2.0","method":"known".
@@ -675,21 +694,14 @@ bool known_line(std::string_view line) {
 TEST_CASE("a line the recognizer knows goes on as a notification, unscanned, in wire order with the rest") {
   test::LeakGuard guard;
   {
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    base::UniqueFd ours(sv[0]), peer(sv[1]);
-    REQUIRE(base::set_nonblocking(ours.get()));
+    base::UniqueFd peer;
     rpc::ConnectionOptions o;
     o.events = std::make_shared<rpc::EventQueue>(1024);
     o.thread_name = "tether-known";
     o.generation = 7;
     o.plain_notification = known_line;
     auto events = o.events;
-    rpc::ConnectionFds fds;
-    fds.stdout_r = std::move(ours);
-    fds.stdin_w = base::UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
-    REQUIRE(fds.stdin_w);
-    rpc::Connection conn(std::move(fds), std::move(o));
+    rpc::Connection conn(socket_fds(peer), std::move(o));
     conn.start();
     g_recognized = 0;
     const std::string known = R"({"jsonrpc":"2.0","method":"known","params":{"n":1}})";
@@ -724,21 +736,11 @@ TEST_CASE("on a socket, close_stdin() while threads write: the peer reads what w
   // send(MSG_NOSIGNAL), ended with shutdown(SHUT_WR), with no exit fd: the peer's end is the end.
   test::LeakGuard guard;
   {
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    base::UniqueFd ours(sv[0]), peer(sv[1]);
-    REQUIRE(base::set_nonblocking(ours.get()));
-    const int small = 4096;
-    ::setsockopt(ours.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    ::setsockopt(peer.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    base::UniqueFd peer;
     rpc::ConnectionOptions o;
     o.events = std::make_shared<rpc::EventQueue>(1024);
     o.thread_name = "tether-sock";
-    rpc::ConnectionFds fds;
-    fds.stdout_r = std::move(ours);
-    fds.stdin_w = base::UniqueFd(::fcntl(fds.stdout_r.get(), F_DUPFD_CLOEXEC, 0));
-    REQUIRE(fds.stdin_w);
-    rpc::Connection conn(std::move(fds), std::move(o));
+    rpc::Connection conn(socket_fds(peer, 4096), std::move(o));
     conn.start();
     std::string bytes;
     std::thread peer_thread([&] { socket_peer(peer, bytes); });

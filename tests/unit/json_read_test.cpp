@@ -58,6 +58,39 @@ void check_agrees(const std::string& text) {
   }
 }
 
+// Random edits of seed lines (a byte replaced, inserted or removed), reproducible from `seed`.
+class Mutator {
+ public:
+  Mutator(std::vector<std::string> seeds, std::string alphabet, std::uint64_t seed)
+      : seeds_(std::move(seeds)), alphabet_(std::move(alphabet)), state_(seed) {}
+  // A seed line with `min_edits` to min_edits + 2 edits.
+  std::string next_line(int min_edits) {
+    std::string s = seeds_[next() % seeds_.size()];
+    int edits = min_edits + static_cast<int>(next() % 3);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      std::size_t at = next() % s.size();
+      char c = alphabet_[next() % alphabet_.size()];
+      switch (next() % 3) {
+        case 0: s[at] = c; break;
+        case 1: s.insert(at, 1, c); break;
+        default: s.erase(at, 1); break;
+      }
+    }
+    return s;
+  }
+
+ private:
+  std::uint64_t next() {
+    state_ ^= state_ << 13;
+    state_ ^= state_ >> 7;
+    state_ ^= state_ << 17;
+    return state_;
+  }
+  std::vector<std::string> seeds_;
+  std::string alphabet_;
+  std::uint64_t state_;
+};
+
 // read_response accepts only what the long way (parse_line, then classify) reads as a response,
 // and gives the same id and value.
 void check_response_agrees(const std::string& text) {
@@ -168,32 +201,14 @@ TEST_CASE("depth: 512 levels pass, 513 are refused by both paths") {
 }
 
 TEST_CASE("mutations of real lines: whatever the fast path accepts, nlohmann reads the same") {
-  const std::vector<std::string> seeds = {
+  Mutator lines({
       R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s-1","update":{"sessionUpdate":"tool_call","toolCallId":"t","title":"Edit","content":[{"type":"diff","path":"/a","oldText":null,"newText":"x\ny"}]}}})",
       R"({"jsonrpc":"2.0","id":12,"method":"session/request_permission","params":{"options":[{"optionId":"allow","kind":"allow_once"}],"n":-1.25e-3}})",
       "{\"k\":\"\\u00e9\\ud83d\\ude00\xc3\xa9\",\"n\":[1,2.5,-0,true,false,null,{}]}",
-  };
-  const std::string alphabet = "{}[]\",:\\/-+.0123456789eEtrufalsn u\xc3\xa9\xed\xa0\xff\x01\t\r";
-  std::uint64_t state = 0x9E3779B97F4A7C15ull;
-  auto next = [&] {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  };
+  }, "{}[]\",:\\/-+.0123456789eEtrufalsn u\xc3\xa9\xed\xa0\xff\x01\t\r", 0x9E3779B97F4A7C15ull);
   int accepted = 0;
   for (int round = 0; round < 20000; ++round) {
-    std::string s = seeds[next() % seeds.size()];
-    int edits = 1 + static_cast<int>(next() % 3);
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      std::size_t at = next() % s.size();
-      char c = alphabet[next() % alphabet.size()];
-      switch (next() % 3) {
-        case 0: s[at] = c; break;
-        case 1: s.insert(at, 1, c); break;
-        default: s.erase(at, 1); break;
-      }
-    }
+    std::string s = lines.next_line(1);
     if (fast_parse(s)) ++accepted;
     check_agrees(s);
   }
@@ -247,32 +262,14 @@ TEST_CASE("read_response: a plain response is read with its id and value; anythi
 }
 
 TEST_CASE("read_response on mutations of responses: what it accepts, the long way reads the same") {
-  const std::vector<std::string> seeds = {
+  Mutator lines({
       R"({"jsonrpc":"2.0","id":12,"result":{"stopReason":"end_turn","_meta":{"a":[1,-2.5e3,null,true]}}})",
       R"({"id":3,"error":{"code":-32000,"message":"boom","data":{"x":"y"}},"jsonrpc":"2.0"})",
       R"({"jsonrpc":"2.0","result":[{"k":"v"},"s",0],"id":18446744073709551615})",
-  };
-  const std::string alphabet = "{}[]\",:\\-.0123456789eEtrufalsn uidx\xc3\xa9\t";
-  std::uint64_t state = 0x2545F4914F6CDD1Dull;
-  auto next = [&] {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  };
+  }, "{}[]\",:\\-.0123456789eEtrufalsn uidx\xc3\xa9\t", 0x2545F4914F6CDD1Dull);
   int accepted = 0;
   for (int round = 0; round < 20000; ++round) {
-    std::string s = seeds[next() % seeds.size()];
-    int edits = static_cast<int>(next() % 3);
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      std::size_t at = next() % s.size();
-      char c = alphabet[next() % alphabet.size()];
-      switch (next() % 3) {
-        case 0: s[at] = c; break;
-        case 1: s.insert(at, 1, c); break;
-        default: s.erase(at, 1); break;
-      }
-    }
+    std::string s = lines.next_line(0);
     if (tether::rpc::read_response(s)) ++accepted;
     check_response_agrees(s);
   }
