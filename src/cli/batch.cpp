@@ -422,7 +422,13 @@ class BatchRunner {
     if (ev.kind == acp::TurnEvent::Kind::completed && (ev.cancelled == acp::CancelCause::none || ev.stop_reason != "cancelled")) {
       const auto dropped_now = w.bridge->counters().oversize_lines;
       const auto dropped = dropped_now > w.dropped_at_start ? dropped_now - w.dropped_at_start : 0;
-      finish(*job, batch::answer(job->item, job->tries, ev, w.attempt, dropped, base::Clock::now()));
+      const auto now = base::Clock::now();
+      // The journal keeps the record's value; without one, the line is written straight.
+      if (auto line = journal_ ? std::nullopt : batch::answer_line(job->item, job->tries, ev, w.attempt, dropped, now)) {
+        finish_line(*job, true, std::move(*line));
+        return;
+      }
+      finish(*job, batch::answer(job->item, job->tries, ev, w.attempt, dropped, now));
       return;
     }
     if (ev.cancelled == acp::CancelCause::interrupt || stopping_) {
@@ -465,12 +471,16 @@ class BatchRunner {
   // The item is done: its journal record goes into the next group commit, and its line is written
   // once that commit is durable.
   void finish(const Job& job, ojson result) {
-    bool ok = result.value("ok", false);
+    if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, result);
+    finish_line(job, result.value("ok", false), batch::dump_record(result, job.item.id_raw));
+  }
+
+  // The same with the record written already (batch::answer_line).
+  void finish_line(const Job& job, bool ok, std::string line) {
     if (ok) ++ok_;
     else ++failed_;
     throughput_.completed(base::Clock::now());
-    if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, result);
-    committing_.emplace_back(job.seq, batch::dump_record(result, job.item.id_raw));
+    committing_.emplace_back(job.seq, std::move(line));
   }
 
   // Group commit, then every line whose turn has come. False when tether must stop (stdout or the

@@ -67,7 +67,7 @@ Item parse_item(const InputLine& line) {
     item.error = "input line " + item.id_text + " starts with '{' but is not valid JSON";
     return item;
   }
-  ojson meta = ojson::object();
+  ojson meta;  // null until another member comes: most items have none
   bool has_prompt = false;
   for (auto& [key, value] : obj.items()) {
     if (key == "id") {
@@ -92,7 +92,7 @@ Item parse_item(const InputLine& line) {
       }
     } else if (key == "prompt") {
       if (value.is_string()) {
-        item.prompt = value.get<std::string>();
+        item.prompt = std::move(value.get_ref<std::string&>());  // obj is ours, and not read again
         has_prompt = true;
       }
     } else {
@@ -122,8 +122,7 @@ std::string dump_record(const ojson& record, std::string_view id_raw) {
   return out;
 }
 
-std::uint64_t fnv1a64(std::string_view bytes) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
+std::uint64_t fnv1a64(std::string_view bytes, std::uint64_t h) {
   for (unsigned char c : bytes) {
     h ^= c;
     h *= 0x100000001b3ULL;
@@ -148,16 +147,18 @@ std::optional<Shard> parse_shard(std::string_view spec) {
 }
 
 std::uint64_t item_hash(const Item& item) {
-  std::string text = item.id_text;
-  text += '\0';
-  text += item.prompt;
-  text += '\0';
-  if (!item.meta.is_null()) text += dump(item.meta);
+  // fnv1a64 of id_text NUL prompt NUL meta (NUL attachment)..., hashed piece by piece.
+  constexpr std::string_view nul("\0", 1);
+  std::uint64_t h = fnv1a64(item.id_text);
+  h = fnv1a64(nul, h);
+  h = fnv1a64(item.prompt, h);
+  h = fnv1a64(nul, h);
+  if (!item.meta.is_null()) h = fnv1a64(dump(item.meta), h);
   for (const auto& a : item.attachments) {  // other files make another item (but their bytes do not)
-    text += '\0';
-    text += a;
+    h = fnv1a64(nul, h);
+    h = fnv1a64(a, h);
   }
-  return fnv1a64(text);
+  return h;
 }
 
 }  // namespace tether::cli::batch

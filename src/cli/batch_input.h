@@ -94,7 +94,8 @@ class IdRegistry {
 };
 
 // FNV-1a, 64 bits: offset basis 0xcbf29ce484222325, prime 0x100000001b3.
-std::uint64_t fnv1a64(std::string_view bytes);
+// `h`: the hash of the bytes before these (fnv1a64(a + b) == fnv1a64(b, fnv1a64(a))).
+std::uint64_t fnv1a64(std::string_view bytes, std::uint64_t h = 0xcbf29ce484222325ULL);
 
 // --shard K/N: shard K (0-based) of N takes the items whose fnv1a64(id_text) % N == K.
 struct Shard {

@@ -2,6 +2,7 @@
 
 #include "acp/outcome.h"
 #include "cli/event_stream.h"
+#include "rpc/json_write.h"
 
 namespace tether::cli::batch {
 
@@ -27,10 +28,18 @@ ojson record(const Item& item, bool ok) {
   return r;
 }
 
+namespace {
+
+std::int64_t elapsed_ms(const Tries& tries, base::TimePoint now) {
+  auto elapsed = tries.started ? now - *tries.started : base::Duration::zero();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
+}
+
+}  // namespace
+
 ojson with_meta(const Item& item, const Tries& tries, ojson r, base::TimePoint now) {
   r["attempts"] = tries.attempts;
-  auto elapsed = tries.started ? now - *tries.started : base::Duration::zero();
-  r["elapsedMs"] = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
+  r["elapsedMs"] = elapsed_ms(tries, now);
   // `error` after the timings, `meta` last, whatever order the fields were set in.
   if (r.contains("error")) {
     ojson e = r["error"];
@@ -64,6 +73,41 @@ ojson answer(const Item& item, const Tries& tries, const acp::TurnEvent& ev, con
                                                             "were dropped: the answer may be incomplete"));
   }
   return with_meta(item, tries, std::move(r), now);
+}
+
+std::optional<std::string> answer_line(const Item& item, const Tries& tries, const acp::TurnEvent& ev, const Attempt& a,
+                                       std::uint64_t dropped_lines, base::TimePoint now) {
+  if (ev.stop_reason != "end_turn" || dropped_lines > 0) return std::nullopt;
+  // The members in answer()'s order: id, index, ok, text, stopReason, toolCalls, usage?,
+  // attempts, elapsedMs, meta?.
+  std::string out;
+  out.reserve(160 + a.text.size());
+  out += "{\"id\":";
+  if (!item.id_raw.empty()) out += item.id_raw;
+  else rpc::append_json(out, item.id);
+  out += ",\"index\":";
+  out += std::to_string(item.index);
+  out += ",\"ok\":true,\"text\":";
+  rpc::append_json_string(out, a.text);
+  out += ",\"stopReason\":";
+  rpc::append_json_string(out, ev.stop_reason);
+  out += ",\"toolCalls\":";
+  if (a.tools.entries().empty()) out += "[]";
+  else rpc::append_json(out, a.tools.to_json());
+  if (ojson usage = turn_usage(a.usage, ev.result); !usage.is_null()) {
+    out += ",\"usage\":";
+    rpc::append_json(out, usage);
+  }
+  out += ",\"attempts\":";
+  out += std::to_string(tries.attempts);
+  out += ",\"elapsedMs\":";
+  out += std::to_string(elapsed_ms(tries, now));
+  if (!item.meta.is_null()) {
+    out += ",\"meta\":";
+    rpc::append_json(out, item.meta);
+  }
+  out += '}';
+  return out;
 }
 
 }  // namespace tether::cli::batch

@@ -45,5 +45,10 @@ ojson failure(const Item& item, const Tries& tries, const nlohmann::json& error,
 // ok only for end_turn, and an error when `dropped_lines` lines over --max-line were lost.
 ojson answer(const Item& item, const Tries& tries, const acp::TurnEvent& completed, const Attempt& attempt,
              std::uint64_t dropped_lines, base::TimePoint now);
+// dump_record(answer(...), item.id_raw), byte for byte, written straight from its parts (a
+// turn's record was a tenth of a warm turn's time, issue 17). Only for an answer without an error
+// (end_turn, nothing dropped); nothing otherwise, and the caller builds the record.
+std::optional<std::string> answer_line(const Item& item, const Tries& tries, const acp::TurnEvent& completed,
+                                       const Attempt& attempt, std::uint64_t dropped_lines, base::TimePoint now);
 
 }  // namespace tether::cli::batch

@@ -126,6 +126,15 @@ TEST_CASE("FNV-1a 64 and shards are stable and partition the ids") {
   CHECK(fnv1a64("") == 0xcbf29ce484222325ULL);
   CHECK(fnv1a64("a") == 0xaf63dc4c8601ec8cULL);
   CHECK(fnv1a64("foobar") == 0x85944171f73967e8ULL);
+  CHECK(fnv1a64("bar", fnv1a64("foo")) == 0x85944171f73967e8ULL);
+
+  // A journal written by an earlier tether still matches: the hash is over id NUL prompt NUL meta
+  // (NUL attachment)..., whatever way it is computed.
+  Item it = item_of(R"({"id":"x","prompt":"the prompt","attachments":["a.txt","b.txt"],"tag":{"k":1}})");
+  REQUIRE_FALSE(it.error.has_value());
+  using namespace std::string_literals;
+  CHECK(item_hash(it) == fnv1a64("\"x\"\0the prompt\0{\"tag\":{\"k\":1}}\0a.txt\0b.txt"s));
+  CHECK(item_hash(item_of("plain", 3)) == fnv1a64("3\0plain\0"s));
 
   CHECK(!parse_shard("1/1"));
   CHECK(!parse_shard("4/4"));
