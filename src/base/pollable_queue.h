@@ -34,6 +34,11 @@ class PollableQueue {
     MutexLock lock(mu_);
     return items_.size();
   }
+  // How many more items fit now (has_room(n) is n < room(), until something is pushed).
+  std::size_t room() const {
+    MutexLock lock(mu_);
+    return items_.size() < capacity_ ? capacity_ - items_.size() : 0;
+  }
 
   // Appends even when full: callers check has_room() first where backpressure applies; status
   // events and the last lines of a dead bridge are few and must not be lost. What consumers

@@ -170,8 +170,7 @@ struct Connection::State {
     if (wake_dispatcher) wake.notify();
   }
 
-  // The dispatcher's side of the write-through: once it holds nothing for the bridge, callers
-  // may write again.
+  // The dispatcher's side of the write-through: callers may write once it holds nothing more.
   void allow_write_through() {
     base::MutexLock lock(out_mu);
     direct_ok = dispatcher_running && write_through && fds.stdin_w && !writer_busy && out_buf.empty() &&
@@ -266,11 +265,9 @@ struct Connection::State {
 
   // The hot path for a response (read_response: only its result or error is built).
   bool pass_response(std::string_view line) {
-    if (line.find("\"method\"") != std::string_view::npos) return false;
-    auto r = read_response(line);
-    if (!r) return false;
-    on_response(r->id, Reply{r->is_error ? Reply::Status::error : Reply::Status::result, std::move(r->value), 0});
-    return true;
+    auto r = line.find("\"method\"") == std::string_view::npos ? read_response(line) : std::nullopt;
+    if (r) on_response(r->id, Reply{r->is_error ? Reply::Status::error : Reply::Status::result, std::move(r->value), 0});
+    return r.has_value();
   }
 
   void on_response(std::optional<std::int64_t> id, Reply reply) {
@@ -336,7 +333,10 @@ struct Connection::State {
   bool process_lines(bool force) {
     BatchScope scope(opt.events.get(), batch);
     bool drained = false;
-    while (force || opt.events->has_room(batch.size())) {
+    // Room counted once per pass, not a lock per line: meanwhile only the consumer changes it, to
+    // make more, so this can stop early, never late (run() sees that room after clear_space).
+    const std::size_t room = force ? 0 : opt.events->room();
+    while (force || batch.size() < room) {
       auto line = framer.next();
       if (!line) {
         drained = true;

@@ -65,6 +65,7 @@ class EventQueue : private base::PollableQueue<Event> {
   using Base::clear_space;
   using Base::fd;
   using Base::has_room;
+  using Base::room;
   using Base::high_water;
   using Base::push;
   using Base::push_all;
