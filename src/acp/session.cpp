@@ -10,6 +10,7 @@
 
 #include "acp/server_wire.h"
 #include "acp/session_core.h"
+#include "rpc/json_write.h"
 #include "supervisor/bridge.h"
 
 namespace tether::acp {
@@ -187,7 +188,7 @@ void SessionCore::leave_session_in_setup(const std::string& old_id) {
   }
 }
 
-std::shared_ptr<TurnState> SessionCore::start_turn(json content, base::Duration timeout,
+std::shared_ptr<TurnState> SessionCore::start_turn(std::string content, base::Duration timeout,
                                                    AcpSession::ContentBuilder build) {
   auto t = std::make_shared<TurnState>();
   t->content = std::move(content);
@@ -293,21 +294,19 @@ std::optional<TurnEvent> AcpSession::load_session(const std::string& id, Deadlin
 }
 
 Turn AcpSession::prompt(std::string text, base::Duration timeout) {
-  // Built member by member: an initializer list copies every value once more.
-  json block = json::object();
-  block["type"] = "text";
-  block["text"] = std::move(text);
-  json content = json::array();
-  content.push_back(std::move(block));
-  return prompt_blocks(std::move(content), timeout);
-}
-
-Turn AcpSession::prompt_blocks(json content, base::Duration timeout) {
+  // One text block, written as dump() writes it (members sorted), without building a value.
+  std::string content = "[{\"text\":";
+  rpc::append_json_string(content, text);
+  content += ",\"type\":\"text\"}]";
   return Turn(core_.get(), core_->start_turn(std::move(content), timeout));
 }
 
+Turn AcpSession::prompt_blocks(json content, base::Duration timeout) {
+  return Turn(core_.get(), core_->start_turn(rpc::dump(content), timeout));
+}
+
 Turn AcpSession::prompt_built(ContentBuilder build, base::Duration timeout) {
-  return Turn(core_.get(), core_->start_turn(json(), timeout, std::move(build)));
+  return Turn(core_.get(), core_->start_turn(std::string(), timeout, std::move(build)));
 }
 
 std::vector<TurnEvent> AcpSession::poll() { return core_->poll_session(); }

@@ -51,7 +51,9 @@ using rpc::string_of;
 
 struct TurnState {
   enum class Phase { waiting, prompting, cancelling, done };
-  nlohmann::json content;
+  // The prompt's content blocks as JSON text, written once (every send and retry sends it as
+  // it is, without building a params object around a copy).
+  std::string content;
   AcpSession::ContentBuilder build;  // when set: makes `content` at the first send (then cleared)
   Phase phase = Phase::waiting;
   int retries_left = 0;
@@ -86,7 +88,8 @@ class SessionCore {
   // AcpSession::load_session's first half: tether's error object when the agent can neither
   // resume nor load (nothing changed), else the switch is under way (open() waits for it).
   std::optional<TurnEvent> start_load_session(const std::string& id);
-  std::shared_ptr<TurnState> start_turn(json content, base::Duration timeout, AcpSession::ContentBuilder build = {});
+  // `content`: the content blocks as JSON text (empty with `build`).
+  std::shared_ptr<TurnState> start_turn(std::string content, base::Duration timeout, AcpSession::ContentBuilder build = {});
   std::vector<TurnEvent> poll_session();
   std::vector<TurnEvent> take_notices() { return std::exchange(notices_, {}); }
   std::vector<TurnEvent> poll_turn(TurnState& t);

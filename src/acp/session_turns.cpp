@@ -67,7 +67,7 @@ void SessionCore::send_prompt(TurnState& t) {
       finish(t, failed_event(error_object("bad_input", *why), false));
       return;
     }
-    t.content = std::move(std::get<json>(built));
+    t.content = rpc::dump(std::get<json>(built));
   }
   std::uint64_t gen = 0;
   t.phase = TurnState::Phase::prompting;
@@ -75,7 +75,7 @@ void SessionCore::send_prompt(TurnState& t) {
   // Written straight into the params (nlohmann's member order), not copied into a params object.
   rpc::RawParams params;
   params.text = "{\"prompt\":";
-  rpc::append_json(params.text, t.content);
+  params.text += t.content;
   params.text += ",\"sessionId\":";
   rpc::append_json_string(params.text, state_.session_id);
   params.text += '}';

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "acp/session.h"
+#include "rpc/trace.h"
 #include "integration/integration.h"
 #include "supervisor/bridge.h"
 #include "support/support.h"
@@ -489,6 +490,40 @@ TEST_CASE("prompts are serialized: a turn started while another runs waits for i
   CHECK(answer_text(b) == "1 2 3 ");
   CHECK(a.back().kind == TurnEvent::Kind::completed);
   CHECK(b.back().kind == TurnEvent::Kind::completed);
+}
+
+TEST_CASE("prompt(text) puts on the wire what prompt_blocks() of the same text block does, byte for byte") {
+  // prompt() writes its one text block itself; dump() of the block is the reference.
+  char dir_template[] = "/tmp/tether-prompt-wire-XXXXXX";
+  REQUIRE(::mkdtemp(dir_template) != nullptr);
+  const std::string trace_path = std::string(dir_template) + "/trace";
+  const std::string text = "a \"q\"\n\\ caf\xc3\xa9 \x01 bad\xff";
+  {
+    auto o = bridge_options({});
+    std::string err;
+    o.trace = rpc::Trace::open(trace_path, err);
+    REQUIRE_MESSAGE(o.trace, err);
+    supervisor::Bridge bridge(o);
+    REQUIRE_FALSE(bridge.start());
+    acp::AcpSession session(bridge, client_options());
+    REQUIRE_FALSE(session.open(base::Deadline::after(std::chrono::seconds(10))));
+    auto by_text = session.prompt(text);
+    CHECK(collect(by_text).back().kind == TurnEvent::Kind::completed);
+    auto by_blocks = session.prompt_blocks(nlohmann::json::array({{{"type", "text"}, {"text", text}}}));
+    CHECK(collect(by_blocks).back().kind == TurnEvent::Kind::completed);
+  }
+  std::ifstream in(trace_path);
+  std::string line, expected = "\"params\":{\"prompt\":" +
+                                     rpc::dump(nlohmann::json::array({{{"type", "text"}, {"text", text}}})) + ",\"sessionId\":";
+  int prompts = 0;
+  while (std::getline(in, line)) {
+    if (line.find("\"method\":\"session/prompt\"") == std::string::npos) continue;
+    ++prompts;
+    CHECK_MESSAGE(line.find(expected) != std::string::npos, line);
+  }
+  CHECK(prompts == 2);
+  std::remove(trace_path.c_str());
+  ::rmdir(dir_template);
 }
 
 TEST_CASE("a turn dropped by its caller is cancelled; the next turn runs after it") {
