@@ -333,8 +333,8 @@ struct Connection::State {
   bool process_lines(bool force) {
     BatchScope scope(opt.events.get(), batch);
     bool drained = false;
-    // Room counted once per pass, not a lock per line: meanwhile only the consumer changes it, to
-    // make more, so this can stop early, never late (run() sees that room after clear_space).
+    // Room counted once per pass, not a lock per line. Pops meanwhile only make more (run() sees
+    // it after clear_space); pushes from other threads (status, cancel) may overshoot by a few.
     const std::size_t room = force ? 0 : opt.events->room();
     while (force || batch.size() < room) {
       auto line = framer.next();

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "acp/update.h"
 #include "rpc/message.h"
@@ -254,4 +255,85 @@ TEST_CASE("read_chunk_line agrees with the general path on mutated lines") {
   }
   CHECK(taken > 200);
   CHECK(common > 100);
+}
+
+// Every single-byte edit (all 256 values, replaced or inserted at every position) and
+// a set of multi-byte sequences in the session id and the text of the common line.
+TEST_CASE("is_common_chunk_line, on every byte edit and bad UTF-8 in the id and text: only the exact well-formed notification") {
+  const std::string head = R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":")";
+  const std::string mid = R"(","update":{"sessionUpdate":")";
+  const std::string content = R"(","content":{"type":"text","text":")";
+  const std::string tail = R"("}}}})";
+  auto make = [&](const std::string& sid, const std::string& kind, const std::string& text) {
+    return head + sid + mid + kind + content + text + tail;
+  };
+  std::vector<std::string> seeds = {make("s1", "agent_message_chunk", "hi there"),
+                                    make("s1", "user_message_chunk", ""),
+                                    make("x", "agent_thought_chunk", "a")};
+  const std::vector<std::string> seqs = {"\xc0\x80", "\xc1\xbf", "\xe0\x80\x80", "\xe0\x9f\xbf", "\xed\xa0\x80",
+                                         "\xed\xbf\xbf", "\xf0\x80\x80\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80",
+                                         "\xef\xbf\xbf", "\xf0\x9f\x98\x80", "\x7f", "\"}}}}", "\\", "\\\"",
+                                         "\"}}}},\"id\":1,\"x\":{\"a\":{\"b\":{\"c\":\"", "\r", " "};
+  std::vector<std::string> lines;
+  for (const auto& seed : seeds) {
+    for (std::size_t at = 0; at <= seed.size(); ++at) {
+      for (int b = 0; b < 256; ++b) {
+        std::string s = seed;
+        s.insert(at, 1, static_cast<char>(b));
+        lines.push_back(s);
+        if (at < seed.size()) {
+          s = seed;
+          s[at] = static_cast<char>(b);
+          lines.push_back(s);
+        }
+      }
+      for (const auto& q : seqs) {
+        std::string s = seed;
+        s.insert(at, q);
+        lines.push_back(s);
+      }
+    }
+    for (const auto& q : seqs) {
+      lines.push_back(make(q, "agent_message_chunk", "t"));
+      lines.push_back(make("s1", "agent_message_chunk", q));
+      lines.push_back(make("s" + q, "agent_message_chunk", "t" + q + "u"));
+    }
+  }
+  lines.push_back(head + "}}}}");
+  lines.push_back(make("", "agent_message_chunk", "t"));
+  int accepted = 0;
+  for (const auto& s : lines) {
+    if (!tether::acp::is_common_chunk_line(s)) continue;
+    ++accepted;
+    INFO("line: " << s);
+    json msg = json::parse(s, nullptr, false);
+    REQUIRE_FALSE(msg.is_discarded());
+    REQUIRE(tether::rpc::classify(msg).kind == tether::rpc::MessageKind::notification);
+    CHECK(msg.size() == 3);
+    CHECK(msg["jsonrpc"] == "2.0");
+    CHECK(msg["method"] == "session/update");
+    const json& p = msg["params"];
+    REQUIRE(p.is_object());
+    CHECK(p.size() == 2);
+    REQUIRE(p["sessionId"].is_string());
+    const std::string sid = p["sessionId"].get<std::string>();
+    CHECK_FALSE(sid.empty());
+    const json& u = p["update"];
+    REQUIRE(u.is_object());
+    CHECK(u.size() == 2);
+    CHECK(u["content"].size() == 2);
+    // The general path, for the line's own session, reads the same.
+    auto fast = tether::acp::read_chunk_line(s, sid);
+    REQUIRE(fast.has_value());
+    auto slow = general(s, sid);
+    REQUIRE(slow.has_value());
+    CHECK(fast->kind == slow->kind);
+    CHECK(fast->kind_name == slow->kind_name);
+    CHECK(fast->text == slow->text);
+    CHECK(fast->message_id == slow->message_id);
+    // And the rpc layer's own scan would route it the same way.
+    CHECK(tether::rpc::parse_line(s).has_value());
+  }
+  MESSAGE(accepted << " of " << lines.size() << " lines accepted");
+  CHECK(accepted > 100);
 }

@@ -90,3 +90,50 @@ TEST_CASE("answer_line leaves an answer with an error to answer()") {
   CHECK_FALSE(answer_line(item, Tries{}, ev, a, 2, now).has_value());  // lines were dropped
   CHECK(answer_line(item, Tries{}, ev, a, 0, now).has_value());
 }
+
+// Ids and metas whose numbers nlohmann keeps in their own ways, and item_hash against
+// the concatenation it replaced (journals of old runs must still match).
+TEST_CASE("answer_line and item_hash on odd ids and metas (2^64, -0.0, 1E2, duplicate keys)") {
+  const std::vector<std::string> inputs = {
+      R"({"id":18446744073709551616,"prompt":"p"})",  R"({"id":-0.0,"prompt":"p"})",
+      R"({"id":1E2,"prompt":"p"})",                    R"({"id":9223372036854775808,"prompt":"p"})",
+      R"({"id":-9223372036854775809,"prompt":"p"})",   R"({"id":-0,"prompt":"p"})",
+      R"({"id":"","prompt":"","m":1.0,"n":-0.0,"o":1e300,"p":18446744073709551615})",
+      "{\"id\":\"\\u0000\\ud83d\\ude00\",\"prompt\":\"p\",\"\\u00e9\":{\"\":[]}}",
+      R"({"prompt":"p","prompt":"q","id":1,"id":"two","z":1,"z":2})",
+      R"({"prompt":"p","attachments":["a","b"],"meta":{"x":1}})",
+      "  {\"prompt\":\"p\"}",
+      "\t{\"prompt\":\"p\",\"id\":0.1}",
+  };
+  const auto now = tether::base::Clock::now();
+  Tries t;
+  t.attempts = 2;
+  t.started = now - std::chrono::milliseconds(7);
+  std::size_t line_no = 1;
+  for (const auto& input : inputs) {
+    CAPTURE(input);
+    Item item = parse_item(InputLine{line_no++, input, false});
+    REQUIRE_FALSE(item.error.has_value());
+    for (const std::string& text : {std::string("x"), std::string("\xed\xa0\x80\xc0\x80 \xf4\x90\x80\x80")}) {
+      Attempt a = attempt_with(text, 1, tether::acp::Usage{1, 2, 1e-7, "\xff"});
+      TurnEvent ev;
+      ev.kind = TurnEvent::Kind::completed;
+      ev.stop_reason = "end_turn";
+      ev.result = {{"stopReason", "end_turn"}, {"usage", {{"inputTokens", 1.5}, {"outputTokens", -0.0}}}};
+      auto line = answer_line(item, t, ev, a, 0, now);
+      REQUIRE(line.has_value());
+      CHECK(*line == dump_record(answer(item, t, ev, a, 0, now), item.id_raw));
+    }
+    // The old item_hash: one string, hashed once.
+    std::string old = item.id_text;
+    old += '\0';
+    old += item.prompt;
+    old += '\0';
+    if (!item.meta.is_null()) old += dump(item.meta);
+    for (const auto& at : item.attachments) {
+      old += '\0';
+      old += at;
+    }
+    CHECK(item_hash(item) == fnv1a64(old));
+  }
+}

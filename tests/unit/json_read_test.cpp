@@ -277,3 +277,51 @@ TEST_CASE("read_response on mutations of responses: what it accepts, the long wa
 }
 
 }  // TEST_SUITE
+
+// Every single-byte edit of responses (all 256 values, replaced or inserted at every
+// position), and a set of hand-picked ones.
+TEST_CASE("read_response agrees with the long way on every single-byte edit") {
+  const std::vector<std::string> seeds = {
+      R"({"jsonrpc":"2.0","id":12,"result":{"id":3,"result":[{}],"error":{"code":1}}})",
+      R"({"id":3,"error":{"code":-32000,"message":"m","data":[-0,1e2,1.5]},"jsonrpc":"2.0"})",
+      R"({"result":-0,"id":9223372036854775807})",
+      R"({"result":{},"id":-0})",
+      R"({"result":[],"jsonrpc":"2.0","id":1})",
+  };
+  int accepted = 0;
+  std::size_t n = 0;
+  for (const auto& seed : seeds) {
+    for (std::size_t at = 0; at <= seed.size(); ++at) {
+      for (int b = 0; b < 256; ++b) {
+        std::string s = seed;
+        s.insert(at, 1, static_cast<char>(b));
+        if (tether::rpc::read_response(s)) ++accepted;
+        check_response_agrees(s);
+        ++n;
+        if (at < seed.size()) {
+          s = seed;
+          s[at] = static_cast<char>(b);
+          if (tether::rpc::read_response(s)) ++accepted;
+          check_response_agrees(s);
+          ++n;
+        }
+      }
+    }
+  }
+  for (const char* s : {
+           R"({"id":18446744073709551615,"result":1})", R"({"id":18446744073709551616,"result":1})",
+           R"({"id":-9223372036854775808,"result":1})", R"({"id":-9223372036854775809,"result":1})",
+           R"({"id":1,"result":1e308})", R"({"id":1,"result":-1e-400})", R"({"id":1,"result":123456789012345678901234567890})",
+           R"({"id":1,"error":{"code":18446744073709551615}})", R"({"id":1,"error":{"code":-0}})",
+           R"({"id":1,"error":{"code":1,"code":1.5}})", R"({"id":1,"error":{"code":1.5,"code":1}})",
+           R"({"id":1,"result":{"a":1,"a":{"b":[]}}})", "{\"id\":1,\"result\":\"\xed\xa0\x80\"}",
+           "{\"id\":1,\"result\":\"\xc0\x80\"}", "{\"id\":1,\"result\":\"\x7f\"}", "\xef\xbb\xbf{\"id\":1,\"result\":1}",
+           "{\"id\":1,\"result\":1}\r", "\t{\"id\" : 1 , \"result\" : [ ] }\n", R"({"":1,"id":1,"result":1})",
+           R"({"id":1,"result":1,"":1})", R"({"id":01,"result":1})", R"({"id":1,"result":.5})",
+       }) {
+    if (tether::rpc::read_response(s)) ++accepted;
+    check_response_agrees(s);
+  }
+  MESSAGE(accepted << " of " << n << " edits accepted");
+  CHECK(accepted > 1000);
+}
