@@ -423,8 +423,7 @@ class BatchRunner {
       const auto dropped_now = w.bridge->counters().oversize_lines;
       const auto dropped = dropped_now > w.dropped_at_start ? dropped_now - w.dropped_at_start : 0;
       const auto now = base::Clock::now();
-      // The journal keeps the record's value; without one, the line is written straight.
-      if (auto line = journal_ ? std::nullopt : batch::answer_line(job->item, job->tries, ev, w.attempt, dropped, now)) {
+      if (auto line = batch::answer_line(job->item, job->tries, ev, w.attempt, dropped, now)) {
         finish_line(*job, true, std::move(*line));
         return;
       }
@@ -470,8 +469,7 @@ class BatchRunner {
 
   // The item is done: its journal record goes into the next group commit, and its line is written
   // once that commit is durable.
-  void finish(const Job& job, ojson result) {
-    if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, result);
+  void finish(const Job& job, const ojson& result) {
     finish_line(job, result.value("ok", false), batch::dump_record(result, job.item.id_raw));
   }
 
@@ -480,6 +478,7 @@ class BatchRunner {
     if (ok) ++ok_;
     else ++failed_;
     throughput_.completed(base::Clock::now());
+    if (journal_) journal_batch_ += batch::journal_line(job.item, job.hash, ok, line);
     committing_.emplace_back(job.seq, std::move(line));
   }
 

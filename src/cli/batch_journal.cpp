@@ -1,6 +1,7 @@
 #include "cli/batch_journal.h"
 
 #include "base/unique_fd.h"
+#include "rpc/json_write.h"
 #include "rpc/message.h"
 
 #include <errno.h>
@@ -47,15 +48,16 @@ constexpr int kMaxRecordDepth = rpc::kMaxJsonDepth + 2;
 
 }  // namespace
 
-std::string journal_line(const Item& item, std::uint64_t hash, const ojson& result) {
-  ojson rec = ojson::object();
-  rec["index"] = item.index;
-  rec["id"] = item.id;
-  rec["hash"] = hex16(hash);
-  rec["ok"] = result.value("ok", false);
-  rec["result"] = result;
-  std::string line = dump_record(rec, item.id_raw);
-  line += '\n';
+std::string journal_line(const Item& item, std::uint64_t hash, bool ok, std::string_view record) {
+  // {"index", "id", "hash", "ok", "result"}: the id as dump_record() writes it (as given when raw).
+  std::string line = "{\"index\":" + std::to_string(item.index) + ",\"id\":";
+  if (!item.id_raw.empty()) line += item.id_raw;
+  else rpc::append_json(line, item.id);
+  line += ",\"hash\":\"" + hex16(hash) + "\",\"ok\":";
+  line += ok ? "true" : "false";
+  line += ",\"result\":";
+  line += record;
+  line += "}\n";
   return line;
 }
 

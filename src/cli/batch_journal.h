@@ -31,8 +31,9 @@ inline constexpr std::string_view kJournalHeader = "{\"tetherBatchJournal\":1}";
 // its item runs again): 256 MiB, far above any real output line.
 inline constexpr std::size_t kMaxJournalLine = std::size_t{256} << 20;
 
-// The journal line (with its newline) for an item that finished with `result`.
-std::string journal_line(const Item& item, std::uint64_t hash, const ojson& result);
+// The journal line (with its newline) for an item whose output line is `record` (what
+// dump_record() or answer_line() wrote): the record goes in as it is, under "result".
+std::string journal_line(const Item& item, std::uint64_t hash, bool ok, std::string_view record);
 
 struct JournalRecord {
   std::size_t index = 0;

@@ -182,7 +182,7 @@ std::string record_for(std::size_t index, const std::string& prompt, bool ok) {
   result["index"] = index;
   result["ok"] = ok;
   result["text"] = "answer to " + prompt;
-  return journal_line(it, item_hash(it), result);
+  return journal_line(it, item_hash(it), ok, dump_record(result, it.id_raw));
 }
 
 JournalIndex index_of(const std::string& bytes, std::size_t chunk = 0) {
@@ -258,7 +258,7 @@ TEST_CASE("journal lines round-trip the result byte for byte") {
   result["ok"] = true;
   result["text"] = "multi\nline \"quoted\" \xc3\xa9";
   result["meta"] = it.meta;
-  std::string line = journal_line(it, 77, result);
+  std::string line = journal_line(it, 77, true, dump_record(result, it.id_raw));
   REQUIRE(line.back() == '\n');
   auto rec = parse_journal_line(std::string_view(line).substr(0, line.size() - 1));
   REQUIRE(rec);
@@ -350,7 +350,7 @@ TEST_CASE("number ids keep the text they were written with when a double would c
   ojson result = ojson::object();
   result["id"] = big.id;
   result["ok"] = true;
-  std::string line = journal_line(big, 5, result);
+  std::string line = journal_line(big, 5, true, dump_record(result, big.id_raw));
   CHECK(line.find("\"id\":12345678901234567890123,") != std::string::npos);
   auto rec = parse_journal_line(std::string_view(line).substr(0, line.size() - 1));
   REQUIRE(rec);

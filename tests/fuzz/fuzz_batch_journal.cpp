@@ -79,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           Item item;
           item.index = r->index;
           item.id = "x";
-          std::string written = journal_line(item, r->hash, r->result);
+          std::string written = journal_line(item, r->hash, ok && ok->get<bool>(), dump_record(r->result, item.id_raw));
           FUZZ_CHECK(!written.empty() && written.back() == '\n');
           written.pop_back();
           auto back = parse_journal_line(written);
