@@ -146,35 +146,16 @@ json make_request(std::int64_t id, std::string_view method, json params) {
   return msg;
 }
 
-namespace {
+RawParams raw_params(const json& params) { return {params.is_null() ? std::string() : dump(params)}; }
 
-// The members in nlohmann's (sorted) order: id, jsonrpc, method, params.
-std::string request_head(std::int64_t id, std::string_view method, std::size_t params_size) {
+std::string request_line(std::int64_t id, std::string_view method, const RawParams& params) {
+  // The members in nlohmann's (sorted) order: id, jsonrpc, method, params.
   std::string line;
-  line.reserve(48 + method.size() + params_size);
+  line.reserve(48 + method.size() + params.text.size());
   line += "{\"id\":";
   line += std::to_string(id);
   line += ",\"jsonrpc\":\"2.0\",\"method\":";
   append_json_string(line, method);
-  return line;
-}
-
-}  // namespace
-
-std::string request_line(std::int64_t id, std::string_view method, const json& params) {
-  std::string line = request_head(id, method, 64);
-  if (!params.is_null()) {
-    line += ",\"params\":";
-    append_json(line, params);
-  }
-  line += '}';
-  return line;
-}
-
-RawParams raw_params(const json& params) { return {params.is_null() ? std::string() : dump(params)}; }
-
-std::string request_line(std::int64_t id, std::string_view method, const RawParams& params) {
-  std::string line = request_head(id, method, params.text.size());
   if (!params.text.empty()) {
     line += ",\"params\":";
     line += params.text;

@@ -59,9 +59,6 @@ std::optional<std::int64_t> our_id(const json& id);
 std::string dump(const json& value);
 
 json make_request(std::int64_t id, std::string_view method, json params);
-// dump(make_request(id, method, params)), byte for byte, without building the message: the
-// request line of every call (a turn's prompt is one).
-std::string request_line(std::int64_t id, std::string_view method, const json& params);
 // Params already written as one compact JSON value (an object or an array; empty: none), for a
 // caller on the hot path that would otherwise build a json value only to have it written out
 // (a turn's session/prompt: its content is not copied into a params object per send).
@@ -69,7 +66,8 @@ struct RawParams {
   std::string text;
 };
 RawParams raw_params(const json& params);  // empty for null
-// The same request line with params written already.
+// dump(make_request(id, method, params)), byte for byte, without building the message: the
+// request line of every call (a turn's prompt is one).
 std::string request_line(std::int64_t id, std::string_view method, const RawParams& params);
 json make_notification(std::string_view method, json params);
 json make_result(const json& id, json result);

@@ -247,20 +247,16 @@ rpc::Reply Bridge::call(std::string_view method, json params, Deadline deadline)
 }
 
 std::int64_t Bridge::call_queued(std::string_view method, json params, std::uint64_t* generation) {
-  return call_queued_raw_to(0, method, rpc::raw_params(params), generation);
-}
-
-std::int64_t Bridge::call_queued_raw(std::string_view method, const rpc::RawParams& params, std::uint64_t* generation) {
-  return call_queued_raw_to(0, method, params, generation);
+  return call_queued_raw(method, rpc::raw_params(params), generation);
 }
 
 std::int64_t Bridge::call_queued_to(std::uint64_t only, std::string_view method, json params,
                                     std::uint64_t* generation) {
-  return call_queued_raw_to(only, method, rpc::raw_params(params), generation);
+  return call_queued_raw(method, rpc::raw_params(params), generation, only);
 }
 
-std::int64_t Bridge::call_queued_raw_to(std::uint64_t only, std::string_view method, const rpc::RawParams& params,
-                                    std::uint64_t* generation) {
+std::int64_t Bridge::call_queued_raw(std::string_view method, const rpc::RawParams& params, std::uint64_t* generation,
+                                     std::uint64_t only) {
   std::shared_ptr<rpc::Connection> c;
   {
     base::MutexLock lock(mu_);

@@ -130,14 +130,14 @@ class Bridge {
   // The reply arrives as an rpc::Event::response in events(); `generation` receives the
   // generation it was sent to (0 when none was running: then the failure is in the queue too).
   std::int64_t call_queued(std::string_view method, json params, std::uint64_t* generation);
-  std::int64_t call_queued_raw(std::string_view method, const rpc::RawParams& params, std::uint64_t* generation);
   // The same, but only to generation `only` (0: whichever runs): while another one runs, the reply
   // is a closed one at once, as when none runs. For a caller that must not reach a generation
   // before it has set it up (tether serve: nothing before initialize).
   std::int64_t call_queued_to(std::uint64_t only, std::string_view method, json params,
                               std::uint64_t* generation);
-  std::int64_t call_queued_raw_to(std::uint64_t only, std::string_view method, const rpc::RawParams& params,
-                              std::uint64_t* generation);
+  // Either of the above with its params written already (rpc::RawParams).
+  std::int64_t call_queued_raw(std::string_view method, const rpc::RawParams& params, std::uint64_t* generation,
+                               std::uint64_t only = 0);
   bool cancel(std::uint64_t generation, std::int64_t id);
   // `only`: send it only if that generation runs (0: whichever runs).
   void notify(std::string_view method, json params, std::uint64_t only = 0);

@@ -190,12 +190,11 @@ TEST_CASE("request_line() writes what dump(make_request()) writes") {
       for (const json& params : cases) {
         CAPTURE(method);
         CAPTURE(id);
-        CHECK(request_line(id, method, params) == dump(make_request(id, method, params)));
         CHECK(request_line(id, method, raw_params(params)) == dump(make_request(id, method, params)));
       }
     }
   }
-  CHECK(request_line(3, "m", json{{"a", 1}}) == R"({"id":3,"jsonrpc":"2.0","method":"m","params":{"a":1}})");
+  CHECK(request_line(3, "m", raw_params(json{{"a", 1}})) == R"({"id":3,"jsonrpc":"2.0","method":"m","params":{"a":1}})");
   CHECK(request_line(3, "m", RawParams{R"([1,"x"])"}) == R"({"id":3,"jsonrpc":"2.0","method":"m","params":[1,"x"]})");
   CHECK(request_line(3, "m", RawParams{}) == R"({"id":3,"jsonrpc":"2.0","method":"m"})");
 }
