@@ -63,6 +63,10 @@ TEST_CASE("prompt -c continues the last conversation with the agent in this dire
   Home h;
   json first = h.prompt("a", {"my name is Ada"});
   CHECK(says(first, "turn 1 of this session"));
+  // The log is this user's, not one shared with every other test (meson sets XDG_STATE_HOME too):
+  // in a shared one, a fake agent's session id (its pid) seen before joined an older conversation.
+  struct stat st {};
+  CHECK(::stat((h.dir + "/state/tether/logs.db").c_str(), &st) == 0);
   json other = h.prompt("b", {"elsewhere"});  // another directory: another conversation
   json second = h.prompt("a", {"-c", "what is my name?"});
   CHECK(says(second, "turn 2 of this session"));
@@ -98,10 +102,15 @@ TEST_CASE("prompt -c: nothing to continue (64), an agent that cannot continue (6
   std::vector<std::string> fake{"--", fake_agent(), "batch"};
   std::vector<std::string> argv{tether_bin(), "prompt", "--cwd", h.dir + "/a", "hi"};
   argv.insert(argv.end(), fake.begin(), fake.end());
-  REQUIRE(run(argv, h.opts()).exit_code == 0);
+  r = run(argv, h.opts());
+  const std::string first_err = r.err;
+  INFO("the first turn's stderr: ", first_err);
+  REQUIRE(r.exit_code == 0);
   argv = {tether_bin(), "prompt", "--cwd", h.dir + "/a", "-c", "again"};
   argv.insert(argv.end(), fake.begin(), fake.end());
   r = run(argv, h.opts());
+  const std::string second_err = r.err;
+  INFO("the -c run's stderr: ", second_err);
   CHECK(r.exit_code == 69);
   CHECK(r.out.empty());
   CHECK(r.err.find("tether: fake-acp-agent cannot continue a session: it advertises neither session/resume nor "

@@ -11,8 +11,6 @@
 #include <cstring>
 #include <sstream>
 
-extern char** environ;
-
 namespace tether::test {
 
 std::vector<std::string> RunResult::out_lines() const {
@@ -27,9 +25,7 @@ RunResult run(const std::vector<std::string>& argv, const RunOptions& o) {
   RunResult res;
   int in[2], out[2], err[2];
   if (::pipe2(in, O_CLOEXEC) || ::pipe2(out, O_CLOEXEC) || ::pipe2(err, O_CLOEXEC)) return res;
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) env.emplace_back(*e);
-  env.insert(env.end(), o.env.begin(), o.env.end());
+  std::vector<std::string> env = environment_overriding(o.env);
   std::vector<char*> av = exec_vector(argv), ev = exec_vector(env);
 
   auto start = std::chrono::steady_clock::now();

@@ -26,7 +26,7 @@ struct RunResult {
 struct RunOptions {
   std::string stdin_text;
   bool close_stdin = true;                       // EOF after stdin_text
-  std::vector<std::string> env;                  // NAME=value added to the environment
+  std::vector<std::string> env;                  // NAME=value set in the environment (replacing; NAME= sets it empty)
   std::chrono::milliseconds limit{30000};
   // Called once the child runs (with its pid), e.g. to send it a signal when some output shows up;
   // `on_output` is called with the output so far each time more arrives.

@@ -121,15 +121,27 @@ bool LeakGuard::check_clean(std::string& report) const {
   return false;
 }
 
-std::vector<std::string> environment_with(const std::vector<std::string>& changes) {
+namespace {
+
+std::vector<std::string> changed_environment(const std::vector<std::string>& changes, bool empty_unsets) {
   std::vector<std::string> envs;
   for (char** e = environ; *e; ++e) envs.emplace_back(*e);
-  for (const auto& add : changes) {
-    std::string name = add.substr(0, add.find('='));
-    std::erase_if(envs, [&](const std::string& e) { return e.compare(0, name.size() + 1, name + "=") == 0; });
-    if (add.size() > name.size() + 1) envs.push_back(add);
+  for (const auto& change : changes) {
+    std::string name = change.substr(0, change.find('=')) + "=";
+    std::erase_if(envs, [&](const std::string& e) { return e.compare(0, name.size(), name) == 0; });
+    if (change.size() > name.size() || !empty_unsets) envs.push_back(change);
   }
   return envs;
+}
+
+}  // namespace
+
+std::vector<std::string> environment_with(const std::vector<std::string>& changes) {
+  return changed_environment(changes, true);
+}
+
+std::vector<std::string> environment_overriding(const std::vector<std::string>& changes) {
+  return changed_environment(changes, false);
 }
 
 std::vector<char*> exec_vector(const std::vector<std::string>& strings) {

@@ -28,6 +28,11 @@ bool process_exists(pid_t pid);  // false also for a zombie
 // This process's environment with `changes` applied: NAME=value adds or replaces NAME, NAME=
 // (nothing after '=') removes it. For a child started with execve.
 std::vector<std::string> environment_with(const std::vector<std::string>& changes);
+// The same, except that NAME= sets NAME to the empty string (some variables mean something when
+// empty: TETHER_HISTORY= turns the history off). Each change replaces every entry of its name:
+// glibc's getenv answers with the first one, so an entry appended after an inherited one (meson
+// sets XDG_STATE_HOME for every test) would not be seen at all.
+std::vector<std::string> environment_overriding(const std::vector<std::string>& changes);
 
 // argv or envp for execve: pointers into `strings` (which must outlive them), null-terminated.
 std::vector<char*> exec_vector(const std::vector<std::string>& strings);
