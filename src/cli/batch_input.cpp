@@ -39,7 +39,90 @@ std::string dump(const ojson& value) {
   return out;
 }
 
+namespace {
+
+// A JSON string's body that means itself: no quote, backslash or control byte, valid UTF-8.
+bool plain_text(std::string_view s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == '"' || c == '\\') return false;
+  return rpc::valid_utf8(s);
+}
+
+// `"text"` at the front of `in`, `text` plain: its body, and `in` advanced past it.
+std::optional<std::string_view> take_plain_string(std::string_view& in) {
+  if (in.empty() || in.front() != '"') return std::nullopt;
+  auto end = in.find('"', 1);
+  if (end == std::string_view::npos) return std::nullopt;
+  std::string_view body = in.substr(1, end - 1);
+  if (!plain_text(body)) return std::nullopt;
+  in.remove_prefix(end + 1);
+  return body;
+}
+
+bool take(std::string_view& in, std::string_view literal) {
+  if (in.substr(0, literal.size()) != literal) return false;
+  in.remove_prefix(literal.size());
+  return true;
+}
+
+}  // namespace
+
+std::optional<Item> read_common_item(const InputLine& line) {
+  std::string_view in(line.text);
+  if (line.oversize || !take(in, "{")) return std::nullopt;
+  std::optional<std::string_view> prompt, id_string;
+  std::optional<std::uint64_t> id_number;
+  std::string_view id_digits;
+  for (bool first = true;; first = false) {
+    if (!first && !take(in, ",")) break;
+    if (take(in, "\"prompt\":")) {
+      if (prompt || !(prompt = take_plain_string(in))) return std::nullopt;
+    } else if (take(in, "\"id\":")) {
+      if (id_string || id_number) return std::nullopt;
+      if (!in.empty() && in.front() == '"') {
+        if (!(id_string = take_plain_string(in))) return std::nullopt;
+      } else {
+        // 0, or up to 18 digits without a leading zero: nlohmann reads it as this unsigned
+        // integer, and writes it back as it is.
+        std::size_t n = 0;
+        while (n < in.size() && n < 19 && in[n] >= '0' && in[n] <= '9') ++n;
+        if (n == 0 || n > 18 || (n > 1 && in[0] == '0')) return std::nullopt;
+        id_digits = in.substr(0, n);
+        std::uint64_t v = 0;
+        std::from_chars(id_digits.data(), id_digits.data() + n, v);
+        id_number = v;
+        in.remove_prefix(n);
+      }
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (in != "}" || !prompt) return std::nullopt;
+  Item item;
+  item.index = line.line_no;
+  if (id_string) {
+    item.id = std::string(*id_string);
+    item.id_given = true;
+    item.id_text.reserve(id_string->size() + 2);
+    item.id_text.append(1, '"').append(*id_string).append(1, '"');
+  } else if (id_number) {
+    item.id = *id_number;
+    item.id_given = true;
+    item.id_text = std::string(id_digits);
+  } else {
+    item.id = line.line_no;
+    item.id_text = std::to_string(line.line_no);
+  }
+  item.prompt = std::string(*prompt);
+  return item;
+}
+
 Item parse_item(const InputLine& line) {
+  if (auto common = read_common_item(line)) return std::move(*common);
+  return parse_item_in_full(line);
+}
+
+Item parse_item_in_full(const InputLine& line) {
   Item item;
   item.index = line.line_no;
   item.id = line.line_no;

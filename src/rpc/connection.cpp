@@ -97,6 +97,9 @@ struct Connection::State {
   WaitSet waits;
   LineFramer framer;
   std::string out_buf;          // bytes taken from `outbound`, not yet written
+  // take_outbound()'s swap partner, kept: a std::deque allocates its map and a block when it is
+  // made, even empty (two mallocs per dispatcher pass, issue 17).
+  std::deque<std::string> outbound_taken;
   std::size_t out_off = 0;
   bool stdout_open = true;
   bool stderr_open = true;
@@ -408,7 +411,7 @@ struct Connection::State {
   // `busy`: a caller is writing through; nothing is taken, and stdin is neither written nor
   // closed until it is done (it wakes the dispatcher then if it left work).
   void take_outbound(bool& stop, bool& close_in, bool& busy) {
-    std::deque<std::string> lines;
+    std::deque<std::string>& lines = outbound_taken;  // empty: cleared at the end of each pass
     {
       base::MutexLock lock(out_mu);
       stop = stop_requested;
@@ -432,6 +435,7 @@ struct Connection::State {
       out_buf.append(line);
       out_buf.push_back('\n');
     }
+    lines.clear();
   }
 
   // Outbound backpressure. Invariant: while more than kOutboundLimit bytes wait for the bridge's

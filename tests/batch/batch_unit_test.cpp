@@ -9,6 +9,7 @@
 #include "cli/batch_input.h"
 #include "cli/batch_journal.h"
 #include "cli/batch_order.h"
+#include "support/mutate.h"
 
 using namespace tether::cli::batch;
 
@@ -30,7 +31,80 @@ std::vector<InputLine> split(const std::string& text, std::size_t max_line = 102
 
 Item item_of(const std::string& text, std::size_t line_no = 1) { return parse_item(InputLine{line_no, text, false}); }
 
+// read_common_item's promise: whatever it reads, the general way reads the same, field by field
+// (the id's JSON type included: an unsigned number stays unsigned). True when it read the line.
+bool common_read_agrees(const std::string& text) {
+  const InputLine line{5, text, false};
+  auto fast = read_common_item(line);
+  if (!fast) return false;
+  INFO("line: " << text);
+  Item full = parse_item_in_full(line);
+  CHECK_FALSE(full.error);
+  CHECK(fast->index == full.index);
+  CHECK(fast->id == full.id);
+  CHECK(fast->id.type() == full.id.type());
+  CHECK(fast->id_given == full.id_given);
+  CHECK(fast->id_raw == full.id_raw);
+  CHECK(fast->id_text == full.id_text);
+  CHECK(fast->prompt == full.prompt);
+  CHECK(fast->attachments == full.attachments);
+  CHECK(fast->meta == full.meta);
+  CHECK_FALSE(fast->error);
+  CHECK(item_hash(*fast) == item_hash(full));
+  return true;
+}
+
 }  // namespace
+
+TEST_CASE("the common item line is read without a parser, as the general way reads it") {
+  const InputLine plain{4, R"({"prompt":"hi 4"})", false};
+  auto a = read_common_item(plain);
+  REQUIRE(a);
+  CHECK(a->prompt == "hi 4");
+  CHECK(a->id == 4);
+  CHECK_FALSE(a->id_given);
+  for (const char* text : {R"({"prompt":"hi"})", R"({"id":"q1","prompt":"caf\u00e9"})", R"({"id":"q1","prompt":"x"})",
+                           R"({"prompt":"x","id":7})", R"({"id":0,"prompt":""})", R"({"id":123456789012345678,"prompt":"p"})",
+                           "{\"id\":\"\xc3\xa9\",\"prompt\":\"\xf0\x9f\x98\x80 \x7f\"}"}) {
+    INFO(text);
+    CHECK(common_read_agrees(text) == (std::string(text).find('\\') == std::string::npos));
+  }
+  // The general way's: spaces, escapes, other members, other id forms, duplicates, bad UTF-8.
+  for (const char* text : {R"( {"prompt":"x"})", R"({"prompt": "x"})", R"({"prompt":"x"} )", R"({"prompt":"a\"b"})",
+                           R"({"prompt":"x","lang":"fr"})", R"({"id":-1,"prompt":"x"})", R"({"id":1.0,"prompt":"x"})",
+                           R"({"id":01,"prompt":"x"})", R"({"id":1234567890123456789,"prompt":"x"})",
+                           R"({"prompt":"x","prompt":"y"})", R"({"id":1,"id":2,"prompt":"x"})", R"({"id":1})",
+                           R"({"prompt":1})", R"({"prompt":"x","attachments":[]})", "{\"prompt\":\"\xc3\"}",
+                           "{\"prompt\":\"\xed\xa0\x80\"}", "{\"prompt\":\"a\tb\"}", R"({"prompt":"x",})", "{}",
+                           R"({"id":"1","prompt":"x"}})"}) {
+    INFO(text);
+    CHECK_FALSE(read_common_item(InputLine{1, text, false}));
+  }
+  CHECK_FALSE(read_common_item(InputLine{1, "", true}));  // oversize
+}
+
+TEST_CASE("the common item read agrees with the general way on every single-byte edit and on mutations") {
+  const std::vector<std::string> seeds = {R"({"prompt":"hi 1"})", R"({"id":"q-7","prompt":"say é"})",
+                                          R"({"prompt":"p","id":42})", R"({"id":0,"prompt":""})",
+                                          "{\"id\":\"\xc3\xa9\",\"prompt\":\"\xe2\x82\xac 9\"}"};
+  const std::vector<std::string> sequences = {"\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xef\xbf\xbf",
+                                              "\xf0\x9f\x98\x80", "\\\"", "\",\"id\":1", "\",\"x\":\"",
+                                              "1e3", ".5", "-", " "};
+  int read = 0, lines = 0;
+  for (const auto& seed : seeds) {
+    for (const auto& s : tether::test::byte_edits(seed, sequences)) {
+      read += common_read_agrees(s);
+      ++lines;
+    }
+  }
+  tether::test::Mutator mutator(seeds, "{}[]\",:.\\-0123456789idprompt x\x01\xc3\xa9\xff", 20261207);
+  for (int round = 0; round < 20000; ++round) {
+    read += common_read_agrees(mutator.next_line(1));
+    ++lines;
+  }
+  MESSAGE(read << " of " << lines << " edited lines read the common way");
+  CHECK(read > 2000);
+}
 
 TEST_CASE("lines are numbered, blank ones counted and skipped, CRLF and a last line without newline handled") {
   for (std::size_t chunk : {0, 1, 2, 5}) {

@@ -8,6 +8,8 @@
 
 #include <doctest/doctest.h>
 
+#include "support/mutate.h"
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -16,6 +18,7 @@
 using tether::rpc::fast_parse;
 using tether::rpc::json;
 using tether::rpc::parse_line;
+using tether::test::Mutator;
 
 namespace {
 
@@ -57,39 +60,6 @@ void check_agrees(const std::string& text) {
     CHECK(same(*fast, slow));
   }
 }
-
-// Random edits of seed lines (a byte replaced, inserted or removed), reproducible from `seed`.
-class Mutator {
- public:
-  Mutator(std::vector<std::string> seeds, std::string alphabet, std::uint64_t seed)
-      : seeds_(std::move(seeds)), alphabet_(std::move(alphabet)), state_(seed) {}
-  // A seed line with `min_edits` to min_edits + 2 edits.
-  std::string next_line(int min_edits) {
-    std::string s = seeds_[next() % seeds_.size()];
-    int edits = min_edits + static_cast<int>(next() % 3);
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      std::size_t at = next() % s.size();
-      char c = alphabet_[next() % alphabet_.size()];
-      switch (next() % 3) {
-        case 0: s[at] = c; break;
-        case 1: s.insert(at, 1, c); break;
-        default: s.erase(at, 1); break;
-      }
-    }
-    return s;
-  }
-
- private:
-  std::uint64_t next() {
-    state_ ^= state_ << 13;
-    state_ ^= state_ >> 7;
-    state_ ^= state_ << 17;
-    return state_;
-  }
-  std::vector<std::string> seeds_;
-  std::string alphabet_;
-  std::uint64_t state_;
-};
 
 // read_response accepts only what the long way (parse_line, then classify) reads as a response,
 // and gives the same id and value.
