@@ -295,7 +295,9 @@ std::optional<TurnEvent> AcpSession::load_session(const std::string& id, Deadlin
 
 Turn AcpSession::prompt(std::string text, base::Duration timeout) {
   // One text block, written as dump() writes it (members sorted), without building a value.
-  std::string content = "[{\"text\":";
+  std::string content;
+  content.reserve(32 + text.size());  // the text without escapes: one allocation
+  content = "[{\"text\":";
   rpc::append_json_string(content, text);
   content += ",\"type\":\"text\"}]";
   return Turn(core_.get(), core_->start_turn(std::move(content), timeout));

@@ -74,6 +74,7 @@ void SessionCore::send_prompt(TurnState& t) {
   t.server_started = false;  // a retry waits in the server's queue again
   // Written straight into the params (nlohmann's member order), not copied into a params object.
   rpc::RawParams params;
+  params.text.reserve(32 + t.content.size() + state_.session_id.size());
   params.text = "{\"prompt\":";
   params.text += t.content;
   params.text += ",\"sessionId\":";

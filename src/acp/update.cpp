@@ -302,7 +302,12 @@ namespace {
 // read the same: the text between the fixed parts has no quote or backslash, so it is one whole
 // JSON string, and no control byte or bad UTF-8, so it is a valid one.
 // `session_id` empty: any session id without escapes.
-std::optional<Update> match_chunk_line(std::string_view line, std::string_view session_id) {
+struct ChunkMatch {
+  Update::Kind kind;
+  std::string_view kind_name, text;
+};
+
+std::optional<ChunkMatch> match_chunk_line(std::string_view line, std::string_view session_id) {
   constexpr std::string_view head = R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":")";
   constexpr std::string_view mid = R"(","update":{"sessionUpdate":")";
   constexpr std::string_view content = R"(","content":{"type":"text","text":")";
@@ -322,21 +327,17 @@ std::optional<Update> match_chunk_line(std::string_view line, std::string_view s
   line.remove_prefix(session_id.size());
   if (!line.starts_with(mid)) return std::nullopt;
   line.remove_prefix(mid.size());
-  Update u;
   for (const auto& [name, kind] : kKinds) {
     if (line.starts_with(name) && line.substr(name.size()).starts_with(content)) {
-      u.kind = kind;
-      u.kind_name = name;
+      if (kind != Update::Kind::agent_message && kind != Update::Kind::agent_thought &&
+          kind != Update::Kind::user_message)
+        return std::nullopt;
       line.remove_prefix(name.size() + content.size());
-      break;
+      if (!plain(line)) return std::nullopt;
+      return ChunkMatch{kind, name, line};
     }
   }
-  if (u.kind != Update::Kind::agent_message && u.kind != Update::Kind::agent_thought &&
-      u.kind != Update::Kind::user_message)
-    return std::nullopt;
-  if (!plain(line)) return std::nullopt;
-  u.text = line;
-  return u;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -345,7 +346,13 @@ bool is_common_chunk_line(std::string_view line) { return match_chunk_line(line,
 
 std::optional<Update> read_chunk_line(std::string_view line, std::string_view session_id) {
   if (session_id.empty()) return std::nullopt;
-  if (auto u = match_chunk_line(line, session_id)) return u;
+  if (auto m = match_chunk_line(line, session_id)) {
+    Update u;
+    u.kind = m->kind;
+    u.kind_name = m->kind_name;
+    u.text = m->text;
+    return u;
+  }
   using rpc::Field;
   using T = Field::Type;
   Field f[] = {Field("method"), Field("params"), Field("params.sessionId"), Field("params.update"),

@@ -299,6 +299,7 @@ class BatchRunner {
 
   // The item's turn in the log (cli/turn_log.h), linked to this batch run.
   void log_item(Worker& w, const Job& job) {
+    if (!logging_) return;  // --no-log: no recorder to make and drop per item
     w.log.emplace(o_.common, "batch", job.item.prompt, w.session->state());
     w.log->set_batch(job.item.id_text, static_cast<std::int64_t>(job.item.index));
     if (!job.item.attachments.empty()) w.log->set_attachments(json(job.item.attachments));
@@ -681,6 +682,7 @@ class BatchRunner {
   batch::OrderBuffer order_;
   std::vector<pollfd> poll_fds_;  // wait()'s
   const bool per_item_;
+  const bool logging_ = log_path(o_.common).has_value();  // the turn log is on
   const std::uint64_t window_limit_;
 
   std::vector<Worker> workers_;

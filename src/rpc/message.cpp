@@ -151,7 +151,9 @@ RawParams raw_params(const json& params) { return {params.is_null() ? std::strin
 std::string request_line(std::int64_t id, std::string_view method, const RawParams& params) {
   // The members in nlohmann's (sorted) order: id, jsonrpc, method, params.
   std::string line;
-  line.reserve(48 + method.size() + params.text.size());
+  // The fixed members (45 bytes), a 20-digit id, the method's quotes and the newline the
+  // connection appends: one allocation for the whole line.
+  line.reserve(72 + method.size() + params.text.size());
   line += "{\"id\":";
   line += std::to_string(id);
   line += ",\"jsonrpc\":\"2.0\",\"method\":";
