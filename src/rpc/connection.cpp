@@ -97,9 +97,7 @@ struct Connection::State {
   WaitSet waits;
   LineFramer framer;
   std::string out_buf;          // bytes taken from `outbound`, not yet written
-  // take_outbound()'s swap partner, kept: a std::deque allocates its map and a block when it is
-  // made, even empty (two mallocs per dispatcher pass, issue 17).
-  std::deque<std::string> outbound_taken;
+  std::deque<std::string> outbound_taken;  // take_outbound()'s, kept: a deque allocates when made
   std::size_t out_off = 0;
   bool stdout_open = true;
   bool stderr_open = true;
@@ -411,7 +409,7 @@ struct Connection::State {
   // `busy`: a caller is writing through; nothing is taken, and stdin is neither written nor
   // closed until it is done (it wakes the dispatcher then if it left work).
   void take_outbound(bool& stop, bool& close_in, bool& busy) {
-    std::deque<std::string>& lines = outbound_taken;  // empty: cleared at the end of each pass
+    auto& lines = outbound_taken;  // empty: cleared at the end of each pass
     {
       base::MutexLock lock(out_mu);
       stop = stop_requested;
@@ -420,10 +418,8 @@ struct Connection::State {
       if (busy) return;
       lines.swap(outbound);
       // A caller's line cut short by a full pipe: its rest goes before anything queued after it.
-      if (!direct_rest.empty()) {
-        if (fds.stdin_w) out_buf.append(direct_rest);
-        direct_rest.clear();
-      }
+      if (fds.stdin_w) out_buf.append(direct_rest);
+      direct_rest.clear();
     }
     for (auto& line : lines) {
       if (!fds.stdin_w) {  // stdin closed: nothing more reaches the bridge
