@@ -312,18 +312,13 @@ std::optional<ChunkMatch> match_chunk_line(std::string_view line, std::string_vi
   constexpr std::string_view mid = R"(","update":{"sessionUpdate":")";
   constexpr std::string_view content = R"(","content":{"type":"text","text":")";
   constexpr std::string_view tail = R"("}}}})";
-  auto plain = [](std::string_view s) {
-    for (char c : s)
-      if (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return false;
-    return rpc::valid_utf8(s);
-  };
   if (!line.starts_with(head) || !line.ends_with(tail)) return std::nullopt;
   line = line.substr(head.size(), line.size() - head.size() - tail.size());
   if (session_id.empty()) {
     session_id = line.substr(0, line.find('"'));
     if (session_id.empty()) return std::nullopt;
   }
-  if (!line.starts_with(session_id) || !plain(session_id)) return std::nullopt;
+  if (!line.starts_with(session_id) || !rpc::is_plain_string(session_id)) return std::nullopt;
   line.remove_prefix(session_id.size());
   if (!line.starts_with(mid)) return std::nullopt;
   line.remove_prefix(mid.size());
@@ -333,7 +328,7 @@ std::optional<ChunkMatch> match_chunk_line(std::string_view line, std::string_vi
           kind != Update::Kind::user_message)
         return std::nullopt;
       line.remove_prefix(name.size() + content.size());
-      if (!plain(line)) return std::nullopt;
+      if (!rpc::is_plain_string(line)) return std::nullopt;
       return ChunkMatch{kind, name, line};
     }
   }

@@ -41,20 +41,13 @@ std::string dump(const ojson& value) {
 
 namespace {
 
-// A JSON string's body that means itself: no quote, backslash or control byte, valid UTF-8.
-bool plain_text(std::string_view s) {
-  for (unsigned char c : s)
-    if (c < 0x20 || c == '"' || c == '\\') return false;
-  return rpc::valid_utf8(s);
-}
-
 // `"text"` at the front of `in`, `text` plain: its body, and `in` advanced past it.
 std::optional<std::string_view> take_plain_string(std::string_view& in) {
   if (in.empty() || in.front() != '"') return std::nullopt;
   auto end = in.find('"', 1);
   if (end == std::string_view::npos) return std::nullopt;
   std::string_view body = in.substr(1, end - 1);
-  if (!plain_text(body)) return std::nullopt;
+  if (!rpc::is_plain_string(body)) return std::nullopt;
   in.remove_prefix(end + 1);
   return body;
 }

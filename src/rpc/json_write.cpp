@@ -48,6 +48,12 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
+bool is_plain_string(std::string_view s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == '"' || c == '\\') return false;
+  return valid_utf8(s);
+}
+
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";

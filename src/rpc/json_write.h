@@ -20,6 +20,10 @@ namespace tether::rpc {
 // Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF), the
 // strings nlohmann's serializer copies through unchanged.
 bool valid_utf8(std::string_view s);
+// A string that JSON writes as it is between quotes, and reads back as the same bytes: no quote,
+// backslash or control byte, and valid UTF-8. The byte-exact readers (a chunk line, a batch item)
+// take only such strings, so what they accept is what a parser would read.
+bool is_plain_string(std::string_view s);
 
 // Appends `value` to `out` as dump() would write it (no newline).
 void append_json(std::string& out, const nlohmann::json& value);
