@@ -60,7 +60,7 @@ struct Item {
   // A number id nlohmann holds as a double (an integer beyond 64 bits, `1.0`, `1e3`) would be
   // printed back changed: its text exactly as given, written in its place (empty otherwise).
   std::string id_raw;
-  std::string id_text;    // the id's JSON text (`"abc"`, `12`, id_raw): shard hash, duplicates, journal hash
+  std::string id_text;    // the id's JSON text (`"abc"`, `12`, id_raw), as records write it; shard hash, duplicates, item hash
   std::string prompt;
   std::vector<std::string> attachments;  // "attachments": paths, sent as -a would send them
   ojson meta;             // the object's other keys (null when none)

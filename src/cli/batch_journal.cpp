@@ -1,7 +1,6 @@
 #include "cli/batch_journal.h"
 
 #include "base/unique_fd.h"
-#include "rpc/json_write.h"
 #include "rpc/message.h"
 
 #include <errno.h>
@@ -49,10 +48,8 @@ constexpr int kMaxRecordDepth = rpc::kMaxJsonDepth + 2;
 }  // namespace
 
 std::string journal_line(const Item& item, std::uint64_t hash, bool ok, std::string_view record) {
-  // {"index", "id", "hash", "ok", "result"}: the id as dump_record() writes it (as given when raw).
-  std::string line = "{\"index\":" + std::to_string(item.index) + ",\"id\":";
-  if (!item.id_raw.empty()) line += item.id_raw;
-  else rpc::append_json(line, item.id);
+  // {"index", "id", "hash", "ok", "result"}: the id as dump_record() writes it (its id_text).
+  std::string line = "{\"index\":" + std::to_string(item.index) + ",\"id\":" + item.id_text;
   line += ",\"hash\":\"" + hex16(hash) + "\",\"ok\":";
   line += ok ? "true" : "false";
   line += ",\"result\":";

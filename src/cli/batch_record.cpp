@@ -83,8 +83,7 @@ std::optional<std::string> answer_line(const Item& item, const Tries& tries, con
   std::string out;
   out.reserve(160 + a.text.size());
   out += "{\"id\":";
-  if (!item.id_raw.empty()) out += item.id_raw;
-  else rpc::append_json(out, item.id);
+  out += item.id_text;  // the id as dump_record() writes it
   out += ",\"index\":";
   out += std::to_string(item.index);
   out += ",\"ok\":true,\"text\":";
