@@ -8,6 +8,7 @@
 
 #include "acp/update.h"
 #include "rpc/message.h"
+#include "support/mutate.h"
 
 using tether::acp::json;
 using tether::acp::parse_update;
@@ -216,23 +217,11 @@ TEST_CASE("read_chunk_line agrees with the general path on mutated lines") {
       R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"agent_thought_chunk","messageId":"m","content":{"type":"text","text":"a\nb"}}}})",
       "{\"jsonrpc\":\"2.0\",\"method\":\"session/update\",\"params\":{\"sessionId\":\"s1\",\"update\":{\"sessionUpdate\":"
       "\"agent_message_chunk\",\"content\":{\"type\":\"text\",\"text\":\"caf\xc3\xa9 au lait\"}}}}"};
-  const std::string alphabet = "{}[]\",:.\\-0123456789tlnsu aex\x01\xc3\xa9\xff";
-  std::uint64_t state = 88172645463325252ull;
-  auto next = [&] {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  };
+  tether::test::Mutator mutator({std::begin(seeds), std::end(seeds)},
+                               "{}[]\",:.\\-0123456789tlnsu aex\x01\xc3\xa9\xff", 88172645463325252ull);
   int taken = 0, common = 0;
   for (int round = 0; round < 40000; ++round) {
-    std::string s = seeds[round % 2];
-    for (int e = 0; e < 1 + static_cast<int>(next() % 2); ++e) {
-      std::size_t at = next() % s.size();
-      char c = alphabet[next() % alphabet.size()];
-      if (next() % 2) s[at] = c;
-      else s.insert(at, 1, c);
-    }
+    std::string s = mutator.next_line(1);
     if (tether::acp::is_common_chunk_line(s)) {
       // The dispatcher's promise: a well-formed notification, whatever the session.
       ++common;
@@ -257,7 +246,7 @@ TEST_CASE("read_chunk_line agrees with the general path on mutated lines") {
   CHECK(common > 100);
 }
 
-// Every single-byte edit (all 256 values, replaced or inserted at every position) and
+// Every single-byte edit (all 256 values, replaced or inserted at every position; each byte removed) and
 // a set of multi-byte sequences in the session id and the text of the common line.
 TEST_CASE("is_common_chunk_line, on every byte edit and bad UTF-8 in the id and text: only the exact well-formed notification") {
   const std::string head = R"({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":")";
@@ -276,23 +265,7 @@ TEST_CASE("is_common_chunk_line, on every byte edit and bad UTF-8 in the id and 
                                          "\"}}}},\"id\":1,\"x\":{\"a\":{\"b\":{\"c\":\"", "\r", " "};
   std::vector<std::string> lines;
   for (const auto& seed : seeds) {
-    for (std::size_t at = 0; at <= seed.size(); ++at) {
-      for (int b = 0; b < 256; ++b) {
-        std::string s = seed;
-        s.insert(at, 1, static_cast<char>(b));
-        lines.push_back(s);
-        if (at < seed.size()) {
-          s = seed;
-          s[at] = static_cast<char>(b);
-          lines.push_back(s);
-        }
-      }
-      for (const auto& q : seqs) {
-        std::string s = seed;
-        s.insert(at, q);
-        lines.push_back(s);
-      }
-    }
+    for (auto& s : tether::test::byte_edits(seed, seqs)) lines.push_back(std::move(s));
     for (const auto& q : seqs) {
       lines.push_back(make(q, "agent_message_chunk", "t"));
       lines.push_back(make("s1", "agent_message_chunk", q));
