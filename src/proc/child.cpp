@@ -6,6 +6,8 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -73,16 +75,83 @@ std::vector<std::string> build_env(const std::vector<std::string>& extra) {
   return env;
 }
 
-// Places `fd` at `target` for the child, clearing close-on-exec. Async-signal-safe.
-bool place_fd(int fd, int target) {
-  if (fd == target) return ::fcntl(fd, F_SETFD, 0) == 0;
-  return ::dup2(fd, target) == target;
+// What spawn() hands the child, which shares its memory (CLONE_VM): inputs prepared in the
+// parent, and the step and errno of a failure, written by the child before it exits.
+struct ChildPlan {
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  const char* cwd;  // nullptr: inherit
+  int in, out, err;  // err < 0: stderr is stdout
+  bool new_session;
+  pid_t parent;
+  int max_fd;
+  int failed_step = 0;
+  int failed_errno = 0;
+};
+
+// The kernel's struct sigaction (not libc's): the child sets dispositions with the raw system
+// call, since libc's sigaction() is what a sanitizer intercepts.
+struct KernelSigaction {
+  void (*handler)(int);
+  unsigned long flags;
+#if !defined(__riscv) && !defined(__loongarch__)
+  void (*restorer)();
+#endif
+  unsigned long mask;  // signals 1 to 64
+};
+
+// The child, from clone() to exec. It runs on its own stack in our memory while the spawning
+// thread waits (CLONE_VFORK), so it makes raw system calls and nothing else: no libc function
+// that takes a lock or that a sanitizer intercepts, and no sanitizer instrumentation (which would
+// record its steps as the spawning thread's). syscall() writes only the spawning thread's errno,
+// which spawn() reads only when clone() fails. All signals are blocked from clone() until the
+// dispositions are reset, so none of tether's handlers ever runs here.
+// Each function the child calls carries the same attribute (a lambda would not).
+#define TETHER_CHILD_SIDE __attribute__((no_sanitize("address", "thread", "undefined"), noinline))
+
+TETHER_CHILD_SIDE int fail(ChildPlan& plan, int step) {
+  plan.failed_step = step;
+  plan.failed_errno = errno;
+  ::syscall(SYS_exit_group, 127);
+  return 127;
 }
 
-[[noreturn]] void child_fail(int err_fd, int step) {
-  int payload[2] = {step, errno};
-  [[maybe_unused]] auto n = ::write(err_fd, payload, sizeof payload);
-  ::_exit(127);
+// Places `fd` at `target`, clearing close-on-exec (dup3 with no flags leaves it off the copy).
+TETHER_CHILD_SIDE bool place(int fd, int target) {
+  if (fd == target) return ::syscall(SYS_fcntl, fd, F_SETFD, 0) == 0;
+  return ::syscall(SYS_dup3, fd, target, 0) == target;
+}
+
+TETHER_CHILD_SIDE int child_main(void* arg) {
+  auto& plan = *static_cast<ChildPlan*>(arg);
+  if (::syscall(plan.new_session ? SYS_setsid : SYS_setpgid, 0, 0) < 0) return fail(plan, 1);
+  // Die with the spawning thread's process; re-check the parent in case it already died.
+  ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (::syscall(SYS_getppid) != plan.parent) ::syscall(SYS_exit_group, 127);
+  // Every signal to its default. One pending (a Ctrl-Z or Ctrl-C sent to our process group while
+  // the child was still in it) is discarded first by ignoring it: it must not stop or kill the
+  // child once unblocked (a child stopped before its exec would hang this spawn for good).
+  unsigned long pending = 0;
+  ::syscall(SYS_rt_sigpending, &pending, sizeof pending);
+  KernelSigaction ign{}, dfl{};
+  ign.handler = SIG_IGN;
+  dfl.handler = SIG_DFL;
+  for (int sig = 1; sig <= 64; ++sig) {  // fails harmlessly for KILL and STOP
+    if (pending & (1UL << (sig - 1))) ::syscall(SYS_rt_sigaction, sig, &ign, nullptr, sizeof(unsigned long));
+    ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(unsigned long));
+  }
+  const unsigned long none = 0;
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none);
+  if (!place(plan.in, 0) || !place(plan.out, 1) ||
+      (plan.err < 0 ? ::syscall(SYS_dup3, 1, 2, 0) != 2 : !place(plan.err, 2)))
+    return fail(plan, 2);
+  // Nothing but 0, 1 and 2 crosses exec, whatever tether inherited without close-on-exec.
+  if (::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)  // kernels before 5.11
+    for (int fd = 3; fd < plan.max_fd; ++fd) ::syscall(SYS_fcntl, fd, F_SETFD, FD_CLOEXEC);
+  if (plan.cwd && ::syscall(SYS_chdir, plan.cwd) != 0) return fail(plan, 3);
+  ::syscall(SYS_execve, plan.path, plan.argv, plan.envp);
+  return fail(plan, 4);
 }
 
 const char* step_name(int step) {
@@ -187,8 +256,6 @@ std::string ExitStatus::describe() const {
   return s;
 }
 
-// long: fork to exec is one sequence whose child side may only make async-signal-safe calls, and
-// the parent side must hold g_leaders_mu across fork(); kept whole so it reads against both rules.
 std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildFds& fds) {
   if (options.argv.empty()) return SpawnError{EINVAL, "no bridge command given"};
   std::string path = resolve(options.argv[0]);
@@ -204,69 +271,49 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
 
   auto in = options.stdin_null ? std::optional<Pipe>(Pipe{UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)), {}})
                                : make_pipe();
-  auto out = make_pipe(), report = make_pipe();
+  auto out = make_pipe();
   auto err = options.merge_stderr ? std::optional<Pipe>(Pipe{}) : make_pipe();
-  if (!in || !in->r || !out || !err || !report) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
+  if (!in || !in->r || !out || !err) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
 
-  const pid_t parent = ::getpid();
+  ChildPlan plan{path.c_str(), argv.data(), envp.data(), cwd, in->r.get(), out->w.get(),
+                 options.merge_stderr ? -1 : err->w.get(), options.new_session, ::getpid(), 0};
   const long open_max = ::sysconf(_SC_OPEN_MAX);
-  const int max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
-  // Held from fork() until the leader is registered: the child leaves our process group at once,
+  plan.max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
+  // The child's stack: it must not run on ours, which this thread still owns.
+  constexpr std::size_t kStack = 64 * 1024;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return SpawnError{errno, std::string("mmap: ") + strerror(errno)};
+
+  // clone(CLONE_VM | CLONE_VFORK), as posix_spawn does, rather than fork(): no copy of our page
+  // tables and no copy-on-write fault afterwards for every page either side writes. Where page
+  // faults are dear (some VMs: ~13 µs each) fork() cost milliseconds per spawn; this costs one
+  // system call. This thread resumes once the child has exec'd or failed, with every signal
+  // blocked meanwhile: the child must not run a handler of ours in our memory.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  // Held from clone() until the leader is registered: the child leaves our process group at once,
   // and reap_strays() in another thread must not take it for a stray and steal its exit status.
   // The child never touches the mutex.
   std::unique_lock leaders_lock(g_leaders_mu);
-  const pid_t pid = ::fork();
-  if (pid < 0) return SpawnError{errno, std::string("fork: ") + strerror(errno)};
-  if (pid == 0) {
-    // Child: async-signal-safe calls only from here to exec.
-    const int rep = report->w.get();
-    if ((options.new_session ? ::setsid() : ::setpgid(0, 0)) < 0) child_fail(rep, 1);
-    // Die with the spawning thread's process; re-check the parent in case it already died.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    // Ignoring a signal first discards what is pending of it: a Ctrl-Z or Ctrl-C sent to our
-    // process group while the child was still in it must not stop or kill it once unblocked
-    // (a stopped child before its exec would hang this spawn for good).
-    struct sigaction ign {}, dfl {};
-    ign.sa_handler = SIG_IGN;
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) {  // fails harmlessly for KILL/STOP
-      ::sigaction(sig, &ign, nullptr);
-      ::sigaction(sig, &dfl, nullptr);
-    }
-    sigset_t empty;
-    sigemptyset(&empty);
-    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
-    if (!place_fd(in->r.get(), 0) || !place_fd(out->w.get(), 1) ||
-        (options.merge_stderr ? ::dup2(1, 2) != 2 : !place_fd(err->w.get(), 2)))
-      child_fail(rep, 2);
-    // Nothing but 0, 1 and 2 crosses exec, whatever tether inherited without close-on-exec.
-    if (::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0)  // kernels before 5.11
-      for (int fd = 3; fd < max_fd; ++fd) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (cwd && ::chdir(cwd) != 0) child_fail(rep, 3);
-    ::execve(path.c_str(), argv.data(), envp.data());
-    child_fail(rep, 4);
-  }
-
-  // Parent. Also set the group here, so it exists before spawn() returns whatever the scheduling.
-  // Not for a new session: a group leader cannot setsid(), so the child must do it alone; the
-  // read of the report pipe below returns only after its exec (or failure), so it is done by then.
-  if (!options.new_session) ::setpgid(pid, pid);
+  const pid_t pid = ::clone(child_main, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  const int clone_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ::munmap(stack, kStack);
+  if (pid < 0) return SpawnError{clone_errno, std::string("clone: ") + strerror(clone_errno)};
+  // The child has set its group (or session) itself, before exec: a parent's setpgid() after the
+  // exec would fail, and is not needed, since this thread waited for it.
   g_leaders.insert(pid);
   leaders_lock.unlock();
   Child child(pid);  // after the unlock: its destructor takes the lock
-  report->w.reset();
   in->r.reset();
   out->w.reset();
   err->w.reset();
-  int payload[2];
-  ssize_t n;
-  do n = ::read(report->r.get(), payload, sizeof payload); while (n < 0 && errno == EINTR);
-  if (n == static_cast<ssize_t>(sizeof payload)) {
+  if (plan.failed_step != 0) {
     child.reap();
-    std::string what = std::string(step_name(payload[0])) + " " + options.argv[0] + ": " + strerror(payload[1]);
-    if (payload[0] == 3) what = "cannot change directory to " + options.cwd + ": " + strerror(payload[1]);
-    return SpawnError{payload[1], what};
+    std::string what = std::string(step_name(plan.failed_step)) + " " + options.argv[0] + ": " + strerror(plan.failed_errno);
+    if (plan.failed_step == 3) what = "cannot change directory to " + options.cwd + ": " + strerror(plan.failed_errno);
+    return SpawnError{plan.failed_errno, what};
   }
 
   // The raw syscall: glibc 2.36's <sys/pidfd.h> lacks C linkage for C++ callers.

@@ -1,14 +1,20 @@
-// Process-level behaviour of a bridge: a grandchild that keeps stdout open after the bridge died,
-// a bridge that ignores SIGTERM and stdin EOF, and a bridge that answers and exits at once.
+// Process-level behaviour of a bridge: how it is spawned (its starting state, failures, dying with
+// the thread that spawned it), a grandchild that keeps stdout open after the bridge died, a bridge
+// that ignores SIGTERM and stdin EOF, and a bridge that answers and exits at once.
 #include <doctest/doctest.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "integration.h"
@@ -21,6 +27,153 @@ using base::Deadline;
 using rpc::Reply;
 using supervisor::Bridge;
 using supervisor::State;
+
+// --- spawn -------------------------------------------------------------------------------------
+
+// Everything a spawned child writes on stdout, until its end of file (or the deadline).
+std::string read_to_eof(int fd, Deadline deadline) {
+  std::string out;
+  char buf[4096];
+  while (!deadline.expired()) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n == 0) break;
+    if (n > 0) out.append(buf, static_cast<std::size_t>(n));
+    else if (errno != EAGAIN && errno != EINTR) break;
+  }
+  return out;
+}
+
+// Spawns `argv` and returns its stdout; the child is reaped.
+std::string spawn_output(proc::SpawnOptions spawn) {
+  proc::ChildFds fds;
+  auto spawned = proc::Child::spawn(spawn, fds);
+  if (auto* e = std::get_if<proc::SpawnError>(&spawned)) FAIL("spawn failed: " << e->what);
+  auto& child = std::get<proc::Child>(spawned);
+  std::string out = read_to_eof(fds.stdout_r.get(), Deadline::after(10s));
+  CHECK(child.reap().code == 0);
+  return out;
+}
+
+// The "Name:\tvalue" lines of a /proc/PID/status.
+std::map<std::string, std::string> status_fields(const std::string& text) {
+  std::map<std::string, std::string> f;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    auto v = line.find_first_not_of(" \t", colon + 1);
+    f[line.substr(0, colon)] = v == std::string::npos ? "" : line.substr(v);
+  }
+  return f;
+}
+
+TEST_CASE("a spawned bridge starts clean: no signal ignored, caught, blocked or pending; its own group; only fds 0-2") {
+  test::LeakGuard guard;
+  {
+    // What tether's own state could pass on: an ignored signal, a caught one, a blocked one, and
+    // a descriptor without close-on-exec.
+    struct sigaction ign {}, caught {}, old_hup {}, old_usr2 {};
+    ign.sa_handler = SIG_IGN;
+    caught.sa_handler = [](int) {};
+    ::sigaction(SIGHUP, &ign, &old_hup);
+    ::sigaction(SIGUSR2, &caught, &old_usr2);
+    sigset_t usr1, before, blocked, after;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &usr1, &before);
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &blocked);
+    const int leaked = ::fcntl(STDERR_FILENO, F_DUPFD, 60);  // no FD_CLOEXEC
+    REQUIRE(leaked >= 60);
+
+    for (bool new_session : {false, true}) {
+      CAPTURE(new_session);
+      proc::SpawnOptions spawn;
+      spawn.argv = {"cat", "/proc/self/status"};  // looked up in PATH
+      spawn.new_session = new_session;
+      auto f = status_fields(spawn_output(spawn));
+      REQUIRE(f.count("Pid"));
+      CHECK(f["SigIgn"] == "0000000000000000");
+      CHECK(f["SigCgt"] == "0000000000000000");
+      CHECK(f["SigBlk"] == "0000000000000000");
+      CHECK(f["SigPnd"] == "0000000000000000");
+      CHECK(f["ShdPnd"] == "0000000000000000");
+      CHECK(f["PPid"] == std::to_string(::getpid()));
+      CHECK(f["NSpgid"] == f["Pid"]);  // a group of its own
+      if (new_session) CHECK(f["NSsid"] == f["Pid"]);
+      else CHECK(f["NSsid"] == std::to_string(::getsid(0)));
+
+      spawn.argv = {"/bin/ls", "/proc/self/fd"};
+      spawn.cwd = "/";
+      CHECK(spawn_output(spawn) == "0\n1\n2\n3\n");  // 3: the directory ls reads
+      spawn.argv = {"/bin/pwd"};
+      spawn.cwd = "/proc";
+      spawn.extra_env = {"PWD=/proc"};
+      CHECK(spawn_output(spawn) == "/proc\n");
+    }
+
+    // The spawning thread's own mask is as it was.
+    ::pthread_sigmask(SIG_SETMASK, nullptr, &after);
+    for (int sig = 1; sig < NSIG; ++sig) CHECK(sigismember(&after, sig) == sigismember(&blocked, sig));
+    CHECK(sigismember(&after, SIGUSR1) == 1);
+    ::pthread_sigmask(SIG_SETMASK, &before, nullptr);
+    ::close(leaked);
+    ::sigaction(SIGHUP, &old_hup, nullptr);
+    ::sigaction(SIGUSR2, &old_usr2, nullptr);
+  }
+  CHECK(test::zombie_children().empty());
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("a spawn that fails says which step failed and why, and leaves no process and no descriptor") {
+  test::LeakGuard guard;
+  {
+    proc::ChildFds fds;
+    auto failure = [&](const proc::SpawnOptions& spawn) {
+      auto r = proc::Child::spawn(spawn, fds);
+      REQUIRE(std::holds_alternative<proc::SpawnError>(r));
+      return std::get<proc::SpawnError>(r);
+    };
+    proc::SpawnOptions spawn;
+    spawn.argv = {"/proc/self/status"};  // a file, not executable
+    auto e = failure(spawn);
+    CHECK(e.err == EACCES);
+    CHECK(e.what == "exec /proc/self/status: Permission denied");
+
+    spawn.argv = {"/bin/true"};
+    spawn.cwd = "/nonexistent-dir";
+    e = failure(spawn);
+    CHECK(e.err == ENOENT);
+    CHECK(e.what == "cannot change directory to /nonexistent-dir: No such file or directory");
+
+    spawn.cwd.clear();
+    spawn.argv = {"no-such-command-for-tether"};
+    CHECK(failure(spawn).what == "no-such-command-for-tether: command not found");
+    CHECK_FALSE(fds.stdin_w);
+    CHECK_FALSE(fds.stdout_r);
+  }
+  CHECK(test::zombie_children().empty());
+  CHECK_NO_LEAKS(guard);
+}
+
+TEST_CASE("a bridge dies with the thread that spawned it (PR_SET_PDEATHSIG)") {
+  std::optional<proc::Child> child;
+  std::thread spawner([&] {
+    proc::ChildFds fds;
+    proc::SpawnOptions spawn;
+    spawn.argv = {"/bin/sleep", "60"};
+    spawn.stdin_null = true;
+    auto r = proc::Child::spawn(spawn, fds);
+    if (auto* c = std::get_if<proc::Child>(&r)) child.emplace(std::move(*c));
+  });
+  spawner.join();
+  REQUIRE(child.has_value());
+  std::optional<proc::ExitStatus> status;
+  REQUIRE(test::eventually([&] { return (status = child->try_reap()).has_value(); }, Ms(10000)));
+  CHECK(status->signaled);
+  CHECK(status->signal == SIGKILL);
+}
 
 // The bridge answers one request with its grandchild's pid and exits; the grandchild holds the
 // bridge's stdout (and stderr, and stdin) open and sleeps.
