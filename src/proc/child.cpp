@@ -25,6 +25,8 @@
 #include "base/signals.h"
 
 extern char** environ;
+// glibc's clone() under its own name (exported since glibc 2.2.5; <sched.h> declares only clone).
+extern "C" int __clone(int (*fn)(void*), void* stack, int flags, void* arg, ...);
 
 namespace tether::proc {
 namespace {
@@ -91,7 +93,9 @@ struct ChildPlan {
 };
 
 // The kernel's struct sigaction (not libc's): the child sets dispositions with the raw system
-// call, since libc's sigaction() is what a sanitizer intercepts.
+// call, since libc's sigaction() is what a sanitizer intercepts. Its signal sets are 64 bits,
+// as on every architecture Debian builds tether for (MIPS, with 128 signals, is not one).
+static_assert(NSIG == 65, "the child's raw signal calls assume 64 signals");
 struct KernelSigaction {
   void (*handler)(int);
   unsigned long flags;
@@ -104,11 +108,19 @@ struct KernelSigaction {
 // The child, from clone() to exec. It runs on its own stack in our memory while the spawning
 // thread waits (CLONE_VFORK), so it makes raw system calls and nothing else: no libc function
 // that takes a lock or that a sanitizer intercepts, and no sanitizer instrumentation (which would
-// record its steps as the spawning thread's). syscall() writes only the spawning thread's errno,
-// which spawn() reads only when clone() fails. All signals are blocked from clone() until the
-// dispositions are reset, so none of tether's handlers ever runs here.
-// Each function the child calls carries the same attribute (a lambda would not).
+// record its steps as the spawning thread's). syscall() writes only the spawning thread's errno
+// (EINVAL, for SIGKILL's and SIGSTOP's dispositions), which spawn() restores. All signals are
+// blocked from clone() until the dispositions are reset, so none of tether's handlers ever runs
+// here.
+// Each function the child calls carries the same attributes (a lambda would not). clang adds
+// ThreadSanitizer's function entry and exit calls even under no_sanitize("thread"); only
+// disable_sanitizer_instrumentation leaves them out (they would push onto the spawning thread's
+// shadow stack, and never pop).
+#if defined(__clang__)
+#define TETHER_CHILD_SIDE __attribute__((disable_sanitizer_instrumentation, noinline))
+#else
 #define TETHER_CHILD_SIDE __attribute__((no_sanitize("address", "thread", "undefined"), noinline))
+#endif
 
 TETHER_CHILD_SIDE int fail(ChildPlan& plan, int step) {
   plan.failed_step = step;
@@ -165,6 +177,12 @@ const char* step_name(int step) {
 
 // Bridge leaders not reaped yet: the stray reaper must leave their exit status to their Child.
 std::mutex g_leaders_mu;
+// Spawns between clone() and the registration of their leader in g_leaders (changed under
+// g_leaders_mu). While one is under way, the stray reapers reap nothing: the new child may
+// already have exited and be a zombie outside our process group that g_leaders does not know
+// yet. They run again at the next chance, so a stray waits a little longer, and no lock is
+// held across clone() (which returns only once the child has exec'd).
+int g_spawning = 0;
 // A multiset: a pid reused by a new leader between another thread's waitpid() and its
 // remove_leader() must stay registered.
 std::multiset<pid_t> g_leaders;
@@ -233,6 +251,7 @@ void reap_strays() {
     if (e.state == 'Z' && e.ppid == self && e.pgrp != own_group) zombies.push_back(e.pid);
   });
   std::lock_guard lock(g_leaders_mu);
+  if (g_spawning > 0) return;
   for (pid_t z : zombies)
     if (!g_leaders.count(z)) ::waitpid(z, nullptr, WNOHANG);
 }
@@ -276,7 +295,7 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   if (!in || !in->r || !out || !err) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
 
   ChildPlan plan{path.c_str(), argv.data(), envp.data(), cwd, in->r.get(), out->w.get(),
-                 options.merge_stderr ? -1 : err->w.get(), options.new_session, ::getpid(), 0};
+                 options.merge_stderr ? -1 : err->w.get(), options.new_session, 0, 0};
   const long open_max = ::sysconf(_SC_OPEN_MAX);
   plan.max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
   // The child's stack: it must not run on ours, which this thread still owns.
@@ -289,23 +308,33 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   // faults are dear (some VMs: ~13 µs each) fork() cost milliseconds per spawn; this costs one
   // system call. This thread resumes once the child has exec'd or failed, with every signal
   // blocked meanwhile: the child must not run a handler of ours in our memory.
+  // glibc's __clone, not clone: ThreadSanitizer intercepts clone() as a fork, which breaks when
+  // the child shares our memory.
+  // Bound here, in the parent: the child must not enter the dynamic linker to resolve a lazily
+  // bound syscall() or errno location (a build that is not static).
+  const int saved_errno = errno;
+  plan.parent = static_cast<pid_t>(::syscall(SYS_getpid));
   sigset_t all, old;
   sigfillset(&all);
+  {
+    std::lock_guard lock(g_leaders_mu);
+    ++g_spawning;
+  }
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  // Held from clone() until the leader is registered: the child leaves our process group at once,
-  // and reap_strays() in another thread must not take it for a stray and steal its exit status.
-  // The child never touches the mutex.
-  std::unique_lock leaders_lock(g_leaders_mu);
-  const pid_t pid = ::clone(child_main, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  const pid_t pid = ::__clone(child_main, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
   const int clone_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = saved_errno;
   ::munmap(stack, kStack);
+  {
+    std::lock_guard lock(g_leaders_mu);
+    if (pid > 0) g_leaders.insert(pid);
+    --g_spawning;
+  }
   if (pid < 0) return SpawnError{clone_errno, std::string("clone: ") + strerror(clone_errno)};
   // The child has set its group (or session) itself, before exec: a parent's setpgid() after the
   // exec would fail, and is not needed, since this thread waited for it.
-  g_leaders.insert(pid);
-  leaders_lock.unlock();
-  Child child(pid);  // after the unlock: its destructor takes the lock
+  Child child(pid);  // its destructor takes the lock
   in->r.reset();
   out->w.reset();
   err->w.reset();
@@ -458,8 +487,9 @@ std::size_t sweep_group(pid_t pgid, pid_t keep) {
   // As reap_strays: a bridge leader's exit status is its Child's, even if its pid was reused
   // into this group's scan; the lock keeps a leader being spawned from looking like a stray.
   std::lock_guard lock(g_leaders_mu);
-  for (pid_t z : zombies)
-    if (!g_leaders.count(z)) ::waitpid(z, nullptr, WNOHANG);
+  if (g_spawning == 0)
+    for (pid_t z : zombies)
+      if (!g_leaders.count(z)) ::waitpid(z, nullptr, WNOHANG);
   return running;
 }
 
