@@ -115,9 +115,12 @@ struct KernelSigaction {
 // Each function the child calls carries the same attributes (a lambda would not). clang adds
 // ThreadSanitizer's function entry and exit calls even under no_sanitize("thread"); only
 // disable_sanitizer_instrumentation leaves them out (they would push onto the spawning thread's
-// shadow stack, and never pop).
+// shadow stack, and never pop). clang 14 honours that one for ThreadSanitizer only, so the
+// no_sanitize list stays too (AddressSanitizer would poison the child's frame on a stack that
+// is unmapped, and later mapped again, without being unpoisoned).
 #if defined(__clang__)
-#define TETHER_CHILD_SIDE __attribute__((disable_sanitizer_instrumentation, noinline))
+#define TETHER_CHILD_SIDE \
+  __attribute__((disable_sanitizer_instrumentation, no_sanitize("address", "thread", "undefined", "coverage"), noinline))
 #else
 #define TETHER_CHILD_SIDE __attribute__((no_sanitize("address", "thread", "undefined"), noinline))
 #endif
@@ -316,21 +319,30 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   plan.parent = static_cast<pid_t>(::syscall(SYS_getpid));
   sigset_t all, old;
   sigfillset(&all);
-  {
-    std::lock_guard lock(g_leaders_mu);
-    ++g_spawning;
-  }
+  // Counted from before clone() until after the leader is in g_leaders (so there is no moment
+  // when it is neither), and uncounted whatever happens.
+  struct SpawnUnderWay {
+    SpawnUnderWay() {
+      std::lock_guard lock(g_leaders_mu);
+      ++g_spawning;
+    }
+    ~SpawnUnderWay() {
+      std::lock_guard lock(g_leaders_mu);
+      --g_spawning;
+    }
+  };
+  std::optional<SpawnUnderWay> under_way(std::in_place);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   const pid_t pid = ::__clone(child_main, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
   const int clone_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   errno = saved_errno;
   ::munmap(stack, kStack);
-  {
+  if (pid > 0) {
     std::lock_guard lock(g_leaders_mu);
-    if (pid > 0) g_leaders.insert(pid);
-    --g_spawning;
+    g_leaders.insert(pid);
   }
+  under_way.reset();
   if (pid < 0) return SpawnError{clone_errno, std::string("clone: ") + strerror(clone_errno)};
   // The child has set its group (or session) itself, before exec: a parent's setpgid() after the
   // exec would fail, and is not needed, since this thread waited for it.
