@@ -278,33 +278,15 @@ std::string ExitStatus::describe() const {
   return s;
 }
 
-std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildFds& fds) {
-  if (options.argv.empty()) return SpawnError{EINVAL, "no bridge command given"};
-  std::string path = resolve(options.argv[0]);
-  if (path.empty()) return SpawnError{ENOENT, options.argv[0] + ": command not found"};
+namespace {
 
-  std::vector<std::string> env = build_env(options.extra_env);
-  std::vector<char*> argv, envp;
-  for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
-
-  auto in = options.stdin_null ? std::optional<Pipe>(Pipe{UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)), {}})
-                               : make_pipe();
-  auto out = make_pipe();
-  auto err = options.merge_stderr ? std::optional<Pipe>(Pipe{}) : make_pipe();
-  if (!in || !in->r || !out || !err) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
-
-  ChildPlan plan{path.c_str(), argv.data(), envp.data(), cwd, in->r.get(), out->w.get(),
-                 options.merge_stderr ? -1 : err->w.get(), options.new_session, 0, 0};
-  const long open_max = ::sysconf(_SC_OPEN_MAX);
-  plan.max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
+// Runs child_main(plan) in a new process that shares our memory until it has exec'd or failed,
+// and registers it as a leader. Its pid, or -1 with errno set.
+pid_t start_child(ChildPlan& plan) {
   // The child's stack: it must not run on ours, which this thread still owns.
   constexpr std::size_t kStack = 64 * 1024;
   void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return SpawnError{errno, std::string("mmap: ") + strerror(errno)};
+  if (stack == MAP_FAILED) return -1;
 
   // clone(CLONE_VM | CLONE_VFORK), as posix_spawn does, rather than fork(): no copy of our page
   // tables and no copy-on-write fault afterwards for every page either side writes. Where page
@@ -336,14 +318,43 @@ std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildF
   const pid_t pid = ::__clone(child_main, static_cast<char*>(stack) + kStack, CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
   const int clone_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  errno = saved_errno;
   ::munmap(stack, kStack);
   if (pid > 0) {
     std::lock_guard lock(g_leaders_mu);
     g_leaders.insert(pid);
   }
   under_way.reset();
-  if (pid < 0) return SpawnError{clone_errno, std::string("clone: ") + strerror(clone_errno)};
+  errno = pid < 0 ? clone_errno : saved_errno;
+  return pid;
+}
+
+}  // namespace
+
+std::variant<Child, SpawnError> Child::spawn(const SpawnOptions& options, ChildFds& fds) {
+  if (options.argv.empty()) return SpawnError{EINVAL, "no bridge command given"};
+  std::string path = resolve(options.argv[0]);
+  if (path.empty()) return SpawnError{ENOENT, options.argv[0] + ": command not found"};
+
+  std::vector<std::string> env = build_env(options.extra_env);
+  std::vector<char*> argv, envp;
+  for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const char* cwd = options.cwd.empty() ? nullptr : options.cwd.c_str();
+
+  auto in = options.stdin_null ? std::optional<Pipe>(Pipe{UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC)), {}})
+                               : make_pipe();
+  auto out = make_pipe();
+  auto err = options.merge_stderr ? std::optional<Pipe>(Pipe{}) : make_pipe();
+  if (!in || !in->r || !out || !err) return SpawnError{errno, std::string("pipe: ") + strerror(errno)};
+
+  ChildPlan plan{path.c_str(), argv.data(), envp.data(), cwd, in->r.get(), out->w.get(),
+                 options.merge_stderr ? -1 : err->w.get(), options.new_session, 0, 0};
+  const long open_max = ::sysconf(_SC_OPEN_MAX);
+  plan.max_fd = open_max > 0 && open_max < 65536 ? static_cast<int>(open_max) : 65536;
+  const pid_t pid = start_child(plan);
+  if (pid < 0) return SpawnError{errno, std::string("cannot start a process: ") + strerror(errno)};
   // The child has set its group (or session) itself, before exec: a parent's setpgid() after the
   // exec would fail, and is not needed, since this thread waited for it.
   Child child(pid);  // its destructor takes the lock
