@@ -10,7 +10,8 @@
 //
 // Usage: cold_client AGENT RUNS
 //        cold_client --connect SOCKET RUNS
-// Prints one line per run: its wall time in ms ("%.3f").
+// Prints one line per run: its wall time in ms ("%.3f"). The client half is raw_peer.h's, as
+// raw_acp_client's is.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -24,56 +25,27 @@
 #include <cstring>
 #include <string>
 
+#include "raw_peer.h"
+
 extern char** environ;
 
 namespace {
 
-struct Agent {
-  pid_t pid = -1;
-  int to = -1;
-  int from = -1;
-  std::string buf;
-  std::string last;  // the last line await() found (and what came before it)
-};
-
-bool send(Agent& a, const char* line) {
-  std::size_t n = std::strlen(line);
-  return ::write(a.to, line, n) == static_cast<ssize_t>(n);
-}
-
-// Reads until a whole line holding `key` ("\"id\":N,") has arrived, and keeps it in `last`;
-// false at end of file.
-bool await(Agent& a, const char* key) {
-  for (;;) {
-    if (auto k = a.buf.find(key); k != std::string::npos) {
-      if (auto nl = a.buf.find('\n', k); nl != std::string::npos) {
-        a.last = a.buf.substr(0, nl);
-        a.buf.erase(0, nl + 1);
-        return true;
-      }
-    }
-    char b[65536];
-    ssize_t n = ::read(a.from, b, sizeof b);
-    if (n <= 0) return false;
-    a.buf.append(b, static_cast<std::size_t>(n));
-  }
-}
+using tether::bench::RawPeer;
 
 // initialize, session/new, and a prompt in the session it made; false when an answer is missing.
-bool converse(Agent& a) {
-  if (!send(a, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":1,"
-               "\"clientCapabilities\":{}}}\n") ||
-      !await(a, "\"id\":1,") ||
-      !send(a, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"session/new\",\"params\":{\"cwd\":\"/tmp\",\"mcpServers\":[]}}\n") ||
-      !await(a, "\"id\":2,"))
+bool converse(RawPeer& a) {
+  using tether::bench::await_answer, tether::bench::send_line;
+  if (!send_line(a, R"({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1,"clientCapabilities":{}}})") ||
+      !await_answer(a, 1) ||
+      !send_line(a, R"({"jsonrpc":"2.0","id":2,"method":"session/new","params":{"cwd":"/tmp","mcpServers":[]}})"))
     return false;
-  const std::string& answer = a.last;
-  auto at = answer.find("\"sessionId\":\"");
-  if (at == std::string::npos) return false;
-  at += 13;
-  std::string prompt = "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"session/prompt\",\"params\":{\"sessionId\":\"" +
-                       answer.substr(at, answer.find('"', at) - at) + "\",\"prompt\":[{\"type\":\"text\",\"text\":\"hi\"}]}}\n";
-  return send(a, prompt.c_str()) && await(a, "\"id\":3,");
+  auto answer = await_answer(a, 2);
+  std::string sid = answer ? tether::bench::session_id_of(*answer) : "";
+  return !sid.empty() &&
+         send_line(a, R"({"jsonrpc":"2.0","id":3,"method":"session/prompt","params":{"sessionId":")" + sid +
+                          R"(","prompt":[{"type":"text","text":"hi"}]}})") &&
+         await_answer(a, 3);
 }
 
 bool spawned_one_shot(const char* agent_path) {
@@ -83,19 +55,18 @@ bool spawned_one_shot(const char* agent_path) {
   ::posix_spawn_file_actions_init(&fa);
   ::posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  Agent a;
+  pid_t pid = -1;
   char* argv[] = {const_cast<char*>(agent_path), nullptr};
-  int rc = ::posix_spawn(&a.pid, agent_path, &fa, nullptr, argv, environ);
+  int rc = ::posix_spawn(&pid, agent_path, &fa, nullptr, argv, environ);
   ::posix_spawn_file_actions_destroy(&fa);
   ::close(in[0]);
   ::close(out[1]);
   if (rc != 0) return false;
-  a.to = in[1];
-  a.from = out[0];
+  RawPeer a{in[1], out[0], {}};
   bool ok = converse(a);
   ::close(a.to);
   int status = 0;
-  ::waitpid(a.pid, &status, 0);
+  ::waitpid(pid, &status, 0);
   ::close(a.from);
   return ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
@@ -105,9 +76,9 @@ bool connected_one_shot(const char* socket_path) {
   addr.sun_family = AF_UNIX;
   if (std::strlen(socket_path) >= sizeof addr.sun_path) return false;
   std::strcpy(addr.sun_path, socket_path);
-  Agent a;
-  a.to = a.from = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (a.to < 0) return false;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  RawPeer a{fd, fd, {}};
   bool ok = ::connect(a.to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 && converse(a);
   ::close(a.to);
   return ok;

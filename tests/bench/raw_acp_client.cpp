@@ -14,45 +14,7 @@
 #include <cstdlib>
 #include <string>
 
-namespace {
-
-int to_agent = -1;
-int from_agent = -1;
-std::string buf;
-
-std::string read_line() {
-  for (;;) {
-    auto nl = buf.find('\n');
-    if (nl != std::string::npos) {
-      std::string l = buf.substr(0, nl);
-      buf.erase(0, nl + 1);
-      return l;
-    }
-    char b[65536];
-    ssize_t n = ::read(from_agent, b, sizeof b);
-    if (n <= 0) {
-      std::fprintf(stderr, "raw_acp_client: the agent closed its stdout\n");
-      std::exit(1);
-    }
-    buf.append(b, static_cast<std::size_t>(n));
-  }
-}
-
-void send(const std::string& s) {
-  std::string l = s + "\n";
-  if (::write(to_agent, l.data(), l.size()) != static_cast<ssize_t>(l.size())) std::exit(1);
-}
-
-// The response to our request `id` (not a request or notification of the agent's).
-std::string await(int id) {
-  std::string key = "\"id\":" + std::to_string(id) + ",";
-  for (;;) {
-    std::string l = read_line();
-    if (l.find(key) != std::string::npos && l.find("\"method\"") == std::string::npos) return l;
-  }
-}
-
-}  // namespace
+#include "raw_peer.h"
 
 int main(int argc, char** argv) {
   if (argc != 3) {
@@ -78,18 +40,28 @@ int main(int argc, char** argv) {
   }
   ::close(in[0]);
   ::close(out[1]);
-  to_agent = in[1];
-  from_agent = out[0];
+  tether::bench::RawPeer agent{in[1], out[0], {}};
+  // The answer to request `id`; the agent closing its stdout first ends the run.
+  auto await = [&](int id) {
+    auto answer = tether::bench::await_answer(agent, id);
+    if (!answer) {
+      std::fprintf(stderr, "raw_acp_client: the agent closed its stdout\n");
+      std::exit(1);
+    }
+    return *answer;
+  };
+  auto send = [&](const std::string& line) {
+    if (!tether::bench::send_line(agent, line)) std::exit(1);
+  };
   send(R"({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1,"clientCapabilities":{}}})");
   await(1);
   send(R"({"jsonrpc":"2.0","id":2,"method":"session/new","params":{"cwd":"/tmp","mcpServers":[]}})");
   std::string l = await(2);
-  auto p = l.find("\"sessionId\":\"");
-  if (p == std::string::npos) {
+  std::string sid = tether::bench::session_id_of(l);
+  if (sid.empty()) {
     std::fprintf(stderr, "raw_acp_client: no session id in %s\n", l.c_str());
     return 1;
   }
-  std::string sid = l.substr(p + 13, l.find('"', p + 13) - p - 13);
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < turns; ++i) {
     int id = 3 + i;
@@ -99,7 +71,7 @@ int main(int argc, char** argv) {
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%.3f\n", s / turns * 1e6);
-  ::close(to_agent);
+  ::close(agent.to);
   ::waitpid(pid, nullptr, 0);
   return 0;
 }
