@@ -43,7 +43,7 @@ std::optional<Pipe> make_pipe() {
   return Pipe{UniqueFd(p[0]), UniqueFd(p[1])};
 }
 
-// PATH lookup done in the parent: between fork and exec only async-signal-safe calls are allowed.
+// PATH lookup done in the parent: between clone and exec the child makes raw system calls only.
 std::string resolve(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
   const char* path = std::getenv("PATH");
