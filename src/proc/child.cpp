@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <linux/close_range.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -93,16 +94,21 @@ struct ChildPlan {
 };
 
 // The kernel's struct sigaction (not libc's): the child sets dispositions with the raw system
-// call, since libc's sigaction() is what a sanitizer intercepts. Its signal sets are 64 bits,
-// as on every architecture Debian builds tether for (MIPS, with 128 signals, is not one).
+// call, since libc's sigaction() is what a sanitizer intercepts. The kernel's signal sets are 64
+// bits (8 bytes, also where a long has 4: it refuses any other size), as on every architecture
+// Debian builds tether for (MIPS, with 128 signals, is not one).
 static_assert(NSIG == 65, "the child's raw signal calls assume 64 signals");
+#if defined(__x86_64__) && defined(__ILP32__)
+#error "x32: the child's raw struct sigaction is not laid out for it"
+#endif
+constexpr std::size_t kKernelSigsetSize = 8;
 struct KernelSigaction {
   void (*handler)(int);
   unsigned long flags;
 #if !defined(__riscv) && !defined(__loongarch__)
   void (*restorer)();
 #endif
-  unsigned long mask;  // signals 1 to 64
+  unsigned long mask[kKernelSigsetSize / sizeof(unsigned long)];  // signals 1 to 64
 };
 
 // The child, from clone() to exec. It runs on its own stack in our memory while the spawning
@@ -141,23 +147,24 @@ TETHER_CHILD_SIDE bool place(int fd, int target) {
 TETHER_CHILD_SIDE int child_main(void* arg) {
   auto& plan = *static_cast<ChildPlan*>(arg);
   if (::syscall(plan.new_session ? SYS_setsid : SYS_setpgid, 0, 0) < 0) return fail(plan, 1);
-  // Die with the spawning thread's process; re-check the parent in case it already died.
+  // Die with the spawning thread (PR_SET_PDEATHSIG is per thread); re-check the parent in case it
+  // already died.
   ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
   if (::syscall(SYS_getppid) != plan.parent) ::syscall(SYS_exit_group, 127);
   // Every signal to its default. One pending (a Ctrl-Z or Ctrl-C sent to our process group while
   // the child was still in it) is discarded first by ignoring it: it must not stop or kill the
   // child once unblocked (a child stopped before its exec would hang this spawn for good).
-  unsigned long pending = 0;
-  ::syscall(SYS_rt_sigpending, &pending, sizeof pending);
+  std::uint64_t pending = 0;
+  ::syscall(SYS_rt_sigpending, &pending, kKernelSigsetSize);
   KernelSigaction ign{}, dfl{};
   ign.handler = SIG_IGN;
   dfl.handler = SIG_DFL;
   for (int sig = 1; sig <= 64; ++sig) {  // fails harmlessly for KILL and STOP
-    if (pending & (1UL << (sig - 1))) ::syscall(SYS_rt_sigaction, sig, &ign, nullptr, sizeof(unsigned long));
-    ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof(unsigned long));
+    if (pending & (std::uint64_t{1} << (sig - 1))) ::syscall(SYS_rt_sigaction, sig, &ign, nullptr, kKernelSigsetSize);
+    ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, kKernelSigsetSize);
   }
-  const unsigned long none = 0;
-  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none);
+  const std::uint64_t none = 0;
+  ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, kKernelSigsetSize);
   if (!place(plan.in, 0) || !place(plan.out, 1) ||
       (plan.err < 0 ? ::syscall(SYS_dup3, 1, 2, 0) != 2 : !place(plan.err, 2)))
     return fail(plan, 2);
